@@ -1,0 +1,1 @@
+//! The Wilddog conversation state machine, sans I/O.

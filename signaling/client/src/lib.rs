@@ -1,0 +1,1 @@
+//! Async WebSocket client of the Wilddog signaling protocol.

@@ -1,0 +1,1 @@
+//! The Wilddog signaling server.

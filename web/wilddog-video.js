@@ -1,0 +1,1 @@
+// placeholder: the browser SDK (issue 5)
