@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then runs every test of the project.
+# Nothing is skipped silently: a step that cannot run fails and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# meson builds the plugin and the runner through cargo (sharing target/), checks the
+# version and gst-inspect, and runs `cargo test --workspace`: every Rust test, the real
+# calls among them, each in a private network namespace it makes itself.
+step "meson build; Rust tests through meson test"
+builddir=target/meson
+if [ ! -f "$builddir/build.ninja" ]; then
+  meson setup "$builddir" --buildtype=debug -Dcargo-target-dir="$PWD/target"
+fi
+meson compile -C "$builddir"
+meson test -C "$builddir" --verbose
+
+if [ -f tests/browser/package.json ]; then
+  step "browser tests (headless Chromium)"
+  npm --prefix tests/browser ci --no-audit --no-fund
+  npm --prefix tests/browser test
+fi
