@@ -10,6 +10,8 @@ packages=(
   # runtime: elements the plugin's pipelines use
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav gstreamer1.0-tools
+  # tests: gst-discoverer-1.0 checks the runner's recordings
+  gstreamer1.0-plugins-base-apps
   # tests: private network namespaces, the meson build, the browser tests
   iproute2 util-linux meson ninja-build chromium nodejs npm
 )

@@ -1,1 +1,1406 @@
-// placeholder: the browser SDK (issue 5)
+/*! wilddog-video.js — the wilddog-gst browser SDK (one-to-one video calls), MPL-2.0.
+ *
+ * The original Wilddog Video Web API (2.0 and 2.2+ shapes) over the Wilddog v2 signaling
+ * protocol, with modern WebRTC (addTrack, ontrack, promises). No dependencies, no build step.
+ *
+ * Loading (one file, three ways):
+ *   <script src="/sdk/wilddog-video.js"></script>      classic script: sets the global `wilddogVideo`
+ *   import '/sdk/wilddog-video.js';                      ES module, side-effect import: same global
+ *   import wilddogVideo from '/sdk/wilddog-video.mjs';   ES module with default + named exports
+ *   require('./wilddog-video.js')                        CommonJS (bundlers): module.exports
+ * The file contains no `import`/`export` syntax so that it is a valid classic script, and relies
+ * on nothing that differs between script and module evaluation (strict mode, `globalThis`).
+ *
+ * Types: wilddog-video.d.ts. Reference: docs/browser-sdk.md.
+ */
+(function (root, factory) {
+  'use strict';
+  // Evaluated twice (as a classic script and as a module on the same page)? Keep the first
+  // instance: two SDK singletons on one page would hold two sockets for one user.
+  var api = root && root.wilddogVideo && root.wilddogVideo.__wilddogGst ? root.wilddogVideo : factory(root);
+  if (typeof module === 'object' && module && module.exports) module.exports = api;
+  if (root) root.wilddogVideo = api;
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : typeof window !== 'undefined' ? window : undefined, function (root) {
+  'use strict';
+
+  var VERSION = '0.1.0';
+
+  // ---------------------------------------------------------------------------------------
+  // Constants
+  // ---------------------------------------------------------------------------------------
+
+  /** Error codes of the original SDK. */
+  var ERRORS = {
+    TOKEN_EXPIRED: { code: 41001, message: 'Token expired.' },
+    TOKEN_INVALID: { code: 41002, message: 'Token invalid.' },
+    GET_CONFIG_ERROR: { code: 41003, message: 'Get config error: no ICE servers.' },
+    CONVERSATION_CONNECT_FAILED: { code: 41004, message: 'Conversation connect failed.' },
+    DEVICE_NOT_AVAILABLE: { code: 41005, message: 'Device not available.' },
+    OPERATION_TIMEOUT: { code: 41006, message: 'Operation timeout.' },
+    CONVERSATION_TIMEOUT: { code: 41007, message: 'Conversation timeout.' },
+    APPID_INVALID: { code: 41008, message: 'App does not exist or is not a video app.' }
+  };
+
+  /** `dimension` → capture size. */
+  var DIMENSIONS = {
+    '120p': { width: 160, height: 120 },
+    '240p': { width: 320, height: 240 },
+    '360p': { width: 480, height: 360 },
+    '480p': { width: 640, height: 480 },
+    '720p': { width: 1280, height: 720 },
+    '1080p': { width: 1920, height: 1080 }
+  };
+
+  /** Default video bitrate range (kbps) per dimension, as the original SDK had them. */
+  var DEFAULT_BITRATES = {
+    '120p': { min: 60, max: 150 },
+    '240p': { min: 120, max: 200 },
+    '360p': { min: 120, max: 300 },
+    '480p': { min: 200, max: 500 },
+    '720p': { min: 200, max: 1024 },
+    '1080p': { min: 200, max: 1024 }
+  };
+  var MIN_BITRATE_KBPS = 50;
+  var MAX_BITRATE_KBPS = 2048;
+
+  var DEFAULTS = {
+    timeouts: { call: 30000, answer: 30000, connect: 30000 },
+    heartbeatInterval: 30000,
+    statsInterval: 2000,
+    reconnect: { initial: 1000, factor: 1.3, max: 30000 },
+    debug: false
+  };
+
+  /** Caller-side `response` values. */
+  var CallStatus = { ACCEPTED: 'ACCEPTED', REJECTED: 'REJECTED', BUSY: 'BUSY', TIMEOUT: 'TIMEOUT' };
+
+  // Frames queued while the socket is down; beyond this the oldest are dropped.
+  var MAX_QUEUED_FRAMES = 500;
+
+  // The URL this file was loaded from, when known: the server that serves the SDK at
+  // /sdk/wilddog-video.js is the one to talk to by default.
+  var scriptUrl = (typeof document !== 'undefined' && document.currentScript && document.currentScript.src) || '';
+
+  // ---------------------------------------------------------------------------------------
+  // Helpers
+  // ---------------------------------------------------------------------------------------
+
+  function makeError(name, detail) {
+    var def = ERRORS[name];
+    var err = new Error(name + ': ' + (detail || def.message));
+    err.code = def.code;
+    err.reason = name;
+    return err;
+  }
+
+  function log(enabled) {
+    if (!enabled || typeof console === 'undefined') return;
+    var args = Array.prototype.slice.call(arguments, 1);
+    args.unshift('[wilddog-video]');
+    console.log.apply(console, args);
+  }
+
+  function warn() {
+    if (typeof console === 'undefined') return;
+    var args = Array.prototype.slice.call(arguments);
+    args.unshift('[wilddog-video]');
+    console.warn.apply(console, args);
+  }
+
+  function later(fn) {
+    if (typeof queueMicrotask === 'function') queueMicrotask(fn);
+    else Promise.resolve().then(fn);
+  }
+
+  function merge(base, over) {
+    var out = {};
+    var k;
+    for (k in base) if (Object.prototype.hasOwnProperty.call(base, k)) out[k] = base[k];
+    if (over) for (k in over) if (Object.prototype.hasOwnProperty.call(over, k) && over[k] !== undefined) out[k] = over[k];
+    return out;
+  }
+
+  var PUSH_CHARS = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz';
+
+  /** A 20-character time-ordered random id, as the original's conversation ids. */
+  function newId() {
+    var now = Date.now();
+    var out = '';
+    for (var i = 0; i < 8; i++) {
+      out = PUSH_CHARS.charAt(now % 64) + out;
+      now = Math.floor(now / 64);
+    }
+    var rnd = new Uint8Array(12);
+    if (root && root.crypto && root.crypto.getRandomValues) root.crypto.getRandomValues(rnd);
+    else for (var j = 0; j < 12; j++) rnd[j] = Math.floor(Math.random() * 256);
+    for (var r = 0; r < 12; r++) out += PUSH_CHARS.charAt(rnd[r] % 64);
+    return out;
+  }
+
+  function defaultServer() {
+    var base = null;
+    if (/\/sdk\/wilddog-video\.m?js(\?.*)?(#.*)?$/.test(scriptUrl)) {
+      try { base = new URL(scriptUrl); } catch (e) { base = null; }
+    }
+    if (!base && typeof location !== 'undefined' && location.host) base = location;
+    if (!base || !base.host) return null;
+    return (base.protocol === 'https:' ? 'wss://' : 'ws://') + base.host + '/ws';
+  }
+
+  /** ICE servers as the signaling server sends them (`url` and/or `urls`) → RTCIceServer[]. */
+  function toRtcIceServers(list) {
+    var out = [];
+    if (!Array.isArray(list)) return out;
+    for (var i = 0; i < list.length; i++) {
+      var s = list[i];
+      if (!s || typeof s !== 'object') continue;
+      var urls = s.urls || s.url;
+      if (!urls) continue;
+      var arr = Array.isArray(urls) ? urls : [urls];
+      var isTurn = arr.some(function (u) { return /^turns?:/i.test(String(u)); });
+      // Browsers throw on a TURN entry without credentials; leave such an entry out.
+      if (isTurn && (s.username == null || s.credential == null)) continue;
+      var entry = { urls: urls };
+      if (s.username != null) entry.username = s.username;
+      if (s.credential != null) entry.credential = s.credential;
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /** The ICE servers for an incoming call: the call's own, else the connack's, with the TURN
+   * credential the server added applied to TURN entries. */
+  function iceServersForCall(msg, connackServers) {
+    var list = Array.isArray(msg.iceServers) && msg.iceServers.length ? msg.iceServers : connackServers;
+    var cred = msg.turnCredential;
+    return (list || []).map(function (s) {
+      var copy = merge(s, null);
+      var urls = [].concat(s.urls || s.url || []);
+      var isTurn = s.type === 'turn' || urls.some(function (u) { return /^turns?:/i.test(String(u)); });
+      if (cred && isTurn) {
+        copy.username = cred.username;
+        copy.credential = cred.credential;
+      }
+      return copy;
+    });
+  }
+
+  /** Puts `b=AS:kbps` in every video m-section of an SDP (replacing any b=AS/b=TIAS there). */
+  function setVideoBandwidth(sdp, kbps) {
+    if (!kbps) return sdp;
+    var lines = sdp.split('\r\n');
+    var out = [];
+    var inVideo = false;
+    var inserted = false;
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      if (line.indexOf('m=') === 0) {
+        inVideo = line.indexOf('m=video') === 0;
+        inserted = false;
+        out.push(line);
+        continue;
+      }
+      if (inVideo && (line.indexOf('b=AS:') === 0 || line.indexOf('b=TIAS:') === 0)) continue;
+      out.push(line);
+      if (inVideo && !inserted && line.indexOf('c=') === 0) {
+        out.push('b=AS:' + kbps);
+        inserted = true;
+      }
+    }
+    return out.join('\r\n');
+  }
+
+  /** Adds `x-google-min-bitrate`/`x-google-max-bitrate` (kbps) to the video codecs' fmtp
+   * lines. A Chrome peer reads them from the description we send: its encoder starts at the
+   * floor instead of ramping up from a low estimate (the original SDK did the same). */
+  function setVideoBitrateParams(sdp, minKbps, maxKbps) {
+    if (!minKbps && !maxKbps) return sdp;
+    var lines = sdp.split('\r\n');
+    var inVideo = false;
+    var codecPts = {};
+    var i;
+    for (i = 0; i < lines.length; i++) {
+      if (lines[i].indexOf('m=') === 0) inVideo = lines[i].indexOf('m=video') === 0;
+      var m = inVideo && /^a=rtpmap:(\d+) (VP8|VP9|H264|AV1)\/90000/i.exec(lines[i]);
+      if (m) codecPts[m[1]] = i;
+    }
+    var params = [];
+    if (minKbps) params.push('x-google-min-bitrate=' + minKbps);
+    if (maxKbps) params.push('x-google-max-bitrate=' + maxKbps);
+    var seen = {};
+    for (i = 0; i < lines.length; i++) {
+      var f = /^a=fmtp:(\d+) (.*)$/.exec(lines[i]);
+      if (f && Object.prototype.hasOwnProperty.call(codecPts, f[1])) {
+        var kept = f[2].split(';').filter(function (p) { return p && !/^x-google-(min|max)-bitrate=/.test(p); });
+        lines[i] = 'a=fmtp:' + f[1] + ' ' + kept.concat(params).join(';');
+        seen[f[1]] = true;
+      }
+    }
+    // Codecs without an fmtp line get one after their rtpmap, from the last so indexes hold.
+    Object.keys(codecPts).filter(function (pt) { return !seen[pt]; })
+      .sort(function (a, b) { return codecPts[b] - codecPts[a]; })
+      .forEach(function (pt) { lines.splice(codecPts[pt] + 1, 0, 'a=fmtp:' + pt + ' ' + params.join(';')); });
+    return lines.join('\r\n');
+  }
+
+  function clampKbps(v) {
+    return Math.max(MIN_BITRATE_KBPS, Math.min(MAX_BITRATE_KBPS, Math.round(v)));
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Emitter
+  // ---------------------------------------------------------------------------------------
+
+  function Emitter() {
+    this._listeners = Object.create(null);
+  }
+
+  Emitter.prototype.on = function (event, listener) {
+    if (typeof listener !== 'function') throw new TypeError('on(' + event + '): the listener must be a function');
+    (this._listeners[event] || (this._listeners[event] = [])).push({ fn: listener, once: false });
+    return this;
+  };
+
+  Emitter.prototype.once = function (event, listener) {
+    if (typeof listener !== 'function') throw new TypeError('once(' + event + '): the listener must be a function');
+    (this._listeners[event] || (this._listeners[event] = [])).push({ fn: listener, once: true });
+    return this;
+  };
+
+  /** `off(event, listener)` removes one listener; `off(event)` all of that event; `off()` all. */
+  Emitter.prototype.off = function (event, listener) {
+    if (event === undefined) {
+      this._listeners = Object.create(null);
+      return this;
+    }
+    var list = this._listeners[event];
+    if (!list) return this;
+    if (!listener) {
+      delete this._listeners[event];
+      return this;
+    }
+    this._listeners[event] = list.filter(function (l) { return l.fn !== listener; });
+    return this;
+  };
+
+  Emitter.prototype._emit = function (event) {
+    var list = this._listeners[event];
+    if (!list || !list.length) return false;
+    var args = Array.prototype.slice.call(arguments, 1);
+    this._listeners[event] = list.filter(function (l) { return !l.once; });
+    for (var i = 0; i < list.length; i++) {
+      try {
+        list[i].fn.apply(this, args);
+      } catch (e) {
+        // An application listener that throws must not break the SDK's state machine.
+        if (typeof console !== 'undefined') console.error('[wilddog-video] a "' + event + '" listener threw:', e);
+      }
+    }
+    return true;
+  };
+
+  function inherit(Child, Parent) {
+    Child.prototype = Object.create(Parent.prototype);
+    Child.prototype.constructor = Child;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Streams
+  // ---------------------------------------------------------------------------------------
+
+  /** Base of LocalStream and RemoteStream: a MediaStream and the elements it is attached to. */
+  function Stream(mediaStream) {
+    /** The underlying MediaStream. */
+    this.stream = mediaStream;
+    this._elements = [];
+  }
+
+  /** Shows the stream in a <video> (or <audio>) element. A local stream plays muted. */
+  Stream.prototype.attach = function (element) {
+    if (!element || typeof element !== 'object' || !('srcObject' in element)) {
+      throw new TypeError('attach(element): element must be a <video> or <audio> element');
+    }
+    element.autoplay = true;
+    element.playsInline = true;
+    if (this.type === 'LocalStream') element.muted = true;
+    element.srcObject = this.stream;
+    if (this._elements.indexOf(element) < 0) this._elements.push(element);
+    var p = element.play && element.play();
+    if (p && typeof p.catch === 'function') {
+      p.catch(function (e) {
+        if (e && e.name === 'NotAllowedError' && !element.muted) {
+          // Autoplay policy: without a user gesture a page may not play sound. Show the video
+          // muted rather than nothing; the user can unmute.
+          warn('autoplay with sound was blocked; playing muted', e.message);
+          element.muted = true;
+          element.play().catch(function () {});
+        }
+      });
+    }
+    return this;
+  };
+
+  /** Removes the stream from `element`, or from every element it is attached to. */
+  Stream.prototype.detach = function (element) {
+    var list = element ? [element] : this._elements.slice();
+    for (var i = 0; i < list.length; i++) {
+      if (list[i] && list[i].srcObject === this.stream) list[i].srcObject = null;
+      var idx = this._elements.indexOf(list[i]);
+      if (idx >= 0) this._elements.splice(idx, 1);
+    }
+    return this;
+  };
+
+  /** Switches the stream's audio tracks on or off. */
+  Stream.prototype.enableAudio = function (enabled) {
+    if (typeof enabled !== 'boolean') throw new TypeError('enableAudio(enabled): enabled must be a boolean');
+    this.stream.getAudioTracks().forEach(function (t) { t.enabled = enabled; });
+    return this;
+  };
+
+  /** Switches the stream's video tracks on or off (a disabled video track sends black). */
+  Stream.prototype.enableVideo = function (enabled) {
+    if (typeof enabled !== 'boolean') throw new TypeError('enableVideo(enabled): enabled must be a boolean');
+    this.stream.getVideoTracks().forEach(function (t) { t.enabled = enabled; });
+    return this;
+  };
+
+  /** Stops every track and detaches from every element. */
+  Stream.prototype.close = function () {
+    this.stream.getTracks().forEach(function (t) { t.stop(); });
+    this.detach();
+    this.closed = true;
+    return this;
+  };
+
+  /** The camera/microphone stream made by createLocalStream(). */
+  function LocalStream(mediaStream, settings) {
+    Stream.call(this, mediaStream);
+    this.type = 'LocalStream';
+    this.captureAudio = settings.captureAudio;
+    this.captureVideo = settings.captureVideo;
+    this.dimension = settings.dimension;
+    this.maxFPS = settings.maxFPS;
+    this.minBitrateBps = settings.minBitrateBps;
+    this.maxBitrateBps = settings.maxBitrateBps;
+  }
+  inherit(LocalStream, Stream);
+
+  /** Cycles to the next camera, keeping the stream's settings and attachments. */
+  LocalStream.prototype.switchCamera = function () {
+    var self = this;
+    var current = self.stream.getVideoTracks()[0];
+    var currentId = current && current.getSettings ? current.getSettings().deviceId : undefined;
+    return navigator.mediaDevices.enumerateDevices().then(function (devices) {
+      var cams = devices.filter(function (d) { return d.kind === 'videoinput'; });
+      if (cams.length < 2) return false;
+      var idx = cams.map(function (c) { return c.deviceId; }).indexOf(currentId);
+      var next = cams[(idx + 1) % cams.length];
+      var dim = DIMENSIONS[self.dimension];
+      return navigator.mediaDevices.getUserMedia({
+        video: { deviceId: { exact: next.deviceId }, width: { ideal: dim.width }, height: { ideal: dim.height }, frameRate: { ideal: self.maxFPS, max: self.maxFPS } }
+      }).then(function (ms) {
+        var track = ms.getVideoTracks()[0];
+        if (current) {
+          self.stream.removeTrack(current);
+          current.stop();
+        }
+        self.stream.addTrack(track);
+        if (self._onTrackReplaced) self._onTrackReplaced(track);
+        return true;
+      });
+    });
+  };
+
+  /** The other party's media, given by `stream_received`. */
+  function RemoteStream(mediaStream) {
+    Stream.call(this, mediaStream);
+    this.type = 'RemoteStream';
+  }
+  inherit(RemoteStream, Stream);
+
+  function createLocalStream(options) {
+    if (options === undefined) options = {};
+    if (!options || typeof options !== 'object') throw new TypeError('createLocalStream(options): options must be an object');
+    ['captureAudio', 'captureVideo'].forEach(function (k) {
+      if (options[k] !== undefined && typeof options[k] !== 'boolean') throw new TypeError('createLocalStream: options.' + k + ' must be a boolean');
+    });
+    var captureAudio = options.captureAudio !== false;
+    var captureVideo = options.captureVideo !== false;
+    if (!captureAudio && !captureVideo) throw new Error('createLocalStream: at least one of captureAudio and captureVideo must be true');
+    var dimension = options.dimension === undefined ? '480p' : options.dimension;
+    if (!Object.prototype.hasOwnProperty.call(DIMENSIONS, dimension)) {
+      throw new Error('createLocalStream: dimension must be one of ' + Object.keys(DIMENSIONS).join(', '));
+    }
+    var maxFPS = options.maxFPS === undefined ? 15 : options.maxFPS;
+    if (typeof maxFPS !== 'number' || !(maxFPS >= 1 && maxFPS <= 30)) throw new Error('createLocalStream: maxFPS must be a number from 1 to 30');
+    ['minBitrateBps', 'maxBitrateBps'].forEach(function (k) {
+      if (options[k] !== undefined && (typeof options[k] !== 'number' || !isFinite(options[k]))) throw new TypeError('createLocalStream: options.' + k + ' must be a number (kbps)');
+    });
+    var def = DEFAULT_BITRATES[dimension];
+    var maxKbps = options.maxBitrateBps ? clampKbps(options.maxBitrateBps) : def.max;
+    var minKbps = options.minBitrateBps ? clampKbps(options.minBitrateBps) : Math.min(def.min, maxKbps);
+    if (minKbps > maxKbps) minKbps = maxKbps;
+    var settings = {
+      captureAudio: captureAudio,
+      captureVideo: captureVideo,
+      dimension: dimension,
+      maxFPS: maxFPS,
+      minBitrateBps: minKbps,
+      maxBitrateBps: maxKbps
+    };
+    if (typeof navigator === 'undefined' || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      return Promise.reject(makeError('DEVICE_NOT_AVAILABLE', 'navigator.mediaDevices is missing: camera and microphone need a secure page (https:// or http://localhost)'));
+    }
+    var dim = DIMENSIONS[dimension];
+    var constraints = {
+      audio: captureAudio,
+      video: captureVideo ? { width: { ideal: dim.width }, height: { ideal: dim.height }, frameRate: { ideal: maxFPS, max: maxFPS } } : false
+    };
+    return navigator.mediaDevices.getUserMedia(constraints).then(function (ms) {
+      return new LocalStream(ms, settings);
+    }, function (e) {
+      throw makeError('DEVICE_NOT_AVAILABLE', (e && e.name ? e.name + ': ' : '') + (e && e.message ? e.message : String(e)));
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Conversation
+  // ---------------------------------------------------------------------------------------
+
+  // Conversation.status values.
+  var S_CALLING = 'calling'; // caller: `call` sent, waiting for the answer
+  var S_RINGING = 'ringing'; // callee: `called` raised, waiting for accept()/reject()
+  var S_ACCEPTED = 'accepted'; // accepted, media connecting
+  var S_CONNECTED = 'connected'; // ICE connected
+  var S_CLOSED = 'closed';
+
+  /** One call between this client and `remoteUid`. Made by `call()` or given by `called`. */
+  function Conversation(client, o) {
+    Emitter.call(this);
+    this._client = client;
+    /** Conversation id (`cid`). */
+    this.conversationId = o.cid;
+    /** The other party's uid. */
+    this.remoteUid = o.remoteUid;
+    /** The caller's user data (for a received call: what the caller passed to call()). */
+    this.data = o.data;
+    /** True on the caller's side. */
+    this.isCaller = !o.incoming;
+    /** calling | ringing | accepted | connected | closed */
+    this.status = o.incoming ? S_RINGING : S_CALLING;
+    this.localStream = o.localStream || null;
+    /** The other party's stream once received. */
+    this.remoteStream = null;
+    this._iceServers = o.iceServers || null;
+    this._iceTransportPolicy = o.iceTransportPolicy || undefined;
+    this._pc = null;
+    this._remoteMedia = null;
+    this._pendingCandidates = [];
+    this._timers = {};
+    this._statsTimer = null;
+    this._lastStats = null;
+    this._restartId = null;
+    this._needRestart = false;
+    this._sdpChain = Promise.resolve();
+  }
+  inherit(Conversation, Emitter);
+
+  Object.defineProperty(Conversation.prototype, 'cid', { get: function () { return this.conversationId; } });
+
+  /** Registers a listener. `stream_received` is sticky: a listener added after the stream came
+   * still gets it (once, asynchronously). */
+  Conversation.prototype.on = function (event, listener) {
+    Emitter.prototype.on.call(this, event, listener);
+    if (event === 'stream_received' && this.remoteStream) {
+      var self = this;
+      var rs = this.remoteStream;
+      later(function () {
+        var still = (self._listeners[event] || []).some(function (l) { return l.fn === listener; });
+        if (still) listener.call(self, rs);
+      });
+    }
+    return this;
+  };
+
+  Conversation.prototype.once = function (event, listener) {
+    if (event === 'stream_received' && this.remoteStream) {
+      if (typeof listener !== 'function') throw new TypeError('once(' + event + '): the listener must be a function');
+      var self = this;
+      var rs = this.remoteStream;
+      later(function () { listener.call(self, rs); });
+      return this;
+    }
+    return Emitter.prototype.once.call(this, event, listener);
+  };
+
+  /** Callee: answers yes. Resolves with this conversation. */
+  Conversation.prototype.accept = function (localStream) {
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      if (self.isCaller || self.status !== S_RINGING) {
+        reject(new Error('accept(): the conversation is ' + self.status + ', not ringing'));
+        return;
+      }
+      var ls = asLocalStream(localStream);
+      if (!ls) {
+        reject(new TypeError('accept(localStream): localStream must be a LocalStream from createLocalStream()'));
+        return;
+      }
+      self.localStream = ls;
+      self._clearTimer('answer');
+      try {
+        self._createPeer();
+      } catch (e) {
+        self._fail(makeError('CONVERSATION_CONNECT_FAILED', 'RTCPeerConnection: ' + e.message), true);
+        reject(e);
+        return;
+      }
+      self.status = S_ACCEPTED;
+      self._client._send({ type: 'accept', cid: self.conversationId, to: self.remoteUid, msg: {} });
+      self._startTimer('connect', self._client.options.timeouts.connect, function () {
+        self._fail(makeError('CONVERSATION_CONNECT_FAILED', 'media did not connect in time'), true);
+      });
+      resolve(self);
+    });
+  };
+
+  /** Callee: answers no; the caller gets `response` REJECTED. */
+  Conversation.prototype.reject = function () {
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      if (self.isCaller || self.status !== S_RINGING) {
+        reject(new Error('reject(): the conversation is ' + self.status + ', not ringing'));
+        return;
+      }
+      self._client._send({ type: 'reject', cid: self.conversationId, to: self.remoteUid, msg: {} });
+      self._teardown();
+      resolve(self);
+    });
+  };
+
+  /** Cancels a ringing call or hangs up; the other side gets `closed`, this side does not. */
+  Conversation.prototype.close = function () {
+    if (this.status === S_CLOSED) return;
+    this._client._send({ type: 'bye', cid: this.conversationId, to: this.remoteUid, msg: {} });
+    this._teardown();
+  };
+
+  Conversation.prototype._closeByNewCall = function () {
+    if (this.status === S_RINGING && !this.isCaller) this.reject().catch(function () {});
+    else this.close();
+  };
+
+  Conversation.prototype._startTimer = function (name, ms, fn) {
+    this._clearTimer(name);
+    if (!(ms > 0)) return;
+    this._timers[name] = setTimeout(fn, ms);
+  };
+
+  Conversation.prototype._clearTimer = function (name) {
+    if (this._timers[name]) {
+      clearTimeout(this._timers[name]);
+      delete this._timers[name];
+    }
+  };
+
+  Conversation.prototype._teardown = function () {
+    this.status = S_CLOSED;
+    for (var name in this._timers) clearTimeout(this._timers[name]);
+    this._timers = {};
+    if (this._statsTimer) {
+      clearInterval(this._statsTimer);
+      this._statsTimer = null;
+    }
+    if (this._pc) {
+      var pc = this._pc;
+      this._pc = null;
+      pc.onicecandidate = pc.ontrack = pc.oniceconnectionstatechange = null;
+      try { pc.close(); } catch (e) { /* already closed */ }
+    }
+    this._pendingCandidates = [];
+    this._client._conversationEnded(this);
+  };
+
+  /** Ends the conversation with an `error` event. `notify` sends `bye` so the peer stops too. */
+  Conversation.prototype._fail = function (err, notify) {
+    if (this.status === S_CLOSED) return;
+    if (notify) this._client._send({ type: 'bye', cid: this.conversationId, to: this.remoteUid, msg: {} });
+    this._teardown();
+    this._emit('error', err);
+  };
+
+  /** Caller: sends the `call` frame and starts the no-answer timer. */
+  Conversation.prototype._startCalling = function (localStream, data) {
+    var self = this;
+    var client = this._client;
+    client._send(function () {
+      var msg = {};
+      if (data !== undefined) msg.data = data;
+      if (client._iceServers.length) msg.iceServers = client._iceServers;
+      return { type: 'call', cid: self.conversationId, to: self.remoteUid, msg: msg };
+    });
+    this._startTimer('call', client.options.timeouts.call, function () {
+      if (self.status !== S_CALLING) return;
+      // Stop the callee's ringing too: it gets `closed`.
+      client._send({ type: 'bye', cid: self.conversationId, to: self.remoteUid, msg: {} });
+      self._teardown();
+      self._emit('response', CallStatus.TIMEOUT);
+    });
+  };
+
+  /** Callee: starts the no-answer timer of a received call. */
+  Conversation.prototype._startRinging = function () {
+    var self = this;
+    this._startTimer('answer', this._client.options.timeouts.answer, function () {
+      if (self.status !== S_RINGING) return;
+      self._fail(makeError('CONVERSATION_TIMEOUT', 'the call was not answered in time'), false);
+    });
+  };
+
+  Conversation.prototype._createPeer = function () {
+    var self = this;
+    var servers = toRtcIceServers(this._iceServers || this._client._iceServers);
+    var config = { iceServers: servers };
+    if (this._iceTransportPolicy === 'relay') config.iceTransportPolicy = 'relay';
+    var pc;
+    try {
+      pc = new RTCPeerConnection(config);
+    } catch (e) {
+      // A server entry the browser refuses (a bad URL) must not stop the call on loopback.
+      warn('RTCPeerConnection refused the ICE servers, using none:', e.message);
+      pc = new RTCPeerConnection({});
+    }
+    this._pc = pc;
+    var ms = this.localStream.stream;
+    var kinds = { audio: false, video: false };
+    ms.getTracks().forEach(function (t) {
+      pc.addTrack(t, ms);
+      kinds[t.kind] = true;
+    });
+    if (this.isCaller) {
+      // Receive both kinds even when sending only one.
+      if (!kinds.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
+      if (!kinds.video) pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    this.localStream._onTrackReplaced = function (track) {
+      if (!self._pc) return;
+      self._pc.getSenders().forEach(function (s) {
+        if (s.track && s.track.kind === track.kind) s.replaceTrack(track).catch(function () {});
+      });
+    };
+    pc.onicecandidate = function (ev) {
+      var c = ev.candidate;
+      if (!c || !c.candidate) return;
+      self._client._send({
+        type: 'candidate',
+        cid: self.conversationId,
+        to: self.remoteUid,
+        msg: { sdpMLineIndex: c.sdpMLineIndex, sdpMid: c.sdpMid, sdp: c.candidate }
+      });
+    };
+    pc.ontrack = function (ev) { self._onTrack(ev); };
+    pc.oniceconnectionstatechange = function () { self._onIceState(pc.iceConnectionState); };
+    return pc;
+  };
+
+  Conversation.prototype._onTrack = function (ev) {
+    if (!this._remoteMedia) {
+      this._remoteMedia = (ev.streams && ev.streams[0]) || new MediaStream();
+    }
+    var media = this._remoteMedia;
+    if (media.getTracks().indexOf(ev.track) < 0) media.addTrack(ev.track);
+    if (!this.remoteStream) {
+      var self = this;
+      this.remoteStream = new RemoteStream(media);
+      // After the current setRemoteDescription's other `track` events.
+      later(function () {
+        if (self.status !== S_CLOSED) self._emit('stream_received', self.remoteStream);
+      });
+    }
+  };
+
+  Conversation.prototype._onIceState = function (state) {
+    var log_ = this._client.options.debug;
+    log(log_, 'ice', this.conversationId, state);
+    if (state === 'connected' || state === 'completed') {
+      if (this.status === S_ACCEPTED) {
+        this.status = S_CONNECTED;
+        this._clearTimer('connect');
+      }
+      this._startStats();
+    } else if (state === 'failed') {
+      this._fail(makeError('CONVERSATION_TIMEOUT', 'ICE failed'), true);
+    }
+  };
+
+  /** Video sender settings from the local stream: the send cap (maxBitrateBps, kbps) and
+   * keeping the chosen `dimension` (under CPU or bandwidth pressure the frame rate drops, not
+   * the resolution the application asked for). */
+  Conversation.prototype._applySenderBitrate = function () {
+    var pc = this._pc;
+    var kbps = this.localStream && this.localStream.maxBitrateBps;
+    if (!pc || !pc.getSenders) return;
+    pc.getSenders().forEach(function (sender) {
+      if (!sender.track || sender.track.kind !== 'video' || !sender.getParameters) return;
+      try {
+        var params = sender.getParameters();
+        if (!params.encodings || !params.encodings.length) return;
+        if (kbps) params.encodings[0].maxBitrate = kbps * 1000;
+        params.degradationPreference = 'maintain-resolution';
+        sender.setParameters(params).catch(function (e) {
+          // Older browsers refuse degradationPreference: keep the bitrate cap at least.
+          if (!kbps) return;
+          var p2 = sender.getParameters();
+          if (p2.encodings && p2.encodings.length) {
+            p2.encodings[0].maxBitrate = kbps * 1000;
+            sender.setParameters(p2).catch(function () {});
+          }
+          warn('setParameters:', e && e.message);
+        });
+      } catch (e) { /* not negotiated yet */ }
+    });
+  };
+
+  /** The SDP as sent to the peer: our stream's video bitrate range as `b=AS` (the cap) and
+   * Chrome's x-google-min/max-bitrate, which a Chrome peer applies to what it sends us. */
+  Conversation.prototype._sdpForPeer = function (sdp) {
+    var ls = this.localStream;
+    if (!ls) return sdp;
+    return setVideoBitrateParams(setVideoBandwidth(sdp, ls.maxBitrateBps), ls.minBitrateBps, ls.maxBitrateBps);
+  };
+
+  Conversation.prototype._chain = function (fn) {
+    var self = this;
+    this._sdpChain = this._sdpChain.then(fn).catch(function (e) {
+      if (self.status === S_CLOSED) return;
+      warn('negotiation failed:', e);
+      self._fail(makeError('CONVERSATION_CONNECT_FAILED', e && e.message), true);
+    });
+    return this._sdpChain;
+  };
+
+  /** Caller: create and send an offer (an ICE restart when `restart`). */
+  Conversation.prototype._sendOffer = function (restart) {
+    var self = this;
+    return this._chain(function () {
+      var pc = self._pc;
+      if (!pc) return;
+      if (pc.signalingState !== 'stable') {
+        // An offer is in flight: restart once its answer is in.
+        if (restart) self._needRestart = true;
+        return;
+      }
+      var restartId = restart ? newId() : null;
+      if (restart) self._restartId = restartId;
+      return pc.createOffer(restart ? { iceRestart: true } : {}).then(function (offer) {
+        if (self._pc !== pc) return;
+        return pc.setLocalDescription(offer).then(function () {
+          var msg = { sdp: self._sdpForPeer(offer.sdp) };
+          if (restartId) msg.restartId = restartId;
+          self._client._send({ type: 'offer', cid: self.conversationId, to: self.remoteUid, msg: msg });
+          self._applySenderBitrate();
+        });
+      });
+    });
+  };
+
+  Conversation.prototype._addPendingCandidates = function () {
+    var pc = this._pc;
+    var list = this._pendingCandidates;
+    this._pendingCandidates = [];
+    list.forEach(function (c) {
+      pc.addIceCandidate(c).catch(function (e) { warn('addIceCandidate failed:', e.message); });
+    });
+  };
+
+  /** A conversation frame from the other party (cid and sender already checked). */
+  Conversation.prototype._onFrame = function (type, msg) {
+    var self = this;
+    msg = msg && typeof msg === 'object' ? msg : {};
+    switch (type) {
+      case 'accept':
+        if (!this.isCaller || this.status !== S_CALLING) return;
+        this._clearTimer('call');
+        this.status = S_ACCEPTED;
+        this._emit('response', CallStatus.ACCEPTED);
+        if (this.status !== S_ACCEPTED) return; // a listener closed it
+        try {
+          this._createPeer();
+        } catch (e) {
+          this._fail(makeError('CONVERSATION_CONNECT_FAILED', 'RTCPeerConnection: ' + e.message), true);
+          return;
+        }
+        this._startTimer('connect', this._client.options.timeouts.connect, function () {
+          self._fail(makeError('CONVERSATION_CONNECT_FAILED', 'media did not connect in time'), true);
+        });
+        this._sendOffer(false);
+        return;
+      case 'reject':
+      case 'busy':
+      case 'unreachable':
+        if (!this.isCaller || this.status !== S_CALLING) return;
+        this._teardown();
+        this._emit('response', type === 'reject' ? CallStatus.REJECTED : type === 'busy' ? CallStatus.BUSY : CallStatus.TIMEOUT);
+        return;
+      case 'offer':
+        if (this.isCaller || !this._pc || typeof msg.sdp !== 'string') return;
+        this._chain(function () {
+          var pc = self._pc;
+          if (!pc) return;
+          return pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }).then(function () {
+            self._addPendingCandidates();
+            return pc.createAnswer();
+          }).then(function (answer) {
+            return pc.setLocalDescription(answer).then(function () {
+              var out = { sdp: self._sdpForPeer(answer.sdp) };
+              if (msg.restartId != null) out.restartId = msg.restartId;
+              self._client._send({ type: 'answer', cid: self.conversationId, to: self.remoteUid, msg: out });
+              self._applySenderBitrate();
+            });
+          });
+        });
+        return;
+      case 'answer':
+        if (!this.isCaller || !this._pc || typeof msg.sdp !== 'string') return;
+        this._chain(function () {
+          var pc = self._pc;
+          if (!pc || pc.signalingState !== 'have-local-offer') return;
+          // An answer to an older (restart) offer: ignore it. The original callee does not echo
+          // restartId, so an answer without one is taken.
+          if (msg.restartId != null && self._restartId != null && msg.restartId !== self._restartId) return;
+          return pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).then(function () {
+            self._addPendingCandidates();
+            if (self._needRestart) {
+              self._needRestart = false;
+              self._sendOffer(true);
+            }
+          });
+        });
+        return;
+      case 'candidate': {
+        var line = typeof msg.sdp === 'string' ? msg.sdp : typeof msg.candidate === 'string' ? msg.candidate : '';
+        if (!line) return; // end of candidates
+        var init = { candidate: line, sdpMid: msg.sdpMid != null ? msg.sdpMid : null, sdpMLineIndex: msg.sdpMLineIndex != null ? msg.sdpMLineIndex : null };
+        if (init.sdpMid == null && init.sdpMLineIndex == null) init.sdpMLineIndex = 0;
+        if (this._pc && this._pc.remoteDescription) {
+          this._pc.addIceCandidate(init).catch(function (e) { warn('addIceCandidate failed:', e.message); });
+        } else if (this.status !== S_CLOSED && this._pendingCandidates.length < 200) {
+          this._pendingCandidates.push(init);
+        }
+        return;
+      }
+      case 'bye':
+        if (this.status === S_CLOSED) return;
+        this._teardown();
+        this._emit('closed');
+        return;
+      case 'restartice':
+        if (this.isCaller && this._pc) this._sendOffer(true);
+        return;
+      default:
+    }
+  };
+
+  /** After a new connack: bring the media path back with an ICE restart. */
+  Conversation.prototype._onReconnected = function () {
+    if (!this._pc || (this.status !== S_ACCEPTED && this.status !== S_CONNECTED)) return;
+    if (this.isCaller) this._sendOffer(true);
+    else this._client._send({ type: 'restartice', cid: this.conversationId, to: this.remoteUid, msg: {} });
+  };
+
+  Conversation.prototype._startStats = function () {
+    if (this._statsTimer || this.status === S_CLOSED) return;
+    var self = this;
+    var interval = this._client.options.statsInterval;
+    if (!(interval > 0)) return;
+    this._statsTimer = setInterval(function () { self._collectStats(); }, interval);
+  };
+
+  Conversation.prototype._collectStats = function () {
+    var self = this;
+    var pc = this._pc;
+    if (!pc) return;
+    pc.getStats().then(function (report) {
+      if (self._pc !== pc || self.status === S_CLOSED) return;
+      var now = Date.now();
+      var out = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0 };
+      var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0 };
+      var pairId = null;
+      var pairs = [];
+      var byId = {};
+      report.forEach(function (s) {
+        byId[s.id] = s;
+        if (s.type === 'outbound-rtp') {
+          out.bytes += s.bytesSent || 0;
+          out.packets += s.packetsSent || 0;
+          if (s.kind === 'video') {
+            out.frames += s.framesEncoded || 0;
+            if (s.frameWidth) out.width = s.frameWidth;
+            if (s.frameHeight) out.height = s.frameHeight;
+            if (s.framesPerSecond != null) out.fps = s.framesPerSecond;
+          }
+        } else if (s.type === 'inbound-rtp') {
+          inn.bytes += s.bytesReceived || 0;
+          inn.packetsLost += s.packetsLost || 0;
+          if (s.kind === 'video') {
+            inn.frames += s.framesDecoded || 0;
+            if (s.frameWidth) inn.width = s.frameWidth;
+            if (s.frameHeight) inn.height = s.frameHeight;
+            if (s.framesPerSecond != null) inn.fps = s.framesPerSecond;
+            if (s.jitter != null) inn.jitter = Math.round(s.jitter * 1000);
+          }
+        } else if (s.type === 'transport' && s.selectedCandidatePairId) {
+          pairId = s.selectedCandidatePairId;
+        } else if (s.type === 'candidate-pair') {
+          pairs.push(s);
+        }
+      });
+      var pair = pairId ? byId[pairId] : null;
+      if (!pair) pair = pairs.filter(function (p) { return p.nominated && p.state === 'succeeded'; })[0] || null;
+      var localCand = pair && byId[pair.localCandidateId];
+      var remoteCand = pair && byId[pair.remoteCandidateId];
+      var last = self._lastStats;
+      var secs = last ? (now - last.time) / 1000 : 0;
+      function rate(bytes, prev) { return secs > 0 ? Math.max(0, Math.round(((bytes - prev) * 8) / 1000 / secs)) : 0; }
+      function fps(frames, prev, reported) {
+        if (reported != null) return Math.round(reported);
+        return secs > 0 ? Math.max(0, Math.round((frames - prev) / secs)) : 0;
+      }
+      var local = {
+        bytesSent: out.bytes,
+        bitSentRate: rate(out.bytes, last ? last.outBytes : 0),
+        fps: fps(out.frames, last ? last.outFrames : 0, out.fps),
+        width: out.width,
+        height: out.height,
+        candidateType: (localCand && localCand.candidateType) || '',
+        framesEncoded: out.frames,
+        packetsSent: out.packets
+      };
+      var remote = {
+        id: self.remoteUid,
+        bytesReceived: inn.bytes,
+        bitReceivedRate: rate(inn.bytes, last ? last.inBytes : 0),
+        fps: fps(inn.frames, last ? last.inFrames : 0, inn.fps),
+        delay: pair && pair.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : 0,
+        width: inn.width,
+        height: inn.height,
+        candidateType: (remoteCand && remoteCand.candidateType) || '',
+        framesDecoded: inn.frames,
+        packetsLost: inn.packetsLost,
+        jitter: inn.jitter
+      };
+      self._lastStats = { time: now, outBytes: out.bytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames };
+      self._emit('local_stats', local);
+      if (self.status !== S_CLOSED) self._emit('remote_stats', remote);
+    }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
+  };
+
+  function asLocalStream(s) {
+    if (s instanceof LocalStream) return s;
+    if (typeof MediaStream !== 'undefined' && s instanceof MediaStream) {
+      return new LocalStream(s, { captureAudio: s.getAudioTracks().length > 0, captureVideo: s.getVideoTracks().length > 0, dimension: '480p', maxFPS: 15, minBitrateBps: 0, maxBitrateBps: 0 });
+    }
+    if (s && typeof s === 'object' && typeof MediaStream !== 'undefined' && s.stream instanceof MediaStream) return s;
+    return null;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Client: one signaling connection, one conversation at a time
+  // ---------------------------------------------------------------------------------------
+
+  // Client.state values.
+  var C_IDLE = 'idle';
+  var C_CONNECTING = 'connecting';
+  var C_READY = 'ready';
+  var C_RECONNECTING = 'reconnecting';
+  var C_STOPPED = 'stopped';
+
+  function normalizeOptions(o) {
+    o = o || {};
+    var opts = merge(DEFAULTS, o);
+    opts.timeouts = merge(DEFAULTS.timeouts, o.timeouts);
+    opts.reconnect = merge(DEFAULTS.reconnect, o.reconnect);
+    return opts;
+  }
+
+  /** A signaling client: `call()`, `on('called')`, `on('token_error')`, `setToken()`. */
+  function Client(config) {
+    Emitter.call(this);
+    this.appId = null;
+    this.token = null;
+    this.options = normalizeOptions(null);
+    /** idle | connecting | ready | reconnecting | stopped */
+    this.state = C_IDLE;
+    this._ws = null;
+    this._queue = [];
+    this._iceServers = [];
+    this._conversation = null;
+    this._reconnectDelay = this.options.reconnect.initial;
+    this._reconnectTimer = null;
+    this._heartbeatTimer = null;
+    this._heartbeatCounter = 0;
+    this._everReady = false;
+    this._serverUrl = null;
+    if (config) this.configure(config);
+  }
+  inherit(Client, Emitter);
+
+  /** Sets appId, token and options without connecting. */
+  Client.prototype.configure = function (config) {
+    if (!config || typeof config !== 'object') throw new TypeError('initialize(options): options must be an object');
+    if (typeof config.appId !== 'string' || !config.appId) throw new TypeError('initialize: appId must be a non-empty string');
+    if (typeof config.token !== 'string' || !config.token) throw new TypeError('initialize: token must be a non-empty string');
+    var o = merge(this.options, config);
+    delete o.appId;
+    delete o.token;
+    o.timeouts = merge(this.options.timeouts, config.timeouts);
+    o.reconnect = merge(this.options.reconnect, config.reconnect);
+    this.options = o;
+    this.appId = config.appId;
+    this.token = config.token;
+    this._reconnectDelay = this.options.reconnect.initial;
+    return this;
+  };
+
+  /** 2.0 shape: `initialize(appId, token[, options])`; also `initialize({appId, token, ...})`.
+   * Connects, and returns this client. */
+  Client.prototype.initialize = function (appId, token, options) {
+    var config = typeof appId === 'object' && appId !== null ? appId : merge(options || {}, { appId: appId, token: token });
+    this.configure(config);
+    this.start();
+    return this;
+  };
+
+  /** Opens the signaling connection if it is not open. */
+  Client.prototype.start = function () {
+    if (!this.appId || !this.token) throw new Error('wilddogVideo: not initialized; call initialize({appId, token}) first');
+    if (this.state === C_IDLE || this.state === C_STOPPED) this._connect();
+    return this;
+  };
+
+  Client.prototype._url = function () {
+    var url = this._serverUrl || this.options.server || defaultServer();
+    if (!url) throw new Error('wilddogVideo: no server address: pass initialize({server: "wss://host/ws", ...})');
+    return url;
+  };
+
+  Client.prototype._connect = function () {
+    var self = this;
+    if (this._reconnectTimer) {
+      clearTimeout(this._reconnectTimer);
+      this._reconnectTimer = null;
+    }
+    this._dropSocket();
+    this.state = this._everReady ? C_RECONNECTING : C_CONNECTING;
+    var url = this._url();
+    var ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      warn('cannot open', url, e.message);
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = function () {
+      if (self._ws !== ws) return;
+      log(self.options.debug, 'socket open', url);
+      ws.send(JSON.stringify({
+        type: 'connect',
+        msg: {
+          token: self.token,
+          appId: self.appId,
+          clientInfo: { sdk: 'wilddog-gst-web', sdkVersion: VERSION, browser: typeof navigator !== 'undefined' ? navigator.userAgent : '' }
+        }
+      }));
+      self._startHeartbeat();
+    };
+    ws.onmessage = function (ev) {
+      if (self._ws !== ws) return;
+      self._onText(ev.data);
+    };
+    ws.onclose = function (ev) {
+      if (self._ws !== ws) return;
+      self._ws = null;
+      self._stopHeartbeat();
+      log(self.options.debug, 'socket closed', ev && ev.code);
+      if (self.state === C_STOPPED) return;
+      self.state = C_RECONNECTING;
+      self._emit('disconnected');
+      self._scheduleReconnect();
+    };
+    ws.onerror = function () { /* `close` follows */ };
+  };
+
+  Client.prototype._dropSocket = function () {
+    var ws = this._ws;
+    this._ws = null;
+    this._stopHeartbeat();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(); } catch (e) { /* closed */ }
+    }
+  };
+
+  Client.prototype._scheduleReconnect = function () {
+    var self = this;
+    var r = this.options.reconnect;
+    var base = this._reconnectDelay;
+    // Jitter: between half and all of the current step, so that clients dropped together do
+    // not come back together.
+    var delay = base * (0.5 + Math.random() * 0.5);
+    this._reconnectDelay = Math.min(r.max, base * r.factor);
+    log(this.options.debug, 'reconnecting in', Math.round(delay), 'ms');
+    this._reconnectTimer = setTimeout(function () {
+      self._reconnectTimer = null;
+      if (self.state !== C_STOPPED) self._connect();
+    }, delay);
+  };
+
+  Client.prototype._startHeartbeat = function () {
+    var self = this;
+    this._stopHeartbeat();
+    if (!(this.options.heartbeatInterval > 0)) return;
+    this._heartbeatTimer = setInterval(function () {
+      var ws = self._ws;
+      if (ws && ws.readyState === 1) ws.send(JSON.stringify(self._heartbeatCounter++));
+    }, this.options.heartbeatInterval);
+  };
+
+  Client.prototype._stopHeartbeat = function () {
+    if (this._heartbeatTimer) clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+    this._heartbeatCounter = 0;
+  };
+
+  /** Sends a frame (or a function making one at send time), queueing it until `connack`. */
+  Client.prototype._send = function (frame) {
+    var ws = this._ws;
+    if (this.state === C_READY && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify(typeof frame === 'function' ? frame() : frame));
+      return;
+    }
+    this._queue.push(frame);
+    if (this._queue.length > MAX_QUEUED_FRAMES) this._queue.shift();
+  };
+
+  Client.prototype._flush = function () {
+    var q = this._queue;
+    this._queue = [];
+    for (var i = 0; i < q.length; i++) this._send(q[i]);
+  };
+
+  Client.prototype._onText = function (text) {
+    var frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (e) {
+      warn('ignored a frame that is not JSON');
+      return;
+    }
+    if (!frame || typeof frame !== 'object' || typeof frame.type !== 'string') return;
+    log(this.options.debug, '<-', frame.type, frame.cid || '');
+    var msg = frame.msg && typeof frame.msg === 'object' ? frame.msg : {};
+    switch (frame.type) {
+      case 'connack':
+        this._onConnack(frame, msg);
+        return;
+      case 'call':
+        this._onIncomingCall(frame, msg);
+        return;
+      case 'error':
+        warn('server refused a frame:', msg.code, msg.reason, msg.ref ? '(' + msg.ref + ')' : '');
+        this._emit('server_error', { cid: frame.cid, code: msg.code, reason: msg.reason, ref: msg.ref });
+        // The server no longer knows our conversation (the peer left while we were away):
+        // it is over.
+        var cur = this._conversation;
+        if (cur && msg.code === 'unknown_conversation' && frame.cid === cur.conversationId && cur.status !== S_CLOSED) {
+          cur._teardown();
+          cur._emit('closed');
+        }
+        return;
+      case 'accept':
+      case 'reject':
+      case 'busy':
+      case 'offer':
+      case 'answer':
+      case 'candidate':
+      case 'bye':
+      case 'restartice':
+      case 'unreachable': {
+        var conv = this._conversation;
+        if (!conv || conv.conversationId !== frame.cid || conv.remoteUid !== frame.from) return;
+        conv._onFrame(frame.type, msg);
+        return;
+      }
+      default:
+      // deviceack, startack, endack and types from newer servers: nothing to do.
+    }
+  };
+
+  Client.prototype._onConnack = function (frame, msg) {
+    if (msg.code === 0 || msg.code === undefined) {
+      if (typeof frame.url === 'string' && frame.url) {
+        // Redirect to another node.
+        this._serverUrl = frame.url;
+        this._connect();
+        return;
+      }
+      var reconnected = this._everReady;
+      this._iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+      this.state = C_READY;
+      this._everReady = true;
+      this._reconnectDelay = this.options.reconnect.initial;
+      this._flush();
+      this._emit('connected');
+      if (reconnected && this._conversation) this._conversation._onReconnected();
+      return;
+    }
+    // A token the server refuses will not get better by retrying: stop until setToken().
+    this.state = C_STOPPED;
+    this._dropSocket();
+    var err = msg.code === 2 ? makeError('TOKEN_EXPIRED') : makeError('TOKEN_INVALID', msg.code === 1 ? undefined : 'connack code ' + msg.code);
+    this._emit('token_error', err);
+  };
+
+  Client.prototype._onIncomingCall = function (frame, msg) {
+    if (typeof frame.cid !== 'string' || !frame.cid || typeof frame.from !== 'string' || !frame.from) return;
+    var cur = this._conversation;
+    if (cur && cur.conversationId === frame.cid) return; // a repeat
+    if (cur && cur.status !== S_CLOSED) {
+      this._send({ type: 'busy', cid: frame.cid, to: frame.from, msg: {} });
+      return;
+    }
+    var conv = new Conversation(this, {
+      cid: frame.cid,
+      remoteUid: frame.from,
+      incoming: true,
+      data: msg.data,
+      iceServers: iceServersForCall(msg, this._iceServers)
+    });
+    this._conversation = conv;
+    conv._startRinging();
+    this._emit('called', conv);
+  };
+
+  Client.prototype._conversationEnded = function (conv) {
+    if (this._conversation === conv) this._conversation = null;
+  };
+
+  /** Calls `remoteUid`. `data`: a string for the callee, or `{data, iceTransportPolicy}` (2.2+).
+   * Hangs up the current conversation first. */
+  Client.prototype.call = function (remoteUid, localStream, data) {
+    if (typeof remoteUid !== 'string' || !remoteUid) throw new TypeError('call(remoteUid, localStream, data): remoteUid must be a non-empty string');
+    var ls = asLocalStream(localStream);
+    if (!ls) throw new TypeError('call(remoteUid, localStream, data): localStream must be a LocalStream from createLocalStream()');
+    var userData = data;
+    var policy;
+    if (data !== undefined && data !== null && typeof data === 'object') {
+      if ('data' in data || 'iceTransportPolicy' in data) {
+        userData = data.data;
+        policy = data.iceTransportPolicy;
+      }
+    } else if (data !== undefined && data !== null && typeof data !== 'string') {
+      throw new TypeError('call(remoteUid, localStream, data): data must be a string or an object');
+    }
+    this.start();
+    var cur = this._conversation;
+    if (cur && cur.status !== S_CLOSED) cur._closeByNewCall();
+    var conv = new Conversation(this, { cid: newId(), remoteUid: remoteUid, incoming: false, data: userData, localStream: ls, iceTransportPolicy: policy });
+    this._conversation = conv;
+    conv._startCalling(ls, userData);
+    return conv;
+  };
+
+  /** Replaces the token and reconnects with it. */
+  Client.prototype.setToken = function (token) {
+    if (typeof token !== 'string' || !token) throw new TypeError('setToken(token): token must be a non-empty string');
+    this.token = token;
+    if (!this.appId) return this;
+    this._reconnectDelay = this.options.reconnect.initial;
+    this._connect();
+    return this;
+  };
+
+  /** Creates a LocalStream (same as wilddogVideo.createLocalStream). */
+  Client.prototype.createLocalStream = function (options) {
+    return createLocalStream(options);
+  };
+
+  /** The current conversation, if any. */
+  Client.prototype.getConversation = function () {
+    return this._conversation;
+  };
+
+  /** Hangs up, closes the socket and stops reconnecting. `start()` or `setToken()` reopens. */
+  Client.prototype.disconnect = function () {
+    if (this._conversation) this._conversation.close();
+    // The bye must leave before the socket closes.
+    var ws = this._ws;
+    var q = this._queue;
+    this._queue = [];
+    if (ws && ws.readyState === 1 && this.state === C_READY) {
+      q.forEach(function (f) { ws.send(JSON.stringify(typeof f === 'function' ? f() : f)); });
+    }
+    this.state = C_STOPPED;
+    if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._dropSocket();
+    this._everReady = false;
+    return this;
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // The global object
+  // ---------------------------------------------------------------------------------------
+
+  var defaultClient = null;
+  function getClient() {
+    if (!defaultClient) defaultClient = new Client();
+    return defaultClient;
+  }
+
+  var wilddogVideo = {
+    __wilddogGst: true,
+    /** SDK version. */
+    VERSION: VERSION,
+    version: VERSION,
+    /** 2.0 shape: `wilddogVideo.getInstance().initialize(appId, token)`. */
+    getInstance: function () { return getClient(); },
+    /** 2.2+ shape: `wilddogVideo.initialize({appId, token, server?, timeouts?})`; then
+     * `wilddogVideo.call()` gives the (connected) client. */
+    initialize: function (config) {
+      if (arguments.length >= 2 && typeof config === 'string') {
+        getClient().configure(merge(arguments[2] || {}, { appId: config, token: arguments[1] }));
+      } else {
+        getClient().configure(config);
+      }
+      return wilddogVideo;
+    },
+    /** `call()` → the client (connecting it); `call(uid, stream, data)` → a Conversation. */
+    call: function () {
+      var client = getClient();
+      if (arguments.length === 0) return client.start();
+      return client.call.apply(client, arguments);
+    },
+    setToken: function (token) { return getClient().setToken(token); },
+    createLocalStream: createLocalStream,
+    /** Extension: an independent client (several users on one page, tests). */
+    createClient: function (config) { return new Client(config); },
+    Client: Client,
+    Conversation: Conversation,
+    LocalStream: LocalStream,
+    RemoteStream: RemoteStream,
+    CallStatus: CallStatus,
+    DIMENSIONS: DIMENSIONS,
+    ERROR_CODES: Object.keys(ERRORS).reduce(function (acc, k) { acc[k] = ERRORS[k].code; return acc; }, {}),
+    /** Internal: lets wilddog-video.mjs pass its import.meta.url for the default server. */
+    _setScriptUrl: function (url) { if (typeof url === 'string' && !scriptUrl) scriptUrl = url; },
+    /** Internal, for tests: SDP bandwidth munging. */
+    _setVideoBandwidth: setVideoBandwidth,
+    _setVideoBitrateParams: setVideoBitrateParams
+  };
+
+  return wilddogVideo;
+});

@@ -1,1 +1,147 @@
 //! The Wilddog signaling server.
+//!
+//! Speaks the Wilddog v2 call protocol (see `wilddog-protocol`) over WebSockets at `/ws`,
+//! authenticates clients with HS256 tokens of configured apps, routes call frames between
+//! the two parties of each conversation, and answers STUN binding requests on UDP at its own
+//! address and port so that `connack.iceServers` always works on a machine with no other
+//! server. Also serves `/healthz`, `/metrics` (OpenMetrics), the browser SDK
+//! (`/sdk/wilddog-video.js`, `/sdk/wilddog-video.d.ts`), the demo page (`/`) and, for the
+//! development app on loopback only, `/dev/token`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8930").await?;
+//! let config = wilddog_server::ServerConfig::development();
+//! wilddog_server::run(listener, config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The routing logic is [`router::Router`], pure and tested without sockets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod config;
+mod http;
+pub mod metrics;
+pub mod router;
+mod server;
+pub mod stun;
+pub mod token;
+
+pub use config::{
+    AppConfig, ConfigError, DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig,
+    TlsConfig, UrlList,
+};
+pub use http::DEV_TOKEN_TTL;
+pub use server::close_code;
+pub use token::{AuthError, Claims, TokenError, mint_token, sign_claims, verify_token};
+
+/// How long shutdown waits for connections to close before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
+
+fn rustls_config(tls: &TlsConfig) -> Result<axum_server::tls_rustls::RustlsConfig, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Tls(format!("certificate {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!("no certificate in {}", tls.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| ServerError::Tls(format!("key {}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    // WebSockets upgrade over HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
+}
+
+/// Runs the server on `listener` until `shutdown` resolves: HTTP and WebSocket on the TCP
+/// port (TLS when `config.tls` is set), STUN on UDP at the same address and port (when
+/// `config.builtin_stun`). On shutdown every WebSocket gets a close frame (1001).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let local: SocketAddr = listener.local_addr().map_err(io_err("listener address"))?;
+    let tls = config.tls.as_ref().map(rustls_config).transpose()?;
+    let stun_socket = if config.builtin_stun {
+        Some(
+            tokio::net::UdpSocket::bind(local)
+                .await
+                .map_err(io_err(format!("binding the STUN socket on udp {local}")))?,
+        )
+    } else {
+        None
+    };
+    let shared = Arc::new(server::Shared::new(config, local));
+    if let Some(socket) = stun_socket {
+        tokio::spawn(stun::serve(socket, shared.shutdown.clone()));
+    }
+    let handle = axum_server::Handle::new();
+    {
+        let (handle, stop) = (handle.clone(), shared.shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
+            }
+            tracing::info!("shutting down");
+            stop.cancel();
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+    }
+    let app = http::routes(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let std_listener = listener.into_std().map_err(io_err("listener"))?;
+    let served = match tls {
+        Some(tls) => {
+            axum_server::from_tcp_rustls(std_listener, tls).handle(handle).serve(app).await
+        }
+        None => axum_server::from_tcp(std_listener).handle(handle).serve(app).await,
+    };
+    // Whatever ended serving, end the sessions too.
+    shared.shutdown.cancel();
+    shared.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    }
+    served.map_err(io_err(format!("serving on {local}")))
+}

@@ -1,0 +1,455 @@
+//! Server configuration: apps and their token secrets, ICE servers, TLS, limits.
+//!
+//! The file is TOML:
+//!
+//! ```toml
+//! # Answer STUN binding requests on UDP at the server's own address and port, and hand out
+//! # `stun:HOST:PORT` in every connack (default true).
+//! builtin_stun = true
+//!
+//! [[apps]]
+//! id = "my-app"
+//! secret = "a long random string"      # HS256 key of this app's tokens
+//!
+//! [[ice_servers]]
+//! urls = ["turn:turn.example.com:3478?transport=udp"]   # or one string
+//! username = "user"
+//! credential = "pass"
+//!
+//! [tls]                                 # optional: serve https:// and wss://
+//! cert = "cert.pem"                     # relative to the config file
+//! key = "key.pem"
+//!
+//! [limits]
+//! max_frame_bytes = 262144
+//! rate_limit_per_sec = 100
+//! rate_limit_burst = 200
+//! idle_timeout_secs = 60
+//! connect_timeout_secs = 10
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use wilddog_protocol::{IceServer, TurnCredential, Urls};
+
+/// The app id of the development app that the server runs when it is given no config.
+pub const DEV_APP_ID: &str = "wilddog-dev";
+
+/// The token secret of the development app. It is public (it is written here and in the
+/// README): anyone who can reach a server running the development app can mint tokens for
+/// any uid. That is why `wilddog-runner serve` listens on loopback by default.
+pub const DEV_APP_SECRET: &str = "wilddog-dev-secret-public-do-not-deploy";
+
+/// Default of [`Limits::rate_limit_per_sec`]: frames per second a connection may sustain.
+pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 100;
+/// Default of [`Limits::rate_limit_burst`]: frames a connection may send at once (a client
+/// trickles a burst of ICE candidates right after its offer).
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 200;
+/// Default of [`Limits::idle_timeout`]: a connection silent this long is closed. Clients send
+/// a heartbeat every 30 s; the server pings a silent connection at half this time.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`Limits::connect_timeout`]: time a new socket has to authenticate.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Limits::max_failed_auth`].
+pub const DEFAULT_MAX_FAILED_AUTH: u32 = 3;
+/// Default of [`Limits::outbound_queue_frames`].
+pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 256;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or keys of the wrong type.
+    #[error("config is not valid: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// Valid TOML, but not a usable configuration.
+    #[error("config is not usable: {0}")]
+    Invalid(String),
+}
+
+/// One app: its id and the secret its tokens are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app id clients send in `connect.appId`.
+    pub id: String,
+    /// The HS256 key of its tokens.
+    pub secret: String,
+}
+
+/// An ICE server handed out in `connack` (in addition to the built-in STUN server).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// One URL or several (`stun:`, `turn:`, `turns:`).
+    pub urls: UrlList,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// `urls` of an [`IceServerConfig`]: one string or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UrlList {
+    /// One URL.
+    One(String),
+    /// Several URLs.
+    Many(Vec<String>),
+}
+
+impl UrlList {
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            UrlList::One(u) => vec![u.clone()],
+            UrlList::Many(v) => v.clone(),
+        }
+    }
+}
+
+impl IceServerConfig {
+    /// The entry as sent in `connack`: `url` (what the original client reads) and `urls`.
+    pub fn to_ice_server(&self) -> IceServer {
+        let urls = self.urls.to_vec();
+        let kind = urls
+            .first()
+            .map(|u| if u.starts_with("turn") { "turn".to_owned() } else { "stun".to_owned() });
+        IceServer {
+            url: urls.first().cloned(),
+            urls: Some(if urls.len() == 1 { Urls::One(urls[0].clone()) } else { Urls::Many(urls) }),
+            username: self.username.clone(),
+            credential: self.credential.clone(),
+            kind,
+            extra: Default::default(),
+        }
+    }
+}
+
+/// Certificate and key of the TLS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Limits that protect the server from clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest text frame accepted, in bytes. A larger one (up to 4 times this) is refused
+    /// with an error frame `too_large`; anything larger still closes the socket (1009).
+    pub max_frame_bytes: usize,
+    /// Frames per second one connection may sustain.
+    pub rate_limit_per_sec: u32,
+    /// Frames one connection may send in a burst.
+    pub rate_limit_burst: u32,
+    /// A connection that sends nothing (not even a pong) this long is closed.
+    pub idle_timeout: Duration,
+    /// A socket that has not authenticated this long after opening is closed.
+    pub connect_timeout: Duration,
+    /// Failed `connect` attempts after which the socket is closed.
+    pub max_failed_auth: u32,
+    /// Frames queued for one slow client before it is disconnected.
+    pub outbound_queue_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: wilddog_protocol::DEFAULT_MAX_FRAME_BYTES,
+            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_failed_auth: DEFAULT_MAX_FAILED_AUTH,
+            outbound_queue_frames: DEFAULT_OUTBOUND_QUEUE_FRAMES,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_frame_bytes: Option<usize>,
+    rate_limit_per_sec: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    idle_timeout_secs: Option<f64>,
+    connect_timeout_secs: Option<f64>,
+    max_failed_auth: Option<u32>,
+    outbound_queue_frames: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    apps: Vec<AppConfig>,
+    #[serde(default)]
+    ice_servers: Vec<IceServerConfig>,
+    #[serde(default = "default_true")]
+    builtin_stun: bool,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Everything the server needs but its listening address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Apps whose clients may connect.
+    pub apps: Vec<AppConfig>,
+    /// ICE servers handed out in `connack`, after the built-in STUN server if it is on.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Answer STUN binding requests on UDP at the server's address and port, and hand out
+    /// `stun:HOST:PORT`.
+    pub builtin_stun: bool,
+    /// Serve `https://` and `wss://` with this certificate.
+    pub tls: Option<TlsConfig>,
+    /// Limits.
+    pub limits: Limits,
+    /// Set only by [`ServerConfig::development`]: enables `GET /dev/token` for loopback peers.
+    development: bool,
+}
+
+impl ServerConfig {
+    /// The configuration used when none is given: one app, [`DEV_APP_ID`], whose secret is
+    /// the public [`DEV_APP_SECRET`]; the built-in STUN server; no TLS; default limits.
+    pub fn development() -> Self {
+        ServerConfig {
+            apps: vec![AppConfig { id: DEV_APP_ID.to_owned(), secret: DEV_APP_SECRET.to_owned() }],
+            ice_servers: Vec::new(),
+            builtin_stun: true,
+            tls: None,
+            limits: Limits::default(),
+            development: true,
+        }
+    }
+
+    /// Whether this is the development configuration (made by [`ServerConfig::development`]).
+    pub fn is_development(&self) -> bool {
+        self.development
+    }
+
+    /// Reads a TOML configuration. Relative TLS paths are kept as they are.
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(s)?;
+        let defaults = Limits::default();
+        let secs = |v: Option<f64>, default: Duration, key: &str| match v {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) => Err(ConfigError::Invalid(format!("limits.{key} must be > 0, got {s}"))),
+        };
+        let limits = Limits {
+            max_frame_bytes: file.limits.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),
+            rate_limit_per_sec: file
+                .limits
+                .rate_limit_per_sec
+                .unwrap_or(defaults.rate_limit_per_sec),
+            rate_limit_burst: file.limits.rate_limit_burst.unwrap_or(defaults.rate_limit_burst),
+            idle_timeout: secs(
+                file.limits.idle_timeout_secs,
+                defaults.idle_timeout,
+                "idle_timeout_secs",
+            )?,
+            connect_timeout: secs(
+                file.limits.connect_timeout_secs,
+                defaults.connect_timeout,
+                "connect_timeout_secs",
+            )?,
+            max_failed_auth: file.limits.max_failed_auth.unwrap_or(defaults.max_failed_auth),
+            outbound_queue_frames: file
+                .limits
+                .outbound_queue_frames
+                .unwrap_or(defaults.outbound_queue_frames),
+        };
+        let config = ServerConfig {
+            apps: file.apps,
+            ice_servers: file.ice_servers,
+            builtin_stun: file.builtin_stun,
+            tls: file.tls,
+            limits,
+            development: false,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML configuration file; relative TLS paths are taken from the file's folder.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let mut config = Self::from_toml_str(&text)?;
+        if let (Some(tls), Some(dir)) = (config.tls.as_mut(), path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: at least one app, unique ids, non-empty secrets, some
+    /// ICE server, sane limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.apps.is_empty() {
+            return invalid("no [[apps]]: at least one app (id, secret) is needed".into());
+        }
+        for (i, app) in self.apps.iter().enumerate() {
+            if app.id.is_empty() {
+                return invalid(format!("apps[{i}].id is empty"));
+            }
+            if app.secret.is_empty() {
+                return invalid(format!("app `{}` has an empty secret", app.id));
+            }
+            if self.apps[..i].iter().any(|a| a.id == app.id) {
+                return invalid(format!("app `{}` is listed twice", app.id));
+            }
+        }
+        for (i, ice) in self.ice_servers.iter().enumerate() {
+            if ice.urls.to_vec().is_empty() {
+                return invalid(format!("ice_servers[{i}].urls is empty"));
+            }
+        }
+        if !self.builtin_stun && self.ice_servers.is_empty() {
+            return invalid(
+                "builtin_stun = false and no [[ice_servers]]: connack.iceServers would be \
+                 empty, and the original client refuses to call without one"
+                    .into(),
+            );
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 {
+            return invalid(format!(
+                "limits.max_frame_bytes = {} is below 1024",
+                l.max_frame_bytes
+            ));
+        }
+        if l.rate_limit_per_sec == 0 || l.rate_limit_burst == 0 {
+            return invalid("limits.rate_limit_per_sec and rate_limit_burst must be > 0".into());
+        }
+        if l.outbound_queue_frames == 0 {
+            return invalid("limits.outbound_queue_frames must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The secret of `app_id`, if the app is configured.
+    pub fn app_secret(&self, app_id: &str) -> Option<&str> {
+        self.apps.iter().find(|a| a.id == app_id).map(|a| a.secret.as_str())
+    }
+
+    /// The ICE servers for a `connack`, the built-in STUN server (at `stun_host_port`, as
+    /// `HOST:PORT`) first when it is on.
+    pub fn connack_ice_servers(&self, stun_host_port: &str) -> Vec<IceServer> {
+        let mut out = Vec::with_capacity(self.ice_servers.len() + 1);
+        if self.builtin_stun {
+            let url = format!("stun:{stun_host_port}");
+            out.push(IceServer {
+                url: Some(url.clone()),
+                urls: Some(Urls::One(url)),
+                kind: Some("stun".to_owned()),
+                ..Default::default()
+            });
+        }
+        out.extend(self.ice_servers.iter().map(IceServerConfig::to_ice_server));
+        out
+    }
+
+    /// The `turnCredential` added to a forwarded `call`: that of the first configured ICE
+    /// server with a user name and credential, else empty strings (the original callee only
+    /// needs the field to be present).
+    pub fn turn_credential(&self) -> TurnCredential {
+        self.ice_servers
+            .iter()
+            .find_map(|s| match (&s.username, &s.credential) {
+                (Some(u), Some(c)) => {
+                    Some(TurnCredential { username: u.clone(), credential: c.clone() })
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses() {
+        let c = ServerConfig::from_toml_str(
+            r#"
+            builtin_stun = false
+            [[apps]]
+            id = "a"
+            secret = "s"
+            [[ice_servers]]
+            urls = ["turn:t.example:3478", "turns:t.example:5349"]
+            username = "u"
+            credential = "c"
+            [tls]
+            cert = "c.pem"
+            key = "k.pem"
+            [limits]
+            max_frame_bytes = 4096
+            rate_limit_per_sec = 5
+            rate_limit_burst = 7
+            idle_timeout_secs = 0.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.app_secret("a"), Some("s"));
+        assert!(!c.is_development());
+        assert_eq!(c.limits.max_frame_bytes, 4096);
+        assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let ice = c.connack_ice_servers("h:1");
+        assert_eq!(ice.len(), 1);
+        assert_eq!(ice[0].url.as_deref(), Some("turn:t.example:3478"));
+        assert_eq!(ice[0].kind.as_deref(), Some("turn"));
+        assert_eq!(c.turn_credential().username, "u");
+    }
+
+    #[test]
+    fn development_has_builtin_stun_and_dev_app() {
+        let c = ServerConfig::development();
+        assert!(c.is_development());
+        assert_eq!(c.app_secret(DEV_APP_ID), Some(DEV_APP_SECRET));
+        let ice = c.connack_ice_servers("127.0.0.1:8930");
+        assert_eq!(ice[0].url.as_deref(), Some("stun:127.0.0.1:8930"));
+        assert_eq!(ice[0].urls, Some(Urls::One("stun:127.0.0.1:8930".into())));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_reason() {
+        for (toml, needle) in [
+            ("", "no [[apps]]"),
+            ("[[apps]]\nid='a'\nsecret=''", "empty secret"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[[apps]]\nid='a'\nsecret='y'", "twice"),
+            ("builtin_stun=false\n[[apps]]\nid='a'\nsecret='x'", "would be empty"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nidle_timeout_secs=0", "idle_timeout"),
+            ("[[apps]]\nid='a'\nsecret='x'\nbogus=1", "bogus"),
+        ] {
+            let err = ServerConfig::from_toml_str(toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml:?}: {err}");
+        }
+    }
+}

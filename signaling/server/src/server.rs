@@ -1,0 +1,625 @@
+//! Socket I/O: one task per WebSocket, a [`Hub`] that owns the [`Router`] behind a mutex
+//! held only for the pure call, one bounded outbound queue per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wilddog_protocol::{
+    ClientFrame, Connack, ErrorCode, ErrorMsg, FrameError, ServerFrame, connack_code,
+};
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::router::{ConnId, Outbox, Router};
+use crate::token::verify_token;
+
+/// WebSocket close codes the server uses.
+pub mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error at the WebSocket level.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Policy: flood, failed authentications, no `connect` in time, too slow a reader.
+    pub const POLICY: u16 = 1008;
+    /// A frame over the hard size limit.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Bytes tungstenite reserves for reading from each socket. Small, because most sockets are
+/// idle and frames are small; a large SDP grows the buffer for as long as it needs.
+pub(crate) const READ_BUFFER_BYTES: usize = 1024;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub hub: Hub,
+    pub local_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Self {
+        let router = Router::new(config.turn_credential());
+        Shared {
+            config,
+            metrics: Metrics::default(),
+            hub: Hub { state: Mutex::new(HubState { router, outboxes: HashMap::new() }) },
+            local_addr,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+}
+
+struct HubState {
+    router: Router,
+    outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
+}
+
+/// The router and the outbound queues of authenticated connections.
+pub(crate) struct Hub {
+    state: Mutex<HubState>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // The router never panics on input; if a bug ever did, the state is still usable
+        // for the other sessions.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self, conn: ConnId, app: &str, uid: &str, tx: mpsc::Sender<Utf8Bytes>) {
+        let mut state = self.lock();
+        state.router.connect(conn, app, uid);
+        state.outboxes.insert(conn, tx);
+    }
+
+    /// Runs `f` on the router, then delivers what it returns. A connection whose queue is
+    /// full is too slow to read: it is dropped from the router at once (its peers get `bye`),
+    /// and its task, seeing its queue closed, closes the socket.
+    fn route(&self, metrics: &Metrics, f: impl FnOnce(&mut Router) -> Outbox) {
+        let mut deliveries = self.collect(metrics, &[], f);
+        while !deliveries.is_empty() {
+            let mut overflowed = Vec::new();
+            for (to, tx, frame) in deliveries {
+                match &frame {
+                    ServerFrame::Conversation { .. } => metrics.frames_relayed.inc(),
+                    ServerFrame::Error { .. } => metrics.frames_refused.inc(),
+                    _ => 0,
+                };
+                match tx.try_send(Utf8Bytes::from(frame.to_json())) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => overflowed.push(to),
+                    // The connection is going away; it unregisters itself.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            if overflowed.is_empty() {
+                break;
+            }
+            for conn in &overflowed {
+                tracing::warn!(
+                    conn,
+                    "outbound queue full: disconnecting a client too slow to read"
+                );
+            }
+            deliveries = self.collect(metrics, &overflowed, |router| {
+                overflowed.iter().flat_map(|conn| router.disconnect(*conn)).collect()
+            });
+        }
+    }
+
+    /// Drops the queues of `dropped` (which closes them), runs `f` under the lock and pairs
+    /// each output with its connection's queue.
+    fn collect(
+        &self,
+        metrics: &Metrics,
+        dropped: &[ConnId],
+        f: impl FnOnce(&mut Router) -> Outbox,
+    ) -> Vec<(ConnId, mpsc::Sender<Utf8Bytes>, ServerFrame)> {
+        let mut state = self.lock();
+        let HubState { router, outboxes } = &mut *state;
+        for conn in dropped {
+            outboxes.remove(conn);
+        }
+        let out = f(router);
+        metrics.conversations.set(router.conversation_count() as i64);
+        out.into_iter()
+            .filter_map(|(to, frame)| outboxes.get(&to).map(|tx| (to, tx.clone(), frame)))
+            .collect()
+    }
+
+    fn dispatch(&self, metrics: &Metrics, conn: ConnId, frame: ClientFrame) {
+        self.route(metrics, |router| router.handle(conn, frame));
+    }
+
+    fn unregister(&self, metrics: &Metrics, conn: ConnId) {
+        self.route(metrics, |router| router.disconnect(conn));
+        self.lock().outboxes.remove(&conn);
+    }
+}
+
+/// Frames per second with a burst.
+struct TokenBucket {
+    tokens: f64,
+    per_sec: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn error_frame(
+    cid: Option<String>,
+    code: ErrorCode,
+    reason: String,
+    refers_to: Option<String>,
+) -> ServerFrame {
+    ServerFrame::Error { cid, msg: ErrorMsg { code, reason, refers_to } }
+}
+
+/// Why the connection loop ended: the close frame to send, if any.
+type CloseWith = Option<(u16, String)>;
+
+/// The `HOST:PORT` of the built-in STUN server as a client reaching us via `host_header`
+/// sees it.
+pub(crate) fn stun_host_port(local: SocketAddr, host_header: Option<&str>) -> String {
+    let ip = local.ip();
+    let host = if ip.is_unspecified() {
+        host_header
+            .map(host_of)
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| if ip.is_ipv4() { "127.0.0.1".into() } else { "[::1]".into() })
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!("{host}:{}", local.port())
+}
+
+/// The host part of a `Host` header (`name`, `1.2.3.4`, `[::1]`), without the port.
+fn host_of(header: &str) -> String {
+    if let Some(rest) = header.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((v6, _)) => format!("[{v6}]"),
+            None => String::new(),
+        };
+    }
+    header.split(':').next().unwrap_or_default().to_owned()
+}
+
+/// Serves one upgraded WebSocket until it closes, the server shuts down, or it misbehaves.
+pub(crate) async fn serve_socket(
+    mut ws: WebSocket,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    stun_host_port: String,
+) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let metrics = &shared.metrics;
+    metrics.connections.inc();
+    tracing::debug!(conn, %peer, "socket opened");
+    let mut session = Session {
+        conn,
+        shared: &shared,
+        stun_host_port,
+        outbox: None,
+        bucket: TokenBucket::new(
+            shared.config.limits.rate_limit_per_sec,
+            shared.config.limits.rate_limit_burst,
+        ),
+        refused_in_a_row: 0,
+        failed_auth: 0,
+    };
+    let close = session.run(&mut ws).await;
+    if session.outbox.is_some() {
+        shared.hub.unregister(metrics, conn);
+        metrics.authenticated.dec();
+    }
+    if let Some((code, reason)) = &close {
+        tracing::debug!(conn, %peer, code, reason, "closing socket");
+    }
+    finish(&mut ws, close).await;
+    metrics.connections.dec();
+    tracing::debug!(conn, %peer, "socket closed");
+}
+
+/// Sends the close frame, then waits briefly for the peer's, so that the close frame is not
+/// lost to a TCP reset.
+async fn finish(ws: &mut WebSocket, close: CloseWith) {
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        if !within_send_timeout(ws.send(Message::Close(Some(frame)))).await {
+            return;
+        }
+    } else if !within_send_timeout(ws.close()).await {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(msg)) = ws.recv().await {
+            if let Message::Close(_) = msg {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A write that does not complete in this time means the peer stopped reading: the
+/// connection is dropped.
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within_send_timeout<E>(write: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+/// Writes `first` and whatever else is queued, then flushes once.
+async fn write_batch(
+    ws: &mut WebSocket,
+    first: Utf8Bytes,
+    queue: Option<&mut mpsc::Receiver<Utf8Bytes>>,
+) -> Result<(), axum::Error> {
+    ws.feed(Message::Text(first)).await?;
+    if let Some(rx) = queue {
+        while let Ok(text) = rx.try_recv() {
+            ws.feed(Message::Text(text)).await?;
+        }
+    }
+    ws.flush().await
+}
+
+struct Session<'a> {
+    conn: ConnId,
+    shared: &'a Shared,
+    stun_host_port: String,
+    /// Set once authenticated.
+    outbox: Option<mpsc::Receiver<Utf8Bytes>>,
+    bucket: TokenBucket,
+    refused_in_a_row: u32,
+    failed_auth: u32,
+}
+
+async fn next_out(outbox: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
+    match outbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Close reasons must fit a control frame (125 bytes with the code).
+fn clip(mut reason: String) -> String {
+    if reason.len() > 120 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+impl Session<'_> {
+    async fn run(&mut self, ws: &mut WebSocket) -> CloseWith {
+        let limits = &self.shared.config.limits;
+        let opened = Instant::now();
+        let mut last_heard = opened;
+        let mut pinged = false;
+        let timer = tokio::time::sleep_until(opened + limits.connect_timeout);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => {
+                    return Some((close_code::GOING_AWAY, "server shutting down".into()));
+                }
+                out = next_out(&mut self.outbox) => {
+                    let Some(text) = out else {
+                        return Some((close_code::POLICY, "too slow: outbound queue overflowed".into()));
+                    };
+                    if !within_send_timeout(write_batch(ws, text, self.outbox.as_mut())).await {
+                        return None;
+                    }
+                }
+                msg = ws.recv() => {
+                    let now = Instant::now();
+                    last_heard = now;
+                    pinged = false;
+                    let msg = match msg {
+                        None => return None,
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) => {
+                            let reason = e.to_string();
+                            let code = if reason.contains("too long") {
+                                self.shared.metrics.frames_refused.inc();
+                                close_code::TOO_BIG
+                            } else {
+                                close_code::PROTOCOL_ERROR
+                            };
+                            tracing::debug!(conn = self.conn, "socket error: {reason}");
+                            return Some((code, clip(reason)));
+                        }
+                    };
+                    let was_authenticated = self.outbox.is_some();
+                    if let Some(close) = self.on_message(ws, msg, now).await {
+                        return close;
+                    }
+                    if !was_authenticated && self.outbox.is_some() {
+                        // From now on the timer watches idleness, not the connect deadline.
+                        timer.as_mut().reset(now + limits.idle_timeout / 2);
+                    }
+                }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if self.outbox.is_none() {
+                        if now >= opened + limits.connect_timeout {
+                            return Some((close_code::POLICY, format!(
+                                "no successful connect within {:?}", limits.connect_timeout
+                            )));
+                        }
+                        timer.as_mut().reset(opened + limits.connect_timeout);
+                        continue;
+                    }
+                    let idle = limits.idle_timeout;
+                    if now >= last_heard + idle {
+                        return Some((close_code::GOING_AWAY, format!("idle for {idle:?}")));
+                    }
+                    if !pinged && now >= last_heard + idle / 2 {
+                        pinged = true;
+                        if !within_send_timeout(ws.send(Message::Ping(Default::default()))).await {
+                            return None;
+                        }
+                    }
+                    let next = if pinged { last_heard + idle } else { last_heard + idle / 2 };
+                    timer.as_mut().reset(next);
+                }
+            }
+        }
+    }
+
+    /// Sends one frame straight to this socket (answers to this connection's own frames).
+    async fn reply(&self, ws: &mut WebSocket, frame: &ServerFrame) -> bool {
+        within_send_timeout(ws.send(Message::Text(Utf8Bytes::from(frame.to_json())))).await
+    }
+
+    async fn refuse(
+        &self,
+        ws: &mut WebSocket,
+        cid: Option<String>,
+        code: ErrorCode,
+        reason: String,
+        refers_to: Option<String>,
+    ) -> Option<CloseWith> {
+        self.shared.metrics.frames_refused.inc();
+        let frame = error_frame(cid, code, reason, refers_to);
+        if self.reply(ws, &frame).await { None } else { Some(None) }
+    }
+
+    /// Handles one message; `Some` ends the connection with that close.
+    async fn on_message(
+        &mut self,
+        ws: &mut WebSocket,
+        msg: Message,
+        now: Instant,
+    ) -> Option<CloseWith> {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                match self.rate_limit(ws, now).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(close) => return Some(close),
+                }
+                return self
+                    .refuse(
+                        ws,
+                        None,
+                        ErrorCode::Malformed,
+                        "binary frames are not part of the protocol: send JSON text".into(),
+                        None,
+                    )
+                    .await;
+            }
+            // Pongs and pings only keep the connection alive (tungstenite answers pings).
+            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Close(_) => return Some(None),
+        };
+        match self.rate_limit(ws, now).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(close) => return Some(close),
+        }
+        let max = self.shared.config.limits.max_frame_bytes;
+        if text.len() > max {
+            return self
+                .refuse(
+                    ws,
+                    None,
+                    ErrorCode::TooLarge,
+                    format!("frame of {} bytes is over the limit of {max} bytes", text.len()),
+                    None,
+                )
+                .await;
+        }
+        let frame = match ClientFrame::from_json(text.as_str()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let refers_to = match &e {
+                    FrameError::Malformed(_) => None,
+                    FrameError::MissingField { kind, .. } | FrameError::BadMsg { kind, .. } => {
+                        Some(kind.clone())
+                    }
+                };
+                return self.refuse(ws, None, ErrorCode::Malformed, e.to_string(), refers_to).await;
+            }
+        };
+        if self.outbox.is_some() {
+            self.shared.hub.dispatch(&self.shared.metrics, self.conn, frame);
+            return None;
+        }
+        match frame {
+            ClientFrame::Connect(connect) => self.authenticate(ws, connect).await,
+            ClientFrame::Heartbeat(_) => None,
+            other => {
+                let cid = match &other {
+                    ClientFrame::Conversation { cid, .. } => Some(cid.clone()),
+                    _ => None,
+                };
+                self.refuse(
+                    ws,
+                    cid,
+                    ErrorCode::NotConnected,
+                    "send `connect` with a valid token first".into(),
+                    Some(other.kind().to_owned()),
+                )
+                .await
+            }
+        }
+    }
+
+    /// `Ok(true)`: go on; `Ok(false)`: drop the frame; `Err`: end the connection.
+    async fn rate_limit(&mut self, ws: &mut WebSocket, now: Instant) -> Result<bool, CloseWith> {
+        if self.bucket.take(now) {
+            self.refused_in_a_row = 0;
+            return Ok(true);
+        }
+        self.refused_in_a_row += 1;
+        self.shared.metrics.frames_refused.inc();
+        let limits = &self.shared.config.limits;
+        if self.refused_in_a_row >= limits.rate_limit_burst {
+            return Err(Some((
+                close_code::POLICY,
+                format!("flood: over {} frames/s", limits.rate_limit_per_sec),
+            )));
+        }
+        if self.refused_in_a_row == 1 {
+            // One error per flood, not one per dropped frame.
+            let frame = error_frame(
+                None,
+                ErrorCode::RateLimited,
+                format!(
+                    "over {} frames/s (burst {}): frames are dropped",
+                    limits.rate_limit_per_sec, limits.rate_limit_burst
+                ),
+                None,
+            );
+            if !self.reply(ws, &frame).await {
+                return Err(None);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn authenticate(
+        &mut self,
+        ws: &mut WebSocket,
+        connect: wilddog_protocol::Connect,
+    ) -> Option<CloseWith> {
+        let shared = self.shared;
+        match verify_token(&shared.config, &connect.app_id, &connect.token) {
+            Ok(claims) => {
+                let (tx, rx) = mpsc::channel(shared.config.limits.outbound_queue_frames);
+                shared.hub.register(self.conn, &claims.app_id, &claims.uid, tx);
+                self.outbox = Some(rx);
+                shared.metrics.authenticated.inc();
+                tracing::debug!(
+                    conn = self.conn,
+                    app = claims.app_id,
+                    uid = claims.uid,
+                    "authenticated"
+                );
+                let connack = ServerFrame::Connack {
+                    url: None,
+                    msg: Connack {
+                        code: connack_code::OK,
+                        ice_servers: shared.config.connack_ice_servers(&self.stun_host_port),
+                        stopped: false,
+                        extra: Default::default(),
+                    },
+                };
+                if self.reply(ws, &connack).await { None } else { Some(None) }
+            }
+            Err(e) => {
+                shared.metrics.auth_failures.inc();
+                self.failed_auth += 1;
+                tracing::debug!(conn = self.conn, app = connect.app_id, "connect refused: {e}");
+                let mut msg = Connack { code: e.connack_code(), ..Default::default() };
+                msg.extra.insert("reason".into(), serde_json::Value::String(e.to_string()));
+                if !self.reply(ws, &ServerFrame::Connack { url: None, msg }).await {
+                    return Some(None);
+                }
+                if self.failed_auth >= shared.config.limits.max_failed_auth {
+                    return Some(Some((
+                        close_code::POLICY,
+                        format!("{} failed connect attempts", self.failed_auth),
+                    )));
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_host_follows_the_listener_or_the_host_header() {
+        let v4: SocketAddr = "127.0.0.1:8930".parse().unwrap();
+        assert_eq!(stun_host_port(v4, Some("example.com:1")), "127.0.0.1:8930");
+        let any: SocketAddr = "0.0.0.0:8930".parse().unwrap();
+        assert_eq!(stun_host_port(any, Some("192.168.1.5:8930")), "192.168.1.5:8930");
+        assert_eq!(stun_host_port(any, Some("host.lan")), "host.lan:8930");
+        assert_eq!(stun_host_port(any, None), "127.0.0.1:8930");
+        let any6: SocketAddr = "[::]:9".parse().unwrap();
+        assert_eq!(stun_host_port(any6, Some("[fe80::1]:9")), "[fe80::1]:9");
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(stun_host_port(v6, None), "[::1]:9");
+    }
+
+    #[test]
+    fn token_bucket_allows_burst_then_rate() {
+        let start = Instant::now();
+        let mut b = TokenBucket::new(10, 3);
+        b.last = start;
+        assert!((0..3).all(|_| b.take(start)));
+        assert!(!b.take(start));
+        assert!(b.take(start + Duration::from_millis(100)));
+        assert!(!b.take(start + Duration::from_millis(100)));
+    }
+}

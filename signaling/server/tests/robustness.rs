@@ -1,0 +1,329 @@
+//! Authentication and bad input over real WebSockets: every refusal is a clear error frame
+//! or close, and the server and other sessions keep running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use wilddog_protocol::{ErrorCode, ServerFrame};
+use wilddog_server::{Claims, DEV_APP_ID, ServerConfig, close_code, sign_claims};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn bad_expired_and_wrong_app_tokens() {
+    let server = TestServer::dev().await;
+    let good = server.token("alice");
+
+    let mut c = server.open().await;
+    // Change the signature's first character (its last may hold only ignored padding bits).
+    let (head, sig) = good.rsplit_once('.').unwrap();
+    let tampered = format!("{head}.{}{}", if sig.starts_with('A') { 'B' } else { 'A' }, &sig[1..]);
+    assert_eq!(c.connect_code(DEV_APP_ID, &tampered).await.code, 1, "bad signature");
+    let mut c = server.open().await;
+    assert_eq!(c.connect_code(DEV_APP_ID, "garbage").await.code, 1, "malformed");
+    let mut c = server.open().await;
+    assert_eq!(c.connect_code("some-other-app", &good).await.code, 1, "unknown app");
+    let mut other = ServerConfig::development();
+    other.apps[0].secret = "another secret".into();
+    let foreign =
+        wilddog_server::mint_token(&other, DEV_APP_ID, "alice", Duration::from_secs(60)).unwrap();
+    let mut c = server.open().await;
+    assert_eq!(c.connect_code(DEV_APP_ID, &foreign).await.code, 1, "signed by another secret");
+
+    let expired = sign_claims(
+        &server.config,
+        &Claims { uid: "alice".into(), app_id: DEV_APP_ID.into(), iat: 1000, exp: 2000 },
+    )
+    .unwrap();
+    let mut c = server.open().await;
+    let connack = c.connect_code(DEV_APP_ID, &expired).await;
+    assert_eq!(connack.code, 2, "expired");
+    // Still nothing but connect accepted; a good token then works on the same socket.
+    c.call("c1", "bob").await;
+    c.recv_error(ErrorCode::NotConnected).await;
+    c.connect(DEV_APP_ID, &good).await;
+    assert_eq!(server.metric("wilddog_auth_failures_total").await, 5);
+}
+
+#[tokio::test]
+async fn too_many_failed_connects_close_the_socket() {
+    let server = TestServer::dev().await;
+    let mut c = server.open().await;
+    for _ in 0..3 {
+        assert_eq!(c.connect_code(DEV_APP_ID, "bad").await.code, 1);
+    }
+    let reason = c.recv_close(close_code::POLICY).await;
+    assert!(reason.contains("failed connect"), "{reason}");
+}
+
+#[tokio::test]
+async fn nothing_but_connect_before_connack() {
+    let server = TestServer::dev().await;
+    let mut bob = server.login("bob").await;
+    let mut c = server.open().await;
+    c.send_text("5").await; // heartbeats are fine
+    c.call("c1", "bob").await;
+    let reason = c.recv_error(ErrorCode::NotConnected).await;
+    assert!(reason.contains("connect"), "{reason}");
+    c.send_json(json!({"type": "device", "msg": {}})).await;
+    c.recv_error(ErrorCode::NotConnected).await;
+    bob.expect_silence(QUIET).await;
+    // A second connect after a good one is refused.
+    bob.send_json(
+        json!({"type": "connect", "msg": {"token": server.token("bob"), "appId": DEV_APP_ID}}),
+    )
+    .await;
+    bob.recv_error(ErrorCode::NotConnected).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_frames_and_sessions_survive() {
+    let server = TestServer::dev().await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    let mut evil = server.login("evil").await;
+
+    evil.send_text("{not json").await;
+    evil.recv_error(ErrorCode::Malformed).await;
+    evil.send_text("[1,2,3]").await;
+    evil.recv_error(ErrorCode::Malformed).await;
+    evil.send_text("\"a string\"").await;
+    evil.recv_error(ErrorCode::Malformed).await;
+    evil.ws.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+    let reason = evil.recv_error(ErrorCode::Malformed).await;
+    assert!(reason.contains("binary"), "{reason}");
+    evil.send_json(json!({"type": "frobnicate", "cid": "x", "msg": {}})).await;
+    let reason = evil.recv_error(ErrorCode::UnknownType).await;
+    assert!(reason.contains("frobnicate"), "{reason}");
+    evil.send_json(json!({"type": "offer", "to": "bob", "msg": {"sdp": "v=0"}})).await;
+    let reason = evil.recv_error(ErrorCode::Malformed).await;
+    assert!(reason.contains("cid"), "missing cid: {reason}");
+    evil.send_json(json!({"type": "offer", "cid": "c", "to": "bob", "msg": {}})).await;
+    let reason = evil.recv_error(ErrorCode::Malformed).await;
+    assert!(reason.contains("sdp"), "missing msg.sdp: {reason}");
+    evil.send_json(json!({"cid": "c", "msg": {}})).await;
+    evil.recv_error(ErrorCode::Malformed).await;
+    evil.send_json(json!({"type": "call", "cid": "c", "msg": {}})).await;
+    let reason = evil.recv_error(ErrorCode::Malformed).await;
+    assert!(reason.contains("to"), "missing to: {reason}");
+    evil.send_json(json!({"type": "candidate", "cid": "nope", "to": "bob", "msg": {"sdp": ""}}))
+        .await;
+    evil.recv_error(ErrorCode::UnknownConversation).await;
+
+    // Everyone else is unaffected.
+    alice.call("c1", "bob").await;
+    assert_eq!(bob.recv_conv().await.0, "call");
+    bob.say("accept", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "accept");
+    evil.call("c2", "alice").await;
+    assert_eq!(alice.recv_conv().await.0, "call");
+    assert!(server.metric("wilddog_frames_refused_total").await >= 10);
+    assert_eq!(server.http_get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn large_sdp_passes_oversized_frames_are_refused() {
+    let mut config = ServerConfig::development();
+    config.limits.max_frame_bytes = 64 * 1024;
+    let server = TestServer::start(config).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.call("c1", "bob").await;
+    bob.recv_conv().await;
+    bob.say("accept", "c1", "alice", json!({})).await;
+    alice.recv_conv().await;
+    // An SDP of 48 KiB passes.
+    let sdp = format!(
+        "v=0\r\n{}",
+        "a=candidate:1 1 udp 2113937151 127.0.0.1 5000 typ host\r\n".repeat(880)
+    );
+    assert!(sdp.len() > 48 * 1024);
+    alice.say("offer", "c1", "bob", json!({"sdp": sdp})).await;
+    let (_, _, _, wilddog_protocol::Body::Offer(offer)) = bob.recv_conv().await else { panic!() };
+    assert_eq!(offer.sdp, sdp);
+    // Over the limit: an error frame, the session goes on.
+    let big = "x".repeat(100 * 1024);
+    alice.say("offer", "c1", "bob", json!({"sdp": big})).await;
+    let reason = alice.recv_error(ErrorCode::TooLarge).await;
+    assert!(reason.contains("65536"), "{reason}");
+    alice.say("candidate", "c1", "bob", json!({"sdp": "candidate:1"})).await;
+    assert_eq!(bob.recv_conv().await.0, "candidate");
+    // Far over it: the socket is closed with 1009, the peer gets bye.
+    let huge = "x".repeat(300 * 1024);
+    alice.say("offer", "c1", "bob", json!({"sdp": huge})).await;
+    alice.recv_close(close_code::TOO_BIG).await;
+    assert_eq!(bob.recv_conv().await.0, "bye");
+}
+
+#[tokio::test]
+async fn floods_are_rate_limited_then_closed() {
+    let mut config = ServerConfig::development();
+    config.limits.rate_limit_per_sec = 10;
+    config.limits.rate_limit_burst = 20;
+    let server = TestServer::start(config).await;
+    let mut bob = server.login("bob").await;
+    let mut flooder = server.login("flooder").await;
+    // The burst is 20 frames; `connect` was one of them.
+    for i in 0..19 {
+        flooder.send_json(json!({"type": "device", "cid": format!("c{i}"), "msg": {}})).await;
+    }
+    for _ in 0..19 {
+        assert!(matches!(flooder.recv().await, ServerFrame::TelemetryAck { .. }));
+    }
+    // Three more: whatever trickled in since (10/s) is used up, and then one is refused.
+    for _ in 0..3 {
+        flooder.send_json(json!({"type": "device", "msg": {}})).await;
+    }
+    let reason = loop {
+        match flooder.recv().await {
+            ServerFrame::TelemetryAck { .. } => continue,
+            ServerFrame::Error { msg, .. } if msg.code == ErrorCode::RateLimited => {
+                break msg.reason;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(reason.contains("10 frames/s"), "{reason}");
+    // Keep flooding: the server closes the socket.
+    for _ in 0..400 {
+        if flooder.ws.send(Message::text("1")).await.is_err() {
+            break;
+        }
+    }
+    let reason = flooder.recv_close(close_code::POLICY).await;
+    assert!(reason.contains("flood"), "{reason}");
+    // Others are fine.
+    bob.send_json(json!({"type": "device", "msg": {}})).await;
+    let got = bob.recv().await;
+    assert!(matches!(got, ServerFrame::TelemetryAck { .. }), "{got:?}");
+}
+
+#[tokio::test]
+async fn idle_sockets_are_pinged_then_reaped() {
+    let mut config = ServerConfig::development();
+    config.limits.idle_timeout = Duration::from_secs(1);
+    config.limits.connect_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config).await;
+    // A client that answers pings (tungstenite does while we read) stays.
+    let mut lively = server.login("lively").await;
+    // A silent one: we read nothing, so no pong goes out.
+    let mut silent = server.login("silent").await;
+    let mut got_ping = false;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(
+            Duration::from_millis(100),
+            futures_util::StreamExt::next(&mut lively.ws),
+        )
+        .await
+        {
+            got_ping |= matches!(m, Message::Ping(_));
+        }
+    }
+    assert!(got_ping, "the server pings a quiet connection");
+    lively.send_json(json!({"type": "device", "msg": {}})).await;
+    assert!(matches!(lively.recv().await, ServerFrame::TelemetryAck { .. }));
+    // The silent client's socket was closed for idleness (the ping arrives first).
+    let mut saw_ping = false;
+    let reason = loop {
+        match futures_util::StreamExt::next(&mut silent.ws).await {
+            Some(Ok(Message::Ping(_))) => saw_ping = true,
+            Some(Ok(Message::Close(Some(f)))) => break f.reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(saw_ping);
+    assert!(reason.contains("idle"), "{reason}");
+    // A socket that never authenticates is closed too.
+    let mut lurker = server.open().await;
+    let reason = lurker.recv_close(close_code::POLICY).await;
+    assert!(reason.contains("connect"), "{reason}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_close_frames() {
+    let server = TestServer::dev().await;
+    let mut alice = server.login("alice").await;
+    let mut anon = server.open().await;
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.shutdown());
+    let reason = alice.recv_close(close_code::GOING_AWAY).await;
+    assert!(reason.contains("shutting down"), "{reason}");
+    anon.recv_close(close_code::GOING_AWAY).await;
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn a_client_reading_nothing_does_not_stall_others() {
+    let mut config = ServerConfig::development();
+    config.limits.outbound_queue_frames = 16;
+    config.limits.rate_limit_per_sec = 100_000;
+    config.limits.rate_limit_burst = 100_000;
+    let server = TestServer::start(config).await;
+    let mut alice = server.login("alice").await;
+    let mut sleeper = server.login("sleeper").await;
+    let mut carol = server.login("carol").await;
+    alice.call("c1", "sleeper").await;
+    sleeper.recv_conv().await;
+    sleeper.say("accept", "c1", "alice", json!({})).await;
+    alice.recv_conv().await;
+    // The sleeper reads nothing while alice pushes large frames at it.
+    let blob = "x".repeat(60_000);
+    let mut closed = false;
+    for _ in 0..2000 {
+        alice.say("candidate", "c1", "sleeper", json!({"sdp": blob})).await;
+        if let Ok(ServerFrame::Conversation { body: wilddog_protocol::Body::Bye(_), .. }) =
+            tokio::time::timeout(Duration::from_millis(1), alice.recv()).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the sleeper was disconnected and alice got bye");
+    // Others still get service.
+    alice.call("c2", "carol").await;
+    assert_eq!(carol.recv_conv().await.0, "call");
+    drop(sleeper);
+}
+
+#[tokio::test]
+async fn configured_ice_servers_and_builtin_stun_in_connack() {
+    let config = ServerConfig::from_toml_str(
+        r#"
+        [[apps]]
+        id = "a"
+        secret = "s"
+        [[ice_servers]]
+        urls = "turn:turn.example:3478"
+        username = "tu"
+        credential = "tc"
+        "#,
+    )
+    .unwrap();
+    let server = TestServer::start(config.clone()).await;
+    let mut c = Client::open(&server.url()).await;
+    let token = wilddog_server::mint_token(&config, "a", "x", Duration::from_secs(60)).unwrap();
+    let connack = c.connect("a", &token).await;
+    let stun = format!("stun:127.0.0.1:{}", server.addr.port());
+    assert_eq!(connack.ice_servers[0].url.as_deref(), Some(stun.as_str()));
+    assert_eq!(connack.ice_servers[0].all_urls(), vec![stun]);
+    assert_eq!(connack.ice_servers[1].url.as_deref(), Some("turn:turn.example:3478"));
+    assert_eq!(connack.ice_servers[1].username.as_deref(), Some("tu"));
+    // The configured TURN credential rides on forwarded calls.
+    let mut d = Client::open(&server.url()).await;
+    d.connect(
+        "a",
+        &wilddog_server::mint_token(&config, "a", "y", Duration::from_secs(60)).unwrap(),
+    )
+    .await;
+    c.call("c1", "y").await;
+    let (_, _, _, wilddog_protocol::Body::Call(call)) = d.recv_conv().await else { panic!() };
+    let cred = call.turn_credential.unwrap();
+    assert_eq!((cred.username.as_str(), cred.credential.as_str()), ("tu", "tc"));
+}
