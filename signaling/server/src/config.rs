@@ -26,6 +26,7 @@
 //! rate_limit_burst = 200
 //! idle_timeout_secs = 60
 //! connect_timeout_secs = 10
+//! reconnect_grace_secs = 10
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_FAILED_AUTH: u32 = 3;
 /// Default of [`Limits::outbound_queue_frames`].
 pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 256;
+/// Default of [`Limits::reconnect_grace`]: clients reconnect within a few seconds (our SDKs'
+/// first backoff step is 1 s at most).
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(10);
+/// Largest [`Limits::reconnect_grace`] accepted.
+pub const MAX_RECONNECT_GRACE: Duration = Duration::from_secs(3600);
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +171,10 @@ pub struct Limits {
     pub max_failed_auth: u32,
     /// Frames queued for one slow client before it is disconnected.
     pub outbound_queue_frames: usize,
+    /// How long the live conversations of a lost connection (no close frame: EOF, reset,
+    /// ping timeout) wait for its uid to reconnect before the peer gets `bye`. Zero: the
+    /// peer gets `bye` at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for Limits {
@@ -177,6 +187,7 @@ impl Default for Limits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_failed_auth: DEFAULT_MAX_FAILED_AUTH,
             outbound_queue_frames: DEFAULT_OUTBOUND_QUEUE_FRAMES,
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
         }
     }
 }
@@ -191,6 +202,7 @@ struct LimitsFile {
     connect_timeout_secs: Option<f64>,
     max_failed_auth: Option<u32>,
     outbound_queue_frames: Option<usize>,
+    reconnect_grace_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,7 +267,9 @@ impl ServerConfig {
         let defaults = Limits::default();
         let secs = |v: Option<f64>, default: Duration, key: &str| match v {
             None => Ok(default),
-            Some(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            Some(s) if s > 0.0 => Duration::try_from_secs_f64(s).map_err(|e| {
+                ConfigError::Invalid(format!("limits.{key} = {s} is not a duration: {e}"))
+            }),
             Some(s) => Err(ConfigError::Invalid(format!("limits.{key} must be > 0, got {s}"))),
         };
         let limits = Limits {
@@ -280,6 +294,14 @@ impl ServerConfig {
                 .limits
                 .outbound_queue_frames
                 .unwrap_or(defaults.outbound_queue_frames),
+            reconnect_grace: match file.limits.reconnect_grace_secs {
+                None => defaults.reconnect_grace,
+                Some(s) => Duration::try_from_secs_f64(s).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "limits.reconnect_grace_secs must be >= 0, got {s}"
+                    ))
+                })?,
+            },
         };
         let config = ServerConfig {
             apps: file.apps,
@@ -348,6 +370,13 @@ impl ServerConfig {
         if l.outbound_queue_frames == 0 {
             return invalid("limits.outbound_queue_frames must be > 0".into());
         }
+        if l.reconnect_grace > MAX_RECONNECT_GRACE {
+            return invalid(format!(
+                "limits.reconnect_grace_secs = {} is over {}: dead calls would linger",
+                l.reconnect_grace.as_secs_f64(),
+                MAX_RECONNECT_GRACE.as_secs()
+            ));
+        }
         Ok(())
     }
 
@@ -413,6 +442,7 @@ mod tests {
             rate_limit_per_sec = 5
             rate_limit_burst = 7
             idle_timeout_secs = 0.5
+            reconnect_grace_secs = 0
             "#,
         )
         .unwrap();
@@ -421,6 +451,14 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 4096);
         assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.limits.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.limits.reconnect_grace, Duration::ZERO);
+        let defaults = ServerConfig::from_toml_str("[[apps]]\nid='a'\nsecret='x'").unwrap();
+        assert_eq!(defaults.limits.reconnect_grace, DEFAULT_RECONNECT_GRACE);
+        let grace = ServerConfig::from_toml_str(
+            "[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=2.5",
+        )
+        .unwrap();
+        assert_eq!(grace.limits.reconnect_grace, Duration::from_millis(2500));
         let ice = c.connack_ice_servers("h:1");
         assert_eq!(ice.len(), 1);
         assert_eq!(ice[0].url.as_deref(), Some("turn:t.example:3478"));
@@ -446,6 +484,9 @@ mod tests {
             ("[[apps]]\nid='a'\nsecret='x'\n[[apps]]\nid='a'\nsecret='y'", "twice"),
             ("builtin_stun=false\n[[apps]]\nid='a'\nsecret='x'", "would be empty"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nidle_timeout_secs=0", "idle_timeout"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=-1", "reconnect_grace"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=7200", "linger"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nidle_timeout_secs=1e300", "idle_timeout"),
             ("[[apps]]\nid='a'\nsecret='x'\nbogus=1", "bogus"),
         ] {
             let err = ServerConfig::from_toml_str(toml).unwrap_err().to_string();

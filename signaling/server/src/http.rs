@@ -1,4 +1,5 @@
-//! HTTP routes: `/ws`, `/healthz`, `/metrics`, the browser SDK and demo page, `/dev/token`.
+//! HTTP routes: `/ws`, `/healthz`, `/metrics`, the browser SDK (`/sdk/*`, CORS open) and
+//! demo page, `/dev/token`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::token::mint_token;
 
 /// The browser SDK, served at `/sdk/wilddog-video.js`.
 const SDK_JS: &str = include_str!("../../../web/wilddog-video.js");
+/// Its ES module entry (imports `./wilddog-video.js`), served at `/sdk/wilddog-video.mjs`.
+const SDK_MJS: &str = include_str!("../../../web/wilddog-video.mjs");
 /// Its TypeScript declarations, served at `/sdk/wilddog-video.d.ts`.
 const SDK_DTS: &str = include_str!("../../../web/wilddog-video.d.ts");
 /// The demo page, served at `/`.
@@ -33,11 +36,15 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
         .route("/", get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }))
         .route(
             "/sdk/wilddog-video.js",
-            get(|| async { static_file("application/javascript; charset=utf-8", SDK_JS) }),
+            get(|| async { sdk_file("application/javascript; charset=utf-8", SDK_JS) }),
+        )
+        .route(
+            "/sdk/wilddog-video.mjs",
+            get(|| async { sdk_file("application/javascript; charset=utf-8", SDK_MJS) }),
         )
         .route(
             "/sdk/wilddog-video.d.ts",
-            get(|| async { static_file("application/typescript; charset=utf-8", SDK_DTS) }),
+            get(|| async { sdk_file("application/typescript; charset=utf-8", SDK_DTS) }),
         )
         .route("/dev/token", get(dev_token))
         .with_state(shared)
@@ -45,6 +52,20 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+        .into_response()
+}
+
+/// An SDK file: static, and loadable by pages of any origin (a page served elsewhere
+/// imports the SDK from its signaling server; a module script needs CORS).
+fn sdk_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
         .into_response()
 }
 

@@ -4,9 +4,11 @@
 //! authenticates clients with HS256 tokens of configured apps, routes call frames between
 //! the two parties of each conversation, and answers STUN binding requests on UDP at its own
 //! address and port so that `connack.iceServers` always works on a machine with no other
-//! server. Also serves `/healthz`, `/metrics` (OpenMetrics), the browser SDK
-//! (`/sdk/wilddog-video.js`, `/sdk/wilddog-video.d.ts`), the demo page (`/`) and, for the
-//! development app on loopback only, `/dev/token`.
+//! server. A party whose connection is lost mid-call gets `limits.reconnect_grace` to come
+//! back on a new connection and carry on. Also serves `/healthz`, `/metrics` (OpenMetrics),
+//! the browser SDK (`/sdk/wilddog-video.js`, `/sdk/wilddog-video.mjs`,
+//! `/sdk/wilddog-video.d.ts`), the demo page (`/`) and, for the development app on loopback
+//! only, `/dev/token`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,8 +37,8 @@ pub mod stun;
 pub mod token;
 
 pub use config::{
-    AppConfig, ConfigError, DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig,
-    TlsConfig, UrlList,
+    AppConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEV_APP_ID, DEV_APP_SECRET, IceServerConfig,
+    Limits, ServerConfig, TlsConfig, UrlList,
 };
 pub use http::DEV_TOKEN_TTL;
 pub use server::close_code;
@@ -116,6 +118,7 @@ pub async fn run(
     if let Some(socket) = stun_socket {
         tokio::spawn(stun::serve(socket, shared.shutdown.clone()));
     }
+    tokio::spawn(server::expire_graces(shared.clone()));
     let handle = axum_server::Handle::new();
     {
         let (handle, stop) = (handle.clone(), shared.shutdown.clone());

@@ -1,10 +1,11 @@
-//! The routing logic, pure: no sockets, no clock, no locks.
+//! The routing logic, pure: no sockets, no clock (time is an input), no locks.
 //!
 //! [`Router`] knows which connection is which (app, uid), and every conversation (`cid` →
 //! caller connection, callee connections). It turns one [`ClientFrame`] from one connection
 //! into the frames to send, each addressed to a connection. The socket side
 //! ([`crate::server`]) authenticates a connection, then calls [`Router::connect`], feeds it
-//! frames with [`Router::handle`], and calls [`Router::disconnect`] when the socket goes.
+//! frames with [`Router::handle`], calls [`Router::disconnect`] when the socket goes, and
+//! [`Router::expire`] when [`Router::next_expiry`] has passed.
 //!
 //! Conversation rules:
 //! - a `call` rings every connection of the callee's uid in the caller's app, except the
@@ -16,9 +17,27 @@
 //!   time, and all only between the two parties of the `cid`;
 //! - `bye`, `reject`, a last `busy`, or a party's disconnect ends the conversation; on a
 //!   disconnect the other party gets `bye`.
+//!
+//! Reconnect grace: a connection [`Departure::Lost`] (EOF, reset, ping timeout) that is a
+//! party of live (accepted) conversations is kept "away" for the router's reconnect grace
+//! instead of ending them:
+//! - frames the peer sends it meanwhile are queued (at most [`AWAY_QUEUE_FRAMES`], the oldest
+//!   dropped first); a `bye` (the peer hung up, or left) ends the conversation at once and is
+//!   queued too, so that the returning client learns the call is over;
+//! - the next connection of the same (app, uid) to [`Router::connect`] takes the away
+//!   connection's conversations over and receives the queue;
+//! - a connection of the same uid that sends a frame on such a `cid` takes that conversation
+//!   over (the device that really had the call, when several devices of one uid dropped and
+//!   another came back first); this also applies to a conversation taken over on reconnect
+//!   on which its new connection has not sent anything yet;
+//! - when the grace ends with nobody back, the peer gets `bye`, once.
+//!
+//! Ringing conversations, and every conversation of a connection that left
+//! [`Departure::Closed`], end at once as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wilddog_protocol::{
     Body, ClientFrame, Empty, ErrorCode, ErrorMsg, ServerFrame, TurnCredential,
@@ -34,12 +53,66 @@ pub type Outbox = Vec<(ConnId, ServerFrame)>;
 /// flood (a client holds one conversation at a time; a few may overlap while one ends).
 pub const MAX_CONVERSATIONS_PER_CONNECTION: usize = 32;
 
+/// Frames kept for one connection in its reconnect grace (across its conversations). When
+/// more arrive the oldest are dropped (a newer offer supersedes an older one); a `bye` is
+/// never dropped.
+pub const AWAY_QUEUE_FRAMES: usize = 32;
+
+/// How a connection left, which decides what happens to its live conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// On purpose (a close frame from the client saying it leaves), or closed by the server
+    /// for misbehaviour or shutdown: its conversations end at once, the peers get `bye`.
+    Closed,
+    /// The connection was lost (EOF or reset without a close, write failure, ping timeout):
+    /// its live conversations wait the reconnect grace for the uid to come back.
+    Lost,
+}
+
 #[derive(Debug)]
 struct Connection {
     app: Arc<str>,
     uid: Arc<str>,
     /// Conversations this connection is a party of (as caller, ringing or live callee).
     cids: Vec<Arc<str>>,
+    /// Of `cids`, those taken over from an away connection on reconnect on which this
+    /// connection has not sent a frame yet: another connection of the uid may claim them.
+    rebound: Vec<Arc<str>>,
+}
+
+/// A lost connection in its reconnect grace.
+#[derive(Debug)]
+struct Away {
+    app: Arc<str>,
+    uid: Arc<str>,
+    /// Live conversations it is still a party of.
+    cids: Vec<Arc<str>>,
+    /// When the grace ends.
+    until: Instant,
+    /// Frames for it, in order, delivered to whoever takes it over.
+    queue: VecDeque<ServerFrame>,
+}
+
+impl Away {
+    fn enqueue(&mut self, frame: ServerFrame) {
+        if let ServerFrame::Conversation { cid, body: Body::Bye(_), .. } = &frame {
+            // The conversation is over: what was queued for it is moot.
+            self.queue
+                .retain(|f| !matches!(f, ServerFrame::Conversation { cid: c, .. } if c == cid));
+            self.queue.push_back(frame);
+            return;
+        }
+        self.queue.push_back(frame);
+        if self.queue.len() > AWAY_QUEUE_FRAMES {
+            let oldest = self
+                .queue
+                .iter()
+                .position(|f| !matches!(f, ServerFrame::Conversation { body: Body::Bye(_), .. }));
+            if let Some(i) = oldest {
+                self.queue.remove(i);
+            }
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -75,7 +148,10 @@ enum Role {
 #[derive(Debug)]
 pub struct Router {
     turn_credential: TurnCredential,
+    reconnect_grace: Duration,
     connections: HashMap<ConnId, Connection>,
+    /// Lost connections in their reconnect grace.
+    away: HashMap<ConnId, Away>,
     apps: HashMap<Arc<str>, AppSpace>,
     conversation_count: usize,
 }
@@ -105,11 +181,14 @@ fn bye() -> Body {
 }
 
 impl Router {
-    /// An empty router; `turn_credential` is added to every forwarded `call`.
-    pub fn new(turn_credential: TurnCredential) -> Self {
+    /// An empty router; `turn_credential` is added to every forwarded `call`; a lost
+    /// party of a live conversation is waited for `reconnect_grace` (zero: not at all).
+    pub fn new(turn_credential: TurnCredential, reconnect_grace: Duration) -> Self {
         Router {
             turn_credential,
+            reconnect_grace,
             connections: HashMap::new(),
+            away: HashMap::new(),
             apps: HashMap::new(),
             conversation_count: 0,
         }
@@ -117,9 +196,13 @@ impl Router {
 
     /// Registers an authenticated connection as `uid` of `app`. Several connections may be
     /// the same uid. Registering a connection again is a no-op.
-    pub fn connect(&mut self, conn: ConnId, app: &str, uid: &str) {
+    ///
+    /// If connections of this (app, uid) are away (lost, in their grace), this one takes
+    /// their conversations over: what is returned is the frames queued for them meanwhile
+    /// (including a `bye` for each conversation that ended meanwhile), now for `conn`.
+    pub fn connect(&mut self, conn: ConnId, app: &str, uid: &str) -> Outbox {
         if self.connections.contains_key(&conn) {
-            return;
+            return Vec::new();
         }
         let app_key = match self.apps.get_key_value(app) {
             Some((k, _)) => k.clone(),
@@ -131,7 +214,98 @@ impl Router {
             None => Arc::from(uid),
         };
         space.users.entry(uid_key.clone()).or_default().push(conn);
-        self.connections.insert(conn, Connection { app: app_key, uid: uid_key, cids: Vec::new() });
+        self.connections.insert(
+            conn,
+            Connection { app: app_key, uid: uid_key, cids: Vec::new(), rebound: Vec::new() },
+        );
+        let mut returning: Vec<ConnId> = self
+            .away
+            .iter()
+            .filter(|(_, a)| &*a.app == app && &*a.uid == uid)
+            .map(|(id, _)| *id)
+            .collect();
+        returning.sort_unstable();
+        let mut out = Vec::new();
+        for old in returning {
+            let Some(away) = self.away.remove(&old) else { continue };
+            for cid in &away.cids {
+                self.replace_party(&away.app, cid, old, conn);
+            }
+            if let Some(me) = self.connections.get_mut(&conn) {
+                me.cids.extend(away.cids.iter().cloned());
+                me.rebound.extend(away.cids.iter().cloned());
+            }
+            out.extend(away.queue.into_iter().map(|frame| (conn, frame)));
+        }
+        out
+    }
+
+    /// Makes `new` the party of `cid` that `old` was.
+    fn replace_party(&mut self, app: &str, cid: &str, old: ConnId, new: ConnId) {
+        let Some(conv) = self.apps.get_mut(app).and_then(|s| s.conversations.get_mut(cid)) else {
+            return;
+        };
+        if conv.caller == old {
+            conv.caller = new;
+        }
+        match &mut conv.phase {
+            Phase::Live(callee) if *callee == old => *callee = new,
+            Phase::Ringing(list) => list.iter_mut().filter(|c| **c == old).for_each(|c| *c = new),
+            Phase::Live(_) => {}
+        }
+    }
+
+    /// The party of live conversation `cid` that `conn` (of `uid`) may take over: a
+    /// connection of the same uid that is away, or that took the conversation over on
+    /// reconnect and has not sent a frame on it since.
+    fn claimable(&self, app: &str, uid: &str, cid: &str, conn: ConnId) -> Option<ConnId> {
+        let conv = self.apps.get(app)?.conversations.get(cid)?;
+        let Phase::Live(callee) = conv.phase else { return None };
+        if conv.caller == conn || callee == conn {
+            return None;
+        }
+        [(conv.caller, &conv.caller_uid), (callee, &conv.callee_uid)].into_iter().find_map(
+            |(party, party_uid)| {
+                let takeable = self.away.contains_key(&party)
+                    || self
+                        .connections
+                        .get(&party)
+                        .is_some_and(|c| c.rebound.iter().any(|x| &**x == cid));
+                (&**party_uid == uid && takeable).then_some(party)
+            },
+        )
+    }
+
+    /// Moves live conversation `cid` from party `old` to `new`; returns the frames queued
+    /// for `old` on that conversation (if it is away), now for `new`.
+    fn take_over(&mut self, app: &str, cid: &str, old: ConnId, new: ConnId) -> Outbox {
+        self.replace_party(app, cid, old, new);
+        self.forget(old, cid);
+        if let Some(c) = self.connections.get_mut(&new) {
+            c.cids.push(Arc::from(cid));
+        }
+        let Some(away) = self.away.get_mut(&old) else { return Vec::new() };
+        let (mine, others) = std::mem::take(&mut away.queue).into_iter().partition(
+            |f: &ServerFrame| matches!(f, ServerFrame::Conversation { cid: c, .. } if c == cid),
+        );
+        away.queue = others;
+        mine.into_iter().map(|frame: ServerFrame| (new, frame)).collect()
+    }
+
+    /// Queues the frames addressed to away connections instead of sending them.
+    fn divert(&mut self, out: Outbox) -> Outbox {
+        if self.away.is_empty() {
+            return out;
+        }
+        out.into_iter()
+            .filter_map(|(to, frame)| match self.away.get_mut(&to) {
+                Some(away) => {
+                    away.enqueue(frame);
+                    None
+                }
+                None => Some((to, frame)),
+            })
+            .collect()
     }
 
     /// Whether `conn` is registered.
@@ -147,6 +321,16 @@ impl Router {
     /// Registered connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Lost connections in their reconnect grace.
+    pub fn away_count(&self) -> usize {
+        self.away.len()
+    }
+
+    /// When the earliest reconnect grace ends: call [`Router::expire`] then.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.away.values().map(|a| a.until).min()
     }
 
     /// Conversations ringing or live.
@@ -192,17 +376,42 @@ impl Router {
                 format!("unknown frame type `{}`", u.kind),
                 &u.kind,
             )],
-            ClientFrame::Conversation { cid, to, body } => self.conversation(conn, &cid, &to, body),
+            ClientFrame::Conversation { cid, to, body } => {
+                let out = self.conversation(conn, &cid, &to, body);
+                self.divert(out)
+            }
         }
     }
 
     fn conversation(&mut self, conn: ConnId, cid: &str, to: &str, body: Body) -> Outbox {
         let Some(me) = self.connections.get(&conn) else { return Vec::new() };
         let (app, uid) = (me.app.clone(), me.uid.clone());
-        let kind = body.kind();
         if let Body::Call(msg) = body {
             return self.call(conn, &app, &uid, cid, to, msg);
         }
+        let mut out = match self.claimable(&app, &uid, cid, conn) {
+            Some(old) => self.take_over(&app, cid, old, conn),
+            None => Vec::new(),
+        };
+        // Speaking on a conversation confirms it as this connection's.
+        if let Some(me) = self.connections.get_mut(&conn) {
+            me.rebound.retain(|x| &**x != cid);
+        }
+        out.extend(self.conversation_frame(conn, &app, &uid, cid, to, body));
+        out
+    }
+
+    fn conversation_frame(
+        &mut self,
+        conn: ConnId,
+        app: &Arc<str>,
+        uid: &Arc<str>,
+        cid: &str,
+        to: &str,
+        body: Body,
+    ) -> Outbox {
+        let (app, uid) = (app.clone(), uid.clone());
+        let kind = body.kind();
         let Some(space) = self.apps.get_mut(&app) else { return Vec::new() };
         let Some(conv) = space.conversations.get_mut(cid) else {
             return vec![error(
@@ -384,10 +593,14 @@ impl Router {
         out
     }
 
-    /// Removes `cid` from the conversations `conn` is a party of.
+    /// Removes `cid` from the conversations `conn` (connected or away) is a party of.
     fn forget(&mut self, conn: ConnId, cid: &str) {
         if let Some(c) = self.connections.get_mut(&conn) {
             c.cids.retain(|x| &**x != cid);
+            c.rebound.retain(|x| &**x != cid);
+        }
+        if let Some(a) = self.away.get_mut(&conn) {
+            a.cids.retain(|x| &**x != cid);
         }
     }
 
@@ -405,11 +618,20 @@ impl Router {
     }
 
     /// Forgets `conn` (its socket is gone) and ends its conversations: the other party of
-    /// each gets `bye`.
-    pub fn disconnect(&mut self, conn: ConnId) -> Outbox {
-        let Some(me) = self.connections.remove(&conn) else { return Vec::new() };
+    /// each gets `bye`. Except, when it was [`Departure::Lost`] and the reconnect grace is
+    /// not zero, its live conversations: they are kept until the returned deadline (pass
+    /// that time, or later, to [`Router::expire`]) for the same uid to come back.
+    pub fn disconnect(
+        &mut self,
+        conn: ConnId,
+        departure: Departure,
+        now: Instant,
+    ) -> (Outbox, Option<Instant>) {
+        let Some(me) = self.connections.remove(&conn) else { return (Vec::new(), None) };
+        let keep_live = departure == Departure::Lost && !self.reconnect_grace.is_zero();
         let mut out = Vec::new();
-        let Some(space) = self.apps.get_mut(&me.app) else { return out };
+        let mut kept = Vec::new();
+        let Some(space) = self.apps.get_mut(&me.app) else { return (out, None) };
         if let Some(conns) = space.users.get_mut(&me.uid) {
             conns.retain(|c| *c != conn);
             if conns.is_empty() {
@@ -419,6 +641,10 @@ impl Router {
         for cid in &me.cids {
             let Some(space) = self.apps.get_mut(&me.app) else { break };
             let Some(conv) = space.conversations.get_mut(cid) else { continue };
+            if keep_live && matches!(conv.phase, Phase::Live(_)) {
+                kept.push(cid.clone());
+                continue;
+            }
             if conv.caller == conn {
                 match &conv.phase {
                     Phase::Ringing(list) => {
@@ -443,15 +669,48 @@ impl Router {
                 }
             }
         }
-        if space_is_empty(self.apps.get(&me.app)) {
-            self.apps.remove(&me.app);
+        let until = if kept.is_empty() {
+            None
+        } else {
+            let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
+            let Connection { app, uid, .. } = me;
+            self.away.insert(conn, Away { app, uid, cids: kept, until, queue: VecDeque::new() });
+            Some(until)
+        };
+        let out = self.divert(out);
+        self.release_empty_apps();
+        (out, until)
+    }
+
+    /// Ends the reconnect graces that are over at `now`: the other party of each of their
+    /// conversations gets `bye` (queued, if it is away too).
+    pub fn expire(&mut self, now: Instant) -> Outbox {
+        let mut due: Vec<ConnId> =
+            self.away.iter().filter(|(_, a)| a.until <= now).map(|(id, _)| *id).collect();
+        due.sort_unstable();
+        let mut out = Vec::new();
+        for &id in &due {
+            let Some(away) = self.away.remove(&id) else { continue };
+            for cid in &away.cids {
+                let conv = self.apps.get(&away.app).and_then(|s| s.conversations.get(&**cid));
+                let Some(Conversation { caller, phase: Phase::Live(callee), .. }) = conv else {
+                    continue;
+                };
+                let peer = if *caller == id { *callee } else { *caller };
+                out.push(relay(peer, cid, &away.uid, bye()));
+                self.end(&away.app, cid);
+            }
         }
+        // A peer whose grace ended too is gone: nothing for it.
+        out.retain(|(to, _)| !due.contains(to));
+        let out = self.divert(out);
+        self.release_empty_apps();
         out
     }
-}
 
-fn space_is_empty(space: Option<&AppSpace>) -> bool {
-    space.is_some_and(|s| s.users.is_empty() && s.conversations.is_empty())
+    fn release_empty_apps(&mut self) {
+        self.apps.retain(|_, s| !(s.users.is_empty() && s.conversations.is_empty()));
+    }
 }
 
 #[cfg(test)]

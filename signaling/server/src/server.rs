@@ -1,5 +1,6 @@
 //! Socket I/O: one task per WebSocket, a [`Hub`] that owns the [`Router`] behind a mutex
-//! held only for the pure call, one bounded outbound queue per connection.
+//! held only for the pure call, one bounded outbound queue per connection, and one task
+//! ([`expire_graces`]) that ends reconnect graces when they run out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +20,7 @@ use wilddog_protocol::{
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::router::{ConnId, Outbox, Router};
+use crate::router::{ConnId, Departure, Outbox, Router};
 use crate::token::verify_token;
 
 /// WebSocket close codes the server uses.
@@ -51,11 +52,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Self {
-        let router = Router::new(config.turn_credential());
+        let router = Router::new(config.turn_credential(), config.limits.reconnect_grace);
         Shared {
             config,
             metrics: Metrics::default(),
-            hub: Hub { state: Mutex::new(HubState { router, outboxes: HashMap::new() }) },
+            hub: Hub {
+                state: Mutex::new(HubState { router, outboxes: HashMap::new() }),
+                graces_changed: Notify::new(),
+            },
             local_addr,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -72,6 +76,8 @@ struct HubState {
 /// The router and the outbound queues of authenticated connections.
 pub(crate) struct Hub {
     state: Mutex<HubState>,
+    /// Wakes [`expire_graces`] when a reconnect grace begins.
+    graces_changed: Notify,
 }
 
 impl Hub {
@@ -81,10 +87,18 @@ impl Hub {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn register(&self, conn: ConnId, app: &str, uid: &str, tx: mpsc::Sender<Utf8Bytes>) {
-        let mut state = self.lock();
-        state.router.connect(conn, app, uid);
-        state.outboxes.insert(conn, tx);
+    /// Registers an authenticated connection; frames kept for it while its uid was away
+    /// (reconnect grace) go to its queue.
+    fn register(
+        &self,
+        metrics: &Metrics,
+        conn: ConnId,
+        app: &str,
+        uid: &str,
+        tx: mpsc::Sender<Utf8Bytes>,
+    ) {
+        self.lock().outboxes.insert(conn, tx);
+        self.route(metrics, |router| router.connect(conn, app, uid));
     }
 
     /// Runs `f` on the router, then delivers what it returns. A connection whose queue is
@@ -116,8 +130,13 @@ impl Hub {
                     "outbound queue full: disconnecting a client too slow to read"
                 );
             }
+            // Not reading is a policy close, not a lost connection: no reconnect grace.
+            let now = std::time::Instant::now();
             deliveries = self.collect(metrics, &overflowed, |router| {
-                overflowed.iter().flat_map(|conn| router.disconnect(*conn)).collect()
+                overflowed
+                    .iter()
+                    .flat_map(|conn| router.disconnect(*conn, Departure::Closed, now).0)
+                    .collect()
             });
         }
     }
@@ -146,9 +165,42 @@ impl Hub {
         self.route(metrics, |router| router.handle(conn, frame));
     }
 
-    fn unregister(&self, metrics: &Metrics, conn: ConnId) {
-        self.route(metrics, |router| router.disconnect(conn));
+    fn unregister(&self, metrics: &Metrics, conn: ConnId, departure: Departure) {
+        let now = std::time::Instant::now();
+        let mut grace_until = None;
+        self.route(metrics, |router| {
+            let (out, until) = router.disconnect(conn, departure, now);
+            grace_until = until;
+            out
+        });
         self.lock().outboxes.remove(&conn);
+        if let Some(until) = grace_until {
+            tracing::debug!(conn, grace = ?until.saturating_duration_since(now), "connection lost: its live calls wait for it");
+            self.graces_changed.notify_one();
+        }
+    }
+}
+
+/// Ends reconnect graces as they run out (the peers get `bye`), until shutdown.
+pub(crate) async fn expire_graces(shared: Arc<Shared>) {
+    let hub = &shared.hub;
+    loop {
+        let next = hub.lock().router.next_expiry();
+        let wake = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            // A new grace may end before the one we sleep for: look again.
+            _ = hub.graces_changed.notified() => {}
+            _ = wake => {
+                let now = std::time::Instant::now();
+                hub.route(&shared.metrics, |router| router.expire(now));
+            }
+        }
     }
 }
 
@@ -245,10 +297,11 @@ pub(crate) async fn serve_socket(
         ),
         refused_in_a_row: 0,
         failed_auth: 0,
+        departure: Departure::Lost,
     };
     let close = session.run(&mut ws).await;
     if session.outbox.is_some() {
-        shared.hub.unregister(metrics, conn);
+        shared.hub.unregister(metrics, conn, session.departure);
         metrics.authenticated.dec();
     }
     if let Some((code, reason)) = &close {
@@ -312,12 +365,26 @@ struct Session<'a> {
     bucket: TokenBucket,
     refused_in_a_row: u32,
     failed_auth: u32,
+    /// What ending the connection means for its live conversations: [`Departure::Lost`]
+    /// unless the client closed on purpose or the server closed it by policy or shutdown.
+    departure: Departure,
 }
 
 async fn next_out(outbox: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
     match outbox {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a close frame from the client means. No code, 1000 (normal) or 1001 (going away,
+/// e.g. the page is left) say the client is leaving: its calls end now. Any other code
+/// (an error, 1002–1015, or an application's 3000–4999) says it is closing because
+/// something went wrong, and will likely be back: its calls get the reconnect grace.
+pub(crate) fn departure_of_close(code: Option<u16>) -> Departure {
+    match code {
+        None | Some(1000) | Some(1001) => Departure::Closed,
+        Some(_) => Departure::Lost,
     }
 }
 
@@ -345,10 +412,12 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 _ = self.shared.shutdown.cancelled() => {
+                    self.departure = Departure::Closed;
                     return Some((close_code::GOING_AWAY, "server shutting down".into()));
                 }
                 out = next_out(&mut self.outbox) => {
                     let Some(text) = out else {
+                        self.departure = Departure::Closed;
                         return Some((close_code::POLICY, "too slow: outbound queue overflowed".into()));
                     };
                     if !within_send_timeout(write_batch(ws, text, self.outbox.as_mut())).await {
@@ -363,9 +432,12 @@ impl Session<'_> {
                         None => return None,
                         Some(Ok(msg)) => msg,
                         Some(Err(e)) => {
+                            // A reset, or EOF without a close frame, is a lost connection
+                            // (the default departure); an oversized frame is policy.
                             let reason = e.to_string();
                             let code = if reason.contains("too long") {
                                 self.shared.metrics.frames_refused.inc();
+                                self.departure = Departure::Closed;
                                 close_code::TOO_BIG
                             } else {
                                 close_code::PROTOCOL_ERROR
@@ -387,6 +459,7 @@ impl Session<'_> {
                     let now = Instant::now();
                     if self.outbox.is_none() {
                         if now >= opened + limits.connect_timeout {
+                            self.departure = Departure::Closed;
                             return Some((close_code::POLICY, format!(
                                 "no successful connect within {:?}", limits.connect_timeout
                             )));
@@ -396,6 +469,7 @@ impl Session<'_> {
                     }
                     let idle = limits.idle_timeout;
                     if now >= last_heard + idle {
+                        // The peer stopped answering pings: lost, not gone on purpose.
                         return Some((close_code::GOING_AWAY, format!("idle for {idle:?}")));
                     }
                     if !pinged && now >= last_heard + idle / 2 {
@@ -456,7 +530,12 @@ impl Session<'_> {
             }
             // Pongs and pings only keep the connection alive (tungstenite answers pings).
             Message::Ping(_) | Message::Pong(_) => return None,
-            Message::Close(_) => return Some(None),
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|f| f.code);
+                self.departure = departure_of_close(code);
+                tracing::debug!(conn = self.conn, ?code, departure = ?self.departure, "close frame from the client");
+                return Some(None);
+            }
         };
         match self.rate_limit(ws, now).await {
             Ok(true) => {}
@@ -521,6 +600,7 @@ impl Session<'_> {
         self.shared.metrics.frames_refused.inc();
         let limits = &self.shared.config.limits;
         if self.refused_in_a_row >= limits.rate_limit_burst {
+            self.departure = Departure::Closed;
             return Err(Some((
                 close_code::POLICY,
                 format!("flood: over {} frames/s", limits.rate_limit_per_sec),
@@ -553,7 +633,7 @@ impl Session<'_> {
         match verify_token(&shared.config, &connect.app_id, &connect.token) {
             Ok(claims) => {
                 let (tx, rx) = mpsc::channel(shared.config.limits.outbound_queue_frames);
-                shared.hub.register(self.conn, &claims.app_id, &claims.uid, tx);
+                shared.hub.register(&shared.metrics, self.conn, &claims.app_id, &claims.uid, tx);
                 self.outbox = Some(rx);
                 shared.metrics.authenticated.inc();
                 tracing::debug!(
@@ -583,6 +663,7 @@ impl Session<'_> {
                     return Some(None);
                 }
                 if self.failed_auth >= shared.config.limits.max_failed_auth {
+                    self.departure = Departure::Closed;
                     return Some(Some((
                         close_code::POLICY,
                         format!("{} failed connect attempts", self.failed_auth),
@@ -610,6 +691,16 @@ mod tests {
         assert_eq!(stun_host_port(any6, Some("[fe80::1]:9")), "[fe80::1]:9");
         let v6: SocketAddr = "[::1]:9".parse().unwrap();
         assert_eq!(stun_host_port(v6, None), "[::1]:9");
+    }
+
+    #[test]
+    fn close_codes_that_mean_leaving_end_calls_at_once() {
+        for code in [None, Some(1000), Some(1001)] {
+            assert_eq!(departure_of_close(code), Departure::Closed, "{code:?}");
+        }
+        for code in [Some(1002), Some(1006), Some(1011), Some(3000), Some(4000), Some(4999)] {
+            assert_eq!(departure_of_close(code), Departure::Lost, "{code:?}");
+        }
     }
 
     #[test]

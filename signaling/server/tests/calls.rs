@@ -107,8 +107,11 @@ async fn caller_cancels_before_answer() {
 }
 
 #[tokio::test]
-async fn socket_drop_mid_call_sends_bye() {
-    let server = TestServer::dev().await;
+async fn socket_drop_mid_call_sends_bye_after_the_grace() {
+    let grace = Duration::from_millis(600);
+    let mut config = wilddog_server::ServerConfig::development();
+    config.limits.reconnect_grace = grace;
+    let server = TestServer::start(config).await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     alice.call("c1", "bob").await;
@@ -116,16 +119,57 @@ async fn socket_drop_mid_call_sends_bye() {
     bob.say("accept", "c1", "alice", json!({})).await;
     alice.recv_conv().await;
     drop(bob); // no close frame: the TCP connection just goes
+    let dropped = tokio::time::Instant::now();
+    // Kept for the grace (bob may come back), then over.
+    alice.expect_silence(grace / 2).await;
     let (kind, cid, from, _) = alice.recv_conv().await;
     assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "bob"));
+    assert!(dropped.elapsed() >= grace, "bye after {:?}", dropped.elapsed());
+    alice.expect_silence(QUIET).await;
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
 
-    // The caller dropping while ringing: the callee gets bye.
+    // The caller dropping while ringing: the callee gets bye at once (no grace for ringing).
     let mut carol = server.login("carol").await;
     alice.call("c2", "carol").await;
     carol.recv_conv().await;
-    alice.ws.close(None).await.unwrap();
+    drop(alice);
     let (kind, cid, from, _) = carol.recv_conv().await;
     assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c2", "alice"));
+}
+
+#[tokio::test]
+async fn deliberate_close_mid_call_sends_bye_at_once() {
+    // The default grace (10 s) is not waited for: the client closed on purpose.
+    let server = TestServer::dev().await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.call("c1", "bob").await;
+    bob.recv_conv().await;
+    bob.say("accept", "c1", "alice", json!({})).await;
+    alice.recv_conv().await;
+    let closed = tokio::time::Instant::now();
+    bob.ws.close(None).await.unwrap();
+    let (kind, cid, from, _) = alice.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "bob"));
+    assert!(closed.elapsed() < Duration::from_secs(2), "bye after {:?}", closed.elapsed());
+
+    // Close code 1000 or 1001 is leaving too; a ringing conversation ends either way.
+    let mut carol = server.login("carol").await;
+    alice.call("c2", "carol").await;
+    carol.recv_conv().await;
+    carol.say("accept", "c2", "alice", json!({})).await;
+    alice.recv_conv().await;
+    carol
+        .ws
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1001.into(),
+            reason: "page left".into(),
+        }))
+        .await
+        .unwrap();
+    let (kind, cid, _, _) = alice.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str()), ("bye", "c2"));
+    assert!(closed.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]

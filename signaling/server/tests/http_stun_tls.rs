@@ -38,12 +38,21 @@ async fn healthz_metrics_and_static_files() {
 
     for (path, file, ctype) in [
         ("/sdk/wilddog-video.js", "wilddog-video.js", "application/javascript"),
+        ("/sdk/wilddog-video.mjs", "wilddog-video.mjs", "application/javascript"),
         ("/sdk/wilddog-video.d.ts", "wilddog-video.d.ts", "application/typescript"),
         ("/", "index.html", "text/html"),
     ] {
         let (status, head, body) = server.http_get(path).await;
         assert_eq!(status, 200, "{path}");
-        assert!(head.to_lowercase().contains(&format!("content-type: {ctype}")), "{path}: {head}");
+        let head = head.to_lowercase();
+        assert!(head.contains(&format!("content-type: {ctype}")), "{path}: {head}");
+        // The SDK loads from pages of any origin (module scripts need CORS); the page does
+        // not need it.
+        assert_eq!(
+            head.contains("access-control-allow-origin: *"),
+            path.starts_with("/sdk/"),
+            "{path}: {head}"
+        );
         let on_disk =
             std::fs::read_to_string(format!("{}/../../web/{file}", env!("CARGO_MANIFEST_DIR")))
                 .unwrap();

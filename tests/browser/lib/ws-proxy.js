@@ -16,8 +16,10 @@ export async function proxySignaling(page, wsUrl) {
       frames.push({ dir: 'in', text: String(m), t: Date.now() });
       ws.send(m);
     });
-    ws.onClose(() => { live.delete(conn); server.close().catch(() => {}); });
-    server.onClose(() => { live.delete(conn); ws.close().catch(() => {}); });
+    // A close on one side is forwarded to the other, except during drop(), which closes both
+    // sides itself (a forwarded close would carry no code: "leaving on purpose").
+    ws.onClose(() => { live.delete(conn); if (!conn.dropped) server.close().catch(() => {}); });
+    server.onClose(() => { live.delete(conn); if (!conn.dropped) ws.close().catch(() => {}); });
   });
   return {
     frames,
@@ -25,13 +27,19 @@ export async function proxySignaling(page, wsUrl) {
     parsed(dir) {
       return frames.filter((f) => f.dir === dir).map((f) => JSON.parse(f.text));
     },
-    /** Closes every live connection (both sides), as a network drop would. */
+    /**
+     * Closes every live connection (both sides), as a network drop would. The server side is
+     * closed with an error code (4000): a close without a code or with 1000/1001 tells our
+     * server the client is leaving on purpose (its calls end at once), any other code counts
+     * as a lost connection (its calls wait for it to reconnect), like a TCP reset.
+     */
     async drop() {
       const conns = [...live];
       live.clear();
-      for (const { ws, server } of conns) {
-        await ws.close({ code: 4000, reason: 'test drop' }).catch(() => {});
-        await server.close().catch(() => {});
+      for (const conn of conns) {
+        conn.dropped = true;
+        await conn.server.close({ code: 4000, reason: 'test drop' }).catch(() => {});
+        await conn.ws.close({ code: 4000, reason: 'test drop' }).catch(() => {});
       }
       return conns.length;
     },

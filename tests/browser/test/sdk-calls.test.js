@@ -271,9 +271,9 @@ describe('our SDK, browser ↔ browser through our server', () => {
     await closeAll(a, b);
   });
 
-  it('a live call survives the caller\'s socket drop: re-offer with an ICE restart after the new connack', {
-    todo: 'the server ends a conversation (bye to the peer) as soon as a socket drops; it must keep it while the uid reconnects (see docs/browser-sdk.md)',
-  }, async () => {
+  // The server keeps a lost party's live conversations for its reconnect grace (10 s,
+  // docs/signaling-server.md): the SDK comes back on a new socket and re-offers on the same cid.
+  it('a live call survives the caller\'s socket drop: re-offer with an ICE restart after the new connack', async () => {
     const a = await user('caller', { proxy: true });
     const b = await user('callee', { proxy: true });
     await b.page.evaluate(() => (T.onCalled = 'accept'));

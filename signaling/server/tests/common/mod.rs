@@ -74,6 +74,20 @@ impl TestServer {
         http_get(self.addr, path).await
     }
 
+    /// Waits until metric `name` reads `value` (the server's view catches up with a socket
+    /// event), failing after [`WAIT`].
+    pub async fn wait_metric(&self, name: &str, value: i64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.metric(name).await;
+            if now == value {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} is {now}, not {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metric(&self, name: &str) -> i64 {
         let (_, _, body) = self.http_get("/metrics").await;
         body.lines()
@@ -117,6 +131,16 @@ impl Client {
     pub async fn open(url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         Client { ws }
+    }
+
+    /// Ends the TCP connection with a reset, no close frame: a network failure as the
+    /// server sees it.
+    pub fn abort(self) {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.set_zero_linger().unwrap(),
+            _ => panic!("abort() is for plain TCP clients"),
+        }
+        drop(self);
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {

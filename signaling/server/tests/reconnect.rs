@@ -1,0 +1,190 @@
+//! Reconnect grace over real sockets: a party whose connection is lost mid-call comes back
+//! on a new socket and carries on with the same `cid`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use wilddog_protocol::{Body, ErrorCode};
+use wilddog_server::ServerConfig;
+
+const QUIET: Duration = Duration::from_millis(300);
+const AUTHENTICATED: &str = "wilddog_authenticated_connections";
+
+/// alice calls bob, bob accepts, the first offer/answer go through: a live call `c1`.
+async fn live_call(server: &TestServer) -> (Client, Client) {
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    alice.call("c1", "bob").await;
+    assert_eq!(bob.recv_conv().await.0, "call");
+    bob.say("accept", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "accept");
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 first"})).await;
+    assert_eq!(bob.recv_conv().await.0, "offer");
+    bob.say("answer", "c1", "alice", json!({"sdp": "v=0 first answer"})).await;
+    assert_eq!(alice.recv_conv().await.0, "answer");
+    (alice, bob)
+}
+
+#[tokio::test]
+async fn caller_dropped_abruptly_reconnects_and_restarts_ice_on_the_same_cid() {
+    let server = TestServer::dev().await; // default grace: 10 s
+    let (alice, mut bob) = live_call(&server).await;
+    alice.abort(); // TCP reset, no close frame
+    server.wait_metric(AUTHENTICATED, 1).await;
+    bob.expect_silence(QUIET).await; // no bye: alice may come back
+    assert_eq!(server.metric("wilddog_conversations").await, 1);
+
+    let mut alice = server.login("alice").await;
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 restart", "restartId": "r-1"})).await;
+    let (kind, cid, from, body) = bob.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("offer", "c1", "alice"));
+    let Body::Offer(offer) = body else { unreachable!() };
+    assert_eq!((offer.sdp.as_str(), offer.restart_id), ("v=0 restart", Some(json!("r-1"))));
+    bob.say("answer", "c1", "alice", json!({"sdp": "v=0 restart answer", "restartId": "r-1"}))
+        .await;
+    let (kind, cid, from, body) = alice.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("answer", "c1", "bob"));
+    let Body::Answer(answer) = body else { unreachable!() };
+    assert_eq!(answer.restart_id, Some(json!("r-1")));
+    // Candidates both ways, then a normal hang-up.
+    bob.say("candidate", "c1", "alice", json!({"sdpMLineIndex": 0, "sdp": "candidate:b"})).await;
+    assert_eq!(alice.recv_conv().await.0, "candidate");
+    alice.say("candidate", "c1", "bob", json!({"sdpMLineIndex": 0, "sdp": "candidate:a"})).await;
+    assert_eq!(bob.recv_conv().await.0, "candidate");
+    alice.say("bye", "c1", "bob", json!({})).await;
+    assert_eq!(bob.recv_conv().await.0, "bye");
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
+    alice.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn callee_gets_what_was_sent_while_away_then_asks_for_an_ice_restart() {
+    let server = TestServer::dev().await;
+    let (mut alice, bob) = live_call(&server).await;
+    drop(bob); // FIN without a close frame
+    server.wait_metric(AUTHENTICATED, 1).await;
+    alice.say("candidate", "c1", "bob", json!({"sdpMLineIndex": 0, "sdp": "candidate:late"})).await;
+    alice.expect_silence(QUIET).await;
+
+    let mut bob = server.login("bob").await;
+    let (kind, cid, from, body) = bob.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("candidate", "c1", "alice"));
+    let Body::Candidate(c) = body else { unreachable!() };
+    assert_eq!(c.sdp, "candidate:late");
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 r", "restartId": 2})).await;
+    assert_eq!(bob.recv_conv().await.0, "offer");
+}
+
+#[tokio::test]
+async fn peer_hangs_up_meanwhile_and_the_returning_client_gets_bye() {
+    let server = TestServer::dev().await;
+    let (mut alice, bob) = live_call(&server).await;
+    bob.abort();
+    server.wait_metric(AUTHENTICATED, 1).await;
+    alice.say("bye", "c1", "bob", json!({})).await;
+    alice.expect_silence(QUIET).await;
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
+    let mut bob = server.login("bob").await;
+    let (kind, cid, from, _) = bob.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "alice"));
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    bob.recv_error(ErrorCode::UnknownConversation).await;
+    alice.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_client_closing_with_an_error_code_gets_the_grace() {
+    let server = TestServer::dev().await;
+    let (mut alice, mut bob) = live_call(&server).await;
+    // 4000: an application code, e.g. a client tearing down a socket it thinks is broken.
+    bob.ws
+        .close(Some(CloseFrame { code: 4000.into(), reason: "reconnecting".into() }))
+        .await
+        .unwrap();
+    while let Some(Ok(m)) = bob.ws.next().await {
+        if let Message::Close(_) = m {
+            break;
+        }
+    }
+    server.wait_metric(AUTHENTICATED, 1).await;
+    alice.expect_silence(QUIET).await;
+    let mut bob = server.login("bob").await;
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+}
+
+#[tokio::test]
+async fn a_client_back_before_its_old_socket_died_takes_the_call_with_its_first_frame() {
+    let server = TestServer::dev().await;
+    let (mut alice, bob) = live_call(&server).await;
+    // bob's client noticed the network change first and is already back.
+    let mut bob2 = server.login("bob").await;
+    drop(bob);
+    server.wait_metric(AUTHENTICATED, 2).await;
+    alice.say("candidate", "c1", "bob", json!({"sdp": "candidate:kept"})).await;
+    bob2.expect_silence(QUIET).await; // not bound yet: bob2 might be another device
+    bob2.say("restartice", "c1", "alice", json!({})).await;
+    let (kind, _, _, body) = bob2.recv_conv().await;
+    assert_eq!(kind, "candidate");
+    let Body::Candidate(c) = body else { unreachable!() };
+    assert_eq!(c.sdp, "candidate:kept");
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+}
+
+#[tokio::test]
+async fn a_reaped_silent_party_gets_the_grace_too() {
+    let mut config = ServerConfig::development();
+    config.limits.idle_timeout = Duration::from_secs(1);
+    config.limits.reconnect_grace = Duration::from_secs(3);
+    let server = TestServer::start(config).await;
+    let (mut alice, mut bob) = live_call(&server).await;
+    // bob reads nothing (no pong) and sends nothing: reaped at 1 s. alice keeps talking.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1800);
+    while tokio::time::Instant::now() < quiet_until {
+        alice.send_text("1").await; // heartbeat
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), alice.ws.next()).await {
+            match m {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("alice got {other:?} while bob is away"),
+            }
+        }
+    }
+    let reason = loop {
+        match bob.ws.next().await {
+            Some(Ok(Message::Ping(_))) => continue,
+            Some(Ok(Message::Close(Some(f)))) => break f.reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(reason.contains("idle"), "{reason}");
+    let _ = bob.ws.send(Message::Close(None)).await;
+    drop(bob);
+    let mut bob = server.login("bob").await;
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+}
+
+#[tokio::test]
+async fn nobody_back_within_the_grace_the_peer_gets_bye_once() {
+    let mut config = ServerConfig::development();
+    config.limits.reconnect_grace = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let (mut alice, bob) = live_call(&server).await;
+    bob.abort();
+    let (kind, cid, from, _) = alice.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "bob"));
+    alice.expect_silence(Duration::from_millis(800)).await;
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
+    // Too late: bob finds nothing.
+    let mut bob = server.login("bob").await;
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    bob.recv_error(ErrorCode::UnknownConversation).await;
+}
