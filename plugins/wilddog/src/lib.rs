@@ -1,1 +1,87 @@
-//! GStreamer plugin wilddog.
+//! GStreamer elements for Wilddog one-to-one video calls.
+//!
+//! Elements: `wilddogcall` (a whole call: raw media in, decoded remote media out),
+//! `wilddogsink` (the local half) and `wilddogsrc` (the remote half).
+
+#![allow(clippy::new_without_default)]
+
+pub mod ice;
+pub mod media;
+mod session;
+mod shared;
+pub mod wilddogcall;
+pub mod wilddogsink;
+pub mod wilddogsrc;
+
+use gst::glib;
+pub use wilddogcall::{AnswerPolicy, FirstFrame, IncomingCall, WilddogCall};
+pub use wilddogsink::WilddogSink;
+pub use wilddogsrc::WilddogSrc;
+
+use std::sync::OnceLock;
+
+/// The plugin's single tokio runtime: one worker thread drives every call's signaling.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wilddog-signaling")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the wilddog tokio runtime: {e}"))
+    })
+}
+
+static DTLS_PREWARM: std::sync::LazyLock<(std::sync::Mutex<Option<bool>>, std::sync::Condvar)> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Makes the process's DTLS certificate now, in the background: GStreamer's DTLS elements
+/// generate one RSA key per process on first use, which took ~0.5 s inside the first
+/// call's `create-offer`. Called when a `wilddogcall` goes to READY.
+pub(crate) fn prewarm_dtls_certificate() {
+    let (lock, _) = &*DTLS_PREWARM;
+    let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if state.is_some() {
+        return;
+    }
+    *state = Some(false);
+    let spawned = std::thread::Builder::new().name("wilddog-dtls-prewarm".into()).spawn(|| {
+        let _ = gst::ElementFactory::make("dtlsdec").build();
+        let (lock, cvar) = &*DTLS_PREWARM;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(true);
+        cvar.notify_all();
+    });
+    if spawned.is_err() {
+        *state = Some(true);
+    }
+}
+
+/// Waits (a few seconds at most) for the certificate of [`prewarm_dtls_certificate`]: a
+/// process must not exit while OpenSSL generates a key in another thread (its exit
+/// handlers free what that thread uses). Called when a `wilddogcall` goes back to NULL.
+pub(crate) fn wait_dtls_prewarm() {
+    let (lock, cvar) = &*DTLS_PREWARM;
+    let state = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _ =
+        cvar.wait_timeout_while(state, std::time::Duration::from_secs(5), |s| *s == Some(false));
+}
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    wilddogcall::register(plugin)?;
+    wilddogsink::register(plugin)?;
+    wilddogsrc::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    wilddog,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

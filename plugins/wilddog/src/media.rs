@@ -1,0 +1,472 @@
+//! Media of a call: the original's dimensions and bitrates, and the encoder and decoder
+//! chains per codec that sit between the elements' raw pads and webrtcbin.
+
+use gst::glib;
+use gst::prelude::*;
+
+/// The original's video sizes (`createLocalStream({dimension})`).
+pub const DIMENSIONS: &[(&str, u32, u32)] = &[
+    ("120p", 160, 120),
+    ("240p", 320, 240),
+    ("360p", 480, 360),
+    ("480p", 640, 480),
+    ("720p", 1280, 720),
+    ("1080p", 1920, 1080),
+];
+
+/// Lowest bitrate a user may ask for, kbps (the original clamps to 50..2048).
+pub const MIN_BITRATE_KBPS: u32 = 50;
+/// Highest bitrate a user may ask for, kbps.
+pub const MAX_BITRATE_KBPS: u32 = 2048;
+
+/// Width and height of a dimension name (`"480p"` → 640x480), `None` if unknown.
+pub fn dimension_size(name: &str) -> Option<(u32, u32)> {
+    DIMENSIONS.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name.trim())).map(|&(_, w, h)| (w, h))
+}
+
+/// The original's default (min, max) bitrate in kbps for a dimension: 200..500 up to 480p,
+/// 200..1024 for 720p and 1080p.
+pub fn default_bitrates(name: &str) -> (u32, u32) {
+    match dimension_size(name) {
+        Some((_, h)) if h >= 720 => (200, 1024),
+        _ => (200, 500),
+    }
+}
+
+/// Clamps a user's bitrate to the original's range.
+pub fn clamp_bitrate(kbps: u32) -> u32 {
+    kbps.clamp(MIN_BITRATE_KBPS, MAX_BITRATE_KBPS)
+}
+
+/// Video codecs a call may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(i32)]
+#[enum_type(name = "GstWilddogVideoCodec")]
+pub enum VideoCodec {
+    /// VP8 (libvpx), what the original and every browser speak.
+    #[default]
+    #[enum_value(name = "VP8", nick = "vp8")]
+    Vp8 = 0,
+    /// H.264 (x264enc or openh264enc, when installed).
+    #[enum_value(name = "H.264", nick = "h264")]
+    H264 = 1,
+    /// VP9 (libvpx, when installed).
+    #[enum_value(name = "VP9", nick = "vp9")]
+    Vp9 = 2,
+}
+
+impl VideoCodec {
+    /// The RTP encoding name.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::H264 => "H264",
+            VideoCodec::Vp9 => "VP9",
+        }
+    }
+
+    /// Payload type our offers use (Chromium's numbers where they have one).
+    pub fn default_payload(self) -> u32 {
+        match self {
+            VideoCodec::Vp8 => 96,
+            VideoCodec::H264 => 102,
+            VideoCodec::Vp9 => 98,
+        }
+    }
+
+    /// Encoder factories tried in order.
+    fn encoders(self) -> &'static [&'static str] {
+        match self {
+            VideoCodec::Vp8 => &["vp8enc"],
+            VideoCodec::H264 => &["x264enc", "openh264enc"],
+            VideoCodec::Vp9 => &["vp9enc"],
+        }
+    }
+
+    /// Whether an encoder for this codec is installed.
+    pub fn available(self) -> bool {
+        self.encoders().iter().any(|f| gst::ElementFactory::find(f).is_some())
+    }
+}
+
+/// Payload type of Opus in our offers (Chromium's).
+pub const OPUS_PAYLOAD: u32 = 111;
+
+/// What a call sends: the video settings of the `wilddogcall` properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoParams {
+    /// Codec.
+    pub codec: VideoCodec,
+    /// Output width.
+    pub width: u32,
+    /// Output height.
+    pub height: u32,
+    /// Frame rate ceiling.
+    pub max_fps: u32,
+    /// Target bitrate, kbps.
+    pub bitrate_kbps: u32,
+    /// RTP payload type.
+    pub payload: u32,
+}
+
+/// The RTP caps a video transceiver prefers (its `codec-preferences`).
+pub fn video_rtp_caps(codec: VideoCodec, payload: u32) -> gst::Caps {
+    let mut s = gst::Structure::builder("application/x-rtp")
+        .field("media", "video")
+        .field("encoding-name", codec.encoding_name())
+        .field("clock-rate", 90000i32)
+        .field("payload", payload as i32)
+        .field("rtcp-fb-nack", true)
+        .field("rtcp-fb-nack-pli", true)
+        .field("rtcp-fb-ccm-fir", true)
+        .build();
+    if codec == VideoCodec::H264 {
+        s.set("packetization-mode", "1");
+        s.set("profile-level-id", "42e01f");
+        s.set("level-asymmetry-allowed", "1");
+    }
+    gst::Caps::builder_full().structure(s).build()
+}
+
+/// The RTP caps of the audio transceiver (Opus).
+pub fn audio_rtp_caps(payload: u32) -> gst::Caps {
+    gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("encoding-name", "OPUS")
+        .field("clock-rate", 48000i32)
+        .field("encoding-params", "2")
+        .field("payload", payload as i32)
+        .field("minptime", "10")
+        .field("useinbandfec", "1")
+        .build()
+}
+
+/// Why a media chain could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// A GStreamer element is not installed.
+    #[error("GStreamer element `{0}` is not installed")]
+    Missing(String),
+    /// No encoder is installed for the codec.
+    #[error("no encoder for {0:?} is installed")]
+    NoEncoder(VideoCodec),
+    /// Linking failed (a bug, or incompatible caps).
+    #[error("could not link the media chain: {0}")]
+    Link(String),
+}
+
+/// Sets a property from its string form when the element has it: element versions differ
+/// in property types (gint vs guint), and a missing tuning knob must never fail a call.
+pub fn set_str(element: &gst::Element, name: &str, value: &str) {
+    if let Some(pspec) = element.find_property(name) {
+        match glib::Value::deserialize_with_pspec(value, &pspec) {
+            Ok(v) => element.set_property_from_value(name, &v),
+            Err(_) => gst::warning!(gst::CAT_DEFAULT, obj = element, "cannot set {name}={value}"),
+        }
+    }
+}
+
+/// Makes an element, with a clear error when its plugin is missing.
+pub fn make(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::Missing(factory.to_owned()))
+}
+
+fn link_all(bin: &gst::Bin, elements: &[&gst::Element]) -> Result<(), MediaError> {
+    bin.add_many(elements.iter().copied()).map_err(|e| MediaError::Link(e.to_string()))?;
+    gst::Element::link_many(elements.iter().copied())
+        .map_err(|e| MediaError::Link(e.to_string()))?;
+    Ok(())
+}
+
+fn ghost(bin: &gst::Bin, first: &gst::Element, last: &gst::Element) -> Result<(), MediaError> {
+    let sink = first.static_pad("sink").ok_or_else(|| MediaError::Link("no sink pad".into()))?;
+    let src = last.static_pad("src").ok_or_else(|| MediaError::Link("no src pad".into()))?;
+    let gsink = gst::GhostPad::builder_with_target(&sink)
+        .map_err(|e| MediaError::Link(e.to_string()))?
+        .name("sink")
+        .build();
+    let gsrc = gst::GhostPad::builder_with_target(&src)
+        .map_err(|e| MediaError::Link(e.to_string()))?
+        .name("src")
+        .build();
+    bin.add_pad(&gsink).map_err(|e| MediaError::Link(e.to_string()))?;
+    bin.add_pad(&gsrc).map_err(|e| MediaError::Link(e.to_string()))?;
+    Ok(())
+}
+
+/// The video sending chain, raw video in, RTP out:
+/// `queue ! videoconvert ! videoscale ! videorate ! capsfilter ! <encoder> ! <payloader>`.
+/// Returns the bin and its encoder (for bitrate changes and key frame requests).
+pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element), MediaError> {
+    let bin = gst::Bin::with_name("video-encoder");
+    let queue = make("queue")?;
+    // A live call wants the newest frame, not a backlog.
+    set_str(&queue, "max-size-buffers", "2");
+    set_str(&queue, "max-size-bytes", "0");
+    set_str(&queue, "max-size-time", "0");
+    set_str(&queue, "leaky", "downstream");
+    let convert = make("videoconvert")?;
+    let scale = make("videoscale")?;
+    let rate = make("videorate")?;
+    set_str(&rate, "drop-only", "true");
+    set_str(&rate, "max-rate", &params.max_fps.max(1).to_string());
+    let filter = make("capsfilter")?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", params.width as i32)
+            .field("height", params.height as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    let keyframe_dist = params.max_fps.max(1) * 3;
+    let (encoder, payloader, extra): (gst::Element, gst::Element, Option<gst::Element>) =
+        match params.codec {
+            VideoCodec::Vp8 | VideoCodec::Vp9 => {
+                let (enc, pay) = if params.codec == VideoCodec::Vp8 {
+                    ("vp8enc", "rtpvp8pay")
+                } else {
+                    ("vp9enc", "rtpvp9pay")
+                };
+                let enc = make(enc).map_err(|_| MediaError::NoEncoder(params.codec))?;
+                set_str(&enc, "deadline", "1");
+                set_str(&enc, "cpu-used", "8");
+                set_str(&enc, "end-usage", "cbr");
+                set_str(&enc, "target-bitrate", &((params.bitrate_kbps * 1000) as i32).to_string());
+                set_str(&enc, "lag-in-frames", "0");
+                set_str(&enc, "keyframe-max-dist", &keyframe_dist.to_string());
+                set_str(&enc, "threads", "2");
+                set_str(&enc, "error-resilient", "default");
+                set_str(&enc, "buffer-size", "1000");
+                set_str(&enc, "buffer-initial-size", "500");
+                set_str(&enc, "buffer-optimal-size", "600");
+                let pay = make(pay)?;
+                set_str(&pay, "picture-id-mode", "15-bit");
+                (enc, pay, None)
+            }
+            VideoCodec::H264 => {
+                let enc = if gst::ElementFactory::find("x264enc").is_some() {
+                    let enc = make("x264enc")?;
+                    set_str(&enc, "tune", "zerolatency");
+                    set_str(&enc, "speed-preset", "ultrafast");
+                    set_str(&enc, "bitrate", &(params.bitrate_kbps).to_string());
+                    set_str(&enc, "key-int-max", &keyframe_dist.to_string());
+                    enc
+                } else {
+                    let enc =
+                        make("openh264enc").map_err(|_| MediaError::NoEncoder(params.codec))?;
+                    set_str(&enc, "bitrate", &(params.bitrate_kbps * 1000).to_string());
+                    enc
+                };
+                let profile = make("capsfilter")?;
+                profile.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-h264")
+                        .field("profile", "constrained-baseline")
+                        .build(),
+                );
+                let pay = make("rtph264pay")?;
+                set_str(&pay, "config-interval", "-1");
+                set_str(&pay, "aggregate-mode", "zero-latency");
+                (enc, pay, Some(profile))
+            }
+        };
+    set_str(&payloader, "pt", &params.payload.to_string());
+    set_str(&payloader, "mtu", "1200");
+    let mut chain = vec![&queue, &convert, &scale, &rate, &filter, &encoder];
+    if let Some(extra) = extra.as_ref() {
+        chain.push(extra);
+    }
+    chain.push(&payloader);
+    link_all(&bin, &chain)?;
+    ghost(&bin, &queue, &payloader)?;
+    Ok((bin, encoder))
+}
+
+/// The audio sending chain, raw audio in, RTP out:
+/// `queue ! audioconvert ! audioresample ! opusenc ! rtpopuspay`.
+pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
+    let bin = gst::Bin::with_name("audio-encoder");
+    let queue = make("queue")?;
+    set_str(&queue, "max-size-time", "200000000");
+    set_str(&queue, "leaky", "downstream");
+    let convert = make("audioconvert")?;
+    let resample = make("audioresample")?;
+    let enc = make("opusenc")?;
+    set_str(&enc, "audio-type", "voice");
+    set_str(&enc, "inband-fec", "true");
+    set_str(&enc, "frame-size", "20");
+    let pay = make("rtpopuspay")?;
+    set_str(&pay, "pt", &payload.to_string());
+    link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
+    ghost(&bin, &queue, &pay)?;
+    Ok(bin)
+}
+
+/// The kind of a received stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Video.
+    Video,
+    /// Audio.
+    Audio,
+}
+
+/// The receiving chain for RTP caps from webrtcbin, RTP in, raw media out; a depayloader and
+/// decoder per known codec, `decodebin` for anything else.
+pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), MediaError> {
+    let s = rtp_caps.structure(0).ok_or_else(|| MediaError::Link("empty caps".into()))?;
+    let media = s.get::<&str>("media").unwrap_or("video");
+    let encoding = s.get::<&str>("encoding-name").unwrap_or("").to_ascii_uppercase();
+    let kind = if media == "audio" { StreamKind::Audio } else { StreamKind::Video };
+    let bin = gst::Bin::with_name(if kind == StreamKind::Audio {
+        "audio-decoder"
+    } else {
+        "video-decoder"
+    });
+    let known: Option<(&str, &[&str])> = match encoding.as_str() {
+        "VP8" => Some(("rtpvp8depay", &["vp8dec"])),
+        "VP9" => Some(("rtpvp9depay", &["vp9dec"])),
+        "H264" => Some(("rtph264depay", &["avdec_h264", "openh264dec"])),
+        "OPUS" => Some(("rtpopusdepay", &["opusdec"])),
+        _ => None,
+    };
+    let decoder_factory = known.and_then(|(depay, decs)| {
+        gst::ElementFactory::find(depay)?;
+        decs.iter().find(|d| gst::ElementFactory::find(d).is_some()).map(|d| (depay, *d))
+    });
+    let convert = make(if kind == StreamKind::Audio { "audioconvert" } else { "videoconvert" })?;
+    match decoder_factory {
+        Some((depay, dec)) => {
+            let depay = make(depay)?;
+            let dec = make(dec)?;
+            if dec.find_property("threads").is_some() && kind == StreamKind::Video {
+                set_str(&dec, "threads", "2");
+            }
+            let mut chain = vec![depay, dec];
+            if kind == StreamKind::Audio {
+                chain.push(make("audioresample")?);
+            }
+            chain.push(convert);
+            let refs: Vec<&gst::Element> = chain.iter().collect();
+            link_all(&bin, &refs)?;
+            ghost(&bin, &chain[0], &chain[chain.len() - 1])?;
+        }
+        None => {
+            let decodebin = make("decodebin")?;
+            bin.add_many([&decodebin, &convert]).map_err(|e| MediaError::Link(e.to_string()))?;
+            let convert_weak = convert.downgrade();
+            decodebin.connect_pad_added(move |_, pad| {
+                if let Some(convert) = convert_weak.upgrade()
+                    && let Some(sink) = convert.static_pad("sink")
+                    && !sink.is_linked()
+                {
+                    let _ = pad.link(&sink);
+                }
+            });
+            let sink =
+                decodebin.static_pad("sink").ok_or_else(|| MediaError::Link("decodebin".into()))?;
+            let src =
+                convert.static_pad("src").ok_or_else(|| MediaError::Link("convert".into()))?;
+            bin.add_pad(
+                &gst::GhostPad::builder_with_target(&sink)
+                    .map_err(|e| MediaError::Link(e.to_string()))?
+                    .name("sink")
+                    .build(),
+            )
+            .map_err(|e| MediaError::Link(e.to_string()))?;
+            bin.add_pad(
+                &gst::GhostPad::builder_with_target(&src)
+                    .map_err(|e| MediaError::Link(e.to_string()))?
+                    .name("src")
+                    .build(),
+            )
+            .map_err(|e| MediaError::Link(e.to_string()))?;
+        }
+    }
+    Ok((bin, kind))
+}
+
+/// Payload type that an SDP offers for an encoding name (case-insensitive), for the
+/// answerer's payloaders.
+pub fn payload_in_sdp(sdp: &gst_sdp::SDPMessageRef, media: &str, encoding: &str) -> Option<u32> {
+    for m in sdp.medias() {
+        if m.media() != Some(media) {
+            continue;
+        }
+        for attr in m.attributes() {
+            if attr.key() != "rtpmap" {
+                continue;
+            }
+            let value = attr.value().unwrap_or("");
+            let (pt, rest) = value.split_once(' ')?;
+            let name = rest.split('/').next().unwrap_or("");
+            if name.eq_ignore_ascii_case(encoding) {
+                return pt.trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Requests a sink pad of webrtcbin for a sent stream whose RTP caps are `caps`, and sets
+/// its transceiver's `codec-preferences` (so an offer can be made before any buffer flowed)
+/// and direction.
+pub fn request_send_pad(
+    webrtcbin: &gst::Element,
+    caps: &gst::Caps,
+    direction: gst_webrtc::WebRTCRTPTransceiverDirection,
+) -> Result<(gst::Pad, gst_webrtc::WebRTCRTPTransceiver), MediaError> {
+    let templ = webrtcbin
+        .pad_template("sink_%u")
+        .ok_or_else(|| MediaError::Link("webrtcbin has no sink_%u template".into()))?;
+    let pad = webrtcbin
+        .request_pad(&templ, None, Some(caps))
+        .ok_or_else(|| MediaError::Link("webrtcbin refused a sink pad".into()))?;
+    let transceiver = pad.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+    transceiver.set_property("codec-preferences", caps);
+    transceiver.set_property("direction", direction);
+    Ok((pad, transceiver))
+}
+
+/// Adds a receive-only transceiver for `caps` (an endpoint that sends nothing of this kind).
+pub fn add_recv_transceiver(
+    webrtcbin: &gst::Element,
+    caps: &gst::Caps,
+) -> gst_webrtc::WebRTCRTPTransceiver {
+    webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+        "add-transceiver",
+        &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, caps],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dimensions_match_the_original() {
+        assert_eq!(dimension_size("120p"), Some((160, 120)));
+        assert_eq!(dimension_size("480p"), Some((640, 480)));
+        assert_eq!(dimension_size("1080p"), Some((1920, 1080)));
+        assert_eq!(dimension_size("4k"), None);
+        assert_eq!(default_bitrates("480p"), (200, 500));
+        assert_eq!(default_bitrates("720p"), (200, 1024));
+        assert_eq!(default_bitrates("1080p"), (200, 1024));
+        assert_eq!(clamp_bitrate(10), 50);
+        assert_eq!(clamp_bitrate(5000), 2048);
+    }
+
+    #[test]
+    fn finds_payload_types_in_an_offer() {
+        gst::init().unwrap();
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 100 101\r\na=rtpmap:100 H264/90000\r\na=rtpmap:101 VP8/90000\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 opus/48000/2\r\n";
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        assert_eq!(payload_in_sdp(&msg, "video", "VP8"), Some(101));
+        assert_eq!(payload_in_sdp(&msg, "audio", "OPUS"), Some(109));
+        assert_eq!(payload_in_sdp(&msg, "video", "VP9"), None);
+    }
+}

@@ -1,0 +1,1555 @@
+//! Implementation of `wilddogcall`. See the module docs of `wilddogcall` for the element's
+//! behaviour; this file holds the GStreamer side (pads, webrtcbin, messages) and drives the
+//! signaling task of `crate::session`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_webrtc::WebRTCRTPTransceiverDirection as Direction;
+use tokio::sync::mpsc;
+use wilddog_call::{
+    CallConfig, CallState, Endpoint, Event, Input, MediaAction, Role, WilddogError,
+};
+use wilddog_client::{ClientConfig, ClientError};
+
+use crate::media::{self, StreamKind, VideoCodec, VideoParams};
+use crate::session::{self, Command, Driver, SessionConfig};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "wilddogcall",
+        gst::DebugColorFlags::empty(),
+        Some("Wilddog one-to-one call bin"),
+    )
+});
+
+/// Default `answer`.
+pub const DEFAULT_ANSWER: AnswerPolicy = AnswerPolicy::Accept;
+/// Default `call-timeout`, ms (the original's 30 s).
+pub const DEFAULT_CALL_TIMEOUT_MS: u32 = 30_000;
+/// Default `dimension`.
+pub const DEFAULT_DIMENSION: &str = "480p";
+/// Default `max-fps` (the original's 15).
+pub const DEFAULT_MAX_FPS: u32 = 15;
+/// Highest `max-fps` (the original's 30).
+pub const MAX_MAX_FPS: u32 = 30;
+/// Default `latency` of the receive jitterbuffer, ms: low, since calls run on good networks
+/// first and a late first frame is what users notice.
+pub const DEFAULT_LATENCY_MS: u32 = 30;
+/// Default `video-codec`.
+pub const DEFAULT_VIDEO_CODEC: VideoCodec = VideoCodec::Vp8;
+/// How long stopping waits for `bye` to go out.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// What the element does with an incoming call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(i32)]
+#[enum_type(name = "GstWilddogAnswerPolicy")]
+pub enum AnswerPolicy {
+    /// Accept it at once.
+    #[default]
+    #[enum_value(name = "Accept every incoming call", nick = "accept")]
+    Accept = 0,
+    /// Reject it at once.
+    #[enum_value(name = "Reject every incoming call", nick = "reject")]
+    Reject = 1,
+    /// Raise `wilddog-called` and wait for the `accept`/`reject` action signals.
+    #[enum_value(name = "Wait for the accept/reject action signals", nick = "manual")]
+    Manual = 2,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    server: Option<String>,
+    app_id: Option<String>,
+    token: Option<String>,
+    remote_uid: Option<String>,
+    user_data: Option<String>,
+    answer: AnswerPolicy,
+    call_timeout_ms: u32,
+    dimension: String,
+    max_fps: u32,
+    min_bitrate: u32,
+    max_bitrate: u32,
+    video_codec: VideoCodec,
+    ice_local_addresses: Option<String>,
+    latency: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: None,
+            app_id: None,
+            token: None,
+            remote_uid: None,
+            user_data: None,
+            answer: DEFAULT_ANSWER,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+            dimension: DEFAULT_DIMENSION.to_owned(),
+            max_fps: DEFAULT_MAX_FPS,
+            min_bitrate: 0,
+            max_bitrate: 0,
+            video_codec: DEFAULT_VIDEO_CODEC,
+            ice_local_addresses: None,
+            latency: DEFAULT_LATENCY_MS,
+        }
+    }
+}
+
+/// Settings checked at READY→PAUSED.
+#[derive(Debug, Clone)]
+struct Validated {
+    video: VideoParams,
+    local_addresses: Vec<IpAddr>,
+    latency: u32,
+    session: SessionConfig,
+    remote_uid: Option<String>,
+    user_data: Option<String>,
+}
+
+/// One raw input (`video_sink` / `audio_sink`) and its encoder.
+#[derive(Debug)]
+struct SendStream {
+    kind: StreamKind,
+    ghost: gst::GhostPad,
+    encoder_bin: Option<gst::Bin>,
+    encoder: Option<gst::Element>,
+    payloader: Option<gst::Element>,
+    eos: bool,
+}
+
+/// The peer connection of one call.
+#[derive(Debug)]
+struct Media {
+    webrtcbin: gst::Element,
+    video_transceiver: Option<gst_webrtc::WebRTCRTPTransceiver>,
+    audio_transceiver: Option<gst_webrtc::WebRTCRTPTransceiver>,
+    decoders: Vec<gst::Bin>,
+    src_pads: Vec<gst::GhostPad>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: bool,
+    validated: Option<Validated>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    task_done: Option<std::sync::mpsc::Receiver<()>>,
+    called: bool,
+    video_in: Option<SendStream>,
+    audio_in: Option<SendStream>,
+    media: Option<Media>,
+    media_serial: u32,
+    call_state: Option<CallState>,
+    role: Option<Role>,
+    conversation_id: Option<String>,
+    remote_uid: Option<String>,
+    call_began: Option<Instant>,
+    first_frame_done: bool,
+    stream_received: bool,
+    last_stats: Option<gst::Structure>,
+    prev_stats: Option<(Instant, u64, u64, u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    local_frames: AtomicU64,
+    remote_frames: AtomicU64,
+    local_width: AtomicU32,
+    local_height: AtomicU32,
+    remote_width: AtomicU32,
+    remote_height: AtomicU32,
+}
+
+/// The `wilddogcall` bin.
+#[derive(Default)]
+pub struct WilddogCall {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for WilddogCall {
+    const NAME: &'static str = "GstWilddogCall";
+    type Type = super::WilddogCall;
+    type ParentType = gst::Bin;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take every later call down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ObjectImpl for WilddogCall {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(call_properties);
+        PROPS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let string = || value.get::<Option<String>>().ok().flatten().filter(|v| !v.is_empty());
+        match pspec.name() {
+            "server" => s.server = string(),
+            "app-id" => s.app_id = string(),
+            "token" => s.token = string(),
+            "remote-uid" => s.remote_uid = string(),
+            "user-data" => s.user_data = string(),
+            "answer" => s.answer = value.get().unwrap_or(DEFAULT_ANSWER),
+            "call-timeout" => s.call_timeout_ms = value.get().unwrap_or(DEFAULT_CALL_TIMEOUT_MS),
+            "dimension" => s.dimension = string().unwrap_or_else(|| DEFAULT_DIMENSION.to_owned()),
+            "max-fps" => s.max_fps = value.get().unwrap_or(DEFAULT_MAX_FPS),
+            "min-bitrate" => s.min_bitrate = value.get().unwrap_or(0),
+            "max-bitrate" => s.max_bitrate = value.get().unwrap_or(0),
+            "video-codec" => s.video_codec = value.get().unwrap_or(DEFAULT_VIDEO_CODEC),
+            "ice-local-addresses" => s.ice_local_addresses = string(),
+            "latency" => s.latency = value.get().unwrap_or(DEFAULT_LATENCY_MS),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "server" => s.server.to_value(),
+            "app-id" => s.app_id.to_value(),
+            "token" => s.token.to_value(),
+            "remote-uid" => {
+                let st = lock(&self.state);
+                st.remote_uid.clone().or_else(|| s.remote_uid.clone()).to_value()
+            }
+            "user-data" => s.user_data.to_value(),
+            "answer" => s.answer.to_value(),
+            "call-timeout" => s.call_timeout_ms.to_value(),
+            "dimension" => s.dimension.to_value(),
+            "max-fps" => s.max_fps.to_value(),
+            "min-bitrate" => s.min_bitrate.to_value(),
+            "max-bitrate" => s.max_bitrate.to_value(),
+            "video-codec" => s.video_codec.to_value(),
+            "ice-local-addresses" => s.ice_local_addresses.to_value(),
+            "latency" => s.latency.to_value(),
+            "conversation-id" => lock(&self.state).conversation_id.to_value(),
+            "state" => lock(&self.state).call_state.unwrap_or(CallState::Idle).as_str().to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        use glib::subclass::Signal;
+        static SIGNALS: LazyLock<Vec<Signal>> = LazyLock::new(|| {
+            let action = |name: &'static str, f: fn(&WilddogCall)| {
+                Signal::builder(name)
+                    .action()
+                    .class_handler(move |args| {
+                        if let Some(Ok(obj)) = args.first().map(|v| v.get::<super::WilddogCall>()) {
+                            f(obj.imp());
+                        }
+                        None
+                    })
+                    .build()
+            };
+            vec![
+                // An incoming call rings: remote uid, user data (or NULL), conversation id.
+                Signal::builder("wilddog-called")
+                    .param_types([
+                        String::static_type(),
+                        Option::<String>::static_type(),
+                        String::static_type(),
+                    ])
+                    .build(),
+                // The callee's answer: ACCEPTED, REJECTED, BUSY or TIMEOUT.
+                Signal::builder("wilddog-response").param_types([String::static_type()]).build(),
+                // The remote stream arrived (the first src pad of the call was added).
+                Signal::builder("wilddog-stream-received").build(),
+                // The first remote video frame was decoded: width, height, ms since the call began.
+                Signal::builder("wilddog-first-frame")
+                    .param_types([u32::static_type(), u32::static_type(), u64::static_type()])
+                    .build(),
+                // The other side ended the call: the reason.
+                Signal::builder("wilddog-closed").param_types([String::static_type()]).build(),
+                // Stats every 2 s: a structure with `local` and `remote` sub-structures.
+                Signal::builder("wilddog-stats")
+                    .param_types([gst::Structure::static_type()])
+                    .build(),
+                // One of the original's errors: code 41001..41008 and a message.
+                Signal::builder("wilddog-error")
+                    .param_types([u32::static_type(), String::static_type()])
+                    .build(),
+                // Action: accept the ringing incoming call.
+                action("accept", |imp| imp.input(Input::Accept)),
+                // Action: reject the ringing incoming call.
+                action("reject", |imp| imp.input(Input::Reject)),
+                // Action: cancel the outgoing call or hang up.
+                action("close", |imp| imp.input(Input::Close)),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+}
+
+/// The properties of `wilddogcall`, made anew for each class that shows them
+/// (`wilddogsink` and `wilddogsrc` forward them to their shared call).
+pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
+    let ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
+    vec![
+        glib::ParamSpecString::builder("server")
+            .nick("Server")
+            .blurb("WebSocket URL of the Wilddog signaling server, e.g. ws://127.0.0.1:8080/ws")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("app-id").nick("App id").blurb("The Wilddog app id").flags(ready).build(),
+        glib::ParamSpecString::builder("token")
+            .nick("Token")
+            .blurb("The token proving this endpoint's uid")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("remote-uid")
+            .nick("Remote uid")
+            .blurb("Set: call this uid on PLAYING. Unset: wait for incoming calls. Reads the other party of the current or last call")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("user-data")
+            .nick("User data")
+            .blurb("Data sent with the call; after an incoming call, the caller's data")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("answer", DEFAULT_ANSWER)
+            .nick("Answer")
+            .blurb("What to do with an incoming call: accept, reject, or manual (wait for the accept/reject action signals)")
+            .flags(glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING)
+            .build(),
+        glib::ParamSpecUInt::builder("call-timeout")
+            .nick("Call timeout")
+            .blurb("Milliseconds a call may ring unanswered (TIMEOUT), an incoming call may wait (41007), or an accepted call may take to connect (41004)")
+            .minimum(100)
+            .default_value(DEFAULT_CALL_TIMEOUT_MS)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("dimension")
+            .nick("Dimension")
+            .blurb("Sent video size: 120p (160x120), 240p (320x240), 360p (480x360), 480p (640x480), 720p (1280x720), 1080p (1920x1080)")
+            .default_value(Some(DEFAULT_DIMENSION))
+            .flags(ready)
+            .build(),
+        glib::ParamSpecUInt::builder("max-fps")
+            .nick("Max FPS")
+            .blurb("Highest sent frame rate")
+            .minimum(1)
+            .maximum(MAX_MAX_FPS)
+            .default_value(DEFAULT_MAX_FPS)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecUInt::builder("min-bitrate")
+            .nick("Min bitrate")
+            .blurb("Lowest video bitrate, kbps (50..2048; 0: the dimension's default, 200)")
+            .maximum(media::MAX_BITRATE_KBPS)
+            .default_value(0)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecUInt::builder("max-bitrate")
+            .nick("Max bitrate")
+            .blurb("Highest (target) video bitrate, kbps (50..2048; 0: the dimension's default, 500 up to 480p, 1024 above)")
+            .maximum(media::MAX_BITRATE_KBPS)
+            .default_value(0)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("video-codec", DEFAULT_VIDEO_CODEC)
+            .nick("Video codec")
+            .blurb("Codec of the sent video (its encoder must be installed)")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("ice-local-addresses")
+            .nick("ICE local addresses")
+            .blurb("Comma-separated IP addresses ICE gathers from (e.g. 127.0.0.1); unset: every interface")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecUInt::builder("latency")
+            .nick("Latency")
+            .blurb("Receive jitterbuffer latency, ms")
+            .maximum(10_000)
+            .default_value(DEFAULT_LATENCY_MS)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("conversation-id")
+            .nick("Conversation id")
+            .blurb("The current or last conversation's id")
+            .read_only()
+            .build(),
+        glib::ParamSpecString::builder("state")
+            .nick("State")
+            .blurb("The conversation's state: idle, calling, ringing, connecting, connected")
+            .read_only()
+            .build(),
+    ]
+}
+
+impl GstObjectImpl for WilddogCall {}
+
+impl ElementImpl for WilddogCall {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Wilddog call",
+                "Filter/Network/WebRTC",
+                "A Wilddog one-to-one call: raw media in, the remote party's decoded media out",
+                "wilddog-gst developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let video = gst::Caps::builder("video/x-raw").build();
+            let audio = gst::Caps::builder("audio/x-raw").build();
+            let t = |name, dir, presence, caps: &gst::Caps| {
+                gst::PadTemplate::new(name, dir, presence, caps)
+                    .unwrap_or_else(|e| panic!("pad template {name}: {e}"))
+            };
+            vec![
+                t("video_sink", gst::PadDirection::Sink, gst::PadPresence::Request, &video),
+                t("audio_sink", gst::PadDirection::Sink, gst::PadPresence::Request, &audio),
+                t("video_src", gst::PadDirection::Src, gst::PadPresence::Sometimes, &video),
+                t("audio_src", gst::PadDirection::Src, gst::PadPresence::Sometimes, &audio),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        _name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let kind = match templ.name_template().to_string().as_str() {
+            "video_sink" => StreamKind::Video,
+            "audio_sink" => StreamKind::Audio,
+            _ => return None,
+        };
+        let mut st = lock(&self.state);
+        let slot = if kind == StreamKind::Video { &mut st.video_in } else { &mut st.audio_in };
+        if slot.is_some() {
+            gst::warning!(CAT, imp = self, "{} already requested", templ.name_template());
+            return None;
+        }
+        let ghost = gst::GhostPad::builder_from_template(templ)
+            .event_function(|pad, parent, event| {
+                WilddogCall::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .build();
+        *slot = Some(SendStream {
+            kind,
+            ghost: ghost.clone(),
+            encoder_bin: None,
+            encoder: None,
+            payloader: None,
+            eos: false,
+        });
+        drop(st);
+        if self.obj().add_pad(&ghost).is_err() {
+            return None;
+        }
+        Some(ghost.upcast())
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let mut st = lock(&self.state);
+        let stream =
+            if st.video_in.as_ref().is_some_and(|s| s.ghost.upcast_ref::<gst::Pad>() == pad) {
+                st.video_in.take()
+            } else if st.audio_in.as_ref().is_some_and(|s| s.ghost.upcast_ref::<gst::Pad>() == pad)
+            {
+                st.audio_in.take()
+            } else {
+                None
+            };
+        drop(st);
+        if let Some(stream) = stream {
+            let _ = stream.ghost.set_target(None::<&gst::Pad>);
+            if let Some(bin) = stream.encoder_bin {
+                let _ = bin.set_state(gst::State::Null);
+                let _ = self.obj().remove(&bin);
+            }
+        }
+        let _ = self.obj().remove_pad(pad);
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::NullToReady => crate::prewarm_dtls_certificate(),
+            gst::StateChange::ReadyToPaused => self.start()?,
+            gst::StateChange::PausedToReady => self.stop(),
+            gst::StateChange::ReadyToNull => crate::wait_dtls_prewarm(),
+            _ => {}
+        }
+        let mut ret = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused => {
+                // Like webrtcbin: the src pads are live.
+                ret = gst::StateChangeSuccess::NoPreroll;
+            }
+            gst::StateChange::PausedToPlaying => self.place_call(),
+            _ => {}
+        }
+        Ok(ret)
+    }
+}
+
+impl BinImpl for WilddogCall {}
+
+/// How the session task reaches the element.
+struct ElementDriver(glib::WeakRef<super::WilddogCall>);
+
+impl Driver for ElementDriver {
+    fn alive(&self) -> bool {
+        self.0.upgrade().is_some()
+    }
+
+    fn connect_failed(&self, error: &ClientError) {
+        if let Some(obj) = self.0.upgrade() {
+            obj.imp().connect_failed(error);
+        }
+    }
+
+    fn signaling_state(&self, connected: bool, detail: &str) {
+        if let Some(obj) = self.0.upgrade() {
+            obj.imp().signaling_state(connected, detail);
+        }
+    }
+
+    fn event(&self, event: Event, endpoint: &Endpoint) {
+        if let Some(obj) = self.0.upgrade() {
+            obj.imp().on_event(event, endpoint);
+        }
+    }
+
+    fn media(&self, action: MediaAction) {
+        if let Some(obj) = self.0.upgrade() {
+            obj.imp().on_media(action);
+        }
+    }
+
+    fn stats(&self) {
+        if let Some(obj) = self.0.upgrade() {
+            obj.imp().request_stats();
+        }
+    }
+}
+
+impl WilddogCall {
+    /// The last stats structure.
+    pub fn last_stats(&self) -> Option<gst::Structure> {
+        lock(&self.state).last_stats.clone()
+    }
+
+    fn validate(&self) -> Result<Validated, gst::ErrorMessage> {
+        let s = lock(&self.settings).clone();
+        let missing = |what: &str| {
+            gst::error_msg!(gst::LibraryError::Settings, ("property `{}` must be set", what))
+        };
+        let server = s.server.clone().ok_or_else(|| missing("server"))?;
+        let app_id = s.app_id.clone().ok_or_else(|| missing("app-id"))?;
+        let token = s.token.clone().ok_or_else(|| missing("token"))?;
+        let (width, height) = media::dimension_size(&s.dimension).ok_or_else(|| {
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("unknown dimension `{}`: use 120p, 240p, 360p, 480p, 720p or 1080p", s.dimension)
+            )
+        })?;
+        if !s.video_codec.available() && lock(&self.state).video_in.is_some() {
+            return Err(gst::error_msg!(
+                gst::CoreError::MissingPlugin,
+                ("no encoder for video-codec {:?} is installed", s.video_codec)
+            ));
+        }
+        let (default_min, default_max) = media::default_bitrates(&s.dimension);
+        let min =
+            if s.min_bitrate == 0 { default_min } else { media::clamp_bitrate(s.min_bitrate) };
+        let max =
+            if s.max_bitrate == 0 { default_max } else { media::clamp_bitrate(s.max_bitrate) };
+        if min > max {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("min-bitrate {} kbps is above max-bitrate {} kbps", min, max)
+            ));
+        }
+        let local_addresses = match &s.ice_local_addresses {
+            Some(text) => crate::ice::parse_local_addresses(text).map_err(|e| {
+                gst::error_msg!(gst::LibraryError::Settings, ("ice-local-addresses: {}", e))
+            })?,
+            None => Vec::new(),
+        };
+        let timeout = Duration::from_millis(u64::from(s.call_timeout_ms));
+        let mut client = ClientConfig::new(server, app_id, token);
+        client.client_info = serde_json::json!({
+            "sdk": "gst-plugin-wilddog",
+            "version": env!("CARGO_PKG_VERSION"),
+            "platform": "gstreamer",
+        });
+        Ok(Validated {
+            video: VideoParams {
+                codec: s.video_codec,
+                width,
+                height,
+                max_fps: s.max_fps.clamp(1, MAX_MAX_FPS),
+                bitrate_kbps: max,
+                payload: s.video_codec.default_payload(),
+            },
+            local_addresses,
+            latency: s.latency,
+            session: SessionConfig {
+                client,
+                call: CallConfig {
+                    call_timeout: timeout,
+                    answer_timeout: timeout,
+                    connect_timeout: timeout,
+                },
+            },
+            remote_uid: s.remote_uid,
+            user_data: s.user_data,
+        })
+    }
+
+    /// READY→PAUSED: check the settings, build encoders and the first peer connection,
+    /// connect to the server.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let validated = match self.validate() {
+            Ok(v) => v,
+            Err(msg) => {
+                self.post_error_message(msg);
+                return Err(gst::StateChangeError);
+            }
+        };
+        {
+            let mut st = lock(&self.state);
+            st.validated = Some(validated.clone());
+            st.running = true;
+            st.called = false;
+            st.call_state = Some(CallState::Idle);
+        }
+        if let Err(e) = self.build_encoders(&validated) {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::MissingPlugin,
+                ("cannot build the encoders: {}", e)
+            );
+            return Err(gst::StateChangeError);
+        }
+        if let Err(e) = self.prepare_media() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("cannot set up webrtcbin: {}", e)
+            );
+            return Err(gst::StateChangeError);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        {
+            let mut st = lock(&self.state);
+            st.commands = Some(tx);
+            st.task_done = Some(done_rx);
+        }
+        let driver = ElementDriver(self.obj().downgrade());
+        crate::runtime().spawn(session::run(validated.session, driver, rx, done_tx));
+        Ok(())
+    }
+
+    /// PAUSED→PLAYING: call `remote-uid`, once.
+    fn place_call(&self) {
+        let mut st = lock(&self.state);
+        if st.called {
+            return;
+        }
+        let Some(v) = st.validated.clone() else { return };
+        let Some(remote_uid) = v.remote_uid else { return };
+        st.called = true;
+        st.role = Some(Role::Caller);
+        st.call_began = Some(Instant::now());
+        st.first_frame_done = false;
+        st.stream_received = false;
+        gst::debug!(CAT, imp = self, "calling {remote_uid}");
+        if let Some(tx) = &st.commands {
+            let _ = tx.send(Command::Call { remote_uid, data: v.user_data });
+        }
+    }
+
+    /// PAUSED→READY: hang up, close the connection, tear everything down.
+    fn stop(&self) {
+        let done = {
+            let mut st = lock(&self.state);
+            st.running = false;
+            if let Some(tx) = st.commands.take() {
+                let _ = tx.send(Command::Shutdown);
+            }
+            st.task_done.take()
+        };
+        // Wait for `bye` to go out, unless this is the runtime's own thread (which would
+        // wait on itself).
+        if let Some(done) = done
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            let _ = done.recv_timeout(SHUTDOWN_WAIT);
+        }
+        self.teardown_media();
+        let streams: Vec<gst::Bin> = {
+            let mut st = lock(&self.state);
+            let mut out = Vec::new();
+            for s in {
+                let st = &mut *st;
+                [st.video_in.as_mut(), st.audio_in.as_mut()]
+            }
+            .into_iter()
+            .flatten()
+            {
+                let _ = s.ghost.set_target(None::<&gst::Pad>);
+                s.encoder = None;
+                s.payloader = None;
+                s.eos = false;
+                out.extend(s.encoder_bin.take());
+            }
+            st.call_state = Some(CallState::Idle);
+            out
+        };
+        for bin in streams {
+            let _ = bin.set_state(gst::State::Null);
+            let _ = self.obj().remove(&bin);
+        }
+    }
+
+    fn build_encoders(&self, v: &Validated) -> Result<(), media::MediaError> {
+        let mut st = lock(&self.state);
+        let mut built = Vec::new();
+        for stream in {
+            let st = &mut *st;
+            [st.video_in.as_mut(), st.audio_in.as_mut()]
+        }
+        .into_iter()
+        .flatten()
+        {
+            if stream.encoder_bin.is_some() {
+                continue;
+            }
+            let (bin, encoder, payloader) = match stream.kind {
+                StreamKind::Video => {
+                    let (bin, enc) = media::video_encoder_bin(&v.video)?;
+                    let pay = last_element(&bin);
+                    (bin, Some(enc), pay)
+                }
+                StreamKind::Audio => {
+                    let bin = media::audio_encoder_bin(media::OPUS_PAYLOAD)?;
+                    let pay = last_element(&bin);
+                    (bin, None, pay)
+                }
+            };
+            // Count the frames that reach the encoder (the local fps of the stats).
+            if let Some(enc) = &encoder
+                && let Some(enc_sink) = enc.static_pad("sink")
+            {
+                let weak = self.obj().downgrade();
+                enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                    if let Some(obj) = weak.upgrade() {
+                        let c = &obj.imp().counters;
+                        if c.local_frames.fetch_add(1, Ordering::Relaxed) == 0
+                            && let Some((w, h)) = caps_size(pad)
+                        {
+                            c.local_width.store(w, Ordering::Relaxed);
+                            c.local_height.store(h, Ordering::Relaxed);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+            }
+            // Between calls (no webrtcbin linked) the encoded packets go nowhere.
+            if let Some(src) = bin.static_pad("src") {
+                src.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    |pad, _| {
+                        if pad.is_linked() {
+                            gst::PadProbeReturn::Ok
+                        } else {
+                            gst::PadProbeReturn::Drop
+                        }
+                    },
+                );
+            }
+            stream.encoder_bin = Some(bin.clone());
+            stream.encoder = encoder;
+            stream.payloader = payloader;
+            built.push((bin, stream.ghost.clone()));
+        }
+        drop(st);
+        for (bin, ghost) in built {
+            // In the element before the ghost pad targets it (pads link within one parent).
+            self.obj().add(&bin).map_err(|e| media::MediaError::Link(e.to_string()))?;
+            let sink = bin
+                .static_pad("sink")
+                .ok_or_else(|| media::MediaError::Link("encoder sink".into()))?;
+            ghost.set_target(Some(&sink)).map_err(|e| media::MediaError::Link(e.to_string()))?;
+            let _ = bin.sync_state_with_parent();
+        }
+        Ok(())
+    }
+
+    /// Makes the peer connection for the next call: webrtcbin with UPnP off and ICE
+    /// restricted, the encoders linked to its sink pads (transceivers ready before any
+    /// offer, so a callee's answer is sendrecv), receive-only transceivers for the kinds
+    /// this side does not send.
+    fn prepare_media(&self) -> Result<(), String> {
+        let (validated, serial) = {
+            let mut st = lock(&self.state);
+            if st.media.is_some() {
+                return Ok(());
+            }
+            st.media_serial += 1;
+            (st.validated.clone().ok_or("not started")?, st.media_serial)
+        };
+        let webrtcbin = gst::ElementFactory::make("webrtcbin")
+            .name(format!("webrtcbin{serial}"))
+            .build()
+            .map_err(|_| "webrtcbin is not installed (gst-plugins-bad)".to_owned())?;
+        webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
+        webrtcbin.set_property("latency", validated.latency);
+        crate::ice::configure_agent(&webrtcbin, &validated.local_addresses)
+            .map_err(|e| e.to_string())?;
+
+        let weak = self.obj().downgrade();
+        webrtcbin.connect("on-ice-candidate", false, move |values| {
+            let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
+            let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
+            if let (Some(obj), Some(sdp_mline_index), Some(candidate)) =
+                (weak.upgrade(), mline, candidate)
+            {
+                obj.imp().input(Input::LocalCandidate { sdp_mline_index, candidate });
+            }
+            None
+        });
+        let weak = self.obj().downgrade();
+        webrtcbin.connect_notify(Some("connection-state"), move |webrtcbin, _| {
+            let state =
+                webrtcbin.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().connection_state(webrtcbin, state);
+            }
+        });
+        let weak = self.obj().downgrade();
+        webrtcbin.connect_pad_added(move |webrtcbin, pad| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().remote_pad(webrtcbin, pad);
+            }
+        });
+
+        self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
+        let mut media = Media {
+            webrtcbin: webrtcbin.clone(),
+            video_transceiver: None,
+            audio_transceiver: None,
+            decoders: Vec::new(),
+            src_pads: Vec::new(),
+        };
+        let senders: Vec<(StreamKind, gst::Pad)> = {
+            let st = lock(&self.state);
+            [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s.kind, s.encoder_bin.as_ref()?.static_pad("src")?)))
+                .collect()
+        };
+        for (kind, src) in &senders {
+            let caps = match kind {
+                StreamKind::Video => {
+                    media::video_rtp_caps(validated.video.codec, validated.video.payload)
+                }
+                StreamKind::Audio => media::audio_rtp_caps(media::OPUS_PAYLOAD),
+            };
+            let (pad, transceiver) =
+                media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
+                    .map_err(|e| e.to_string())?;
+            src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
+            match kind {
+                StreamKind::Video => media.video_transceiver = Some(transceiver),
+                StreamKind::Audio => media.audio_transceiver = Some(transceiver),
+            }
+        }
+        if media.video_transceiver.is_none() {
+            media.video_transceiver = Some(media::add_recv_transceiver(
+                &webrtcbin,
+                &media::video_rtp_caps(validated.video.codec, validated.video.payload),
+            ));
+        }
+        if media.audio_transceiver.is_none() {
+            media.audio_transceiver = Some(media::add_recv_transceiver(
+                &webrtcbin,
+                &media::audio_rtp_caps(media::OPUS_PAYLOAD),
+            ));
+        }
+        lock(&self.state).media = Some(media);
+        webrtcbin.sync_state_with_parent().map_err(|e| e.to_string())?;
+        gst::debug!(CAT, imp = self, "peer connection {serial} ready");
+        Ok(())
+    }
+
+    /// Ends the peer connection: EOS out of the src pads, which are then removed, and
+    /// webrtcbin goes.
+    fn teardown_media(&self) {
+        let Some(media) = lock(&self.state).media.take() else { return };
+        let obj = self.obj();
+        for dec in &media.decoders {
+            if let Some(sink) = dec.static_pad("sink") {
+                if let Some(peer) = sink.peer() {
+                    let _ = peer.unlink(&sink);
+                }
+                // Through the decoder, serialized after its last frame.
+                let _ = sink.send_event(gst::event::Eos::new());
+            }
+        }
+        for pad in &media.src_pads {
+            let _ = obj.remove_pad(pad);
+        }
+        for dec in &media.decoders {
+            let _ = dec.set_state(gst::State::Null);
+            let _ = obj.remove(dec);
+        }
+        let _ = media.webrtcbin.set_state(gst::State::Null);
+        let _ = obj.remove(&media.webrtcbin);
+        gst::debug!(CAT, imp = self, "peer connection torn down");
+    }
+
+    fn webrtcbin(&self) -> Option<gst::Element> {
+        lock(&self.state).media.as_ref().map(|m| m.webrtcbin.clone())
+    }
+
+    /// Feeds the state machine (from action signals and webrtcbin callbacks).
+    fn input(&self, input: Input) {
+        if let Some(tx) = &lock(&self.state).commands {
+            let _ = tx.send(Command::Input(input));
+        }
+    }
+
+    fn sink_event(&self, pad: &gst::GhostPad, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            let all_eos = {
+                let mut st = lock(&self.state);
+                for s in {
+                    let st = &mut *st;
+                    [st.video_in.as_mut(), st.audio_in.as_mut()]
+                }
+                .into_iter()
+                .flatten()
+                {
+                    if &s.ghost == pad {
+                        s.eos = true;
+                    }
+                }
+                [st.video_in.as_ref(), st.audio_in.as_ref()].into_iter().flatten().all(|s| s.eos)
+            };
+            if all_eos {
+                gst::info!(CAT, imp = self, "every sink pad got EOS: hanging up");
+                self.input(Input::Close);
+                // The element is done: let the pipeline see EOS.
+                let obj = self.obj();
+                let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+            }
+            // EOS is ours: webrtcbin must keep running until the call is torn down.
+            return true;
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn connection_state(
+        &self,
+        webrtcbin: &gst::Element,
+        state: gst_webrtc::WebRTCPeerConnectionState,
+    ) {
+        if self.webrtcbin().as_ref() != Some(webrtcbin) {
+            return;
+        }
+        gst::debug!(CAT, imp = self, "connection state {state:?}");
+        match state {
+            gst_webrtc::WebRTCPeerConnectionState::Connected => {
+                self.force_keyframe();
+                self.input(Input::MediaConnected);
+            }
+            gst_webrtc::WebRTCPeerConnectionState::Failed => self.input(Input::MediaFailed),
+            _ => {}
+        }
+    }
+
+    /// A key frame right when DTLS is up: the ones before went nowhere.
+    fn force_keyframe(&self) {
+        let encoder = lock(&self.state).video_in.as_ref().and_then(|s| s.encoder.clone());
+        if let Some(encoder) = encoder {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+            if let Some(src) = encoder.static_pad("src") {
+                let _ = src.send_event(event);
+            }
+        }
+    }
+
+    /// A remote stream from webrtcbin: decode it and expose `video_src`/`audio_src`.
+    fn remote_pad(&self, webrtcbin: &gst::Element, pad: &gst::Pad) {
+        if pad.direction() != gst::PadDirection::Src || self.webrtcbin().as_ref() != Some(webrtcbin)
+        {
+            return;
+        }
+        let Some(caps) = pad.current_caps() else {
+            gst::warning!(CAT, imp = self, "remote pad {} without caps", pad.name());
+            return;
+        };
+        let (dec, kind) = match media::decoder_bin(&caps) {
+            Ok(d) => d,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::MissingPlugin,
+                    ("cannot decode {}: {}", caps, e)
+                );
+                return;
+            }
+        };
+        let obj = self.obj();
+        let name = if kind == StreamKind::Video { "video_src" } else { "audio_src" };
+        if obj.static_pad(name).is_some() {
+            gst::warning!(CAT, imp = self, "a second remote {name} stream: ignored");
+            return;
+        }
+        if obj.add(&dec).is_err() {
+            return;
+        }
+        let _ = dec.sync_state_with_parent();
+        let (Some(dec_sink), Some(dec_src)) = (dec.static_pad("sink"), dec.static_pad("src"))
+        else {
+            return;
+        };
+        if let Err(e) = pad.link(&dec_sink) {
+            gst::warning!(CAT, imp = self, "cannot link the remote stream: {e}");
+            return;
+        }
+        let Some(templ) = obj.pad_template(name) else { return };
+        let Ok(ghost) = gst::GhostPad::builder_from_template_with_target(&templ, &dec_src) else {
+            return;
+        };
+        let ghost = ghost.name(name).build();
+        // A src pad nobody linked must not stop the call with not-linked.
+        let ghost_weak = ghost.downgrade();
+        let weak = obj.downgrade();
+        dec_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            if kind == StreamKind::Video
+                && let Some(obj) = weak.upgrade()
+            {
+                obj.imp().remote_video_frame(pad);
+            }
+            match ghost_weak.upgrade() {
+                Some(g) if g.is_linked() => gst::PadProbeReturn::Ok,
+                _ => gst::PadProbeReturn::Drop,
+            }
+        });
+        let _ = ghost.set_active(true);
+        let first = {
+            let mut st = lock(&self.state);
+            if let Some(m) = st.media.as_mut() {
+                m.decoders.push(dec.clone());
+                m.src_pads.push(ghost.clone());
+            }
+            !std::mem::replace(&mut st.stream_received, true)
+        };
+        let _ = obj.add_pad(&ghost);
+        if first {
+            self.raise(
+                "wilddog-stream-received",
+                gst::Structure::new_empty("wilddog-stream-received"),
+                &[],
+            );
+        }
+    }
+
+    fn remote_video_frame(&self, pad: &gst::Pad) {
+        let c = &self.counters;
+        c.remote_frames.fetch_add(1, Ordering::Relaxed);
+        let began = {
+            let mut st = lock(&self.state);
+            if st.first_frame_done {
+                return;
+            }
+            st.first_frame_done = true;
+            st.call_began
+        };
+        let (width, height) = caps_size(pad).unwrap_or((0, 0));
+        c.remote_width.store(width, Ordering::Relaxed);
+        c.remote_height.store(height, Ordering::Relaxed);
+        let elapsed_ms = began.map(|b| b.elapsed().as_millis() as u64).unwrap_or(0);
+        gst::info!(CAT, imp = self, "first remote frame {width}x{height} after {elapsed_ms} ms");
+        let s = gst::Structure::builder("wilddog-first-frame")
+            .field("width", width)
+            .field("height", height)
+            .field("elapsed-ms", elapsed_ms)
+            .build();
+        self.raise("wilddog-first-frame", s, &[&width, &height, &elapsed_ms]);
+    }
+
+    /// Emits `signal` with `args` and posts `structure` as an element message.
+    fn raise(&self, signal: &str, structure: gst::Structure, args: &[&dyn ToValue]) {
+        let obj = self.obj();
+        obj.emit_by_name::<()>(signal, args);
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+    }
+
+    fn raise_error(&self, error: WilddogError, message: &str) {
+        let code = error.code();
+        let s = gst::Structure::builder("wilddog-error")
+            .field("code", code)
+            .field("name", error.name())
+            .field("message", message)
+            .build();
+        self.raise("wilddog-error", s, &[&code, &message.to_owned()]);
+    }
+
+    fn connect_failed(&self, error: &ClientError) {
+        let details =
+            |code: u32| gst::Structure::builder("wilddog-error").field("code", code).build();
+        match error.wilddog_code().and_then(WilddogError::from_code) {
+            Some(we) => {
+                self.raise_error(we, &error.to_string());
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::NotAuthorized,
+                    ("Wilddog error {} {}: {}", we.code(), we.name(), error),
+                    details: details(we.code())
+                );
+            }
+            None => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenReadWrite,
+                    ("cannot reach the signaling server: {}", error)
+                );
+            }
+        }
+    }
+
+    fn signaling_state(&self, connected: bool, detail: &str) {
+        if !connected {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Read,
+                ("signaling connection lost: {}", detail)
+            );
+        }
+        let s = gst::Structure::builder("wilddog-signaling")
+            .field("connected", connected)
+            .field("detail", detail)
+            .build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+
+    fn on_event(&self, event: Event, endpoint: &Endpoint) {
+        gst::debug!(CAT, imp = self, "event {event:?}");
+        // The machine's state is already the new one: a handler of this event reading
+        // `state` must see it (StateChanged comes after the event).
+        lock(&self.state).call_state = Some(endpoint.state());
+        match event {
+            Event::Called { cid, remote_uid, data } => {
+                let answer = lock(&self.settings).answer;
+                {
+                    let mut st = lock(&self.state);
+                    st.conversation_id = Some(cid.clone());
+                    st.remote_uid = Some(remote_uid.clone());
+                    st.role = Some(Role::Callee);
+                    st.call_began = Some(Instant::now());
+                    st.first_frame_done = false;
+                    st.stream_received = false;
+                }
+                lock(&self.settings).user_data = data.clone();
+                let obj = self.obj();
+                obj.notify("conversation-id");
+                obj.notify("remote-uid");
+                let s = gst::Structure::builder("wilddog-called")
+                    .field("remote-uid", &remote_uid)
+                    .field("user-data", &data)
+                    .field("conversation-id", &cid)
+                    .build();
+                self.raise("wilddog-called", s, &[&remote_uid, &data, &cid]);
+                match answer {
+                    AnswerPolicy::Accept => self.input(Input::Accept),
+                    AnswerPolicy::Reject => self.input(Input::Reject),
+                    AnswerPolicy::Manual => {}
+                }
+            }
+            Event::Response(r) => {
+                let status = r.as_str().to_owned();
+                let s =
+                    gst::Structure::builder("wilddog-response").field("status", &status).build();
+                self.raise("wilddog-response", s, &[&status]);
+            }
+            Event::Closed { reason } => {
+                let reason = reason.as_str().to_owned();
+                let s = gst::Structure::builder("wilddog-closed").field("reason", &reason).build();
+                self.raise("wilddog-closed", s, &[&reason]);
+            }
+            Event::Error(e) => self.raise_error(e, e.name()),
+            Event::StateChanged(state) => {
+                let role = {
+                    let mut st = lock(&self.state);
+                    st.call_state = Some(state);
+                    if state == CallState::Calling {
+                        // The call frame goes out now: the start of time-to-media.
+                        st.call_began = Some(Instant::now());
+                        st.first_frame_done = false;
+                        st.stream_received = false;
+                    }
+                    if state != CallState::Idle {
+                        if let Some(cid) = endpoint.conversation_id() {
+                            st.conversation_id = Some(cid.to_owned());
+                        }
+                        if let Some(uid) = endpoint.remote_uid() {
+                            st.remote_uid = Some(uid.to_owned());
+                        }
+                    }
+                    st.role
+                };
+                let obj = self.obj();
+                obj.notify("state");
+                obj.notify("conversation-id");
+                if state == CallState::Idle && role == Some(Role::Caller) {
+                    // A caller element makes one call: when it is over, so is the stream.
+                    let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+                }
+            }
+        }
+    }
+
+    fn on_media(&self, action: MediaAction) {
+        gst::debug!(CAT, imp = self, "media action {}", media_action_name(&action));
+        match action {
+            MediaAction::Start { ice_servers, role } => {
+                {
+                    let mut st = lock(&self.state);
+                    st.role = Some(role);
+                    st.prev_stats = None;
+                }
+                self.counters.remote_frames.store(0, Ordering::Relaxed);
+                if self.webrtcbin().is_none()
+                    && let Err(e) = self.prepare_media()
+                {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ("cannot set up webrtcbin: {}", e)
+                    );
+                    self.input(Input::MediaFailed);
+                    return;
+                }
+                if let Some(webrtcbin) = self.webrtcbin() {
+                    crate::ice::apply_ice_servers(&webrtcbin, &ice_servers);
+                }
+            }
+            MediaAction::CreateOffer { ice_restart } => self.create_offer(ice_restart),
+            MediaAction::ApplyRemoteOffer { sdp } => self.apply_offer(&sdp),
+            MediaAction::ApplyRemoteAnswer { sdp } => {
+                let Some(webrtcbin) = self.webrtcbin() else { return };
+                match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, &sdp) {
+                    Ok(desc) => webrtcbin.emit_by_name::<()>(
+                        "set-remote-description",
+                        &[&desc, &None::<gst::Promise>],
+                    ),
+                    Err(e) => {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::StreamError::Decode,
+                            ("bad remote answer: {}", e)
+                        );
+                        self.input(Input::MediaFailed);
+                    }
+                }
+            }
+            MediaAction::AddRemoteCandidate { sdp_mline_index, candidate } => {
+                if candidate.is_empty() {
+                    return;
+                }
+                if let Some(webrtcbin) = self.webrtcbin() {
+                    webrtcbin
+                        .emit_by_name::<()>("add-ice-candidate", &[&sdp_mline_index, &candidate]);
+                }
+            }
+            MediaAction::Stop => {
+                self.teardown_media();
+                let (running, role) = {
+                    let st = lock(&self.state);
+                    (st.running, st.role)
+                };
+                // A callee waits for the next call with a fresh peer connection.
+                if running
+                    && role != Some(Role::Caller)
+                    && let Err(e) = self.prepare_media()
+                {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ("cannot set up webrtcbin: {}", e)
+                    );
+                }
+            }
+        }
+    }
+
+    fn create_offer(&self, ice_restart: bool) {
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        let weak = self.obj().downgrade();
+        let webrtc_weak = webrtcbin.downgrade();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                return;
+            };
+            let imp = obj.imp();
+            match reply_description(reply, "offer") {
+                Ok(offer) => {
+                    webrtcbin.emit_by_name::<()>(
+                        "set-local-description",
+                        &[&offer, &None::<gst::Promise>],
+                    );
+                    match offer.sdp().as_text() {
+                        Ok(sdp) => imp.input(Input::LocalOffer { sdp: sdp.to_string() }),
+                        Err(e) => gst::warning!(CAT, imp = imp, "offer as text: {e}"),
+                    }
+                }
+                Err(e) => {
+                    gst::element_imp_warning!(
+                        imp,
+                        gst::LibraryError::Failed,
+                        ("create-offer failed: {}", e)
+                    );
+                    imp.input(Input::MediaFailed);
+                }
+            }
+        });
+        let options = ice_restart
+            .then(|| gst::Structure::builder("options").field("ice-restart", true).build());
+        webrtcbin.emit_by_name::<()>("create-offer", &[&options, &promise]);
+    }
+
+    fn apply_offer(&self, sdp: &str) {
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        let desc = match parse_sdp(gst_webrtc::WebRTCSDPType::Offer, sdp) {
+            Ok(d) => d,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("bad remote offer: {}", e)
+                );
+                self.input(Input::MediaFailed);
+                return;
+            }
+        };
+        self.follow_offer_payloads(desc.sdp());
+        let weak = self.obj().downgrade();
+        let webrtc_weak = webrtcbin.downgrade();
+        let promise = gst::Promise::with_change_func(move |_| {
+            let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                return;
+            };
+            let weak = obj.downgrade();
+            let webrtc_weak = webrtcbin.downgrade();
+            let promise = gst::Promise::with_change_func(move |reply| {
+                let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                    return;
+                };
+                let imp = obj.imp();
+                match reply_description(reply, "answer") {
+                    Ok(answer) => {
+                        webrtcbin.emit_by_name::<()>(
+                            "set-local-description",
+                            &[&answer, &None::<gst::Promise>],
+                        );
+                        match answer.sdp().as_text() {
+                            Ok(sdp) => imp.input(Input::LocalAnswer { sdp: sdp.to_string() }),
+                            Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
+                        }
+                    }
+                    Err(e) => {
+                        gst::element_imp_warning!(
+                            imp,
+                            gst::LibraryError::Failed,
+                            ("create-answer failed: {}", e)
+                        );
+                        imp.input(Input::MediaFailed);
+                    }
+                }
+            });
+            webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+        });
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+    }
+
+    /// Answerer: send with the payload types the offer chose for our codecs, so that the
+    /// transceivers' preferences intersect with the offer.
+    fn follow_offer_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
+        let st = lock(&self.state);
+        let Some(v) = st.validated.as_ref() else { return };
+        let Some(m) = st.media.as_ref() else { return };
+        if let Some(pt) = media::payload_in_sdp(sdp, "video", v.video.codec.encoding_name()) {
+            if let Some(t) = &m.video_transceiver {
+                t.set_property("codec-preferences", media::video_rtp_caps(v.video.codec, pt));
+            }
+            if let Some(pay) = st.video_in.as_ref().and_then(|s| s.payloader.as_ref()) {
+                media::set_str(pay, "pt", &pt.to_string());
+            }
+        }
+        if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
+            if let Some(t) = &m.audio_transceiver {
+                t.set_property("codec-preferences", media::audio_rtp_caps(pt));
+            }
+            if let Some(pay) = st.audio_in.as_ref().and_then(|s| s.payloader.as_ref()) {
+                media::set_str(pay, "pt", &pt.to_string());
+            }
+        }
+    }
+
+    fn request_stats(&self) {
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        let weak = self.obj().downgrade();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            if let (Some(obj), Ok(Some(reply))) = (weak.upgrade(), reply) {
+                obj.imp().report_stats(reply);
+            }
+        });
+        webrtcbin.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+    }
+
+    /// Turns webrtcbin's stats into the original's `local_stats` / `remote_stats`.
+    fn report_stats(&self, reply: &gst::StructureRef) {
+        use gst_webrtc::WebRTCStatsType as T;
+        let (mut bytes_sent, mut bytes_received, mut rtt_ms) = (0u64, 0u64, 0f64);
+        let mut local_candidate_type = None;
+        let mut remote_candidate_type = None;
+        for (_, value) in reply.iter() {
+            let Ok(s) = value.get::<gst::Structure>() else { continue };
+            match s.get::<T>("type") {
+                Ok(T::OutboundRtp) => bytes_sent += s.get::<u64>("bytes-sent").unwrap_or(0),
+                Ok(T::InboundRtp) => bytes_received += s.get::<u64>("bytes-received").unwrap_or(0),
+                Ok(T::RemoteInboundRtp) => {
+                    if let Ok(rtt) = s.get::<f64>("round-trip-time") {
+                        rtt_ms = rtt_ms.max(rtt * 1000.0);
+                    }
+                }
+                Ok(T::LocalCandidate) => {
+                    local_candidate_type =
+                        s.get::<String>("candidate-type").ok().or(local_candidate_type)
+                }
+                Ok(T::RemoteCandidate) => {
+                    remote_candidate_type =
+                        s.get::<String>("candidate-type").ok().or(remote_candidate_type)
+                }
+                _ => {}
+            }
+        }
+        let c = &self.counters;
+        let local_frames = c.local_frames.load(Ordering::Relaxed);
+        let remote_frames = c.remote_frames.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let prev = lock(&self.state).prev_stats.replace((
+            now,
+            bytes_sent,
+            bytes_received,
+            local_frames,
+            remote_frames,
+        ));
+        let (sent_kbps, recv_kbps, local_fps, remote_fps) = match prev {
+            Some((at, ps, pr, plf, prf)) => {
+                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                (
+                    (bytes_sent.saturating_sub(ps) as f64 * 8.0 / 1000.0 / secs) as u64,
+                    (bytes_received.saturating_sub(pr) as f64 * 8.0 / 1000.0 / secs) as u64,
+                    (local_frames.saturating_sub(plf) as f64 / secs).round() as u32,
+                    (remote_frames.saturating_sub(prf) as f64 / secs).round() as u32,
+                )
+            }
+            None => (0, 0, 0, 0),
+        };
+        let local = gst::Structure::builder("local")
+            .field("bytesSent", bytes_sent)
+            .field("bitSentRate", sent_kbps)
+            .field("fps", local_fps)
+            .field("width", c.local_width.load(Ordering::Relaxed))
+            .field("height", c.local_height.load(Ordering::Relaxed))
+            .field("candidateType", local_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .build();
+        let remote = gst::Structure::builder("remote")
+            .field("bytesReceived", bytes_received)
+            .field("bitReceivedRate", recv_kbps)
+            .field("fps", remote_fps)
+            .field("delay", rtt_ms.round() as u64)
+            .field("width", c.remote_width.load(Ordering::Relaxed))
+            .field("height", c.remote_height.load(Ordering::Relaxed))
+            .field("candidateType", remote_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .build();
+        let s = gst::Structure::builder("wilddog-stats")
+            .field("local", local)
+            .field("remote", remote)
+            .build();
+        lock(&self.state).last_stats = Some(s.clone());
+        self.raise("wilddog-stats", s.clone(), &[&s]);
+    }
+}
+
+fn last_element(bin: &gst::Bin) -> Option<gst::Element> {
+    let src = bin.static_pad("src")?.downcast::<gst::GhostPad>().ok()?.target()?;
+    src.parent_element()
+}
+
+fn caps_size(pad: &gst::Pad) -> Option<(u32, u32)> {
+    let caps = pad.current_caps()?;
+    let s = caps.structure(0)?;
+    Some((s.get::<i32>("width").ok()? as u32, s.get::<i32>("height").ok()? as u32))
+}
+
+fn media_action_name(action: &MediaAction) -> &'static str {
+    match action {
+        MediaAction::Start { .. } => "start",
+        MediaAction::CreateOffer { .. } => "create-offer",
+        MediaAction::ApplyRemoteOffer { .. } => "apply-remote-offer",
+        MediaAction::ApplyRemoteAnswer { .. } => "apply-remote-answer",
+        MediaAction::AddRemoteCandidate { .. } => "add-remote-candidate",
+        MediaAction::Stop => "stop",
+    }
+}
+
+fn parse_sdp(
+    kind: gst_webrtc::WebRTCSDPType,
+    sdp: &str,
+) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
+    let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(gst_webrtc::WebRTCSessionDescription::new(kind, msg))
+}
+
+fn reply_description(
+    reply: Result<Option<&gst::StructureRef>, gst::PromiseError>,
+    field: &str,
+) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
+    let reply = reply.map_err(|e| format!("{e:?}"))?.ok_or("empty reply")?;
+    if let Ok(err) = reply.get::<glib::Error>("error") {
+        return Err(err.to_string());
+    }
+    reply.get::<gst_webrtc::WebRTCSessionDescription>(field).map_err(|e| e.to_string())
+}
+
+/// `wilddogcall`'s properties for `wilddogsink`/`wilddogsrc`, which forward them (so every
+/// one is readable and writable there, `conversation-id` and `state` read-only).
+pub(crate) fn call_properties_for_members() -> Vec<glib::ParamSpec> {
+    call_properties()
+}

@@ -1,0 +1,250 @@
+//! Two (or three) pipelines calling each other through a real signaling server, in a
+//! private network namespace, media on 127.0.0.1 only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Endpoint, EndpointConfig, Seen, TestServer};
+
+const T: Duration = Duration::from_secs(15);
+
+fn is_video(w: i32, h: i32) -> impl Fn(&Seen) -> bool {
+    move |s| matches!(s, Seen::VideoFrame { width, height } if *width == w && *height == h)
+}
+
+#[test]
+fn call_accepted_both_sides_decode_video_and_audio() {
+    if !common::enter_netns("call_accepted_both_sides_decode_video_and_audio") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice")
+            .calling("bob")
+            .prop("dimension", "360p")
+            .prop("user-data", "hello bob"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    let called = bob.wait_for("called", T, |s| matches!(s, Seen::Called { .. }));
+    assert_eq!(
+        called,
+        Seen::Called { remote_uid: "alice".into(), user_data: Some("hello bob".into()) }
+    );
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    // Each side decodes the other's video at the size the other's `dimension` says.
+    let first = alice.wait_for("first frame", T, |s| matches!(s, Seen::FirstFrame { .. }));
+    println!("alice (caller): call -> first decoded remote frame: {first:?}");
+    let Seen::FirstFrame { width, height, elapsed_ms } = first else { unreachable!() };
+    assert_eq!((width, height), (320, 240));
+    assert!(elapsed_ms < 10_000);
+    alice.wait_for("240p frames", T, is_video(320, 240));
+    bob.wait_for("360p frames", T, is_video(480, 360));
+    let bob_first = bob.wait_for("first frame", T, |s| matches!(s, Seen::FirstFrame { .. }));
+    println!("bob (callee): called -> first decoded remote frame: {bob_first:?}");
+    alice.wait_for("audio", T, |s| *s == Seen::AudioBuffer);
+    bob.wait_for("audio", T, |s| *s == Seen::AudioBuffer);
+    assert!(alice.saw(|s| *s == Seen::StreamReceived));
+    assert_eq!(alice.call.state(), "connected");
+    assert_eq!(bob.call.conversation_id(), alice.call.conversation_id());
+    // Stats come every 2 s with the original's fields.
+    let stats = alice.wait_for("stats", Duration::from_secs(5), |s| matches!(s, Seen::Stats(_)));
+    println!("alice stats: {stats:?}");
+    let Seen::Stats(text) = stats else { unreachable!() };
+    for field in [
+        "bytesSent",
+        "bitSentRate",
+        "fps",
+        "width",
+        "height",
+        "candidateType",
+        "bytesReceived",
+        "bitReceivedRate",
+        "delay",
+    ] {
+        assert!(text.contains(field), "stats lack {field}: {text}");
+    }
+    assert!(alice.call.stats().is_some());
+}
+
+#[test]
+fn close_gives_closed_and_eos_on_the_other_side() {
+    if !common::enter_netns("close_gives_closed_and_eos_on_the_other_side") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "240p"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    alice.call.close();
+    bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(r) if r == "remote-hangup"));
+    bob.wait_for("video EOS", T, |s| *s == Seen::VideoEos);
+    bob.wait_for("audio EOS", T, |s| *s == Seen::AudioEos);
+    // The side that closes gets no `closed`, and its stream ends.
+    alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+    assert!(!alice.saw(|s| matches!(s, Seen::Closed(_))));
+    assert_eq!(bob.call.state(), "idle");
+}
+
+#[test]
+fn rejected_call() {
+    if !common::enter_netns("rejected_call") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("answer", "reject"));
+    let mut alice = Endpoint::new(&server, EndpointConfig::new("alice").calling("bob"));
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("REJECTED", T, |s| *s == Seen::Response("REJECTED".into()));
+    alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+    assert!(!alice.saw(|s| matches!(s, Seen::VideoFrame { .. })));
+}
+
+#[test]
+fn third_caller_gets_busy() {
+    if !common::enter_netns("third_caller_gets_busy") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "120p"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "120p"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    let mut carol =
+        Endpoint::new(&server, EndpointConfig::new("carol").calling("bob").receive_only());
+    carol.play();
+    carol.wait_for("BUSY", T, |s| *s == Seen::Response("BUSY".into()));
+    // Bob was not told, and his call goes on.
+    bob.drain();
+    assert_eq!(bob.log.iter().filter(|s| matches!(s, Seen::Called { .. })).count(), 1);
+    assert!(!bob.saw(|s| matches!(s, Seen::Called { remote_uid, .. } if remote_uid == "carol")));
+    assert!(
+        alice.count_for(Duration::from_millis(500), |s| matches!(s, Seen::VideoFrame { .. })) > 0
+    );
+}
+
+#[test]
+fn unanswered_call_times_out() {
+    if !common::enter_netns("unanswered_call_times_out") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("answer", "manual"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("call-timeout", "1000"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    bob.wait_for("called", T, |s| matches!(s, Seen::Called { .. }));
+    let started = std::time::Instant::now();
+    alice.wait_for("TIMEOUT", T, |s| *s == Seen::Response("TIMEOUT".into()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The ringing stops at the callee.
+    bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
+}
+
+#[test]
+fn caller_cancels_before_an_answer() {
+    if !common::enter_netns("caller_cancels_before_an_answer") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("answer", "manual"));
+    let mut alice = Endpoint::new(&server, EndpointConfig::new("alice").calling("bob"));
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    bob.wait_for("called", T, |s| matches!(s, Seen::Called { .. }));
+    assert_eq!(bob.call.state(), "ringing");
+    alice.call.close();
+    bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
+    alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+    assert!(!alice.saw(|s| matches!(s, Seen::Response(_))));
+}
+
+#[test]
+fn manual_answer_with_action_signal() {
+    if !common::enter_netns("manual_answer_with_action_signal") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(
+        &server,
+        EndpointConfig::new("bob").prop("answer", "manual").prop("dimension", "120p"),
+    );
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "120p"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    bob.wait_for("called", T, |s| matches!(s, Seen::Called { .. }));
+    bob.call.accept();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    alice.wait_for("120p frames", T, is_video(160, 120));
+}
+
+#[test]
+fn bad_token_is_error_41002() {
+    if !common::enter_netns("bad_token_is_error_41002") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut alice =
+        Endpoint::with_token(&server, "not-a-token", EndpointConfig::new("alice").calling("bob"));
+    alice.play();
+    alice.wait_for("wilddog-error 41002", T, |s| *s == Seen::WilddogError(41002));
+    let err = alice.wait_for("element error", T, |s| matches!(s, Seen::ElementError { .. }));
+    assert!(matches!(err, Seen::ElementError { code: Some(41002), .. }), "{err:?}");
+}
+
+#[test]
+fn server_killed_mid_call_media_goes_on() {
+    if !common::enter_netns("server_killed_mid_call_media_goes_on") {
+        return;
+    }
+    let mut server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "120p"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "120p"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    server.kill();
+    alice.wait_for("signaling lost", T, |s| *s == Seen::Signaling(false));
+    bob.wait_for("signaling lost", T, |s| *s == Seen::Signaling(false));
+    // Media flows on without the server.
+    std::thread::sleep(Duration::from_millis(500));
+    alice.drain();
+    bob.drain();
+    let a = alice.count_for(Duration::from_secs(1), |s| matches!(s, Seen::VideoFrame { .. }));
+    let b = bob.count_for(Duration::from_secs(1), |s| matches!(s, Seen::VideoFrame { .. }));
+    println!("frames in the second after the server died: alice {a}, bob {b}");
+    assert!(a >= 5 && b >= 5, "media stopped: alice {a}, bob {b}");
+    assert_eq!(alice.call.state(), "connected");
+}

@@ -1,0 +1,407 @@
+//! Test helpers: run a test inside a private network namespace with only loopback up, so
+//! that a call's packets can go nowhere but 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+
+/// Environment variable set in the re-executed test process inside the namespace.
+pub const IN_NETNS: &str = "WILDDOG_IN_NETNS";
+
+/// Makes the calling test run inside `unshare --net` with `lo` up.
+///
+/// Outside the namespace, re-executes this test binary for `test_name` alone inside one,
+/// checks that it passed (panicking with its output otherwise) and returns `false`: the
+/// caller returns at once. Inside, returns `true`: the caller runs its body. A machine where
+/// the namespace cannot be made (not root, no `unshare`) fails the test, saying why.
+pub fn enter_netns(test_name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = Command::new("unshare")
+        .args(["--net", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
+        .arg(&exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `unshare --net` (util-linux) for a private network namespace: {e}")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Show what the inner run printed (timings, events), as if it ran here.
+    print!("{stdout}");
+    eprint!("{stderr}");
+    if stderr.contains("unshare failed") || stderr.contains("unshare: ") {
+        panic!(
+            "cannot create a private network namespace (`unshare --net` needs root or CAP_SYS_ADMIN); \
+             these tests send real WebRTC traffic and must run isolated on loopback: {stderr}"
+        );
+    }
+    assert!(
+        output.status.success(),
+        "test `{test_name}` failed inside the network namespace ({})",
+        output.status
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "test `{test_name}` did not run inside the network namespace (wrong name?)"
+    );
+    false
+}
+
+/// Initializes GStreamer and registers the plugin statically, once per process.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("GStreamer initializes");
+        gstwilddog::plugin_register_static().expect("the wilddog plugin registers");
+    });
+}
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+/// A signaling server running in-process on 127.0.0.1:0, on its own runtime.
+pub struct TestServer {
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub url: String,
+    config: wilddog_server::ServerConfig,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts the development-configuration server.
+    pub fn start() -> TestServer {
+        let config = wilddog_server::ServerConfig::development();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let run_config = config.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let shutdown = async move {
+                    let _ = shutdown_rx.await;
+                };
+                wilddog_server::run(listener, run_config, shutdown).await.unwrap();
+            });
+            // Dropping the runtime here ends every connection task for good.
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("the server starts");
+        TestServer {
+            url: format!("ws://{addr}/ws"),
+            config,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// A token for `uid` in the development app.
+    pub fn token(&self, uid: &str) -> String {
+        wilddog_server::mint_token(
+            &self.config,
+            wilddog_server::config::DEV_APP_ID,
+            uid,
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    /// Stops the server (closing every socket) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a test pipeline saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    Called { remote_uid: String, user_data: Option<String> },
+    Response(String),
+    StreamReceived,
+    FirstFrame { width: u32, height: u32, elapsed_ms: u64 },
+    Closed(String),
+    WilddogError(u32),
+    Stats(String),
+    Signaling(bool),
+    VideoFrame { width: i32, height: i32 },
+    AudioBuffer,
+    VideoEos,
+    AudioEos,
+    PipelineEos,
+    ElementError { message: String, code: Option<u32> },
+}
+
+/// One endpoint: a pipeline with a `wilddogcall` fed by test sources, its decoded output in
+/// appsinks, everything it does reported as [`Seen`].
+pub struct Endpoint {
+    pub pipeline: gst::Pipeline,
+    pub call: gstwilddog::WilddogCall,
+    pub seen: mpsc::Receiver<Seen>,
+    pub log: Vec<Seen>,
+    bus_thread: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How to build an [`Endpoint`].
+pub struct EndpointConfig<'a> {
+    pub uid: &'a str,
+    pub remote_uid: Option<&'a str>,
+    pub send_video: bool,
+    pub send_audio: bool,
+    pub props: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> EndpointConfig<'a> {
+    pub fn new(uid: &'a str) -> Self {
+        EndpointConfig {
+            uid,
+            remote_uid: None,
+            send_video: true,
+            send_audio: true,
+            props: Vec::new(),
+        }
+    }
+    pub fn calling(mut self, remote: &'a str) -> Self {
+        self.remote_uid = Some(remote);
+        self
+    }
+    pub fn prop(mut self, name: &'a str, value: &'a str) -> Self {
+        self.props.push((name, value));
+        self
+    }
+    pub fn receive_only(mut self) -> Self {
+        self.send_video = false;
+        self.send_audio = false;
+        self
+    }
+}
+
+impl Endpoint {
+    /// Builds the pipeline (not started).
+    pub fn new(server: &TestServer, cfg: EndpointConfig<'_>) -> Endpoint {
+        Self::with_token(server, &server.token(cfg.uid), cfg)
+    }
+
+    /// Builds the pipeline with an explicit token.
+    pub fn with_token(server: &TestServer, token: &str, cfg: EndpointConfig<'_>) -> Endpoint {
+        init();
+        let pipeline = gst::Pipeline::with_name(&format!("pipeline-{}", cfg.uid));
+        let call = gstwilddog::WilddogCall::new(Some("call"));
+        call.set_property("server", &server.url);
+        call.set_property("app-id", wilddog_server::config::DEV_APP_ID);
+        call.set_property("token", token);
+        call.set_property("ice-local-addresses", "127.0.0.1");
+        if let Some(r) = cfg.remote_uid {
+            call.set_property("remote-uid", r);
+        }
+        for (k, v) in &cfg.props {
+            call.set_property_from_str(k, v);
+        }
+        pipeline.add(&call).unwrap();
+        if cfg.send_video {
+            let src = gst::ElementFactory::make("videotestsrc")
+                .property("is-live", true)
+                .build()
+                .unwrap();
+            let caps = gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("width", 640)
+                        .field("height", 480)
+                        .field("framerate", gst::Fraction::new(30, 1))
+                        .build(),
+                )
+                .build()
+                .unwrap();
+            pipeline.add_many([&src, &caps]).unwrap();
+            src.link(&caps).unwrap();
+            let pad = call.request_pad_simple("video_sink").unwrap();
+            caps.static_pad("src").unwrap().link(&pad).unwrap();
+        }
+        if cfg.send_audio {
+            let src = gst::ElementFactory::make("audiotestsrc")
+                .property("is-live", true)
+                .build()
+                .unwrap();
+            pipeline.add(&src).unwrap();
+            let pad = call.request_pad_simple("audio_sink").unwrap();
+            src.static_pad("src").unwrap().link(&pad).unwrap();
+        }
+        let (tx, rx) = mpsc::channel();
+        // Decoded remote media into appsinks.
+        let pipeline_weak = pipeline.downgrade();
+        let pad_tx = std::sync::Mutex::new(tx.clone());
+        call.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            let video = pad.name() == "video_src";
+            let tx = pad_tx.lock().unwrap().clone();
+            let tx_eos = tx.clone();
+            let sink = gst_app::AppSink::builder().sync(false).build();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if video {
+                            let st = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                            let _ = tx.send(Seen::VideoFrame {
+                                width: st.get("width").unwrap(),
+                                height: st.get("height").unwrap(),
+                            });
+                        } else {
+                            let _ = tx.send(Seen::AudioBuffer);
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .eos(move |_| {
+                        let _ = tx_eos.send(if video { Seen::VideoEos } else { Seen::AudioEos });
+                    })
+                    .build(),
+            );
+            pipeline.add(&sink).unwrap();
+            sink.sync_state_with_parent().unwrap();
+            pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        });
+        // Element messages and errors from the bus.
+        let bus = pipeline.bus().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let bus_thread = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else { continue };
+                let seen = match msg.view() {
+                    gst::MessageView::Element(e) => {
+                        let s = e.structure().unwrap();
+                        match s.name().as_str() {
+                            "wilddog-called" => Some(Seen::Called {
+                                remote_uid: s.get("remote-uid").unwrap(),
+                                user_data: s.get("user-data").unwrap(),
+                            }),
+                            "wilddog-response" => Some(Seen::Response(s.get("status").unwrap())),
+                            "wilddog-stream-received" => Some(Seen::StreamReceived),
+                            "wilddog-first-frame" => Some(Seen::FirstFrame {
+                                width: s.get("width").unwrap(),
+                                height: s.get("height").unwrap(),
+                                elapsed_ms: s.get("elapsed-ms").unwrap(),
+                            }),
+                            "wilddog-closed" => Some(Seen::Closed(s.get("reason").unwrap())),
+                            "wilddog-error" => Some(Seen::WilddogError(s.get("code").unwrap())),
+                            "wilddog-stats" => Some(Seen::Stats(s.to_string())),
+                            "wilddog-signaling" => {
+                                Some(Seen::Signaling(s.get("connected").unwrap()))
+                            }
+                            _ => None,
+                        }
+                    }
+                    gst::MessageView::Error(e) => Some(Seen::ElementError {
+                        message: e.error().to_string(),
+                        code: e.details().and_then(|d| d.get::<u32>("code").ok()),
+                    }),
+                    gst::MessageView::Eos(_) => Some(Seen::PipelineEos),
+                    _ => None,
+                };
+                if let Some(seen) = seen {
+                    let _ = tx.send(seen);
+                }
+            }
+        });
+        Endpoint { pipeline, call, seen: rx, log: Vec::new(), bus_thread: Some(bus_thread), stop }
+    }
+
+    pub fn play(&self) {
+        self.pipeline.set_state(gst::State::Playing).unwrap();
+    }
+
+    /// Waits until `pred` matches something seen (within `timeout`), keeping everything seen
+    /// in `log`. Panics with the log when it does not come.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Seen) -> bool,
+    ) -> Seen {
+        let deadline = Instant::now() + timeout;
+        if let Some(s) = self.log.iter().find(|s| pred(s)) {
+            return s.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.seen.recv_timeout(left) {
+                Ok(s) => {
+                    let hit = pred(&s);
+                    self.log.push(s.clone());
+                    if hit {
+                        return s;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no {what} within {timeout:?}; saw {:?}",
+                    self.call.name(),
+                    self.log
+                        .iter()
+                        .filter(|s| !matches!(s, Seen::VideoFrame { .. } | Seen::AudioBuffer))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Drains what arrived so far into `log`.
+    pub fn drain(&mut self) {
+        while let Ok(s) = self.seen.try_recv() {
+            self.log.push(s);
+        }
+    }
+
+    /// Whether anything matching `pred` was seen.
+    pub fn saw(&mut self, pred: impl Fn(&Seen) -> bool) -> bool {
+        self.drain();
+        self.log.iter().any(pred)
+    }
+
+    /// Counts what arrives within `window` and matches `pred`.
+    pub fn count_for(&mut self, window: Duration, pred: impl Fn(&Seen) -> bool) -> usize {
+        let deadline = Instant::now() + window;
+        let mut n = 0;
+        while let Ok(s) = self.seen.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if pred(&s) {
+                n += 1;
+            }
+            self.log.push(s);
+        }
+        n
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.bus_thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,796 @@
+//! A call endpoint made of a pipeline file: the launch description instantiated once per
+//! call, its wilddog elements configured, its bus turned into events, and its end made clean
+//! (the call hung up, EOS through the pipeline so recordings are finalized, files renamed).
+//!
+//! An answering endpoint ([`run_callee`]) builds a pipeline, waits for a call on it, tears it
+//! down when that call ends and builds the next one, until stopped. A calling endpoint
+//! ([`run_caller`]) builds one pipeline, places its call and returns how the call ended.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::events::{event_name, fields, structure_fields};
+use crate::pipeline_file::{self, AnswerPolicy, Role};
+
+/// How long the end of a call may take to drain EOS through the pipeline (recordings
+/// finalized) before the pipeline is stopped anyway.
+pub const FINALIZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call that ended, not by us, may take to tell why (`wilddog-closed`) after its
+/// media drained.
+const CLOSED_GRACE: Duration = Duration::from_millis(500);
+
+/// How often the bus loop looks at the stop flag and the timers.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Where events go: the event's name and its fields (the `ts` is added by the sink).
+pub type EventSink = Arc<dyn Fn(&str, Map<String, Value>) + Send + Sync>;
+
+/// Everything an endpoint needs, resolved from the file, the flags and the server.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The launch description of one call, with `${variables}` unexpanded.
+    pub launch: String,
+    /// Answer calls, or place one.
+    pub role: Role,
+    /// This endpoint's uid.
+    pub uid: String,
+    /// The signaling server's WebSocket URL.
+    pub server: String,
+    /// The app.
+    pub app_id: String,
+    /// The token proving `uid`.
+    pub token: String,
+    /// Whom to call (role `call`).
+    pub remote_uid: Option<String>,
+    /// What to do with incoming calls.
+    pub answer: AnswerPolicy,
+    /// User data sent with the call.
+    pub user_data: Option<String>,
+    /// The element's `call-timeout`, ms.
+    pub call_timeout_ms: Option<u32>,
+    /// Caller: hang up this long after the call was accepted.
+    pub hangup_after: Option<Duration>,
+    /// The element's `ice-local-addresses`.
+    pub ice_local_addresses: Vec<String>,
+    /// `${record_dir}`.
+    pub record_dir: PathBuf,
+    /// Answering endpoint: stop after this many calls that ended (tests, one-shot bots).
+    pub max_calls: Option<u32>,
+}
+
+/// A flag that asks a running endpoint to end its call cleanly and return.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// A flag not raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the endpoint to stop.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How an endpoint's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call was accepted, then ended (either side hung up). For an answering endpoint:
+    /// it was stopped, or served `max_calls` calls.
+    Ended,
+    /// The callee did not accept: `REJECTED`, `BUSY` or `TIMEOUT`.
+    Response(String),
+    /// Stopped before the call was answered.
+    Cancelled,
+    /// An error: a Wilddog code (41001–41008) when there is one, and what happened.
+    Error {
+        /// The Wilddog error code, if the error has one.
+        code: Option<u32>,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Places the plan's call and returns how it ended.
+pub fn run_caller(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
+    run_instance(plan, stop, events).outcome
+}
+
+/// Answers calls, one pipeline per call, until stopped (or `max_calls` calls ended). An
+/// error before the endpoint ever connected (bad token, server unreachable) ends it; an
+/// error during a call ends only that call.
+pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
+    let mut calls = 0u32;
+    loop {
+        let end = run_instance(plan, stop, events);
+        if stop.is_raised() {
+            return Outcome::Ended;
+        }
+        match end.outcome {
+            Outcome::Error { .. } if !end.was_ready => return end.outcome,
+            _ => {}
+        }
+        if end.had_call {
+            calls += 1;
+        }
+        if plan.max_calls.is_some_and(|max| calls >= max) {
+            return Outcome::Ended;
+        }
+        if !end.had_call {
+            // The pipeline ended without a call (EOS of its own, an error): do not spin.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// What one pipeline instance did.
+struct InstanceEnd {
+    outcome: Outcome,
+    /// The endpoint connected to the server.
+    was_ready: bool,
+    /// A call was accepted on it (so the next call needs a fresh pipeline).
+    had_call: bool,
+}
+
+/// Media seen by the sinks outside the wilddog elements: a test or a user sees that frames
+/// arrived without looking inside the pipeline.
+#[derive(Default)]
+struct SinkWatch {
+    sinks: Mutex<BTreeMap<String, SinkCount>>,
+}
+
+#[derive(Default, Clone)]
+struct SinkCount {
+    kind: &'static str,
+    buffers: u64,
+    /// A stream reached it (an unlinked sink, e.g. for media that never came, is not waited for).
+    started: bool,
+    eos: bool,
+}
+
+impl SinkWatch {
+    fn all_eos(&self) -> bool {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        sinks.values().all(|s| s.eos || !s.started)
+    }
+
+    /// `{"video": frames, "audio": buffers}` received by the sinks, summed by kind.
+    fn received(&self) -> Map<String, Value> {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in sinks.values() {
+            if !s.kind.is_empty() {
+                *totals.entry(s.kind).or_default() += s.buffers;
+            }
+        }
+        totals.into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect()
+    }
+}
+
+/// Whether `element` is inside (or is) a wilddog element.
+fn inside_wilddog(element: &gst::Element) -> bool {
+    let mut current = Some(element.clone());
+    while let Some(e) = current {
+        if pipeline_file::is_wilddog(&e) {
+            return true;
+        }
+        current = e.parent().and_then(|p| p.downcast::<gst::Element>().ok());
+    }
+    false
+}
+
+/// Counts buffers and notes EOS on every sink element outside the wilddog elements.
+fn watch_sinks(pipeline: &gst::Pipeline) -> Arc<SinkWatch> {
+    let watch = Arc::new(SinkWatch::default());
+    for element in pipeline.iterate_recurse().into_iter().filter_map(Result::ok) {
+        if !element.element_flags().contains(gst::ElementFlags::SINK)
+            || element.is::<gst::Bin>()
+            || inside_wilddog(&element)
+        {
+            continue;
+        }
+        let name = element.name().to_string();
+        watch
+            .sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), SinkCount::default());
+        for pad in element.sink_pads() {
+            let watch = watch.clone();
+            let name = name.clone();
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+                move |_, info| {
+                    let mut sinks = watch.sinks.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(count) = sinks.get_mut(&name) else { return gst::PadProbeReturn::Ok };
+                    match &info.data {
+                        Some(gst::PadProbeData::Buffer(_)) => {
+                            count.started = true;
+                            count.buffers += 1;
+                        }
+                        Some(gst::PadProbeData::Event(event)) => match event.view() {
+                            gst::EventView::StreamStart(_) => count.started = true,
+                            gst::EventView::Eos(_) => count.eos = true,
+                            gst::EventView::Caps(caps) => {
+                                let media = caps
+                                    .caps()
+                                    .structure(0)
+                                    .map(|s| s.name().to_string())
+                                    .unwrap_or_default();
+                                count.kind = if media == "video/x-raw" {
+                                    "video"
+                                } else if media == "audio/x-raw" {
+                                    "audio"
+                                } else {
+                                    ""
+                                };
+                            }
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+    }
+    watch
+}
+
+/// Sets a property when the element has it: strings as they are, anything else (enum nicks,
+/// numbers) from its text form. A value the property refuses is logged, never a panic.
+fn set_text_property(element: &gst::Element, name: &str, value: &str) {
+    use gst::prelude::GstValueExt;
+    let Some(pspec) = element.find_property(name) else { return };
+    if pspec.value_type() == String::static_type() {
+        element.set_property(name, value);
+        return;
+    }
+    match gst::glib::Value::deserialize_with_pspec(value, &pspec) {
+        Ok(v) => element.set_property(name, v),
+        Err(e) => tracing::error!("{}: cannot set {name}={value}: {e}", element.name()),
+    }
+}
+
+/// Gives every wilddog element of the pipeline the endpoint's identity and call settings.
+fn configure(pipeline: &gst::Pipeline, plan: &Plan) {
+    for element in pipeline_file::wilddog_elements(pipeline) {
+        set_text_property(&element, "server", &plan.server);
+        set_text_property(&element, "app-id", &plan.app_id);
+        set_text_property(&element, "token", &plan.token);
+        match (&plan.role, &plan.remote_uid) {
+            (Role::Call, Some(remote)) => set_text_property(&element, "remote-uid", remote),
+            _ => {
+                if element.find_property("remote-uid").is_some() {
+                    element.set_property("remote-uid", None::<String>);
+                }
+            }
+        }
+        if plan.role == Role::Answer {
+            set_text_property(&element, "answer", plan.answer.as_str());
+        }
+        if let Some(data) = &plan.user_data {
+            set_text_property(&element, "user-data", data);
+        }
+        if let Some(ms) = plan.call_timeout_ms {
+            set_text_property(&element, "call-timeout", &ms.to_string());
+        }
+        if !plan.ice_local_addresses.is_empty() {
+            set_text_property(&element, "ice-local-addresses", &plan.ice_local_addresses.join(","));
+        }
+    }
+}
+
+/// The call state of the pipeline's wilddog elements: the first that is not idle.
+fn call_state(pipeline: &gst::Pipeline) -> String {
+    pipeline_file::wilddog_elements(pipeline)
+        .filter(|e| e.find_property("state").is_some())
+        .map(|e| e.property::<Option<String>>("state").unwrap_or_default())
+        .find(|s| s != "idle")
+        .unwrap_or_else(|| "idle".to_owned())
+}
+
+/// The conversation id the pipeline's wilddog elements know.
+fn conversation_id(pipeline: &gst::Pipeline) -> Option<String> {
+    pipeline_file::wilddog_elements(pipeline)
+        .filter(|e| e.find_property("conversation-id").is_some())
+        .find_map(|e| e.property::<Option<String>>("conversation-id"))
+}
+
+/// Hangs up (`close` action signal) on every wilddog element that has one.
+fn hang_up(pipeline: &gst::Pipeline) {
+    for element in pipeline_file::wilddog_elements(pipeline) {
+        if glib_signal_exists(&element, "close") {
+            element.emit_by_name::<()>("close", &[]);
+        }
+    }
+}
+
+fn glib_signal_exists(element: &gst::Element, name: &str) -> bool {
+    gst::glib::subclass::SignalId::lookup(name, element.type_()).is_some()
+}
+
+/// Counts pipeline instances in this process, so that `${conversation_id}` placeholders of
+/// two endpoints (the demo runs two) never collide.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// State of one instance's bus loop.
+struct Instance<'a> {
+    plan: &'a Plan,
+    events: &'a EventSink,
+    pipeline: gst::Pipeline,
+    sinks: Arc<SinkWatch>,
+    outcome: Option<Outcome>,
+    was_ready: bool,
+    had_call: bool,
+    accepted_at: Option<Instant>,
+    call_began: Option<Instant>,
+    conversation_id: Option<String>,
+    remote_uid: Option<String>,
+    /// When the instance began to end, and until when it may drain EOS.
+    ending: Option<Instant>,
+    /// We hung up (the element then raises no `closed`; we report one).
+    local_hangup: bool,
+    /// The pipeline posted EOS before anything else ended the instance.
+    ended_by_eos: bool,
+    closed_reported: bool,
+    error_codes: Vec<u32>,
+}
+
+fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd {
+    let error_end = |message: String| {
+        events(
+            "error",
+            fields([
+                ("message", Value::from(message.clone())),
+                ("uid", Value::from(plan.uid.clone())),
+            ]),
+        );
+        InstanceEnd {
+            outcome: Outcome::Error { code: None, message },
+            was_ready: false,
+            had_call: false,
+        }
+    };
+    let number = INSTANCES.fetch_add(1, Ordering::Relaxed);
+    // A hidden name until the call is known.
+    let placeholder = format!(".wilddog-call-{}-{}", std::process::id(), number);
+    let uses_record_dir = plan.launch.contains("${record_dir}");
+    let launch = match pipeline_file::expand(&plan.launch, |name| match name {
+        "record_dir" => Some(plan.record_dir.display().to_string()),
+        "conversation_id" => Some(placeholder.clone()),
+        "uid" => Some(plan.uid.clone()),
+        _ => None,
+    }) {
+        Ok(l) => l,
+        Err(name) => return error_end(format!("unknown variable ${{{name}}}")),
+    };
+    if uses_record_dir && let Err(e) = std::fs::create_dir_all(&plan.record_dir) {
+        return error_end(format!(
+            "cannot create the record directory {}: {e}",
+            plan.record_dir.display()
+        ));
+    }
+    let pipeline = match pipeline_file::build(&launch) {
+        Ok(p) => p,
+        Err(e) => return error_end(format!("the pipeline does not parse: {e}")),
+    };
+    configure(&pipeline, plan);
+    let sinks = watch_sinks(&pipeline);
+    let Some(bus) = pipeline.bus() else {
+        return error_end("the pipeline has no bus".into());
+    };
+
+    let mut me = Instance {
+        plan,
+        events,
+        pipeline: pipeline.clone(),
+        sinks,
+        outcome: None,
+        was_ready: false,
+        had_call: false,
+        accepted_at: None,
+        call_began: None,
+        conversation_id: None,
+        remote_uid: plan.remote_uid.clone(),
+        ending: None,
+        local_hangup: false,
+        ended_by_eos: false,
+        closed_reported: false,
+        error_codes: Vec::new(),
+    };
+    tracing::debug!("starting pipeline: {launch}");
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The reason is on the bus.
+        me.drain_errors(&bus);
+        if me.outcome.is_none() {
+            me.report_error(None, "the pipeline cannot start".into(), None);
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+        return me.finish(&placeholder);
+    }
+
+    loop {
+        if let Some(since) = me.ending {
+            if since.elapsed() > FINALIZE_TIMEOUT {
+                tracing::warn!(
+                    "EOS did not reach every sink within {FINALIZE_TIMEOUT:?}; stopping anyway"
+                );
+                break;
+            }
+            if me.sinks.all_eos() && call_state(&pipeline) == "idle" {
+                break;
+            }
+        } else if stop.is_raised() {
+            let live = call_state(&pipeline) != "idle";
+            if live {
+                me.local_hangup = me.accepted_at.is_some() || plan.role == Role::Answer;
+                hang_up(&pipeline);
+            }
+            me.outcome.get_or_insert(if plan.role == Role::Call && me.accepted_at.is_none() {
+                Outcome::Cancelled
+            } else {
+                Outcome::Ended
+            });
+            me.begin_ending();
+        } else if let (Some(after), Some(at)) = (plan.hangup_after, me.accepted_at)
+            && at.elapsed() >= after
+        {
+            tracing::info!("hanging up after {after:?} (hangup_after)");
+            me.local_hangup = true;
+            hang_up(&pipeline);
+            me.outcome.get_or_insert(Outcome::Ended);
+            me.begin_ending();
+        }
+
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64))
+        else {
+            continue;
+        };
+        match message.view() {
+            gst::MessageView::Element(m) => {
+                if let Some(s) = m.structure() {
+                    me.on_element_message(s);
+                }
+            }
+            gst::MessageView::Error(e) => {
+                let code = e.details().and_then(|d| d.get::<u32>("code").ok());
+                let source = message.src().map(|s| s.path_string().to_string());
+                let text = match e.debug() {
+                    Some(debug) => format!("{} ({debug})", e.error()),
+                    None => e.error().to_string(),
+                };
+                tracing::error!("{}: {text}", source.as_deref().unwrap_or("pipeline"));
+                me.report_error(code, e.error().to_string(), source);
+                // A failed pipeline cannot drain: stop it now.
+                break;
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::warn!(
+                    "{}: {}",
+                    message.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    w.error()
+                );
+            }
+            gst::MessageView::Eos(_) => {
+                if me.ending.is_some() {
+                    break;
+                }
+                // The pipeline ran out on its own: the call is over (the element tells how;
+                // its `closed` may still be on the bus), or our sources ended, and the
+                // element hung up when its sink pads got EOS.
+                if me.outcome.is_none() {
+                    me.ended_by_eos = true;
+                    me.outcome = Some(if me.accepted_at.is_some() || plan.role == Role::Answer {
+                        Outcome::Ended
+                    } else {
+                        Outcome::Cancelled
+                    });
+                }
+                me.begin_ending();
+            }
+            _ => {}
+        }
+        // Answering endpoint after a REJECTED/TIMEOUT of its own: nothing ends; keep going.
+        if me.outcome.is_some() && me.ending.is_none() {
+            me.begin_ending();
+        }
+    }
+    // What the elements said while the pipeline drained (`closed` may come after the EOS
+    // it caused).
+    loop {
+        let expect_closed = !me.closed_reported
+            && !me.local_hangup
+            && me.had_call
+            && matches!(me.outcome, Some(Outcome::Ended));
+        let wait = if expect_closed { CLOSED_GRACE } else { Duration::ZERO };
+        let Some(message) = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+            &[gst::MessageType::Element],
+        ) else {
+            break;
+        };
+        if let Some(s) = message.structure() {
+            me.on_element_message(s);
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    me.finish(&placeholder)
+}
+
+impl Instance<'_> {
+    fn emit(&self, name: &str, mut map: Map<String, Value>) {
+        map.entry("uid").or_insert_with(|| Value::from(self.plan.uid.clone()));
+        (self.events)(name, map);
+    }
+
+    fn report_error(&mut self, code: Option<u32>, message: String, source: Option<String>) {
+        if let Some(code) = code
+            && self.error_codes.contains(&code)
+        {
+            // Already reported through `wilddog-error`.
+        } else {
+            let mut map = Map::new();
+            if let Some(code) = code {
+                map.insert("code".into(), Value::from(code));
+            }
+            map.insert("message".into(), Value::from(message.clone()));
+            if let Some(source) = source {
+                map.insert("source".into(), Value::from(source));
+            }
+            if let Some(cid) = &self.conversation_id {
+                map.insert("conversation_id".into(), Value::from(cid.clone()));
+            }
+            self.emit("error", map);
+        }
+        if !matches!(self.outcome, Some(Outcome::Error { .. })) {
+            self.outcome = Some(Outcome::Error { code, message });
+        }
+    }
+
+    fn drain_errors(&mut self, bus: &gst::Bus) {
+        while let Some(message) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Error, gst::MessageType::Element],
+        ) {
+            match message.view() {
+                gst::MessageView::Error(e) => {
+                    let code = e.details().and_then(|d| d.get::<u32>("code").ok());
+                    let source = message.src().map(|s| s.path_string().to_string());
+                    self.report_error(code, e.error().to_string(), source);
+                }
+                gst::MessageView::Element(m) => {
+                    if let Some(s) = m.structure() {
+                        self.on_element_message(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts ending the instance: EOS from every source outside the wilddog elements (the
+    /// element hangs up when all its sink pads have it), while the element sends EOS out of
+    /// its source pads when the call is torn down; so every branch drains and recordings are
+    /// finalized. The loop stops when the sinks have EOS (or after [`FINALIZE_TIMEOUT`]).
+    ///
+    /// Not EOS into the whole pipeline: that would reach webrtcbin's internals, whose pads
+    /// block until a call is negotiated, and wait there forever. The sources get it from a
+    /// thread of their own, so that a source stuck pushing cannot stall this loop.
+    fn begin_ending(&mut self) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.ending = Some(Instant::now());
+        let sources: Vec<gst::Element> = self
+            .pipeline
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.element_flags().contains(gst::ElementFlags::SOURCE)
+                    && !e.is::<gst::Bin>()
+                    && !inside_wilddog(e)
+            })
+            .collect();
+        if sources.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new().name("eos".into()).spawn(move || {
+            for source in sources {
+                let _ = source.send_event(gst::event::Eos::new());
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the EOS thread: {e}");
+        }
+    }
+
+    fn on_element_message(&mut self, s: &gst::StructureRef) {
+        let Some(name) = event_name(s.name()) else { return };
+        let mut map = structure_fields(s);
+        match name.as_str() {
+            "signaling" => {
+                let connected = s.get::<bool>("connected").unwrap_or(false);
+                let detail = s.get::<String>("detail").unwrap_or_default();
+                if connected && !self.was_ready {
+                    self.was_ready = true;
+                    self.emit(
+                        "ready",
+                        fields([
+                            ("role", Value::from(self.plan.role.as_str())),
+                            ("server", Value::from(self.plan.server.clone())),
+                            ("app_id", Value::from(self.plan.app_id.clone())),
+                        ]),
+                    );
+                } else if !connected {
+                    tracing::warn!("signaling connection lost: {detail}");
+                } else {
+                    tracing::info!("signaling connection back: {detail}");
+                }
+                return;
+            }
+            "called" => {
+                self.conversation_id = s.get::<String>("conversation-id").ok();
+                self.remote_uid = s.get::<String>("remote-uid").ok();
+                self.call_began = Some(Instant::now());
+                if self.plan.answer == AnswerPolicy::Accept {
+                    self.had_call = true;
+                    self.accepted_at = Some(Instant::now());
+                }
+            }
+            "response" => {
+                let status = s.get::<String>("status").unwrap_or_default();
+                if self.conversation_id.is_none() {
+                    self.conversation_id = conversation_id(&self.pipeline);
+                }
+                if let Some(cid) = &self.conversation_id {
+                    map.insert("conversation_id".into(), Value::from(cid.clone()));
+                }
+                if status == "ACCEPTED" {
+                    self.accepted_at = Some(Instant::now());
+                    self.had_call = true;
+                } else {
+                    self.emit(&name, map);
+                    self.outcome = Some(Outcome::Response(status));
+                    self.begin_ending();
+                    return;
+                }
+            }
+            "closed" => {
+                self.closed_reported = true;
+                self.add_call_fields(&mut map);
+                self.emit(&name, map);
+                self.outcome.get_or_insert(Outcome::Ended);
+                self.begin_ending();
+                return;
+            }
+            "error" => {
+                let code = s.get::<u32>("code").ok();
+                if let Some(code) = code {
+                    self.error_codes.push(code);
+                }
+                if let Some(cid) = &self.conversation_id {
+                    map.insert("conversation_id".into(), Value::from(cid.clone()));
+                }
+                self.emit(&name, map);
+                let message = s.get::<String>("message").unwrap_or_else(|_| "call error".into());
+                if !matches!(self.outcome, Some(Outcome::Error { .. })) {
+                    self.outcome = Some(Outcome::Error { code, message });
+                }
+                if self.was_ready {
+                    // The conversation is over; a failure to connect is followed by an
+                    // element error, which stops the pipeline.
+                    self.begin_ending();
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let Some(cid) = &self.conversation_id {
+            map.entry("conversation_id").or_insert_with(|| Value::from(cid.clone()));
+        }
+        self.emit(&name, map);
+    }
+
+    /// Conversation id, remote uid, duration and the media the sinks received.
+    fn add_call_fields(&mut self, map: &mut Map<String, Value>) {
+        if self.conversation_id.is_none() {
+            self.conversation_id = conversation_id(&self.pipeline);
+        }
+        if let Some(cid) = &self.conversation_id {
+            map.entry("conversation_id").or_insert_with(|| Value::from(cid.clone()));
+        }
+        if let Some(remote) = &self.remote_uid {
+            map.entry("remote_uid").or_insert_with(|| Value::from(remote.clone()));
+        }
+        if let Some(at) = self.accepted_at {
+            map.insert("duration_ms".into(), Value::from(at.elapsed().as_millis() as u64));
+        }
+        map.insert("received".into(), Value::Object(self.sinks.received()));
+    }
+
+    /// After the pipeline stopped: report our own hang-up, rename recordings.
+    fn finish(mut self, placeholder: &str) -> InstanceEnd {
+        if self.conversation_id.is_none() {
+            self.conversation_id = conversation_id(&self.pipeline);
+        }
+        if !self.closed_reported
+            && self.had_call
+            && !matches!(self.outcome, Some(Outcome::Error { .. }))
+        {
+            let reason =
+                if self.local_hangup || self.ended_by_eos { "local-hangup" } else { "ended" };
+            let mut map = fields([("reason", Value::from(reason))]);
+            self.add_call_fields(&mut map);
+            self.emit("closed", map);
+        }
+        self.rename_recordings(placeholder);
+        InstanceEnd {
+            outcome: self.outcome.unwrap_or(Outcome::Ended),
+            was_ready: self.was_ready,
+            had_call: self.had_call,
+        }
+    }
+
+    /// Files whose name holds the `${conversation_id}` placeholder get the real id (or are
+    /// removed when no call happened).
+    fn rename_recordings(&self, placeholder: &str) {
+        for element in self.pipeline.iterate_recurse().into_iter().filter_map(Result::ok) {
+            if element
+                .find_property("location")
+                .is_none_or(|p| p.value_type() != String::static_type())
+            {
+                continue;
+            }
+            let Some(location) = element.property::<Option<String>>("location") else { continue };
+            if !location.contains(placeholder) {
+                continue;
+            }
+            let from = Path::new(&location);
+            if !from.exists() {
+                continue;
+            }
+            match (&self.conversation_id, self.had_call) {
+                (Some(cid), true) => {
+                    let to = PathBuf::from(location.replace(placeholder, cid));
+                    match std::fs::rename(from, &to) {
+                        Ok(()) => {
+                            let bytes = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+                            self.emit(
+                                "recorded",
+                                fields([
+                                    ("path", Value::from(to.display().to_string())),
+                                    ("bytes", Value::from(bytes)),
+                                    ("conversation_id", Value::from(cid.clone())),
+                                ]),
+                            );
+                        }
+                        Err(e) => tracing::error!(
+                            "cannot rename {} to {}: {e}",
+                            from.display(),
+                            to.display()
+                        ),
+                    }
+                }
+                _ => {
+                    let _ = std::fs::remove_file(from);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Pipeline files: a call endpoint in TOML (who it is, what it does with calls, and the
+//! GStreamer launch description that carries one call's media). The reference is
+//! `docs/pipeline-files.md`.
+//!
+//! A file is checked whole before anything connects: unknown keys, wrong types, unknown
+//! `${variables}`, a launch description that does not parse and one without a wilddog
+//! element are refused with the file, the line and the reason ([`FileError`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use gst::prelude::*;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Factory names of the wilddog elements: a pipeline file needs at least one.
+pub const WILDDOG_ELEMENTS: [&str; 3] = ["wilddogcall", "wilddogsink", "wilddogsrc"];
+
+/// Where recordings go when neither the file (`record_dir`) nor `--record-dir` says.
+pub const DEFAULT_RECORD_DIR: &str = "recordings";
+
+/// The variables a launch description may use, as `${name}`.
+pub const VARIABLES: [&str; 3] = ["record_dir", "conversation_id", "uid"];
+
+/// What the endpoint does with calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Waits for incoming calls and answers them with the `answer` policy, one pipeline per
+    /// call, until stopped.
+    Answer,
+    /// Calls `remote_uid` once and exits when that call ends.
+    Call,
+}
+
+impl Role {
+    /// `"answer"` or `"call"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Answer => "answer",
+            Role::Call => "call",
+        }
+    }
+}
+
+/// What an answering endpoint does with an incoming call (the element's `answer` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerPolicy {
+    /// Accept every call (one at a time; a call during a live one gets BUSY).
+    #[default]
+    Accept,
+    /// Reject every call: callers get REJECTED.
+    Reject,
+}
+
+impl AnswerPolicy {
+    /// `"accept"` or `"reject"`, the element's nicks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerPolicy::Accept => "accept",
+            AnswerPolicy::Reject => "reject",
+        }
+    }
+}
+
+/// The keys of a pipeline file. Every key but `role` and `pipeline` may be left out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Who this endpoint is.
+    pub uid: Option<String>,
+    /// The token proving `uid`; without it the runner mints one from the app's secret.
+    pub token: Option<String>,
+    /// The app; without it, the config's only app (or the development app).
+    pub app_id: Option<String>,
+    /// The signaling server's WebSocket URL; without it (and without `--server`) the runner
+    /// starts the server in-process.
+    pub server: Option<String>,
+    /// `"answer"` or `"call"`.
+    pub role: Spanned<Role>,
+    /// Policy for incoming calls: `"accept"` (default) or `"reject"`.
+    pub answer: Option<AnswerPolicy>,
+    /// Whom to call (role `call`).
+    pub remote_uid: Option<String>,
+    /// User data sent with the call.
+    pub user_data: Option<String>,
+    /// Caller: seconds the callee may ring before TIMEOUT (the element's default: 30).
+    pub call_timeout: Option<u32>,
+    /// Caller: hang up this many seconds after the call was accepted.
+    pub hangup_after: Option<f64>,
+    /// Local addresses ICE gathers from (e.g. `["127.0.0.1"]`); default: every interface.
+    pub ice_local_addresses: Option<Vec<String>>,
+    /// Directory for `${record_dir}` (created when missing).
+    pub record_dir: Option<PathBuf>,
+    /// The launch description of one call's media (`gst-launch-1.0` syntax).
+    pub pipeline: Spanned<String>,
+}
+
+/// A pipeline file, read and checked.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its keys.
+    pub spec: FileSpec,
+}
+
+/// Why a pipeline file was refused: `FILE:LINE: REASON`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line; `None` when the file could not be read at all.
+    pub line: Option<usize>,
+    /// What is wrong, and what is expected instead.
+    pub reason: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.reason),
+            None => write!(f, "{}: {}", self.path.display(), self.reason),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// 1-based line of a byte offset in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Initializes GStreamer and registers the wilddog plugin (linked in statically), once.
+pub fn init_gstreamer() -> anyhow::Result<()> {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            gst::init().map_err(|e| format!("initializing GStreamer: {e}"))?;
+            gstwilddog::plugin_register_static()
+                .map_err(|e| format!("registering the wilddog plugin: {e}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Reads and checks a pipeline file from disk.
+pub fn load(path: &Path) -> Result<PipelineFile, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        path: path.to_owned(),
+        line: None,
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Checks a pipeline file's text (`path` names it in errors). GStreamer must be initialized
+/// ([`init_gstreamer`]) for the launch description to be checked.
+pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
+    let error = |offset: Option<usize>, reason: String| FileError {
+        path: path.to_owned(),
+        line: offset.map(|o| line_of(text, o)),
+        reason,
+    };
+    let spec: FileSpec = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        error(Some(offset), e.message().trim_end().to_owned())
+    })?;
+    let pipeline_span = spec.pipeline.span();
+    let raw = text.get(pipeline_span.clone()).unwrap_or_default();
+
+    if let Some(answer) = spec.answer
+        && *spec.role.get_ref() == Role::Call
+        && answer != AnswerPolicy::Accept
+    {
+        return Err(error(
+            Some(spec.role.span().start),
+            format!("`answer = \"{}\"` needs `role = \"answer\"`", answer.as_str()),
+        ));
+    }
+    if let Some(secs) = spec.hangup_after
+        && !(secs.is_finite() && secs > 0.0)
+    {
+        return Err(error(
+            None,
+            format!("`hangup_after` must be a positive number of seconds, not {secs}"),
+        ));
+    }
+
+    // Variables: every `${name}` must be known.
+    let check_vars = expand(spec.pipeline.get_ref(), |name| {
+        VARIABLES.contains(&name).then(|| format!("wilddog-check-{name}"))
+    });
+    let launch = match check_vars {
+        Ok(launch) => launch,
+        Err(unknown) => {
+            let offset = raw.find(&format!("${{{unknown}}}")).map(|o| pipeline_span.start + o);
+            return Err(error(
+                offset.or(Some(pipeline_span.start)),
+                format!(
+                    "unknown variable `${{{unknown}}}` in `pipeline` (known: {})",
+                    VARIABLES.map(|v| format!("${{{v}}}")).join(", ")
+                ),
+            ));
+        }
+    };
+
+    // The launch description must parse and hold a wilddog element.
+    let pipeline = build(&launch).map_err(|e| {
+        let offset = locate_in(raw, &e).map(|o| pipeline_span.start + o);
+        error(offset.or(Some(pipeline_span.start)), format!("`pipeline` does not parse: {e}"))
+    })?;
+    let has_wilddog = wilddog_elements(&pipeline).next().is_some();
+    // Nothing ran: the elements were only made.
+    let _ = pipeline.set_state(gst::State::Null);
+    if !has_wilddog {
+        return Err(error(
+            Some(pipeline_span.start),
+            format!("`pipeline` has no wilddog element (one of {})", WILDDOG_ELEMENTS.join(", ")),
+        ));
+    }
+    Ok(PipelineFile { path: path.to_owned(), spec })
+}
+
+/// Replaces every `${name}` by `value(name)`; `Err(name)` for the first unknown one. `$$`
+/// stands for a literal `$`.
+pub fn expand(template: &str, value: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{')
+            && let Some(close) = inner.find('}')
+        {
+            let name = &inner[..close];
+            out.push_str(&value(name).ok_or_else(|| name.to_owned())?);
+            rest = &inner[close + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Builds a pipeline from a launch description; every error is fatal (an unknown property
+/// too, which plain `gst_parse_launch` would only warn about).
+pub fn build(launch: &str) -> Result<gst::Pipeline, String> {
+    let element = gst::parse::launch_full(launch, None, gst::ParseFlags::FATAL_ERRORS)
+        .map_err(|e| e.message().to_owned())?;
+    match element.downcast::<gst::Pipeline>() {
+        Ok(pipeline) => Ok(pipeline),
+        Err(element) => {
+            // A single element: put it in a pipeline.
+            let pipeline = gst::Pipeline::new();
+            pipeline.add(&element).map_err(|e| e.to_string())?;
+            Ok(pipeline)
+        }
+    }
+}
+
+/// The wilddog elements of a pipeline, at any depth.
+pub fn wilddog_elements(pipeline: &gst::Pipeline) -> impl Iterator<Item = gst::Element> {
+    pipeline.iterate_recurse().into_iter().filter_map(Result::ok).filter(is_wilddog)
+}
+
+/// Whether an element is one of the wilddog elements.
+pub fn is_wilddog(element: &gst::Element) -> bool {
+    element.factory().is_some_and(|f| WILDDOG_ELEMENTS.contains(&f.name().as_str()))
+}
+
+/// Where in the raw launch text a GStreamer parse error points: the first word the error
+/// quotes (an element or property name) that the text contains.
+fn locate_in(raw: &str, message: &str) -> Option<usize> {
+    message
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| !word.is_empty())
+        .find_map(|word| raw.find(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables() {
+        let v = |n: &str| (n == "a").then(|| "X".to_owned());
+        assert_eq!(expand("p ${a}/$${a} $b", v).unwrap(), "p X/${a} $b");
+        assert_eq!(expand("${nope}", v).unwrap_err(), "nope");
+    }
+
+    #[test]
+    fn lines_are_one_based() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+    }
+}

@@ -1,0 +1,253 @@
+//! Real calls between `wilddog-runner` processes, each test in a private network namespace
+//! with only loopback, ICE restricted to 127.0.0.1. The first process (a bot) starts the
+//! signaling server in-process on a free port; the callers use it.
+
+mod run_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use run_support::{Runner, enter_netns, pipeline, start_bot, start_caller, temp_dir};
+use serde_json::Value;
+
+/// Exit codes of `run` (docs/pipeline-files.md).
+const ENDED: i32 = 0;
+const REJECTED: i32 = 3;
+const BUSY: i32 = 4;
+const TIMEOUT: i32 = 5;
+
+fn received(closed: &Value, kind: &str) -> u64 {
+    closed["received"][kind].as_u64().unwrap_or(0)
+}
+
+/// The positions of `names` in `seen`, which must be increasing: the events came in order.
+fn assert_in_order(runner: &Runner, names: &[&str]) {
+    let seen = runner.names();
+    let mut from = 0;
+    for name in names {
+        match seen[from..].iter().position(|n| n == name) {
+            Some(i) => from += i + 1,
+            None => panic!(
+                "[{}] `{name}` missing or out of order in {seen:?} (expected order {names:?})",
+                runner.label
+            ),
+        }
+    }
+}
+
+#[test]
+fn call_test_gets_its_own_media_back_from_echo() {
+    if !enter_netns("call_test_gets_its_own_media_back_from_echo") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let mut caller = start_caller("caller", &server, "alice", "echo", &["--hangup-after", "4"]);
+    assert_eq!(caller.wait_exit(), ENDED, "caller exit code; stderr:\n{}", caller.stderr());
+    assert_in_order(
+        &caller,
+        &["ready", "response", "stream_received", "first_frame", "stats", "closed"],
+    );
+    assert_eq!(
+        caller.names().last().map(String::as_str),
+        Some("closed"),
+        "closed is the last event"
+    );
+    let event =
+        |r: &Runner, name: &str| r.seen.iter().find(|e| e["event"] == name).cloned().unwrap();
+    assert_eq!(event(&caller, "response")["status"], "ACCEPTED");
+    let first = event(&caller, "first_frame");
+    assert_eq!(
+        (first["width"].as_u64(), first["height"].as_u64()),
+        (Some(640), Some(480)),
+        "{first}"
+    );
+    let closed = event(&caller, "closed");
+    assert_eq!(closed["reason"], "local-hangup");
+    // Our own test pattern and tone, back through the echo bot, decoded here.
+    assert!(received(&closed, "video") >= 10, "video frames back: {closed}");
+    assert!(received(&closed, "audio") >= 50, "audio buffers back: {closed}");
+    let cid = closed["conversation_id"].as_str().unwrap().to_owned();
+    for e in &caller.seen {
+        assert!(e["ts"].as_u64().unwrap() > 1_600_000_000_000, "ts in ms since the epoch: {e}");
+        assert_eq!(e["uid"], "alice");
+    }
+
+    // The bot: called by alice, the same conversation, closed by the remote side, then
+    // ready for the next call.
+    let called = echo.wait_event("called");
+    assert_eq!(called["remote_uid"], "alice");
+    assert_eq!(called["conversation_id"], cid.as_str());
+    let bot_closed = echo.wait_event("closed");
+    assert_eq!(bot_closed["reason"], "remote-hangup", "{bot_closed}");
+    echo.wait_event("ready");
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+}
+
+#[test]
+fn record_writes_a_playable_file_per_call() {
+    if !enter_netns("record_writes_a_playable_file_per_call") {
+        return;
+    }
+    let dir = temp_dir("record");
+    let dir_arg = dir.display().to_string();
+    let (mut recorder, server) =
+        start_bot("record", &pipeline("record.toml"), &["--record-dir", &dir_arg]);
+    let started = Instant::now();
+    let mut caller = start_caller("caller", &server, "alice", "recorder", &["--hangup-after", "4"]);
+    assert_eq!(caller.wait_exit(), ENDED, "caller; stderr:\n{}", caller.stderr());
+    let call_secs = started.elapsed().as_secs_f64();
+    let recorded = recorder.wait_event("recorded");
+    let path = recorded["path"].as_str().unwrap().to_owned();
+    let cid =
+        recorder.seen.iter().find(|e| e["event"] == "called").unwrap()["conversation_id"].clone();
+    assert_eq!(recorded["conversation_id"], cid);
+    assert!(
+        path.ends_with(&format!("{}.mkv", cid.as_str().unwrap())),
+        "named by conversation id: {path}"
+    );
+
+    let out = Command::new("gst-discoverer-1.0").arg(&path).output().unwrap_or_else(|e| {
+        panic!("gst-discoverer-1.0 (Debian gstreamer1.0-plugins-base-apps) is needed: {e}")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "gst-discoverer-1.0 failed: {text}");
+    assert!(text.contains("video #") && text.contains("VP8"), "a video stream: {text}");
+    assert!(text.contains("audio #") && text.contains("Opus"), "an audio stream: {text}");
+    let duration = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Duration: "))
+        .unwrap_or_else(|| panic!("no duration: {text}"));
+    let secs: f64 = {
+        let parts: Vec<f64> = duration.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    // The call was accepted at once and hung up 4 s later.
+    assert!(
+        (2.5..=call_secs + 0.5).contains(&secs),
+        "recording of {secs} s for a 4 s call ({call_secs:.1} s in all)"
+    );
+
+    // Nothing but the finished recording is left in the directory.
+    recorder.wait_event("ready");
+    recorder.signal("TERM");
+    assert_eq!(recorder.wait_exit(), ENDED);
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, [format!("{}.mkv", cid.as_str().unwrap())]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_at_the_recorder_hangs_up_and_finalizes_the_file() {
+    if !enter_netns("ctrl_c_at_the_recorder_hangs_up_and_finalizes_the_file") {
+        return;
+    }
+    let dir = temp_dir("record-int");
+    let dir_arg = dir.display().to_string();
+    let (mut recorder, server) =
+        start_bot("record", &pipeline("record.toml"), &["--record-dir", &dir_arg]);
+    let mut caller = start_caller("caller", &server, "alice", "recorder", &[]);
+    // The recorder sends nothing back: it is the one that sees frames.
+    recorder.wait_event("first_frame");
+    std::thread::sleep(Duration::from_secs(2));
+    recorder.signal("INT");
+    // The caller hears the hang-up (bye) and ends as an accepted call that ended.
+    let closed = caller.wait_event("closed");
+    assert_eq!(closed["reason"], "remote-hangup", "{closed}");
+    assert_eq!(caller.wait_exit(), ENDED);
+    let recorded = recorder.wait_event("recorded");
+    assert_eq!(recorder.wait_exit(), ENDED);
+    let out = Command::new("gst-discoverer-1.0")
+        .arg(recorded["path"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("video #") && text.contains("audio #"),
+        "finalized, both streams: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reject_policy_gives_rejected_and_its_exit_code() {
+    if !enter_netns("reject_policy_gives_rejected_and_its_exit_code") {
+        return;
+    }
+    let (mut bot, server) = start_bot("refuser", &pipeline("echo.toml"), &["--answer", "reject"]);
+    let mut caller = start_caller("caller", &server, "alice", "echo", &[]);
+    assert_eq!(caller.wait_exit(), REJECTED, "stderr:\n{}", caller.stderr());
+    assert_eq!(caller.names(), ["ready", "response"]);
+    assert_eq!(caller.seen[1]["status"], "REJECTED");
+    // The bot saw the call, refused it, and still waits for calls on the same connection.
+    assert_eq!(bot.wait_event("called")["remote_uid"], "alice");
+    let mut again = start_caller("again", &server, "bob", "echo", &[]);
+    assert_eq!(again.wait_exit(), REJECTED);
+    bot.signal("INT");
+    assert_eq!(bot.wait_exit(), ENDED);
+}
+
+#[test]
+fn second_caller_while_busy_gets_busy() {
+    if !enter_netns("second_caller_while_busy_gets_busy") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let mut first = start_caller("first", &server, "alice", "echo", &["--hangup-after", "6"]);
+    assert_eq!(first.wait_event("response")["status"], "ACCEPTED");
+    let mut second = start_caller("second", &server, "bob", "echo", &[]);
+    assert_eq!(second.wait_exit(), BUSY, "stderr:\n{}", second.stderr());
+    assert_eq!(second.seen.iter().find(|e| e["event"] == "response").unwrap()["status"], "BUSY");
+    // The first call is not disturbed.
+    assert_eq!(first.wait_exit(), ENDED);
+    assert!(received(first.seen.last().unwrap(), "video") > 0);
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+    // The busy call was never raised at the bot.
+    assert_eq!(
+        echo.seen.iter().filter(|e| e["event"] == "called").count(),
+        1,
+        "{:?}",
+        echo.names()
+    );
+}
+
+#[test]
+fn killed_caller_gives_closed_and_the_bot_takes_the_next_call() {
+    if !enter_netns("killed_caller_gives_closed_and_the_bot_takes_the_next_call") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let mut doomed = start_caller("doomed", &server, "alice", "echo", &[]);
+    doomed.wait_event("first_frame");
+    echo.wait_event("first_frame");
+    doomed.signal("KILL");
+    let closed = echo.wait_event("closed");
+    println!("bot closed after SIGKILL: {closed}");
+    echo.wait_event("ready");
+    let mut next = start_caller("next", &server, "bob", "echo", &["--hangup-after", "3"]);
+    assert_eq!(next.wait_exit(), ENDED, "stderr:\n{}", next.stderr());
+    let closed = next.seen.last().unwrap().clone();
+    assert!(received(&closed, "video") > 0, "{closed}");
+    assert_eq!(echo.wait_event("called")["remote_uid"], "bob");
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+}
+
+#[test]
+fn calling_nobody_gives_timeout_and_its_exit_code() {
+    if !enter_netns("calling_nobody_gives_timeout_and_its_exit_code") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let mut caller = start_caller("caller", &server, "alice", "nobody", &["--call-timeout", "3"]);
+    assert_eq!(caller.wait_exit(), TIMEOUT, "stderr:\n{}", caller.stderr());
+    assert_eq!(caller.names(), ["ready", "response"]);
+    assert_eq!(caller.seen[1]["status"], "TIMEOUT");
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+}

@@ -1,0 +1,167 @@
+//! Pipeline files: every shipped file is accepted; bad files are refused before anything
+//! connects, with `FILE:LINE: reason` and exit code 2.
+
+mod run_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use run_support::{RUNNER, pipeline, pipelines, temp_dir};
+
+/// `wilddog-runner ARGS` to completion: exit code, stdout, stderr.
+fn runner(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(RUNNER).args(args).env("RUST_LOG", "warn").output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check(file: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["run", file, "--check"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = runner(&args);
+    assert!(stdout.is_empty(), "--check printed events: {stdout}");
+    (code, stderr)
+}
+
+#[test]
+fn every_shipped_pipeline_file_is_accepted() {
+    let mut names: Vec<String> = std::fs::read_dir(pipelines())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["call-test.toml", "camera.toml", "echo.toml", "record.toml"]);
+    for (name, extra) in [
+        ("echo.toml", vec![]),
+        ("record.toml", vec![]),
+        ("call-test.toml", vec![]),
+        // The camera file names no one: the command line does (parse only: no devices here).
+        ("camera.toml", vec!["--uid", "alice", "--remote-uid", "bob"]),
+    ] {
+        let (code, stderr) = check(&pipeline(name), &extra);
+        assert_eq!(code, 0, "{name} refused: {stderr}");
+        assert!(stderr.contains(": ok ("), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn every_shipped_file_says_what_it_is_for() {
+    for name in ["call-test.toml", "camera.toml", "echo.toml", "record.toml"] {
+        let text = std::fs::read_to_string(pipelines().join(name)).unwrap();
+        let comment_lines = text.lines().take_while(|l| l.starts_with('#')).count();
+        assert!(comment_lines >= 4, "{name} starts with a comment block of {comment_lines} lines");
+    }
+}
+
+/// Writes `text` as a pipeline file, checks it, and returns the error line of stderr.
+fn refused(text: &str) -> String {
+    let dir = temp_dir("files");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, text).unwrap();
+    let (code, stderr) = check(&file.display().to_string(), &[]);
+    assert_eq!(code, 2, "exit code for a bad file; stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    line.replace(&file.display().to_string(), "FILE")
+}
+
+const GOOD_PIPELINE: &str =
+    "pipeline = \"wilddogcall name=call videotestsrc is-live=true ! call.video_sink\"\n";
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let err =
+        refused(&format!("uid = \"a\"\nrole = \"answer\"\nanswr = \"accept\"\n{GOOD_PIPELINE}"));
+    assert!(err.starts_with("error: FILE:3: unknown field `answr`"), "{err}");
+    assert!(err.contains("expected one of"), "{err}");
+}
+
+#[test]
+fn wrong_value_is_refused_with_its_line() {
+    let err = refused(&format!("uid = \"a\"\n\nrole = \"hangup\"\n{GOOD_PIPELINE}"));
+    assert!(err.starts_with("error: FILE:3: unknown variant `hangup`"), "{err}");
+}
+
+#[test]
+fn missing_pipeline_is_refused() {
+    let err = refused("uid = \"a\"\nrole = \"answer\"\n");
+    assert!(err.contains("missing field `pipeline`"), "{err}");
+}
+
+#[test]
+fn launch_description_that_does_not_parse_points_at_the_element() {
+    let err = refused(
+        "uid = \"a\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call\n  videotestsrc ! nosuchelement ! call.video_sink\n\"\"\"\n",
+    );
+    assert!(err.starts_with("error: FILE:5: `pipeline` does not parse"), "{err}");
+    assert!(err.contains("nosuchelement"), "{err}");
+}
+
+#[test]
+fn unknown_element_property_is_refused() {
+    let err = refused(
+        "uid = \"a\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call colour=red\n\"\"\"\n",
+    );
+    assert!(err.starts_with("error: FILE:4: `pipeline` does not parse"), "{err}");
+    assert!(err.contains("colour"), "{err}");
+}
+
+#[test]
+fn pipeline_without_a_wilddog_element_is_refused() {
+    let err = refused("uid = \"a\"\nrole = \"answer\"\n\npipeline = \"videotestsrc ! fakesink\"\n");
+    assert!(err.starts_with("error: FILE:4: `pipeline` has no wilddog element"), "{err}");
+}
+
+#[test]
+fn unknown_variable_is_refused_with_its_line() {
+    let err = refused(
+        "uid = \"a\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call\n  call.video_src ! filesink location=${recordings}/x\n\"\"\"\n",
+    );
+    assert!(err.starts_with("error: FILE:5: unknown variable `${recordings}`"), "{err}");
+}
+
+#[test]
+fn a_caller_needs_someone_to_call() {
+    let dir = temp_dir("files");
+    let file = dir.join("caller.toml");
+    std::fs::write(&file, format!("uid = \"a\"\nrole = \"call\"\n{GOOD_PIPELINE}")).unwrap();
+    let (code, stderr) = check(&file.display().to_string(), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--remote-uid"), "{stderr}");
+    let (code, stderr) = check(&file.display().to_string(), &["--remote-uid", "bob"]);
+    assert_eq!(code, 0, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let (code, stderr) = check("/nonexistent/wilddog.toml", &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/wilddog.toml: cannot read"), "{stderr}");
+}
+
+#[test]
+fn a_bad_file_is_refused_before_anything_connects() {
+    // A real run (not --check) of a bad file: refused with code 2, no events, no server.
+    let dir = temp_dir("files");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "uid = \"a\"\nrole = \"answer\"\npipeline = \"videotestsrc ! fakesink\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        runner(&["run", &file.display().to_string(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "events from a refused file: {stdout}");
+    assert!(!stderr.contains("listening"), "a server started: {stderr}");
+    assert!(Path::new(&dir).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
