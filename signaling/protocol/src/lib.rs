@@ -271,9 +271,11 @@ impl Body {
     fn to_msg(&self) -> Value {
         let v = match self {
             Body::Call(m) => serde_json::to_value(m),
-            Body::Accept(m) | Body::Reject(m) | Body::Busy(m) | Body::Bye(m) | Body::RestartIce(m) => {
-                serde_json::to_value(m)
-            }
+            Body::Accept(m)
+            | Body::Reject(m)
+            | Body::Busy(m)
+            | Body::Bye(m)
+            | Body::RestartIce(m) => serde_json::to_value(m),
             Body::Offer(m) | Body::Answer(m) => serde_json::to_value(m),
             Body::Candidate(m) => serde_json::to_value(m),
         };
@@ -284,10 +286,8 @@ impl Body {
     fn from_msg(kind: &str, msg: Value) -> Result<Option<Body>, FrameError> {
         fn typed<T: serde::de::DeserializeOwned>(kind: &str, msg: Value) -> Result<T, FrameError> {
             let msg = if msg.is_null() { Value::Object(Map::new()) } else { msg };
-            serde_json::from_value(msg).map_err(|e| FrameError::BadMsg {
-                kind: kind.to_owned(),
-                reason: e.to_string(),
-            })
+            serde_json::from_value(msg)
+                .map_err(|e| FrameError::BadMsg { kind: kind.to_owned(), reason: e.to_string() })
         }
         Ok(Some(match kind {
             "call" => Body::Call(typed(kind, msg)?),

@@ -118,7 +118,10 @@ fn call_as_sent_and_as_forwarded() {
             from: "alice".into(),
             body: Body::Call(CallMsg {
                 data: Some(json!("hello")),
-                turn_credential: Some(TurnCredential { username: "u".into(), credential: "p".into() }),
+                turn_credential: Some(TurnCredential {
+                    username: "u".into(),
+                    credential: "p".into(),
+                }),
                 preferred_video_codec: Some("VP8".into()),
                 extra: [("x-ext".to_owned(), json!(1))].into_iter().collect(),
                 ..Default::default()
@@ -159,7 +162,11 @@ fn missing_msg_reads_as_empty() {
     let f = ClientFrame::from_json(r#"{"type":"bye","cid":"c1","to":"a"}"#).unwrap();
     assert_eq!(
         f,
-        ClientFrame::Conversation { cid: "c1".into(), to: "a".into(), body: Body::Bye(Empty::default()) }
+        ClientFrame::Conversation {
+            cid: "c1".into(),
+            to: "a".into(),
+            body: Body::Bye(Empty::default())
+        }
     );
 }
 
@@ -204,11 +211,19 @@ fn offer_answer_candidate() {
 fn telemetry_and_acks() {
     client(
         r#"{"type":"device","cid":"c1","msg":{"os":"linux"}}"#,
-        ClientFrame::Telemetry { kind: TelemetryKind::Device, cid: Some("c1".into()), msg: json!({"os":"linux"}) },
+        ClientFrame::Telemetry {
+            kind: TelemetryKind::Device,
+            cid: Some("c1".into()),
+            msg: json!({"os":"linux"}),
+        },
     );
     client(
         r#"{"type":"quality","cid":"c1","msg":{"rtt":3}}"#,
-        ClientFrame::Telemetry { kind: TelemetryKind::Quality, cid: Some("c1".into()), msg: json!({"rtt":3}) },
+        ClientFrame::Telemetry {
+            kind: TelemetryKind::Quality,
+            cid: Some("c1".into()),
+            msg: json!({"rtt":3}),
+        },
     );
     for (kind, ack) in [
         (TelemetryKind::Device, "deviceack"),
@@ -240,8 +255,13 @@ fn extension_frames() {
             },
         },
     );
-    let newer = ServerFrame::from_json(r#"{"type":"error","msg":{"code":"brand_new","reason":"x"}}"#).unwrap();
-    assert!(matches!(newer, ServerFrame::Error { msg: ErrorMsg { code: ErrorCode::Other, .. }, .. }));
+    let newer =
+        ServerFrame::from_json(r#"{"type":"error","msg":{"code":"brand_new","reason":"x"}}"#)
+            .unwrap();
+    assert!(matches!(
+        newer,
+        ServerFrame::Error { msg: ErrorMsg { code: ErrorCode::Other, .. }, .. }
+    ));
 }
 
 #[test]
@@ -257,7 +277,12 @@ fn unknown_types_are_kept() {
     );
     server(
         r#"{"type":"mystery","from":"z","msg":{}}"#,
-        ServerFrame::Unknown(UnknownFrame { kind: "mystery".into(), cid: None, peer: Some("z".into()), msg: json!({}) }),
+        ServerFrame::Unknown(UnknownFrame {
+            kind: "mystery".into(),
+            cid: None,
+            peer: Some("z".into()),
+            msg: json!({}),
+        }),
     );
 }
 
