@@ -26,11 +26,20 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("wilddog-signaling")
+            .thread_name(RUNTIME_THREAD)
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("cannot start the wilddog tokio runtime: {e}"))
     })
+}
+
+/// Name of the runtime's worker thread.
+const RUNTIME_THREAD: &str = "wilddog-signaling";
+
+/// Whether the calling thread is the plugin runtime's worker (where every session task and
+/// its callbacks run).
+pub(crate) fn on_runtime_thread() -> bool {
+    std::thread::current().name() == Some(RUNTIME_THREAD)
 }
 
 static DTLS_PREWARM: std::sync::LazyLock<(std::sync::Mutex<Option<bool>>, std::sync::Condvar)> =
@@ -57,14 +66,14 @@ pub(crate) fn prewarm_dtls_certificate() {
     }
 }
 
-/// Waits (a few seconds at most) for the certificate of [`prewarm_dtls_certificate`]: a
+/// Waits (20 s at most: key generation on a loaded machine can take seconds) for the certificate of [`prewarm_dtls_certificate`]: a
 /// process must not exit while OpenSSL generates a key in another thread (its exit
 /// handlers free what that thread uses). Called when a `wilddogcall` goes back to NULL.
 pub(crate) fn wait_dtls_prewarm() {
     let (lock, cvar) = &*DTLS_PREWARM;
     let state = lock.lock().unwrap_or_else(|e| e.into_inner());
     let _ =
-        cvar.wait_timeout_while(state, std::time::Duration::from_secs(5), |s| *s == Some(false));
+        cvar.wait_timeout_while(state, std::time::Duration::from_secs(20), |s| *s == Some(false));
 }
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -207,9 +207,15 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     set_str(&queue, "leaky", "downstream");
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
+    // A fixed output rate of `max-fps`, never `drop-only`/`max-rate`: with variable-rate
+    // input (`framerate=0/1`, as decoded WebRTC video is) those keep the output variable,
+    // and videorate then asserts (aborting the process) on a buffer without duration.
+    // A fixed rate needs no durations; it drops frames above `max-fps` and repeats the last
+    // one below it, but not across gaps longer than a second (no burst of copies after a
+    // stall).
     let rate = make("videorate")?;
-    set_str(&rate, "drop-only", "true");
-    set_str(&rate, "max-rate", &params.max_fps.max(1).to_string());
+    set_str(&rate, "skip-to-first", "true");
+    set_str(&rate, "max-duplication-time", &gst::ClockTime::SECOND.nseconds().to_string());
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
@@ -218,6 +224,7 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
             .field("width", params.width as i32)
             .field("height", params.height as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .field("framerate", gst::Fraction::new(params.max_fps.max(1) as i32, 1))
             .build(),
     );
     let keyframe_dist = params.max_fps.max(1) * 3;
@@ -236,7 +243,11 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
                 set_str(&enc, "target-bitrate", &((params.bitrate_kbps * 1000) as i32).to_string());
                 set_str(&enc, "lag-in-frames", "0");
                 set_str(&enc, "keyframe-max-dist", &keyframe_dist.to_string());
-                set_str(&enc, "threads", "2");
+                // One encoder thread up to 480p: libvpx's worker threads busy-wait on each
+                // other, and on two busy cores that spinning cost 4-5x the CPU and late or
+                // lost frames (docs/benchmarks.md, "Calls"). Larger frames need the second.
+                let threads = if params.width * params.height <= 640 * 480 { "1" } else { "2" };
+                set_str(&enc, "threads", threads);
                 set_str(&enc, "error-resilient", "default");
                 set_str(&enc, "buffer-size", "1000");
                 set_str(&enc, "buffer-initial-size", "500");
@@ -410,6 +421,23 @@ pub fn payload_in_sdp(sdp: &gst_sdp::SDPMessageRef, media: &str, encoding: &str)
     None
 }
 
+/// Sets the bandwidth of every video m-section of an SDP to `b=AS:<kbps>` (replacing any
+/// `AS` line it had), as the original does with its `max-bitrate`: the peer's sender and
+/// congestion control keep what it sends us below that.
+pub fn set_video_bandwidth(sdp: &mut gst_sdp::SDPMessageRef, kbps: u32) {
+    for m in sdp.medias_mut() {
+        if m.media() != Some("video") {
+            continue;
+        }
+        for idx in (0..m.bandwidths_len()).rev() {
+            if m.bandwidth(idx).and_then(|b| b.bwtype()) == Some("AS") {
+                let _ = m.remove_bandwidth(idx);
+            }
+        }
+        m.add_bandwidth("AS", kbps);
+    }
+}
+
 /// Requests a sink pad of webrtcbin for a sent stream whose RTP caps are `caps`, and sets
 /// its transceiver's `codec-preferences` (so an offer can be made before any buffer flowed)
 /// and direction.
@@ -456,6 +484,22 @@ mod tests {
         assert_eq!(default_bitrates("1080p"), (200, 1024));
         assert_eq!(clamp_bitrate(10), 50);
         assert_eq!(clamp_bitrate(5000), 2048);
+    }
+
+    #[test]
+    fn video_sections_get_b_as() {
+        gst::init().unwrap();
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\nb=AS:30\r\nb=TIAS:64000\r\na=rtpmap:96 VP8/90000\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        set_video_bandwidth(&mut msg, 700);
+        let text = msg.as_text().unwrap();
+        let (video, audio) = text.split_once("m=audio").unwrap();
+        assert!(video.contains("b=AS:700\r\n"), "{text}");
+        assert!(!video.contains("b=AS:30"), "{text}");
+        assert!(video.contains("b=TIAS:64000"), "{text}");
+        assert!(!audio.contains("b=AS"), "{text}");
     }
 
     #[test]

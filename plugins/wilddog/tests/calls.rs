@@ -248,3 +248,47 @@ fn server_killed_mid_call_media_goes_on() {
     assert!(a >= 5 && b >= 5, "media stopped: alice {a}, bob {b}");
     assert_eq!(alice.call.state(), "connected");
 }
+
+/// A callee that sends the caller's decoded media straight back (`c.video_src ! queue !
+/// c.video_sink`, no videorate in between): decoded WebRTC video has a variable rate and
+/// frames without duration, which aborted the process in the send chain's videorate.
+#[test]
+fn echo_callee_sends_decoded_video_back() {
+    if !common::enter_netns("echo_callee_sends_decoded_video_back") {
+        return;
+    }
+    use gst::prelude::*;
+    let server = TestServer::start();
+    common::init();
+    let echo = gst::parse::launch(&format!(
+        "wilddogcall name=c server={} app-id={} token={} ice-local-addresses=127.0.0.1 \
+           dimension=120p \
+         c.video_src ! queue ! c.video_sink \
+         c.audio_src ! queue ! c.audio_sink",
+        server.url,
+        wilddog_server::config::DEV_APP_ID,
+        server.token("echo"),
+    ))
+    .unwrap();
+    let echo_bus = echo.bus().unwrap();
+    echo.set_state(gst::State::Playing).unwrap();
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("echo").prop("dimension", "240p"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    // Alice's own 240p video comes back, re-encoded at the echo's 120p.
+    alice.wait_for("echoed 120p frames", T, is_video(160, 120));
+    alice.drain();
+    let echoed = alice.count_for(Duration::from_secs(2), is_video(160, 120));
+    println!("echoed frames in 2 s: {echoed}");
+    assert!(echoed >= 10, "the echo stalled: {echoed} frames in 2 s");
+    if let Some(msg) = echo_bus.pop_filtered(&[gst::MessageType::Error]) {
+        panic!("the echo pipeline failed: {msg:?}");
+    }
+    alice.call.close();
+    alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+    echo.set_state(gst::State::Null).unwrap();
+}

@@ -339,7 +339,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("max-fps")
             .nick("Max FPS")
-            .blurb("Highest sent frame rate")
+            .blurb("Sent frame rate: faster input is dropped to it, slower input repeated (not across gaps over 1 s)")
             .minimum(1)
             .maximum(MAX_MAX_FPS)
             .default_value(DEFAULT_MAX_FPS)
@@ -354,7 +354,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("max-bitrate")
             .nick("Max bitrate")
-            .blurb("Highest (target) video bitrate, kbps (50..2048; 0: the dimension's default, 500 up to 480p, 1024 above)")
+            .blurb("Highest (target) video bitrate, kbps, also sent as b=AS in the SDP (50..2048; 0: the dimension's default, 500 up to 480p, 1024 above)")
             .maximum(media::MAX_BITRATE_KBPS)
             .default_value(0)
             .flags(ready)
@@ -698,10 +698,11 @@ impl WilddogCall {
             }
             st.task_done.take()
         };
-        // Wait for `bye` to go out, unless this is the runtime's own thread (which would
-        // wait on itself).
+        // Wait for `bye` to go out, unless this is the plugin runtime's own thread (a
+        // handler of one of our signals stopping the pipeline), which would wait on itself.
+        // Another tokio runtime's thread may wait: the session task does not run there.
         if let Some(done) = done
-            && tokio::runtime::Handle::try_current().is_err()
+            && !crate::on_runtime_thread()
         {
             let _ = done.recv_timeout(SHUTDOWN_WAIT);
         }
@@ -1061,13 +1062,29 @@ impl WilddogCall {
         let _ = ghost.set_active(true);
         let first = {
             let mut st = lock(&self.state);
-            if let Some(m) = st.media.as_mut() {
-                m.decoders.push(dec.clone());
-                m.src_pads.push(ghost.clone());
+            match st.media.as_mut() {
+                Some(m) if &m.webrtcbin == webrtcbin => {
+                    m.decoders.push(dec.clone());
+                    m.src_pads.push(ghost.clone());
+                }
+                // The call was torn down meanwhile: nobody would remove this decoder, and
+                // the next call's stream would find its pad name taken.
+                _ => {
+                    drop(st);
+                    let _ = dec.set_state(gst::State::Null);
+                    let _ = obj.remove(&dec);
+                    return;
+                }
             }
             !std::mem::replace(&mut st.stream_received, true)
         };
         let _ = obj.add_pad(&ghost);
+        if self.webrtcbin().as_ref() != Some(webrtcbin) {
+            // Torn down between recording the pad and adding it: teardown could not remove
+            // a pad that was not there yet.
+            let _ = obj.remove_pad(&ghost);
+            return;
+        }
         if first {
             self.raise(
                 "wilddog-stream-received",
@@ -1261,6 +1278,7 @@ impl WilddogCall {
             MediaAction::CreateOffer { ice_restart } => self.create_offer(ice_restart),
             MediaAction::ApplyRemoteOffer { sdp } => self.apply_offer(&sdp),
             MediaAction::ApplyRemoteAnswer { sdp } => {
+                gst::debug!(CAT, imp = self, "remote answer:\n{sdp}");
                 let Some(webrtcbin) = self.webrtcbin() else { return };
                 match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, &sdp) {
                     Ok(desc) => webrtcbin.emit_by_name::<()>(
@@ -1287,6 +1305,12 @@ impl WilddogCall {
                 }
             }
             MediaAction::Stop => {
+                // Stopping (PAUSED→READY) tears the media down itself once the session
+                // task ended; doing it here too would race the bin's own state change of
+                // webrtcbin and block the runtime's only thread on GStreamer.
+                if !lock(&self.state).running {
+                    return;
+                }
                 self.teardown_media();
                 let (running, role) = {
                     let st = lock(&self.state);
@@ -1322,8 +1346,8 @@ impl WilddogCall {
                         "set-local-description",
                         &[&offer, &None::<gst::Promise>],
                     );
-                    match offer.sdp().as_text() {
-                        Ok(sdp) => imp.input(Input::LocalOffer { sdp: sdp.to_string() }),
+                    match imp.outgoing_sdp(offer.sdp()) {
+                        Ok(sdp) => imp.input(Input::LocalOffer { sdp }),
                         Err(e) => gst::warning!(CAT, imp = imp, "offer as text: {e}"),
                     }
                 }
@@ -1342,7 +1366,19 @@ impl WilddogCall {
         webrtcbin.emit_by_name::<()>("create-offer", &[&options, &promise]);
     }
 
+    /// The SDP text of a local offer or answer as it goes to the peer: `b=AS:<max-bitrate>`
+    /// on the video section.
+    fn outgoing_sdp(&self, sdp: &gst_sdp::SDPMessageRef) -> Result<String, glib::BoolError> {
+        let kbps = lock(&self.state).validated.as_ref().map(|v| v.video.bitrate_kbps);
+        let mut msg = sdp.to_owned();
+        if let Some(kbps) = kbps {
+            media::set_video_bandwidth(&mut msg, kbps);
+        }
+        msg.as_text()
+    }
+
     fn apply_offer(&self, sdp: &str) {
+        gst::debug!(CAT, imp = self, "remote offer:\n{sdp}");
         let Some(webrtcbin) = self.webrtcbin() else { return };
         let desc = match parse_sdp(gst_webrtc::WebRTCSDPType::Offer, sdp) {
             Ok(d) => d,
@@ -1376,8 +1412,8 @@ impl WilddogCall {
                             "set-local-description",
                             &[&answer, &None::<gst::Promise>],
                         );
-                        match answer.sdp().as_text() {
-                            Ok(sdp) => imp.input(Input::LocalAnswer { sdp: sdp.to_string() }),
+                        match imp.outgoing_sdp(answer.sdp()) {
+                            Ok(sdp) => imp.input(Input::LocalAnswer { sdp }),
                             Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
                         }
                     }

@@ -1,7 +1,7 @@
 //! `wilddogcall`: a whole Wilddog one-to-one call as a bin.
 //!
 //! Raw video/audio into the request pads `video_sink`/`audio_sink` is scaled to
-//! `dimension`, rate-limited to `max-fps`, encoded (VP8/H.264/VP9, Opus) and sent through a
+//! `dimension`, given the fixed rate `max-fps`, encoded (VP8/H.264/VP9, Opus) and sent through a
 //! `webrtcbin`; the remote party's media leaves decoded through the sometimes pads
 //! `video_src`/`audio_src`, which get EOS when the call ends. The element speaks the
 //! Wilddog wire protocol to `server` (see `signaling/protocol`).

@@ -75,8 +75,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the development-configuration server.
+    /// Starts the development-configuration server on a free port.
     pub fn start() -> TestServer {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    /// Starts the development-configuration server on `addr` (a fixed port is safe only
+    /// inside the test's own network namespace).
+    pub fn start_on(addr: &str) -> TestServer {
+        let addr = addr.to_owned();
         let config = wilddog_server::ServerConfig::development();
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -88,7 +95,7 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(addr.as_str()).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let shutdown = async move {
                     let _ = shutdown_rx.await;

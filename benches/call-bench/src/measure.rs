@@ -1,0 +1,379 @@
+//! Measurement helpers shared by `call-bench` and the anchor binary (which includes this file
+//! with `#[path]`): frame stamping for glass-to-glass latency, process CPU and memory, the
+//! result record each scenario prints, and the capture caps every scenario uses.
+//!
+//! Glass-to-glass: the sender writes a frame counter into the top-left corner of each raw
+//! frame's luma plane right after capture (two rows of 16 black/white 24x24 blocks: the
+//! counter and its complement), and notes the instant; the receiver reads the blocks back from
+//! the decoded frame and looks the instant up. Both ends live in one process, so one
+//! monotonic clock serves both. The blocks survive VP8 at a few hundred kbps; a frame whose
+//! two rows do not agree is skipped rather than mis-attributed.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+/// Capture size and rate of every scenario.
+pub const WIDTH: i32 = 640;
+pub const HEIGHT: i32 = 480;
+pub const FPS: i32 = 15;
+
+const BLOCK: usize = 24;
+const BITS: usize = 16;
+
+/// The raw caps every sender captures: 640x480 I420 at 15 fps.
+pub fn capture_caps() -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", WIDTH)
+        .field("height", HEIGHT)
+        .field("framerate", gst::Fraction::new(FPS, 1))
+        .build()
+}
+
+/// The instants at which a sender captured its stamped frames.
+#[derive(Default)]
+pub struct Stamper {
+    inner: Mutex<StamperInner>,
+}
+
+#[derive(Default)]
+struct StamperInner {
+    next: u32,
+    sent: HashMap<u16, Instant>,
+}
+
+impl Stamper {
+    pub fn new() -> Arc<Stamper> {
+        Arc::new(Stamper::default())
+    }
+
+    /// Adds a probe on `pad` (raw I420 video) that stamps every buffer passing.
+    pub fn stamp_pad(self: &Arc<Self>, pad: &gst::Pad) {
+        let stamper = self.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(caps) = pad.current_caps() else { return gst::PadProbeReturn::Ok };
+            let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let buf = buffer.make_mut();
+                let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &vinfo)
+                else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut inner = stamper.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let counter = (inner.next & 0xffff) as u16;
+                inner.next = inner.next.wrapping_add(1);
+                let stride = frame.plane_stride()[0] as usize;
+                if let Ok(y) = frame.plane_data_mut(0) {
+                    write_code(y, stride, counter);
+                    inner.sent.insert(counter, Instant::now());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    fn sent_at(&self, counter: u16) -> Option<Instant> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).sent.get(&counter).copied()
+    }
+}
+
+fn write_code(y: &mut [u8], stride: usize, counter: u16) {
+    for row in 0..2 {
+        let value = if row == 0 { counter } else { !counter };
+        for bit in 0..BITS {
+            let on = (value >> (BITS - 1 - bit)) & 1 == 1;
+            let luma = if on { 235 } else { 16 };
+            for dy in 0..BLOCK {
+                let start = (row * BLOCK + dy) * stride + bit * BLOCK;
+                if let Some(line) = y.get_mut(start..start + BLOCK) {
+                    line.fill(luma);
+                }
+            }
+        }
+    }
+}
+
+fn read_code(y: &[u8], stride: usize) -> Option<u16> {
+    let mut values = [0u16; 2];
+    for (row, value) in values.iter_mut().enumerate() {
+        for bit in 0..BITS {
+            // Mean of the block's central 8x8, away from its edges' ringing.
+            let mut sum = 0u32;
+            for dy in 8..16 {
+                let start = (row * BLOCK + dy) * stride + bit * BLOCK + 8;
+                sum += y.get(start..start + 8)?.iter().map(|&v| v as u32).sum::<u32>();
+            }
+            let on = sum / 64 > 125;
+            *value = (*value << 1) | on as u16;
+        }
+    }
+    (values[0] == !values[1]).then_some(values[0])
+}
+
+/// What a receiver saw: first decoded frame instant and glass-to-glass samples.
+#[derive(Default)]
+pub struct Arrivals {
+    pub first_frame: Option<Instant>,
+    pub frames: u64,
+    pub g2g_ms: Vec<f64>,
+    pub undecodable: u64,
+}
+
+/// Builds `videoconvert ! appsink(I420)` in `pipeline`, reading stamps of `stamper`'s frames,
+/// and returns the convert's sink pad to link decoded video to.
+pub fn stamp_reader(
+    pipeline: &gst::Bin,
+    stamper: Arc<Stamper>,
+    arrivals: Arc<Mutex<Arrivals>>,
+) -> anyhow::Result<gst::Pad> {
+    let convert = gst::ElementFactory::make("videoconvert").build()?;
+    let sink = gst_app::AppSink::builder()
+        .caps(&gst::Caps::builder("video/x-raw").field("format", "I420").build())
+        .sync(false)
+        .build();
+    sink.set_property("async", false);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let now = Instant::now();
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                a.frames += 1;
+                if a.first_frame.is_none() {
+                    a.first_frame = Some(now);
+                }
+                let decoded = (|| {
+                    let caps = sample.caps()?;
+                    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
+                    let buffer = sample.buffer()?;
+                    let frame =
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+                    let stride = frame.plane_stride()[0] as usize;
+                    read_code(frame.plane_data(0).ok()?, stride)
+                })();
+                match decoded.and_then(|c| stamper.sent_at(c)) {
+                    Some(sent) => a.g2g_ms.push(now.duration_since(sent).as_secs_f64() * 1000.0),
+                    None => a.undecodable += 1,
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.add_many([&convert, sink.upcast_ref()])?;
+    convert.link(&sink)?;
+    convert.sync_state_with_parent()?;
+    sink.sync_state_with_parent()?;
+    convert.static_pad("sink").ok_or_else(|| anyhow::anyhow!("videoconvert has no sink pad"))
+}
+
+/// `videotestsrc is-live=true ! capsfilter(640x480 I420 @15)` in `pipeline`, stamped by
+/// `stamper`; returns the capsfilter to link on.
+pub fn stamped_video_source(
+    pipeline: &gst::Bin,
+    stamper: &Arc<Stamper>,
+) -> anyhow::Result<gst::Element> {
+    let src = gst::ElementFactory::make("videotestsrc")
+        .property("is-live", true)
+        .property_from_str("pattern", "smpte")
+        .build()?;
+    let caps = gst::ElementFactory::make("capsfilter").property("caps", capture_caps()).build()?;
+    pipeline.add_many([&src, &caps])?;
+    src.link(&caps)?;
+    stamper.stamp_pad(&caps.static_pad("src").ok_or_else(|| anyhow::anyhow!("no src pad"))?);
+    Ok(caps)
+}
+
+/// `audiotestsrc is-live=true` in `pipeline`.
+pub fn audio_source(pipeline: &gst::Bin) -> anyhow::Result<gst::Element> {
+    let src = gst::ElementFactory::make("audiotestsrc")
+        .property("is-live", true)
+        .property("volume", 0.3f64)
+        .build()?;
+    pipeline.add(&src)?;
+    Ok(src)
+}
+
+/// A `fakesink` for streams nobody measures.
+pub fn discard(pipeline: &gst::Bin, pad: &gst::Pad) -> anyhow::Result<()> {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
+    pipeline.add(&sink)?;
+    sink.sync_state_with_parent()?;
+    pad.link(&sink.static_pad("sink").ok_or_else(|| anyhow::anyhow!("no sink pad"))?)?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) this process used so far.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut usage: libc_rusage = std::mem::zeroed();
+        if getrusage(0, &mut usage) != 0 {
+            return 0.0;
+        }
+        let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 / 1e6;
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    }
+}
+
+#[repr(C)]
+struct libc_rusage {
+    ru_utime: [i64; 2],
+    ru_stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+unsafe extern "C" {
+    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
+}
+
+/// Resident memory of this process (VmRSS), MiB.
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// What one scenario measured; printed by the child process as one line
+/// `BENCH-RESULT {json}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScenarioResult {
+    /// Scenario name (`wilddog`, `webrtcbin-pair`, `webrtcsink`).
+    pub name: String,
+    /// What the setup time is measured from and to.
+    pub setup_definition: String,
+    /// Setup time of each measured call, ms.
+    pub setup_ms: Vec<f64>,
+    /// Glass-to-glass latency of each frame of the long call, ms.
+    pub g2g_ms: Vec<f64>,
+    /// Decoded frames of the long call whose stamp could not be read.
+    pub g2g_unreadable: u64,
+    /// Length of the long call's measuring window, s.
+    pub call_secs: f64,
+    /// Process CPU seconds per call-minute during the long call (both endpoints; for
+    /// wilddog also the in-process signaling server).
+    pub cpu_s_per_call_min: f64,
+    /// Process resident memory during the long call, MiB (both endpoints).
+    pub rss_mib: f64,
+    /// Where the long call's CPU went: seconds per call-minute by thread name (threads of the
+    /// same name summed, digits dropped), largest first.
+    #[serde(default)]
+    pub cpu_by_thread: Vec<(String, f64)>,
+    /// Median time from the start of a setup to each of the caller's bus messages (ours only).
+    #[serde(default)]
+    pub setup_phases_ms: Vec<(String, f64)>,
+    /// Free-form notes (what this scenario sends, in which directions).
+    pub notes: String,
+}
+
+impl ScenarioResult {
+    pub fn print(&self) {
+        println!("BENCH-RESULT {}", serde_json::to_string(self).unwrap_or_default());
+    }
+}
+
+/// The `q` quantile (0..=1) of `values` (nearest rank), `NaN` when empty.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Measures CPU and memory over `window` after `settle`, collecting glass-to-glass samples
+/// from `arrivals` in that window only.
+pub fn measure_window(
+    arrivals: &Arc<Mutex<Arrivals>>,
+    settle: Duration,
+    window: Duration,
+) -> (Vec<f64>, u64, f64, f64) {
+    let (g2g, unreadable, cpu, rss, _) = measure_window_threads(arrivals, settle, window);
+    (g2g, unreadable, cpu, rss)
+}
+
+/// CPU seconds of each live thread of this process, by thread id: (name, seconds).
+fn thread_cpu() -> HashMap<u64, (String, f64)> {
+    let mut out = HashMap::new();
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for entry in dir.flatten() {
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u64>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // comm is in parentheses and may hold spaces; fields after it are space-separated.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name: String = stat[open + 1..close].chars().filter(|c| !c.is_ascii_digit()).collect();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) else { continue };
+        let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / ticks;
+        out.insert(tid, (name, secs));
+    }
+    out
+}
+
+/// [`measure_window`], plus the CPU per call-minute of each thread name.
+pub fn measure_window_threads(
+    arrivals: &Arc<Mutex<Arrivals>>,
+    settle: Duration,
+    window: Duration,
+) -> (Vec<f64>, u64, f64, f64, Vec<(String, f64)>) {
+    std::thread::sleep(settle);
+    {
+        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        a.g2g_ms.clear();
+        a.undecodable = 0;
+    }
+    let threads0 = thread_cpu();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let cpu = cpu_seconds() - cpu0;
+    let secs = t0.elapsed().as_secs_f64();
+    let threads1 = thread_cpu();
+    let rss = rss_mib();
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    for (tid, (name, secs1)) in threads1 {
+        let before = threads0.get(&tid).map(|(_, s)| *s).unwrap_or(0.0);
+        *by_name.entry(name).or_default() += secs1 - before;
+    }
+    let mut by_thread: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(n, s)| (n, s / secs * 60.0))
+        .filter(|(_, v)| *v >= 0.05)
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+    (a.g2g_ms.clone(), a.undecodable, cpu / secs * 60.0, rss, by_thread)
+}
+
+/// Waits until `arrivals` saw a first frame, up to `timeout`.
+pub fn wait_first_frame(arrivals: &Arc<Mutex<Arrivals>>, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = arrivals.lock().unwrap_or_else(|e| e.into_inner()).first_frame {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

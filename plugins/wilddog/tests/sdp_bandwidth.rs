@@ -1,0 +1,72 @@
+//! `max-bitrate` reaches the peer: the offer and the answer each side receives carry
+//! `b=AS:<max-bitrate>` on their video section (read from the receiving element's debug log
+//! of the remote SDP, in this test process of its own).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Endpoint, EndpointConfig, Seen, TestServer};
+
+const T: Duration = Duration::from_secs(15);
+
+/// The video m-section of an SDP text (up to the next m= line).
+fn video_section(sdp: &str) -> &str {
+    let start = sdp.find("m=video").unwrap_or_else(|| panic!("no video section: {sdp}"));
+    let rest = &sdp[start..];
+    match rest[1..].find("\nm=") {
+        Some(end) => &rest[..end + 1],
+        None => rest,
+    }
+}
+
+#[test]
+fn offer_and_answer_carry_b_as_of_max_bitrate() {
+    if !common::enter_netns("offer_and_answer_carry_b_as_of_max_bitrate") {
+        return;
+    }
+    common::init();
+    // Keep the `wilddogcall` debug lines that hold a remote SDP.
+    let remote_sdps: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let store = remote_sdps.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    gst::log::add_log_function(move |cat, _level, _file, _func, _line, obj, msg| {
+        if cat.name() != "wilddogcall" {
+            return;
+        }
+        let Some(text) = msg.get() else { return };
+        if text.starts_with("remote offer") || text.starts_with("remote answer") {
+            let who = obj.map(|o| o.to_string()).unwrap_or_default();
+            store.lock().unwrap().push((who, text.to_string()));
+        }
+    });
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(
+        &server,
+        EndpointConfig::new("bob").prop("dimension", "120p").prop("max-bitrate", "300"),
+    );
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice")
+            .calling("bob")
+            .prop("dimension", "120p")
+            .prop("max-bitrate", "700"),
+    );
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    alice.play();
+    alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    let sdps = remote_sdps.lock().unwrap().clone();
+    let offer = sdps.iter().find(|(_, t)| t.starts_with("remote offer")).expect("bob got an offer");
+    let answer =
+        sdps.iter().find(|(_, t)| t.starts_with("remote answer")).expect("alice got an answer");
+    println!("bob received (video):\n{}", video_section(&offer.1));
+    println!("alice received (video):\n{}", video_section(&answer.1));
+    // Alice's offer says her max-bitrate, Bob's answer his.
+    assert!(video_section(&offer.1).contains("b=AS:700"), "{}", offer.1);
+    assert!(video_section(&answer.1).contains("b=AS:300"), "{}", answer.1);
+    assert!(!offer.1.split("m=audio").nth(1).unwrap_or("").contains("b=AS"), "{}", offer.1);
+}
