@@ -207,15 +207,27 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     set_str(&queue, "leaky", "downstream");
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
-    // A fixed output rate of `max-fps`, never `drop-only`/`max-rate`: with variable-rate
-    // input (`framerate=0/1`, as decoded WebRTC video is) those keep the output variable,
-    // and videorate then asserts (aborting the process) on a buffer without duration.
-    // A fixed rate needs no durations; it drops frames above `max-fps` and repeats the last
-    // one below it, but not across gaps longer than a second (no burst of copies after a
-    // stall).
+    // `drop-only` with `max-rate`, not a fixed output rate: a fixed rate holds every frame
+    // until the next one arrives to decide whether to repeat it, a whole frame time (66 ms
+    // at 15 fps) added to the glass-to-glass latency (docs/benchmarks.md, "Calls").
+    let max_fps = params.max_fps.max(1);
     let rate = make("videorate")?;
-    set_str(&rate, "skip-to-first", "true");
-    set_str(&rate, "max-duplication-time", &gst::ClockTime::SECOND.nseconds().to_string());
+    set_str(&rate, "drop-only", "true");
+    set_str(&rate, "max-rate", &max_fps.to_string());
+    // Decoded WebRTC video (an echo) and many live sources come without buffer durations,
+    // on which videorate asserts in this mode (gstvideorate.c: GST_BUFFER_DURATION_IS_VALID)
+    // and aborts the process. Such a buffer lasts one frame time of `max-fps`.
+    let frame_time = gst::ClockTime::SECOND / u64::from(max_fps);
+    if let Some(pad) = rate.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
+                && buffer.duration().is_none()
+            {
+                buffer.make_mut().set_duration(frame_time);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
@@ -224,7 +236,6 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
             .field("width", params.width as i32)
             .field("height", params.height as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .field("framerate", gst::Fraction::new(params.max_fps.max(1) as i32, 1))
             .build(),
     );
     let keyframe_dist = params.max_fps.max(1) * 3;

@@ -74,3 +74,33 @@ fn a_single_frame_without_duration_is_encoded() {
     let (packets, _) = push_vfr(&[0]);
     assert!(packets > 0, "a single frame was not encoded");
 }
+
+#[test]
+fn a_frame_is_sent_without_waiting_for_the_next() {
+    // Latency: the chain must not hold a frame until the next one arrives (a fixed-rate
+    // videorate does, adding a whole frame time to glass-to-glass).
+    common::init();
+    let (bin, _encoder) = media::video_encoder_bin(&params()).unwrap();
+    let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
+    h.set_src_caps(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 160i32)
+            .field("height", 120i32)
+            .field("framerate", gst::Fraction::new(15, 1))
+            .build(),
+    );
+    let mut frame = gst::Buffer::from_mut_slice(vec![128u8; 160 * 120 * 3 / 2]);
+    frame.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    let _ = h.push(frame);
+    // No EOS, no second frame: the first one's RTP packets must come out on their own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut packets = 0;
+    while std::time::Instant::now() < deadline && packets == 0 {
+        while h.try_pull().is_some() {
+            packets += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(packets > 0, "the frame was held back: nothing sent within 5 s");
+}

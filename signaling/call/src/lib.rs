@@ -485,6 +485,9 @@ struct Conversation {
     pending_candidates: Vec<(u32, String)>,
     /// Caller: `restartId` for the offer being created. Callee: `restartId` to echo.
     restart_id: Option<Value>,
+    /// The `a=mid` of each m-section of the local description, by index: the `sdpMid` of
+    /// our candidates. A browser refuses a candidate whose `sdpMid` names no section.
+    local_mids: Vec<Option<String>>,
 }
 
 /// One client's call state: at most one conversation at a time. See the crate docs.
@@ -692,6 +695,7 @@ impl Endpoint {
             remote_description_applied: false,
             pending_candidates: Vec::new(),
             restart_id: None,
+            local_mids: Vec::new(),
         });
         self.set_state(CallState::Calling);
     }
@@ -750,6 +754,7 @@ impl Endpoint {
             return;
         }
         conv.offer_sent = true;
+        conv.local_mids = media_ids(&sdp);
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Offer(msg));
     }
@@ -759,17 +764,20 @@ impl Endpoint {
         if conv.role != Role::Callee || !conv.state.has_media() {
             return;
         }
+        conv.local_mids = media_ids(&sdp);
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Answer(msg));
     }
 
     fn local_candidate(&mut self, sdp_mline_index: u32, candidate: String) {
-        if !self.state().has_media() {
+        let Some(conv) = &self.conversation else { return };
+        if !conv.state.has_media() {
             return;
         }
+        let sdp_mid = conv.local_mids.get(sdp_mline_index as usize).cloned().flatten();
         let msg = CandidateMsg {
             sdp_mline_index: Some(sdp_mline_index),
-            sdp_mid: Some(sdp_mline_index.to_string()),
+            sdp_mid,
             sdp: candidate,
             ..CandidateMsg::default()
         };
@@ -837,6 +845,7 @@ impl Endpoint {
             remote_description_applied: false,
             pending_candidates: Vec::new(),
             restart_id: None,
+            local_mids: Vec::new(),
         });
         self.event(Event::Called { cid, remote_uid: from, data });
         self.set_state(CallState::Ringing);
@@ -927,3 +936,16 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
 
 #[cfg(test)]
 mod tests;
+
+/// The `a=mid` value of each m-section of an SDP, in order (`None` for a section without one).
+fn media_ids(sdp: &str) -> Vec<Option<String>> {
+    let mut mids = Vec::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            mids.push(None);
+        } else if let (Some(value), Some(last)) = (line.strip_prefix("a=mid:"), mids.last_mut()) {
+            *last = Some(value.trim().to_owned());
+        }
+    }
+    mids
+}

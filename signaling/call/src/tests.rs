@@ -266,8 +266,8 @@ fn accepted_call_negotiates_in_order() {
     w.run();
     w.expect(&[
         "alice: send cid1->bob offer sdp=O1",
-        "alice: send cid1->bob candidate index=0 mid=0 candidate:a0",
-        "alice: send cid1->bob candidate index=1 mid=1 candidate:a1",
+        "alice: send cid1->bob candidate index=0 mid=- candidate:a0",
+        "alice: send cid1->bob candidate index=1 mid=- candidate:a1",
         "bob: media apply-offer O1",
         "bob: media candidate 0 candidate:a0",
         "bob: media candidate 1 candidate:a1",
@@ -278,7 +278,7 @@ fn accepted_call_negotiates_in_order() {
     w.run();
     w.expect(&[
         "bob: send cid1->alice answer sdp=A1",
-        "bob: send cid1->alice candidate index=0 mid=0 candidate:b0",
+        "bob: send cid1->alice candidate index=0 mid=- candidate:b0",
         "alice: media apply-answer A1",
         "alice: media candidate 0 candidate:b0",
     ]);
@@ -329,7 +329,7 @@ fn candidate_frame_carries_the_line_in_sdp() {
         json,
         serde_json::json!({
             "type": "candidate", "cid": "cid1", "to": "bob",
-            "msg": {"sdpMLineIndex": 1, "sdpMid": "1",
+            "msg": {"sdpMLineIndex": 1,
                     "sdp": "candidate:1 1 UDP 1 127.0.0.1 5000 typ host"},
         })
     );
@@ -646,7 +646,7 @@ fn reconnect_restarts_ice_from_the_caller() {
     w.run();
     w.expect(&[
         "alice: send cid1->bob offer sdp=O2 restart=1",
-        "alice: send cid1->bob candidate index=0 mid=0 candidate:a2",
+        "alice: send cid1->bob candidate index=0 mid=- candidate:a2",
         "bob: media apply-offer O2",
         "bob: media candidate 0 candidate:a2",
     ]);
@@ -654,7 +654,7 @@ fn reconnect_restarts_ice_from_the_caller() {
     w.input("bob", Input::LocalAnswer { sdp: "A2".into() });
     w.run();
     w.expect(&[
-        "bob: send cid1->alice candidate index=0 mid=0 candidate:b2",
+        "bob: send cid1->alice candidate index=0 mid=- candidate:b2",
         "bob: send cid1->alice answer sdp=A2 restart=1",
         "alice: media apply-answer A2",
         "alice: media candidate 0 candidate:b2",
@@ -736,8 +736,8 @@ fn remote_candidates_wait_for_the_remote_description() {
     w.input("alice", candidate(1, "candidate:a1"));
     w.run();
     w.expect(&[
-        "alice: send cid1->bob candidate index=0 mid=0 candidate:a0",
-        "alice: send cid1->bob candidate index=1 mid=1 candidate:a1",
+        "alice: send cid1->bob candidate index=0 mid=- candidate:a0",
+        "alice: send cid1->bob candidate index=1 mid=- candidate:a1",
     ]);
     w.input("alice", Input::LocalOffer { sdp: "O1".into() });
     w.run();
@@ -751,8 +751,8 @@ fn remote_candidates_wait_for_the_remote_description() {
     w.input("bob", candidate(0, ""));
     w.run();
     w.expect(&[
-        "bob: send cid1->alice candidate index=0 mid=0 candidate:b0",
-        "bob: send cid1->alice candidate index=0 mid=0 ",
+        "bob: send cid1->alice candidate index=0 mid=- candidate:b0",
+        "bob: send cid1->alice candidate index=0 mid=- ",
     ]);
     w.input("bob", Input::LocalAnswer { sdp: "A1".into() });
     w.run();
@@ -1036,4 +1036,30 @@ fn default_timers_are_thirty_seconds() {
     assert_eq!(config.call_timeout, 30 * SECOND);
     assert_eq!(config.answer_timeout, 30 * SECOND);
     assert_eq!(config.connect_timeout, 30 * SECOND);
+}
+
+#[test]
+fn candidates_name_the_mid_of_the_local_description() {
+    // GStreamer names its sections `video0`/`audio1`; a browser refuses a candidate whose
+    // sdpMid names no section of the description, so the index is not a stand-in for it.
+    let mut w = World::new();
+    w.call("alice", "bob", "cid1");
+    w.run();
+    w.input("bob", Input::Accept);
+    w.run();
+    let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:audio1\r\n";
+    w.input("alice", Input::LocalOffer { sdp: offer.into() });
+    w.wire.clear();
+    w.input("alice", candidate(1, "candidate:1 1 UDP 1 127.0.0.1 5000 typ host"));
+    w.input("alice", candidate(2, "candidate:2 1 UDP 1 127.0.0.1 5002 typ host"));
+    let mids: Vec<Option<String>> = w
+        .wire
+        .drain(..)
+        .filter_map(|(_, frame)| match frame {
+            ClientFrame::Conversation { body: Body::Candidate(m), .. } => Some(m.sdp_mid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mids, vec![Some("audio1".to_owned()), None]);
 }

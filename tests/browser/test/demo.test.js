@@ -1,12 +1,12 @@
 // The demo page (web/index.html, served at `/`), driven as a person would: type a uid, sign
 // in, type the callee, click Call; the callee clicks Accept; both see the other's video and the
-// live stats; hang up. Keeps a screenshot in docs/screenshots/demo.png.
+// live stats; hang up. Keeps a screenshot, demo.png (lib/screenshots.js: a temp dir, or
+// docs/screenshots/ with WILDDOG_UPDATE_SCREENSHOTS=1).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { launchChromium } from '../lib/chromium.js';
-import { REPO, startServer, uniqueUid } from '../lib/server.js';
+import { startServer, uniqueUid } from '../lib/server.js';
+import { screenshotPath } from '../lib/screenshots.js';
 
 describe('demo page', () => {
   let server;
@@ -62,8 +62,7 @@ describe('demo page', () => {
     await a.waitForFunction(() => parseInt(document.querySelector('#stats-remote td[data-k="rate"]').textContent, 10) > 0, null, { timeout: 10_000, polling: 100 });
     assert.equal(await a.locator('#stats-remote td[data-k="cand"]').textContent(), 'host');
 
-    mkdirSync(join(REPO, 'docs', 'screenshots'), { recursive: true });
-    await a.screenshot({ path: join(REPO, 'docs', 'screenshots', 'demo.png'), fullPage: true });
+    await a.screenshot({ path: screenshotPath('demo.png'), fullPage: true });
 
     await a.getByRole('button', { name: 'Hang up' }).click();
     await b.locator('#status').filter({ hasText: `${alice} hung up.` }).waitFor({ timeout: 10_000, polling: 100 });

@@ -1,0 +1,230 @@
+// Browser ↔ GStreamer through the real server: pages (our SDK, the original SDK, the demo page)
+// and `wilddog-runner run` endpoints (pipelines/echo.toml, an echo bot; pipelines/call-test.toml,
+// a test-pattern caller) call each other. What each side sees: the pages' events and decoded
+// video (getStats framesDecoded, <video> size), the runners' JSON-line events and exit codes.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchChromium } from '../lib/chromium.js';
+import { startServer, uniqueUid } from '../lib/server.js';
+import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
+import { openOriginalPage } from '../lib/original-sdk.js';
+import { runPipeline, startDemo, startEchoBot } from '../lib/gst-runner.js';
+import { screenshotPath } from '../lib/screenshots.js';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The type of the remote candidate of the page's selected ICE pair (getStats). `host` when the
+ * page connected to a candidate the runner signalled; `prflx` when the page refused (or never
+ * got) the runner's candidates and learned its address from the runner's connectivity checks.
+ */
+async function selectedRemoteCandidate(page) {
+  return page.evaluate(async () => {
+    const stats = await T.pc().getStats();
+    let pairId = null;
+    stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+    const pair = pairId && stats.get(pairId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return remote ? `${remote.candidateType} ${remote.address || '?'}:${remote.port}` : 'none';
+  });
+}
+
+/** Asserts that `names` occur in `runner`'s events in this order (others may come between). */
+function assertInOrder(runner, names) {
+  const seen = runner.names();
+  let at = -1;
+  for (const n of names) {
+    const i = seen.indexOf(n, at + 1);
+    assert.ok(i > at, `event "${n}" missing or out of order (want ${names.join(' < ')}): ${seen.join(', ')}`);
+    at = i;
+  }
+}
+
+describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => {
+  let server;
+  let browser;
+  const runners = [];
+
+  before(async () => {
+    server = await startServer();
+    browser = await launchChromium();
+  });
+  after(async () => {
+    for (const r of runners) await r.stop();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  async function echoBot() {
+    const uid = uniqueUid('echo');
+    const bot = await startEchoBot(server, uid);
+    runners.push(bot);
+    return { uid, bot };
+  }
+  function callTest(remoteUid, hangupAfter) {
+    const uid = uniqueUid('call-test');
+    const args = ['--uid', uid, '--remote-uid', remoteUid, '--call-timeout', '20'];
+    if (hangupAfter) args.push('--hangup-after', String(hangupAfter));
+    const runner = runPipeline('call-test.toml', server, args, { label: `call-test ${uid}` });
+    runners.push(runner);
+    return { uid, runner };
+  }
+  async function page(kind, name) {
+    const uid = uniqueUid(name);
+    const p = kind === 'original' ? await openOriginalPage(browser, server, uid) : await openSdkPage(browser, server, uid);
+    await waitEvent(p, 'connected');
+    await p.evaluate(() => T.preview());
+    return { uid, page: p };
+  }
+
+  /** A page calls the echo bot and decodes its own video coming back; then hangs up. */
+  async function callEchoBot(kind, videoTimeout) {
+    const { uid: echoUid, bot } = await echoBot();
+    const caller = await page(kind, `${kind}-caller`);
+    await caller.page.evaluate((uid) => T.call(uid, 'hello echo'), echoUid);
+
+    await waitEvent(caller.page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    const called = await bot.waitEvent('called');
+    assert.equal(called.remote_uid, caller.uid);
+    assert.equal(called.user_data, 'hello echo');
+    await waitEvent(caller.page, 'stream_received', { timeout: 20_000 });
+    // The bot decodes the page's 480p camera and encodes it again: 640x480 comes back.
+    await expectRemoteVideo(caller.page, { width: 640, height: 480, timeout: videoTimeout }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(caller.page)).join(', ')}; ${bot.describe()}`);
+    });
+    const pair = await selectedRemoteCandidate(caller.page);
+    assert.match(pair, /^host 127\.0\.0\.1:/, `the page connected to a candidate the bot signalled (selected remote candidate: ${pair})`);
+    const firstFrame = await bot.waitEvent('first_frame', { where: (e) => e.conversation_id === called.conversation_id });
+    assert.ok(firstFrame.width > 0 && firstFrame.height > 0, JSON.stringify(firstFrame));
+
+    await caller.page.evaluate(() => T.conv.close());
+    const closed = await bot.waitEvent('closed', { where: (e) => e.conversation_id === called.conversation_id, timeout: 15_000 });
+    assert.equal(closed.reason, 'remote-hangup');
+    assert.equal(closed.remote_uid, caller.uid);
+    assertInOrder(bot, ['ready', 'called', 'stream_received', 'first_frame', 'closed']);
+    // A fresh pipeline waits for the next call.
+    await bot.waitEvent('ready', { from: bot.events.indexOf(closed) + 1, timeout: 15_000 });
+    await sleep(200);
+    assert.ok(!(await events(caller.page)).includes('closed'), 'the side that closes gets no `closed`');
+    await caller.page.close();
+    await bot.stop();
+    assert.equal(await bot.exit(10_000), 0, `echo bot after SIGTERM: ${bot.describe()}`);
+  }
+
+  /** call-test calls a page that accepts; hangs up after `hangupAfter` s. */
+  async function callTestCallsPage(kind, { width, height, videoTimeout, hangupAfter }) {
+    const callee = await page(kind, `${kind}-callee`);
+    await callee.page.evaluate(() => (T.onCalled = 'accept'));
+    const { uid, runner } = callTest(callee.uid, hangupAfter);
+
+    const called = await waitEvent(callee.page, 'called', { timeout: 20_000 });
+    assert.equal(called.d.from, uid);
+    if (kind !== 'original') assert.equal(called.d.data, 'wilddog-runner call-test');
+    await waitEvent(callee.page, 'accepted');
+    await waitEvent(callee.page, 'stream_received', { timeout: 20_000 });
+    // videotestsrc, scaled by wilddogcall to its `dimension` (480p by default).
+    await expectRemoteVideo(callee.page, { width: 640, height: 480, timeout: videoTimeout }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(callee.page)).join(', ')}; ${runner.describe()}`);
+    });
+    // The runner's candidates are usable: the page connected to one of them (not to a peer-
+    // reflexive address learned from the runner's checks).
+    const pair = await selectedRemoteCandidate(callee.page);
+    assert.match(pair, /^host 127\.0\.0\.1:/, `the page connected to a candidate the runner signalled (selected remote candidate: ${pair})`);
+    // The runner hangs up after --hangup-after: the page gets `closed`.
+    await waitEvent(callee.page, 'closed', { timeout: (hangupAfter + 15) * 1000 });
+
+    const code = await runner.exit(20_000);
+    assert.equal(code, 0, runner.describe());
+    assertInOrder(runner, ['ready', 'response', 'stream_received', 'first_frame', 'closed']);
+    const ev = (n) => runner.events.find((e) => e.event === n);
+    assert.equal(ev('response').status, 'ACCEPTED');
+    if (width) assert.deepEqual([ev('first_frame').width, ev('first_frame').height], [width, height], JSON.stringify(ev('first_frame')));
+    else assert.ok(ev('first_frame').width > 0, JSON.stringify(ev('first_frame')));
+    const closed = ev('closed');
+    assert.equal(closed.reason, 'local-hangup');
+    assert.equal(closed.remote_uid, callee.uid);
+    assert.ok(closed.received.video > 0 && closed.received.audio > 0, `the runner got the page's media: ${JSON.stringify(closed.received)}`);
+    assert.ok(closed.duration_ms >= hangupAfter * 1000 - 500, `hung up after ${closed.duration_ms} ms`);
+    await callee.page.close();
+  }
+
+  it('our SDK → echo bot: ACCEPTED, the page decodes its video echoed at 640x480, close() → the bot prints `closed`', async () => {
+    await callEchoBot('ours', 20_000);
+  });
+
+  it('call-test → our SDK page that accepts: 640x480 decoded, `closed`; runner exits 0 with response, first_frame, closed', async () => {
+    await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8 });
+  });
+
+  it('call-test → our SDK page that rejects: runner exits 3 with response REJECTED', async () => {
+    const callee = await page('ours', 'rejecter');
+    await callee.page.evaluate(() => (T.onCalled = 'reject'));
+    const { uid, runner } = callTest(callee.uid, 5);
+    const called = await waitEvent(callee.page, 'called', { timeout: 20_000 });
+    assert.equal(called.d.from, uid);
+    await waitEvent(callee.page, 'rejected');
+    assert.equal(await runner.exit(20_000), 3, runner.describe());
+    const responses = runner.events.filter((e) => e.event === 'response');
+    assert.deepEqual(responses.map((e) => e.status), ['REJECTED'], runner.describe());
+    assert.ok(!runner.names().includes('first_frame'), runner.describe());
+    await callee.page.close();
+  });
+
+  // The original sender starts at 320x240 and ramps up (docs/browser-sdk.md); the bot's
+  // wilddogcall scales what it sends back to its own `dimension` (480p): 640x480 from the start.
+  it('the original SDK → echo bot: ACCEPTED, its video echoed back at 640x480, close() → `closed`', async () => {
+    await callEchoBot('original', 45_000);
+  });
+
+  it('call-test → original SDK page that accepts: 640x480 decoded by the original; runner exits 0', async () => {
+    // What the runner decodes from the original sender starts small (its ramp): any size.
+    await callTestCallsPage('original', { videoTimeout: 20_000, hangupAfter: 10 });
+  });
+});
+
+describe('the demo page calling the echo bot of `wilddog-runner demo`', () => {
+  let demo;
+  let browser;
+
+  before(async () => {
+    demo = await startDemo(uniqueUid('echo'));
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await demo?.stop();
+  });
+
+  it('a person signs in, calls the bot, sees the echoed video and live stats, hangs up', async () => {
+    const me = uniqueUid('visitor');
+    const p = await browser.newPage();
+    await p.goto(`${demo.base}/`);
+    await p.getByLabel('Your uid').fill(me);
+    await p.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await p.locator('#status').filter({ hasText: 'Ready' }).waitFor({ timeout: 10_000, polling: 100 });
+
+    await p.getByLabel('Callee uid').fill(demo.echoUid);
+    await p.getByRole('button', { name: 'Call', exact: true }).click();
+    const called = await demo.waitEvent('called', { where: (e) => e.endpoint === 'echo' && e.remote_uid === me });
+
+    await p.waitForFunction(() => {
+      const v = document.getElementById('remote-video');
+      return v.videoWidth === 640 && v.videoHeight === 480 && v.currentTime > 1;
+    }, null, { timeout: 20_000, polling: 100 });
+    await p.locator('#status').filter({ hasText: `In a call with ${demo.echoUid}` }).waitFor({ timeout: 10_000 });
+    await p.locator('#stats-remote td[data-k="res"]').filter({ hasText: '640 × 480' }).waitFor({ timeout: 10_000, polling: 100 });
+    await p.waitForFunction(() => parseInt(document.querySelector('#stats-remote td[data-k="rate"]').textContent, 10) > 0, null, { timeout: 10_000, polling: 100 });
+    assert.equal(await p.locator('#stats-remote td[data-k="cand"]').textContent(), 'host');
+    // The echoed picture is the fake camera's moving one: the remote <video> keeps playing.
+    const t0 = await p.evaluate(() => document.getElementById('remote-video').currentTime);
+    await sleep(1000);
+    assert.ok((await p.evaluate(() => document.getElementById('remote-video').currentTime)) > t0 + 0.5, 'the remote video plays');
+    await p.screenshot({ path: screenshotPath('demo-echo.png'), fullPage: true });
+
+    await p.getByRole('button', { name: 'Hang up' }).click();
+    const closed = await demo.waitEvent('closed', { where: (e) => e.endpoint === 'echo' && e.conversation_id === called.conversation_id, timeout: 15_000 });
+    assert.equal(closed.reason, 'remote-hangup');
+    assert.equal(await p.locator('#hangup').isDisabled(), true);
+    await p.close();
+  });
+});
