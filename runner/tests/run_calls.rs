@@ -82,6 +82,12 @@ fn call_test_gets_its_own_media_back_from_echo() {
     echo.wait_event("ready");
     echo.signal("INT");
     assert_eq!(echo.wait_exit(), ENDED);
+
+    // A call's teardown leaves nothing for GStreamer to complain about (elements disposed
+    // while still PAUSED, leaked references).
+    for r in [&caller, &echo] {
+        assert!(!r.stderr().contains("CRITICAL"), "[{}] stderr:\n{}", r.label, r.stderr());
+    }
 }
 
 #[test]

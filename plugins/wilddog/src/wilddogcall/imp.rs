@@ -478,8 +478,7 @@ impl ElementImpl for WilddogCall {
         if let Some(stream) = stream {
             let _ = stream.ghost.set_target(None::<&gst::Pad>);
             if let Some(bin) = stream.encoder_bin {
-                let _ = bin.set_state(gst::State::Null);
-                let _ = self.obj().remove(&bin);
+                remove_child(self.obj().upcast_ref(), &bin);
             }
         }
         let _ = self.obj().remove_pad(pad);
@@ -727,8 +726,7 @@ impl WilddogCall {
             out
         };
         for bin in streams {
-            let _ = bin.set_state(gst::State::Null);
-            let _ = self.obj().remove(&bin);
+            remove_child(self.obj().upcast_ref(), &bin);
         }
     }
 
@@ -922,11 +920,9 @@ impl WilddogCall {
             let _ = obj.remove_pad(pad);
         }
         for dec in &media.decoders {
-            let _ = dec.set_state(gst::State::Null);
-            let _ = obj.remove(dec);
+            remove_child(obj.upcast_ref(), dec);
         }
-        let _ = media.webrtcbin.set_state(gst::State::Null);
-        let _ = obj.remove(&media.webrtcbin);
+        remove_child(obj.upcast_ref(), &media.webrtcbin);
         gst::debug!(CAT, imp = self, "peer connection torn down");
     }
 
@@ -1071,8 +1067,7 @@ impl WilddogCall {
                 // the next call's stream would find its pad name taken.
                 _ => {
                     drop(st);
-                    let _ = dec.set_state(gst::State::Null);
-                    let _ = obj.remove(&dec);
+                    remove_child(obj.upcast_ref(), &dec);
                     return;
                 }
             }
@@ -1588,4 +1583,13 @@ fn reply_description(
 /// one is readable and writable there, `conversation-id` and `state` read-only).
 pub(crate) fn call_properties_for_members() -> Vec<glib::ParamSpec> {
     call_properties()
+}
+
+/// Takes a child out of a running bin: locked first, so that a state change of the bin
+/// running at the same time (the application stopping the pipeline as a call ends) cannot
+/// set it back to PAUSED between our NULL and the removal, which would dispose it in PAUSED.
+fn remove_child(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
+    child.set_locked_state(true);
+    let _ = child.set_state(gst::State::Null);
+    let _ = bin.remove(child);
 }
