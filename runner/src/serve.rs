@@ -67,30 +67,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        wilddog_server::run(listener, config, shutdown_signal()).await?;
+        wilddog_server::run(listener, config, crate::run::wait_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -41,49 +41,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Environment variable set in the re-executed test process inside the namespace.
-pub const IN_NETNS: &str = "WILDDOG_IN_NETNS";
-
-/// Makes the calling test run inside `unshare --net` with only `lo` up (the same helper as
-/// the plugin's tests). Outside, re-executes this test binary for `test_name` alone inside a
-/// namespace, checks it passed and returns `false` (the caller returns at once). Inside,
-/// returns `true`. A machine where the namespace cannot be made fails the test, saying why.
-pub fn enter_netns(test_name: &str) -> bool {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let output = Command::new("unshare")
-        .args(["--net", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
-        .arg(&exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `unshare --net` (util-linux) for a private network namespace: {e}")
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    print!("{stdout}");
-    eprint!("{stderr}");
-    if stderr.contains("unshare failed") || stderr.contains("unshare: ") {
-        panic!(
-            "cannot create a private network namespace (`unshare --net` needs root or \
-             CAP_SYS_ADMIN); these tests make real WebRTC calls and must run isolated on \
-             loopback: {stderr}"
-        );
-    }
-    assert!(
-        output.status.success(),
-        "test `{test_name}` failed inside the network namespace ({})",
-        output.status
-    );
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "test `{test_name}` did not run inside the network namespace (wrong name?)"
-    );
-    false
-}
+#[path = "../../../tests/support/netns.rs"]
+mod netns;
+#[allow(unused_imports)] // not every test binary makes calls
+pub use netns::enter_netns;
 
 /// A running `wilddog-runner`, its stdout read as JSON events.
 pub struct Runner {
