@@ -488,6 +488,12 @@ struct Conversation {
     /// The `a=mid` of each m-section of the local description, by index: the `sdpMid` of
     /// our candidates. A browser refuses a candidate whose `sdpMid` names no section.
     local_mids: Vec<Option<String>>,
+    /// Whether the offer or answer our candidates belong to went out: a peer cannot add a
+    /// candidate before it has that description (the original Web SDK even ends the call
+    /// on the error), and the media engine may gather before it hands the description over.
+    local_description_sent: bool,
+    /// Our candidates waiting for that description.
+    pending_local_candidates: Vec<(u32, String)>,
 }
 
 /// One client's call state: at most one conversation at a time. See the crate docs.
@@ -639,6 +645,12 @@ impl Endpoint {
     }
 
     fn media(&mut self, action: MediaAction) {
+        if matches!(action, MediaAction::CreateOffer { .. } | MediaAction::ApplyRemoteOffer { .. })
+            && let Some(conv) = &mut self.conversation
+        {
+            // A new local description is coming; what is gathered now belongs to it.
+            conv.local_description_sent = false;
+        }
         self.outputs.push_back(Output::Media(action));
     }
 
@@ -696,6 +708,8 @@ impl Endpoint {
             pending_candidates: Vec::new(),
             restart_id: None,
             local_mids: Vec::new(),
+            local_description_sent: false,
+            pending_local_candidates: Vec::new(),
         });
         self.set_state(CallState::Calling);
     }
@@ -757,6 +771,7 @@ impl Endpoint {
         conv.local_mids = media_ids(&sdp);
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Offer(msg));
+        self.local_description_sent();
     }
 
     fn local_answer(&mut self, sdp: String) {
@@ -767,11 +782,25 @@ impl Endpoint {
         conv.local_mids = media_ids(&sdp);
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Answer(msg));
+        self.local_description_sent();
+    }
+
+    /// Sends the candidates gathered before the description they belong to went out.
+    fn local_description_sent(&mut self) {
+        let Some(conv) = &mut self.conversation else { return };
+        conv.local_description_sent = true;
+        for (index, candidate) in std::mem::take(&mut conv.pending_local_candidates) {
+            self.local_candidate(index, candidate);
+        }
     }
 
     fn local_candidate(&mut self, sdp_mline_index: u32, candidate: String) {
-        let Some(conv) = &self.conversation else { return };
+        let Some(conv) = &mut self.conversation else { return };
         if !conv.state.has_media() {
+            return;
+        }
+        if !conv.local_description_sent {
+            conv.pending_local_candidates.push((sdp_mline_index, candidate));
             return;
         }
         let sdp_mid = conv.local_mids.get(sdp_mline_index as usize).cloned().flatten();
@@ -846,6 +875,8 @@ impl Endpoint {
             pending_candidates: Vec::new(),
             restart_id: None,
             local_mids: Vec::new(),
+            local_description_sent: false,
+            pending_local_candidates: Vec::new(),
         });
         self.event(Event::Called { cid, remote_uid: from, data });
         self.set_state(CallState::Ringing);
