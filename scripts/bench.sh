@@ -2,6 +2,7 @@
 # Call benchmarks side by side with the anchors (docs/benchmarks.md, "Calls").
 #
 #   scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR]
+#   scripts/bench.sh --server   # only the signaling servers: ours against gst-webrtc-signalling-server
 #
 # Builds benches/call-bench (a workspace member; release, or with --quick the debug build
 # that the test suite already made) and, unless --no-anchor, the webrtcsink anchor
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 anchor=1
 chromium=0
+server=0
 profile=release
 args=()
 while [ $# -gt 0 ]; do
@@ -25,14 +27,34 @@ while [ $# -gt 0 ]; do
     --quick) args+=(--quick); profile=debug ;;
     --no-anchor) anchor=0 ;;
     --chromium) chromium=1 ;;
+    --server) server=1 ;;
     --out) args+=(--out "$2"); shift ;;
-    *) echo "usage: scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR] | --server" >&2; exit 2 ;;
   esac
   shift
 done
 
 target=${CARGO_TARGET_DIR:-$PWD/target}
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# --server: only our signaling server against gst-webrtc-signalling-server, one load generator
+# (docs/benchmarks.md, "Against gst-webrtc-signalling-server"); 2,000 idle, 50 pairs, 5 s.
+if [ "$server" = 1 ]; then
+  step "build wilddog-runner and the server-load anchors (release)"
+  cargo build --locked --release -p wilddog-runner
+  CARGO_TARGET_DIR="$target/anchors" cargo build --release --manifest-path benches/anchors/Cargo.toml \
+    --bin server-load --bin signalling-server-anchor
+  load="$target/anchors/release/server-load"
+  step "ours: wilddog-runner serve"
+  "$load" --protocol wilddog --addr 127.0.0.1:19301 --idle 2000 --pairs 50 --seconds 5 \
+    --app-id server-load --secret server-load-bench-secret-not-for-deployment \
+    -- env RUST_LOG=warn "$target/release/wilddog-runner" serve --listen 127.0.0.1:19301 \
+    --config benches/anchors/server-load-wilddog.toml
+  step "anchor: gst-webrtc-signalling-server"
+  WEBRTCSINK_SIGNALLING_SERVER_LOG=error "$load" --protocol gst --addr 127.0.0.1:19302 \
+    --idle 2000 --pairs 50 --seconds 5 -- "$target/anchors/release/signalling-server-anchor" 19302
+  exit 0
+fi
 
 step "build call-bench ($profile)"
 if [ "$profile" = release ]; then
