@@ -25,7 +25,7 @@ meson test -C "$builddir" --verbose
 
 # The call benchmark's quick mode: a few calls of each scenario, ours and the webrtcsink
 # anchor's, so that the benchmark never rots. It fails when a figure is missing, never on
-# the figures' values. (The anchor's first build takes about 13 minutes.)
+# the figures' values. (The anchor's first build takes 3 to 13 minutes on 2 cores.)
 step "benchmark, quick mode"
 scripts/bench.sh --quick --out target/bench-quick
 
