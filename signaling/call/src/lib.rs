@@ -46,6 +46,8 @@
 //!   and feeds back [`Input::LocalAnswer`]. A ringing call not answered within
 //!   [`CallConfig::answer_timeout`] ends with [`WilddogError::ConversationTimeout`].
 //! * Remote candidates are held until the remote description has been applied.
+//! * Local candidates are held until the offer or answer they belong to has been sent, and
+//!   name the `a=mid` of their m-section in that description as `sdpMid`.
 //! * An accepted call whose media does not connect within [`CallConfig::connect_timeout`] ends
 //!   with [`WilddogError::ConnectFailed`]; [`Input::MediaFailed`] ends it with
 //!   [`WilddogError::ConversationTimeout`]. Both send `bye`.
