@@ -449,6 +449,33 @@ pub fn set_video_bandwidth(sdp: &mut gst_sdp::SDPMessageRef, kbps: u32) {
     }
 }
 
+/// Names the one MediaStream of every sent m-section: a media-level `a=msid:<stream> <track>`
+/// (RFC 8830) on each section that sends, unless it has one.
+///
+/// webrtcbin (1.22) writes msid only as `a=ssrc:… msid:` lines, and only for a section whose
+/// sink pad already had caps when the description was made. A video encoder is often still
+/// working on its first frame when an offer is made just after `accept`; then the audio
+/// section names a stream and the video section none, and a browser puts the two tracks in
+/// two MediaStreams. The original Web SDK attaches the first stream it is given, the audio
+/// one, and its `<video>` stays 0x0 while frames are decoded. The track id is the one of the
+/// section's `a=ssrc:… msid:` line when it has one, its `a=mid` otherwise.
+pub fn label_media_stream(sdp: &mut gst_sdp::SDPMessageRef, stream_id: &str) {
+    for m in sdp.medias_mut() {
+        let sends = !m.attributes().any(|a| matches!(a.key(), "recvonly" | "inactive"));
+        if !sends || m.attribute_val("msid").is_some() {
+            continue;
+        }
+        let ssrc_track = m.attributes().filter(|a| a.key() == "ssrc").find_map(|a| {
+            let (_, msid) = a.value()?.split_once(" msid:")?;
+            Some(msid.split_whitespace().nth(1)?.to_owned())
+        });
+        let Some(track) = ssrc_track.or_else(|| m.attribute_val("mid").map(str::to_owned)) else {
+            continue;
+        };
+        let _ = m.add_attribute("msid", Some(&format!("{stream_id} {track}")));
+    }
+}
+
 /// Requests a sink pad of webrtcbin for a sent stream whose RTP caps are `caps`, and sets
 /// its transceiver's `codec-preferences` (so an offer can be made before any buffer flowed)
 /// and direction.
@@ -483,6 +510,38 @@ pub fn add_recv_transceiver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The offer webrtcbin made on 2026-11-25 before the video encoder's first caps: the
+    /// audio section names a stream by ssrc, the video section none.
+    const OFFER_WITHOUT_VIDEO_SSRC: &str = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE video0 audio1\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\n\
+        a=rtpmap:96 VP8/90000\r\na=mid:video0\r\n\
+        m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\na=sendrecv\r\n\
+        a=rtpmap:111 OPUS/48000/2\r\n\
+        a=ssrc:1269467221 msid:user3867457119@host-6df95679 webrtctransceiver1\r\n\
+        a=ssrc:1269467221 cname:user3867457119@host-6df95679\r\na=mid:audio1\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 97\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n\
+        a=rtpmap:97 VP8/90000\r\na=mid:video2\r\n";
+
+    #[test]
+    fn every_sent_section_names_the_same_stream() {
+        gst::init().unwrap();
+        let mut msg =
+            gst_sdp::SDPMessage::parse_buffer(OFFER_WITHOUT_VIDEO_SSRC.as_bytes()).unwrap();
+        label_media_stream(&mut msg, "wilddog-s1");
+        let msids: Vec<Option<&str>> = msg.medias().map(|m| m.attribute_val("msid")).collect();
+        assert_eq!(
+            msids,
+            [Some("wilddog-s1 video0"), Some("wilddog-s1 webrtctransceiver1"), None],
+            "{}",
+            msg.as_text().unwrap()
+        );
+        // Labelling twice changes nothing.
+        label_media_stream(&mut msg, "wilddog-other");
+        assert_eq!(msg.media(0).unwrap().attributes().filter(|a| a.key() == "msid").count(), 1);
+        assert_eq!(msg.media(0).unwrap().attribute_val("msid"), Some("wilddog-s1 video0"));
+    }
 
     #[test]
     fn dimensions_match_the_original() {

@@ -86,6 +86,26 @@ window.T = {
     return n;
   },
 };
+// What the original's RTCPeerConnection sees, for failure messages: the descriptions it is
+// given and makes, and each legacy \`addstream\` / \`track\` event with the kinds of its stream.
+T.pcLog = [];
+(function () {
+  var Native = window.RTCPeerConnection;
+  function Logged(config) {
+    var pc = config === undefined ? new Native() : new Native(config);
+    var log = function (what, d) { T.pcLog.push({ what: what, d: d, t: Date.now() }); };
+    pc.addEventListener('addstream', function (ev) { log('addstream', ev.stream.id + ' ' + ev.stream.getTracks().map(function (t) { return t.kind; }).join('+')); });
+    pc.addEventListener('track', function (ev) { log('track', ev.track.kind + ' streams ' + ev.streams.map(function (s) { return s.id + ':' + s.getTracks().map(function (t) { return t.kind; }).join('+'); }).join(',')); });
+    pc.addEventListener('iceconnectionstatechange', function () { log('ice', pc.iceConnectionState); });
+    var srd = pc.setRemoteDescription.bind(pc);
+    pc.setRemoteDescription = function (desc) { log('remote ' + desc.type, desc.sdp); return srd.apply(null, arguments); };
+    var sld = pc.setLocalDescription.bind(pc);
+    pc.setLocalDescription = function (desc) { log('local ' + (desc && desc.type), desc && desc.sdp); return sld.apply(null, arguments); };
+    return pc;
+  }
+  Logged.prototype = Native.prototype;
+  window.RTCPeerConnection = Logged;
+})();
 // Until connack there is no event in the original API; the socket's first message tells.
 T.connected = false;
 `;

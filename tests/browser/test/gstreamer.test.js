@@ -29,6 +29,12 @@ async function selectedRemoteCandidate(page) {
   });
 }
 
+/** What the page's RTCPeerConnection saw (lib/original-sdk.js records it; our SDK page does not). */
+async function pcLog(page) {
+  const log = await page.evaluate(() => (T.pcLog || []).map((x) => (x.what.startsWith('remote') || x.what.startsWith('local') ? `${x.what}:\n${x.d}` : `${x.what} ${x.d}`)));
+  return log.length ? `peer connection: ${log.join('\n')}` : 'no peer connection log';
+}
+
 /** Asserts that `names` occur in `runner`'s events in this order (others may come between). */
 function assertInOrder(runner, names) {
   const seen = runner.names();
@@ -122,9 +128,12 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     if (kind !== 'original') assert.equal(called.d.data, 'wilddog-runner call-test');
     await waitEvent(callee.page, 'accepted');
     await waitEvent(callee.page, 'stream_received', { timeout: 20_000 });
+    // One MediaStream with both tracks: what the SDK's `stream_received` gives the app.
+    const kinds = await callee.page.evaluate(() => T.remote.stream.getTracks().map((t) => t.kind).sort());
+    assert.deepEqual(kinds, ['audio', 'video'], `the remote stream of \`stream_received\`; ${await pcLog(callee.page)}`);
     // videotestsrc, scaled by wilddogcall to its `dimension` (480p by default).
     await expectRemoteVideo(callee.page, { width: 640, height: 480, timeout: videoTimeout }).catch(async (e) => {
-      throw new Error(`${e.message}; page events: ${(await events(callee.page)).join(', ')}; ${runner.describe()}`);
+      throw new Error(`${e.message}; page events: ${(await events(callee.page)).join(', ')}; ${await pcLog(callee.page)}; ${runner.describe()}`);
     });
     // The runner's candidates are usable: the page connected to one of them (not to a peer-
     // reflexive address learned from the runner's checks).
@@ -176,12 +185,12 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await callEchoBot('original', 45_000);
   });
 
-  // Intermittent (passes alone, failed in 3 of 4 full-suite runs on 2026-11-25): the original
-  // SDK page accepts and gets `stream_received`, the runner decodes the page's video, but the
-  // page decodes nothing and its RTCClient is closed under it (its stats timer then throws
-  // "Cannot read properties of null (reading 'getStats')"). Whose fault it is is not known
-  // yet (docs/browser-sdk.md, "Known gaps"); reported as todo, never as a pass.
-  it('call-test → original SDK page that accepts: 640x480 decoded by the original; runner exits 0', { todo: 'intermittent: the original SDK callee sometimes decodes nothing from a GStreamer offer (docs/browser-sdk.md, Known gaps)' }, async () => {
+  // The original SDK shows the first MediaStream the peer connection gives it (legacy
+  // `addstream`). This failed intermittently while webrtcbin's offer named a stream for the
+  // audio section only (the video encoder had no caps yet when the offer was made): the
+  // original then showed an audio-only stream, 0x0. wilddogcall now names one stream on every
+  // sent section (a=msid); the page checks that it got both tracks in one stream.
+  it('call-test → original SDK page that accepts: 640x480 decoded by the original; runner exits 0', async () => {
     // What the runner decodes from the original sender starts small (its ramp): any size.
     await callTestCallsPage('original', { videoTimeout: 20_000, hangupAfter: 10 });
   });

@@ -128,6 +128,8 @@ struct SendStream {
 #[derive(Debug)]
 struct Media {
     webrtcbin: gst::Element,
+    /// The id of the one MediaStream the peer gets our tracks in (`a=msid`).
+    stream_id: String,
     video_transceiver: Option<gst_webrtc::WebRTCRTPTransceiver>,
     audio_transceiver: Option<gst_webrtc::WebRTCRTPTransceiver>,
     decoders: Vec<gst::Bin>,
@@ -855,6 +857,7 @@ impl WilddogCall {
         self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
         let mut media = Media {
             webrtcbin: webrtcbin.clone(),
+            stream_id: format!("wilddog-{}", glib::uuid_string_random()),
             video_transceiver: None,
             audio_transceiver: None,
             decoders: Vec::new(),
@@ -878,6 +881,10 @@ impl WilddogCall {
             let (pad, transceiver) =
                 media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
                     .map_err(|e| e.to_string())?;
+            // The ssrc-level msid lines name the same stream as our media-level ones.
+            if pad.find_property("msid").is_some() {
+                pad.set_property("msid", &media.stream_id);
+            }
             src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
             match kind {
                 StreamKind::Video => media.video_transceiver = Some(transceiver),
@@ -1362,12 +1369,21 @@ impl WilddogCall {
     }
 
     /// The SDP text of a local offer or answer as it goes to the peer: `b=AS:<max-bitrate>`
-    /// on the video section.
+    /// on the video section, and every sent section in one MediaStream (`a=msid`).
     fn outgoing_sdp(&self, sdp: &gst_sdp::SDPMessageRef) -> Result<String, glib::BoolError> {
-        let kbps = lock(&self.state).validated.as_ref().map(|v| v.video.bitrate_kbps);
+        let (kbps, stream_id) = {
+            let st = lock(&self.state);
+            (
+                st.validated.as_ref().map(|v| v.video.bitrate_kbps),
+                st.media.as_ref().map(|m| m.stream_id.clone()),
+            )
+        };
         let mut msg = sdp.to_owned();
         if let Some(kbps) = kbps {
             media::set_video_bandwidth(&mut msg, kbps);
+        }
+        if let Some(stream_id) = stream_id {
+            media::label_media_stream(&mut msg, &stream_id);
         }
         msg.as_text()
     }

@@ -1,6 +1,9 @@
-//! `max-bitrate` reaches the peer: the offer and the answer each side receives carry
-//! `b=AS:<max-bitrate>` on their video section (read from the receiving element's debug log
-//! of the remote SDP, in this test process of its own).
+//! What the offer and the answer say to the peer (read from the receiving element's debug
+//! log of the remote SDP, in this test process of its own):
+//! - `max-bitrate` reaches the peer as `b=AS:<max-bitrate>` on the video section;
+//! - every sent section names the same MediaStream (`a=msid`), so that a browser puts the
+//!   audio and video tracks in one stream whether or not the encoder had made its caps when
+//!   the description was made (the original Web SDK shows only the first stream it gets).
 
 mod common;
 
@@ -10,6 +13,20 @@ use std::time::Duration;
 use common::{Endpoint, EndpointConfig, Seen, TestServer};
 
 const T: Duration = Duration::from_secs(15);
+
+/// The stream ids of the media-level `a=msid` lines of each m-section of an SDP text, in order
+/// (`None` for a section without one).
+fn stream_ids(sdp: &str) -> Vec<Option<String>> {
+    sdp.split("\nm=")
+        .skip(1)
+        .map(|section| {
+            section
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("a=msid:"))
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
 
 /// The video m-section of an SDP text (up to the next m= line).
 fn video_section(sdp: &str) -> &str {
@@ -22,8 +39,8 @@ fn video_section(sdp: &str) -> &str {
 }
 
 #[test]
-fn offer_and_answer_carry_b_as_of_max_bitrate() {
-    if !common::enter_netns("offer_and_answer_carry_b_as_of_max_bitrate") {
+fn offer_and_answer_carry_b_as_and_one_stream() {
+    if !common::enter_netns("offer_and_answer_carry_b_as_and_one_stream") {
         return;
     }
     common::init();
@@ -69,4 +86,13 @@ fn offer_and_answer_carry_b_as_of_max_bitrate() {
     assert!(video_section(&offer.1).contains("b=AS:700"), "{}", offer.1);
     assert!(video_section(&answer.1).contains("b=AS:300"), "{}", answer.1);
     assert!(!offer.1.split("m=audio").nth(1).unwrap_or("").contains("b=AS"), "{}", offer.1);
+    // Both send audio and video: two sections, one stream each side, not the same one.
+    for (what, sdp) in [("offer", &offer.1), ("answer", &answer.1)] {
+        let ids = stream_ids(sdp);
+        assert_eq!(ids.len(), 2, "{what}: {sdp}");
+        let first = ids[0].clone().unwrap_or_else(|| panic!("{what}: no a=msid: {sdp}"));
+        assert!(first.starts_with("wilddog-"), "{what}: {sdp}");
+        assert!(ids.iter().all(|id| id.as_deref() == Some(first.as_str())), "{what}: {sdp}");
+    }
+    assert_ne!(stream_ids(&offer.1)[0], stream_ids(&answer.1)[0]);
 }
