@@ -472,7 +472,7 @@ pub fn label_media_stream(sdp: &mut gst_sdp::SDPMessageRef, stream_id: &str) {
         let Some(track) = ssrc_track.or_else(|| m.attribute_val("mid").map(str::to_owned)) else {
             continue;
         };
-        let _ = m.add_attribute("msid", Some(&format!("{stream_id} {track}")));
+        m.add_attribute("msid", Some(&format!("{stream_id} {track}")));
     }
 }
 
