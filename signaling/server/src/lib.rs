@@ -134,11 +134,18 @@ pub async fn run(
     }
     let app = http::routes(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let std_listener = listener.into_std().map_err(io_err("listener"))?;
+    // TCP_NODELAY on every accepted socket. Signaling frames are small and come one at a
+    // time: with Nagle, a frame written while the previous one is unacknowledged waits for
+    // the client's delayed ACK (up to 40 ms on Linux). That held the `call` to a callee that
+    // had just got its `connack` ~38 ms (docs/benchmarks.md).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
+    let server = axum_server::from_tcp(std_listener).handle(handle);
     let served = match tls {
         Some(tls) => {
-            axum_server::from_tcp_rustls(std_listener, tls).handle(handle).serve(app).await
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(nodelay);
+            server.acceptor(acceptor).serve(app).await
         }
-        None => axum_server::from_tcp(std_listener).handle(handle).serve(app).await,
+        None => server.acceptor(nodelay).serve(app).await,
     };
     // Whatever ended serving, end the sessions too.
     shared.shutdown.cancel();

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, TestServer, http_get};
+use common::{Client, TestServer, assert_server_sockets_nodelay, http_get};
 use serde_json::Value;
 use stun_codec::rfc5389::Attribute;
 use stun_codec::rfc5389::attributes::XorMappedAddress;
@@ -20,6 +20,7 @@ async fn healthz_metrics_and_static_files() {
     assert_eq!((status, body.trim()), (200, "ok"));
 
     let _alice = server.login("alice").await;
+    assert_server_sockets_nodelay(server.addr.port()).await;
     let mut anon = server.open().await;
     anon.connect_code(DEV_APP_ID, "bad").await;
     let (status, head, body) = server.http_get("/metrics").await;
@@ -161,6 +162,7 @@ async fn tls_serves_wss() {
     let v: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
     assert_eq!(v["type"], "connack");
     assert_eq!(v["msg"]["code"], 0);
+    assert_server_sockets_nodelay(server.addr.port()).await;
     // Plain HTTP on the TLS port gets nothing useful.
     let (status, _, _) =
         tokio::time::timeout(Duration::from_secs(5), http_get(server.addr, "/healthz"))

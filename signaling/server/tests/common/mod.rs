@@ -18,6 +18,42 @@ use wilddog_server::{DEV_APP_ID, ServerConfig, mint_token};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// `TCP_NODELAY` of every socket of this process that is the accepted (server) side of a
+/// connection to `port`: found by walking `/proc/self/fd`, so it sees the server's own sockets.
+pub fn server_side_nodelay(port: u16) -> Vec<bool> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else { continue };
+        // SAFETY: only getsockopt/getsockname/getpeername on the descriptor; one that another
+        // test thread closed meanwhile makes those calls fail, which is skipped.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let (Ok(local), Ok(_connected)) = (socket.local_addr(), socket.peer_addr()) else {
+            continue;
+        };
+        if local.as_socket().map(|a| a.port()) == Some(port) {
+            found.push(socket.tcp_nodelay().unwrap_or(false));
+        }
+    }
+    found
+}
+
+/// Waits until the server side of a connection to `port` exists; asserts each has
+/// `TCP_NODELAY` (small frames must not wait for the peer's delayed ACK).
+pub async fn assert_server_sockets_nodelay(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = server_side_nodelay(port);
+        if !found.is_empty() {
+            assert!(found.iter().all(|n| *n), "TCP_NODELAY of the server's sockets: {found:?}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no accepted socket on port {port}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub config: ServerConfig,
