@@ -228,7 +228,10 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
             gst::PadProbeReturn::Ok
         });
     }
-    let filter = make("capsfilter")?;
+    let filter = gst::ElementFactory::make("capsfilter")
+        .name(RAW_CAPS)
+        .build()
+        .map_err(|_| MediaError::Missing("capsfilter".into()))?;
     filter.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
@@ -238,72 +241,213 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build(),
     );
-    let keyframe_dist = params.max_fps.max(1) * 3;
-    let (encoder, payloader, extra): (gst::Element, gst::Element, Option<gst::Element>) =
-        match params.codec {
-            VideoCodec::Vp8 | VideoCodec::Vp9 => {
-                let (enc, pay) = if params.codec == VideoCodec::Vp8 {
-                    ("vp8enc", "rtpvp8pay")
-                } else {
-                    ("vp9enc", "rtpvp9pay")
-                };
-                let enc = make(enc).map_err(|_| MediaError::NoEncoder(params.codec))?;
-                set_str(&enc, "deadline", "1");
-                set_str(&enc, "cpu-used", "8");
-                set_str(&enc, "end-usage", "cbr");
-                set_str(&enc, "target-bitrate", &((params.bitrate_kbps * 1000) as i32).to_string());
-                set_str(&enc, "lag-in-frames", "0");
-                set_str(&enc, "keyframe-max-dist", &keyframe_dist.to_string());
-                // One encoder thread up to 480p: libvpx's worker threads busy-wait on each
-                // other, and on two busy cores that spinning cost 4-5x the CPU and late or
-                // lost frames (docs/benchmarks.md, "Calls"). Larger frames need the second.
-                let threads = if params.width * params.height <= 640 * 480 { "1" } else { "2" };
-                set_str(&enc, "threads", threads);
-                set_str(&enc, "error-resilient", "default");
-                set_str(&enc, "buffer-size", "1000");
-                set_str(&enc, "buffer-initial-size", "500");
-                set_str(&enc, "buffer-optimal-size", "600");
-                let pay = make(pay)?;
-                set_str(&pay, "picture-id-mode", "15-bit");
-                (enc, pay, None)
-            }
-            VideoCodec::H264 => {
-                let enc = if gst::ElementFactory::find("x264enc").is_some() {
-                    let enc = make("x264enc")?;
-                    set_str(&enc, "tune", "zerolatency");
-                    set_str(&enc, "speed-preset", "ultrafast");
-                    set_str(&enc, "bitrate", &(params.bitrate_kbps).to_string());
-                    set_str(&enc, "key-int-max", &keyframe_dist.to_string());
-                    enc
-                } else {
-                    let enc =
-                        make("openh264enc").map_err(|_| MediaError::NoEncoder(params.codec))?;
-                    set_str(&enc, "bitrate", &(params.bitrate_kbps * 1000).to_string());
-                    enc
-                };
-                let profile = make("capsfilter")?;
-                profile.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-h264")
-                        .field("profile", "constrained-baseline")
-                        .build(),
-                );
-                let pay = make("rtph264pay")?;
-                set_str(&pay, "config-interval", "-1");
-                set_str(&pay, "aggregate-mode", "zero-latency");
-                (enc, pay, Some(profile))
-            }
-        };
-    set_str(&payloader, "pt", &params.payload.to_string());
-    set_str(&payloader, "mtu", "1200");
-    let mut chain = vec![&queue, &convert, &scale, &rate, &filter, &encoder];
-    if let Some(extra) = extra.as_ref() {
-        chain.push(extra);
-    }
-    chain.push(&payloader);
+    let codec = codec_elements(params)?;
+    let mut chain = vec![&queue, &convert, &scale, &rate, &filter];
+    chain.extend(codec.iter());
     link_all(&bin, &chain)?;
-    ghost(&bin, &queue, &payloader)?;
-    Ok((bin, encoder))
+    ghost(&bin, &queue, &codec[codec.len() - 1])?;
+    // No frame is encoded before the transceiver is negotiated (has a mid): webrtcbin would
+    // hold the first one at its sink pad until then, and with it this chain's streaming
+    // thread, which would keep an answerer from switching the codec (switch_video_codec);
+    // that frame would be stale when it went, and encoding for nobody is wasted CPU. The
+    // first frame after the wait is made a key frame, so the peer decodes the first frame it
+    // gets instead of asking for one (PLI) and waiting a round trip.
+    if let (Some(raw_src), Some(src)) = (filter.static_pad("src"), bin.static_pad("src")) {
+        let src = src.downgrade();
+        let waited = std::sync::atomic::AtomicBool::new(true);
+        raw_src.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |pad, _| {
+                let unnegotiated = src
+                    .upgrade()
+                    .and_then(|src| src.peer())
+                    .filter(|peer| peer.find_property("transceiver").is_some())
+                    .and_then(|peer| {
+                        peer.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+                    })
+                    .is_some_and(|t| t.mid().is_none());
+                if unnegotiated {
+                    waited.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return gst::PadProbeReturn::Drop;
+                }
+                if waited.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    let key =
+                        gst_video::DownstreamForceKeyUnitEvent::builder().all_headers(true).build();
+                    let _ = pad.push_event(key);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+    Ok((bin, codec[0].clone()))
+}
+
+/// Name of the raw-video capsfilter of [`video_encoder_bin`], after which the codec's
+/// elements start.
+const RAW_CAPS: &str = "raw-caps";
+
+/// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
+/// encoder first, the payloader last.
+fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
+    let keyframe_dist = params.max_fps.max(1) * 3;
+    // One encoder thread up to 480p: libvpx's worker threads busy-wait on each other, and on
+    // two busy cores that spinning cost 4-5x the CPU and late or lost frames
+    // (docs/benchmarks.md, "Calls"); x264's sliced threads split a small frame into slices
+    // that cost bits and buy nothing there. Larger frames need the second.
+    let threads = if params.width * params.height <= 640 * 480 { "1" } else { "2" };
+    let mut elements = Vec::with_capacity(3);
+    match params.codec {
+        VideoCodec::Vp8 | VideoCodec::Vp9 => {
+            let (enc, pay) = if params.codec == VideoCodec::Vp8 {
+                ("vp8enc", "rtpvp8pay")
+            } else {
+                ("vp9enc", "rtpvp9pay")
+            };
+            let enc = make(enc).map_err(|_| MediaError::NoEncoder(params.codec))?;
+            set_str(&enc, "deadline", "1");
+            set_str(&enc, "cpu-used", "8");
+            set_str(&enc, "end-usage", "cbr");
+            set_str(&enc, "target-bitrate", &((params.bitrate_kbps * 1000) as i32).to_string());
+            set_str(&enc, "lag-in-frames", "0");
+            set_str(&enc, "keyframe-max-dist", &keyframe_dist.to_string());
+            set_str(&enc, "threads", threads);
+            set_str(&enc, "error-resilient", "default");
+            set_str(&enc, "buffer-size", "1000");
+            set_str(&enc, "buffer-initial-size", "500");
+            set_str(&enc, "buffer-optimal-size", "600");
+            let pay = make(pay)?;
+            set_str(&pay, "picture-id-mode", "15-bit");
+            elements.extend([enc, pay]);
+        }
+        VideoCodec::H264 => {
+            let enc = if gst::ElementFactory::find("x264enc").is_some() {
+                let enc = make("x264enc")?;
+                // zerolatency: no B-frames, no lookahead, no frame of delay in the encoder.
+                set_str(&enc, "tune", "zerolatency");
+                set_str(&enc, "speed-preset", "ultrafast");
+                set_str(&enc, "bitrate", &params.bitrate_kbps.to_string());
+                set_str(&enc, "key-int-max", &keyframe_dist.to_string());
+                // 600 ms of rate-control buffer by default: bursts that queue in the network.
+                set_str(&enc, "vbv-buf-capacity", "300");
+                set_str(&enc, "threads", threads);
+                enc
+            } else {
+                let enc = make("openh264enc").map_err(|_| MediaError::NoEncoder(params.codec))?;
+                set_str(&enc, "bitrate", &(params.bitrate_kbps * 1000).to_string());
+                set_str(&enc, "gop-size", &keyframe_dist.to_string());
+                enc
+            };
+            // Constrained baseline, what every browser decodes. Byte-stream, not avc: from
+            // avc's codec_data rtph264pay copies the stream's own profile-level-id (x264:
+            // 42c01f) into its caps, which then do not match the 42e01f that the
+            // transceiver and browsers expect, and the payloader fails to negotiate; from a
+            // byte-stream it takes the negotiated one (the SDP's).
+            let profile = make("capsfilter")?;
+            profile.set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("profile", "constrained-baseline")
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            );
+            let pay = make("rtph264pay")?;
+            set_str(&pay, "config-interval", "-1");
+            set_str(&pay, "aggregate-mode", "zero-latency");
+            elements.extend([enc, profile, pay]);
+        }
+    }
+    let pay = &elements[elements.len() - 1];
+    set_str(pay, "pt", &params.payload.to_string());
+    set_str(pay, "mtu", "1200");
+    Ok(elements)
+}
+
+/// Replaces the codec of a running [`video_encoder_bin`] (an answerer following an offer
+/// that does not have its codec): the new encoder and payloader are linked in place of the
+/// old ones when no buffer is passing, the bin's src pad stays linked. Returns the new
+/// encoder and payloader once they are in place.
+///
+/// `rtp_caps` (the transceiver's new `codec-preferences`) go out of the src pad at once, with
+/// the old stream's ssrc, which the new payloader keeps: webrtcbin (1.22) answers with the
+/// intersection of the preferences and the caps its sink pad last received, which would be
+/// the old codec's until the new encoder's first frame, and would reject the video.
+pub fn switch_video_codec(
+    bin: &gst::Bin,
+    params: &VideoParams,
+    rtp_caps: &gst::Caps,
+) -> Result<(gst::Element, gst::Element), MediaError> {
+    let filter =
+        bin.by_name(RAW_CAPS).ok_or_else(|| MediaError::Link("no raw-caps in the bin".into()))?;
+    let filter_src =
+        filter.static_pad("src").ok_or_else(|| MediaError::Link("raw-caps src".into()))?;
+    let ghost_src = bin
+        .static_pad("src")
+        .and_then(|p| p.downcast::<gst::GhostPad>().ok())
+        .ok_or_else(|| MediaError::Link("no src ghost pad".into()))?;
+    let new = codec_elements(params)?;
+    let (encoder, payloader) = (new[0].clone(), new[new.len() - 1].clone());
+    let mut announce = rtp_caps.clone();
+    announce.fixate();
+    let ssrc = ghost_src.current_caps().and_then(|c| c.structure(0)?.get::<u32>("ssrc").ok());
+    if let Some(ssrc) = ssrc {
+        payloader.set_property("ssrc", ssrc);
+        if let Some(s) = announce.make_mut().structure_mut(0) {
+            s.set("ssrc", ssrc);
+        }
+    }
+    let bin_weak = bin.downgrade();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // Idle: at once when no buffer is in the encoder, else right after the current one.
+    filter_src.add_probe(gst::PadProbeType::IDLE, move |pad, _| {
+        let Some(bin) = bin_weak.upgrade() else { return gst::PadProbeReturn::Remove };
+        // The old chain: from raw-caps' peer down to the element the src ghost pad targets.
+        let mut old = Vec::new();
+        let mut next = pad.peer().and_then(|p| p.parent_element());
+        while let Some(element) = next {
+            next = element
+                .static_pad("src")
+                .and_then(|p| p.peer())
+                .and_then(|p| p.parent_element())
+                .filter(|e| e.parent().as_ref() == Some(bin.upcast_ref()));
+            old.push(element);
+        }
+        let _ = ghost_src.set_target(None::<&gst::Pad>);
+        for element in &old {
+            let _ = element.set_state(gst::State::Null);
+            let _ = bin.remove(element);
+        }
+        let refs: Vec<&gst::Element> = new.iter().collect();
+        let mut linked = bin.add_many(refs.iter().copied()).is_ok()
+            && gst::Element::link_many(refs.iter().copied()).is_ok();
+        // Running before the first buffer reaches them (the pad is held while this runs).
+        for element in &new {
+            linked &= element.sync_state_with_parent().is_ok();
+        }
+        linked = linked
+            && new[0].static_pad("sink").is_some_and(|sink| pad.link(&sink).is_ok())
+            && new[new.len() - 1]
+                .static_pad("src")
+                .is_some_and(|src| ghost_src.set_target(Some(&src)).is_ok());
+        if !linked {
+            gst::element_error!(
+                bin,
+                gst::CoreError::Negotiation,
+                ("could not link the new video encoder")
+            );
+        }
+        // The new payloader's own caps (with sprop-parameter-sets) replace these at its first
+        // frame.
+        let _ = ghost_src.push_event(gst::event::Caps::new(&announce));
+        let _ = done_tx.send(());
+        gst::PadProbeReturn::Remove
+    });
+    // One encoded frame at most; a stuck stream must not hold the answer forever (the
+    // switch then happens when it moves on).
+    if done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_err() {
+        gst::warning!(gst::CAT_DEFAULT, obj = bin, "the video encoder is not switched yet");
+    }
+    Ok((encoder, payloader))
 }
 
 /// The audio sending chain, raw audio in, RTP out:
@@ -365,6 +509,12 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
             let dec = make(dec)?;
             if dec.find_property("threads").is_some() && kind == StreamKind::Video {
                 set_str(&dec, "threads", "2");
+            }
+            // libav's default frame threading holds one frame per thread before output;
+            // slice threads add no latency.
+            if dec.find_property("thread-type").is_some() {
+                set_str(&dec, "thread-type", "slice");
+                set_str(&dec, "max-threads", "2");
             }
             let mut chain = vec![depay, dec];
             if kind == StreamKind::Audio {
@@ -432,6 +582,85 @@ pub fn payload_in_sdp(sdp: &gst_sdp::SDPMessageRef, media: &str, encoding: &str)
     None
 }
 
+/// The video codec an answerer sends: the one it is set to when the offer has it, else the
+/// offer's first one it can encode (sending another codec than the caller's beats sending
+/// nothing); its payload type in the offer and the transceiver's `codec-preferences` for it.
+/// `None` for an offer without video or without a codec we encode.
+pub fn answer_video_codec(
+    sdp: &gst_sdp::SDPMessageRef,
+    ours: VideoCodec,
+) -> Option<(VideoCodec, u32, gst::Caps)> {
+    let media = sdp.medias().find(|m| m.media() == Some("video"))?;
+    let offered: Vec<(VideoCodec, u32)> = (0..media.formats_len())
+        .filter_map(|i| media.format(i)?.parse::<u32>().ok())
+        .filter_map(|pt| {
+            let name = rtpmap_name(media, pt)?;
+            let codec = [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9]
+                .into_iter()
+                .find(|c| c.encoding_name().eq_ignore_ascii_case(name))?;
+            Some((codec, pt))
+        })
+        .collect();
+    let codec = if offered.iter().any(|(c, _)| *c == ours) {
+        ours
+    } else {
+        offered.iter().map(|(c, _)| *c).find(|c| c.available())?
+    };
+    let pts = offered.iter().filter(|(c, _)| *c == codec).map(|(_, pt)| *pt);
+    if codec != VideoCodec::H264 {
+        let pt = pts.clone().next()?;
+        return Some((codec, pt, video_rtp_caps(codec, pt)));
+    }
+    // H.264: the payload type of constrained baseline in non-interleaved mode (what we
+    // send), else any in that mode; its profile-level-id, as webrtcbin answers only with
+    // identical format parameters.
+    let fmtp = |pt: u32| {
+        media
+            .attributes()
+            .filter(|a| a.key() == "fmtp")
+            .filter_map(|a| a.value()?.split_once(' '))
+            .find(|(p, _)| p.trim().parse() == Ok(pt))
+            .map(|(_, params)| params.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let param = |params: &str, key: &str| {
+        params
+            .split(';')
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let mode1: Vec<(u32, Option<String>)> = pts
+        .map(|pt| (pt, fmtp(pt)))
+        .filter(|(_, f)| param(f, "packetization-mode").as_deref() == Some("1"))
+        .map(|(pt, f)| (pt, param(&f, "profile-level-id")))
+        .collect();
+    let constrained_baseline = |id: &Option<String>| {
+        id.as_deref()
+            .filter(|id| id.len() == 6 && id.starts_with("42"))
+            .and_then(|id| u8::from_str_radix(&id[2..4], 16).ok())
+            .is_some_and(|iop| iop & 0x40 != 0)
+    };
+    let (pt, profile) =
+        mode1.iter().find(|(_, id)| constrained_baseline(id)).or_else(|| mode1.first()).cloned()?;
+    let mut caps = video_rtp_caps(codec, pt);
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        match profile {
+            Some(id) => s.set("profile-level-id", id),
+            None => s.remove_field("profile-level-id"),
+        }
+    }
+    Some((codec, pt, caps))
+}
+
+/// The encoding name of a payload type of an m-section (its `a=rtpmap`).
+fn rtpmap_name(media: &gst_sdp::SDPMediaRef, pt: u32) -> Option<&str> {
+    media.attributes().filter(|a| a.key() == "rtpmap").find_map(|a| {
+        let (p, rest) = a.value()?.split_once(' ')?;
+        (p.trim().parse() == Ok(pt)).then(|| rest.split('/').next().unwrap_or(""))
+    })
+}
+
 /// Sets the bandwidth of every video m-section of an SDP to `b=AS:<kbps>` (replacing any
 /// `AS` line it had), as the original does with its `max-bitrate`: the peer's sender and
 /// congestion control keep what it sends us below that.
@@ -446,6 +675,103 @@ pub fn set_video_bandwidth(sdp: &mut gst_sdp::SDPMessageRef, kbps: u32) {
             }
         }
         m.add_bandwidth("AS", kbps);
+    }
+}
+
+/// Encodings of a video section that carry no picture of their own: no bitrate for them.
+const NOT_A_VIDEO_CODEC: &[&str] = &["rtx", "red", "ulpfec", "flexfec-03"];
+
+/// Removes Chrome's sender parameters (`x-google-*`) from an SDP: from every `a=fmtp`, and
+/// media-level `a=x-google-*` lines.
+///
+/// Used on what a peer sends us before webrtcbin sees it. webrtcbin (1.22) turns an offer's
+/// `a=fmtp:96 x-google-min-bitrate=250` into a caps field and writes it back in its answer as
+/// a media-level `a=x-google-min-bitrate:250`; a webrtcbin receiving that line and an
+/// `a=fmtp` with a different value for the same payload gets empty caps for the payload and
+/// decodes nothing (found when both sides of a wilddogcall call sent `min-bitrate`). The
+/// parameters only steer a Chrome sender, so nothing is lost for webrtcbin.
+pub fn drop_google_bitrates(sdp: &mut gst_sdp::SDPMessageRef) {
+    for m in sdp.medias_mut() {
+        for idx in (0..m.attributes_len()).rev() {
+            let Some(attr) = m.attribute(idx) else { continue };
+            if attr.key().starts_with("x-google-") {
+                let _ = m.remove_attribute(idx);
+                continue;
+            }
+            if attr.key() != "fmtp" {
+                continue;
+            }
+            let value = attr.value().unwrap_or("");
+            let Some((pt, params)) = value.split_once(' ') else { continue };
+            if !params.contains("x-google-") {
+                continue;
+            }
+            let kept: Vec<&str> = params
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && !p.starts_with("x-google-"))
+                .collect();
+            if kept.is_empty() {
+                let _ = m.remove_attribute(idx);
+            } else {
+                let fmtp = format!("{pt} {}", kept.join(";"));
+                let _ = m.replace_attribute(idx, gst_sdp::SDPAttribute::new("fmtp", Some(&fmtp)));
+            }
+        }
+    }
+}
+
+/// Puts `x-google-min-bitrate=<min>;x-google-max-bitrate=<max>` (kbps) in the `a=fmtp` of each
+/// video codec of every video section, replacing values already there, as the original Web
+/// SDK does with its `minBitrateBps`/`maxBitrateBps`. A Chrome peer takes these parameters of
+/// the description it receives as the range of what it sends us; other peers ignore them.
+pub fn set_video_bitrate_range(sdp: &mut gst_sdp::SDPMessageRef, min_kbps: u32, max_kbps: u32) {
+    let range = format!("x-google-min-bitrate={min_kbps};x-google-max-bitrate={max_kbps}");
+    for m in sdp.medias_mut() {
+        if m.media() != Some("video") {
+            continue;
+        }
+        for idx in (0..m.attributes_len()).rev() {
+            if m.attribute(idx).is_some_and(|a| a.key().starts_with("x-google-")) {
+                let _ = m.remove_attribute(idx);
+            }
+        }
+        let payloads: Vec<String> = m
+            .attributes()
+            .filter(|a| a.key() == "rtpmap")
+            .filter_map(|a| {
+                let (pt, rest) = a.value()?.split_once(' ')?;
+                let name = rest.split('/').next().unwrap_or("");
+                let codec = NOT_A_VIDEO_CODEC.iter().all(|n| !n.eq_ignore_ascii_case(name));
+                codec.then(|| pt.trim().to_owned())
+            })
+            .collect();
+        for pt in payloads {
+            let prefix = format!("{pt} ");
+            let existing = (0..m.attributes_len()).find(|&i| {
+                m.attribute(i).is_some_and(|a| {
+                    a.key() == "fmtp" && a.value().is_some_and(|v| v.starts_with(&prefix))
+                })
+            });
+            match existing {
+                Some(idx) => {
+                    let params = m.attribute(idx).and_then(|a| a.value()).unwrap_or("");
+                    let kept: Vec<&str> = params[prefix.len()..]
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty() && !p.starts_with("x-google-m"))
+                        .collect();
+                    let value = if kept.is_empty() {
+                        format!("{pt} {range}")
+                    } else {
+                        format!("{pt} {};{range}", kept.join(";"))
+                    };
+                    let _ =
+                        m.replace_attribute(idx, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
+                }
+                None => m.add_attribute("fmtp", Some(&format!("{pt} {range}"))),
+            }
+        }
     }
 }
 
@@ -525,6 +851,71 @@ mod tests {
         a=rtpmap:97 VP8/90000\r\na=mid:video2\r\n";
 
     #[test]
+    fn video_codecs_get_the_bitrate_range_in_their_fmtp() {
+        gst::init().unwrap();
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 97 102\r\nc=IN IP4 0.0.0.0\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+            a=rtpmap:102 H264/90000\r\n\
+            a=fmtp:102 packetization-mode=1;x-google-min-bitrate=10;profile-level-id=42e01f\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+            a=rtpmap:111 OPUS/48000/2\r\na=fmtp:111 useinbandfec=1\r\n";
+        let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        set_video_bitrate_range(&mut msg, 300, 800);
+        let fmtp = |m: usize| -> Vec<String> {
+            msg.media(m as u32)
+                .unwrap()
+                .attributes()
+                .filter(|a| a.key() == "fmtp")
+                .filter_map(|a| a.value().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(
+            fmtp(0),
+            [
+                "97 apt=96",
+                "102 packetization-mode=1;profile-level-id=42e01f;x-google-min-bitrate=300;x-google-max-bitrate=800",
+                "96 x-google-min-bitrate=300;x-google-max-bitrate=800",
+            ]
+        );
+        assert_eq!(fmtp(1), ["111 useinbandfec=1"]);
+    }
+
+    #[test]
+    fn chrome_sender_parameters_are_dropped_from_what_we_receive() {
+        gst::init().unwrap();
+        // What webrtcbin answered to an offer with x-google fmtp parameters, with ours added.
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\n\
+            a=rtpmap:96 VP8/90000\r\na=x-google-min-bitrate:250\r\na=x-google-max-bitrate:700\r\n\
+            a=framerate:15\r\na=fmtp:96 x-google-min-bitrate=200;x-google-max-bitrate=300\r\n\
+            a=rtpmap:102 H264/90000\r\n\
+            a=fmtp:102 packetization-mode=1;x-google-start-bitrate=800;profile-level-id=42e01f\r\n";
+        let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        drop_google_bitrates(&mut msg);
+        let attrs: Vec<String> = msg
+            .media(0)
+            .unwrap()
+            .attributes()
+            .map(|a| format!("{}:{}", a.key(), a.value().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                "rtpmap:96 VP8/90000",
+                "framerate:15",
+                "rtpmap:102 H264/90000",
+                "fmtp:102 packetization-mode=1;profile-level-id=42e01f",
+            ]
+        );
+        // What remains gives webrtcbin caps for both payloads.
+        for pt in [96, 102] {
+            let caps = msg.media(0).unwrap().caps_from_media(pt).unwrap();
+            assert!(!caps.is_empty(), "{pt}: {caps}");
+        }
+    }
+
+    #[test]
     fn every_sent_section_names_the_same_stream() {
         gst::init().unwrap();
         let mut msg =
@@ -570,6 +961,39 @@ mod tests {
         assert!(!video.contains("b=AS:30"), "{text}");
         assert!(video.contains("b=TIAS:64000"), "{text}");
         assert!(!audio.contains("b=AS"), "{text}");
+    }
+
+    #[test]
+    fn answerer_follows_the_offers_video_codec() {
+        gst::init().unwrap();
+        // Chrome's order: VP8 first, several H.264 variants, VP9.
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 127 98\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+            a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+            a=rtpmap:106 H264/90000\r\n\
+            a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+            a=rtpmap:127 H264/90000\r\n\
+            a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+            a=rtpmap:98 VP9/90000\r\n";
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        let pick = |ours| answer_video_codec(&msg, ours).map(|(c, pt, _)| (c, pt));
+        assert_eq!(pick(VideoCodec::Vp8), Some((VideoCodec::Vp8, 96)));
+        assert_eq!(pick(VideoCodec::Vp9), Some((VideoCodec::Vp9, 98)));
+        // Constrained baseline in packetization mode 1, with its profile-level-id.
+        let (codec, pt, caps) = answer_video_codec(&msg, VideoCodec::H264).unwrap();
+        assert_eq!((codec, pt), (VideoCodec::H264, 127));
+        let s = caps.structure(0).unwrap();
+        assert_eq!(s.get::<&str>("profile-level-id").unwrap(), "42e01f");
+        assert_eq!(s.get::<&str>("packetization-mode").unwrap(), "1");
+        // An offer of H.264 alone: a VP8 answerer sends H.264.
+        let h264_only = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n\
+            a=fmtp:102 packetization-mode=1;profile-level-id=42c01f\r\n";
+        let msg = gst_sdp::SDPMessage::parse_buffer(h264_only.as_bytes()).unwrap();
+        let (codec, pt, caps) = answer_video_codec(&msg, VideoCodec::Vp8).unwrap();
+        assert_eq!((codec, pt), (VideoCodec::H264, 102));
+        assert_eq!(caps.structure(0).unwrap().get::<&str>("profile-level-id").unwrap(), "42c01f");
     }
 
     #[test]

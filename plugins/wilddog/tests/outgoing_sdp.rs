@@ -1,6 +1,7 @@
 //! What the offer and the answer say to the peer (read from the receiving element's debug
 //! log of the remote SDP, in this test process of its own):
-//! - `max-bitrate` reaches the peer as `b=AS:<max-bitrate>` on the video section;
+//! - `max-bitrate` reaches the peer as `b=AS:<max-bitrate>` on the video section, and with
+//!   `min-bitrate` as `x-google-min-bitrate`/`x-google-max-bitrate` on its codec;
 //! - every sent section names the same MediaStream (`a=msid`), so that a browser puts the
 //!   audio and video tracks in one stream whether or not the encoder had made its caps when
 //!   the description was made (the original Web SDK shows only the first stream it gets).
@@ -39,8 +40,8 @@ fn video_section(sdp: &str) -> &str {
 }
 
 #[test]
-fn offer_and_answer_carry_b_as_and_one_stream() {
-    if !common::enter_netns("offer_and_answer_carry_b_as_and_one_stream") {
+fn offer_and_answer_carry_bitrates_and_one_stream() {
+    if !common::enter_netns("offer_and_answer_carry_bitrates_and_one_stream") {
         return;
     }
     common::init();
@@ -69,6 +70,7 @@ fn offer_and_answer_carry_b_as_and_one_stream() {
         EndpointConfig::new("alice")
             .calling("bob")
             .prop("dimension", "120p")
+            .prop("min-bitrate", "250")
             .prop("max-bitrate", "700"),
     );
     bob.play();
@@ -85,6 +87,18 @@ fn offer_and_answer_carry_b_as_and_one_stream() {
     // Alice's offer says her max-bitrate, Bob's answer his.
     assert!(video_section(&offer.1).contains("b=AS:700"), "{}", offer.1);
     assert!(video_section(&answer.1).contains("b=AS:300"), "{}", answer.1);
+    // The range of min-bitrate (bob: the dimension's default, 200) and max-bitrate, for a
+    // Chrome peer's sender, on the VP8 payload.
+    assert!(
+        video_section(&offer.1).contains("x-google-min-bitrate=250;x-google-max-bitrate=700"),
+        "{}",
+        offer.1
+    );
+    assert!(
+        video_section(&answer.1).contains("x-google-min-bitrate=200;x-google-max-bitrate=300"),
+        "{}",
+        answer.1
+    );
     assert!(!offer.1.split("m=audio").nth(1).unwrap_or("").contains("b=AS"), "{}", offer.1);
     // Both send audio and video: two sections, one stream each side, not the same one.
     for (what, sdp) in [("offer", &offer.1), ("answer", &answer.1)] {

@@ -8,7 +8,10 @@ import { launchChromium } from '../lib/chromium.js';
 import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { openOriginalPage } from '../lib/original-sdk.js';
-import { runPipeline, startDemo, startEchoBot } from '../lib/gst-runner.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipelineFile, runPipeline, spawnRunner, startDemo, startEchoBot } from '../lib/gst-runner.js';
 import { screenshotPath } from '../lib/screenshots.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -33,6 +36,18 @@ async function selectedRemoteCandidate(page) {
 async function pcLog(page) {
   const log = await page.evaluate(() => (T.pcLog || []).map((x) => (x.what.startsWith('remote') || x.what.startsWith('local') ? `${x.what}:\n${x.d}` : `${x.what} ${x.d}`)));
   return log.length ? `peer connection: ${log.join('\n')}` : 'no peer connection log';
+}
+
+/** The mimeType of the codec of the page's received video (getStats inbound-rtp → codec). */
+async function receivedVideoCodec(page) {
+  return page.evaluate(async () => {
+    const stats = await T.pc().getStats();
+    let codec = 'none';
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.codecId) codec = stats.get(s.codecId)?.mimeType || codec;
+    });
+    return codec;
+  });
 }
 
 /** Asserts that `names` occur in `runner`'s events in this order (others may come between). */
@@ -67,11 +82,15 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     runners.push(bot);
     return { uid, bot };
   }
-  function callTest(remoteUid, hangupAfter) {
+  /** `file`: a pipeline file's path instead of pipelines/call-test.toml. */
+  function callTest(remoteUid, hangupAfter, file) {
     const uid = uniqueUid('call-test');
     const args = ['--uid', uid, '--remote-uid', remoteUid, '--call-timeout', '20'];
     if (hangupAfter) args.push('--hangup-after', String(hangupAfter));
-    const runner = runPipeline('call-test.toml', server, args, { label: `call-test ${uid}` });
+    const label = `call-test ${uid}`;
+    const runner = file
+      ? spawnRunner(['run', file, '--server', server.wsUrl, '--ice-local-addresses', '127.0.0.1', ...args], { label })
+      : runPipeline('call-test.toml', server, args, { label });
     runners.push(runner);
     return { uid, runner };
   }
@@ -118,10 +137,10 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
   }
 
   /** call-test calls a page that accepts; hangs up after `hangupAfter` s. */
-  async function callTestCallsPage(kind, { width, height, videoTimeout, hangupAfter }) {
+  async function callTestCallsPage(kind, { width, height, videoTimeout, hangupAfter, file, mimeType }) {
     const callee = await page(kind, `${kind}-callee`);
     await callee.page.evaluate(() => (T.onCalled = 'accept'));
-    const { uid, runner } = callTest(callee.uid, hangupAfter);
+    const { uid, runner } = callTest(callee.uid, hangupAfter, file);
 
     const called = await waitEvent(callee.page, 'called', { timeout: 20_000 });
     assert.equal(called.d.from, uid);
@@ -135,10 +154,17 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await expectRemoteVideo(callee.page, { width: 640, height: 480, timeout: videoTimeout }).catch(async (e) => {
       throw new Error(`${e.message}; page events: ${(await events(callee.page)).join(', ')}; ${await pcLog(callee.page)}; ${runner.describe()}`);
     });
+    if (kind !== 'original') {
+      // wilddogcall's bitrate range (480p defaults: 200..500 kbps) reached Chrome's sender.
+      const offer = await callee.page.evaluate(() => T.pc().remoteDescription.sdp);
+      // In either order: Chrome sorts an H.264 fmtp's parameters when it parses the offer.
+      assert.match(offer, /a=fmtp:\d+ (?=[^\r\n]*x-google-min-bitrate=200(;|\r))(?=[^\r\n]*x-google-max-bitrate=500(;|\r))/, offer);
+    }
     // The runner's candidates are usable: the page connected to one of them (not to a peer-
     // reflexive address learned from the runner's checks).
     const pair = await selectedRemoteCandidate(callee.page);
     assert.match(pair, /^host 127\.0\.0\.1:/, `the page connected to a candidate the runner signalled (selected remote candidate: ${pair})`);
+    if (mimeType) assert.equal(await receivedVideoCodec(callee.page), mimeType, await pcLog(callee.page));
     // The runner hangs up after --hangup-after: the page gets `closed`.
     await waitEvent(callee.page, 'closed', { timeout: (hangupAfter + 15) * 1000 });
 
@@ -163,6 +189,23 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
 
   it('call-test → our SDK page that accepts: 640x480 decoded, `closed`; runner exits 0 with response, first_frame, closed', async () => {
     await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8 });
+  });
+
+  // The runner has no flag for element properties (they belong in the launch description,
+  // docs/pipeline-files.md "Media properties"): a copy of call-test.toml with
+  // `video-codec=h264`. The page answers the H.264-only offer, decodes H.264 and sends H.264
+  // back, which the runner decodes (the `closed` event's `received`).
+  it('call-test with video-codec=h264 → our SDK page: the page decodes 640x480 H.264', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wilddog-h264-'));
+    try {
+      const file = join(dir, 'call-test-h264.toml');
+      const text = readFileSync(pipelineFile('call-test.toml'), 'utf8');
+      assert.match(text, /^wilddogcall name=call$/m, 'call-test.toml names its element `call`');
+      writeFileSync(file, text.replace(/^wilddogcall name=call$/m, 'wilddogcall name=call video-codec=h264'));
+      await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8, file, mimeType: 'video/H264' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('call-test → our SDK page that rejects: runner exits 3 with response REJECTED', async () => {

@@ -106,6 +106,8 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 struct Validated {
     video: VideoParams,
+    /// `min-bitrate`, resolved: the floor a Chrome peer's sender keeps to.
+    min_bitrate_kbps: u32,
     local_addresses: Vec<IpAddr>,
     latency: u32,
     session: SessionConfig,
@@ -610,6 +612,7 @@ impl WilddogCall {
                 bitrate_kbps: max,
                 payload: s.video_codec.default_payload(),
             },
+            min_bitrate_kbps: min,
             local_addresses,
             latency: s.latency,
             session: SessionConfig {
@@ -757,9 +760,10 @@ impl WilddogCall {
                     (bin, None, pay)
                 }
             };
-            // Count the frames that reach the encoder (the local fps of the stats).
+            // Count the frames that reach the encoder (the local fps of the stats), on the
+            // pad before it, which stays when an answerer switches the encoder.
             if let Some(enc) = &encoder
-                && let Some(enc_sink) = enc.static_pad("sink")
+                && let Some(enc_sink) = enc.static_pad("sink").and_then(|p| p.peer())
             {
                 let weak = self.obj().downgrade();
                 enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
@@ -1369,18 +1373,20 @@ impl WilddogCall {
     }
 
     /// The SDP text of a local offer or answer as it goes to the peer: `b=AS:<max-bitrate>`
-    /// on the video section, and every sent section in one MediaStream (`a=msid`).
+    /// and `x-google-{min,max}-bitrate` on the video section, and every sent section in one
+    /// MediaStream (`a=msid`).
     fn outgoing_sdp(&self, sdp: &gst_sdp::SDPMessageRef) -> Result<String, glib::BoolError> {
         let (kbps, stream_id) = {
             let st = lock(&self.state);
             (
-                st.validated.as_ref().map(|v| v.video.bitrate_kbps),
+                st.validated.as_ref().map(|v| (v.min_bitrate_kbps, v.video.bitrate_kbps)),
                 st.media.as_ref().map(|m| m.stream_id.clone()),
             )
         };
         let mut msg = sdp.to_owned();
-        if let Some(kbps) = kbps {
-            media::set_video_bandwidth(&mut msg, kbps);
+        if let Some((min, max)) = kbps {
+            media::set_video_bandwidth(&mut msg, max);
+            media::set_video_bitrate_range(&mut msg, min, max);
         }
         if let Some(stream_id) = stream_id {
             media::label_media_stream(&mut msg, &stream_id);
@@ -1444,17 +1450,43 @@ impl WilddogCall {
     }
 
     /// Answerer: send with the payload types the offer chose for our codecs, so that the
-    /// transceivers' preferences intersect with the offer.
+    /// transceivers' preferences intersect with the offer; an offer without our video codec
+    /// switches the video encoder to one it has (media::answer_video_codec).
     fn follow_offer_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
-        let st = lock(&self.state);
-        let Some(v) = st.validated.as_ref() else { return };
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(v) = st.validated.as_mut() else { return };
         let Some(m) = st.media.as_ref() else { return };
-        if let Some(pt) = media::payload_in_sdp(sdp, "video", v.video.codec.encoding_name()) {
+        if let Some((codec, pt, caps)) = media::answer_video_codec(sdp, v.video.codec) {
+            // The preferences first: a switched encoder's caps must fit them.
             if let Some(t) = &m.video_transceiver {
-                t.set_property("codec-preferences", media::video_rtp_caps(v.video.codec, pt));
+                t.set_property("codec-preferences", &caps);
             }
-            if let Some(pay) = st.video_in.as_ref().and_then(|s| s.payloader.as_ref()) {
-                media::set_str(pay, "pt", &pt.to_string());
+            let mut follow = true;
+            if codec != v.video.codec
+                && let Some(s) = st.video_in.as_mut()
+                && let Some(bin) = &s.encoder_bin
+            {
+                let params = VideoParams { codec, payload: pt, ..v.video.clone() };
+                match media::switch_video_codec(bin, &params, &caps) {
+                    Ok((encoder, payloader)) => {
+                        let old = v.video.codec;
+                        gst::info!(CAT, imp = self, "the offer has no {old:?}: sending {codec:?}");
+                        s.encoder = Some(encoder);
+                        s.payloader = Some(payloader);
+                    }
+                    Err(e) => {
+                        gst::warning!(CAT, imp = self, "cannot switch to {codec:?}: {e}");
+                        follow = false;
+                    }
+                }
+            }
+            if follow {
+                v.video.codec = codec;
+                v.video.payload = pt;
+                if let Some(pay) = st.video_in.as_ref().and_then(|s| s.payloader.as_ref()) {
+                    media::set_str(pay, "pt", &pt.to_string());
+                }
             }
         }
         if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
@@ -1580,7 +1612,10 @@ fn parse_sdp(
     kind: gst_webrtc::WebRTCSDPType,
     sdp: &str,
 ) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
-    let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|e| e.to_string())?;
+    let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|e| e.to_string())?;
+    // Chrome's sender parameters mean nothing to webrtcbin, which would copy them into its
+    // answer as bogus `a=x-google-*` lines (see media::drop_google_bitrates).
+    media::drop_google_bitrates(&mut msg);
     Ok(gst_webrtc::WebRTCSessionDescription::new(kind, msg))
 }
 
