@@ -29,6 +29,13 @@ meson test -C "$builddir" --verbose
 step "benchmark, quick mode"
 scripts/bench.sh --quick --out target/bench-quick
 
+# The anchors are their own workspace (gst-plugin-webrtc): linted here, after the quick
+# benchmark built them (the check build of their dependencies takes about a minute more).
+step "benchmark anchors: format and lints"
+cargo fmt --manifest-path benches/anchors/Cargo.toml -- --check
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/anchors" \
+  cargo clippy --locked --manifest-path benches/anchors/Cargo.toml --all-targets -- -D warnings
+
 if [ -f tests/browser/package.json ]; then
   step "browser tests (headless Chromium)"
   npm --prefix tests/browser ci --no-audit --no-fund
