@@ -246,6 +246,7 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     chain.extend(codec.iter());
     link_all(&bin, &chain)?;
     ghost(&bin, &queue, &codec[codec.len() - 1])?;
+    drop_when_unlinked(&bin);
     // No frame is encoded before the transceiver is negotiated (has a mid): webrtcbin would
     // hold the first one at its sink pad until then, and with it this chain's streaming
     // thread, which would keep an answerer from switching the codec (switch_video_codec);
@@ -258,14 +259,16 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
         raw_src.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |pad, _| {
-                let unnegotiated = src
-                    .upgrade()
-                    .and_then(|src| src.peer())
-                    .filter(|peer| peer.find_property("transceiver").is_some())
-                    .and_then(|peer| {
-                        peer.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
-                    })
-                    .is_some_and(|t| t.mid().is_none());
+                // Between calls (no webrtcbin) too: nobody to send to.
+                let unnegotiated = match src.upgrade().and_then(|src| src.peer()) {
+                    None => true,
+                    Some(peer) => peer
+                        .find_property("transceiver")
+                        .and_then(|_| {
+                            peer.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+                        })
+                        .is_some_and(|t| t.mid().is_none()),
+                };
                 if unnegotiated {
                     waited.store(true, std::sync::atomic::Ordering::Relaxed);
                     return gst::PadProbeReturn::Drop;
@@ -452,6 +455,41 @@ pub fn switch_video_codec(
 
 /// The audio sending chain, raw audio in, RTP out:
 /// `queue ! audioconvert ! audioresample ! opusenc ! rtpopuspay`.
+/// Makes a sending chain outlive its peer connections: what reaches its src pad while it is
+/// linked to no webrtcbin is dropped (the push returns OK).
+///
+/// A push answered `not-linked` or `flushing` (a webrtcbin torn down at the end of a call)
+/// would pause the chain's queue and go back up to the user's source, which stops for good:
+/// a callee waiting for its next call would send no media in it. [`detach_sender`] unlinks
+/// between two buffers, so that no push is ever answered so.
+fn drop_when_unlinked(bin: &gst::Bin) {
+    if let Some(src) = bin.static_pad("src") {
+        src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |pad, _| {
+            if pad.is_linked() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+        });
+    }
+}
+
+/// Unlinks a sending chain's src pad (of [`video_encoder_bin`] or [`audio_encoder_bin`])
+/// from its webrtcbin while no buffer goes through it; waits for that (at most 2 s: a chain
+/// stuck downstream is unlinked when it moves on).
+pub fn detach_sender(src: &gst::Pad) {
+    if !src.is_linked() {
+        return;
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    src.add_probe(gst::PadProbeType::IDLE, move |pad, _| {
+        if let Some(peer) = pad.peer() {
+            let _ = pad.unlink(&peer);
+        }
+        let _ = done_tx.send(());
+        gst::PadProbeReturn::Remove
+    });
+    if done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_err() {
+        gst::warning!(gst::CAT_DEFAULT, obj = src, "the sending chain is not detached yet");
+    }
+}
+
 pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     let bin = gst::Bin::with_name("audio-encoder");
     let queue = make("queue")?;
@@ -467,6 +505,7 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     set_str(&pay, "pt", &payload.to_string());
     link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
     ghost(&bin, &queue, &pay)?;
+    drop_when_unlinked(&bin);
     Ok(bin)
 }
 

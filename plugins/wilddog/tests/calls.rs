@@ -71,6 +71,30 @@ fn call_accepted_both_sides_decode_video_and_audio() {
     assert!(alice.call.stats().is_some());
 }
 
+/// A callee takes one call after another and sends media in each: the end of a call (its
+/// webrtcbin torn down) must not stop the encoders or the pipeline's sources.
+#[test]
+fn callee_sends_media_in_its_next_call_too() {
+    if !common::enter_netns("callee_sends_media_in_its_next_call_too") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    for caller in ["alice", "carol", "dave"] {
+        let mut c = Endpoint::new(&server, EndpointConfig::new(caller).calling("bob"));
+        c.play();
+        c.wait_for("bob's 240p frames", T, is_video(320, 240));
+        c.wait_for("bob's audio", T, |s| *s == Seen::AudioBuffer);
+        bob.wait_for("the caller's frames", T, is_video(640, 480));
+        drop(c);
+        bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
+        bob.drain();
+    }
+    assert!(!bob.saw(|s| matches!(s, Seen::ElementError { .. })), "{:?}", bob.log);
+}
+
 #[test]
 fn close_gives_closed_and_eos_on_the_other_side() {
     if !common::enter_netns("close_gives_closed_and_eos_on_the_other_side") {

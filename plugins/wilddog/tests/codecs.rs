@@ -3,7 +3,8 @@
 //! decode video of the right size, and the SDP of both directions names the codec as the
 //! only video payload (read from the receiving element's debug log of the remote SDP: each
 //! test runs in its own process inside its network namespace, so replacing the log function
-//! touches no other test).
+//! touches no other test). A second caller with the default codec then gets VP8 back: the
+//! callee returns to the codec it is set to.
 
 mod common;
 
@@ -99,6 +100,21 @@ fn call_with_codec(codec: &str, encoding: &str) {
             assert!(sdp.contains("profile-level-id=42e01f"), "{sdp}");
         }
     }
+
+    // The next caller offers vp8, the codec Bob is set to: he goes back to it.
+    drop(alice);
+    bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
+    let mut carol = Endpoint::new(
+        &server,
+        EndpointConfig::new("carol").calling("bob").prop("dimension", "240p"),
+    );
+    carol.play();
+    carol.wait_for("320x240 frames from bob", T, is_240p);
+    bob.wait_for("320x240 frames from carol", T, is_240p);
+    let sdps = remote_sdps.lock().unwrap().clone();
+    let answer =
+        sdps.iter().rfind(|t| t.starts_with("remote answer")).expect("carol got an answer");
+    assert_eq!(video_encodings(answer), ["VP8"], "{answer}");
 }
 
 #[test]

@@ -916,7 +916,21 @@ impl WilddogCall {
     /// Ends the peer connection: EOS out of the src pads, which are then removed, and
     /// webrtcbin goes.
     fn teardown_media(&self) {
-        let Some(media) = lock(&self.state).media.take() else { return };
+        let (media, senders) = {
+            let mut st = lock(&self.state);
+            let senders: Vec<gst::Pad> = [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.encoder_bin.as_ref()?.static_pad("src"))
+                .collect();
+            (st.media.take(), senders)
+        };
+        let Some(media) = media else { return };
+        // The encoders go on for the next call: unlinked between two buffers, they never see
+        // the torn-down webrtcbin answer `flushing` (media::detach_sender).
+        for src in &senders {
+            media::detach_sender(src);
+        }
         let obj = self.obj();
         for dec in &media.decoders {
             if let Some(sink) = dec.static_pad("sink") {
@@ -1453,11 +1467,14 @@ impl WilddogCall {
     /// transceivers' preferences intersect with the offer; an offer without our video codec
     /// switches the video encoder to one it has (media::answer_video_codec).
     fn follow_offer_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
+        // The codec it is set to, not the one a previous call switched it to: a callee goes
+        // back to its own codec whenever an offer has it.
+        let configured = lock(&self.settings).video_codec;
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         let Some(v) = st.validated.as_mut() else { return };
         let Some(m) = st.media.as_ref() else { return };
-        if let Some((codec, pt, caps)) = media::answer_video_codec(sdp, v.video.codec) {
+        if let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) {
             // The preferences first: a switched encoder's caps must fit them.
             if let Some(t) = &m.video_transceiver {
                 t.set_property("codec-preferences", &caps);
