@@ -3,14 +3,15 @@
 // collected in order, its exit code, and `wilddog-runner demo`. Every runner gathers ICE on
 // 127.0.0.1 only, like the browsers of lib/chromium.js.
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import assert from 'node:assert/strict';
 import { REPO, freePort, runnerPath } from './server.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Path of a shipped pipeline file (`echo.toml`, `call-test.toml` ...). */
-export const pipelineFile = (name) => join(REPO, 'pipelines', name);
+/** A file of pipelines/ by name, or a pipeline file's own (absolute) path. */
+export const pipelineFile = (name) => (isAbsolute(name) ? name : join(REPO, 'pipelines', name));
 
 /**
  * Spawns `wilddog-runner ARGS...` and collects its stdout JSON lines.
@@ -123,9 +124,9 @@ export function runPipeline(file, server, args = [], opts = {}) {
   });
 }
 
-/** The echo bot (`echo.toml`) as `uid`, once it is `ready`. */
-export async function startEchoBot(server, uid, extra = []) {
-  const bot = runPipeline('echo.toml', server, ['--uid', uid, ...extra], { label: `echo ${uid}` });
+/** The echo bot (`echo.toml`, or another pipeline file) as `uid`, once it is `ready`. */
+export async function startEchoBot(server, uid, extra = [], file = 'echo.toml') {
+  const bot = runPipeline(file, server, ['--uid', uid, ...extra], { label: `echo ${uid}` });
   try {
     const ready = await bot.waitEvent('ready', { timeout: 20_000 });
     assert.equal(ready.role, 'answer');

@@ -76,9 +76,9 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await server?.stop();
   });
 
-  async function echoBot() {
+  async function echoBot(file) {
     const uid = uniqueUid('echo');
-    const bot = await startEchoBot(server, uid);
+    const bot = await startEchoBot(server, uid, [], file);
     runners.push(bot);
     return { uid, bot };
   }
@@ -102,9 +102,10 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     return { uid, page: p };
   }
 
-  /** A page calls the echo bot and decodes its own video coming back; then hangs up. */
-  async function callEchoBot(kind, videoTimeout) {
-    const { uid: echoUid, bot } = await echoBot();
+  /** A page calls the echo bot and decodes its own video coming back; then hangs up.
+   * `file`: another echo pipeline file; `mimeType`: the codec the page must decode. */
+  async function callEchoBot(kind, videoTimeout, { file, mimeType } = {}) {
+    const { uid: echoUid, bot } = await echoBot(file);
     const caller = await page(kind, `${kind}-caller`);
     await caller.page.evaluate((uid) => T.call(uid, 'hello echo'), echoUid);
 
@@ -117,6 +118,7 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await expectRemoteVideo(caller.page, { width: 640, height: 480, timeout: videoTimeout }).catch(async (e) => {
       throw new Error(`${e.message}; page events: ${(await events(caller.page)).join(', ')}; ${bot.describe()}`);
     });
+    if (mimeType) assert.equal(await receivedVideoCodec(caller.page), mimeType);
     const pair = await selectedRemoteCandidate(caller.page);
     assert.match(pair, /^host 127\.0\.0\.1:/, `the page connected to a candidate the bot signalled (selected remote candidate: ${pair})`);
     const firstFrame = await bot.waitEvent('first_frame', { where: (e) => e.conversation_id === called.conversation_id });
@@ -203,6 +205,21 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
       assert.match(text, /^wilddogcall name=call$/m, 'call-test.toml names its element `call`');
       writeFileSync(file, text.replace(/^wilddogcall name=call$/m, 'wilddogcall name=call video-codec=h264'));
       await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8, file, mimeType: 'video/H264' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // The page offers VP8 first (Chrome's order) and H.264 among the rest; a bot set to
+  // `video-codec=h264` answers H.264, as a recorder that keeps the browser's H.264 would.
+  it('our SDK → echo bot with video-codec=h264: the bot answers H.264 and the page decodes it at 640x480', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wilddog-h264-'));
+    try {
+      const file = join(dir, 'echo-h264.toml');
+      const text = readFileSync(pipelineFile('echo.toml'), 'utf8');
+      assert.match(text, /^wilddogcall name=call$/m, 'echo.toml names its element `call`');
+      writeFileSync(file, text.replace(/^wilddogcall name=call$/m, 'wilddogcall name=call video-codec=h264'));
+      await callEchoBot('ours', 20_000, { file, mimeType: 'video/H264' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
