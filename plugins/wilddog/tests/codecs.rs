@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Endpoint, EndpointConfig, Seen, TestServer};
@@ -38,29 +37,11 @@ fn video_encodings(sdp: &str) -> Vec<String> {
         .collect()
 }
 
-/// Keeps the `wilddogcall` debug lines that hold a remote offer or answer.
-fn capture_remote_sdps() -> Arc<Mutex<Vec<String>>> {
-    let remote_sdps: Arc<Mutex<Vec<String>>> = Arc::default();
-    let store = remote_sdps.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, _level, _file, _func, _line, _obj, msg| {
-        if cat.name() != "wilddogcall" {
-            return;
-        }
-        let Some(text) = msg.get() else { return };
-        if text.starts_with("remote offer") || text.starts_with("remote answer") {
-            store.lock().unwrap().push(text.to_string());
-        }
-    });
-    remote_sdps
-}
-
 /// Alice calls Bob with `video-codec=<codec>`, Bob answers with default settings; both
 /// decode 320x240 video and both directions negotiated `encoding` alone.
 fn call_with_codec(codec: &str, encoding: &str) {
     common::init();
-    let remote_sdps = capture_remote_sdps();
+    let remote_sdps = common::capture_remote_sdps();
     let server = TestServer::start();
     let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
     let mut alice = Endpoint::new(

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Endpoint, EndpointConfig, Seen, TestServer};
@@ -45,21 +44,7 @@ fn offer_and_answer_carry_bitrates_and_one_stream() {
         return;
     }
     common::init();
-    // Keep the `wilddogcall` debug lines that hold a remote SDP.
-    let remote_sdps: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let store = remote_sdps.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, _level, _file, _func, _line, obj, msg| {
-        if cat.name() != "wilddogcall" {
-            return;
-        }
-        let Some(text) = msg.get() else { return };
-        if text.starts_with("remote offer") || text.starts_with("remote answer") {
-            let who = obj.map(|o| o.to_string()).unwrap_or_default();
-            store.lock().unwrap().push((who, text.to_string()));
-        }
-    });
+    let remote_sdps = common::capture_remote_sdps();
     let server = TestServer::start();
     let mut bob = Endpoint::new(
         &server,
@@ -79,34 +64,33 @@ fn offer_and_answer_carry_bitrates_and_one_stream() {
     alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
     bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
     let sdps = remote_sdps.lock().unwrap().clone();
-    let offer = sdps.iter().find(|(_, t)| t.starts_with("remote offer")).expect("bob got an offer");
-    let answer =
-        sdps.iter().find(|(_, t)| t.starts_with("remote answer")).expect("alice got an answer");
-    println!("bob received (video):\n{}", video_section(&offer.1));
-    println!("alice received (video):\n{}", video_section(&answer.1));
+    let offer = sdps.iter().find(|t| t.starts_with("remote offer")).expect("bob got an offer");
+    let answer = sdps.iter().find(|t| t.starts_with("remote answer")).expect("alice got an answer");
+    println!("bob received (video):\n{}", video_section(offer));
+    println!("alice received (video):\n{}", video_section(answer));
     // Alice's offer says her max-bitrate, Bob's answer his.
-    assert!(video_section(&offer.1).contains("b=AS:700"), "{}", offer.1);
-    assert!(video_section(&answer.1).contains("b=AS:300"), "{}", answer.1);
+    assert!(video_section(offer).contains("b=AS:700"), "{}", offer);
+    assert!(video_section(answer).contains("b=AS:300"), "{}", answer);
     // The range of min-bitrate (bob: the dimension's default, 200) and max-bitrate, for a
     // Chrome peer's sender, on the VP8 payload.
     assert!(
-        video_section(&offer.1).contains("x-google-min-bitrate=250;x-google-max-bitrate=700"),
+        video_section(offer).contains("x-google-min-bitrate=250;x-google-max-bitrate=700"),
         "{}",
-        offer.1
+        offer
     );
     assert!(
-        video_section(&answer.1).contains("x-google-min-bitrate=200;x-google-max-bitrate=300"),
+        video_section(answer).contains("x-google-min-bitrate=200;x-google-max-bitrate=300"),
         "{}",
-        answer.1
+        answer
     );
-    assert!(!offer.1.split("m=audio").nth(1).unwrap_or("").contains("b=AS"), "{}", offer.1);
+    assert!(!offer.split("m=audio").nth(1).unwrap_or("").contains("b=AS"), "{}", offer);
     // Both send audio and video: two sections, one stream each side, not the same one.
-    for (what, sdp) in [("offer", &offer.1), ("answer", &answer.1)] {
+    for (what, sdp) in [("offer", offer), ("answer", answer)] {
         let ids = stream_ids(sdp);
         assert_eq!(ids.len(), 2, "{what}: {sdp}");
         let first = ids[0].clone().unwrap_or_else(|| panic!("{what}: no a=msid: {sdp}"));
         assert!(first.starts_with("wilddog-"), "{what}: {sdp}");
         assert!(ids.iter().all(|id| id.as_deref() == Some(first.as_str())), "{what}: {sdp}");
     }
-    assert_ne!(stream_ids(&offer.1)[0], stream_ids(&answer.1)[0]);
+    assert_ne!(stream_ids(offer)[0], stream_ids(answer)[0]);
 }

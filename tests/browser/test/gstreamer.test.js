@@ -50,6 +50,24 @@ async function receivedVideoCodec(page) {
   });
 }
 
+/**
+ * Runs `fn(path)` with a temporary copy of pipelines/`name` whose `wilddogcall name=call` has
+ * `video-codec=codec` (the runner has no flag for element properties: they belong in the
+ * launch description, docs/pipeline-files.md "Media properties").
+ */
+async function withVideoCodec(name, codec, fn) {
+  const dir = mkdtempSync(join(tmpdir(), `wilddog-${codec}-`));
+  try {
+    const file = join(dir, name.replace(/\.toml$/, `-${codec}.toml`));
+    const text = readFileSync(pipelineFile(name), 'utf8');
+    assert.match(text, /^wilddogcall name=call$/m, `${name} names its element \`call\``);
+    writeFileSync(file, text.replace(/^wilddogcall name=call$/m, `wilddogcall name=call video-codec=${codec}`));
+    return await fn(file);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Asserts that `names` occur in `runner`'s events in this order (others may come between). */
 function assertInOrder(runner, names) {
   const seen = runner.names();
@@ -193,36 +211,18 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8 });
   });
 
-  // The runner has no flag for element properties (they belong in the launch description,
-  // docs/pipeline-files.md "Media properties"): a copy of call-test.toml with
-  // `video-codec=h264`. The page answers the H.264-only offer, decodes H.264 and sends H.264
-  // back, which the runner decodes (the `closed` event's `received`).
+  // A copy of call-test.toml with `video-codec=h264`. The page answers the H.264-only offer,
+  // decodes H.264 and sends H.264 back, which the runner decodes (the `closed` event's
+  // `received`).
   it('call-test with video-codec=h264 → our SDK page: the page decodes 640x480 H.264', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wilddog-h264-'));
-    try {
-      const file = join(dir, 'call-test-h264.toml');
-      const text = readFileSync(pipelineFile('call-test.toml'), 'utf8');
-      assert.match(text, /^wilddogcall name=call$/m, 'call-test.toml names its element `call`');
-      writeFileSync(file, text.replace(/^wilddogcall name=call$/m, 'wilddogcall name=call video-codec=h264'));
-      await callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8, file, mimeType: 'video/H264' });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withVideoCodec('call-test.toml', 'h264', (file) =>
+      callTestCallsPage('ours', { width: 640, height: 480, videoTimeout: 20_000, hangupAfter: 8, file, mimeType: 'video/H264' }));
   });
 
   // The page offers VP8 first (Chrome's order) and H.264 among the rest; a bot set to
   // `video-codec=h264` answers H.264, as a recorder that keeps the browser's H.264 would.
   it('our SDK → echo bot with video-codec=h264: the bot answers H.264 and the page decodes it at 640x480', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wilddog-h264-'));
-    try {
-      const file = join(dir, 'echo-h264.toml');
-      const text = readFileSync(pipelineFile('echo.toml'), 'utf8');
-      assert.match(text, /^wilddogcall name=call$/m, 'echo.toml names its element `call`');
-      writeFileSync(file, text.replace(/^wilddogcall name=call$/m, 'wilddogcall name=call video-codec=h264'));
-      await callEchoBot('ours', 20_000, { file, mimeType: 'video/H264' });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    await withVideoCodec('echo.toml', 'h264', (file) => callEchoBot('ours', 20_000, { file, mimeType: 'video/H264' }));
   });
 
   it('call-test → our SDK page that rejects: runner exits 3 with response REJECTED', async () => {

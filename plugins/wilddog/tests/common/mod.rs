@@ -17,6 +17,26 @@ pub fn init() {
     });
 }
 
+/// Keeps the `wilddogcall` debug lines that hold a remote offer or answer ("remote offer:\n…"),
+/// in order. It replaces the default log function: only for a test in a process of its own
+/// (each netns test re-runs itself alone).
+pub fn capture_remote_sdps() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let remote_sdps: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let store = remote_sdps.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    gst::log::add_log_function(move |cat, _level, _file, _func, _line, _obj, msg| {
+        if cat.name() != "wilddogcall" {
+            return;
+        }
+        let Some(text) = msg.get() else { return };
+        if text.starts_with("remote offer") || text.starts_with("remote answer") {
+            store.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+        }
+    });
+    remote_sdps
+}
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
