@@ -710,7 +710,7 @@ impl WilddogCall {
         {
             let _ = done.recv_timeout(SHUTDOWN_WAIT);
         }
-        self.teardown_media();
+        self.teardown_media(false);
         let streams: Vec<gst::Bin> = {
             let mut st = lock(&self.state);
             let mut out = Vec::new();
@@ -915,7 +915,9 @@ impl WilddogCall {
 
     /// Ends the peer connection: EOS out of the src pads, which are then removed, and
     /// webrtcbin goes.
-    fn teardown_media(&self) {
+    /// `keep_sending`: the element goes on to the next call (its encoders with it); false
+    /// when it stops.
+    fn teardown_media(&self, keep_sending: bool) {
         let (media, senders) = {
             let mut st = lock(&self.state);
             let senders: Vec<gst::Pad> = [st.video_in.as_ref(), st.audio_in.as_ref()]
@@ -927,9 +929,13 @@ impl WilddogCall {
         };
         let Some(media) = media else { return };
         // The encoders go on for the next call: unlinked between two buffers, they never see
-        // the torn-down webrtcbin answer `flushing` (media::detach_sender).
-        for src in &senders {
-            media::detach_sender(src);
+        // the torn-down webrtcbin answer `flushing` (media::detach_sender). Not when the
+        // element stops: the sources stop too, and a push held in a prerolling sink would
+        // keep the chain from being idle until the state change goes on.
+        if keep_sending {
+            for src in &senders {
+                media::detach_sender(src);
+            }
         }
         let obj = self.obj();
         for dec in &media.decoders {
@@ -1331,7 +1337,7 @@ impl WilddogCall {
                 if !lock(&self.state).running {
                     return;
                 }
-                self.teardown_media();
+                self.teardown_media(true);
                 let (running, role) = {
                     let st = lock(&self.state);
                     (st.running, st.role)
@@ -1470,47 +1476,65 @@ impl WilddogCall {
         // The codec it is set to, not the one a previous call switched it to: a callee goes
         // back to its own codec whenever an offer has it.
         let configured = lock(&self.settings).video_codec;
-        let mut guard = lock(&self.state);
-        let st = &mut *guard;
-        let Some(v) = st.validated.as_mut() else { return };
-        let Some(m) = st.media.as_ref() else { return };
+        // What is needed, taken out of the state: a codec switch waits for the encoder to be
+        // between two frames, without holding the lock.
+        let (video, video_transceiver, audio_transceiver, encoder_bin, video_pay, audio_pay) = {
+            let st = lock(&self.state);
+            let (Some(v), Some(m)) = (st.validated.as_ref(), st.media.as_ref()) else { return };
+            (
+                v.video.clone(),
+                m.video_transceiver.clone(),
+                m.audio_transceiver.clone(),
+                st.video_in.as_ref().and_then(|s| s.encoder_bin.clone()),
+                st.video_in.as_ref().and_then(|s| s.payloader.clone()),
+                st.audio_in.as_ref().and_then(|s| s.payloader.clone()),
+            )
+        };
         if let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) {
             // The preferences first: a switched encoder's caps must fit them.
-            if let Some(t) = &m.video_transceiver {
+            if let Some(t) = &video_transceiver {
                 t.set_property("codec-preferences", &caps);
             }
-            let mut follow = true;
-            if codec != v.video.codec
-                && let Some(s) = st.video_in.as_mut()
-                && let Some(bin) = &s.encoder_bin
+            let mut payloader = video_pay;
+            let mut switched = None;
+            let mut failed = false;
+            if codec != video.codec
+                && let Some(bin) = &encoder_bin
             {
-                let params = VideoParams { codec, payload: pt, ..v.video.clone() };
+                let params = VideoParams { codec, payload: pt, ..video.clone() };
                 match media::switch_video_codec(bin, &params, &caps) {
-                    Ok((encoder, payloader)) => {
-                        let old = v.video.codec;
+                    Ok((encoder, pay)) => {
+                        let old = video.codec;
                         gst::info!(CAT, imp = self, "the offer has no {old:?}: sending {codec:?}");
-                        s.encoder = Some(encoder);
-                        s.payloader = Some(payloader);
+                        payloader = Some(pay.clone());
+                        switched = Some((encoder, pay));
                     }
                     Err(e) => {
                         gst::warning!(CAT, imp = self, "cannot switch to {codec:?}: {e}");
-                        follow = false;
+                        failed = true;
                     }
                 }
             }
-            if follow {
-                v.video.codec = codec;
-                v.video.payload = pt;
-                if let Some(pay) = st.video_in.as_ref().and_then(|s| s.payloader.as_ref()) {
+            if !failed {
+                if let Some(pay) = &payloader {
                     media::set_str(pay, "pt", &pt.to_string());
+                }
+                let mut st = lock(&self.state);
+                if let Some(v) = st.validated.as_mut() {
+                    v.video.codec = codec;
+                    v.video.payload = pt;
+                }
+                if let (Some((encoder, pay)), Some(s)) = (switched, st.video_in.as_mut()) {
+                    s.encoder = Some(encoder);
+                    s.payloader = Some(pay);
                 }
             }
         }
         if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
-            if let Some(t) = &m.audio_transceiver {
+            if let Some(t) = &audio_transceiver {
                 t.set_property("codec-preferences", media::audio_rtp_caps(pt));
             }
-            if let Some(pay) = st.audio_in.as_ref().and_then(|s| s.payloader.as_ref()) {
+            if let Some(pay) = &audio_pay {
                 media::set_str(pay, "pt", &pt.to_string());
             }
         }
