@@ -602,23 +602,10 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
 /// Payload type that an SDP offers for an encoding name (case-insensitive), for the
 /// answerer's payloaders.
 pub fn payload_in_sdp(sdp: &gst_sdp::SDPMessageRef, media: &str, encoding: &str) -> Option<u32> {
-    for m in sdp.medias() {
-        if m.media() != Some(media) {
-            continue;
-        }
-        for attr in m.attributes() {
-            if attr.key() != "rtpmap" {
-                continue;
-            }
-            let value = attr.value().unwrap_or("");
-            let (pt, rest) = value.split_once(' ')?;
-            let name = rest.split('/').next().unwrap_or("");
-            if name.eq_ignore_ascii_case(encoding) {
-                return pt.trim().parse().ok();
-            }
-        }
-    }
-    None
+    sdp.medias()
+        .filter(|m| m.media() == Some(media))
+        .find_map(|m| rtpmaps(m).find(|(_, name)| name.eq_ignore_ascii_case(encoding)))
+        .map(|(pt, _)| pt)
 }
 
 /// The video codec an answerer sends: the one it is set to when the offer has it, else the
@@ -654,11 +641,8 @@ pub fn answer_video_codec(
     // send), else any in that mode; its profile-level-id, as webrtcbin answers only with
     // identical format parameters.
     let fmtp = |pt: u32| {
-        media
-            .attributes()
-            .filter(|a| a.key() == "fmtp")
-            .filter_map(|a| a.value()?.split_once(' '))
-            .find(|(p, _)| p.trim().parse() == Ok(pt))
+        fmtp_index(media, pt)
+            .and_then(|i| media.attribute(i)?.value()?.split_once(' '))
             .map(|(_, params)| params.to_ascii_lowercase())
             .unwrap_or_default()
     };
@@ -692,11 +676,29 @@ pub fn answer_video_codec(
     Some((codec, pt, caps))
 }
 
+/// The payload types of an m-section with their encoding names (its `a=rtpmap` lines;
+/// malformed ones are skipped).
+fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, &str)> {
+    media.attributes().filter(|a| a.key() == "rtpmap").filter_map(|a| {
+        let (pt, rest) = a.value()?.split_once(' ')?;
+        Some((pt.trim().parse().ok()?, rest.split('/').next().unwrap_or("")))
+    })
+}
+
 /// The encoding name of a payload type of an m-section (its `a=rtpmap`).
 fn rtpmap_name(media: &gst_sdp::SDPMediaRef, pt: u32) -> Option<&str> {
-    media.attributes().filter(|a| a.key() == "rtpmap").find_map(|a| {
-        let (p, rest) = a.value()?.split_once(' ')?;
-        (p.trim().parse() == Ok(pt)).then(|| rest.split('/').next().unwrap_or(""))
+    rtpmaps(media).find(|(p, _)| *p == pt).map(|(_, name)| name)
+}
+
+/// The index of the `a=fmtp` attribute of a payload type of an m-section.
+fn fmtp_index(media: &gst_sdp::SDPMediaRef, pt: u32) -> Option<u32> {
+    (0..media.attributes_len()).find(|&i| {
+        media.attribute(i).is_some_and(|a| {
+            a.key() == "fmtp"
+                && a.value()
+                    .and_then(|v| v.split_once(' '))
+                    .is_some_and(|(p, _)| p.trim().parse() == Ok(pt))
+        })
     })
 }
 
@@ -731,80 +733,62 @@ const NOT_A_VIDEO_CODEC: &[&str] = &["rtx", "red", "ulpfec", "flexfec-03"];
 /// parameters only steer a Chrome sender, so nothing is lost for webrtcbin.
 pub fn drop_google_bitrates(sdp: &mut gst_sdp::SDPMessageRef) {
     for m in sdp.medias_mut() {
-        for idx in (0..m.attributes_len()).rev() {
-            let Some(attr) = m.attribute(idx) else { continue };
-            if attr.key().starts_with("x-google-") {
-                let _ = m.remove_attribute(idx);
-                continue;
-            }
-            if attr.key() != "fmtp" {
-                continue;
-            }
-            let value = attr.value().unwrap_or("");
-            let Some((pt, params)) = value.split_once(' ') else { continue };
-            if !params.contains("x-google-") {
-                continue;
-            }
-            let kept: Vec<&str> = params
-                .split(';')
-                .map(str::trim)
-                .filter(|p| !p.is_empty() && !p.starts_with("x-google-"))
-                .collect();
-            if kept.is_empty() {
-                let _ = m.remove_attribute(idx);
-            } else {
-                let fmtp = format!("{pt} {}", kept.join(";"));
-                let _ = m.replace_attribute(idx, gst_sdp::SDPAttribute::new("fmtp", Some(&fmtp)));
-            }
+        strip_google_params(m);
+    }
+}
+
+/// [`drop_google_bitrates`] of one m-section.
+fn strip_google_params(m: &mut gst_sdp::SDPMediaRef) {
+    for idx in (0..m.attributes_len()).rev() {
+        let Some(attr) = m.attribute(idx) else { continue };
+        if attr.key().starts_with("x-google-") {
+            let _ = m.remove_attribute(idx);
+            continue;
+        }
+        if attr.key() != "fmtp" {
+            continue;
+        }
+        let value = attr.value().unwrap_or("");
+        let Some((pt, params)) = value.split_once(' ') else { continue };
+        if !params.contains("x-google-") {
+            continue;
+        }
+        let kept: Vec<&str> = params
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !p.starts_with("x-google-"))
+            .collect();
+        if kept.is_empty() {
+            let _ = m.remove_attribute(idx);
+        } else {
+            let fmtp = format!("{pt} {}", kept.join(";"));
+            let _ = m.replace_attribute(idx, gst_sdp::SDPAttribute::new("fmtp", Some(&fmtp)));
         }
     }
 }
 
 /// Puts `x-google-min-bitrate=<min>;x-google-max-bitrate=<max>` (kbps) in the `a=fmtp` of each
-/// video codec of every video section, replacing values already there, as the original Web
-/// SDK does with its `minBitrateBps`/`maxBitrateBps`. A Chrome peer takes these parameters of
-/// the description it receives as the range of what it sends us; other peers ignore them.
+/// video codec of every video section, in place of any `x-google-*` parameter there, as the
+/// original Web SDK does with its `minBitrateBps`/`maxBitrateBps`. A Chrome peer takes these
+/// parameters of the description it receives as the range of what it sends us; other peers
+/// ignore them.
 pub fn set_video_bitrate_range(sdp: &mut gst_sdp::SDPMessageRef, min_kbps: u32, max_kbps: u32) {
     let range = format!("x-google-min-bitrate={min_kbps};x-google-max-bitrate={max_kbps}");
     for m in sdp.medias_mut() {
         if m.media() != Some("video") {
             continue;
         }
-        for idx in (0..m.attributes_len()).rev() {
-            if m.attribute(idx).is_some_and(|a| a.key().starts_with("x-google-")) {
-                let _ = m.remove_attribute(idx);
-            }
-        }
-        let payloads: Vec<String> = m
-            .attributes()
-            .filter(|a| a.key() == "rtpmap")
-            .filter_map(|a| {
-                let (pt, rest) = a.value()?.split_once(' ')?;
-                let name = rest.split('/').next().unwrap_or("");
-                let codec = NOT_A_VIDEO_CODEC.iter().all(|n| !n.eq_ignore_ascii_case(name));
-                codec.then(|| pt.trim().to_owned())
-            })
+        strip_google_params(m);
+        let codecs: Vec<u32> = rtpmaps(m)
+            .filter(|(_, name)| NOT_A_VIDEO_CODEC.iter().all(|n| !n.eq_ignore_ascii_case(name)))
+            .map(|(pt, _)| pt)
             .collect();
-        for pt in payloads {
-            let prefix = format!("{pt} ");
-            let existing = (0..m.attributes_len()).find(|&i| {
-                m.attribute(i).is_some_and(|a| {
-                    a.key() == "fmtp" && a.value().is_some_and(|v| v.starts_with(&prefix))
-                })
-            });
-            match existing {
-                Some(idx) => {
-                    let params = m.attribute(idx).and_then(|a| a.value()).unwrap_or("");
-                    let kept: Vec<&str> = params[prefix.len()..]
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty() && !p.starts_with("x-google-m"))
-                        .collect();
-                    let value = if kept.is_empty() {
-                        format!("{pt} {range}")
-                    } else {
-                        format!("{pt} {};{range}", kept.join(";"))
-                    };
+        for pt in codecs {
+            let params =
+                fmtp_index(m, pt).and_then(|i| Some((i, m.attribute(i)?.value()?.to_owned())));
+            match params {
+                Some((idx, value)) => {
+                    let value = format!("{value};{range}");
                     let _ =
                         m.replace_attribute(idx, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
                 }

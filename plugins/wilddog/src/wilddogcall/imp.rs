@@ -1490,44 +1490,46 @@ impl WilddogCall {
                 st.audio_in.as_ref().and_then(|s| s.payloader.clone()),
             )
         };
-        if let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) {
+        'video: {
+            let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) else {
+                break 'video;
+            };
             // The preferences first: a switched encoder's caps must fit them.
             if let Some(t) = &video_transceiver {
                 t.set_property("codec-preferences", &caps);
             }
-            let mut payloader = video_pay;
-            let mut switched = None;
-            let mut failed = false;
-            if codec != video.codec
-                && let Some(bin) = &encoder_bin
-            {
-                let params = VideoParams { codec, payload: pt, ..video.clone() };
-                match media::switch_video_codec(bin, &params, &caps) {
-                    Ok((encoder, pay)) => {
-                        let old = video.codec;
-                        gst::info!(CAT, imp = self, "the offer has no {old:?}: sending {codec:?}");
-                        payloader = Some(pay.clone());
-                        switched = Some((encoder, pay));
-                    }
-                    Err(e) => {
-                        gst::warning!(CAT, imp = self, "cannot switch to {codec:?}: {e}");
-                        failed = true;
+            let switched = match &encoder_bin {
+                Some(bin) if codec != video.codec => {
+                    let params = VideoParams { codec, payload: pt, ..video.clone() };
+                    match media::switch_video_codec(bin, &params, &caps) {
+                        Ok(elements) => {
+                            let old = video.codec;
+                            gst::info!(
+                                CAT,
+                                imp = self,
+                                "the offer has no {old:?}: sending {codec:?}"
+                            );
+                            Some(elements)
+                        }
+                        Err(e) => {
+                            gst::warning!(CAT, imp = self, "cannot switch to {codec:?}: {e}");
+                            break 'video;
+                        }
                     }
                 }
+                _ => None,
+            };
+            if let Some(pay) = switched.as_ref().map(|(_, pay)| pay).or(video_pay.as_ref()) {
+                media::set_str(pay, "pt", &pt.to_string());
             }
-            if !failed {
-                if let Some(pay) = &payloader {
-                    media::set_str(pay, "pt", &pt.to_string());
-                }
-                let mut st = lock(&self.state);
-                if let Some(v) = st.validated.as_mut() {
-                    v.video.codec = codec;
-                    v.video.payload = pt;
-                }
-                if let (Some((encoder, pay)), Some(s)) = (switched, st.video_in.as_mut()) {
-                    s.encoder = Some(encoder);
-                    s.payloader = Some(pay);
-                }
+            let mut st = lock(&self.state);
+            if let Some(v) = st.validated.as_mut() {
+                v.video.codec = codec;
+                v.video.payload = pt;
+            }
+            if let (Some((encoder, pay)), Some(s)) = (switched, st.video_in.as_mut()) {
+                s.encoder = Some(encoder);
+                s.payloader = Some(pay);
             }
         }
         if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
