@@ -1,0 +1,241 @@
+//! SDP negotiation of a call's peer connection: offers and answers made and applied through
+//! webrtcbin, what we change in the SDP we send (bitrates, one MediaStream), and what an
+//! answerer follows of an offer (payload types, the video codec).
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use wilddog_call::Input;
+
+use super::{CAT, WilddogCall, lock};
+use crate::media::{self, VideoParams};
+
+impl WilddogCall {
+    pub(super) fn create_offer(&self, ice_restart: bool) {
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        let weak = self.obj().downgrade();
+        let webrtc_weak = webrtcbin.downgrade();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                return;
+            };
+            let imp = obj.imp();
+            match reply_description(reply, "offer") {
+                Ok(offer) => {
+                    webrtcbin.emit_by_name::<()>(
+                        "set-local-description",
+                        &[&offer, &None::<gst::Promise>],
+                    );
+                    match imp.outgoing_sdp(offer.sdp()) {
+                        Ok(sdp) => imp.input(Input::LocalOffer { sdp }),
+                        Err(e) => gst::warning!(CAT, imp = imp, "offer as text: {e}"),
+                    }
+                }
+                Err(e) => {
+                    gst::element_imp_warning!(
+                        imp,
+                        gst::LibraryError::Failed,
+                        ("create-offer failed: {}", e)
+                    );
+                    imp.input(Input::MediaFailed);
+                }
+            }
+        });
+        let options = ice_restart
+            .then(|| gst::Structure::builder("options").field("ice-restart", true).build());
+        webrtcbin.emit_by_name::<()>("create-offer", &[&options, &promise]);
+    }
+
+    /// The SDP text of a local offer or answer as it goes to the peer: `b=AS:<max-bitrate>`
+    /// and `x-google-{min,max}-bitrate` on the video section, and every sent section in one
+    /// MediaStream (`a=msid`).
+    pub(super) fn outgoing_sdp(
+        &self,
+        sdp: &gst_sdp::SDPMessageRef,
+    ) -> Result<String, glib::BoolError> {
+        let (kbps, stream_id) = {
+            let st = lock(&self.state);
+            (
+                st.validated.as_ref().map(|v| (v.min_bitrate_kbps, v.video.bitrate_kbps)),
+                st.media.as_ref().map(|m| m.stream_id.clone()),
+            )
+        };
+        let mut msg = sdp.to_owned();
+        if let Some((min, max)) = kbps {
+            media::set_video_bandwidth(&mut msg, max);
+            media::set_video_bitrate_range(&mut msg, min, max);
+        }
+        if let Some(stream_id) = stream_id {
+            media::label_media_stream(&mut msg, &stream_id);
+        }
+        msg.as_text()
+    }
+
+    pub(super) fn apply_offer(&self, sdp: &str) {
+        gst::debug!(CAT, imp = self, "remote offer:\n{sdp}");
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        let desc = match parse_sdp(gst_webrtc::WebRTCSDPType::Offer, sdp) {
+            Ok(d) => d,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("bad remote offer: {}", e)
+                );
+                self.input(Input::MediaFailed);
+                return;
+            }
+        };
+        self.follow_offer_payloads(desc.sdp());
+        let weak = self.obj().downgrade();
+        let webrtc_weak = webrtcbin.downgrade();
+        let promise = gst::Promise::with_change_func(move |_| {
+            let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                return;
+            };
+            let weak = obj.downgrade();
+            let webrtc_weak = webrtcbin.downgrade();
+            let promise = gst::Promise::with_change_func(move |reply| {
+                let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
+                    return;
+                };
+                let imp = obj.imp();
+                match reply_description(reply, "answer") {
+                    Ok(answer) => {
+                        webrtcbin.emit_by_name::<()>(
+                            "set-local-description",
+                            &[&answer, &None::<gst::Promise>],
+                        );
+                        match imp.outgoing_sdp(answer.sdp()) {
+                            Ok(sdp) => imp.input(Input::LocalAnswer { sdp }),
+                            Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
+                        }
+                    }
+                    Err(e) => {
+                        gst::element_imp_warning!(
+                            imp,
+                            gst::LibraryError::Failed,
+                            ("create-answer failed: {}", e)
+                        );
+                        imp.input(Input::MediaFailed);
+                    }
+                }
+            });
+            webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+        });
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+    }
+
+    /// Caller: sets the peer's answer as remote description.
+    pub(super) fn apply_answer(&self, sdp: &str) {
+        gst::debug!(CAT, imp = self, "remote answer:\n{sdp}");
+        let Some(webrtcbin) = self.webrtcbin() else { return };
+        match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, sdp) {
+            Ok(desc) => webrtcbin
+                .emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]),
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("bad remote answer: {}", e)
+                );
+                self.input(Input::MediaFailed);
+            }
+        }
+    }
+
+    /// Answerer: send with the payload types the offer chose for our codecs, so that the
+    /// transceivers' preferences intersect with the offer; an offer without our video codec
+    /// switches the video encoder to one it has (media::answer_video_codec).
+    pub(super) fn follow_offer_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
+        // The codec it is set to, not the one a previous call switched it to: a callee goes
+        // back to its own codec whenever an offer has it.
+        let configured = lock(&self.settings).video_codec;
+        // What is needed, taken out of the state: a codec switch waits for the encoder to be
+        // between two frames, without holding the lock.
+        let (video, video_transceiver, audio_transceiver, encoder_bin, video_pay, audio_pay) = {
+            let st = lock(&self.state);
+            let (Some(v), Some(m)) = (st.validated.as_ref(), st.media.as_ref()) else { return };
+            (
+                v.video.clone(),
+                m.video_transceiver.clone(),
+                m.audio_transceiver.clone(),
+                st.video_in.as_ref().and_then(|s| s.encoder_bin.clone()),
+                st.video_in.as_ref().and_then(|s| s.payloader.clone()),
+                st.audio_in.as_ref().and_then(|s| s.payloader.clone()),
+            )
+        };
+        'video: {
+            let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) else {
+                break 'video;
+            };
+            // The preferences first: a switched encoder's caps must fit them.
+            if let Some(t) = &video_transceiver {
+                t.set_property("codec-preferences", &caps);
+            }
+            let switched = match &encoder_bin {
+                Some(bin) if codec != video.codec => {
+                    let params = VideoParams { codec, payload: pt, ..video.clone() };
+                    match media::switch_video_codec(bin, &params, &caps) {
+                        Ok(elements) => {
+                            let old = video.codec;
+                            gst::info!(
+                                CAT,
+                                imp = self,
+                                "the offer has no {old:?}: sending {codec:?}"
+                            );
+                            Some(elements)
+                        }
+                        Err(e) => {
+                            gst::warning!(CAT, imp = self, "cannot switch to {codec:?}: {e}");
+                            break 'video;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some(pay) = switched.as_ref().map(|(_, pay)| pay).or(video_pay.as_ref()) {
+                media::set_str(pay, "pt", &pt.to_string());
+            }
+            let mut st = lock(&self.state);
+            if let Some(v) = st.validated.as_mut() {
+                v.video.codec = codec;
+                v.video.payload = pt;
+            }
+            if let (Some((encoder, pay)), Some(s)) = (switched, st.video_in.as_mut()) {
+                s.encoder = Some(encoder);
+                s.payloader = Some(pay);
+            }
+        }
+        if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
+            if let Some(t) = &audio_transceiver {
+                t.set_property("codec-preferences", media::audio_rtp_caps(pt));
+            }
+            if let Some(pay) = &audio_pay {
+                media::set_str(pay, "pt", &pt.to_string());
+            }
+        }
+    }
+}
+
+pub(super) fn parse_sdp(
+    kind: gst_webrtc::WebRTCSDPType,
+    sdp: &str,
+) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
+    let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).map_err(|e| e.to_string())?;
+    // Chrome's sender parameters mean nothing to webrtcbin, which would copy them into its
+    // answer as bogus `a=x-google-*` lines (see media::drop_google_bitrates).
+    media::drop_google_bitrates(&mut msg);
+    Ok(gst_webrtc::WebRTCSessionDescription::new(kind, msg))
+}
+
+pub(super) fn reply_description(
+    reply: Result<Option<&gst::StructureRef>, gst::PromiseError>,
+    field: &str,
+) -> Result<gst_webrtc::WebRTCSessionDescription, String> {
+    let reply = reply.map_err(|e| format!("{e:?}"))?.ok_or("empty reply")?;
+    if let Ok(err) = reply.get::<glib::Error>("error") {
+        return Err(err.to_string());
+    }
+    reply.get::<gst_webrtc::WebRTCSessionDescription>(field).map_err(|e| e.to_string())
+}

@@ -1,0 +1,313 @@
+//! The peer connection of one call: webrtcbin made with its transceivers and linked to the
+//! sending chains, the remote streams decoded and exposed as `video_src`/`audio_src`, and
+//! its teardown at the end of the call.
+
+use std::sync::atomic::Ordering;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_webrtc::WebRTCRTPTransceiverDirection as Direction;
+use wilddog_call::Input;
+
+use super::{CAT, Media, WilddogCall, caps_size, lock, remove_child};
+use crate::media::{self, StreamKind};
+
+impl WilddogCall {
+    /// Makes the peer connection for the next call: webrtcbin with UPnP off and ICE
+    /// restricted, the encoders linked to its sink pads (transceivers ready before any
+    /// offer, so a callee's answer is sendrecv), receive-only transceivers for the kinds
+    /// this side does not send.
+    pub(super) fn prepare_media(&self) -> Result<(), String> {
+        let (validated, serial) = {
+            let mut st = lock(&self.state);
+            if st.media.is_some() {
+                return Ok(());
+            }
+            st.media_serial += 1;
+            (st.validated.clone().ok_or("not started")?, st.media_serial)
+        };
+        let webrtcbin = gst::ElementFactory::make("webrtcbin")
+            .name(format!("webrtcbin{serial}"))
+            .build()
+            .map_err(|_| "webrtcbin is not installed (gst-plugins-bad)".to_owned())?;
+        webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
+        webrtcbin.set_property("latency", validated.latency);
+        crate::ice::configure_agent(&webrtcbin, &validated.local_addresses)
+            .map_err(|e| e.to_string())?;
+
+        let weak = self.obj().downgrade();
+        webrtcbin.connect("on-ice-candidate", false, move |values| {
+            let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
+            let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
+            if let (Some(obj), Some(sdp_mline_index), Some(candidate)) =
+                (weak.upgrade(), mline, candidate)
+            {
+                obj.imp().input(Input::LocalCandidate { sdp_mline_index, candidate });
+            }
+            None
+        });
+        let weak = self.obj().downgrade();
+        webrtcbin.connect_notify(Some("connection-state"), move |webrtcbin, _| {
+            let state =
+                webrtcbin.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().connection_state(webrtcbin, state);
+            }
+        });
+        let weak = self.obj().downgrade();
+        webrtcbin.connect_pad_added(move |webrtcbin, pad| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().remote_pad(webrtcbin, pad);
+            }
+        });
+
+        self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
+        let mut media = Media {
+            webrtcbin: webrtcbin.clone(),
+            stream_id: format!("wilddog-{}", glib::uuid_string_random()),
+            video_transceiver: None,
+            audio_transceiver: None,
+            decoders: Vec::new(),
+            src_pads: Vec::new(),
+        };
+        let senders: Vec<(StreamKind, gst::Pad)> = {
+            let st = lock(&self.state);
+            [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s.kind, s.encoder_bin.as_ref()?.static_pad("src")?)))
+                .collect()
+        };
+        for (kind, src) in &senders {
+            let caps = match kind {
+                StreamKind::Video => {
+                    media::video_rtp_caps(validated.video.codec, validated.video.payload)
+                }
+                StreamKind::Audio => media::audio_rtp_caps(media::OPUS_PAYLOAD),
+            };
+            let (pad, transceiver) =
+                media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
+                    .map_err(|e| e.to_string())?;
+            // The ssrc-level msid lines name the same stream as our media-level ones.
+            if pad.find_property("msid").is_some() {
+                pad.set_property("msid", &media.stream_id);
+            }
+            src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
+            match kind {
+                StreamKind::Video => media.video_transceiver = Some(transceiver),
+                StreamKind::Audio => media.audio_transceiver = Some(transceiver),
+            }
+        }
+        if media.video_transceiver.is_none() {
+            media.video_transceiver = Some(media::add_recv_transceiver(
+                &webrtcbin,
+                &media::video_rtp_caps(validated.video.codec, validated.video.payload),
+            ));
+        }
+        if media.audio_transceiver.is_none() {
+            media.audio_transceiver = Some(media::add_recv_transceiver(
+                &webrtcbin,
+                &media::audio_rtp_caps(media::OPUS_PAYLOAD),
+            ));
+        }
+        lock(&self.state).media = Some(media);
+        webrtcbin.sync_state_with_parent().map_err(|e| e.to_string())?;
+        gst::debug!(CAT, imp = self, "peer connection {serial} ready");
+        Ok(())
+    }
+
+    /// Ends the peer connection: EOS out of the src pads, which are then removed, and
+    /// webrtcbin goes.
+    /// `keep_sending`: the element goes on to the next call (its encoders with it); false
+    /// when it stops.
+    pub(super) fn teardown_media(&self, keep_sending: bool) {
+        let (media, senders) = {
+            let mut st = lock(&self.state);
+            let senders: Vec<gst::Pad> = [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.encoder_bin.as_ref()?.static_pad("src"))
+                .collect();
+            (st.media.take(), senders)
+        };
+        let Some(media) = media else { return };
+        // The encoders go on for the next call: unlinked between two buffers, they never see
+        // the torn-down webrtcbin answer `flushing` (media::detach_sender). Not when the
+        // element stops: the sources stop too, and a push held in a prerolling sink would
+        // keep the chain from being idle until the state change goes on.
+        if keep_sending {
+            for src in &senders {
+                media::detach_sender(src);
+            }
+        }
+        let obj = self.obj();
+        for dec in &media.decoders {
+            if let Some(sink) = dec.static_pad("sink") {
+                if let Some(peer) = sink.peer() {
+                    let _ = peer.unlink(&sink);
+                }
+                // Through the decoder, serialized after its last frame.
+                let _ = sink.send_event(gst::event::Eos::new());
+            }
+        }
+        for pad in &media.src_pads {
+            let _ = obj.remove_pad(pad);
+        }
+        for dec in &media.decoders {
+            remove_child(obj.upcast_ref(), dec);
+        }
+        remove_child(obj.upcast_ref(), &media.webrtcbin);
+        gst::debug!(CAT, imp = self, "peer connection torn down");
+    }
+
+    pub(super) fn webrtcbin(&self) -> Option<gst::Element> {
+        lock(&self.state).media.as_ref().map(|m| m.webrtcbin.clone())
+    }
+
+    pub(super) fn connection_state(
+        &self,
+        webrtcbin: &gst::Element,
+        state: gst_webrtc::WebRTCPeerConnectionState,
+    ) {
+        if self.webrtcbin().as_ref() != Some(webrtcbin) {
+            return;
+        }
+        gst::debug!(CAT, imp = self, "connection state {state:?}");
+        match state {
+            gst_webrtc::WebRTCPeerConnectionState::Connected => {
+                self.force_keyframe();
+                self.input(Input::MediaConnected);
+            }
+            gst_webrtc::WebRTCPeerConnectionState::Failed => self.input(Input::MediaFailed),
+            _ => {}
+        }
+    }
+
+    /// A key frame right when DTLS is up: the ones before went nowhere.
+    pub(super) fn force_keyframe(&self) {
+        let encoder = lock(&self.state).video_in.as_ref().and_then(|s| s.encoder.clone());
+        if let Some(encoder) = encoder {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+            if let Some(src) = encoder.static_pad("src") {
+                let _ = src.send_event(event);
+            }
+        }
+    }
+
+    /// A remote stream from webrtcbin: decode it and expose `video_src`/`audio_src`.
+    pub(super) fn remote_pad(&self, webrtcbin: &gst::Element, pad: &gst::Pad) {
+        if pad.direction() != gst::PadDirection::Src || self.webrtcbin().as_ref() != Some(webrtcbin)
+        {
+            return;
+        }
+        let Some(caps) = pad.current_caps() else {
+            gst::warning!(CAT, imp = self, "remote pad {} without caps", pad.name());
+            return;
+        };
+        let (dec, kind) = match media::decoder_bin(&caps) {
+            Ok(d) => d,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::MissingPlugin,
+                    ("cannot decode {}: {}", caps, e)
+                );
+                return;
+            }
+        };
+        let obj = self.obj();
+        let name = if kind == StreamKind::Video { "video_src" } else { "audio_src" };
+        if obj.static_pad(name).is_some() {
+            gst::warning!(CAT, imp = self, "a second remote {name} stream: ignored");
+            return;
+        }
+        if obj.add(&dec).is_err() {
+            return;
+        }
+        let _ = dec.sync_state_with_parent();
+        let (Some(dec_sink), Some(dec_src)) = (dec.static_pad("sink"), dec.static_pad("src"))
+        else {
+            return;
+        };
+        if let Err(e) = pad.link(&dec_sink) {
+            gst::warning!(CAT, imp = self, "cannot link the remote stream: {e}");
+            return;
+        }
+        let Some(templ) = obj.pad_template(name) else { return };
+        let Ok(ghost) = gst::GhostPad::builder_from_template_with_target(&templ, &dec_src) else {
+            return;
+        };
+        let ghost = ghost.name(name).build();
+        // A src pad nobody linked must not stop the call with not-linked.
+        let ghost_weak = ghost.downgrade();
+        let weak = obj.downgrade();
+        dec_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            if kind == StreamKind::Video
+                && let Some(obj) = weak.upgrade()
+            {
+                obj.imp().remote_video_frame(pad);
+            }
+            match ghost_weak.upgrade() {
+                Some(g) if g.is_linked() => gst::PadProbeReturn::Ok,
+                _ => gst::PadProbeReturn::Drop,
+            }
+        });
+        let _ = ghost.set_active(true);
+        let first = {
+            let mut st = lock(&self.state);
+            match st.media.as_mut() {
+                Some(m) if &m.webrtcbin == webrtcbin => {
+                    m.decoders.push(dec.clone());
+                    m.src_pads.push(ghost.clone());
+                }
+                // The call was torn down meanwhile: nobody would remove this decoder, and
+                // the next call's stream would find its pad name taken.
+                _ => {
+                    drop(st);
+                    remove_child(obj.upcast_ref(), &dec);
+                    return;
+                }
+            }
+            !std::mem::replace(&mut st.stream_received, true)
+        };
+        let _ = obj.add_pad(&ghost);
+        if self.webrtcbin().as_ref() != Some(webrtcbin) {
+            // Torn down between recording the pad and adding it: teardown could not remove
+            // a pad that was not there yet.
+            let _ = obj.remove_pad(&ghost);
+            return;
+        }
+        if first {
+            self.raise(
+                "wilddog-stream-received",
+                gst::Structure::new_empty("wilddog-stream-received"),
+                &[],
+            );
+        }
+    }
+
+    pub(super) fn remote_video_frame(&self, pad: &gst::Pad) {
+        let c = &self.counters;
+        c.remote_frames.fetch_add(1, Ordering::Relaxed);
+        let began = {
+            let mut st = lock(&self.state);
+            if st.first_frame_done {
+                return;
+            }
+            st.first_frame_done = true;
+            st.call_began
+        };
+        let (width, height) = caps_size(pad).unwrap_or((0, 0));
+        c.remote_width.store(width, Ordering::Relaxed);
+        c.remote_height.store(height, Ordering::Relaxed);
+        let elapsed_ms = began.map(|b| b.elapsed().as_millis() as u64).unwrap_or(0);
+        gst::info!(CAT, imp = self, "first remote frame {width}x{height} after {elapsed_ms} ms");
+        let s = gst::Structure::builder("wilddog-first-frame")
+            .field("width", width)
+            .field("height", height)
+            .field("elapsed-ms", elapsed_ms)
+            .build();
+        self.raise("wilddog-first-frame", s, &[&width, &height, &elapsed_ms]);
+    }
+}

@@ -1,0 +1,119 @@
+//! The sending chains: one per requested sink pad (`video_sink`, `audio_sink`), raw media in,
+//! RTP out to the peer connection of the current call; they outlive peer connections, so a
+//! callee sends in every call it answers.
+
+use std::sync::atomic::Ordering;
+
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use wilddog_call::Input;
+
+use super::{CAT, Validated, WilddogCall, caps_size, last_element, lock};
+use crate::media::{self, StreamKind};
+
+impl WilddogCall {
+    pub(super) fn build_encoders(&self, v: &Validated) -> Result<(), media::MediaError> {
+        let mut st = lock(&self.state);
+        let mut built = Vec::new();
+        for stream in {
+            let st = &mut *st;
+            [st.video_in.as_mut(), st.audio_in.as_mut()]
+        }
+        .into_iter()
+        .flatten()
+        {
+            if stream.encoder_bin.is_some() {
+                continue;
+            }
+            let (bin, encoder, payloader) = match stream.kind {
+                StreamKind::Video => {
+                    let (bin, enc) = media::video_encoder_bin(&v.video)?;
+                    let pay = last_element(&bin);
+                    (bin, Some(enc), pay)
+                }
+                StreamKind::Audio => {
+                    let bin = media::audio_encoder_bin(media::OPUS_PAYLOAD)?;
+                    let pay = last_element(&bin);
+                    (bin, None, pay)
+                }
+            };
+            // Count the frames that reach the encoder (the local fps of the stats), on the
+            // pad before it, which stays when an answerer switches the encoder.
+            if let Some(enc) = &encoder
+                && let Some(enc_sink) = enc.static_pad("sink").and_then(|p| p.peer())
+            {
+                let weak = self.obj().downgrade();
+                enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                    if let Some(obj) = weak.upgrade() {
+                        let c = &obj.imp().counters;
+                        if c.local_frames.fetch_add(1, Ordering::Relaxed) == 0
+                            && let Some((w, h)) = caps_size(pad)
+                        {
+                            c.local_width.store(w, Ordering::Relaxed);
+                            c.local_height.store(h, Ordering::Relaxed);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+            }
+            // Between calls (no webrtcbin linked) the encoded packets go nowhere.
+            if let Some(src) = bin.static_pad("src") {
+                src.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    |pad, _| {
+                        if pad.is_linked() {
+                            gst::PadProbeReturn::Ok
+                        } else {
+                            gst::PadProbeReturn::Drop
+                        }
+                    },
+                );
+            }
+            stream.encoder_bin = Some(bin.clone());
+            stream.encoder = encoder;
+            stream.payloader = payloader;
+            built.push((bin, stream.ghost.clone()));
+        }
+        drop(st);
+        for (bin, ghost) in built {
+            // In the element before the ghost pad targets it (pads link within one parent).
+            self.obj().add(&bin).map_err(|e| media::MediaError::Link(e.to_string()))?;
+            let sink = bin
+                .static_pad("sink")
+                .ok_or_else(|| media::MediaError::Link("encoder sink".into()))?;
+            ghost.set_target(Some(&sink)).map_err(|e| media::MediaError::Link(e.to_string()))?;
+            let _ = bin.sync_state_with_parent();
+        }
+        Ok(())
+    }
+
+    pub(super) fn sink_event(&self, pad: &gst::GhostPad, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            let all_eos = {
+                let mut st = lock(&self.state);
+                for s in {
+                    let st = &mut *st;
+                    [st.video_in.as_mut(), st.audio_in.as_mut()]
+                }
+                .into_iter()
+                .flatten()
+                {
+                    if &s.ghost == pad {
+                        s.eos = true;
+                    }
+                }
+                [st.video_in.as_ref(), st.audio_in.as_ref()].into_iter().flatten().all(|s| s.eos)
+            };
+            if all_eos {
+                gst::info!(CAT, imp = self, "every sink pad got EOS: hanging up");
+                self.input(Input::Close);
+                // The element is done: let the pipeline see EOS.
+                let obj = self.obj();
+                let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+            }
+            // EOS is ours: webrtcbin must keep running until the call is torn down.
+            return true;
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+}
