@@ -12,7 +12,10 @@
 //! Extensions (old clients ignore frame types they do not know): [`ServerFrame::Error`]
 //! (`"type":"error"`) tells a client why a frame was refused, and
 //! [`ServerFrame::Unreachable`] (`"type":"unreachable"`) tells a caller that the callee is
-//! not connected, so that it can fail at once instead of waiting for its timeout.
+//! not connected, so that it can fail at once instead of waiting for its timeout;
+//! [`ClientFrame::Resume`] (`"type":"resume"`) re-announces a live conversation after a
+//! reconnect; [`Connect::service`] (`connect.msg.service`) declares a connection one endpoint
+//! of a pool serving its uid. `docs/protocol-extensions.md` tells the rules.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -68,9 +71,42 @@ pub struct Connect {
     /// Free-form description of the client (SDK name, version, browser).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub client_info: Value,
+    /// Extension: this connection is one endpoint of a pool serving its uid (a bot, a
+    /// recorder). A call to a uid with service connections rings one free service connection
+    /// (least recently used) instead of every connection of the uid; when all are busy the
+    /// server answers the caller `busy` itself. Absent (false) on the wire unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Which party of a conversation a [`ClientFrame::Resume`] speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The party that sent `call`.
+    Caller,
+    /// The party that accepted it.
+    Callee,
+}
+
+/// `resume.msg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeMsg {
+    /// The role of the sender in the conversation it resumes.
+    pub role: Role,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ResumeMsg {
+    /// A `resume.msg` for `role`.
+    pub fn new(role: Role) -> Self {
+        ResumeMsg { role, extra: Extra::new() }
+    }
 }
 
 /// `connack.code`.
@@ -387,6 +423,17 @@ pub enum ClientFrame {
         /// What it says.
         body: Body,
     },
+    /// Extension: after a reconnect, a client with a live conversation re-announces it
+    /// before its ICE-restart `offer` or `restartice`, so that the server binds the
+    /// conversation to this connection (or re-creates it, if the server restarted).
+    Resume {
+        /// The live conversation.
+        cid: String,
+        /// The other party's uid.
+        to: String,
+        /// The sender's role.
+        msg: ResumeMsg,
+    },
     /// `device`, `start`, `end`, `quality`.
     Telemetry {
         /// Which one.
@@ -566,6 +613,16 @@ impl ClientFrame {
         if let Some(kind) = TelemetryKind::from_kind(kind) {
             return Ok(ClientFrame::Telemetry { kind, cid: raw.cid, msg: raw.msg });
         }
+        if kind == "resume" {
+            let msg = serde_json::from_value(msg_or_empty(raw.msg)).map_err(|e| {
+                FrameError::BadMsg { kind: raw.kind.clone(), reason: e.to_string() }
+            })?;
+            return Ok(ClientFrame::Resume {
+                cid: required(kind, "cid", raw.cid)?,
+                to: required(kind, "to", raw.to)?,
+                msg,
+            });
+        }
         match Body::from_msg(kind, raw.msg.clone())? {
             Some(body) => Ok(ClientFrame::Conversation {
                 cid: required(kind, "cid", raw.cid)?,
@@ -587,6 +644,7 @@ impl ClientFrame {
             ClientFrame::Heartbeat(_) => "heartbeat",
             ClientFrame::Connect(_) => "connect",
             ClientFrame::Conversation { body, .. } => body.kind(),
+            ClientFrame::Resume { .. } => "resume",
             ClientFrame::Telemetry { kind, .. } => kind.kind(),
             ClientFrame::Unknown(u) => &u.kind,
         }
@@ -612,6 +670,15 @@ impl ClientFrame {
                 from: None,
                 url: None,
                 msg: body.to_msg(),
+            }
+            .to_json(),
+            ClientFrame::Resume { cid, to, msg } => RawFrameOut {
+                kind: "resume",
+                cid: Some(cid),
+                to: Some(to),
+                from: None,
+                url: None,
+                msg: serde_json::to_value(msg).unwrap_or(Value::Null),
             }
             .to_json(),
             ClientFrame::Telemetry { kind, cid, msg } => RawFrameOut {

@@ -37,9 +37,59 @@ fn connect() {
             token: "t.o.k".into(),
             app_id: "wd123".into(),
             client_info: json!({"sdk":"web","version":"2.4.1"}),
+            service: false,
             extra: Extra::new(),
         }),
     );
+}
+
+#[test]
+fn connect_of_a_service_endpoint() {
+    client(
+        r#"{"type":"connect","msg":{"token":"t.o.k","appId":"wd123","clientInfo":{"sdk":"wilddog-gst"},"service":true}}"#,
+        ClientFrame::Connect(Connect {
+            token: "t.o.k".into(),
+            app_id: "wd123".into(),
+            client_info: json!({"sdk":"wilddog-gst"}),
+            service: true,
+            extra: Extra::new(),
+        }),
+    );
+    // `false` is the default, and is not written.
+    let c = ClientFrame::from_json(
+        r#"{"type":"connect","msg":{"token":"t","appId":"a","service":false}}"#,
+    )
+    .unwrap();
+    assert!(matches!(&c, ClientFrame::Connect(Connect { service: false, .. })), "{c:?}");
+    let written: Value = serde_json::from_str(&c.to_json()).unwrap();
+    assert_eq!(written, json!({"type":"connect","msg":{"token":"t","appId":"a"}}));
+    assert!(
+        ClientFrame::from_json(
+            r#"{"type":"connect","msg":{"token":"t","appId":"a","service":"yes"}}"#
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn resume_a_live_conversation() {
+    for (role, text) in [(Role::Caller, "caller"), (Role::Callee, "callee")] {
+        client(
+            &format!(r#"{{"type":"resume","cid":"c1","to":"bob","msg":{{"role":"{text}"}}}}"#),
+            ClientFrame::Resume { cid: "c1".into(), to: "bob".into(), msg: ResumeMsg::new(role) },
+        );
+    }
+    let f =
+        ClientFrame::Resume { cid: "c1".into(), to: "b".into(), msg: ResumeMsg::new(Role::Callee) };
+    assert_eq!(f.kind(), "resume");
+    for bad in [
+        r#"{"type":"resume","cid":"c1","to":"bob","msg":{}}"#,
+        r#"{"type":"resume","cid":"c1","to":"bob","msg":{"role":"boss"}}"#,
+        r#"{"type":"resume","to":"bob","msg":{"role":"caller"}}"#,
+        r#"{"type":"resume","cid":"c1","msg":{"role":"caller"}}"#,
+    ] {
+        assert!(ClientFrame::from_json(bad).is_err(), "accepted {bad}");
+    }
 }
 
 #[test]
