@@ -27,6 +27,7 @@
 //! idle_timeout_secs = 60
 //! connect_timeout_secs = 10
 //! reconnect_grace_secs = 10
+//! takeover_probe_ms = 2000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,11 @@ pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 256;
 /// Default of [`Limits::reconnect_grace`]: clients reconnect within a few seconds (our SDKs'
 /// first backoff step is 1 s at most).
 pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(10);
+/// Default of [`Limits::takeover_probe`]: a live client answers a ping in well under this,
+/// even on a slow mobile link; a half-open socket never does.
+pub const DEFAULT_TAKEOVER_PROBE: Duration = Duration::from_millis(2000);
+/// Largest [`Limits::takeover_probe`] accepted: longer, and a rescued call waits too long.
+pub const MAX_TAKEOVER_PROBE: Duration = Duration::from_secs(60);
 /// Largest [`Limits::reconnect_grace`] accepted.
 pub const MAX_RECONNECT_GRACE: Duration = Duration::from_secs(3600);
 
@@ -175,6 +181,10 @@ pub struct Limits {
     /// ping timeout) wait for its uid to reconnect before the peer gets `bye`. Zero: the
     /// peer gets `bye` at once.
     pub reconnect_grace: Duration,
+    /// When a new connection of a uid speaks on a live conversation whose party is an older,
+    /// still registered connection of that uid, the older one is pinged; silent this long,
+    /// it is treated as lost and the new one takes the conversation over.
+    pub takeover_probe: Duration,
 }
 
 impl Default for Limits {
@@ -188,6 +198,7 @@ impl Default for Limits {
             max_failed_auth: DEFAULT_MAX_FAILED_AUTH,
             outbound_queue_frames: DEFAULT_OUTBOUND_QUEUE_FRAMES,
             reconnect_grace: DEFAULT_RECONNECT_GRACE,
+            takeover_probe: DEFAULT_TAKEOVER_PROBE,
         }
     }
 }
@@ -203,6 +214,7 @@ struct LimitsFile {
     max_failed_auth: Option<u32>,
     outbound_queue_frames: Option<usize>,
     reconnect_grace_secs: Option<f64>,
+    takeover_probe_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +314,10 @@ impl ServerConfig {
                     ))
                 })?,
             },
+            takeover_probe: file
+                .limits
+                .takeover_probe_ms
+                .map_or(defaults.takeover_probe, Duration::from_millis),
         };
         let config = ServerConfig {
             apps: file.apps,
@@ -369,6 +385,13 @@ impl ServerConfig {
         }
         if l.outbound_queue_frames == 0 {
             return invalid("limits.outbound_queue_frames must be > 0".into());
+        }
+        if l.takeover_probe.is_zero() || l.takeover_probe > MAX_TAKEOVER_PROBE {
+            return invalid(format!(
+                "limits.takeover_probe_ms = {} must be between 1 and {}",
+                l.takeover_probe.as_millis(),
+                MAX_TAKEOVER_PROBE.as_millis()
+            ));
         }
         if l.reconnect_grace > MAX_RECONNECT_GRACE {
             return invalid(format!(
@@ -443,6 +466,7 @@ mod tests {
             rate_limit_burst = 7
             idle_timeout_secs = 0.5
             reconnect_grace_secs = 0
+            takeover_probe_ms = 300
             "#,
         )
         .unwrap();
@@ -452,8 +476,10 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.limits.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.limits.reconnect_grace, Duration::ZERO);
+        assert_eq!(c.limits.takeover_probe, Duration::from_millis(300));
         let defaults = ServerConfig::from_toml_str("[[apps]]\nid='a'\nsecret='x'").unwrap();
         assert_eq!(defaults.limits.reconnect_grace, DEFAULT_RECONNECT_GRACE);
+        assert_eq!(defaults.limits.takeover_probe, DEFAULT_TAKEOVER_PROBE);
         let grace = ServerConfig::from_toml_str(
             "[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=2.5",
         )
@@ -488,6 +514,8 @@ mod tests {
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=7200", "linger"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nidle_timeout_secs=1e300", "idle_timeout"),
             ("[[apps]]\nid='a'\nsecret='x'\nbogus=1", "bogus"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=0", "takeover_probe"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=-5", "takeover_probe"),
         ] {
             let err = ServerConfig::from_toml_str(toml).unwrap_err().to_string();
             assert!(err.contains(needle), "{toml:?}: {err}");

@@ -37,8 +37,8 @@ pub mod stun;
 pub mod token;
 
 pub use config::{
-    AppConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEV_APP_ID, DEV_APP_SECRET, IceServerConfig,
-    Limits, ServerConfig, TlsConfig, UrlList,
+    AppConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEFAULT_TAKEOVER_PROBE, DEV_APP_ID,
+    DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, UrlList,
 };
 pub use http::DEV_TOKEN_TTL;
 pub use server::close_code;

@@ -10,6 +10,10 @@
 //! Conversation rules:
 //! - a `call` rings every connection of the callee's uid in the caller's app, except the
 //!   caller's own; none → [`ServerFrame::Unreachable`] to the caller;
+//! - service endpoints: when the callee's uid has connections that connected with
+//!   `service: true` ([`Router::connect_with`]), the `call` rings exactly one of them that is
+//!   free (party of no conversation), the least recently rung, and no other connection; when
+//!   every one is busy the caller gets `busy` from the callee's uid at once;
 //! - the first `accept` or `reject` of a ringing connection decides; the others get `bye`;
 //!   a `busy` (or `bye`) from one ringing connection stops ringing there, and reaches the
 //!   caller only if it was the last one ringing;
@@ -34,13 +38,36 @@
 //!
 //! Ringing conversations, and every conversation of a connection that left
 //! [`Departure::Closed`], end at once as before.
+//!
+//! Resume (`resume`, or the implicit resume of an old client: a restart `offer` or a
+//! `restartice` on a `cid` this router does not know):
+//! - on a known live `cid` whose party of the named role is the sender's uid, the sender takes
+//!   that party over: at once when the party is away or unconfirmed, after a takeover probe
+//!   when it is another registered connection (below); a sender that is not that party gets
+//!   `not_party`;
+//! - on an unknown `cid` (the server restarted), the conversation is re-created as live with
+//!   the sender as the party of its role, and a placeholder, away for the reconnect grace,
+//!   for the other party: the first connection of the peer's uid that connects, resumes or
+//!   speaks on the `cid` binds it and receives what was kept for it; nobody within the grace
+//!   → the resumed party gets `bye`;
+//! - a `cid` that ended recently (remembered at least [`MIN_ENDED_MEMORY`]) is not
+//!   re-created: `unknown_conversation`.
+//!
+//! Takeover probe: when a connection of a uid speaks (any conversation frame, or `resume`) on a
+//! live `cid` whose party of that uid is another, still registered connection, the router
+//! asks the I/O to ping that connection ([`Effect::Probe`], drained with
+//! [`Router::take_effects`]) and holds the frame, and the frames for the probed connection,
+//! until [`Router::probe_result`]: no answer → the probed connection is lost (reconnect grace
+//! rules) and the conversation passes to the new connection, which then gets what was held
+//! for it, and its held frames go through; an answer (or any frame from it) → the held frames
+//! are refused with `not_party`, as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wilddog_protocol::{
-    Body, ClientFrame, Empty, ErrorCode, ErrorMsg, ServerFrame, TurnCredential,
+    Body, ClientFrame, Empty, ErrorCode, ErrorMsg, Role, ServerFrame, TurnCredential,
 };
 
 /// Identifies one connection (one socket) for the router's whole life.
@@ -53,10 +80,21 @@ pub type Outbox = Vec<(ConnId, ServerFrame)>;
 /// flood (a client holds one conversation at a time; a few may overlap while one ends).
 pub const MAX_CONVERSATIONS_PER_CONNECTION: usize = 32;
 
-/// Frames kept for one connection in its reconnect grace (across its conversations). When
-/// more arrive the oldest are dropped (a newer offer supersedes an older one); a `bye` is
-/// never dropped.
+/// Frames kept for one connection in its reconnect grace (across its conversations), or
+/// while it is probed. When more arrive the oldest are dropped (a newer offer supersedes an
+/// older one); a `bye` is never dropped.
 pub const AWAY_QUEUE_FRAMES: usize = 32;
+
+/// How long an ended conversation is remembered at least (longer when the reconnect grace
+/// is longer), so that a late `resume` or restart on it is refused instead of re-creating it.
+pub const MIN_ENDED_MEMORY: Duration = Duration::from_secs(60);
+
+/// Ended conversations remembered at most (the oldest are forgotten first).
+pub const MAX_ENDED_REMEMBERED: usize = 65_536;
+
+/// Ids of placeholder parties (the peer of a re-created conversation, not bound yet) are
+/// taken from here up; connection ids stay below.
+pub const FIRST_PLACEHOLDER: ConnId = 1 << 63;
 
 /// How a connection left, which decides what happens to its live conversations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +107,14 @@ pub enum Departure {
     Lost,
 }
 
+/// What the router asks of the I/O besides sending frames ([`Router::take_effects`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Ping this connection and report with [`Router::probe_result`] whether it answered
+    /// (a pong or any frame) within the takeover probe deadline.
+    Probe(ConnId),
+}
+
 #[derive(Debug)]
 struct Connection {
     app: Arc<str>,
@@ -78,9 +124,55 @@ struct Connection {
     /// Of `cids`, those taken over from an away connection on reconnect on which this
     /// connection has not sent a frame yet: another connection of the uid may claim them.
     rebound: Vec<Arc<str>>,
+    /// One endpoint of a pool serving its uid: rung alone, only when free.
+    service: bool,
+    /// When a call last rang it (the router's call counter; 0: never).
+    last_rung: u64,
 }
 
-/// A lost connection in its reconnect grace.
+/// Frames kept for a connection that cannot take them now, in order.
+#[derive(Debug, Default)]
+struct FrameQueue(VecDeque<ServerFrame>);
+
+impl FrameQueue {
+    fn push(&mut self, frame: ServerFrame) {
+        if let ServerFrame::Conversation { cid, body: Body::Bye(_), .. } = &frame {
+            // The conversation is over: what was queued for it is moot.
+            self.0.retain(|f| !matches!(f, ServerFrame::Conversation { cid: c, .. } if c == cid));
+            self.0.push_back(frame);
+            return;
+        }
+        self.0.push_back(frame);
+        if self.0.len() > AWAY_QUEUE_FRAMES {
+            let oldest = self
+                .0
+                .iter()
+                .position(|f| !matches!(f, ServerFrame::Conversation { body: Body::Bye(_), .. }));
+            if let Some(i) = oldest {
+                self.0.remove(i);
+            }
+        }
+    }
+
+    /// Takes out the frames of conversation `cid`.
+    fn take_cid(&mut self, cid: &str) -> Vec<ServerFrame> {
+        let (mine, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|f: &ServerFrame| frame_cid(f) == Some(cid));
+        self.0 = others;
+        mine.into()
+    }
+}
+
+fn frame_cid(frame: &ServerFrame) -> Option<&str> {
+    match frame {
+        ServerFrame::Conversation { cid, .. } | ServerFrame::Unreachable { cid, .. } => Some(cid),
+        ServerFrame::Error { cid, .. } | ServerFrame::TelemetryAck { cid, .. } => cid.as_deref(),
+        ServerFrame::Connack { .. } | ServerFrame::Unknown(_) => None,
+    }
+}
+
+/// A lost connection in its reconnect grace, or the placeholder of a party not bound yet.
 #[derive(Debug)]
 struct Away {
     app: Arc<str>,
@@ -90,29 +182,17 @@ struct Away {
     /// When the grace ends.
     until: Instant,
     /// Frames for it, in order, delivered to whoever takes it over.
-    queue: VecDeque<ServerFrame>,
+    queue: FrameQueue,
 }
 
-impl Away {
-    fn enqueue(&mut self, frame: ServerFrame) {
-        if let ServerFrame::Conversation { cid, body: Body::Bye(_), .. } = &frame {
-            // The conversation is over: what was queued for it is moot.
-            self.queue
-                .retain(|f| !matches!(f, ServerFrame::Conversation { cid: c, .. } if c == cid));
-            self.queue.push_back(frame);
-            return;
-        }
-        self.queue.push_back(frame);
-        if self.queue.len() > AWAY_QUEUE_FRAMES {
-            let oldest = self
-                .queue
-                .iter()
-                .position(|f| !matches!(f, ServerFrame::Conversation { body: Body::Bye(_), .. }));
-            if let Some(i) = oldest {
-                self.queue.remove(i);
-            }
-        }
-    }
+/// A takeover probe in progress: the connection is pinged; meanwhile frames for it, and the
+/// frames of the other connection(s) of its uid that want its conversation, wait.
+#[derive(Debug, Default)]
+struct Probe {
+    /// Frames for the probed connection.
+    queue: FrameQueue,
+    /// Frames of the claimants, in arrival order: (connection, cid, frame).
+    held: Vec<(ConnId, Arc<str>, ClientFrame)>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -138,11 +218,22 @@ struct AppSpace {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Role {
+enum Party {
     Caller,
     RingingCallee,
     Callee,
 }
+
+/// What [`Router::claim`] found.
+enum Claim {
+    /// Go on (the sender is the party now, or never could be: the frame's own checks say
+    /// so), after these frames (what was kept for the party it took over).
+    Proceed(Outbox),
+    /// The party is this other registered connection of the sender's uid: probe it first.
+    Probe(ConnId),
+}
+
+type AppCid = (Arc<str>, Arc<str>);
 
 /// The routing state of the whole server.
 #[derive(Debug)]
@@ -150,10 +241,19 @@ pub struct Router {
     turn_credential: TurnCredential,
     reconnect_grace: Duration,
     connections: HashMap<ConnId, Connection>,
-    /// Lost connections in their reconnect grace.
+    /// Lost connections in their reconnect grace, and placeholders.
     away: HashMap<ConnId, Away>,
     apps: HashMap<Arc<str>, AppSpace>,
     conversation_count: usize,
+    /// Takeover probes in progress, by probed connection.
+    probes: HashMap<ConnId, Probe>,
+    effects: Vec<Effect>,
+    /// Recently ended conversations, and when they ended (oldest first in `ended_order`).
+    ended: HashMap<AppCid, Instant>,
+    ended_order: VecDeque<(AppCid, Instant)>,
+    /// Calls rung so far (the clock of least-recently-used service endpoints).
+    calls_rung: u64,
+    next_placeholder: ConnId,
 }
 
 fn error(
@@ -180,6 +280,16 @@ fn bye() -> Body {
     Body::Bye(Empty::default())
 }
 
+/// The role an old client's frame on an unknown `cid` resumes: a restart `offer` is the
+/// caller's, `restartice` the callee's.
+fn implicit_resume(body: &Body) -> Option<Role> {
+    match body {
+        Body::Offer(m) if m.restart_id.is_some() => Some(Role::Caller),
+        Body::RestartIce(_) => Some(Role::Callee),
+        _ => None,
+    }
+}
+
 impl Router {
     /// An empty router; `turn_credential` is added to every forwarded `call`; a lost
     /// party of a live conversation is waited for `reconnect_grace` (zero: not at all).
@@ -191,16 +301,29 @@ impl Router {
             away: HashMap::new(),
             apps: HashMap::new(),
             conversation_count: 0,
+            probes: HashMap::new(),
+            effects: Vec::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            calls_rung: 0,
+            next_placeholder: FIRST_PLACEHOLDER,
         }
     }
 
-    /// Registers an authenticated connection as `uid` of `app`. Several connections may be
-    /// the same uid. Registering a connection again is a no-op.
+    /// Registers an authenticated connection as `uid` of `app` (not a service endpoint):
+    /// [`Router::connect_with`] with `service` false.
+    pub fn connect(&mut self, conn: ConnId, app: &str, uid: &str) -> Outbox {
+        self.connect_with(conn, app, uid, false)
+    }
+
+    /// Registers an authenticated connection as `uid` of `app`; `service`: it is one endpoint
+    /// of a pool serving the uid (`connect.msg.service`). Several connections may be the
+    /// same uid. Registering a connection again is a no-op.
     ///
     /// If connections of this (app, uid) are away (lost, in their grace), this one takes
     /// their conversations over: what is returned is the frames queued for them meanwhile
     /// (including a `bye` for each conversation that ended meanwhile), now for `conn`.
-    pub fn connect(&mut self, conn: ConnId, app: &str, uid: &str) -> Outbox {
+    pub fn connect_with(&mut self, conn: ConnId, app: &str, uid: &str, service: bool) -> Outbox {
         if self.connections.contains_key(&conn) {
             return Vec::new();
         }
@@ -216,7 +339,14 @@ impl Router {
         space.users.entry(uid_key.clone()).or_default().push(conn);
         self.connections.insert(
             conn,
-            Connection { app: app_key, uid: uid_key, cids: Vec::new(), rebound: Vec::new() },
+            Connection {
+                app: app_key,
+                uid: uid_key,
+                cids: Vec::new(),
+                rebound: Vec::new(),
+                service,
+                last_rung: 0,
+            },
         );
         let mut returning: Vec<ConnId> = self
             .away
@@ -235,7 +365,7 @@ impl Router {
                 me.cids.extend(away.cids.iter().cloned());
                 me.rebound.extend(away.cids.iter().cloned());
             }
-            out.extend(away.queue.into_iter().map(|frame| (conn, frame)));
+            out.extend(away.queue.0.into_iter().map(|frame| (conn, frame)));
         }
         out
     }
@@ -255,25 +385,53 @@ impl Router {
         }
     }
 
-    /// The party of live conversation `cid` that `conn` (of `uid`) may take over: a
-    /// connection of the same uid that is away, or that took the conversation over on
-    /// reconnect and has not sent a frame on it since.
-    fn claimable(&self, app: &str, uid: &str, cid: &str, conn: ConnId) -> Option<ConnId> {
-        let conv = self.apps.get(app)?.conversations.get(cid)?;
-        let Phase::Live(callee) = conv.phase else { return None };
+    /// Whether `party` of live conversation `cid` may be taken over at once by another
+    /// connection of its uid: it is away (or a placeholder), or took the conversation over
+    /// on reconnect and has not sent a frame on it since.
+    fn takeable(&self, party: ConnId, cid: &str) -> bool {
+        self.away.contains_key(&party)
+            || self.connections.get(&party).is_some_and(|c| c.rebound.iter().any(|x| &**x == cid))
+    }
+
+    /// Whether `conn` (of `uid`), which is not a party of live conversation `cid`, may become
+    /// the party of `role` (any role that fits, if `None`) whose peer is `to`: at once (the
+    /// frames kept for that party are returned), after probing the party's connection, or
+    /// not at all (the frame's own checks then refuse it).
+    fn claim(
+        &mut self,
+        conn: ConnId,
+        (app, uid): (&Arc<str>, &Arc<str>),
+        cid: &str,
+        to: &str,
+        role: Option<Role>,
+    ) -> Claim {
+        let Some(conv) = self.apps.get(app).and_then(|s| s.conversations.get(cid)) else {
+            return Claim::Proceed(Vec::new());
+        };
+        let Phase::Live(callee) = conv.phase else { return Claim::Proceed(Vec::new()) };
         if conv.caller == conn || callee == conn {
-            return None;
+            return Claim::Proceed(Vec::new());
         }
-        [(conv.caller, &conv.caller_uid), (callee, &conv.callee_uid)].into_iter().find_map(
-            |(party, party_uid)| {
-                let takeable = self.away.contains_key(&party)
-                    || self
-                        .connections
-                        .get(&party)
-                        .is_some_and(|c| c.rebound.iter().any(|x| &**x == cid));
-                (&**party_uid == uid && takeable).then_some(party)
-            },
-        )
+        let parties = [
+            (Role::Caller, conv.caller, &conv.caller_uid, &conv.callee_uid),
+            (Role::Callee, callee, &conv.callee_uid, &conv.caller_uid),
+        ];
+        let Some(old) = parties
+            .into_iter()
+            .find(|(r, _, party_uid, peer_uid)| {
+                role.is_none_or(|role| role == *r) && *party_uid == uid && ***peer_uid == *to
+            })
+            .map(|(_, party, ..)| party)
+        else {
+            return Claim::Proceed(Vec::new());
+        };
+        if self.takeable(old, cid) {
+            Claim::Proceed(self.take_over(app, cid, old, conn))
+        } else if self.connections.contains_key(&old) {
+            Claim::Probe(old)
+        } else {
+            Claim::Proceed(Vec::new())
+        }
     }
 
     /// Moves live conversation `cid` from party `old` to `new`; returns the frames queued
@@ -281,29 +439,36 @@ impl Router {
     fn take_over(&mut self, app: &str, cid: &str, old: ConnId, new: ConnId) -> Outbox {
         self.replace_party(app, cid, old, new);
         self.forget(old, cid);
-        if let Some(c) = self.connections.get_mut(&new) {
+        if let Some(c) = self.connections.get_mut(&new)
+            && !c.cids.iter().any(|x| &**x == cid)
+        {
             c.cids.push(Arc::from(cid));
         }
         let Some(away) = self.away.get_mut(&old) else { return Vec::new() };
-        let (mine, others) = std::mem::take(&mut away.queue).into_iter().partition(
-            |f: &ServerFrame| matches!(f, ServerFrame::Conversation { cid: c, .. } if c == cid),
-        );
-        away.queue = others;
-        mine.into_iter().map(|frame: ServerFrame| (new, frame)).collect()
+        let kept = away.queue.take_cid(cid).into_iter().map(|frame| (new, frame)).collect();
+        if away.cids.is_empty() && away.queue.0.is_empty() {
+            // Nothing left to wait for (always so for a placeholder).
+            self.away.remove(&old);
+        }
+        kept
     }
 
-    /// Queues the frames addressed to away connections instead of sending them.
+    /// Queues the frames addressed to away or probed connections instead of sending them.
     fn divert(&mut self, out: Outbox) -> Outbox {
-        if self.away.is_empty() {
+        if self.away.is_empty() && self.probes.is_empty() {
             return out;
         }
         out.into_iter()
-            .filter_map(|(to, frame)| match self.away.get_mut(&to) {
-                Some(away) => {
-                    away.enqueue(frame);
+            .filter_map(|(to, frame)| {
+                if let Some(away) = self.away.get_mut(&to) {
+                    away.queue.push(frame);
                     None
+                } else if let Some(probe) = self.probes.get_mut(&to) {
+                    probe.queue.push(frame);
+                    None
+                } else {
+                    Some((to, frame))
                 }
-                None => Some((to, frame)),
             })
             .collect()
     }
@@ -323,7 +488,8 @@ impl Router {
         self.connections.len()
     }
 
-    /// Lost connections in their reconnect grace.
+    /// Lost connections in their reconnect grace, and parties of re-created conversations
+    /// not bound yet.
     pub fn away_count(&self) -> usize {
         self.away.len()
     }
@@ -338,14 +504,21 @@ impl Router {
         self.conversation_count
     }
 
-    /// Handles one frame from `conn` and returns what to send.
-    pub fn handle(&mut self, conn: ConnId, frame: ClientFrame) -> Outbox {
+    /// What the router asks of the I/O since the last call (takeover probes to run).
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Handles one frame from `conn`, received at `now`, and returns what to send.
+    pub fn handle(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outbox {
         if !self.connections.contains_key(&conn) {
             if let ClientFrame::Heartbeat(_) = frame {
                 return Vec::new();
             }
             let cid = match &frame {
-                ClientFrame::Conversation { cid, .. } => Some(cid.as_str()),
+                ClientFrame::Conversation { cid, .. } | ClientFrame::Resume { cid, .. } => {
+                    Some(cid.as_str())
+                }
                 _ => None,
             };
             return vec![error(
@@ -356,59 +529,241 @@ impl Router {
                 frame.kind(),
             )];
         }
+        // A probed connection that speaks is alive: the claim on its conversation fails.
+        let mut out = self.probe_answered(conn);
         match frame {
-            ClientFrame::Heartbeat(_) => Vec::new(),
-            ClientFrame::Connect(_) => vec![error(
+            ClientFrame::Heartbeat(_) => {}
+            ClientFrame::Connect(_) => out.push(error(
                 conn,
                 None,
                 ErrorCode::NotConnected,
                 "already connected: a socket authenticates once",
                 "connect",
-            )],
-            ClientFrame::Telemetry { kind, cid, .. } => match kind.ack_kind() {
-                Some(_) => vec![(conn, ServerFrame::TelemetryAck { kind, cid, code: 0 })],
-                None => Vec::new(),
-            },
-            ClientFrame::Unknown(u) => vec![error(
+            )),
+            ClientFrame::Telemetry { kind, cid, .. } => {
+                if kind.ack_kind().is_some() {
+                    out.push((conn, ServerFrame::TelemetryAck { kind, cid, code: 0 }));
+                }
+            }
+            ClientFrame::Unknown(u) => out.push(error(
                 conn,
                 u.cid.as_deref(),
                 ErrorCode::UnknownType,
                 format!("unknown frame type `{}`", u.kind),
                 &u.kind,
-            )],
-            ClientFrame::Conversation { cid, to, body } => {
-                let out = self.conversation(conn, &cid, &to, body);
-                self.divert(out)
+            )),
+            ClientFrame::Resume { cid, to, msg } => {
+                out.extend(self.resume(conn, &cid, &to, msg.role, now));
             }
+            ClientFrame::Conversation { cid, to, body } => {
+                out.extend(self.conversation(conn, &cid, &to, body, now));
+            }
+        }
+        self.divert(out)
+    }
+
+    /// The probe holding frames of `conn` on `cid`, if any: later frames wait behind them.
+    fn holding(&self, conn: ConnId, cid: &str) -> Option<ConnId> {
+        self.probes
+            .iter()
+            .find(|(_, p)| p.held.iter().any(|(c, x, _)| *c == conn && &**x == cid))
+            .map(|(probed, _)| *probed)
+    }
+
+    /// Holds `frame` of `conn` on `cid` until the probe of `probed` decides.
+    fn hold(&mut self, probed: ConnId, conn: ConnId, cid: &str, frame: ClientFrame) {
+        if !self.probes.contains_key(&probed) {
+            self.effects.push(Effect::Probe(probed));
+        }
+        let probe = self.probes.entry(probed).or_default();
+        probe.held.push((conn, Arc::from(cid), frame));
+    }
+
+    fn resume(&mut self, conn: ConnId, cid: &str, to: &str, role: Role, now: Instant) -> Outbox {
+        let Some(me) = self.connections.get(&conn) else { return Vec::new() };
+        let (app, uid) = (me.app.clone(), me.uid.clone());
+        let resume = || ClientFrame::Resume {
+            cid: cid.to_owned(),
+            to: to.to_owned(),
+            msg: wilddog_protocol::ResumeMsg::new(role),
+        };
+        if let Some(probed) = self.holding(conn, cid) {
+            self.hold(probed, conn, cid, resume());
+            return Vec::new();
+        }
+        let known = self.apps.get(&app).is_some_and(|s| s.conversations.contains_key(cid));
+        if !known {
+            if self.has_ended(&app, cid, now) {
+                return vec![error(
+                    conn,
+                    Some(cid),
+                    ErrorCode::UnknownConversation,
+                    format!("conversation `{cid}` has ended"),
+                    "resume",
+                )];
+            }
+            return self.recreate(conn, (&app, &uid), cid, to, role, now);
+        }
+        let mut out = match self.claim(conn, (&app, &uid), cid, to, Some(role)) {
+            Claim::Probe(old) => {
+                self.hold(old, conn, cid, resume());
+                return Vec::new();
+            }
+            Claim::Proceed(out) => out,
+        };
+        let Some(conv) = self.apps.get(&app).and_then(|s| s.conversations.get(cid)) else {
+            return out;
+        };
+        let (party, peer_uid) = match (role, &conv.phase) {
+            (Role::Caller, _) => (Some(conv.caller), &conv.callee_uid),
+            (Role::Callee, Phase::Live(callee)) => (Some(*callee), &conv.caller_uid),
+            (Role::Callee, Phase::Ringing(_)) => (None, &conv.caller_uid),
+        };
+        if party != Some(conn) || **peer_uid != *to {
+            let role = if role == Role::Caller { "caller" } else { "callee" };
+            out.push(error(
+                conn,
+                Some(cid),
+                ErrorCode::NotParty,
+                format!("this connection is not the {role} of conversation `{cid}` with `{to}`"),
+                "resume",
+            ));
+            return out;
+        }
+        self.confirm(conn, cid);
+        out
+    }
+
+    /// Speaking on a conversation confirms it as this connection's: another connection of
+    /// the uid can no longer claim it without a probe.
+    fn confirm(&mut self, conn: ConnId, cid: &str) {
+        if let Some(me) = self.connections.get_mut(&conn) {
+            me.rebound.retain(|x| &**x != cid);
         }
     }
 
-    fn conversation(&mut self, conn: ConnId, cid: &str, to: &str, body: Body) -> Outbox {
+    /// Re-creates live conversation `cid` that this router does not know (it restarted):
+    /// `conn` is the party of `role`, a placeholder away for the reconnect grace the other.
+    fn recreate(
+        &mut self,
+        conn: ConnId,
+        (app, uid): (&Arc<str>, &Arc<str>),
+        cid: &str,
+        to: &str,
+        role: Role,
+        now: Instant,
+    ) -> Outbox {
+        let kind = if role == Role::Caller { "offer" } else { "resume" };
+        let open = self.connections.get(&conn).map_or(0, |c| c.cids.len());
+        if open >= MAX_CONVERSATIONS_PER_CONNECTION {
+            return vec![error(
+                conn,
+                Some(cid),
+                ErrorCode::RateLimited,
+                format!("{open} conversations open on this connection"),
+                kind,
+            )];
+        }
+        let Some(space) = self.apps.get_mut(app) else { return Vec::new() };
+        let peer_uid = match space.users.get_key_value(to) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(to),
+        };
+        let placeholder = self.next_placeholder;
+        self.next_placeholder += 1;
+        let cid_key: Arc<str> = Arc::from(cid);
+        let conversation = match role {
+            Role::Caller => Conversation {
+                caller: conn,
+                caller_uid: uid.clone(),
+                callee_uid: peer_uid.clone(),
+                phase: Phase::Live(placeholder),
+            },
+            Role::Callee => Conversation {
+                caller: placeholder,
+                caller_uid: peer_uid.clone(),
+                callee_uid: uid.clone(),
+                phase: Phase::Live(conn),
+            },
+        };
+        space.conversations.insert(cid_key.clone(), conversation);
+        self.conversation_count += 1;
+        if let Some(me) = self.connections.get_mut(&conn) {
+            me.cids.push(cid_key.clone());
+        }
+        self.away.insert(
+            placeholder,
+            Away {
+                app: app.clone(),
+                uid: peer_uid,
+                cids: vec![cid_key],
+                until: now.checked_add(self.reconnect_grace).unwrap_or(now),
+                queue: FrameQueue::default(),
+            },
+        );
+        Vec::new()
+    }
+
+    fn conversation(
+        &mut self,
+        conn: ConnId,
+        cid: &str,
+        to: &str,
+        body: Body,
+        now: Instant,
+    ) -> Outbox {
         let Some(me) = self.connections.get(&conn) else { return Vec::new() };
         let (app, uid) = (me.app.clone(), me.uid.clone());
         if let Body::Call(msg) = body {
             return self.call(conn, &app, &uid, cid, to, msg);
         }
-        let mut out = match self.claimable(&app, &uid, cid, conn) {
-            Some(old) => self.take_over(&app, cid, old, conn),
-            None => Vec::new(),
-        };
-        // Speaking on a conversation confirms it as this connection's.
-        if let Some(me) = self.connections.get_mut(&conn) {
-            me.rebound.retain(|x| &**x != cid);
+        if let Some(probed) = self.holding(conn, cid) {
+            let frame = ClientFrame::Conversation { cid: cid.to_owned(), to: to.to_owned(), body };
+            self.hold(probed, conn, cid, frame);
+            return Vec::new();
         }
-        out.extend(self.conversation_frame(conn, &app, &uid, cid, to, body));
+        let known = self.apps.get(&app).is_some_and(|s| s.conversations.contains_key(cid));
+        let mut out = Vec::new();
+        if !known {
+            // An old client's way to resume: its restart on a conversation we do not know.
+            if let Some(role) = implicit_resume(&body)
+                && !self.has_ended(&app, cid, now)
+            {
+                out = self.recreate(conn, (&app, &uid), cid, to, role, now);
+                if !out.is_empty() {
+                    return out; // refused
+                }
+            }
+        }
+        // Answers to a ringing call are never a returning party's: no claim.
+        let answer = matches!(body, Body::Accept(_) | Body::Reject(_) | Body::Busy(_));
+        let claim = if answer {
+            Claim::Proceed(Vec::new())
+        } else {
+            self.claim(conn, (&app, &uid), cid, to, None)
+        };
+        match claim {
+            Claim::Probe(old) => {
+                let frame =
+                    ClientFrame::Conversation { cid: cid.to_owned(), to: to.to_owned(), body };
+                self.hold(old, conn, cid, frame);
+                return out;
+            }
+            Claim::Proceed(kept) => out.extend(kept),
+        }
+        self.confirm(conn, cid);
+        out.extend(self.conversation_frame(conn, (&app, &uid), cid, to, body, now));
         out
     }
 
     fn conversation_frame(
         &mut self,
         conn: ConnId,
-        app: &Arc<str>,
-        uid: &Arc<str>,
+        (app, uid): (&Arc<str>, &Arc<str>),
         cid: &str,
         to: &str,
         body: Body,
+        now: Instant,
     ) -> Outbox {
         let (app, uid) = (app.clone(), uid.clone());
         let kind = body.kind();
@@ -423,11 +778,11 @@ impl Router {
             )];
         };
         let role = if conv.caller == conn {
-            Role::Caller
+            Party::Caller
         } else {
             match &conv.phase {
-                Phase::Ringing(list) if list.contains(&conn) => Role::RingingCallee,
-                Phase::Live(callee) if *callee == conn => Role::Callee,
+                Phase::Ringing(list) if list.contains(&conn) => Party::RingingCallee,
+                Phase::Live(callee) if *callee == conn => Party::Callee,
                 _ => {
                     return vec![error(
                         conn,
@@ -439,7 +794,7 @@ impl Router {
                 }
             }
         };
-        let peer_uid = if role == Role::Caller { &conv.callee_uid } else { &conv.caller_uid };
+        let peer_uid = if role == Party::Caller { &conv.callee_uid } else { &conv.caller_uid };
         if **peer_uid != *to {
             return vec![error(
                 conn,
@@ -453,14 +808,14 @@ impl Router {
             vec![error(conn, Some(cid), ErrorCode::OutOfOrder, format!("`{kind}` {why}"), kind)]
         };
         match (role, &conv.phase, body) {
-            (Role::Caller, Phase::Ringing(ringing), Body::Bye(b)) => {
+            (Party::Caller, Phase::Ringing(ringing), Body::Bye(b)) => {
                 let out =
                     ringing.iter().map(|c| relay(*c, cid, &uid, Body::Bye(b.clone()))).collect();
-                self.end(&app, cid);
+                self.end(&app, cid, now);
                 out
             }
-            (Role::Caller, Phase::Ringing(_), _) => out_of_order("before the callee accepted"),
-            (Role::RingingCallee, Phase::Ringing(ringing), Body::Accept(b)) => {
+            (Party::Caller, Phase::Ringing(_), _) => out_of_order("before the callee accepted"),
+            (Party::RingingCallee, Phase::Ringing(ringing), Body::Accept(b)) => {
                 let others: Vec<ConnId> = ringing.iter().copied().filter(|c| *c != conn).collect();
                 conv.phase = Phase::Live(conn);
                 let caller = conv.caller;
@@ -472,7 +827,7 @@ impl Router {
                 }
                 out
             }
-            (Role::RingingCallee, Phase::Ringing(ringing), Body::Reject(b)) => {
+            (Party::RingingCallee, Phase::Ringing(ringing), Body::Reject(b)) => {
                 let caller_uid = conv.caller_uid.clone();
                 let mut out = vec![relay(conv.caller, cid, &uid, Body::Reject(b))];
                 out.extend(
@@ -481,23 +836,24 @@ impl Router {
                         .filter(|c| **c != conn)
                         .map(|c| relay(*c, cid, &caller_uid, bye())),
                 );
-                self.end(&app, cid);
+                self.end(&app, cid, now);
                 out
             }
-            (Role::RingingCallee, Phase::Ringing(_), body @ (Body::Busy(_) | Body::Bye(_))) => {
+            (Party::RingingCallee, Phase::Ringing(_), body @ (Body::Busy(_) | Body::Bye(_))) => {
                 if let Phase::Ringing(ringing) = &mut conv.phase {
                     ringing.retain(|c| *c != conn);
                     if ringing.is_empty() {
                         let out = vec![relay(conv.caller, cid, &uid, body)];
-                        self.end(&app, cid);
+                        self.forget(conn, cid);
+                        self.end(&app, cid, now);
                         return out;
                     }
                 }
                 self.forget(conn, cid);
                 Vec::new()
             }
-            (Role::RingingCallee | Role::Callee, Phase::Ringing(_), _)
-            | (Role::RingingCallee, Phase::Live(_), _) => {
+            (Party::RingingCallee | Party::Callee, Phase::Ringing(_), _)
+            | (Party::RingingCallee, Phase::Live(_), _) => {
                 out_of_order("before this callee accepted")
             }
             (_, Phase::Live(callee), body) => {
@@ -505,14 +861,14 @@ impl Router {
                     (Body::Accept(_) | Body::Reject(_) | Body::Busy(_), _) => {
                         return out_of_order("in a conversation already accepted");
                     }
-                    (Body::Bye(_), Role::Caller) => (*callee, true),
+                    (Body::Bye(_), Party::Caller) => (*callee, true),
                     (Body::Bye(_), _) => (conv.caller, true),
-                    (_, Role::Caller) => (*callee, false),
+                    (_, Party::Caller) => (*callee, false),
                     _ => (conv.caller, false),
                 };
                 let out = vec![relay(peer, cid, &uid, body)];
                 if ends {
-                    self.end(&app, cid);
+                    self.end(&app, cid, now);
                 }
                 out
             }
@@ -550,21 +906,43 @@ impl Router {
                 "call",
             )];
         }
+        let unreachable =
+            || vec![(conn, ServerFrame::Unreachable { cid: cid.to_owned(), from: to.to_owned() })];
         let Some((callee_uid, callee_conns)) = space.users.get_key_value(to) else {
-            return vec![(
-                conn,
-                ServerFrame::Unreachable { cid: cid.to_owned(), from: to.to_owned() },
-            )];
+            return unreachable();
         };
-        let ringing: Vec<ConnId> = callee_conns.iter().copied().filter(|c| *c != conn).collect();
-        if ringing.is_empty() {
-            return vec![(
-                conn,
-                ServerFrame::Unreachable { cid: cid.to_owned(), from: to.to_owned() },
-            )];
-        }
+        let callee_conns: Vec<ConnId> =
+            callee_conns.iter().copied().filter(|c| *c != conn).collect();
         let callee_uid = callee_uid.clone();
+        let services: Vec<(ConnId, &Connection)> = callee_conns
+            .iter()
+            .filter_map(|c| self.connections.get(c).map(|x| (*c, x)))
+            .filter(|(_, c)| c.service)
+            .collect();
+        let ringing: Vec<ConnId> = if services.is_empty() {
+            callee_conns
+        } else {
+            // A pool of service endpoints: the free one rung least recently, alone.
+            let free = services
+                .iter()
+                .filter(|(_, c)| c.cids.is_empty())
+                .min_by_key(|(id, c)| (c.last_rung, *id))
+                .map(|(id, _)| *id);
+            let Some(free) = free else {
+                return vec![relay(conn, cid, &callee_uid, Body::Busy(Empty::default()))];
+            };
+            self.calls_rung += 1;
+            if let Some(c) = self.connections.get_mut(&free) {
+                c.last_rung = self.calls_rung;
+            }
+            vec![free]
+        };
+        if ringing.is_empty() {
+            return unreachable();
+        }
+        let Some(space) = self.apps.get_mut(app) else { return Vec::new() };
         let cid_key: Arc<str> = Arc::from(cid);
+        self.ended.remove(&(app.clone(), cid_key.clone()));
         msg.turn_credential = Some(self.turn_credential.clone());
         let mut out = Vec::with_capacity(ringing.len());
         for (i, callee) in ringing.iter().enumerate() {
@@ -575,20 +953,20 @@ impl Router {
             };
             out.push(relay(*callee, cid, uid, body));
         }
+        space.conversations.insert(
+            cid_key.clone(),
+            Conversation {
+                caller: conn,
+                caller_uid: uid.clone(),
+                callee_uid,
+                phase: Phase::Ringing(ringing.clone()),
+            },
+        );
         for party in ringing.iter().chain(std::iter::once(&conn)) {
             if let Some(c) = self.connections.get_mut(party) {
                 c.cids.push(cid_key.clone());
             }
         }
-        space.conversations.insert(
-            cid_key,
-            Conversation {
-                caller: conn,
-                caller_uid: uid.clone(),
-                callee_uid,
-                phase: Phase::Ringing(ringing),
-            },
-        );
         self.conversation_count += 1;
         out
     }
@@ -604,9 +982,11 @@ impl Router {
         }
     }
 
-    /// Ends conversation `cid` of `app`: forgets it everywhere.
-    fn end(&mut self, app: &str, cid: &str) {
-        let Some(conv) = self.apps.get_mut(app).and_then(|s| s.conversations.remove(cid)) else {
+    /// Ends conversation `cid` of `app`: forgets it everywhere, remembers that it ended.
+    fn end(&mut self, app: &Arc<str>, cid: &str, now: Instant) {
+        let Some((cid_key, conv)) =
+            self.apps.get_mut(app).and_then(|s| s.conversations.remove_entry(cid))
+        else {
             return;
         };
         self.conversation_count -= 1;
@@ -615,6 +995,34 @@ impl Router {
             Phase::Ringing(list) => list.iter().for_each(|c| self.forget(*c, cid)),
             Phase::Live(c) => self.forget(c, cid),
         }
+        self.remember_ended((app.clone(), cid_key), now);
+    }
+
+    fn ended_memory(&self) -> Duration {
+        MIN_ENDED_MEMORY.max(self.reconnect_grace.saturating_mul(2))
+    }
+
+    fn remember_ended(&mut self, key: AppCid, now: Instant) {
+        let memory = self.ended_memory();
+        while let Some((old, at)) = self.ended_order.front() {
+            let expired = now.saturating_duration_since(*at) >= memory;
+            if !expired && self.ended_order.len() < MAX_ENDED_REMEMBERED {
+                break;
+            }
+            if self.ended.get(old) == Some(at) {
+                self.ended.remove(old);
+            }
+            self.ended_order.pop_front();
+        }
+        self.ended.insert(key.clone(), now);
+        self.ended_order.push_back((key, now));
+    }
+
+    /// Whether conversation `cid` of `app` ended recently.
+    fn has_ended(&self, app: &Arc<str>, cid: &str, now: Instant) -> bool {
+        self.ended
+            .get(&(app.clone(), Arc::from(cid)))
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.ended_memory())
     }
 
     /// Forgets `conn` (its socket is gone) and ends its conversations: the other party of
@@ -622,6 +1030,24 @@ impl Router {
     /// not zero, its live conversations: they are kept until the returned deadline (pass
     /// that time, or later, to [`Router::expire`]) for the same uid to come back.
     pub fn disconnect(
+        &mut self,
+        conn: ConnId,
+        departure: Departure,
+        now: Instant,
+    ) -> (Outbox, Option<Instant>) {
+        // What it was waiting for in others' probes is void.
+        for probe in self.probes.values_mut() {
+            probe.held.retain(|(c, ..)| *c != conn);
+        }
+        if self.probes.contains_key(&conn) {
+            // It was being probed: those who claimed its conversations get them.
+            let (out, until) = self.probe_failed(conn, departure, now);
+            return (self.divert(out), until);
+        }
+        self.remove(conn, departure, now)
+    }
+
+    fn remove(
         &mut self,
         conn: ConnId,
         departure: Departure,
@@ -652,7 +1078,7 @@ impl Router {
                     }
                     Phase::Live(c) => out.push(relay(*c, cid, &me.uid, bye())),
                 }
-                self.end(&me.app, cid);
+                self.end(&me.app, cid, now);
                 continue;
             }
             match &mut conv.phase {
@@ -660,12 +1086,12 @@ impl Router {
                     list.retain(|c| *c != conn);
                     if list.is_empty() {
                         out.push(relay(conv.caller, cid, &me.uid, bye()));
-                        self.end(&me.app, cid);
+                        self.end(&me.app, cid, now);
                     }
                 }
                 Phase::Live(_) => {
                     out.push(relay(conv.caller, cid, &me.uid, bye()));
-                    self.end(&me.app, cid);
+                    self.end(&me.app, cid, now);
                 }
             }
         }
@@ -674,11 +1100,82 @@ impl Router {
         } else {
             let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
             let Connection { app, uid, .. } = me;
-            self.away.insert(conn, Away { app, uid, cids: kept, until, queue: VecDeque::new() });
+            self.away
+                .insert(conn, Away { app, uid, cids: kept, until, queue: FrameQueue::default() });
             Some(until)
         };
         let out = self.divert(out);
         self.release_empty_apps();
+        (out, until)
+    }
+
+    /// The verdict of the takeover probe of `conn` ([`Effect::Probe`]): `answered` (a pong or
+    /// any frame came back in time) → it keeps its conversations, the claims on them are
+    /// refused (`not_party`) and it gets the frames held for it; silent → it is lost (its
+    /// live conversations get the reconnect grace), the conversations claimed pass to their
+    /// claimants, whose held frames then go through. A verdict on a connection that is not
+    /// probed is ignored.
+    pub fn probe_result(&mut self, conn: ConnId, answered: bool, now: Instant) -> Outbox {
+        if !self.probes.contains_key(&conn) {
+            return Vec::new();
+        }
+        let out = if answered {
+            self.probe_answered(conn)
+        } else {
+            self.probe_failed(conn, Departure::Lost, now).0
+        };
+        self.divert(out)
+    }
+
+    fn probe_answered(&mut self, probed: ConnId) -> Outbox {
+        let Some(probe) = self.probes.remove(&probed) else { return Vec::new() };
+        let mut out: Outbox = probe.queue.0.into_iter().map(|f| (probed, f)).collect();
+        for (conn, cid, frame) in probe.held {
+            out.push(error(
+                conn,
+                Some(&cid),
+                ErrorCode::NotParty,
+                format!(
+                    "conversation `{cid}` belongs to another connection of this uid, which is alive"
+                ),
+                frame.kind(),
+            ));
+        }
+        out
+    }
+
+    fn probe_failed(
+        &mut self,
+        probed: ConnId,
+        departure: Departure,
+        now: Instant,
+    ) -> (Outbox, Option<Instant>) {
+        let Some(mut probe) = self.probes.remove(&probed) else {
+            return self.remove(probed, departure, now);
+        };
+        let mut out = Vec::new();
+        // Each claimed conversation passes to its first claimant, with what was held for it.
+        if let Some(app) = self.connections.get(&probed).map(|c| c.app.clone()) {
+            for (claimant, cid, _) in &probe.held {
+                let is_party = self.connections.get(&probed).is_some_and(|c| c.cids.contains(cid));
+                if !is_party || !self.connections.contains_key(claimant) {
+                    continue;
+                }
+                self.take_over(&app, cid, probed, *claimant);
+                out.extend(probe.queue.take_cid(cid).into_iter().map(|f| (*claimant, f)));
+            }
+        }
+        let (lost, until) = self.remove(probed, departure, now);
+        out.extend(lost);
+        // What was held for its other conversations waits with it, if it waits.
+        if let Some(away) = self.away.get_mut(&probed) {
+            for frame in probe.queue.0 {
+                away.queue.push(frame);
+            }
+        }
+        for (claimant, _, frame) in probe.held {
+            out.extend(self.handle(claimant, frame, now));
+        }
         (out, until)
     }
 
@@ -698,7 +1195,7 @@ impl Router {
                 };
                 let peer = if *caller == id { *callee } else { *caller };
                 out.push(relay(peer, cid, &away.uid, bye()));
-                self.end(&away.app, cid);
+                self.end(&away.app, cid, now);
             }
         }
         // A peer whose grace ended too is gone: nothing for it.

@@ -1,10 +1,11 @@
 //! Socket I/O: one task per WebSocket, a [`Hub`] that owns the [`Router`] behind a mutex
-//! held only for the pure call, one bounded outbound queue per connection, and one task
-//! ([`expire_graces`]) that ends reconnect graces when they run out.
+//! held only for the pure call, one bounded outbound queue per connection, one task
+//! ([`expire_graces`]) that ends reconnect graces when they run out, and one short task per
+//! takeover probe ([`Effect::Probe`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,12 +21,13 @@ use wilddog_protocol::{
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::router::{ConnId, Departure, Outbox, Router};
+use crate::router::{ConnId, Departure, Effect, Outbox, Router};
 use crate::token::verify_token;
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
-    /// The server is shutting down.
+    /// The server is shutting down; or the connection was idle too long; or it did not
+    /// answer a takeover probe (another connection of its uid took its calls over).
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol error at the WebSocket level.
     pub const PROTOCOL_ERROR: u16 = 1002;
@@ -57,7 +59,7 @@ impl Shared {
             config,
             metrics: Metrics::default(),
             hub: Hub {
-                state: Mutex::new(HubState { router, outboxes: HashMap::new() }),
+                state: Mutex::new(HubState { router, peers: HashMap::new(), next_expiry: None }),
                 graces_changed: Notify::new(),
             },
             local_addr,
@@ -68,16 +70,44 @@ impl Shared {
     }
 }
 
+/// Signals between the hub and one connection's task, for takeover probes.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// Ping the client now.
+    ping: Notify,
+    /// A probe waits for the client to show it is alive (a pong, or any frame).
+    probing: AtomicBool,
+    /// The client showed it is alive while probed.
+    answered: Notify,
+    /// Close the socket: it did not answer the probe, its calls went to another connection.
+    kick: CancellationToken,
+}
+
+/// An authenticated connection as the hub sees it.
+struct Peer {
+    tx: mpsc::Sender<Utf8Bytes>,
+    control: Arc<Control>,
+}
+
 struct HubState {
     router: Router,
-    outboxes: HashMap<ConnId, mpsc::Sender<Utf8Bytes>>,
+    peers: HashMap<ConnId, Peer>,
+    /// The router's next grace expiry, as [`expire_graces`] last heard of it.
+    next_expiry: Option<std::time::Instant>,
 }
 
 /// The router and the outbound queues of authenticated connections.
 pub(crate) struct Hub {
     state: Mutex<HubState>,
-    /// Wakes [`expire_graces`] when a reconnect grace begins.
+    /// Wakes [`expire_graces`] when the earliest reconnect grace changes.
     graces_changed: Notify,
+}
+
+/// What one pure call on the router gave: frames paired with their connection's queue, and
+/// the connections to probe.
+struct Routed {
+    deliveries: Vec<(ConnId, mpsc::Sender<Utf8Bytes>, ServerFrame)>,
+    probes: Vec<(ConnId, Arc<Control>)>,
 }
 
 impl Hub {
@@ -86,29 +116,35 @@ impl Hub {
         // for the other sessions.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
+impl Shared {
     /// Registers an authenticated connection; frames kept for it while its uid was away
     /// (reconnect grace) go to its queue.
     fn register(
-        &self,
-        metrics: &Metrics,
+        self: &Arc<Self>,
         conn: ConnId,
-        app: &str,
-        uid: &str,
+        (app, uid, service): (&str, &str, bool),
         tx: mpsc::Sender<Utf8Bytes>,
+        control: Arc<Control>,
     ) {
-        self.lock().outboxes.insert(conn, tx);
-        self.route(metrics, |router| router.connect(conn, app, uid));
+        self.hub.lock().peers.insert(conn, Peer { tx, control });
+        self.route(|router| router.connect_with(conn, app, uid, service));
     }
 
-    /// Runs `f` on the router, then delivers what it returns. A connection whose queue is
-    /// full is too slow to read: it is dropped from the router at once (its peers get `bye`),
-    /// and its task, seeing its queue closed, closes the socket.
-    fn route(&self, metrics: &Metrics, f: impl FnOnce(&mut Router) -> Outbox) {
-        let mut deliveries = self.collect(metrics, &[], f);
-        while !deliveries.is_empty() {
+    /// Runs `f` on the router, then delivers what it returns and starts the probes it asks
+    /// for. A connection whose queue is full is too slow to read: it is dropped from the
+    /// router at once (its peers get `bye`), and its task, seeing its queue closed, closes
+    /// the socket.
+    pub(crate) fn route(self: &Arc<Self>, f: impl FnOnce(&mut Router) -> Outbox) {
+        let metrics = &self.metrics;
+        let mut routed = self.collect(&[], f);
+        loop {
+            for (conn, control) in std::mem::take(&mut routed.probes) {
+                self.start_probe(conn, control);
+            }
             let mut overflowed = Vec::new();
-            for (to, tx, frame) in deliveries {
+            for (to, tx, frame) in std::mem::take(&mut routed.deliveries) {
                 match &frame {
                     ServerFrame::Conversation { .. } => metrics.frames_relayed.inc(),
                     ServerFrame::Error { .. } => metrics.frames_refused.inc(),
@@ -132,7 +168,7 @@ impl Hub {
             }
             // Not reading is a policy close, not a lost connection: no reconnect grace.
             let now = std::time::Instant::now();
-            deliveries = self.collect(metrics, &overflowed, |router| {
+            routed = self.collect(&overflowed, |router| {
                 overflowed
                     .iter()
                     .flat_map(|conn| router.disconnect(*conn, Departure::Closed, now).0)
@@ -143,40 +179,77 @@ impl Hub {
 
     /// Drops the queues of `dropped` (which closes them), runs `f` under the lock and pairs
     /// each output with its connection's queue.
-    fn collect(
-        &self,
-        metrics: &Metrics,
-        dropped: &[ConnId],
-        f: impl FnOnce(&mut Router) -> Outbox,
-    ) -> Vec<(ConnId, mpsc::Sender<Utf8Bytes>, ServerFrame)> {
-        let mut state = self.lock();
-        let HubState { router, outboxes } = &mut *state;
+    fn collect(&self, dropped: &[ConnId], f: impl FnOnce(&mut Router) -> Outbox) -> Routed {
+        let mut state = self.hub.lock();
+        let HubState { router, peers, next_expiry } = &mut *state;
         for conn in dropped {
-            outboxes.remove(conn);
+            peers.remove(conn);
         }
         let out = f(router);
-        metrics.conversations.set(router.conversation_count() as i64);
-        out.into_iter()
-            .filter_map(|(to, frame)| outboxes.get(&to).map(|tx| (to, tx.clone(), frame)))
-            .collect()
+        self.metrics.conversations.set(router.conversation_count() as i64);
+        let expiry = router.next_expiry();
+        if expiry != *next_expiry {
+            *next_expiry = expiry;
+            self.hub.graces_changed.notify_one();
+        }
+        let probes = router
+            .take_effects()
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Probe(conn) => peers.get(&conn).map(|p| (conn, p.control.clone())),
+            })
+            .collect();
+        let deliveries = out
+            .into_iter()
+            .filter_map(|(to, frame)| peers.get(&to).map(|p| (to, p.tx.clone(), frame)))
+            .collect();
+        Routed { deliveries, probes }
     }
 
-    fn dispatch(&self, metrics: &Metrics, conn: ConnId, frame: ClientFrame) {
-        self.route(metrics, |router| router.handle(conn, frame));
+    /// Pings `conn` and gives the router the verdict after `limits.takeover_probe`, or as
+    /// soon as the client shows it is alive. A silent one is closed: its calls went on.
+    fn start_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Control>) {
+        let shared = self.clone();
+        let deadline = self.config.limits.takeover_probe;
+        tokio::spawn(async move {
+            control.probing.store(true, Ordering::SeqCst);
+            control.ping.notify_one();
+            let answered =
+                tokio::time::timeout(deadline, control.answered.notified()).await.is_ok();
+            control.probing.store(false, Ordering::SeqCst);
+            if answered {
+                tracing::debug!(conn, "takeover probe answered: the connection keeps its calls");
+            } else {
+                tracing::info!(
+                    conn,
+                    "no answer to the takeover probe within {deadline:?}: the connection is \
+                     lost, a new connection of its uid takes its calls over"
+                );
+            }
+            let now = std::time::Instant::now();
+            shared.route(|router| router.probe_result(conn, answered, now));
+            if !answered {
+                control.kick.cancel();
+            }
+        });
     }
 
-    fn unregister(&self, metrics: &Metrics, conn: ConnId, departure: Departure) {
+    fn dispatch(self: &Arc<Self>, conn: ConnId, frame: ClientFrame) {
+        let now = std::time::Instant::now();
+        self.route(|router| router.handle(conn, frame, now));
+    }
+
+    fn unregister(self: &Arc<Self>, conn: ConnId, departure: Departure) {
         let now = std::time::Instant::now();
         let mut grace_until = None;
-        self.route(metrics, |router| {
+        self.route(|router| {
             let (out, until) = router.disconnect(conn, departure, now);
             grace_until = until;
             out
         });
-        self.lock().outboxes.remove(&conn);
+        self.hub.lock().peers.remove(&conn);
         if let Some(until) = grace_until {
             tracing::debug!(conn, grace = ?until.saturating_duration_since(now), "connection lost: its live calls wait for it");
-            self.graces_changed.notify_one();
         }
     }
 }
@@ -198,7 +271,7 @@ pub(crate) async fn expire_graces(shared: Arc<Shared>) {
             _ = hub.graces_changed.notified() => {}
             _ = wake => {
                 let now = std::time::Instant::now();
-                hub.route(&shared.metrics, |router| router.expire(now));
+                shared.route(|router| router.expire(now));
             }
         }
     }
@@ -291,6 +364,7 @@ pub(crate) async fn serve_socket(
         shared: &shared,
         stun_host_port,
         outbox: None,
+        control: None,
         bucket: TokenBucket::new(
             shared.config.limits.rate_limit_per_sec,
             shared.config.limits.rate_limit_burst,
@@ -301,7 +375,7 @@ pub(crate) async fn serve_socket(
     };
     let close = session.run(&mut ws).await;
     if session.outbox.is_some() {
-        shared.hub.unregister(metrics, conn, session.departure);
+        shared.unregister(conn, session.departure);
         metrics.authenticated.dec();
     }
     if let Some((code, reason)) = &close {
@@ -358,10 +432,12 @@ async fn write_batch(
 
 struct Session<'a> {
     conn: ConnId,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     stun_host_port: String,
     /// Set once authenticated.
     outbox: Option<mpsc::Receiver<Utf8Bytes>>,
+    /// Set once authenticated: takeover probes of this connection.
+    control: Option<Arc<Control>>,
     bucket: TokenBucket,
     refused_in_a_row: u32,
     failed_auth: u32,
@@ -373,6 +449,20 @@ struct Session<'a> {
 async fn next_out(outbox: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
     match outbox {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn ping_asked(control: &Option<Arc<Control>>) {
+    match control {
+        Some(c) => c.ping.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn kicked(control: &Option<Arc<Control>>) {
+    match control {
+        Some(c) => c.kick.cancelled().await,
         None => std::future::pending().await,
     }
 }
@@ -424,10 +514,24 @@ impl Session<'_> {
                         return None;
                     }
                 }
+                _ = kicked(&self.control) => {
+                    // The router already handed its calls to another connection of its uid.
+                    return Some((close_code::GOING_AWAY, "no answer to a ping while another connection of this uid took the call over".into()));
+                }
+                _ = ping_asked(&self.control) => {
+                    if !within_send_timeout(ws.send(Message::Ping(Default::default()))).await {
+                        return None;
+                    }
+                }
                 msg = ws.recv() => {
                     let now = Instant::now();
                     last_heard = now;
                     pinged = false;
+                    if let Some(control) = &self.control
+                        && control.probing.swap(false, Ordering::SeqCst)
+                    {
+                        control.answered.notify_one();
+                    }
                     let msg = match msg {
                         None => return None,
                         Some(Ok(msg)) => msg,
@@ -567,7 +671,7 @@ impl Session<'_> {
             }
         };
         if self.outbox.is_some() {
-            self.shared.hub.dispatch(&self.shared.metrics, self.conn, frame);
+            self.shared.dispatch(self.conn, frame);
             return None;
         }
         match frame {
@@ -633,13 +737,17 @@ impl Session<'_> {
         match verify_token(&shared.config, &connect.app_id, &connect.token) {
             Ok(claims) => {
                 let (tx, rx) = mpsc::channel(shared.config.limits.outbound_queue_frames);
-                shared.hub.register(&shared.metrics, self.conn, &claims.app_id, &claims.uid, tx);
+                let control = Arc::new(Control::default());
+                let identity = (claims.app_id.as_str(), claims.uid.as_str(), connect.service);
+                shared.register(self.conn, identity, tx, control.clone());
                 self.outbox = Some(rx);
+                self.control = Some(control);
                 shared.metrics.authenticated.inc();
                 tracing::debug!(
                     conn = self.conn,
                     app = claims.app_id,
                     uid = claims.uid,
+                    service = connect.service,
                     "authenticated"
                 );
                 let connack = ServerFrame::Connack {

@@ -188,3 +188,139 @@ async fn nobody_back_within_the_grace_the_peer_gets_bye_once() {
     bob.say("restartice", "c1", "alice", json!({})).await;
     bob.recv_error(ErrorCode::UnknownConversation).await;
 }
+
+/// Reads `client` for `d`, answering pings (tungstenite pongs while it is read) and
+/// asserting nothing else arrives.
+async fn stay_alive(client: &mut Client, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    while let Ok(m) = tokio::time::timeout_at(until, client.ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_half_open_caller_is_taken_over_and_the_restart_offer_arrives_within_3_s() {
+    let server = TestServer::dev().await; // takeover probe: 2 s
+    let (alice, mut bob) = live_call(&server).await;
+    // alice's socket stops reading without closing (a dead Wi-Fi): it never answers a ping.
+    let half_open = alice;
+    // alice logs in again and re-offers, as the original client does (no `resume`).
+    let mut alice = server.login("alice").await;
+    let sent = tokio::time::Instant::now();
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 restart", "restartId": 1})).await;
+    let (kind, cid, from, _) = bob.recv_conv().await;
+    let waited = sent.elapsed();
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("offer", "c1", "alice"));
+    assert!(waited < Duration::from_secs(3), "the restart took {waited:?}");
+    // The call goes on between the new connection and bob.
+    bob.say("answer", "c1", "alice", json!({"sdp": "v=0 restart answer", "restartId": 1})).await;
+    assert_eq!(alice.recv_conv().await.0, "answer");
+    bob.say("bye", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "bye");
+    // The silent socket was closed by the server (a ping, then the close frame).
+    let mut half_open = half_open;
+    let reason = half_open.recv_close(wilddog_server::close_code::GOING_AWAY).await;
+    assert!(reason.contains("ping"), "{reason}");
+    bob.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_half_open_callee_is_taken_over_by_its_resume() {
+    let mut config = ServerConfig::development();
+    config.limits.takeover_probe = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let (mut alice, bob) = live_call(&server).await;
+    let _half_open = bob;
+    let mut bob = server.login("bob").await;
+    bob.send_json(json!({"type": "resume", "cid": "c1", "to": "alice", "msg": {"role": "callee"}}))
+        .await;
+    // alice trickles a candidate to the half-open socket meanwhile: bob gets it after the probe.
+    alice.say("candidate", "c1", "bob", json!({"sdp": "candidate:during-probe"})).await;
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    let (kind, _, _, body) = bob.recv_conv().await;
+    let Body::Candidate(c) = body else { panic!("{kind}") };
+    assert_eq!(c.sdp, "candidate:during-probe");
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 r", "restartId": 2})).await;
+    assert_eq!(bob.recv_conv().await.0, "offer");
+}
+
+#[tokio::test]
+async fn a_live_connection_answers_the_probe_and_keeps_its_call() {
+    let mut config = ServerConfig::development();
+    config.limits.takeover_probe = Duration::from_secs(5);
+    let server = TestServer::start(config).await;
+    let (mut alice, mut bob) = live_call(&server).await;
+    // Another device of bob claims the call; bob's connection is alive and answers the ping.
+    let mut other = server.login("bob").await;
+    let sent = tokio::time::Instant::now();
+    other.say("restartice", "c1", "alice", json!({})).await;
+    let (_, refused) = tokio::join!(
+        stay_alive(&mut bob, Duration::from_millis(500)),
+        other.recv_error(ErrorCode::NotParty)
+    );
+    assert!(sent.elapsed() < Duration::from_secs(2), "refused at the pong, not the deadline");
+    assert!(refused.contains("alive"), "{refused}");
+    alice.expect_silence(QUIET).await;
+    alice.say("candidate", "c1", "bob", json!({"sdp": "candidate:x"})).await;
+    assert_eq!(bob.recv_conv().await.0, "candidate");
+}
+
+#[tokio::test]
+async fn a_restarted_server_carries_on_a_live_call_after_both_resume() {
+    let server = TestServer::dev().await;
+    let addr = server.addr;
+    let (mut alice, mut bob) = live_call(&server).await;
+    server.shutdown().await;
+    alice.recv_close(wilddog_server::close_code::GOING_AWAY).await;
+    bob.recv_close(wilddog_server::close_code::GOING_AWAY).await;
+
+    // The same address, a server that knows nothing: both come back and resume c1.
+    let server = TestServer::start_on(addr, ServerConfig::development()).await;
+    let mut alice = server.login("alice").await;
+    alice
+        .send_json(json!({"type": "resume", "cid": "c1", "to": "bob", "msg": {"role": "caller"}}))
+        .await;
+    let mut bob = server.login("bob").await;
+    bob.send_json(json!({"type": "resume", "cid": "c1", "to": "alice", "msg": {"role": "callee"}}))
+        .await;
+    bob.say("restartice", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 again", "restartId": 1})).await;
+    let (kind, cid, from, _) = bob.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("offer", "c1", "alice"));
+    bob.say("answer", "c1", "alice", json!({"sdp": "v=0 again", "restartId": 1})).await;
+    assert_eq!(alice.recv_conv().await.0, "answer");
+    // A later hang-up reaches the peer.
+    bob.say("bye", "c1", "alice", json!({})).await;
+    let (kind, cid, from, _) = alice.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "bob"));
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_carries_on_an_old_clients_call_from_its_restart() {
+    let server = TestServer::dev().await;
+    let addr = server.addr;
+    let (alice, bob) = live_call(&server).await;
+    server.shutdown().await;
+    drop((alice, bob));
+    let server = TestServer::start_on(addr, ServerConfig::development()).await;
+    // Old clients: the caller re-offers, the callee answers it; neither sends `resume`.
+    let mut bob = server.login("bob").await;
+    let mut alice = server.login("alice").await;
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 again", "restartId": 9})).await;
+    // bob was connected before the conversation was re-created: he binds by answering.
+    bob.expect_silence(QUIET).await;
+    bob.say("answer", "c1", "alice", json!({"sdp": "v=0 again", "restartId": 9})).await;
+    let (kind, _, _, _) = bob.recv_conv().await;
+    assert_eq!(kind, "offer", "what was kept for him comes first");
+    assert_eq!(alice.recv_conv().await.0, "answer");
+    alice.say("bye", "c1", "bob", json!({})).await;
+    assert_eq!(bob.recv_conv().await.0, "bye");
+    server.shutdown().await;
+}

@@ -12,6 +12,10 @@ const APP: &str = "app";
 
 const GRACE: Duration = Duration::from_secs(10);
 
+fn now() -> Instant {
+    Instant::now()
+}
+
 fn router() -> Router {
     Router::new(TurnCredential { username: "tu".into(), credential: "tc".into() }, GRACE)
 }
@@ -86,7 +90,7 @@ fn three() -> Router {
 #[test]
 fn accepted_lifecycle_relays_everything_with_from_stamped() {
     let mut r = three();
-    let out = r.handle(1, call("c1", "bob"));
+    let out = r.handle(1, call("c1", "bob"), now());
     let (to, cid, from, body) = relayed(&out);
     assert_eq!((to, cid, from), (2, "c1", "alice"));
     let Body::Call(msg) = body else { panic!() };
@@ -97,65 +101,65 @@ fn accepted_lifecycle_relays_everything_with_from_stamped() {
     );
     assert_eq!(r.conversation_count(), 1);
 
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     assert_eq!(relayed(&out).0, 1);
-    let out = r.handle(1, frame("c1", "bob", offer()));
+    let out = r.handle(1, frame("c1", "bob", offer()), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &offer()));
-    let out = r.handle(2, frame("c1", "alice", answer()));
+    let out = r.handle(2, frame("c1", "alice", answer()), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &answer()));
-    let out = r.handle(1, frame("c1", "bob", cand(0)));
+    let out = r.handle(1, frame("c1", "bob", cand(0)), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &cand(0)));
-    let out = r.handle(2, frame("c1", "alice", cand(1)));
+    let out = r.handle(2, frame("c1", "alice", cand(1)), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &cand(1)));
-    let out = r.handle(2, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(2, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(relayed(&out).0, 1);
-    let out = r.handle(1, frame("c1", "bob", Body::Bye(empty())));
+    let out = r.handle(1, frame("c1", "bob", Body::Bye(empty())), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
     // Ended: further frames are refused.
-    let out = r.handle(2, frame("c1", "alice", cand(2)));
+    let out = r.handle(2, frame("c1", "alice", cand(2)), now());
     assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
 }
 
 #[test]
 fn reject_and_busy_end_the_conversation() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    let out = r.handle(2, frame("c1", "alice", Body::Reject(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Reject(empty())), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Reject(empty())));
     assert_eq!(r.conversation_count(), 0);
 
-    r.handle(1, call("c2", "bob"));
-    let out = r.handle(2, frame("c2", "alice", Body::Busy(empty())));
+    r.handle(1, call("c2", "bob"), now());
+    let out = r.handle(2, frame("c2", "alice", Body::Busy(empty())), now());
     assert_eq!(relayed(&out), (1, "c2", "bob", &Body::Busy(empty())));
     assert_eq!(r.conversation_count(), 0);
     // The cid is free again.
-    let out = r.handle(1, call("c2", "bob"));
+    let out = r.handle(1, call("c2", "bob"), now());
     assert_eq!(relayed(&out).0, 2);
 }
 
 #[test]
 fn caller_cancels_before_answer() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    let out = r.handle(1, frame("c1", "bob", Body::Bye(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    let out = r.handle(1, frame("c1", "bob", Body::Bye(empty())), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
 }
 
 #[test]
 fn disconnect_mid_call_sends_bye_to_the_other_party() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     let out = close(&mut r, 2);
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
     assert!(!r.is_connected(2));
     // Caller drops while ringing: the callee gets bye.
-    r.handle(1, call("c2", "carol"));
+    r.handle(1, call("c2", "carol"), now());
     let out = close(&mut r, 1);
     assert_eq!(relayed(&out), (3, "c2", "alice", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
@@ -167,11 +171,11 @@ fn several_clients_of_one_uid_ring_and_first_answer_decides() {
     let mut r = three();
     r.connect(4, APP, "bob");
     r.connect(5, APP, "bob");
-    let out = r.handle(1, call("c1", "bob"));
+    let out = r.handle(1, call("c1", "bob"), now());
     let mut rung: Vec<ConnId> = out.iter().map(|(c, _)| *c).collect();
     rung.sort();
     assert_eq!(rung, vec![2, 4, 5]);
-    let out = r.handle(4, frame("c1", "alice", Body::Accept(empty())));
+    let out = r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
     assert_eq!(out.len(), 3, "{out:?}");
     assert!(
         matches!(&out[0], (1, ServerFrame::Conversation { body: Body::Accept(_), from, .. }) if from == "bob")
@@ -186,17 +190,17 @@ fn several_clients_of_one_uid_ring_and_first_answer_decides() {
     byes.sort();
     assert_eq!(byes, vec![2, 5]);
     // The losers are no longer parties.
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::NotParty);
-    let out = r.handle(1, frame("c1", "bob", offer()));
+    let out = r.handle(1, frame("c1", "bob", offer()), now());
     assert_eq!(relayed(&out).0, 4);
     // Losing clients disconnecting does not disturb the live conversation.
     assert!(close(&mut r, 2).is_empty());
     assert_eq!(r.conversation_count(), 1);
 
     // Reject from one of several also decides.
-    r.handle(3, call("c2", "bob"));
-    let out = r.handle(5, frame("c2", "carol", Body::Reject(empty())));
+    r.handle(3, call("c2", "bob"), now());
+    let out = r.handle(5, frame("c2", "carol", Body::Reject(empty())), now());
     assert_eq!(out.len(), 2, "{out:?}");
     assert!(matches!(&out[0], (3, ServerFrame::Conversation { body: Body::Reject(_), .. })));
     assert!(matches!(&out[1], (4, ServerFrame::Conversation { body: Body::Bye(_), .. })));
@@ -206,10 +210,10 @@ fn several_clients_of_one_uid_ring_and_first_answer_decides() {
 fn busy_from_one_of_several_keeps_ringing_the_others() {
     let mut r = three();
     r.connect(4, APP, "bob");
-    r.handle(1, call("c1", "bob"));
-    assert!(r.handle(2, frame("c1", "alice", Body::Busy(empty()))).is_empty());
+    r.handle(1, call("c1", "bob"), now());
+    assert!(r.handle(2, frame("c1", "alice", Body::Busy(empty())), now()).is_empty());
     assert_eq!(r.conversation_count(), 1);
-    let out = r.handle(4, frame("c1", "alice", Body::Busy(empty())));
+    let out = r.handle(4, frame("c1", "alice", Body::Busy(empty())), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Busy(empty())));
     assert_eq!(r.conversation_count(), 0);
 }
@@ -217,32 +221,36 @@ fn busy_from_one_of_several_keeps_ringing_the_others() {
 #[test]
 fn third_party_and_wrong_to_are_refused() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     // carol is no party, whatever `to` she names.
     for to in ["alice", "bob"] {
-        let out = r.handle(3, frame("c1", to, cand(0)));
+        let out = r.handle(3, frame("c1", to, cand(0)), now());
         assert_eq!(error_code(&out, 3), ErrorCode::NotParty);
-        let out = r.handle(3, frame("c1", to, Body::Bye(empty())));
+        let out = r.handle(3, frame("c1", to, Body::Bye(empty())), now());
         assert_eq!(error_code(&out, 3), ErrorCode::NotParty);
     }
     // A party naming someone else as `to`.
-    let out = r.handle(1, frame("c1", "carol", cand(0)));
+    let out = r.handle(1, frame("c1", "carol", cand(0)), now());
     assert_eq!(error_code(&out, 1), ErrorCode::NotParty);
     assert_eq!(r.conversation_count(), 1);
-    // Another connection of the caller's own uid is not a party either.
+    // Another connection of the caller's own uid is not a party either, once the party's
+    // connection answers the probe.
     r.connect(6, APP, "alice");
-    let out = r.handle(6, frame("c1", "bob", cand(0)));
+    assert!(r.handle(6, frame("c1", "bob", cand(0)), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(1)]);
+    let out = r.probe_result(1, true, now());
     assert_eq!(error_code(&out, 6), ErrorCode::NotParty);
+    assert!(r.take_effects().is_empty());
 }
 
 #[test]
 fn cid_in_use_is_refused() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    let out = r.handle(3, call("c1", "bob"));
+    r.handle(1, call("c1", "bob"), now());
+    let out = r.handle(3, call("c1", "bob"), now());
     assert_eq!(error_code(&out, 3), ErrorCode::CidInUse);
-    let out = r.handle(1, call("c1", "carol"));
+    let out = r.handle(1, call("c1", "carol"), now());
     assert_eq!(error_code(&out, 1), ErrorCode::CidInUse);
 }
 
@@ -251,8 +259,8 @@ fn cids_are_per_app() {
     let mut r = three();
     r.connect(10, "other", "x");
     r.connect(11, "other", "y");
-    r.handle(1, call("c1", "bob"));
-    let out = r.handle(10, call("c1", "y"));
+    r.handle(1, call("c1", "bob"), now());
+    let out = r.handle(10, call("c1", "y"), now());
     assert_eq!(relayed(&out), (11, "c1", "x", out_body(&out)));
 }
 
@@ -268,7 +276,7 @@ fn call_to_absent_uid_or_other_app_is_unreachable() {
     let mut r = three();
     r.connect(10, "other", "dave");
     for to in ["nobody", "dave", "alice"] {
-        let out = r.handle(1, call("c1", to));
+        let out = r.handle(1, call("c1", to), now());
         assert_eq!(
             out,
             vec![(1, ServerFrame::Unreachable { cid: "c1".into(), from: to.into() })],
@@ -281,15 +289,15 @@ fn call_to_absent_uid_or_other_app_is_unreachable() {
 #[test]
 fn out_of_order_frames_are_refused() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    let out = r.handle(1, frame("c1", "bob", offer()));
+    r.handle(1, call("c1", "bob"), now());
+    let out = r.handle(1, frame("c1", "bob", offer()), now());
     assert_eq!(error_code(&out, 1), ErrorCode::OutOfOrder);
-    let out = r.handle(2, frame("c1", "alice", cand(0)));
+    let out = r.handle(2, frame("c1", "alice", cand(0)), now());
     assert_eq!(error_code(&out, 2), ErrorCode::OutOfOrder);
-    let out = r.handle(1, frame("c1", "bob", Body::Accept(empty())));
+    let out = r.handle(1, frame("c1", "bob", Body::Accept(empty())), now());
     assert_eq!(error_code(&out, 1), ErrorCode::OutOfOrder);
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::OutOfOrder);
     assert_eq!(r.conversation_count(), 1);
 }
@@ -297,10 +305,10 @@ fn out_of_order_frames_are_refused() {
 #[test]
 fn unauthenticated_connections_get_not_connected() {
     let mut r = three();
-    let out = r.handle(99, call("c1", "bob"));
+    let out = r.handle(99, call("c1", "bob"), now());
     assert_eq!(error_code(&out, 99), ErrorCode::NotConnected);
-    assert!(r.handle(99, ClientFrame::Heartbeat(3)).is_empty());
-    let out = r.handle(1, ClientFrame::Connect(Connect::default()));
+    assert!(r.handle(99, ClientFrame::Heartbeat(3), now()).is_empty());
+    let out = r.handle(1, ClientFrame::Connect(Connect::default()), now());
     assert_eq!(error_code(&out, 1), ErrorCode::NotConnected);
 }
 
@@ -314,6 +322,7 @@ fn telemetry_is_acknowledged_heartbeat_and_quality_are_silent() {
             cid: Some("c".into()),
             msg: json!({}),
         },
+        now(),
     );
     assert_eq!(
         out,
@@ -328,25 +337,25 @@ fn telemetry_is_acknowledged_heartbeat_and_quality_are_silent() {
     );
     let quality =
         ClientFrame::Telemetry { kind: TelemetryKind::Quality, cid: None, msg: json!({}) };
-    assert!(r.handle(1, quality).is_empty());
-    assert!(r.handle(1, ClientFrame::Heartbeat(7)).is_empty());
+    assert!(r.handle(1, quality, now()).is_empty());
+    assert!(r.handle(1, ClientFrame::Heartbeat(7), now()).is_empty());
     let unknown = ClientFrame::Unknown(UnknownFrame {
         kind: "frobnicate".into(),
         cid: None,
         peer: None,
         msg: json!({}),
     });
-    assert_eq!(error_code(&r.handle(1, unknown), 1), ErrorCode::UnknownType);
+    assert_eq!(error_code(&r.handle(1, unknown, now()), 1), ErrorCode::UnknownType);
 }
 
 #[test]
 fn conversations_per_connection_are_bounded() {
     let mut r = three();
     for i in 0..MAX_CONVERSATIONS_PER_CONNECTION {
-        let out = r.handle(1, call(&format!("c{i}"), "bob"));
+        let out = r.handle(1, call(&format!("c{i}"), "bob"), now());
         assert_eq!(relayed(&out).0, 2);
     }
-    let out = r.handle(1, call("one-more", "bob"));
+    let out = r.handle(1, call("one-more", "bob"), now());
     assert_eq!(error_code(&out, 1), ErrorCode::RateLimited);
     // Disconnecting bob ends them all, each with a bye to alice.
     let out = close(&mut r, 2);
@@ -357,8 +366,8 @@ fn conversations_per_connection_are_bounded() {
 #[test]
 fn state_is_released_after_everyone_leaves() {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     for c in [1, 2, 3] {
         close(&mut r, c);
     }
@@ -384,8 +393,8 @@ fn restart_offer() -> Body {
 /// alice (1) called bob (2), bob accepted: a live conversation `c1`.
 fn live() -> Router {
     let mut r = three();
-    r.handle(1, call("c1", "bob"));
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     r
 }
 
@@ -400,23 +409,23 @@ fn lost_caller_reconnects_within_grace_and_frames_flow_both_ways() {
     assert!(!r.is_connected(1));
     assert_eq!((r.away_count(), r.conversation_count()), (1, 1));
     // bob's frames meanwhile are kept, not sent to the dead connection.
-    assert!(r.handle(2, frame("c1", "alice", cand(7))).is_empty());
+    assert!(r.handle(2, frame("c1", "alice", cand(7)), now()).is_empty());
     assert!(r.expire(t0 + GRACE / 2).is_empty());
     // alice is back on a new connection: she gets what was kept, and the conversation.
     let out = r.connect(4, APP, "alice");
     assert_eq!(relayed(&out), (4, "c1", "bob", &cand(7)));
     assert_eq!((r.away_count(), r.next_expiry()), (0, None));
-    let out = r.handle(4, frame("c1", "bob", restart_offer()));
+    let out = r.handle(4, frame("c1", "bob", restart_offer()), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &restart_offer()));
-    let out = r.handle(2, frame("c1", "alice", answer()));
+    let out = r.handle(2, frame("c1", "alice", answer()), now());
     assert_eq!(relayed(&out), (4, "c1", "bob", &answer()));
-    let out = r.handle(2, frame("c1", "alice", cand(1)));
+    let out = r.handle(2, frame("c1", "alice", cand(1)), now());
     assert_eq!(relayed(&out).0, 4);
     // The grace's end changes nothing now.
     assert!(r.expire(t0 + GRACE * 2).is_empty());
     assert_eq!(r.conversation_count(), 1);
     // The new connection is a full party: its bye ends the conversation.
-    let out = r.handle(4, frame("c1", "bob", Body::Bye(empty())));
+    let out = r.handle(4, frame("c1", "bob", Body::Bye(empty())), now());
     assert_eq!(out, vec![bye_frame(2, "c1", "alice")]);
     assert_eq!(r.conversation_count(), 0);
 }
@@ -428,11 +437,11 @@ fn lost_callee_reconnects_and_asks_for_an_ice_restart() {
     assert!(lose(&mut r, 2, t0).0.is_empty());
     let out = r.connect(5, APP, "bob");
     assert!(out.is_empty(), "nothing was kept: {out:?}");
-    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::RestartIce(empty())));
-    let out = r.handle(1, frame("c1", "bob", restart_offer()));
+    let out = r.handle(1, frame("c1", "bob", restart_offer()), now());
     assert_eq!(relayed(&out), (5, "c1", "alice", &restart_offer()));
-    let out = r.handle(5, frame("c1", "alice", answer()));
+    let out = r.handle(5, frame("c1", "alice", answer()), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &answer()));
     // The old connection is nobody now.
     assert!(!r.is_connected(2));
@@ -444,17 +453,17 @@ fn grace_expiry_sends_bye_to_the_peer_exactly_once() {
     let mut r = live();
     let t0 = Instant::now();
     lose(&mut r, 2, t0);
-    r.handle(1, frame("c1", "bob", cand(0)));
+    r.handle(1, frame("c1", "bob", cand(0)), now());
     assert!(r.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
     assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(1, "c1", "bob")]);
     assert!(r.expire(t0 + GRACE).is_empty());
     assert!(r.expire(t0 + GRACE * 3).is_empty());
     assert_eq!((r.conversation_count(), r.away_count(), r.next_expiry()), (0, 0, None));
-    let out = r.handle(1, frame("c1", "bob", cand(1)));
+    let out = r.handle(1, frame("c1", "bob", cand(1)), now());
     assert_eq!(error_code(&out, 1), ErrorCode::UnknownConversation);
     // bob back too late: nothing is kept for him, and the cid is gone.
     assert!(r.connect(5, APP, "bob").is_empty());
-    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(error_code(&out, 5), ErrorCode::UnknownConversation);
 }
 
@@ -465,7 +474,7 @@ fn a_deliberate_close_ends_live_calls_at_once() {
     assert_eq!((r.conversation_count(), r.away_count()), (0, 0));
     // bob's new connection inherits nothing.
     assert!(r.connect(5, APP, "bob").is_empty());
-    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(error_code(&out, 5), ErrorCode::UnknownConversation);
 }
 
@@ -474,8 +483,8 @@ fn zero_grace_is_the_immediate_behaviour() {
     let mut r = Router::new(TurnCredential::default(), Duration::ZERO);
     r.connect(1, APP, "alice");
     r.connect(2, APP, "bob");
-    r.handle(1, call("c1", "bob"));
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())));
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
     let (out, until) = lose(&mut r, 2, Instant::now());
     assert_eq!((out, until), (vec![bye_frame(1, "c1", "bob")], None));
     assert_eq!((r.conversation_count(), r.away_count()), (0, 0));
@@ -485,9 +494,9 @@ fn zero_grace_is_the_immediate_behaviour() {
 fn ringing_conversations_end_at_once_even_when_lost() {
     let mut r = three();
     let t0 = Instant::now();
-    r.handle(1, call("c1", "bob"));
+    r.handle(1, call("c1", "bob"), now());
     assert_eq!(lose(&mut r, 1, t0), (vec![bye_frame(2, "c1", "alice")], None));
-    r.handle(3, call("c2", "bob"));
+    r.handle(3, call("c2", "bob"), now());
     assert_eq!(lose(&mut r, 2, t0), (vec![bye_frame(3, "c2", "bob")], None));
     assert_eq!((r.conversation_count(), r.away_count()), (0, 0));
 }
@@ -496,7 +505,7 @@ fn ringing_conversations_end_at_once_even_when_lost() {
 fn only_live_conversations_of_a_lost_connection_are_kept() {
     let mut r = live();
     // alice also rings carol when her connection goes.
-    r.handle(1, call("c2", "carol"));
+    r.handle(1, call("c2", "carol"), now());
     let t0 = Instant::now();
     let (out, until) = lose(&mut r, 1, t0);
     assert_eq!(out, vec![bye_frame(3, "c2", "alice")]);
@@ -509,15 +518,15 @@ fn peer_hangs_up_while_the_other_is_away_and_the_returning_client_gets_bye() {
     let mut r = live();
     let t0 = Instant::now();
     lose(&mut r, 1, t0);
-    assert!(r.handle(2, frame("c1", "alice", cand(0))).is_empty());
+    assert!(r.handle(2, frame("c1", "alice", cand(0)), now()).is_empty());
     // bob hangs up: nothing goes to the dead connection, the conversation is over.
-    assert!(r.handle(2, frame("c1", "alice", Body::Bye(empty()))).is_empty());
+    assert!(r.handle(2, frame("c1", "alice", Body::Bye(empty())), now()).is_empty());
     assert_eq!(r.conversation_count(), 0);
-    let out = r.handle(2, frame("c1", "alice", cand(1)));
+    let out = r.handle(2, frame("c1", "alice", cand(1)), now());
     assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
     // alice, back within the grace, learns it ended (the kept candidate is moot, dropped).
     assert_eq!(r.connect(4, APP, "alice"), vec![bye_frame(4, "c1", "bob")]);
-    let out = r.handle(4, frame("c1", "bob", restart_offer()));
+    let out = r.handle(4, frame("c1", "bob", restart_offer()), now());
     assert_eq!(error_code(&out, 4), ErrorCode::UnknownConversation);
     // bob gets no second bye when the grace would have ended.
     assert!(r.expire(t0 + GRACE).is_empty());
@@ -561,10 +570,10 @@ fn both_parties_lost_both_come_back() {
     lose(&mut r, 2, t0);
     assert!(r.connect(4, APP, "alice").is_empty());
     // bob is still away: alice's offer is kept for him.
-    assert!(r.handle(4, frame("c1", "bob", restart_offer())).is_empty());
+    assert!(r.handle(4, frame("c1", "bob", restart_offer()), now()).is_empty());
     let out = r.connect(5, APP, "bob");
     assert_eq!(relayed(&out), (5, "c1", "alice", &restart_offer()));
-    let out = r.handle(5, frame("c1", "alice", answer()));
+    let out = r.handle(5, frame("c1", "alice", answer()), now());
     assert_eq!(relayed(&out), (4, "c1", "bob", &answer()));
     assert!(r.expire(t0 + GRACE).is_empty());
     assert_eq!(r.conversation_count(), 1);
@@ -576,7 +585,7 @@ fn frames_kept_for_an_away_party_are_bounded_oldest_dropped() {
     lose(&mut r, 2, Instant::now());
     let n = AWAY_QUEUE_FRAMES as u32 + 8;
     for i in 0..n {
-        assert!(r.handle(1, frame("c1", "bob", cand(i))).is_empty());
+        assert!(r.handle(1, frame("c1", "bob", cand(i)), now()).is_empty());
     }
     let out = r.connect(5, APP, "bob");
     assert_eq!(out.len(), AWAY_QUEUE_FRAMES);
@@ -590,10 +599,10 @@ fn frames_kept_for_an_away_party_are_bounded_oldest_dropped() {
 fn calls_to_an_away_uid_ring_only_its_live_connections() {
     let mut r = live();
     lose(&mut r, 2, Instant::now());
-    let out = r.handle(3, call("c2", "bob"));
+    let out = r.handle(3, call("c2", "bob"), now());
     assert_eq!(out, vec![(3, ServerFrame::Unreachable { cid: "c2".into(), from: "bob".into() })]);
     r.connect(5, APP, "bob");
-    let out = r.handle(3, call("c2", "bob"));
+    let out = r.handle(3, call("c2", "bob"), now());
     assert_eq!(relayed(&out).0, 5);
 }
 
@@ -605,21 +614,25 @@ fn multi_device_the_device_that_speaks_on_the_cid_takes_it() {
     // A network outage: both of bob's devices drop; the idle one comes back first.
     lose(&mut r, 2, t0);
     assert_eq!(lose(&mut r, 4, t0), (vec![], None), "nothing to keep for an idle device");
-    r.handle(1, frame("c1", "bob", cand(0)));
+    r.handle(1, frame("c1", "bob", cand(0)), now());
     let out = r.connect(5, APP, "bob");
     assert_eq!(relayed(&out), (5, "c1", "alice", &cand(0)), "the first back gets c1");
     // The device that had the call comes back and speaks on c1: it takes the call over.
     r.connect(6, APP, "bob");
-    let out = r.handle(6, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(6, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::RestartIce(empty())));
-    let out = r.handle(1, frame("c1", "bob", restart_offer()));
+    let out = r.handle(1, frame("c1", "bob", restart_offer()), now());
     assert_eq!(relayed(&out).0, 6);
-    // The other device is no party any more; and 6, having spoken, cannot be displaced.
-    let out = r.handle(5, frame("c1", "alice", cand(1)));
-    assert_eq!(error_code(&out, 5), ErrorCode::NotParty);
+    // The other device is no party any more; and 6, having spoken, is displaced only if it
+    // does not answer a probe.
+    assert!(r.handle(5, frame("c1", "alice", cand(1)), now()).is_empty());
     r.connect(7, APP, "bob");
-    let out = r.handle(7, frame("c1", "alice", cand(1)));
-    assert_eq!(error_code(&out, 7), ErrorCode::NotParty);
+    assert!(r.handle(7, frame("c1", "alice", cand(1)), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(6)]);
+    let out = r.probe_result(6, true, now());
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(error_code(&out[..1].to_vec(), 5), ErrorCode::NotParty);
+    assert_eq!(error_code(&out[1..].to_vec(), 7), ErrorCode::NotParty);
     assert!(r.expire(t0 + GRACE).is_empty());
     assert_eq!(r.conversation_count(), 1);
 }
@@ -631,9 +644,9 @@ fn a_device_that_reconnected_before_the_drop_was_noticed_claims_the_away_call() 
     r.connect(4, APP, "bob");
     let t0 = Instant::now();
     lose(&mut r, 2, t0);
-    r.handle(1, frame("c1", "bob", cand(0)));
+    r.handle(1, frame("c1", "bob", cand(0)), now());
     // Its first frame on c1 takes the call over, and brings what was kept for it.
-    let out = r.handle(4, frame("c1", "alice", Body::RestartIce(empty())));
+    let out = r.handle(4, frame("c1", "alice", Body::RestartIce(empty())), now());
     assert_eq!(
         out,
         vec![
@@ -651,7 +664,7 @@ fn a_device_that_reconnected_before_the_drop_was_noticed_claims_the_away_call() 
             ),
         ]
     );
-    let out = r.handle(1, frame("c1", "bob", restart_offer()));
+    let out = r.handle(1, frame("c1", "bob", restart_offer()), now());
     assert_eq!(relayed(&out).0, 4);
     // The grace of the old connection ends without a bye.
     assert!(r.expire(t0 + GRACE).is_empty());
@@ -664,21 +677,23 @@ fn nobody_else_may_claim_an_away_party() {
     lose(&mut r, 2, Instant::now());
     // Another uid, whatever `to` it names.
     for to in ["alice", "bob"] {
-        let out = r.handle(3, frame("c1", to, cand(0)));
+        let out = r.handle(3, frame("c1", to, cand(0)), now());
         assert_eq!(error_code(&out, 3), ErrorCode::NotParty);
     }
-    // Another device of the other party's uid: alice is here, so not claimable.
+    // Another device of the other party's uid: alice is here (she answers the probe).
     r.connect(8, APP, "alice");
-    let out = r.handle(8, frame("c1", "bob", cand(0)));
+    assert!(r.handle(8, frame("c1", "bob", cand(0)), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(1)]);
+    let out = r.probe_result(1, true, now());
     assert_eq!(error_code(&out, 8), ErrorCode::NotParty);
     // Another app's bob.
     r.connect(9, "other", "bob");
-    let out = r.handle(9, frame("c1", "alice", cand(0)));
+    let out = r.handle(9, frame("c1", "alice", cand(0)), now());
     assert_eq!(error_code(&out, 9), ErrorCode::UnknownConversation);
     // The call itself is intact.
     let out = r.connect(5, APP, "bob");
     assert!(out.is_empty(), "refused frames are not kept: {out:?}");
-    let out = r.handle(1, frame("c1", "bob", cand(2)));
+    let out = r.handle(1, frame("c1", "bob", cand(2)), now());
     assert_eq!(relayed(&out).0, 5);
 }
 
@@ -693,4 +708,386 @@ fn state_is_released_after_graces_end() {
     assert!(r.expire(t0 + GRACE).is_empty());
     assert_eq!((r.connection_count(), r.conversation_count(), r.away_count()), (0, 0, 0));
     assert!(r.apps.is_empty(), "{:?}", r.apps);
+}
+
+// Service endpoints.
+
+/// bob serves with two service connections (4, 5) and has a plain one (6).
+fn pool() -> Router {
+    let mut r = three();
+    close(&mut r, 2);
+    r.connect_with(4, APP, "bob", true);
+    r.connect_with(5, APP, "bob", true);
+    r.connect(6, APP, "bob");
+    r
+}
+
+fn busy_frame(to: ConnId, cid: &str, from: &str) -> (ConnId, ServerFrame) {
+    (
+        to,
+        ServerFrame::Conversation { cid: cid.into(), from: from.into(), body: Body::Busy(empty()) },
+    )
+}
+
+#[test]
+fn a_call_to_a_service_uid_rings_one_free_endpoint_least_recently_used() {
+    let mut r = pool();
+    let out = r.handle(1, call("c1", "bob"), now());
+    assert_eq!(relayed(&out).0, 4, "one endpoint, the first connected: {out:?}");
+    // 4 is busy (ringing): the next call rings 5 only.
+    let out = r.handle(3, call("c2", "bob"), now());
+    assert_eq!(relayed(&out).0, 5);
+    // Both busy: the caller gets busy from bob at once, and no conversation is made.
+    r.connect(7, APP, "dave");
+    let out = r.handle(7, call("c3", "bob"), now());
+    assert_eq!(out, vec![busy_frame(7, "c3", "bob")]);
+    assert_eq!(r.conversation_count(), 2);
+    let out = r.handle(7, frame("c3", "bob", Body::Bye(empty())), now());
+    assert_eq!(error_code(&out, 7), ErrorCode::UnknownConversation);
+    // 5 rejects (slot freed), 4 accepts and hangs up later.
+    r.handle(5, frame("c2", "carol", Body::Reject(empty())), now());
+    let out = r.handle(7, call("c4", "bob"), now());
+    assert_eq!(relayed(&out).0, 5, "5 is free again");
+    r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(1, frame("c1", "bob", Body::Bye(empty())), now());
+    // 4 is free and rung longest ago.
+    let out = r.handle(3, call("c5", "bob"), now());
+    assert_eq!(relayed(&out).0, 4);
+}
+
+#[test]
+fn least_recently_used_among_free_endpoints() {
+    let mut r = pool();
+    r.connect_with(8, APP, "bob", true);
+    for (i, expected) in [4, 5, 8, 4, 5, 8].into_iter().enumerate() {
+        let cid = format!("c{i}");
+        let out = r.handle(1, call(&cid, "bob"), now());
+        assert_eq!(relayed(&out).0, expected, "call {i}");
+        r.handle(expected, frame(&cid, "alice", Body::Reject(empty())), now());
+    }
+}
+
+#[test]
+fn a_service_slot_is_freed_however_the_conversation_ends() {
+    let mut r = three();
+    close(&mut r, 2);
+    r.connect_with(4, APP, "bob", true);
+    let t0 = Instant::now();
+    let live = |r: &mut Router, cid: &str| {
+        let out = r.handle(1, call(cid, "bob"), t0);
+        assert_eq!(relayed(&out).0, 4, "{cid}");
+        assert_eq!(r.handle(3, call("probe", "bob"), t0), vec![busy_frame(3, "probe", "bob")]);
+        r.handle(4, frame(cid, "alice", Body::Accept(empty())), t0);
+    };
+    // bye from either side
+    live(&mut r, "a");
+    r.handle(4, frame("a", "alice", Body::Bye(empty())), t0);
+    live(&mut r, "b");
+    r.handle(1, frame("b", "bob", Body::Bye(empty())), t0);
+    // a busy from the endpoint itself
+    r.handle(1, call("c", "bob"), t0);
+    r.handle(4, frame("c", "alice", Body::Busy(empty())), t0);
+    // the caller cancels while ringing
+    r.handle(1, call("d", "bob"), t0);
+    r.handle(1, frame("d", "bob", Body::Bye(empty())), t0);
+    // the caller's connection closes
+    live(&mut r, "e");
+    close(&mut r, 1);
+    r.connect(1, APP, "alice");
+    // the caller's connection is lost and never comes back: freed at the grace's end
+    live(&mut r, "f");
+    lose(&mut r, 1, t0);
+    assert_eq!(r.handle(3, call("g", "bob"), t0), vec![busy_frame(3, "g", "bob")]);
+    assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(4, "f", "alice")]);
+    let out = r.handle(3, call("h", "bob"), t0);
+    assert_eq!(relayed(&out).0, 4);
+}
+
+#[test]
+fn a_lost_service_endpoint_keeps_its_call_and_stays_busy_when_back() {
+    let mut r = three();
+    close(&mut r, 2);
+    r.connect_with(4, APP, "bob", true);
+    r.handle(1, call("c1", "bob"), now());
+    r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
+    lose(&mut r, 4, now());
+    // No service connection registered: nobody to ring.
+    let out = r.handle(3, call("c2", "bob"), now());
+    assert_eq!(out, vec![(3, ServerFrame::Unreachable { cid: "c2".into(), from: "bob".into() })]);
+    r.connect_with(5, APP, "bob", true);
+    assert_eq!(r.handle(3, call("c3", "bob"), now()), vec![busy_frame(3, "c3", "bob")]);
+    let out = r.handle(1, frame("c1", "bob", cand(0)), now());
+    assert_eq!(relayed(&out).0, 5);
+}
+
+#[test]
+fn a_service_endpoint_does_not_ring_for_its_own_uid_calling() {
+    let mut r = pool();
+    // bob's plain connection calls bob: the pool answers, never the caller itself.
+    let out = r.handle(6, call("c1", "bob"), now());
+    assert_eq!(relayed(&out).0, 4);
+    // A service endpoint calling out is busy for incoming calls.
+    let out = r.handle(5, call("c2", "alice"), now());
+    assert_eq!(relayed(&out).0, 1);
+    assert_eq!(r.handle(3, call("c3", "bob"), now()), vec![busy_frame(3, "c3", "bob")]);
+}
+
+// Resume and takeover.
+
+fn resume(cid: &str, to: &str, role: Role) -> ClientFrame {
+    ClientFrame::Resume {
+        cid: cid.into(),
+        to: to.into(),
+        msg: wilddog_protocol::ResumeMsg::new(role),
+    }
+}
+
+#[test]
+fn resume_of_an_away_party_takes_it_over_with_what_was_kept() {
+    let mut r = live();
+    r.connect(4, APP, "bob"); // back before the server saw the old socket die
+    lose(&mut r, 2, now());
+    r.handle(1, frame("c1", "bob", cand(3)), now());
+    let out = r.handle(4, resume("c1", "alice", Role::Callee), now());
+    assert_eq!(relayed(&out), (4, "c1", "alice", &cand(3)));
+    let out = r.handle(4, frame("c1", "alice", Body::RestartIce(empty())), now());
+    assert_eq!(relayed(&out).0, 1);
+    // Resuming again is a no-op.
+    assert!(r.handle(4, resume("c1", "alice", Role::Callee), now()).is_empty());
+}
+
+#[test]
+fn resume_by_a_non_party_is_refused() {
+    let mut r = live();
+    // carol is no party; alice is not the callee; bob's `to` is wrong.
+    let out = r.handle(3, resume("c1", "alice", Role::Callee), now());
+    assert_eq!(error_code(&out, 3), ErrorCode::NotParty);
+    let out = r.handle(1, resume("c1", "bob", Role::Callee), now());
+    assert_eq!(error_code(&out, 1), ErrorCode::NotParty);
+    let out = r.handle(2, resume("c1", "carol", Role::Callee), now());
+    assert_eq!(error_code(&out, 2), ErrorCode::NotParty);
+    assert!(r.take_effects().is_empty());
+    // The parties themselves resume as no-ops.
+    assert!(r.handle(1, resume("c1", "bob", Role::Caller), now()).is_empty());
+    assert!(r.handle(2, resume("c1", "alice", Role::Callee), now()).is_empty());
+}
+
+#[test]
+fn half_open_party_is_probed_and_its_call_passes_to_the_new_connection() {
+    let mut r = live();
+    // bob's old socket (2) is half-open; bob logs in again (4) and resumes, then re-offers…
+    r.connect(4, APP, "bob");
+    assert!(r.handle(4, resume("c1", "alice", Role::Callee), now()).is_empty());
+    assert!(r.handle(4, frame("c1", "alice", Body::RestartIce(empty())), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(2)]);
+    // …while alice sends a candidate to the old one: held, not lost.
+    assert!(r.handle(1, frame("c1", "bob", cand(5)), now()).is_empty());
+    // No pong: 2 is lost, 4 has the call, gets the candidate, and its restartice goes through.
+    let t = now();
+    let out = r.probe_result(2, false, t);
+    assert_eq!(
+        out,
+        vec![
+            (
+                4,
+                ServerFrame::Conversation { cid: "c1".into(), from: "alice".into(), body: cand(5) }
+            ),
+            (
+                1,
+                ServerFrame::Conversation {
+                    cid: "c1".into(),
+                    from: "bob".into(),
+                    body: Body::RestartIce(empty())
+                }
+            ),
+        ]
+    );
+    assert!(!r.is_connected(2));
+    assert_eq!(r.away_count(), 0, "nothing else of 2 waits");
+    let out = r.handle(1, frame("c1", "bob", restart_offer()), now());
+    assert_eq!(relayed(&out).0, 4);
+    // A late verdict changes nothing.
+    assert!(r.probe_result(2, true, now()).is_empty());
+    assert!(r.expire(t + GRACE).is_empty());
+    assert_eq!(r.conversation_count(), 1);
+}
+
+#[test]
+fn a_probed_party_that_answers_keeps_its_call() {
+    let mut r = live();
+    r.connect(4, APP, "bob");
+    assert!(r.handle(4, frame("c1", "alice", Body::RestartIce(empty())), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(2)]);
+    assert!(r.handle(1, frame("c1", "bob", cand(1)), now()).is_empty());
+    // Any frame from 2 is an answer: it gets what was held, 4 gets not_party.
+    let out = r.handle(2, ClientFrame::Heartbeat(1), now());
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        out[0],
+        (2, ServerFrame::Conversation { cid: "c1".into(), from: "alice".into(), body: cand(1) })
+    );
+    assert_eq!(error_code(&out[1..].to_vec(), 4), ErrorCode::NotParty);
+    assert!(r.probe_result(2, false, now()).is_empty(), "decided already");
+    assert!(r.is_connected(2));
+    let out = r.handle(1, frame("c1", "bob", cand(2)), now());
+    assert_eq!(relayed(&out).0, 2);
+}
+
+#[test]
+fn a_probed_party_whose_socket_dies_hands_its_call_over_at_once() {
+    let mut r = live();
+    r.connect(4, APP, "alice");
+    assert!(r.handle(4, frame("c1", "bob", restart_offer()), now()).is_empty());
+    assert_eq!(r.take_effects(), vec![Effect::Probe(1)]);
+    let (out, _) = lose(&mut r, 1, now());
+    assert_eq!(relayed(&out), (2, "c1", "alice", &restart_offer()));
+    let out = r.handle(2, frame("c1", "alice", answer()), now());
+    assert_eq!(relayed(&out).0, 4);
+}
+
+#[test]
+fn a_claimant_that_leaves_during_the_probe_claims_nothing() {
+    let mut r = live();
+    r.connect(4, APP, "bob");
+    r.handle(4, frame("c1", "alice", Body::RestartIce(empty())), now());
+    close(&mut r, 4);
+    let (out, until) = (r.probe_result(2, false, now()), r.next_expiry());
+    assert!(out.is_empty(), "{out:?}");
+    assert!(until.is_some(), "2 is lost: its call waits the grace");
+    let out = r.connect(5, APP, "bob");
+    assert!(out.is_empty());
+    let out = r.handle(5, frame("c1", "alice", Body::RestartIce(empty())), now());
+    assert_eq!(relayed(&out).0, 1);
+}
+
+#[test]
+fn a_restarted_server_recreates_a_resumed_conversation_and_binds_the_peer() {
+    let mut r = router();
+    let t0 = Instant::now();
+    // Both clients reconnect to a server that knows nothing; bob resumes first.
+    r.connect(1, APP, "bob");
+    assert!(r.handle(1, resume("c1", "alice", Role::Callee), t0).is_empty());
+    assert_eq!((r.conversation_count(), r.away_count()), (1, 1));
+    // bob's restartice waits for alice.
+    assert!(r.handle(1, frame("c1", "alice", Body::RestartIce(empty())), t0).is_empty());
+    r.connect(2, APP, "alice");
+    let out = r.connect(2, APP, "alice");
+    assert!(out.is_empty(), "connect twice is a no-op");
+    // alice connected after the re-creation: she got the kept restartice at connect.
+    let mut r2 = router();
+    r2.connect(1, APP, "bob");
+    r2.handle(1, resume("c1", "alice", Role::Callee), t0);
+    r2.handle(1, frame("c1", "alice", Body::RestartIce(empty())), t0);
+    let out = r2.connect(2, APP, "alice");
+    assert_eq!(relayed(&out), (2, "c1", "bob", &Body::RestartIce(empty())));
+    assert!(r2.handle(2, resume("c1", "bob", Role::Caller), t0).is_empty());
+    let out = r2.handle(2, frame("c1", "bob", restart_offer()), t0);
+    assert_eq!(relayed(&out).0, 1);
+    let out = r2.handle(1, frame("c1", "alice", answer()), t0);
+    assert_eq!(relayed(&out).0, 2);
+    let out = r2.handle(2, frame("c1", "bob", Body::Bye(empty())), t0);
+    assert_eq!(out, vec![bye_frame(1, "c1", "alice")]);
+    assert_eq!((r2.conversation_count(), r2.away_count()), (0, 0));
+}
+
+#[test]
+fn a_connected_peer_binds_by_resuming() {
+    let mut r = three();
+    let t0 = Instant::now();
+    assert!(r.handle(2, resume("c1", "alice", Role::Callee), t0).is_empty());
+    assert!(r.handle(2, frame("c1", "alice", cand(1)), t0).is_empty());
+    // alice was connected before: she binds by resuming, and gets what waited.
+    let out = r.handle(1, resume("c1", "bob", Role::Caller), t0);
+    assert_eq!(relayed(&out), (1, "c1", "bob", &cand(1)));
+    let out = r.handle(1, frame("c1", "bob", restart_offer()), t0);
+    assert_eq!(relayed(&out).0, 2);
+    // carol cannot take the placeholder's place, nor resume as alice.
+    let out = r.handle(3, resume("c1", "bob", Role::Caller), t0);
+    assert_eq!(error_code(&out, 3), ErrorCode::NotParty);
+}
+
+#[test]
+fn an_unbound_peer_never_coming_gives_the_resumed_party_bye_after_the_grace() {
+    let mut r = three();
+    let t0 = Instant::now();
+    r.handle(2, resume("c1", "alice", Role::Callee), t0);
+    assert_eq!(r.next_expiry(), Some(t0 + GRACE));
+    assert!(r.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
+    assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(2, "c1", "alice")]);
+    assert!(r.expire(t0 + GRACE * 2).is_empty());
+    assert_eq!((r.conversation_count(), r.away_count()), (0, 0));
+    // Ended: resuming it again is refused.
+    let out = r.handle(2, resume("c1", "alice", Role::Callee), t0 + GRACE);
+    assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
+}
+
+#[test]
+fn old_clients_resume_implicitly_with_their_restart() {
+    let mut r = three();
+    let t0 = Instant::now();
+    // The caller's restart offer on an unknown cid re-creates it, the callee's restartice too.
+    assert!(r.handle(1, frame("c1", "bob", restart_offer()), t0).is_empty());
+    let out = r.handle(2, frame("c1", "alice", Body::RestartIce(empty())), t0);
+    assert_eq!(
+        out,
+        vec![
+            (
+                2,
+                ServerFrame::Conversation {
+                    cid: "c1".into(),
+                    from: "alice".into(),
+                    body: restart_offer()
+                }
+            ),
+            (
+                1,
+                ServerFrame::Conversation {
+                    cid: "c1".into(),
+                    from: "bob".into(),
+                    body: Body::RestartIce(empty())
+                }
+            ),
+        ]
+    );
+    assert_eq!((r.conversation_count(), r.away_count()), (1, 0));
+    // A plain offer or candidate on an unknown cid is still unknown.
+    let out = r.handle(3, frame("c9", "bob", offer()), t0);
+    assert_eq!(error_code(&out, 3), ErrorCode::UnknownConversation);
+    let out = r.handle(3, frame("c9", "bob", cand(0)), t0);
+    assert_eq!(error_code(&out, 3), ErrorCode::UnknownConversation);
+    assert_eq!(r.conversation_count(), 1);
+}
+
+#[test]
+fn an_ended_conversation_is_not_recreated_until_it_is_forgotten() {
+    let mut r = live();
+    let t0 = Instant::now();
+    r.handle(1, frame("c1", "bob", Body::Bye(empty())), t0);
+    let out = r.handle(2, frame("c1", "alice", Body::RestartIce(empty())), t0);
+    assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
+    let late = t0 + MIN_ENDED_MEMORY;
+    let out = r.handle(2, frame("c1", "alice", Body::RestartIce(empty())), late);
+    assert!(out.is_empty(), "forgotten: re-created, {out:?}");
+    // A new call may reuse a cid that ended.
+    let mut r = live();
+    r.handle(1, frame("c1", "bob", Body::Bye(empty())), t0);
+    let out = r.handle(1, call("c1", "bob"), t0);
+    assert_eq!(relayed(&out).0, 2);
+}
+
+#[test]
+fn ended_conversations_remembered_are_bounded() {
+    let mut r = three();
+    let t0 = Instant::now();
+    for i in 0..MAX_ENDED_REMEMBERED + 10 {
+        let cid = format!("c{i}");
+        r.handle(1, call(&cid, "bob"), t0);
+        r.handle(1, frame(&cid, "bob", Body::Bye(empty())), t0);
+    }
+    assert_eq!(r.ended.len(), MAX_ENDED_REMEMBERED);
+    assert_eq!(r.ended_order.len(), MAX_ENDED_REMEMBERED);
+    // The oldest are forgotten first.
+    assert!(r.handle(2, resume("c0", "alice", Role::Callee), t0).is_empty());
+    let out = r.handle(2, resume("c20", "alice", Role::Callee), t0);
+    assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
 }

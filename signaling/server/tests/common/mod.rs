@@ -63,7 +63,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: ServerConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), config).await
+    }
+
+    /// A server on `addr` (e.g. the address of a server that was just shut down).
+    pub async fn start_on(addr: SocketAddr, config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(wilddog_server::run(listener, config.clone(), async move {
@@ -93,6 +98,21 @@ impl TestServer {
     pub async fn login(&self, uid: &str) -> Client {
         let mut c = self.open().await;
         c.connect(DEV_APP_ID, &self.token(uid)).await;
+        c
+    }
+
+    /// A socket authenticated as a service endpoint of `uid` (`connect.msg.service`).
+    pub async fn login_service(&self, uid: &str) -> Client {
+        let mut c = self.open().await;
+        c.send_json(json!({"type": "connect", "msg": {
+            "token": self.token(uid), "appId": DEV_APP_ID, "clientInfo": {"sdk": "test"},
+            "service": true
+        }}))
+        .await;
+        match c.recv().await {
+            ServerFrame::Connack { msg, .. } => assert_eq!(msg.code, 0, "{msg:?}"),
+            other => panic!("expected connack, got {other:?}"),
+        }
         c
     }
 
