@@ -14,6 +14,8 @@ packages=(
   gstreamer1.0-plugins-base-apps
   # tests: private network namespaces, the meson build, the browser tests
   iproute2 util-linux meson ninja-build chromium nodejs npm
+  # tests: the signaling server across nodes (a real Redis, a real load balancer)
+  redis-server haproxy
 )
 if [ "${WILDDOG_SKIP_BROWSER:-0}" = 1 ]; then
   packages=("${packages[@]/chromium}")

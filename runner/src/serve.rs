@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
-use wilddog_server::{DEV_APP_ID, ServerConfig};
+use wilddog_server::{ClusterConfig, DEV_APP_ID, ServerConfig};
 
 /// Where `serve` listens by default: loopback only, so that the development app (whose
 /// secret is public) is not exposed by accident.
@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// TOML config (apps, ICE servers, TLS, limits). Without it: the development app.
     #[arg(long, env = "WILDDOG_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Run as one node of a cluster on this Redis (`redis://HOST:PORT/`); overrides the
+    /// config file's `redis`. Without it (and without the key) the server is alone.
+    #[arg(long, env = "WILDDOG_REDIS")]
+    pub redis: Option<String>,
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default `info`).
@@ -40,6 +44,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading config {}", path.display()))?,
         None => ServerConfig::development(),
     };
+    let mut config = config;
+    if let Some(url) = &args.redis {
+        match &mut config.cluster {
+            Some(c) => c.redis_url = url.clone(),
+            None => config.cluster = Some(ClusterConfig::new(url.clone())),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,6 +65,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("listening on {scheme}://{local} (WebSocket {ws}://{local}/ws)");
         if config.builtin_stun {
             tracing::info!("STUN on udp {local}");
+        }
+        if let Some(c) = &config.cluster {
+            tracing::info!("cluster node on {} (SIGTERM drains)", c.redis_url);
         }
         if config.is_development() {
             tracing::info!(

@@ -20,6 +20,14 @@
 //! cert = "cert.pem"                     # relative to the config file
 //! key = "key.pem"
 //!
+//! # Several nodes on one Redis (optional; without it the server is alone and needs none).
+//! redis = "redis://127.0.0.1:6379/"
+//!
+//! [cluster]                             # only with `redis`; defaults shown
+//! node_ttl_ms = 2000                    # a node silent this long is dead
+//! drain_notice_ms = 1000                # SIGTERM: /readyz 503 this long before clients go
+//! drain_deadline_secs = 30              # then exit when connections are gone, or at this
+//!
 //! [limits]
 //! max_frame_bytes = 262144
 //! rate_limit_per_sec = 100
@@ -64,6 +72,48 @@ pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(10);
 /// Default of [`Limits::takeover_probe`]: a live client answers a ping in well under this,
 /// even on a slow mobile link; a half-open socket never does.
 pub const DEFAULT_TAKEOVER_PROBE: Duration = Duration::from_millis(2000);
+/// Default of [`ClusterConfig::node_ttl`].
+pub const DEFAULT_NODE_TTL: Duration = Duration::from_millis(2000);
+/// Default of [`ClusterConfig::drain_notice`].
+pub const DEFAULT_DRAIN_NOTICE: Duration = Duration::from_millis(1000);
+/// Default of [`ClusterConfig::drain_deadline`].
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Several server nodes on one Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT/` (or `rediss://`, `redis+unix://`).
+    pub redis_url: String,
+    /// A node whose alive key was not refreshed for this long is dead: its calls are
+    /// adopted by the nodes of their other parties. Refreshed every quarter of it.
+    pub node_ttl: Duration,
+    /// On SIGTERM, how long `/readyz` answers 503 before the node closes its clients'
+    /// sockets (so that the load balancer sends them elsewhere).
+    pub drain_notice: Duration,
+    /// On SIGTERM, the node exits when its connections are gone, or after this.
+    pub drain_deadline: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults for a Redis at `redis_url`.
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            node_ttl: DEFAULT_NODE_TTL,
+            drain_notice: DEFAULT_DRAIN_NOTICE,
+            drain_deadline: DEFAULT_DRAIN_DEADLINE,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    node_ttl_ms: Option<u64>,
+    drain_notice_ms: Option<u64>,
+    drain_deadline_secs: Option<f64>,
+}
+
 /// Largest [`Limits::takeover_probe`] accepted: longer, and a rescued call waits too long.
 pub const MAX_TAKEOVER_PROBE: Duration = Duration::from_secs(60);
 /// Largest [`Limits::reconnect_grace`] accepted.
@@ -230,6 +280,10 @@ struct ConfigFile {
     tls: Option<TlsConfig>,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    redis: Option<String>,
+    #[serde(default)]
+    cluster: Option<ClusterFile>,
 }
 
 fn default_true() -> bool {
@@ -250,6 +304,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Limits.
     pub limits: Limits,
+    /// Several nodes on one Redis; `None`: this server is alone (no Redis needed).
+    pub cluster: Option<ClusterConfig>,
     /// Set only by [`ServerConfig::development`]: enables `GET /dev/token` for loopback peers.
     development: bool,
 }
@@ -264,6 +320,7 @@ impl ServerConfig {
             builtin_stun: true,
             tls: None,
             limits: Limits::default(),
+            cluster: None,
             development: true,
         }
     }
@@ -319,12 +376,37 @@ impl ServerConfig {
                 .takeover_probe_ms
                 .map_or(defaults.takeover_probe, Duration::from_millis),
         };
+        let cluster = match (file.redis, file.cluster) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "[cluster] without redis = \"redis://HOST:PORT/\"".into(),
+                ));
+            }
+            (Some(url), c) => {
+                let c = c.unwrap_or_default();
+                let mut cluster = ClusterConfig::new(url);
+                if let Some(ms) = c.node_ttl_ms {
+                    cluster.node_ttl = Duration::from_millis(ms);
+                }
+                if let Some(ms) = c.drain_notice_ms {
+                    cluster.drain_notice = Duration::from_millis(ms);
+                }
+                if let Some(s) = c.drain_deadline_secs {
+                    cluster.drain_deadline = Duration::try_from_secs_f64(s).map_err(|e| {
+                        ConfigError::Invalid(format!("cluster.drain_deadline_secs = {s}: {e}"))
+                    })?;
+                }
+                Some(cluster)
+            }
+        };
         let config = ServerConfig {
             apps: file.apps,
             ice_servers: file.ice_servers,
             builtin_stun: file.builtin_stun,
             tls: file.tls,
             limits,
+            cluster,
             development: false,
         };
         config.validate()?;
@@ -385,6 +467,14 @@ impl ServerConfig {
         }
         if l.outbound_queue_frames == 0 {
             return invalid("limits.outbound_queue_frames must be > 0".into());
+        }
+        if let Some(c) = &self.cluster {
+            if !c.redis_url.starts_with("redis") {
+                return invalid(format!("redis = {:?} is not a redis:// URL", c.redis_url));
+            }
+            if c.node_ttl < Duration::from_millis(200) {
+                return invalid("cluster.node_ttl_ms must be at least 200".into());
+            }
         }
         if l.takeover_probe.is_zero() || l.takeover_probe > MAX_TAKEOVER_PROBE {
             return invalid(format!(
@@ -490,6 +580,29 @@ mod tests {
         assert_eq!(ice[0].url.as_deref(), Some("turn:t.example:3478"));
         assert_eq!(ice[0].kind.as_deref(), Some("turn"));
         assert_eq!(c.turn_credential().username, "u");
+    }
+
+    #[test]
+    fn redis_and_cluster_keys() {
+        let c = ServerConfig::from_toml_str(
+            "redis = 'redis://127.0.0.1:7000/'\n[[apps]]\nid='a'\nsecret='x'\n[cluster]\nnode_ttl_ms = 900\ndrain_deadline_secs = 2.5",
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.redis_url, "redis://127.0.0.1:7000/");
+        assert_eq!(cluster.node_ttl, Duration::from_millis(900));
+        assert_eq!(cluster.drain_notice, DEFAULT_DRAIN_NOTICE);
+        assert_eq!(cluster.drain_deadline, Duration::from_millis(2500));
+        let alone = ServerConfig::from_toml_str("[[apps]]\nid='a'\nsecret='x'").unwrap();
+        assert_eq!(alone.cluster, None);
+        for (toml, needle) in [
+            ("[[apps]]\nid='a'\nsecret='x'\n[cluster]\nnode_ttl_ms=900", "without redis"),
+            ("redis='http://x'\n[[apps]]\nid='a'\nsecret='x'", "not a redis"),
+            ("redis='redis://x'\n[[apps]]\nid='a'\nsecret='x'\n[cluster]\nnode_ttl_ms=10", "200"),
+        ] {
+            let err = ServerConfig::from_toml_str(toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml:?}: {err}");
+        }
     }
 
     #[test]

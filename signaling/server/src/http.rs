@@ -32,6 +32,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }))
         .route(
@@ -79,6 +80,10 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another node\n")
+            .into_response();
+    }
     let stun = stun_host_port(shared.local_addr, host_header(&headers));
     // Frames up to 4x the limit are read and refused with an error frame; larger ones close
     // the socket without being buffered whole.
@@ -91,6 +96,19 @@ async fn websocket(
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |ws| tracker.track_future(serve_socket(ws, shared, peer, stun)))
+}
+
+/// `GET /readyz`: 200 while the node takes connections, 503 once it drains (a load
+/// balancer stops sending it clients). A node whose Redis is unreachable is ready but says
+/// it is degraded: it still routes the calls between its own connections.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match &shared.cluster {
+        Some(c) if !c.connected() => "ok (degraded: Redis unreachable)\n".into_response(),
+        _ => "ok\n".into_response(),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

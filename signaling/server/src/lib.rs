@@ -22,12 +22,18 @@
 //! ```
 //!
 //! The routing logic is [`router::Router`], pure and tested without sockets.
+//!
+//! With [`ServerConfig::cluster`] (`serve --redis redis://HOST:PORT/`), any number of
+//! nodes on one Redis form one service (the `cluster` module: presence, a bus between
+//! nodes, records of live conversations, node liveness); SIGTERM then drains the node
+//! (`/readyz` 503, clients told to reconnect elsewhere, exit when they are gone).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cluster;
 pub mod config;
 mod http;
 pub mod metrics;
@@ -37,8 +43,8 @@ pub mod stun;
 pub mod token;
 
 pub use config::{
-    AppConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEFAULT_TAKEOVER_PROBE, DEV_APP_ID,
-    DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, UrlList,
+    AppConfig, ClusterConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEFAULT_TAKEOVER_PROBE,
+    DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, UrlList,
 };
 pub use http::DEV_TOKEN_TTL;
 pub use server::close_code;
@@ -64,6 +70,33 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The Redis URL is not usable.
+    #[error("Redis: {0}")]
+    Redis(String),
+}
+
+/// Drains a cluster node: not ready, sessions closed with 1012 after the notice, leave the
+/// cluster, wait for the sessions to end (at most the deadline).
+async fn drain(shared: &Arc<server::Shared>) {
+    let Some(cluster_config) = shared.config.cluster.clone() else { return };
+    shared.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.metrics.draining.set(1);
+    tracing::info!(
+        notice = ?cluster_config.drain_notice,
+        "draining: /readyz 503, no new connections; clients will be told to reconnect"
+    );
+    let deadline = tokio::time::Instant::now() + cluster_config.drain_deadline;
+    tokio::time::sleep(cluster_config.drain_notice).await;
+    shared.drain.cancel();
+    while shared.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(c) = &shared.cluster {
+        // Let the writer send what the closing sessions queued (their departures).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.leave(shared).await;
+    }
+    tracing::info!(connections = shared.metrics.connections.get(), "drained: leaving the cluster");
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -97,6 +130,12 @@ fn rustls_config(tls: &TlsConfig) -> Result<axum_server::tls_rustls::RustlsConfi
 /// Runs the server on `listener` until `shutdown` resolves: HTTP and WebSocket on the TCP
 /// port (TLS when `config.tls` is set), STUN on UDP at the same address and port (when
 /// `config.builtin_stun`). On shutdown every WebSocket gets a close frame (1001).
+///
+/// In cluster mode (`config.cluster`), shutdown drains the node instead: `/readyz` answers
+/// 503 and no WebSocket is accepted; after `drain_notice` every WebSocket is closed with
+/// 1012 (its live calls keep the reconnect grace while the client reconnects to another
+/// node through the load balancer); the node leaves the cluster (its calls are adopted by
+/// other nodes) and returns when its connections are gone, or after `drain_deadline`.
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: ServerConfig,
@@ -114,18 +153,26 @@ pub async fn run(
     } else {
         None
     };
-    let shared = Arc::new(server::Shared::new(config, local));
+    let shared = Arc::new(server::Shared::new(config, local)?);
     if let Some(socket) = stun_socket {
         tokio::spawn(stun::serve(socket, shared.shutdown.clone()));
     }
     tokio::spawn(server::expire_graces(shared.clone()));
+    if let Some(c) = &shared.cluster {
+        tracing::info!(node = c.node, "cluster node on Redis");
+        cluster::start(&shared);
+    }
     let handle = axum_server::Handle::new();
     {
-        let (handle, stop) = (handle.clone(), shared.shutdown.clone());
+        let (handle, shared) = (handle.clone(), shared.clone());
         tokio::spawn(async move {
+            let stop = shared.shutdown.clone();
             tokio::select! {
                 _ = shutdown => {}
                 _ = stop.cancelled() => {}
+            }
+            if shared.cluster.is_some() && !stop.is_cancelled() {
+                drain(&shared).await;
             }
             tracing::info!("shutting down");
             stop.cancel();

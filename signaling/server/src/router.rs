@@ -70,8 +70,18 @@ use wilddog_protocol::{
     Body, ClientFrame, Empty, ErrorCode, ErrorMsg, Role, ServerFrame, TurnCredential,
 };
 
-/// Identifies one connection (one socket) for the router's whole life.
+/// Identifies one connection (one socket) for the router's whole life. Across nodes
+/// (cluster mode) the node's id is in the high 32 bits ([`node_of`]), so ids are unique in
+/// the whole cluster.
 pub type ConnId = u64;
+
+/// Identifies one server node of a cluster (below 2^31; 0 for a server alone).
+pub type NodeId = u32;
+
+/// The node a connection lives on.
+pub fn node_of(conn: ConnId) -> NodeId {
+    (conn >> 32) as NodeId
+}
 
 /// Frames to send, each to a connection, in order.
 pub type Outbox = Vec<(ConnId, ServerFrame)>;
@@ -108,11 +118,73 @@ pub enum Departure {
 }
 
 /// What the router asks of the I/O besides sending frames ([`Router::take_effects`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Ping this connection and report with [`Router::probe_result`] whether it answered
-    /// (a pong or any frame) within the takeover probe deadline.
+    /// (a pong or any frame) within the takeover probe deadline. The connection may be on
+    /// another node (cluster mode): that node pings it.
     Probe(ConnId),
+    /// Cluster mode: a frame of local connection `conn` on a conversation whose router is
+    /// on node `home`; send it there.
+    Forward {
+        /// The conversation's node.
+        home: NodeId,
+        /// The local connection that sent it.
+        conn: ConnId,
+        /// The frame.
+        frame: ClientFrame,
+    },
+    /// Cluster mode: local connection `conn`, a party of conversations homed on `home`, left.
+    Departed {
+        /// The conversations' node.
+        home: NodeId,
+        /// The connection.
+        conn: ConnId,
+        /// How it left.
+        departure: Departure,
+    },
+    /// Cluster mode: live conversation `cid` of `app`, homed here, has these parties now.
+    Record {
+        /// Its app.
+        app: Arc<str>,
+        /// Its id.
+        cid: Arc<str>,
+        /// The caller's connection (or placeholder) and uid.
+        caller: (ConnId, Arc<str>),
+        /// The callee's connection (or placeholder) and uid.
+        callee: (ConnId, Arc<str>),
+    },
+    /// Cluster mode: live conversation `cid` of `app`, homed here, ended.
+    Unrecord {
+        /// Its app.
+        app: Arc<str>,
+        /// Its id.
+        cid: Arc<str>,
+    },
+}
+
+/// A party of a conversation adopted from a node that died ([`Router::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoptee {
+    /// A connection registered here.
+    Local(ConnId),
+    /// A connection of another live node.
+    Remote(ConnId),
+    /// Nobody now: a placeholder waits the reconnect grace for the uid to come back.
+    Gone,
+}
+
+/// A conversation of a local connection homed on another node: (connection, app, cid,
+/// the other party's uid).
+pub type LinkedConversation = (ConnId, Arc<str>, Arc<str>, Arc<str>);
+
+/// A conversation of a local connection whose router is on another node.
+#[derive(Debug)]
+struct Link {
+    cid: Arc<str>,
+    home: NodeId,
+    /// The other party's uid.
+    peer: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -128,6 +200,8 @@ struct Connection {
     service: bool,
     /// When a call last rang it (the router's call counter; 0: never).
     last_rung: u64,
+    /// A connection of another node, party of conversations homed here (cluster mode).
+    remote: bool,
 }
 
 /// Frames kept for a connection that cannot take them now, in order.
@@ -254,6 +328,10 @@ pub struct Router {
     /// Calls rung so far (the clock of least-recently-used service endpoints).
     calls_rung: u64,
     next_placeholder: ConnId,
+    /// Cluster mode: records and forwards are asked for.
+    clustered: bool,
+    /// Cluster mode: conversations of local connections homed on other nodes.
+    links: HashMap<ConnId, Vec<Link>>,
 }
 
 fn error(
@@ -307,7 +385,16 @@ impl Router {
             ended_order: VecDeque::new(),
             calls_rung: 0,
             next_placeholder: FIRST_PLACEHOLDER,
+            clustered: false,
+            links: HashMap::new(),
         }
+    }
+
+    /// A router of one node of a cluster: it asks for records of its live conversations
+    /// ([`Effect::Record`]), forwards frames on conversations homed elsewhere
+    /// ([`Effect::Forward`]) and tells their homes when a connection leaves.
+    pub fn clustered(turn_credential: TurnCredential, reconnect_grace: Duration) -> Self {
+        Router { clustered: true, ..Router::new(turn_credential, reconnect_grace) }
     }
 
     /// Registers an authenticated connection as `uid` of `app` (not a service endpoint):
@@ -346,6 +433,7 @@ impl Router {
                 rebound: Vec::new(),
                 service,
                 last_rung: 0,
+                remote: false,
             },
         );
         let mut returning: Vec<ConnId> = self
@@ -383,6 +471,23 @@ impl Router {
             Phase::Ringing(list) => list.iter_mut().filter(|c| **c == old).for_each(|c| *c = new),
             Phase::Live(_) => {}
         }
+        self.record(app, cid);
+    }
+
+    /// Cluster mode: asks for the record of live conversation `cid` as it is now.
+    fn record(&mut self, app: &str, cid: &str) {
+        if !self.clustered {
+            return;
+        }
+        let Some((app, space)) = self.apps.get_key_value(app) else { return };
+        let Some((cid, conv)) = space.conversations.get_key_value(cid) else { return };
+        let Phase::Live(callee) = conv.phase else { return };
+        self.effects.push(Effect::Record {
+            app: app.clone(),
+            cid: cid.clone(),
+            caller: (conv.caller, conv.caller_uid.clone()),
+            callee: (callee, conv.callee_uid.clone()),
+        });
     }
 
     /// Whether `party` of live conversation `cid` may be taken over at once by another
@@ -483,6 +588,38 @@ impl Router {
         self.connections.get(&conn).map(|c| (&*c.app, &*c.uid))
     }
 
+    /// The (app, uid, service) of a registered connection.
+    pub fn endpoint(&self, conn: ConnId) -> Option<(&Arc<str>, &Arc<str>, bool)> {
+        self.connections.get(&conn).map(|c| (&c.app, &c.uid, c.service))
+    }
+
+    /// Cluster mode: this node's own connections: (app, uid, connection, service).
+    pub fn local_connections(&self) -> Vec<(Arc<str>, Arc<str>, ConnId, bool)> {
+        self.connections
+            .iter()
+            .filter(|(_, c)| !c.remote)
+            .map(|(id, c)| (c.app.clone(), c.uid.clone(), *id, c.service))
+            .collect()
+    }
+
+    /// Cluster mode: an [`Effect::Record`] of every live conversation homed here.
+    pub fn records(&self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for (app, space) in &self.apps {
+            for (cid, conv) in &space.conversations {
+                if let Phase::Live(callee) = conv.phase {
+                    out.push(Effect::Record {
+                        app: app.clone(),
+                        cid: cid.clone(),
+                        caller: (conv.caller, conv.caller_uid.clone()),
+                        callee: (callee, conv.callee_uid.clone()),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Registered connections.
     pub fn connection_count(&self) -> usize {
         self.connections.len()
@@ -511,6 +648,18 @@ impl Router {
 
     /// Handles one frame from `conn`, received at `now`, and returns what to send.
     pub fn handle(&mut self, conn: ConnId, frame: ClientFrame, now: Instant) -> Outbox {
+        self.handle_with(conn, frame, &[], now)
+    }
+
+    /// [`Router::handle`], where a `call` also rings `remotes`: connections of other nodes
+    /// of the callee's uid ([`Router::connect_remote`]; cluster mode, from presence).
+    pub fn handle_with(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        remotes: &[ConnId],
+        now: Instant,
+    ) -> Outbox {
         if !self.connections.contains_key(&conn) {
             if let ClientFrame::Heartbeat(_) = frame {
                 return Vec::new();
@@ -531,6 +680,18 @@ impl Router {
         }
         // A probed connection that speaks is alive: the claim on its conversation fails.
         let mut out = self.probe_answered(conn);
+        if let Some(home) = self.linked_home(conn, &frame) {
+            if let ClientFrame::Conversation {
+                cid,
+                body: Body::Bye(_) | Body::Reject(_) | Body::Busy(_),
+                ..
+            } = &frame
+            {
+                self.unlink(conn, cid);
+            }
+            self.effects.push(Effect::Forward { home, conn, frame });
+            return self.divert(out);
+        }
         match frame {
             ClientFrame::Heartbeat(_) => {}
             ClientFrame::Connect(_) => out.push(error(
@@ -556,10 +717,247 @@ impl Router {
                 out.extend(self.resume(conn, &cid, &to, msg.role, now));
             }
             ClientFrame::Conversation { cid, to, body } => {
-                out.extend(self.conversation(conn, &cid, &to, body, now));
+                out.extend(self.conversation(conn, &cid, &to, body, remotes, now));
             }
         }
         self.divert(out)
+    }
+
+    /// The conversation `frame` is on, if it is not a `call`.
+    fn frame_cid(frame: &ClientFrame) -> Option<&str> {
+        match frame {
+            ClientFrame::Conversation { body: Body::Call(_), .. } => None,
+            ClientFrame::Conversation { cid, .. } | ClientFrame::Resume { cid, .. } => Some(cid),
+            _ => None,
+        }
+    }
+
+    /// Whether conversation `cid` of `app` is homed here.
+    pub fn knows(&self, app: &str, cid: &str) -> bool {
+        self.apps.get(app).is_some_and(|s| s.conversations.contains_key(cid))
+    }
+
+    /// The node where the conversation of `frame` from local connection `conn` lives, when
+    /// not here.
+    fn linked_home(&self, conn: ConnId, frame: &ClientFrame) -> Option<NodeId> {
+        let cid = Self::frame_cid(frame)?;
+        let link = self.links.get(&conn)?.iter().find(|l| &*l.cid == cid)?;
+        let me = self.connections.get(&conn)?;
+        // Adopted here since: the link is stale.
+        (!self.knows(&me.app, cid)).then_some(link.home)
+    }
+
+    /// Cluster mode: whether the node must find where the conversation of `frame` from local
+    /// connection `conn` lives before handing it over ([`Router::link`] or
+    /// [`Router::adopt`], then [`Router::handle`]): `(app, cid)` when it is a conversation
+    /// frame on a `cid` neither homed here nor linked.
+    pub fn needs_lookup(&self, conn: ConnId, frame: &ClientFrame) -> Option<(String, String)> {
+        if !self.clustered {
+            return None;
+        }
+        let cid = Self::frame_cid(frame)?;
+        let me = self.connections.get(&conn).filter(|c| !c.remote)?;
+        if self.knows(&me.app, cid)
+            || self.links.get(&conn).is_some_and(|l| l.iter().any(|l| &*l.cid == cid))
+        {
+            return None;
+        }
+        Some((me.app.to_string(), cid.to_owned()))
+    }
+
+    /// Cluster mode: conversation `cid` of local connection `conn`, with `peer`, lives on
+    /// node `home`: its frames go there ([`Effect::Forward`]).
+    pub fn link(&mut self, conn: ConnId, cid: &str, home: NodeId, peer: &str) {
+        let Some(me) = self.connections.get(&conn).filter(|c| !c.remote) else { return };
+        if self.knows(&me.app, cid) {
+            return;
+        }
+        let links = self.links.entry(conn).or_default();
+        match links.iter_mut().find(|l| &*l.cid == cid) {
+            Some(l) => l.home = home,
+            None => links.push(Link { cid: Arc::from(cid), home, peer: Arc::from(peer) }),
+        }
+    }
+
+    fn unlink(&mut self, conn: ConnId, cid: &str) {
+        if let Some(links) = self.links.get_mut(&conn) {
+            links.retain(|l| &*l.cid != cid);
+            if links.is_empty() {
+                self.links.remove(&conn);
+            }
+        }
+    }
+
+    /// Cluster mode: the conversations of local connections homed on `node`: (connection,
+    /// app, cid, the other party's uid).
+    pub fn links_to(&self, node: NodeId) -> Vec<LinkedConversation> {
+        let mut out = Vec::new();
+        for (conn, links) in &self.links {
+            let Some(me) = self.connections.get(conn) else { continue };
+            for l in links.iter().filter(|l| l.home == node) {
+                out.push((*conn, me.app.clone(), l.cid.clone(), l.peer.clone()));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Cluster mode: registers `conn`, a connection of another node, as a possible party of
+    /// conversations homed here. It is never rung unless given to [`Router::handle_with`],
+    /// and forgotten when it is party of no conversation here.
+    pub fn connect_remote(&mut self, conn: ConnId, app: &str, uid: &str, service: bool) {
+        if self.connections.contains_key(&conn) {
+            return;
+        }
+        let app_key = match self.apps.get_key_value(app) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(app),
+        };
+        let space = self.apps.entry(app_key.clone()).or_default();
+        let uid_key = match space.users.get_key_value(uid) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(uid),
+        };
+        self.connections.insert(
+            conn,
+            Connection {
+                app: app_key,
+                uid: uid_key,
+                cids: Vec::new(),
+                rebound: Vec::new(),
+                service,
+                last_rung: 0,
+                remote: true,
+            },
+        );
+    }
+
+    /// Cluster mode: forgets connection `conn` of another node if it is party of nothing here.
+    pub fn release_if_idle(&mut self, conn: ConnId) {
+        let idle = self.connections.get(&conn).is_some_and(|c| c.remote && c.cids.is_empty());
+        if idle && !self.probes.contains_key(&conn) {
+            self.connections.remove(&conn);
+            self.release_empty_apps();
+        }
+    }
+
+    /// Cluster mode: `frame` from the router of node `home` for local connection `conn`.
+    /// The frames to send (`frame`, unless `conn` is probed meanwhile), or `None` when `conn`
+    /// is not a connection here (gone): tell the home it left.
+    pub fn deliver(&mut self, conn: ConnId, home: NodeId, frame: ServerFrame) -> Option<Outbox> {
+        self.connections.get(&conn).filter(|c| !c.remote)?;
+        match &frame {
+            ServerFrame::Conversation { cid, from, body } => match body {
+                Body::Bye(_) | Body::Reject(_) | Body::Busy(_) => self.unlink(conn, cid),
+                _ => self.link(conn, cid, home, from),
+            },
+            ServerFrame::Error { cid: Some(cid), msg }
+                if msg.code == ErrorCode::UnknownConversation =>
+            {
+                self.unlink(conn, cid)
+            }
+            _ => {}
+        }
+        Some(self.divert(vec![(conn, frame)]))
+    }
+
+    /// Cluster mode: `frame` for `conn`, a connection of another node, could not be
+    /// delivered (its node is gone): `conn` is lost (reconnect grace) and `frame` kept for it.
+    pub fn undeliverable(&mut self, conn: ConnId, frame: ServerFrame, now: Instant) -> Outbox {
+        let mut out = Vec::new();
+        if self.connections.get(&conn).is_some_and(|c| c.remote) {
+            out = self.disconnect(conn, Departure::Lost, now).0;
+        }
+        out.extend(self.divert(vec![(conn, frame)]).into_iter().filter(|(to, _)| *to != conn));
+        out
+    }
+
+    /// Cluster mode: node `node` died. Its connections that are parties here are lost
+    /// (reconnect grace). The conversations it was home of are adopted by
+    /// [`Router::adopt`] ([`Router::links_to`] lists those of local connections).
+    pub fn node_dead(&mut self, node: NodeId, now: Instant) -> Outbox {
+        let mut lost: Vec<ConnId> = self
+            .connections
+            .iter()
+            .filter(|(id, c)| c.remote && node_of(**id) == node)
+            .map(|(id, _)| *id)
+            .collect();
+        lost.sort_unstable();
+        let mut out = Vec::new();
+        for conn in lost {
+            out.extend(self.disconnect(conn, Departure::Lost, now).0);
+        }
+        out
+    }
+
+    /// Cluster mode: live conversation `cid` of `app`, whose node died, is homed here from
+    /// now on with these parties (and uids). A party [`Adoptee::Gone`] (or a local
+    /// connection no longer here) is a placeholder waiting the reconnect grace. Nothing
+    /// happens if the conversation is known here already.
+    pub fn adopt(
+        &mut self,
+        app: &str,
+        cid: &str,
+        caller: (Adoptee, &str),
+        callee: (Adoptee, &str),
+        now: Instant,
+    ) {
+        if self.knows(app, cid) {
+            return;
+        }
+        let app_key = match self.apps.get_key_value(app) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(app),
+        };
+        self.apps.entry(app_key.clone()).or_default();
+        let cid_key: Arc<str> = Arc::from(cid);
+        let mut parties = [0; 2];
+        for (i, (who, uid)) in [caller, callee].into_iter().enumerate() {
+            parties[i] = match who {
+                Adoptee::Local(c)
+                    if self.connections.get(&c).is_some_and(|x| !x.remote && &*x.uid == uid) =>
+                {
+                    self.unlink(c, cid);
+                    c
+                }
+                Adoptee::Remote(c)
+                    if self.connections.get(&c).is_none_or(|x| x.remote && &*x.uid == uid) =>
+                {
+                    self.connect_remote(c, app, uid, false);
+                    c
+                }
+                _ => {
+                    let placeholder = self.next_placeholder;
+                    self.next_placeholder += 1;
+                    self.away.insert(
+                        placeholder,
+                        Away {
+                            app: app_key.clone(),
+                            uid: Arc::from(uid),
+                            cids: vec![cid_key.clone()],
+                            until: now.checked_add(self.reconnect_grace).unwrap_or(now),
+                            queue: FrameQueue::default(),
+                        },
+                    );
+                    placeholder
+                }
+            };
+            if let Some(c) = self.connections.get_mut(&parties[i]) {
+                c.cids.push(cid_key.clone());
+            }
+        }
+        let Some(space) = self.apps.get_mut(&app_key) else { return };
+        space.conversations.insert(
+            cid_key,
+            Conversation {
+                caller: parties[0],
+                caller_uid: Arc::from(caller.1),
+                callee_uid: Arc::from(callee.1),
+                phase: Phase::Live(parties[1]),
+            },
+        );
+        self.conversation_count += 1;
+        self.record(app, cid);
     }
 
     /// The probe holding frames of `conn` on `cid`, if any: later frames wait behind them.
@@ -701,6 +1099,7 @@ impl Router {
                 queue: FrameQueue::default(),
             },
         );
+        self.record(app, cid);
         Vec::new()
     }
 
@@ -710,12 +1109,13 @@ impl Router {
         cid: &str,
         to: &str,
         body: Body,
+        remotes: &[ConnId],
         now: Instant,
     ) -> Outbox {
         let Some(me) = self.connections.get(&conn) else { return Vec::new() };
         let (app, uid) = (me.app.clone(), me.uid.clone());
         if let Body::Call(msg) = body {
-            return self.call(conn, &app, &uid, cid, to, msg);
+            return self.call(conn, (&app, &uid), cid, to, msg, remotes);
         }
         if let Some(probed) = self.holding(conn, cid) {
             let frame = ClientFrame::Conversation { cid: cid.to_owned(), to: to.to_owned(), body };
@@ -825,6 +1225,7 @@ impl Router {
                     out.push(relay(other, cid, &caller_uid, bye()));
                     self.forget(other, cid);
                 }
+                self.record(&app, cid);
                 out
             }
             (Party::RingingCallee, Phase::Ringing(ringing), Body::Reject(b)) => {
@@ -878,11 +1279,11 @@ impl Router {
     fn call(
         &mut self,
         conn: ConnId,
-        app: &Arc<str>,
-        uid: &Arc<str>,
+        (app, uid): (&Arc<str>, &Arc<str>),
         cid: &str,
         to: &str,
         mut msg: wilddog_protocol::CallMsg,
+        remotes: &[ConnId],
     ) -> Outbox {
         let Some(space) = self.apps.get_mut(app) else { return Vec::new() };
         if space.conversations.contains_key(cid) {
@@ -908,12 +1309,19 @@ impl Router {
         }
         let unreachable =
             || vec![(conn, ServerFrame::Unreachable { cid: cid.to_owned(), from: to.to_owned() })];
-        let Some((callee_uid, callee_conns)) = space.users.get_key_value(to) else {
-            return unreachable();
+        let (callee_uid, mut callee_conns): (Arc<str>, Vec<ConnId>) = match space
+            .users
+            .get_key_value(to)
+        {
+            Some((k, conns)) => (k.clone(), conns.iter().copied().filter(|c| *c != conn).collect()),
+            None => (Arc::from(to), Vec::new()),
         };
-        let callee_conns: Vec<ConnId> =
-            callee_conns.iter().copied().filter(|c| *c != conn).collect();
-        let callee_uid = callee_uid.clone();
+        callee_conns.extend(remotes.iter().copied().filter(|c| {
+            self.connections.get(c).is_some_and(|x| x.remote && x.app == *app && *x.uid == *to)
+        }));
+        if callee_conns.is_empty() {
+            return unreachable();
+        }
         let services: Vec<(ConnId, &Connection)> = callee_conns
             .iter()
             .filter_map(|c| self.connections.get(c).map(|x| (*c, x)))
@@ -976,6 +1384,10 @@ impl Router {
         if let Some(c) = self.connections.get_mut(&conn) {
             c.cids.retain(|x| &**x != cid);
             c.rebound.retain(|x| &**x != cid);
+            if c.remote && c.cids.is_empty() && !self.probes.contains_key(&conn) {
+                // A connection of another node is known only while it is a party here.
+                self.connections.remove(&conn);
+            }
         }
         if let Some(a) = self.away.get_mut(&conn) {
             a.cids.retain(|x| &**x != cid);
@@ -991,9 +1403,12 @@ impl Router {
         };
         self.conversation_count -= 1;
         self.forget(conv.caller, cid);
-        match conv.phase {
+        match &conv.phase {
             Phase::Ringing(list) => list.iter().for_each(|c| self.forget(*c, cid)),
-            Phase::Live(c) => self.forget(c, cid),
+            Phase::Live(c) => self.forget(*c, cid),
+        }
+        if self.clustered && matches!(conv.phase, Phase::Live(_)) {
+            self.effects.push(Effect::Unrecord { app: app.clone(), cid: cid_key.clone() });
         }
         self.remember_ended((app.clone(), cid_key), now);
     }
@@ -1038,6 +1453,15 @@ impl Router {
         // What it was waiting for in others' probes is void.
         for probe in self.probes.values_mut() {
             probe.held.retain(|(c, ..)| *c != conn);
+        }
+        // The nodes of its conversations elsewhere learn it left.
+        if let Some(links) = self.links.remove(&conn) {
+            let mut homes: Vec<NodeId> = links.iter().map(|l| l.home).collect();
+            homes.sort_unstable();
+            homes.dedup();
+            for home in homes {
+                self.effects.push(Effect::Departed { home, conn, departure });
+            }
         }
         if self.probes.contains_key(&conn) {
             // It was being probed: those who claimed its conversations get them.

@@ -19,9 +19,12 @@ use wilddog_protocol::{
     ClientFrame, Connack, ErrorCode, ErrorMsg, FrameError, ServerFrame, connack_code,
 };
 
+use crate::cluster::{BusMsg, Cluster, RecordFields, Write};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::router::{ConnId, Departure, Effect, Outbox, Router};
+use crate::router::{
+    ConnId, Departure, Effect, LinkedConversation, NodeId, Outbox, Router, node_of,
+};
 use crate::token::verify_token;
 
 /// WebSocket close codes the server uses.
@@ -35,6 +38,9 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A frame over the hard size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The node is draining (cluster mode): reconnect, through the load balancer, to
+    /// another node; live calls wait the reconnect grace (RFC 6455 "service restart").
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// Bytes tungstenite reserves for reading from each socket. Small, because most sockets are
@@ -50,12 +56,29 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     next_conn: AtomicU64,
+    /// Cluster mode: the Redis side of this node.
+    pub cluster: Option<Cluster>,
+    /// Draining: `/readyz` 503, no new WebSocket.
+    pub draining: AtomicBool,
+    /// Cancelled when draining closes the sessions (1012, their calls keep the grace).
+    pub drain: CancellationToken,
 }
 
 impl Shared {
-    pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Self {
-        let router = Router::new(config.turn_credential(), config.limits.reconnect_grace);
-        Shared {
+    pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Result<Self, crate::ServerError> {
+        let (turn, grace) = (config.turn_credential(), config.limits.reconnect_grace);
+        let cluster = match &config.cluster {
+            Some(c) => Some(
+                Cluster::new(&c.redis_url, c.node_ttl)
+                    .map_err(|e| crate::ServerError::Redis(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let (router, first_conn) = match &cluster {
+            Some(c) => (Router::clustered(turn, grace), (u64::from(c.node) << 32) + 1),
+            None => (Router::new(turn, grace), 1),
+        };
+        Ok(Shared {
             config,
             metrics: Metrics::default(),
             hub: Hub {
@@ -65,8 +88,63 @@ impl Shared {
             local_addr,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            next_conn: AtomicU64::new(1),
+            next_conn: AtomicU64::new(first_conn),
+            cluster,
+            draining: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+        })
+    }
+
+    /// Sends a message on the bus of node `to`.
+    pub(crate) fn publish(&self, to: NodeId, msg: BusMsg) {
+        if let Some(c) = &self.cluster {
+            c.write(Write::Publish { to, msg });
         }
+    }
+
+    /// This node's id (0 alone).
+    fn node(&self) -> NodeId {
+        self.cluster.as_ref().map_or(0, |c| c.node)
+    }
+
+    /// The conversations of local connections homed on `node`.
+    pub(crate) fn hub_links_to(&self, node: NodeId) -> Vec<LinkedConversation> {
+        self.hub.lock().router.links_to(node)
+    }
+
+    /// Cluster mode: writes this node's presence entries and records again (periodically,
+    /// and when Redis is back after an outage that may have lost them).
+    pub(crate) fn rewrite_index(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        let state = self.hub.lock();
+        let connections = state.router.local_connections();
+        self.metrics.presence_entries.set(connections.len() as i64);
+        for (app, uid, conn, service) in connections {
+            cluster.write(Write::PresenceAdd { app, uid, conn, service });
+        }
+        for effect in state.router.records() {
+            if let Effect::Record { app, cid, caller, callee } = effect {
+                cluster.write(record_write(app, cid, caller, callee));
+            }
+        }
+    }
+}
+
+fn record_write(
+    app: Arc<str>,
+    cid: Arc<str>,
+    caller: (ConnId, Arc<str>),
+    callee: (ConnId, Arc<str>),
+) -> Write {
+    Write::Record {
+        app,
+        cid,
+        fields: RecordFields {
+            caller: caller.0,
+            caller_uid: caller.1,
+            callee: callee.0,
+            callee_uid: callee.1,
+        },
     }
 }
 
@@ -129,6 +207,15 @@ impl Shared {
         control: Arc<Control>,
     ) {
         self.hub.lock().peers.insert(conn, Peer { tx, control });
+        if let Some(cluster) = &self.cluster {
+            self.metrics.presence_entries.inc();
+            cluster.write(Write::PresenceAdd {
+                app: Arc::from(app),
+                uid: Arc::from(uid),
+                conn,
+                service,
+            });
+        }
         self.route(|router| router.connect_with(conn, app, uid, service));
     }
 
@@ -192,23 +279,76 @@ impl Shared {
             *next_expiry = expiry;
             self.hub.graces_changed.notify_one();
         }
-        let probes = router
-            .take_effects()
-            .into_iter()
-            .filter_map(|effect| match effect {
-                Effect::Probe(conn) => peers.get(&conn).map(|p| (conn, p.control.clone())),
-            })
-            .collect();
-        let deliveries = out
-            .into_iter()
-            .filter_map(|(to, frame)| peers.get(&to).map(|p| (to, p.tx.clone(), frame)))
-            .collect();
+        let me = self.node();
+        let mut probes = Vec::new();
+        for effect in router.take_effects() {
+            match effect {
+                Effect::Probe(conn) if node_of(conn) == me => {
+                    if let Some(p) = peers.get(&conn) {
+                        probes.push((conn, p.control.clone()));
+                    }
+                }
+                Effect::Probe(conn) => self.publish(node_of(conn), BusMsg::Probe { conn }),
+                Effect::Forward { home, conn, frame } => {
+                    if let Some((app, uid, service)) = router.endpoint(conn) {
+                        self.publish(
+                            home,
+                            BusMsg::Forward {
+                                conn,
+                                app: app.to_string(),
+                                uid: uid.to_string(),
+                                service,
+                                frame: frame.to_json(),
+                            },
+                        );
+                    }
+                }
+                Effect::Departed { home, conn, departure } => self
+                    .publish(home, BusMsg::Departed { conn, lost: departure == Departure::Lost }),
+                Effect::Record { app, cid, caller, callee } => {
+                    if let Some(c) = &self.cluster {
+                        c.write(record_write(app, cid, caller, callee));
+                    }
+                }
+                Effect::Unrecord { app, cid } => {
+                    if let Some(c) = &self.cluster {
+                        c.write(Write::Unrecord { app, cid });
+                    }
+                }
+            }
+        }
+        let mut deliveries = Vec::with_capacity(out.len());
+        for (to, frame) in out {
+            if node_of(to) == me {
+                if let Some(p) = peers.get(&to) {
+                    deliveries.push((to, p.tx.clone(), frame));
+                }
+            } else if node_of(to) < 1 << 31 {
+                // A party on another node: its node delivers it.
+                self.metrics.frames_relayed.inc();
+                self.publish(node_of(to), BusMsg::Deliver { conn: to, frame: frame.to_json() });
+            }
+        }
         Routed { deliveries, probes }
     }
 
     /// Pings `conn` and gives the router the verdict after `limits.takeover_probe`, or as
     /// soon as the client shows it is alive. A silent one is closed: its calls went on.
     fn start_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Control>) {
+        self.run_probe(conn, control, None);
+    }
+
+    /// Cluster mode: the home of a conversation on node `home` asks to probe local
+    /// connection `conn`; the verdict goes back to it.
+    pub(crate) fn probe_for(self: &Arc<Self>, conn: ConnId, home: NodeId) {
+        let control = self.hub.lock().peers.get(&conn).map(|p| p.control.clone());
+        match control {
+            Some(control) => self.run_probe(conn, control, Some(home)),
+            None => self.publish(home, BusMsg::ProbeResult { conn, answered: false }),
+        }
+    }
+
+    fn run_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Control>, home: Option<NodeId>) {
         let shared = self.clone();
         let deadline = self.config.limits.takeover_probe;
         tokio::spawn(async move {
@@ -227,19 +367,66 @@ impl Shared {
                 );
             }
             let now = std::time::Instant::now();
-            shared.route(|router| router.probe_result(conn, answered, now));
+            match home {
+                None => shared.route(|router| router.probe_result(conn, answered, now)),
+                Some(home) => shared.publish(home, BusMsg::ProbeResult { conn, answered }),
+            }
             if !answered {
                 control.kick.cancel();
             }
         });
     }
 
-    fn dispatch(self: &Arc<Self>, conn: ConnId, frame: ClientFrame) {
+    async fn dispatch(self: &Arc<Self>, conn: ConnId, frame: ClientFrame) {
+        if let Some(cluster) = &self.cluster {
+            // A call rings the callee's connections on other nodes too.
+            if let ClientFrame::Conversation { to, body: wilddog_protocol::Body::Call(_), .. } =
+                &frame
+            {
+                let to = to.clone();
+                let to = to.as_str();
+                let app = self.hub.lock().router.endpoint(conn).map(|(a, ..)| a.clone());
+                let Some(app) = app else { return };
+                let remotes = cluster.presence(self, &app, to).await;
+                let now = std::time::Instant::now();
+                self.route(|router| {
+                    for (c, service) in &remotes {
+                        router.connect_remote(*c, &app, to, *service);
+                    }
+                    let ids: Vec<ConnId> = remotes.iter().map(|(c, _)| *c).collect();
+                    let out = router.handle_with(conn, frame, &ids, now);
+                    for c in ids {
+                        router.release_if_idle(c);
+                    }
+                    out
+                });
+                return;
+            }
+            // A conversation this node does not know may live on another one.
+            let unknown = self.hub.lock().router.needs_lookup(conn, &frame);
+            if let Some((app, cid)) = unknown {
+                let peer = match &frame {
+                    ClientFrame::Conversation { to, .. } | ClientFrame::Resume { to, .. } => {
+                        to.clone()
+                    }
+                    _ => String::new(),
+                };
+                crate::cluster::find_conversation(self, conn, (&app, &cid, &peer)).await;
+            }
+        }
         let now = std::time::Instant::now();
         self.route(|router| router.handle(conn, frame, now));
     }
 
     fn unregister(self: &Arc<Self>, conn: ConnId, departure: Departure) {
+        if let Some(cluster) = &self.cluster {
+            let identity =
+                self.hub.lock().router.endpoint(conn).map(|(a, u, _)| (a.clone(), u.clone()));
+            if let Some((app, uid)) = identity {
+                self.metrics.presence_entries.dec();
+                cluster.write(Write::PresenceDel { app, uid, conn });
+            }
+        }
         let now = std::time::Instant::now();
         let mut grace_until = None;
         self.route(|router| {
@@ -505,6 +692,11 @@ impl Session<'_> {
                     self.departure = Departure::Closed;
                     return Some((close_code::GOING_AWAY, "server shutting down".into()));
                 }
+                _ = self.shared.drain.cancelled() => {
+                    // Lost, not closed: its calls wait the grace while it reconnects elsewhere.
+                    self.departure = Departure::Lost;
+                    return Some((close_code::SERVICE_RESTART, "node draining: reconnect".into()));
+                }
                 out = next_out(&mut self.outbox) => {
                     let Some(text) = out else {
                         self.departure = Departure::Closed;
@@ -671,7 +863,7 @@ impl Session<'_> {
             }
         };
         if self.outbox.is_some() {
-            self.shared.dispatch(self.conn, frame);
+            self.shared.dispatch(self.conn, frame).await;
             return None;
         }
         match frame {
