@@ -316,3 +316,398 @@ async fn redis_down_for_ten_seconds_local_calls_go_on_cross_node_routing_resumes
     dave.expect_silence(QUIET).await;
     assert!(a.metric("wilddog_redis_errors_total").await > 0);
 }
+
+// Nodes as processes, behind haproxy.
+
+/// Not a test: the body of a node process for the tests below (this binary run again with
+/// `WILDDOG_TEST_NODE_PORT` set). Serves until SIGTERM (drain) or SIGKILL.
+#[test]
+fn node_process_for_other_tests() {
+    let Ok(port) = std::env::var("WILDDOG_TEST_NODE_PORT") else { return };
+    let redis_url = std::env::var("WILDDOG_TEST_REDIS").expect("WILDDOG_TEST_REDIS");
+    let grace_ms: u64 = std::env::var("WILDDOG_TEST_GRACE_MS").unwrap().parse().unwrap();
+    let mut config = node_config(&Redis { port: 0, child: None }, Duration::from_millis(grace_ms));
+    if let Some(c) = config.cluster.as_mut() {
+        c.redis_url = redis_url;
+    }
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap()))
+            .await
+            .unwrap();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        wilddog_server::run(listener, config, async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// A node process on `port`.
+struct Node {
+    port: u16,
+    child: Child,
+}
+
+impl Node {
+    async fn start(port: u16, redis: &Redis, grace: Duration) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["node_process_for_other_tests", "--exact", "--nocapture", "--test-threads", "1"])
+            .env("WILDDOG_TEST_NODE_PORT", port.to_string())
+            .env("WILDDOG_TEST_REDIS", redis.url())
+            .env("WILDDOG_TEST_GRACE_MS", grace.as_millis().to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = Node { port, child };
+        node.wait_ready(200).await;
+        node
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn readyz(&self) -> Option<u16> {
+        let connect = tokio::net::TcpStream::connect(self.addr()).await;
+        if connect.is_err() {
+            return None;
+        }
+        drop(connect);
+        Some(common::http_get(self.addr(), "/readyz").await.0)
+    }
+
+    async fn wait_ready(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.readyz().await != Some(status) {
+            assert!(tokio::time::Instant::now() < deadline, "node {} not {status}", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()));
+    }
+
+    async fn wait_exit(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "node {} exited with {status}", self.port);
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {} did not exit", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// haproxy in front of the nodes: round robin, `/readyz` checked every 100 ms.
+struct Balancer {
+    port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Balancer {
+    async fn start(nodes: &[u16]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("wilddog-haproxy-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = format!(
+            "defaults\n  mode tcp\n  timeout connect 500ms\n  timeout client 1h\n  timeout server 1h\n  \
+             retries 3\n  option redispatch\n\
+             frontend fe\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+             backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+             http-check expect status 200\n  default-server inter 100ms fall 1 rise 1\n"
+        );
+        for (i, p) in nodes.iter().enumerate() {
+            cfg.push_str(&format!("  server n{i} 127.0.0.1:{p} check\n"));
+        }
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-q", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/install-deps.sh installs it)");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "haproxy did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Balancer { port, child, _dir: TempDir(dir) }
+    }
+
+    /// Logs in through the balancer, retrying while it still sends us to a node that is gone
+    /// or draining (as clients do with their backoff).
+    async fn login(&self, uid: &str) -> Client {
+        let url = format!("ws://127.0.0.1:{}/ws", self.port);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Ok((ws, _))) =
+                tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(&url))
+                    .await
+            {
+                let mut c = Client { ws };
+                c.send_json(
+                    json!({"type": "connect", "msg": {"token": token(uid), "appId": DEV_APP_ID}}),
+                )
+                .await;
+                if let Ok(Some(tokio_tungstenite::tungstenite::Message::Text(t))) =
+                    tokio::time::timeout(Duration::from_secs(2), c.recv_message()).await
+                    && t.contains("connack")
+                {
+                    return c;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no node took {uid} back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `None` while nothing (no close, no frame) is waiting on the socket; else how it ended
+/// (the close code, if any).
+async fn ended(c: &mut Client) -> Option<Option<u16>> {
+    use futures_util::FutureExt;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match c.ws.next().now_or_never() {
+            None => return None,
+            Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Some(Some(Ok(Message::Close(f)))) => return Some(f.map(|f| u16::from(f.code))),
+            Some(Some(Ok(other))) => panic!("expected nothing or a close, got {other:?}"),
+            Some(Some(Err(_)) | None) => return Some(None),
+        }
+    }
+}
+
+/// Waits for the socket to end (its node died or closed it); returns the close code, if any.
+async fn lost(c: &mut Client) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(WAIT, c.ws.next()).await.expect("the socket ends") {
+            Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => panic!("expected the socket to end, got {other:?}"),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A live call on `cid` between `caller` (uid `a`) and `callee` (uid `b`).
+async fn live(caller: &mut Client, a: &str, callee: &mut Client, b: &str, cid: &str) {
+    caller.call(cid, b).await;
+    expect(callee, "call", cid, a).await;
+    callee.say("accept", cid, a, json!({})).await;
+    expect(caller, "accept", cid, b).await;
+}
+
+/// A party back on a new connection resumes its call and restarts ICE; the peer follows.
+async fn resume_and_restart(
+    back: &mut Client,
+    me: &str,
+    peer: &mut Client,
+    peer_uid: &str,
+    cid: &str,
+    caller: bool,
+) {
+    let role = if caller { "caller" } else { "callee" };
+    back.send_json(json!({"type": "resume", "cid": cid, "to": peer_uid, "msg": {"role": role}}))
+        .await;
+    if caller {
+        back.say("offer", cid, peer_uid, json!({"sdp": "v=0 restart", "restartId": 1})).await;
+        expect(peer, "offer", cid, me).await;
+        peer.say("answer", cid, me, json!({"sdp": "v=0 restart answer", "restartId": 1})).await;
+        expect(back, "answer", cid, peer_uid).await;
+    } else {
+        back.say("restartice", cid, peer_uid, json!({})).await;
+        expect(peer, "restartice", cid, me).await;
+        peer.say("offer", cid, me, json!({"sdp": "v=0 restart", "restartId": 1})).await;
+        expect(back, "offer", cid, peer_uid).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_s_clients_come_back_through_the_balancer_and_keep_their_calls() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(4);
+    let ports = [free_port(), free_port(), free_port()];
+    let mut n0 = Node::start(ports[0], &redis, grace).await;
+    let n1 = Node::start(ports[1], &redis, grace).await;
+    let n2 = Node::start(ports[2], &redis, grace).await;
+    let lb = Balancer::start(&ports).await;
+    // c1: alice (n0, home) → bob (n1); c2: carol (n0, home) → dave (n2); c3: n1 → n2.
+    let mut alice = login(n0.addr(), "alice").await;
+    let mut bob = login(n1.addr(), "bob").await;
+    let mut carol = login(n0.addr(), "carol").await;
+    let mut dave = login(n2.addr(), "dave").await;
+    let mut erin = login(n1.addr(), "erin").await;
+    let mut frank = login(n2.addr(), "frank").await;
+    settle().await;
+    live(&mut alice, "alice", &mut bob, "bob", "c1").await;
+    live(&mut carol, "carol", &mut dave, "dave", "c2").await;
+    live(&mut erin, "erin", &mut frank, "frank", "c3").await;
+
+    n0.kill();
+    let killed = tokio::time::Instant::now();
+    assert_eq!(lost(&mut alice).await, None, "no close frame from a killed node");
+    drop(carol); // carol never comes back
+    let mut alice = lb.login("alice").await;
+    resume_and_restart(&mut alice, "alice", &mut bob, "bob", "c1", true).await;
+    let resumed = killed.elapsed();
+    assert!(resumed < grace, "resumed after {resumed:?}");
+    // dave's peer never came back: bye after the grace, once.
+    let body = expect(&mut dave, "bye", "c2", "carol").await;
+    assert!(matches!(body, Body::Bye(_)));
+    assert!(killed.elapsed() >= grace, "bye before the grace ended");
+    dave.expect_silence(Duration::from_millis(800)).await;
+    // The surviving calls go on; bob never heard bye.
+    bob.expect_silence(Duration::ZERO).await;
+    alice.say("candidate", "c1", "bob", json!({"sdp": "after"})).await;
+    expect(&mut bob, "candidate", "c1", "alice").await;
+    erin.say("candidate", "c3", "frank", json!({"sdp": "x"})).await;
+    expect(&mut frank, "candidate", "c3", "erin").await;
+    alice.say("bye", "c1", "bob", json!({})).await;
+    expect(&mut bob, "bye", "c1", "alice").await;
+    bob.expect_silence(QUIET).await;
+    drop((n1, n2));
+}
+
+#[tokio::test]
+async fn draining_each_node_in_turn_drops_no_call() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(8);
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for p in ports {
+        nodes.push(Some(Node::start(p, &redis, grace).await));
+    }
+    let lb = Balancer::start(&ports).await;
+    const CALLS: usize = 20;
+    // Call i: caller on node i % 3, callee on node (i + 1) % 3; `at[k]`: the node of party k.
+    let mut parties: Vec<(Client, String)> = Vec::new();
+    let mut at = Vec::new();
+    for i in 0..CALLS {
+        for (uid, node) in [(format!("caller{i}"), i % 3), (format!("callee{i}"), (i + 1) % 3)] {
+            parties.push((login(SocketAddr::from(([127, 0, 0, 1], ports[node])), &uid).await, uid));
+            at.push(node);
+        }
+    }
+    settle().await;
+    for i in 0..CALLS {
+        let (a, b) = parties.split_at_mut(2 * i + 1);
+        let (caller, callee) = (&mut a[2 * i], &mut b[0]);
+        live(&mut caller.0, &caller.1.clone(), &mut callee.0, &callee.1.clone(), &format!("d{i}"))
+            .await;
+    }
+    for x in 0..3 {
+        let node = nodes[x].as_mut().unwrap();
+        node.terminate();
+        // Not ready first, while its clients are still connected.
+        node.wait_ready(503).await;
+        if x == 0 {
+            for (k, (client, uid)) in parties.iter_mut().enumerate() {
+                if at[k] == 0 {
+                    assert_eq!(ended(client).await, None, "{uid} closed before /readyz said 503");
+                }
+            }
+        }
+        node.wait_exit().await;
+        // Its clients (placed there, or landed there by the balancer) were told to go.
+        let mut moved = vec![false; parties.len()];
+        for (k, (client, uid)) in parties.iter_mut().enumerate() {
+            if let Some(code) = ended(client).await {
+                assert_eq!(code, Some(1012), "{uid}");
+                moved[k] = true;
+            }
+        }
+        assert!(moved.iter().any(|m| *m), "nobody was on node {x}");
+        // They come back through the balancer and resume; then each call restarts ICE.
+        for k in 0..parties.len() {
+            if moved[k] {
+                let uid = parties[k].1.clone();
+                parties[k].0 = lb.login(&uid).await;
+                at[k] = usize::MAX;
+                let (cid, peer) = (format!("d{}", k / 2), parties[k ^ 1].1.clone());
+                let role = if k % 2 == 0 { "caller" } else { "callee" };
+                parties[k]
+                    .0
+                    .send_json(
+                        json!({"type": "resume", "cid": cid, "to": peer, "msg": {"role": role}}),
+                    )
+                    .await;
+            }
+        }
+        for i in 0..CALLS {
+            let (c, e) = (2 * i, 2 * i + 1);
+            if !moved[c] && !moved[e] {
+                continue;
+            }
+            let (a, b) = parties.split_at_mut(e);
+            let (caller, callee) = (&mut a[c], &mut b[0]);
+            let (cu, eu, cid) = (caller.1.clone(), callee.1.clone(), format!("d{i}"));
+            if !moved[c] {
+                callee.0.say("restartice", &cid, &cu, json!({})).await;
+                expect(&mut caller.0, "restartice", &cid, &eu).await;
+            }
+            caller.0.say("offer", &cid, &eu, json!({"sdp": "v=0 restart", "restartId": x})).await;
+            expect(&mut callee.0, "offer", &cid, &cu).await;
+            callee.0.say("answer", &cid, &cu, json!({"sdp": "v=0 r", "restartId": x})).await;
+            expect(&mut caller.0, "answer", &cid, &eu).await;
+        }
+        nodes[x] = None;
+        // The node comes back (a rolling restart), empty.
+        nodes[x] = Some(Node::start(ports[x], &redis, grace).await);
+    }
+    // Every call is alive: a candidate each way, then the hang-up reaches the peer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..CALLS {
+        let (a, b) = parties.split_at_mut(2 * i + 1);
+        let (caller, callee) = (&mut a[2 * i], &mut b[0]);
+        let (cu, eu, cid) = (caller.1.clone(), callee.1.clone(), format!("d{i}"));
+        caller.0.expect_silence(Duration::ZERO).await;
+        callee.0.expect_silence(Duration::ZERO).await;
+        caller.0.say("candidate", &cid, &eu, json!({"sdp": "end"})).await;
+        expect(&mut callee.0, "candidate", &cid, &cu).await;
+        callee.0.say("candidate", &cid, &cu, json!({"sdp": "end"})).await;
+        expect(&mut caller.0, "candidate", &cid, &eu).await;
+        caller.0.say("bye", &cid, &eu, json!({})).await;
+        expect(&mut callee.0, "bye", &cid, &cu).await;
+    }
+}
