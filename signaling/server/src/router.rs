@@ -845,7 +845,19 @@ impl Router {
     /// The frames to send (`frame`, unless `conn` is probed meanwhile), or `None` when `conn`
     /// is not a connection here (gone): tell the home it left.
     pub fn deliver(&mut self, conn: ConnId, home: NodeId, frame: ServerFrame) -> Option<Outbox> {
-        self.connections.get(&conn).filter(|c| !c.remote)?;
+        let me = self.connections.get(&conn).filter(|c| !c.remote)?;
+        if let ServerFrame::Conversation { cid, from, body: Body::Call(_) } = &frame {
+            // A service endpoint holds one conversation: a node that rang it while it was
+            // busy with a conversation homed elsewhere hears `busy` from it.
+            let busy = me.service && (!me.cids.is_empty() || self.links.contains_key(&conn));
+            if busy {
+                let busy = Body::Busy(Empty::default());
+                let frame =
+                    ClientFrame::Conversation { cid: cid.clone(), to: from.clone(), body: busy };
+                self.effects.push(Effect::Forward { home, conn, frame });
+                return Some(Vec::new());
+            }
+        }
         match &frame {
             ServerFrame::Conversation { cid, from, body } => match body {
                 Body::Bye(_) | Body::Reject(_) | Body::Busy(_) => self.unlink(conn, cid),

@@ -7,6 +7,7 @@ use wilddog_protocol::{
 };
 
 use super::*;
+use crate::router::{Adoptee, Effect, NodeId};
 
 const APP: &str = "app";
 
@@ -1090,4 +1091,114 @@ fn ended_conversations_remembered_are_bounded() {
     assert!(r.handle(2, resume("c0", "alice", Role::Callee), t0).is_empty());
     let out = r.handle(2, resume("c20", "alice", Role::Callee), t0);
     assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
+}
+
+// Cluster mode (the node's side; the bus and Redis are the I/O's).
+
+const B: NodeId = 7;
+
+fn on_b(n: u64) -> ConnId {
+    (u64::from(B) << 32) + n
+}
+
+#[test]
+fn a_call_rings_remote_connections_and_their_frames_come_back_forwarded() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    let bob = on_b(1);
+    r.connect_remote(bob, APP, "bob", false);
+    let out = r.handle_with(1, call("c1", "bob"), &[bob], now());
+    assert_eq!(relayed(&out).0, bob);
+    // bob's node forwards his accept: the conversation is live, and recorded.
+    let out = r.handle(bob, frame("c1", "alice", Body::Accept(empty())), now());
+    assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Accept(empty())));
+    let effects = r.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::Record { caller: (1, _), callee: (c, _), .. }] if *c == bob),
+        "{effects:?}"
+    );
+    // bob's node reports him lost: grace, then bye.
+    let t0 = Instant::now();
+    r.disconnect(bob, Departure::Lost, t0);
+    assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(1, "c1", "bob")]);
+    assert!(matches!(&r.take_effects()[..], [Effect::Unrecord { .. }]));
+    assert!(!r.is_connected(bob), "a remote party is forgotten with its last conversation");
+}
+
+#[test]
+fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "bob");
+    let call_frame = ServerFrame::Conversation {
+        cid: "c1".into(),
+        from: "alice".into(),
+        body: Body::Call(CallMsg::default()),
+    };
+    assert_eq!(r.deliver(1, B, call_frame.clone()), Some(vec![(1, call_frame)]));
+    assert_eq!(r.needs_lookup(1, &frame("c1", "alice", cand(0))), None, "linked");
+    assert!(r.handle(1, frame("c1", "alice", Body::Accept(empty())), now()).is_empty());
+    assert_eq!(
+        r.take_effects(),
+        vec![Effect::Forward {
+            home: B,
+            conn: 1,
+            frame: frame("c1", "alice", Body::Accept(empty()))
+        }]
+    );
+    // An unknown cid must be looked up first.
+    assert_eq!(
+        r.needs_lookup(1, &frame("c9", "alice", cand(0))),
+        Some((APP.to_owned(), "c9".to_owned()))
+    );
+    r.disconnect(1, Departure::Lost, now());
+    assert_eq!(
+        r.take_effects(),
+        vec![Effect::Departed { home: B, conn: 1, departure: Departure::Lost }]
+    );
+    // A frame for a connection that is gone: the home is told.
+    assert_eq!(r.deliver(1, B, bye_frame(1, "c1", "alice").1), None);
+}
+
+#[test]
+fn a_busy_service_endpoint_rung_from_another_node_answers_busy() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect_with(1, APP, "bot", true);
+    r.connect(2, APP, "alice");
+    r.handle(2, call("local", "bot"), now());
+    let ring = ServerFrame::Conversation {
+        cid: "c2".into(),
+        from: "carol".into(),
+        body: Body::Call(CallMsg::default()),
+    };
+    assert_eq!(r.deliver(1, B, ring), Some(vec![]));
+    assert_eq!(
+        r.take_effects(),
+        vec![Effect::Forward {
+            home: B,
+            conn: 1,
+            frame: frame("c2", "carol", Body::Busy(empty()))
+        }]
+    );
+}
+
+#[test]
+fn a_conversation_of_a_dead_node_is_adopted_with_placeholders_for_its_parties() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "bob");
+    let t0 = Instant::now();
+    let dead_alice = on_b(3);
+    r.adopt(APP, "c1", (Adoptee::Gone, "alice"), (Adoptee::Local(1), "bob"), t0);
+    assert_eq!((r.conversation_count(), r.away_count()), (1, 1));
+    // bob's frames wait for alice; alice comes back (here) and resumes.
+    assert!(r.handle(1, frame("c1", "alice", cand(1)), t0).is_empty());
+    r.connect(2, APP, "alice");
+    let out = r.handle(2, resume("c1", "bob", Role::Caller), t0);
+    assert!(out.is_empty() || relayed(&out).0 == 2, "{out:?}");
+    let out = r.handle(2, frame("c1", "bob", restart_offer()), t0);
+    assert_eq!(relayed(&out).0, 1);
+    assert!(!r.is_connected(dead_alice));
+    // Nobody back for another adopted call: the local party hears bye after the grace.
+    r.connect(3, APP, "dave");
+    r.adopt(APP, "c2", (Adoptee::Gone, "carol"), (Adoptee::Local(3), "dave"), t0);
+    assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(3, "c2", "carol")]);
 }
