@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR]
 #   scripts/bench.sh --server   # only the signaling servers: ours against gst-webrtc-signalling-server
+#   scripts/bench.sh --server --nodes 3   # ours as 1 and as 3 nodes on Redis (bench_cluster)
 #
 # Builds benches/call-bench (a workspace member; release, or with --quick the debug build
 # that the test suite already made) and, unless --no-anchor, the webrtcsink anchor
@@ -20,6 +21,7 @@ cd "$(dirname "$0")/.."
 anchor=1
 chromium=0
 server=0
+nodes=0
 profile=release
 args=()
 while [ $# -gt 0 ]; do
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
     --no-anchor) anchor=0 ;;
     --chromium) chromium=1 ;;
     --server) server=1 ;;
+    --nodes) nodes="$2"; shift ;;
     --out) args+=(--out "$2"); shift ;;
-    *) echo "usage: scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR] | --server" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR] | --server [--nodes N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -39,6 +42,20 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 # --server: only our signaling server against gst-webrtc-signalling-server, one load generator
 # (docs/benchmarks.md, "Against gst-webrtc-signalling-server"); 2,000 idle, 50 pairs, 5 s.
+# --server --nodes N: our server in cluster mode on a local redis-server, as one node and as N
+# nodes (signaling/server/examples/bench_cluster.rs): memory per idle connection, relayed
+# frames/s, p50/p99 at 10,000 frames/s same node and cross node, CPU per frame, resume time
+# after a node is killed (docs/benchmarks.md, "Several nodes on Redis").
+if [ "$server" = 1 ] && [ "$nodes" -gt 0 ]; then
+  command -v redis-server >/dev/null || { echo "bench.sh: redis-server missing (scripts/install-deps.sh)" >&2; exit 1; }
+  step "build the cluster benchmark (release)"
+  cargo build --locked --release -p wilddog-server --example bench_cluster
+  step "one node on Redis"
+  RUST_LOG=warn "$target/release/examples/bench_cluster" 1 6000 50 5
+  step "$nodes nodes on Redis"
+  RUST_LOG=warn "$target/release/examples/bench_cluster" "$nodes" 6000 50 5
+  exit 0
+fi
 if [ "$server" = 1 ]; then
   step "build wilddog-runner and the server-load anchors (release)"
   cargo build --locked --release -p wilddog-runner
