@@ -327,6 +327,10 @@ impl Cluster {
 
     /// The connections of `uid` of `app` on other live nodes: (id, service).
     pub async fn presence(&self, shared: &Shared, app: &str, uid: &str) -> Vec<(ConnId, bool)> {
+        if !self.connected() {
+            // Degraded: no call waits for a Redis that does not answer.
+            return Vec::new();
+        }
         let key = presence_key(app, uid);
         let cmd = redis::cmd("HGETALL").arg(&key).to_owned();
         let Some(entries) = self.query::<HashMap<String, String>>(shared, cmd).await else {
@@ -362,6 +366,9 @@ impl Cluster {
         app: &str,
         cid: &str,
     ) -> Result<Option<Record>, ()> {
+        if !self.connected() {
+            return Err(());
+        }
         let cmd = redis::cmd("HGETALL").arg(record_key(app, cid)).to_owned();
         let h = self.query::<HashMap<String, String>>(shared, cmd).await.ok_or(())?;
         Ok(Record::from_hash(&h))

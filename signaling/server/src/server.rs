@@ -325,7 +325,9 @@ impl Shared {
                 }
             } else if node_of(to) < 1 << 31 {
                 // A party on another node: its node delivers it.
-                self.metrics.frames_relayed.inc();
+                if let ServerFrame::Conversation { .. } = frame {
+                    self.metrics.frames_relayed.inc();
+                }
                 self.publish(node_of(to), BusMsg::Deliver { conn: to, frame: frame.to_json() });
             }
         }
