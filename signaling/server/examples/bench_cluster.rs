@@ -166,7 +166,8 @@ async fn pairs_between(
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for p in 0..pairs {
-        let (caller_uid, callee_uid) = (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
+        let (caller_uid, callee_uid) =
+            (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
         let mut caller = open(a, &caller_uid, config).await;
         let mut callee = open(b, &callee_uid, config).await;
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -356,8 +357,7 @@ async fn drive(
             .stdout(std::process::Stdio::piped())
             .spawn()?;
         let mut line = String::new();
-        std::io::BufReader::new(process.stdout.take().ok_or("no stdout")?)
-            .read_line(&mut line)?;
+        std::io::BufReader::new(process.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
         children.push(Child { process, addr: line.trim().parse()? });
     }
     let pids: Vec<u32> = children.iter().map(|c| c.process.id()).collect();

@@ -60,8 +60,12 @@ impl TestServer {
     /// Starts the development-configuration server on `addr` (a fixed port is safe only
     /// inside the test's own network namespace).
     pub fn start_on(addr: &str) -> TestServer {
+        Self::start_config(addr, wilddog_server::ServerConfig::development())
+    }
+
+    /// Starts a server with `config` (its app must be the development app's) on `addr`.
+    pub fn start_config(addr: &str, config: wilddog_server::ServerConfig) -> TestServer {
         let addr = addr.to_owned();
-        let config = wilddog_server::ServerConfig::development();
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let run_config = config.clone();
