@@ -478,18 +478,32 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut batch: Vec<Prepared> = std::mem::take(&mut retry);
-        tokio::select! {
-            w = rx.recv(), if batch.is_empty() => {
-                let Some(w) = w else { return };
+        let retrying = !batch.is_empty();
+        if retrying {
+            tick.tick().await;
+            // Everything queued meanwhile waits with it, the oldest dropped past the bound.
+            while let Ok(w) = rx.try_recv() {
                 batch.push(prepare(cluster, &mut seq, w));
-                while batch.len() < 512 {
-                    match rx.try_recv() {
-                        Ok(w) => batch.push(prepare(cluster, &mut seq, w)),
-                        Err(_) => break,
+            }
+            if batch.len() > MAX_PENDING_WRITES {
+                let drop = batch.len() - MAX_PENDING_WRITES;
+                batch.drain(..drop);
+                tracing::warn!("Redis unreachable: {drop} writes dropped");
+            }
+        } else {
+            tokio::select! {
+                w = rx.recv() => {
+                    let Some(w) = w else { return };
+                    batch.push(prepare(cluster, &mut seq, w));
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(w) => batch.push(prepare(cluster, &mut seq, w)),
+                            Err(_) => break,
+                        }
                     }
                 }
+                _ = tick.tick() => {}
             }
-            _ = tick.tick() => {}
         }
         // Messages to a node that has messages waiting wait behind them.
         let mut sendable = Vec::with_capacity(batch.len());
@@ -520,14 +534,9 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
         }
         let counts: Option<Vec<redis::Value>> = cluster.query(&shared, pipe).await;
         let Some(counts) = counts else {
-            // Redis unreachable: keep everything (bounded), in order, for later.
-            let mut keep: Vec<Prepared> = order.into_iter().skip(from_stalled).collect();
-            if keep.len() > MAX_PENDING_WRITES {
-                let drop = keep.len() - MAX_PENDING_WRITES;
-                keep.drain(..drop);
-                tracing::warn!("Redis unreachable: {drop} writes dropped");
-            }
-            retry = keep;
+            // Redis unreachable: keep everything, in order, for later (waiting messages
+            // stay where they are).
+            retry = order.into_iter().skip(from_stalled).collect();
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
