@@ -16,9 +16,13 @@ packages=(
   iproute2 util-linux meson ninja-build chromium nodejs npm
   # tests: the signaling server across nodes (a real Redis, a real load balancer)
   redis-server haproxy
+  # tests: TURN (coturn), blocked paths and loss (nftables), Firefox ESR, the aiortc peer
+  # (a Python virtualenv made by the test, aiortc from PyPI)
+  coturn nftables firefox-esr python3-venv
 )
 if [ "${WILDDOG_SKIP_BROWSER:-0}" = 1 ]; then
   packages=("${packages[@]/chromium}")
+  packages=("${packages[@]/firefox-esr}")
 fi
 
 missing=()

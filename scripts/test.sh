@@ -37,7 +37,7 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/anchors" \
   cargo clippy --locked --manifest-path benches/anchors/Cargo.toml --all-targets -- -D warnings
 
 if [ -f tests/browser/package.json ]; then
-  step "browser tests (headless Chromium)"
-  npm --prefix tests/browser ci --no-audit --no-fund
+  step "browser tests (headless Chromium and Firefox ESR)"
+  PUPPETEER_SKIP_DOWNLOAD=1 npm --prefix tests/browser ci --no-audit --no-fund
   npm --prefix tests/browser test
 fi

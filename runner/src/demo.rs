@@ -44,7 +44,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5.0)]
     pub check_seconds: f64,
     /// Local addresses ICE gathers from, comma-separated. Default: every interface, or
-    /// 127.0.0.1 on a machine whose only interface is loopback.
+    /// 127.0.0.1 on a machine whose only interface is loopback (the element's own rule).
     #[arg(long, value_delimiter = ',')]
     pub ice_local_addresses: Vec<String>,
     /// Exit after the self-check call (0: it passed, 1: it failed) instead of serving.
@@ -85,11 +85,7 @@ fn execute(args: DemoArgs) -> anyhow::Result<bool> {
     if !(args.check_seconds.is_finite() && args.check_seconds > 0.0) {
         bail!("--check-seconds must be positive");
     }
-    let ice_local_addresses = if args.ice_local_addresses.is_empty() {
-        default_ice_addresses()
-    } else {
-        args.ice_local_addresses.clone()
-    };
+    let ice_local_addresses = args.ice_local_addresses.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -132,6 +128,7 @@ fn execute(args: DemoArgs) -> anyhow::Result<bool> {
                 call_timeout_ms: None,
                 hangup_after: None,
                 ice_local_addresses: ice_local_addresses.clone(),
+                ice_transport_policy: None,
                 record_dir: std::env::temp_dir(),
                 max_calls: None,
             })
@@ -331,26 +328,4 @@ fn stats_line(map: &Map<String, Value>) -> String {
             &["bitReceivedRate", "fps", "width", "height", "delay", "bit_received_rate"]
         )
     )
-}
-
-/// 127.0.0.1 when no interface but loopback is up (ICE would gather nothing otherwise),
-/// else nothing (every interface). `/proc/net/dev` lists the interfaces of this process's
-/// network namespace.
-fn default_ice_addresses() -> Vec<String> {
-    let Ok(dev) = std::fs::read_to_string("/proc/net/dev") else { return Vec::new() };
-    let other_up = dev
-        .lines()
-        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim().to_owned()))
-        .filter(|name| name != "lo")
-        .any(|name| {
-            std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
-                .map(|s| s.trim() != "down")
-                .unwrap_or(true)
-        });
-    if other_up {
-        Vec::new()
-    } else {
-        tracing::info!("no network interface but loopback: ICE uses 127.0.0.1");
-        vec!["127.0.0.1".to_owned()]
-    }
 }

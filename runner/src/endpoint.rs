@@ -59,6 +59,8 @@ pub struct Plan {
     pub hangup_after: Option<Duration>,
     /// The element's `ice-local-addresses`.
     pub ice_local_addresses: Vec<String>,
+    /// The element's `ice-transport-policy` (unset: the element's default, `all`).
+    pub ice_transport_policy: Option<pipeline_file::IceTransportPolicy>,
     /// `${record_dir}`.
     pub record_dir: PathBuf,
     /// Answering endpoint: stop after this many calls that ended (tests, one-shot bots).
@@ -292,6 +294,9 @@ fn configure(pipeline: &gst::Pipeline, plan: &Plan) {
         if !plan.ice_local_addresses.is_empty() {
             set_text_property(&element, "ice-local-addresses", &plan.ice_local_addresses.join(","));
         }
+        if let Some(policy) = plan.ice_transport_policy {
+            set_text_property(&element, "ice-transport-policy", policy.as_str());
+        }
     }
 }
 
@@ -349,6 +354,9 @@ struct Instance<'a> {
     ended_by_eos: bool,
     closed_reported: bool,
     error_codes: Vec<u32>,
+    /// The call's media connected (ICE and DTLS up) at some point: a call that never did
+    /// never reports success.
+    media_connected: bool,
 }
 
 fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd {
@@ -412,6 +420,7 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
         ended_by_eos: false,
         closed_reported: false,
         error_codes: Vec::new(),
+        media_connected: false,
     };
     tracing::debug!("starting pipeline: {launch}");
     if pipeline.set_state(gst::State::Playing).is_err() {
@@ -425,6 +434,9 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
     }
 
     loop {
+        if !me.media_connected && me.had_call && call_state(&pipeline) == "connected" {
+            me.media_connected = true;
+        }
         if let Some(since) = me.ending {
             if since.elapsed() > FINALIZE_TIMEOUT {
                 tracing::warn!(
@@ -623,6 +635,9 @@ impl Instance<'_> {
     fn on_element_message(&mut self, s: &gst::StructureRef) {
         let Some(name) = event_name(s.name()) else { return };
         let mut map = structure_fields(s);
+        if matches!(name.as_str(), "first-frame" | "stats") {
+            self.media_connected = true;
+        }
         match name.as_str() {
             "signaling" => {
                 let connected = s.get::<bool>("connected").unwrap_or(false);
@@ -673,6 +688,9 @@ impl Instance<'_> {
             }
             "closed" => {
                 self.closed_reported = true;
+                if !self.media_connected && call_state(&self.pipeline) == "connected" {
+                    self.media_connected = true;
+                }
                 self.add_call_fields(&mut map);
                 self.emit(&name, map);
                 self.outcome.get_or_insert(Outcome::Ended);
@@ -722,6 +740,19 @@ impl Instance<'_> {
             map.insert("duration_ms".into(), Value::from(at.elapsed().as_millis() as u64));
         }
         map.insert("received".into(), Value::Object(self.sinks.received()));
+        map.insert("media_connected".into(), Value::from(self.media_connected));
+    }
+
+    /// A call that was accepted but never carried media did not succeed, however it ended.
+    fn no_media_is_an_error(&mut self) {
+        if self.had_call && !self.media_connected && matches!(self.outcome, Some(Outcome::Ended)) {
+            self.outcome = Some(Outcome::Error {
+                code: Some(41004),
+                message: "the call ended without ever carrying media (its ICE/DTLS never \
+                          connected)"
+                    .into(),
+            });
+        }
     }
 
     /// After the pipeline stopped: report our own hang-up, rename recordings.
@@ -729,16 +760,15 @@ impl Instance<'_> {
         if self.conversation_id.is_none() {
             self.conversation_id = conversation_id(&self.pipeline);
         }
-        if !self.closed_reported
-            && self.had_call
-            && !matches!(self.outcome, Some(Outcome::Error { .. }))
-        {
+        let failed_before = matches!(self.outcome, Some(Outcome::Error { .. }));
+        if !self.closed_reported && self.had_call && !failed_before {
             let reason =
                 if self.local_hangup || self.ended_by_eos { "local-hangup" } else { "ended" };
             let mut map = fields([("reason", Value::from(reason))]);
             self.add_call_fields(&mut map);
             self.emit("closed", map);
         }
+        self.no_media_is_an_error();
         self.rename_recordings(placeholder);
         InstanceEnd {
             outcome: self.outcome.unwrap_or(Outcome::Ended),

@@ -64,6 +64,27 @@ impl AnswerPolicy {
     }
 }
 
+/// Which ICE candidates a call may use (`ice_transport_policy`, `--ice-transport-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Every candidate (host, server-reflexive, relay).
+    #[default]
+    All,
+    /// TURN relay only: the media goes through the TURN server.
+    Relay,
+}
+
+impl IceTransportPolicy {
+    /// The element's nick.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IceTransportPolicy::All => "all",
+            IceTransportPolicy::Relay => "relay",
+        }
+    }
+}
+
 /// The keys of a pipeline file. Every key but `role` and `pipeline` may be left out.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,8 +110,11 @@ pub struct FileSpec {
     pub call_timeout: Option<u32>,
     /// Caller: hang up this many seconds after the call was accepted.
     pub hangup_after: Option<f64>,
-    /// Local addresses ICE gathers from (e.g. `["127.0.0.1"]`); default: every interface.
+    /// Local addresses ICE gathers from (e.g. `["127.0.0.1"]`); default: every interface
+    /// (127.0.0.1 when loopback is the only one).
     pub ice_local_addresses: Option<Vec<String>>,
+    /// `"all"` (default) or `"relay"`: only TURN-relayed candidates.
+    pub ice_transport_policy: Option<IceTransportPolicy>,
     /// Directory for `${record_dir}` (created when missing).
     pub record_dir: Option<PathBuf>,
     /// The launch description of one call's media (`gst-launch-1.0` syntax).

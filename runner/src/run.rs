@@ -17,7 +17,9 @@ use wilddog_server::{DEV_APP_ID, ServerConfig, mint_token};
 use crate::embedded::EmbeddedServer;
 use crate::endpoint::{self, EventSink, Outcome, Plan, StopFlag};
 use crate::events;
-use crate::pipeline_file::{self, AnswerPolicy, DEFAULT_RECORD_DIR, PipelineFile, Role};
+use crate::pipeline_file::{
+    self, AnswerPolicy, DEFAULT_RECORD_DIR, IceTransportPolicy, PipelineFile, Role,
+};
 
 /// Exit codes of `run` (documented in `docs/pipeline-files.md` and the README).
 pub mod exit {
@@ -25,7 +27,7 @@ pub mod exit {
     /// that was stopped (Ctrl-C, SIGTERM) or served `--max-calls` calls.
     pub const ENDED: i32 = 0;
     /// An error: the server unreachable, a token refused, a call that failed (41004, 41007
-    /// …), a pipeline that failed.
+    /// …) or that ended without ever carrying media, a pipeline that failed.
     pub const ERROR: i32 = 1;
     /// A bad command line or pipeline file; nothing connected.
     pub const USAGE: i32 = 2;
@@ -85,9 +87,13 @@ pub struct RunArgs {
     /// Answering endpoint: exit after this many calls ended.
     #[arg(long)]
     pub max_calls: Option<u32>,
-    /// Local addresses ICE gathers from, comma-separated (e.g. 127.0.0.1).
+    /// Local addresses ICE gathers from, comma-separated (e.g. 127.0.0.1). Default: every
+    /// interface, or 127.0.0.1 when loopback is the only one.
     #[arg(long, value_delimiter = ',')]
     pub ice_local_addresses: Vec<String>,
+    /// Candidates the call may use: `all`, or `relay` (TURN only).
+    #[arg(long, value_enum)]
+    pub ice_transport_policy: Option<IceTransportPolicy>,
     /// Directory for `${record_dir}` (recordings).
     #[arg(long)]
     pub record_dir: Option<PathBuf>,
@@ -199,6 +205,7 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         call_timeout_ms: settings.call_timeout_ms,
         hangup_after: settings.hangup_after,
         ice_local_addresses: settings.ice_local_addresses,
+        ice_transport_policy: settings.ice_transport_policy,
         record_dir: settings.record_dir,
         max_calls: args.max_calls,
     };
@@ -285,6 +292,7 @@ struct Settings {
     call_timeout_ms: Option<u32>,
     hangup_after: Option<Duration>,
     ice_local_addresses: Vec<String>,
+    ice_transport_policy: Option<IceTransportPolicy>,
     record_dir: PathBuf,
 }
 
@@ -348,6 +356,7 @@ impl Settings {
             call_timeout_ms,
             hangup_after,
             ice_local_addresses,
+            ice_transport_policy: args.ice_transport_policy.or(spec.ice_transport_policy),
             record_dir,
         })
     }

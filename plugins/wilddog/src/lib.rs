@@ -5,10 +5,13 @@
 
 #![allow(clippy::new_without_default)]
 
+pub mod dtls;
 pub mod ice;
 pub mod media;
+pub mod sdp_reject;
 mod session;
 mod shared;
+pub mod turn_tls;
 pub mod wilddogcall;
 pub mod wilddogsink;
 pub mod wilddogsrc;

@@ -153,6 +153,9 @@ pub enum MediaError {
     /// Linking failed (a bug, or incompatible caps).
     #[error("could not link the media chain: {0}")]
     Link(String),
+    /// No depayloader and decoder for the encoding are installed.
+    #[error("no decoder for {0} is installed")]
+    NoDecoder(String),
 }
 
 /// Sets a property from its string form when the element has it: element versions differ
@@ -518,8 +521,37 @@ pub enum StreamKind {
     Audio,
 }
 
-/// The receiving chain for RTP caps from webrtcbin, RTP in, raw media out; a depayloader and
-/// decoder per known codec, `decodebin` for anything else.
+/// The depayloader and the decoders (in order of preference) of an RTP encoding we receive.
+fn known_decoder(encoding: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match encoding.to_ascii_uppercase().as_str() {
+        "VP8" => Some(("rtpvp8depay", &["vp8dec"])),
+        "VP9" => Some(("rtpvp9depay", &["vp9dec"])),
+        "H264" => Some(("rtph264depay", &["avdec_h264", "openh264dec"])),
+        "OPUS" => Some(("rtpopusdepay", &["opusdec"])),
+        _ => None,
+    }
+}
+
+/// The installed depayloader and decoder for an RTP encoding, if we decode it.
+fn installed_decoder(encoding: &str) -> Option<(&'static str, &'static str)> {
+    let (depay, decs) = known_decoder(encoding)?;
+    gst::ElementFactory::find(depay)?;
+    decs.iter().find(|d| gst::ElementFactory::find(d).is_some()).map(|d| (depay, *d))
+}
+
+/// Whether this host decodes `encoding` (an `a=rtpmap` encoding name) of `media` (`audio`,
+/// `video`): an offered section with no such codec is rejected.
+pub fn can_decode(media: &str, encoding: &str) -> bool {
+    let kind_matches = match encoding.to_ascii_uppercase().as_str() {
+        "OPUS" => media == "audio",
+        _ => media == "video",
+    };
+    kind_matches && installed_decoder(encoding).is_some()
+}
+
+/// The receiving chain for RTP caps from webrtcbin, RTP in, raw media out: the depayloader
+/// and decoder of a codec we know. Anything else is [`MediaError::NoDecoder`] (the caller
+/// drops that stream): `decodebin` would end the call with a missing-plugin error.
 pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), MediaError> {
     let s = rtp_caps.structure(0).ok_or_else(|| MediaError::Link("empty caps".into()))?;
     let media = s.get::<&str>("media").unwrap_or("video");
@@ -530,72 +562,29 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
     } else {
         "video-decoder"
     });
-    let known: Option<(&str, &[&str])> = match encoding.as_str() {
-        "VP8" => Some(("rtpvp8depay", &["vp8dec"])),
-        "VP9" => Some(("rtpvp9depay", &["vp9dec"])),
-        "H264" => Some(("rtph264depay", &["avdec_h264", "openh264dec"])),
-        "OPUS" => Some(("rtpopusdepay", &["opusdec"])),
-        _ => None,
-    };
-    let decoder_factory = known.and_then(|(depay, decs)| {
-        gst::ElementFactory::find(depay)?;
-        decs.iter().find(|d| gst::ElementFactory::find(d).is_some()).map(|d| (depay, *d))
-    });
+    let decoder_factory =
+        installed_decoder(&encoding).ok_or_else(|| MediaError::NoDecoder(encoding.clone()))?;
     let convert = make(if kind == StreamKind::Audio { "audioconvert" } else { "videoconvert" })?;
-    match decoder_factory {
-        Some((depay, dec)) => {
-            let depay = make(depay)?;
-            let dec = make(dec)?;
-            if dec.find_property("threads").is_some() && kind == StreamKind::Video {
-                set_str(&dec, "threads", "2");
-            }
-            // libav's default frame threading holds one frame per thread before output;
-            // slice threads add no latency.
-            if dec.find_property("thread-type").is_some() {
-                set_str(&dec, "thread-type", "slice");
-                set_str(&dec, "max-threads", "2");
-            }
-            let mut chain = vec![depay, dec];
-            if kind == StreamKind::Audio {
-                chain.push(make("audioresample")?);
-            }
-            chain.push(convert);
-            let refs: Vec<&gst::Element> = chain.iter().collect();
-            link_all(&bin, &refs)?;
-            ghost(&bin, &chain[0], &chain[chain.len() - 1])?;
-        }
-        None => {
-            let decodebin = make("decodebin")?;
-            bin.add_many([&decodebin, &convert]).map_err(|e| MediaError::Link(e.to_string()))?;
-            let convert_weak = convert.downgrade();
-            decodebin.connect_pad_added(move |_, pad| {
-                if let Some(convert) = convert_weak.upgrade()
-                    && let Some(sink) = convert.static_pad("sink")
-                    && !sink.is_linked()
-                {
-                    let _ = pad.link(&sink);
-                }
-            });
-            let sink =
-                decodebin.static_pad("sink").ok_or_else(|| MediaError::Link("decodebin".into()))?;
-            let src =
-                convert.static_pad("src").ok_or_else(|| MediaError::Link("convert".into()))?;
-            bin.add_pad(
-                &gst::GhostPad::builder_with_target(&sink)
-                    .map_err(|e| MediaError::Link(e.to_string()))?
-                    .name("sink")
-                    .build(),
-            )
-            .map_err(|e| MediaError::Link(e.to_string()))?;
-            bin.add_pad(
-                &gst::GhostPad::builder_with_target(&src)
-                    .map_err(|e| MediaError::Link(e.to_string()))?
-                    .name("src")
-                    .build(),
-            )
-            .map_err(|e| MediaError::Link(e.to_string()))?;
-        }
+    let (depay, dec) = decoder_factory;
+    let depay = make(depay)?;
+    let dec = make(dec)?;
+    if dec.find_property("threads").is_some() && kind == StreamKind::Video {
+        set_str(&dec, "threads", "2");
     }
+    // libav's default frame threading holds one frame per thread before output;
+    // slice threads add no latency.
+    if dec.find_property("thread-type").is_some() {
+        set_str(&dec, "thread-type", "slice");
+        set_str(&dec, "max-threads", "2");
+    }
+    let mut chain = vec![depay, dec];
+    if kind == StreamKind::Audio {
+        chain.push(make("audioresample")?);
+    }
+    chain.push(convert);
+    let refs: Vec<&gst::Element> = chain.iter().collect();
+    link_all(&bin, &refs)?;
+    ghost(&bin, &chain[0], &chain[chain.len() - 1])?;
     Ok((bin, kind))
 }
 

@@ -49,8 +49,8 @@
 //! * Local candidates are held until the offer or answer they belong to has been sent, and
 //!   name the `a=mid` of their m-section in that description as `sdpMid`.
 //! * An accepted call whose media does not connect within [`CallConfig::connect_timeout`] ends
-//!   with [`WilddogError::ConnectFailed`]; [`Input::MediaFailed`] ends it with
-//!   [`WilddogError::ConversationTimeout`]. Both send `bye`.
+//!   with [`WilddogError::ConnectFailed`]; so does [`Input::MediaFailed`] (ICE failed, no
+//!   candidate at all, a description that cannot be applied). Both send `bye`.
 //! * [`Input::Close`] sends `bye` and raises no [`Event::Closed`] (the side that closes gets
 //!   no `closed`); the other side gets [`Event::Closed`] with [`CloseReason::RemoteHangup`].
 //!   A new [`Input::Call`] while a conversation is live hangs the old one up first.
@@ -238,7 +238,7 @@ pub enum WilddogError {
     /// 41006: an operation took too long.
     #[error("41006 OPERATION_TIMEOUT")]
     OperationTimeout,
-    /// 41007: a ringing call was never answered, or ICE failed.
+    /// 41007: a ringing call was never answered.
     #[error("41007 CONVERSATION_TIMEOUT")]
     ConversationTimeout,
     /// 41008: the app id is not valid.
@@ -462,7 +462,8 @@ pub enum Input {
     },
     /// Media: ICE/DTLS connected.
     MediaConnected,
-    /// Media: ICE failed.
+    /// Media: the media cannot connect (ICE failed, nothing gathered, a description refused):
+    /// the call ends with [`WilddogError::ConnectFailed`].
     MediaFailed,
 }
 
@@ -619,8 +620,10 @@ impl Endpoint {
                 }
             }
             Input::MediaFailed => {
+                // The original's table: media that cannot be negotiated or connected is
+                // 41004 (41007 is a call nobody answered).
                 if self.state().has_media() {
-                    self.end(true, Some(Event::Error(WilddogError::ConversationTimeout)));
+                    self.end(true, Some(Event::Error(WilddogError::ConnectFailed)));
                 }
             }
         }

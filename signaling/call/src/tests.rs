@@ -569,7 +569,7 @@ fn media_failure_ends_the_call() {
     w.expect(&[
         "alice: send cid1->bob bye",
         "alice: media stop",
-        "alice: error 41007",
+        "alice: error 41004",
         "alice: state idle",
         "bob: media stop",
         "bob: closed remote-hangup",

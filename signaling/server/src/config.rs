@@ -11,7 +11,12 @@
 //! id = "my-app"
 //! secret = "a long random string"      # HS256 key of this app's tokens
 //!
-//! [[ice_servers]]
+//! [turn]                                # TURN with a shared secret (coturn use-auth-secret)
+//! urls = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
+//! secret = "coturn's static-auth-secret"
+//! ttl_secs = 86400                      # lifetime of each minted credential
+//!
+//! [[ice_servers]]                       # fixed entries, e.g. a STUN server
 //! urls = ["turn:turn.example.com:3478?transport=udp"]   # or one string
 //! username = "user"
 //! credential = "pass"
@@ -39,10 +44,13 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use wilddog_protocol::{IceServer, TurnCredential, Urls};
+
+use crate::turn::{DEFAULT_TURN_TTL, RestTurn, TurnCredentials};
 
 /// The app id of the development app that the server runs when it is given no config.
 pub const DEV_APP_ID: &str = "wilddog-dev";
@@ -199,6 +207,38 @@ impl IceServerConfig {
     }
 }
 
+/// TURN servers that share a secret with this server (`[turn]`): coturn's
+/// `use-auth-secret` / `static-auth-secret`. Every connection gets its own time-limited
+/// credential (see [`crate::turn`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:HOST:PORT[?transport=udp|tcp]` and `turns:HOST:PORT` URLs.
+    pub urls: UrlList,
+    /// The secret the TURN server checks credentials with.
+    pub secret: String,
+    /// Lifetime of each credential, seconds (default a day).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+impl TurnConfig {
+    /// The lifetime of each credential.
+    pub fn ttl(&self) -> Duration {
+        self.ttl_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TURN_TTL)
+    }
+
+    /// The minting side, on the system clock.
+    pub fn minter(&self) -> RestTurn {
+        RestTurn {
+            urls: self.urls.to_vec(),
+            secret: self.secret.clone(),
+            ttl: self.ttl(),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+}
+
 /// Certificate and key of the TLS listener (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,6 +314,8 @@ struct ConfigFile {
     apps: Vec<AppConfig>,
     #[serde(default)]
     ice_servers: Vec<IceServerConfig>,
+    #[serde(default)]
+    turn: Option<TurnConfig>,
     #[serde(default = "default_true")]
     builtin_stun: bool,
     #[serde(default)]
@@ -297,6 +339,9 @@ pub struct ServerConfig {
     pub apps: Vec<AppConfig>,
     /// ICE servers handed out in `connack`, after the built-in STUN server if it is on.
     pub ice_servers: Vec<IceServerConfig>,
+    /// TURN servers with a shared secret: handed out in `connack` after the built-in STUN
+    /// server, each connection with its own credential.
+    pub turn: Option<TurnConfig>,
     /// Answer STUN binding requests on UDP at the server's address and port, and hand out
     /// `stun:HOST:PORT`.
     pub builtin_stun: bool,
@@ -317,6 +362,7 @@ impl ServerConfig {
         ServerConfig {
             apps: vec![AppConfig { id: DEV_APP_ID.to_owned(), secret: DEV_APP_SECRET.to_owned() }],
             ice_servers: Vec::new(),
+            turn: None,
             builtin_stun: true,
             tls: None,
             limits: Limits::default(),
@@ -403,6 +449,7 @@ impl ServerConfig {
         let config = ServerConfig {
             apps: file.apps,
             ice_servers: file.ice_servers,
+            turn: file.turn,
             builtin_stun: file.builtin_stun,
             tls: file.tls,
             limits,
@@ -448,10 +495,27 @@ impl ServerConfig {
                 return invalid(format!("ice_servers[{i}].urls is empty"));
             }
         }
-        if !self.builtin_stun && self.ice_servers.is_empty() {
+        if let Some(turn) = &self.turn {
+            let urls = turn.urls.to_vec();
+            if urls.is_empty() {
+                return invalid("turn.urls is empty".into());
+            }
+            if let Some(bad) = urls.iter().find(|u| !is_turn_url(u)) {
+                return invalid(format!(
+                    "turn.urls: `{bad}` is not a turn:HOST:PORT or turns:HOST:PORT URL"
+                ));
+            }
+            if turn.secret.is_empty() {
+                return invalid("turn.secret is empty".into());
+            }
+            if turn.ttl_secs == Some(0) {
+                return invalid("turn.ttl_secs must be > 0".into());
+            }
+        }
+        if !self.builtin_stun && self.ice_servers.is_empty() && self.turn.is_none() {
             return invalid(
-                "builtin_stun = false and no [[ice_servers]]: connack.iceServers would be \
-                 empty, and the original client refuses to call without one"
+                "builtin_stun = false and no [[ice_servers]] or [turn]: connack.iceServers \
+                 would be empty, and the original client refuses to call without one"
                     .into(),
             );
         }
@@ -498,10 +562,11 @@ impl ServerConfig {
         self.apps.iter().find(|a| a.id == app_id).map(|a| a.secret.as_str())
     }
 
-    /// The ICE servers for a `connack`, the built-in STUN server (at `stun_host_port`, as
-    /// `HOST:PORT`) first when it is on.
-    pub fn connack_ice_servers(&self, stun_host_port: &str) -> Vec<IceServer> {
-        let mut out = Vec::with_capacity(self.ice_servers.len() + 1);
+    /// The ICE servers for the `connack` of `uid`: the built-in STUN server (at
+    /// `stun_host_port`, as `HOST:PORT`) first when it is on, then `[turn]` with a credential
+    /// minted for `uid` now, then the fixed `[[ice_servers]]`.
+    pub fn connack_ice_servers(&self, stun_host_port: &str, uid: &str) -> Vec<IceServer> {
+        let mut out = Vec::with_capacity(self.ice_servers.len() + 2);
         if self.builtin_stun {
             let url = format!("stun:{stun_host_port}");
             out.push(IceServer {
@@ -511,13 +576,25 @@ impl ServerConfig {
                 ..Default::default()
             });
         }
+        if let Some(turn) = &self.turn {
+            out.push(turn.minter().ice_server(uid));
+        }
         out.extend(self.ice_servers.iter().map(IceServerConfig::to_ice_server));
         out
     }
 
-    /// The `turnCredential` added to a forwarded `call`: that of the first configured ICE
-    /// server with a user name and credential, else empty strings (the original callee only
-    /// needs the field to be present).
+    /// Where the `turnCredential` of a forwarded `call` comes from: minted for the callee
+    /// with `[turn]`'s secret, else [`ServerConfig::turn_credential`].
+    pub fn turn_credentials(&self) -> TurnCredentials {
+        match &self.turn {
+            Some(turn) => TurnCredentials::Rest(turn.minter()),
+            None => TurnCredentials::Fixed(self.turn_credential()),
+        }
+    }
+
+    /// The fixed `turnCredential`: that of the first configured ICE server with a user name
+    /// and credential, else empty strings (the original callee only needs the field to be
+    /// present).
     pub fn turn_credential(&self) -> TurnCredential {
         self.ice_servers
             .iter()
@@ -529,6 +606,12 @@ impl ServerConfig {
             })
             .unwrap_or_default()
     }
+}
+
+/// `turn:` or `turns:` with a host.
+fn is_turn_url(url: &str) -> bool {
+    let rest = url.strip_prefix("turn:").or_else(|| url.strip_prefix("turns:"));
+    rest.is_some_and(|r| !r.trim_start_matches("//").is_empty())
 }
 
 #[cfg(test)]
@@ -575,7 +658,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(grace.limits.reconnect_grace, Duration::from_millis(2500));
-        let ice = c.connack_ice_servers("h:1");
+        let ice = c.connack_ice_servers("h:1", "alice");
         assert_eq!(ice.len(), 1);
         assert_eq!(ice[0].url.as_deref(), Some("turn:t.example:3478"));
         assert_eq!(ice[0].kind.as_deref(), Some("turn"));
@@ -610,7 +693,7 @@ mod tests {
         let c = ServerConfig::development();
         assert!(c.is_development());
         assert_eq!(c.app_secret(DEV_APP_ID), Some(DEV_APP_SECRET));
-        let ice = c.connack_ice_servers("127.0.0.1:8930");
+        let ice = c.connack_ice_servers("127.0.0.1:8930", "alice");
         assert_eq!(ice[0].url.as_deref(), Some("stun:127.0.0.1:8930"));
         assert_eq!(ice[0].urls, Some(Urls::One("stun:127.0.0.1:8930".into())));
     }
@@ -629,9 +712,56 @@ mod tests {
             ("[[apps]]\nid='a'\nsecret='x'\nbogus=1", "bogus"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=0", "takeover_probe"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=-5", "takeover_probe"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls=[]\nsecret='s'", "turn.urls is empty"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls='stun:h'\nsecret='s'", "not a turn"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls='turn:h'\nsecret=''", "secret is empty"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls='turn:h'\nsecret='s'\nttl_secs=0", "ttl"),
         ] {
             let err = ServerConfig::from_toml_str(toml).unwrap_err().to_string();
             assert!(err.contains(needle), "{toml:?}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+
+    #[test]
+    fn turn_section_mints_per_uid_credentials() {
+        let c = ServerConfig::from_toml_str(
+            r#"
+            builtin_stun = false
+            [[apps]]
+            id = "a"
+            secret = "x"
+            [turn]
+            urls = ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+            secret = "coturn-secret"
+            ttl_secs = 60
+            "#,
+        )
+        .unwrap();
+        let before = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let ice = c.connack_ice_servers("h:1", "alice");
+        assert_eq!(ice.len(), 1);
+        let user = ice[0].username.clone().unwrap();
+        let (expiry, uid) = user.split_once(':').unwrap();
+        assert_eq!(uid, "alice");
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!((before + 60..=before + 62).contains(&expiry), "{expiry} vs {before}");
+        assert_eq!(
+            ice[0].credential.as_deref(),
+            Some(
+                crate::turn::rest_credential("coturn-secret", "alice", expiry).credential.as_str()
+            )
+        );
+        assert_eq!(ice[0].all_urls().len(), 2);
+        assert!(matches!(c.turn_credentials(), TurnCredentials::Rest(_)));
+        let default_ttl = ServerConfig::from_toml_str(
+            "[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls='turns:t.example:5349'\nsecret='s'",
+        )
+        .unwrap();
+        assert_eq!(default_ttl.turn.unwrap().ttl(), DEFAULT_TURN_TTL);
     }
 }

@@ -41,14 +41,17 @@ pub mod router;
 mod server;
 pub mod stun;
 pub mod token;
+pub mod turn;
 
 pub use config::{
     AppConfig, ClusterConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEFAULT_TAKEOVER_PROBE,
-    DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, UrlList,
+    DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, TurnConfig,
+    UrlList,
 };
 pub use http::DEV_TOKEN_TTL;
 pub use server::close_code;
 pub use token::{AuthError, Claims, TokenError, mint_token, sign_claims, verify_token};
+pub use turn::{DEFAULT_TURN_TTL, RestTurn, TurnCredentials, rest_credential};
 
 /// How long shutdown waits for connections to close before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

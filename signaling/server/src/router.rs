@@ -66,9 +66,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wilddog_protocol::{
-    Body, ClientFrame, Empty, ErrorCode, ErrorMsg, Role, ServerFrame, TurnCredential,
-};
+use wilddog_protocol::{Body, ClientFrame, Empty, ErrorCode, ErrorMsg, Role, ServerFrame};
+
+use crate::turn::TurnCredentials;
 
 /// Identifies one connection (one socket) for the router's whole life. Across nodes
 /// (cluster mode) the node's id is in the high 32 bits ([`node_of`]), so ids are unique in
@@ -312,7 +312,7 @@ type AppCid = (Arc<str>, Arc<str>);
 /// The routing state of the whole server.
 #[derive(Debug)]
 pub struct Router {
-    turn_credential: TurnCredential,
+    turn_credentials: TurnCredentials,
     reconnect_grace: Duration,
     connections: HashMap<ConnId, Connection>,
     /// Lost connections in their reconnect grace, and placeholders.
@@ -369,11 +369,11 @@ fn implicit_resume(body: &Body) -> Option<Role> {
 }
 
 impl Router {
-    /// An empty router; `turn_credential` is added to every forwarded `call`; a lost
-    /// party of a live conversation is waited for `reconnect_grace` (zero: not at all).
-    pub fn new(turn_credential: TurnCredential, reconnect_grace: Duration) -> Self {
+    /// An empty router; `turn_credentials` fill every forwarded `call` (`turnCredential`);
+    /// a lost party of a live conversation is waited for `reconnect_grace` (zero: not at all).
+    pub fn new(turn_credentials: impl Into<TurnCredentials>, reconnect_grace: Duration) -> Self {
         Router {
-            turn_credential,
+            turn_credentials: turn_credentials.into(),
             reconnect_grace,
             connections: HashMap::new(),
             away: HashMap::new(),
@@ -393,8 +393,11 @@ impl Router {
     /// A router of one node of a cluster: it asks for records of its live conversations
     /// ([`Effect::Record`]), forwards frames on conversations homed elsewhere
     /// ([`Effect::Forward`]) and tells their homes when a connection leaves.
-    pub fn clustered(turn_credential: TurnCredential, reconnect_grace: Duration) -> Self {
-        Router { clustered: true, ..Router::new(turn_credential, reconnect_grace) }
+    pub fn clustered(
+        turn_credentials: impl Into<TurnCredentials>,
+        reconnect_grace: Duration,
+    ) -> Self {
+        Router { clustered: true, ..Router::new(turn_credentials, reconnect_grace) }
     }
 
     /// Registers an authenticated connection as `uid` of `app` (not a service endpoint):
@@ -1363,7 +1366,7 @@ impl Router {
         let Some(space) = self.apps.get_mut(app) else { return Vec::new() };
         let cid_key: Arc<str> = Arc::from(cid);
         self.ended.remove(&(app.clone(), cid_key.clone()));
-        msg.turn_credential = Some(self.turn_credential.clone());
+        self.turn_credentials.fill_call(&mut msg, &callee_uid);
         let mut out = Vec::with_capacity(ringing.len());
         for (i, callee) in ringing.iter().enumerate() {
             let body = if i + 1 == ringing.len() {

@@ -66,7 +66,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Result<Self, crate::ServerError> {
-        let (turn, grace) = (config.turn_credential(), config.limits.reconnect_grace);
+        let (turn, grace) = (config.turn_credentials(), config.limits.reconnect_grace);
         let cluster = match &config.cluster {
             Some(c) => Some(
                 Cluster::new(&c.redis_url, c.node_ttl)
@@ -948,7 +948,9 @@ impl Session<'_> {
                     url: None,
                     msg: Connack {
                         code: connack_code::OK,
-                        ice_servers: shared.config.connack_ice_servers(&self.stun_host_port),
+                        ice_servers: shared
+                            .config
+                            .connack_ice_servers(&self.stun_host_port, &claims.uid),
                         stopped: false,
                         extra: Default::default(),
                     },

@@ -6,9 +6,11 @@
 //! - [`sending`]: the sending chains (encoders) of the sink pads;
 //! - [`peer`]: the peer connection (webrtcbin, transceivers, decoders, teardown);
 //! - [`negotiation`]: offers and answers, and what we change in the SDP;
-//! - [`stats`]: the `wilddog-stats` reports.
+//! - [`stats`]: the `wilddog-stats` reports;
+//! - [`connectivity`]: DTLS certificate, ICE gathering, policy and servers (TURN, TURN/TLS).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,9 +24,11 @@ use wilddog_call::{
 };
 use wilddog_client::{ClientConfig, ClientError};
 
+use crate::ice::IceTransportPolicy;
 use crate::media::{self, StreamKind, VideoCodec, VideoParams};
 use crate::session::{self, Command, Driver, SessionConfig};
 
+mod connectivity;
 mod negotiation;
 mod peer;
 mod sending;
@@ -53,6 +57,8 @@ pub const MAX_MAX_FPS: u32 = 30;
 pub const DEFAULT_LATENCY_MS: u32 = 30;
 /// Default `video-codec`.
 pub const DEFAULT_VIDEO_CODEC: VideoCodec = VideoCodec::Vp8;
+/// Default `ice-transport-policy`.
+pub const DEFAULT_ICE_TRANSPORT_POLICY: IceTransportPolicy = IceTransportPolicy::All;
 /// How long stopping waits for `bye` to go out.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
@@ -88,6 +94,8 @@ struct Settings {
     max_bitrate: u32,
     video_codec: VideoCodec,
     ice_local_addresses: Option<String>,
+    ice_transport_policy: IceTransportPolicy,
+    turn_ca_file: Option<String>,
     latency: u32,
 }
 
@@ -107,6 +115,8 @@ impl Default for Settings {
             max_bitrate: 0,
             video_codec: DEFAULT_VIDEO_CODEC,
             ice_local_addresses: None,
+            ice_transport_policy: DEFAULT_ICE_TRANSPORT_POLICY,
+            turn_ca_file: None,
             latency: DEFAULT_LATENCY_MS,
         }
     }
@@ -119,6 +129,9 @@ struct Validated {
     /// `min-bitrate`, resolved: the floor a Chrome peer's sender keeps to.
     min_bitrate_kbps: u32,
     local_addresses: Vec<IpAddr>,
+    ice_transport_policy: IceTransportPolicy,
+    /// The TLS client of `turns:` tunnels (system and public roots, `turn-ca-file`).
+    turn_tls: Arc<rustls::ClientConfig>,
     latency: u32,
     session: SessionConfig,
     remote_uid: Option<String>,
@@ -146,6 +159,8 @@ struct Media {
     audio_transceiver: Option<gst_webrtc::WebRTCRTPTransceiver>,
     decoders: Vec<gst::Bin>,
     src_pads: Vec<gst::GhostPad>,
+    /// Where ICE gathers, the ICE servers and `turns:` tunnels of this peer connection.
+    connectivity: connectivity::Connectivity,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +183,9 @@ struct State {
     stream_received: bool,
     last_stats: Option<gst::Structure>,
     prev_stats: Option<(Instant, u64, u64, u64, u64)>,
+    /// Why the media failed, when we know better than the error's name: the message of
+    /// the `wilddog-error` that ends the call.
+    media_failure: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -223,6 +241,10 @@ impl ObjectImpl for WilddogCall {
             "max-bitrate" => s.max_bitrate = value.get().unwrap_or(0),
             "video-codec" => s.video_codec = value.get().unwrap_or(DEFAULT_VIDEO_CODEC),
             "ice-local-addresses" => s.ice_local_addresses = string(),
+            "ice-transport-policy" => {
+                s.ice_transport_policy = value.get().unwrap_or(DEFAULT_ICE_TRANSPORT_POLICY)
+            }
+            "turn-ca-file" => s.turn_ca_file = string(),
             "latency" => s.latency = value.get().unwrap_or(DEFAULT_LATENCY_MS),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
@@ -247,6 +269,8 @@ impl ObjectImpl for WilddogCall {
             "max-bitrate" => s.max_bitrate.to_value(),
             "video-codec" => s.video_codec.to_value(),
             "ice-local-addresses" => s.ice_local_addresses.to_value(),
+            "ice-transport-policy" => s.ice_transport_policy.to_value(),
+            "turn-ca-file" => s.turn_ca_file.to_value(),
             "latency" => s.latency.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
             "state" => lock(&self.state).call_state.unwrap_or(CallState::Idle).as_str().to_value(),
@@ -380,7 +404,17 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecString::builder("ice-local-addresses")
             .nick("ICE local addresses")
-            .blurb("Comma-separated IP addresses ICE gathers from (e.g. 127.0.0.1); unset: every interface")
+            .blurb("Comma-separated IP addresses ICE gathers from (e.g. 127.0.0.1); unset: every interface, or 127.0.0.1 when loopback is the only one")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("ice-transport-policy", DEFAULT_ICE_TRANSPORT_POLICY)
+            .nick("ICE transport policy")
+            .blurb("Candidates the call may use: all, or relay (TURN relay only: the media goes through the TURN server)")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecString::builder("turn-ca-file")
+            .nick("TURN CA file")
+            .blurb("PEM file of CA certificates trusted for turns: servers, besides the system's and the web's public roots")
             .flags(ready)
             .build(),
         glib::ParamSpecUInt::builder("latency")
@@ -606,6 +640,8 @@ impl WilddogCall {
             })?,
             None => Vec::new(),
         };
+        let turn_tls = crate::turn_tls::client_config(s.turn_ca_file.as_deref())
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let timeout = Duration::from_millis(u64::from(s.call_timeout_ms));
         let mut client = ClientConfig::new(server, app_id, token);
         client.client_info = serde_json::json!({
@@ -624,6 +660,8 @@ impl WilddogCall {
             },
             min_bitrate_kbps: min,
             local_addresses,
+            ice_transport_policy: s.ice_transport_policy,
+            turn_tls,
             latency: s.latency,
             session: SessionConfig {
                 client,
@@ -852,7 +890,10 @@ impl WilddogCall {
                 let s = gst::Structure::builder("wilddog-closed").field("reason", &reason).build();
                 self.raise("wilddog-closed", s, &[&reason]);
             }
-            Event::Error(e) => self.raise_error(e, e.name()),
+            Event::Error(e) => {
+                let why = lock(&self.state).media_failure.take();
+                self.raise_error(e, why.as_deref().unwrap_or(e.name()));
+            }
             Event::StateChanged(state) => {
                 let role = {
                     let mut st = lock(&self.state);
@@ -905,9 +946,8 @@ impl WilddogCall {
                     self.input(Input::MediaFailed);
                     return;
                 }
-                if let Some(webrtcbin) = self.webrtcbin() {
-                    crate::ice::apply_ice_servers(&webrtcbin, &ice_servers);
-                }
+                lock(&self.state).media_failure = None;
+                self.apply_ice_servers(&ice_servers);
             }
             MediaAction::CreateOffer { ice_restart } => self.create_offer(ice_restart),
             MediaAction::ApplyRemoteOffer { sdp } => self.apply_offer(&sdp),

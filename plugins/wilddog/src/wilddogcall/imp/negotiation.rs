@@ -1,6 +1,7 @@
 //! SDP negotiation of a call's peer connection: offers and answers made and applied through
-//! webrtcbin, what we change in the SDP we send (bitrates, one MediaStream), and what an
-//! answerer follows of an offer (payload types, the video codec).
+//! webrtcbin, what we change in the SDP we send (bitrates, one MediaStream), what an
+//! answerer follows of an offer (payload types, the video codec), and the offered sections
+//! it rejects (port 0, or no codec we decode: `crate::sdp_reject`) without ending the call.
 
 use gst::glib;
 use gst::prelude::*;
@@ -53,14 +54,19 @@ impl WilddogCall {
         &self,
         sdp: &gst_sdp::SDPMessageRef,
     ) -> Result<String, glib::BoolError> {
-        let (kbps, stream_id) = {
+        let (kbps, stream_id, fingerprint) = {
             let st = lock(&self.state);
             (
                 st.validated.as_ref().map(|v| (v.min_bitrate_kbps, v.video.bitrate_kbps)),
                 st.media.as_ref().map(|m| m.stream_id.clone()),
+                st.media.as_ref().map(|m| m.connectivity.fingerprint.clone()),
             )
         };
         let mut msg = sdp.to_owned();
+        // The real fingerprint of our certificate (webrtcbin's is wrong: `crate::dtls`).
+        if let Some(fingerprint) = fingerprint.filter(|f| !f.is_empty()) {
+            crate::dtls::set_fingerprints(&mut msg, &fingerprint);
+        }
         if let Some((min, max)) = kbps {
             media::set_video_bandwidth(&mut msg, max);
             media::set_video_bitrate_range(&mut msg, min, max);
@@ -86,6 +92,34 @@ impl WilddogCall {
                 return;
             }
         };
+        // Rejected sections (port 0, no codec we decode) are answered port 0, out of
+        // BUNDLE; the rest of the call goes on.
+        let offer = desc.sdp().to_owned();
+        let rejected = crate::sdp_reject::rejected_sections(&offer, media::can_decode);
+        for r in &rejected {
+            let mid = r.mid.as_deref().unwrap_or("?");
+            match r.reason {
+                crate::sdp_reject::Reason::PortZero => gst::info!(
+                    CAT,
+                    imp = self,
+                    "offered {} section (mid {mid}) has port 0: answered rejected",
+                    r.media
+                ),
+                crate::sdp_reject::Reason::NoCodec => gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::CodecNotFound,
+                    (
+                        "the offer's {} section (mid {}) has no codec this host decodes: it is rejected, the call goes on without it",
+                        r.media,
+                        mid
+                    )
+                ),
+            }
+        }
+        let desc = gst_webrtc::WebRTCSessionDescription::new(
+            gst_webrtc::WebRTCSDPType::Offer,
+            crate::sdp_reject::offer_for_webrtcbin(&offer, &rejected),
+        );
         self.follow_offer_payloads(desc.sdp());
         let weak = self.obj().downgrade();
         let webrtc_weak = webrtcbin.downgrade();
@@ -106,7 +140,10 @@ impl WilddogCall {
                             "set-local-description",
                             &[&answer, &None::<gst::Promise>],
                         );
-                        match imp.outgoing_sdp(answer.sdp()) {
+                        match imp
+                            .outgoing_sdp(answer.sdp())
+                            .and_then(|sdp| clean_answer(&sdp, &offer))
+                        {
                             Ok(sdp) => imp.input(Input::LocalAnswer { sdp }),
                             Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
                         }
@@ -216,6 +253,65 @@ impl WilddogCall {
             }
         }
     }
+}
+
+impl WilddogCall {
+    /// A remote stream we cannot decode: dropped (into a `fakesink`, so that webrtcbin never
+    /// sees `not-linked`) with a warning; the call goes on with its other streams.
+    pub(super) fn drop_remote_stream(
+        &self,
+        webrtcbin: &gst::Element,
+        pad: &gst::Pad,
+        caps: &gst::Caps,
+        why: &str,
+    ) {
+        gst::element_imp_warning!(
+            self,
+            gst::StreamError::CodecNotFound,
+            ("remote stream dropped: {}", why),
+            ["caps {}", caps]
+        );
+        let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+        else {
+            return;
+        };
+        // In a bin of its own, kept with the decoders: the peer connection's teardown
+        // removes it like one.
+        let bin = gst::Bin::with_name(&format!("dropped-{}", pad.name()));
+        let Some(target) = sink.static_pad("sink") else { return };
+        let Ok(ghost) = gst::GhostPad::builder_with_target(&target) else { return };
+        if bin.add(&sink).is_err() || bin.add_pad(&ghost.name("sink").build()).is_err() {
+            return;
+        }
+        let obj = self.obj();
+        if obj.add(&bin).is_err() {
+            return;
+        }
+        let _ = bin.sync_state_with_parent();
+        if let Some(sink_pad) = bin.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+        let mut st = lock(&self.state);
+        match st.media.as_mut() {
+            Some(m) if &m.webrtcbin == webrtcbin => m.decoders.push(bin),
+            _ => {
+                drop(st);
+                super::remove_child(obj.upcast_ref(), &bin);
+            }
+        }
+    }
+}
+
+/// The answer text as it goes to the peer, its rejected sections made clean
+/// (`crate::sdp_reject::clean_answer`).
+fn clean_answer(sdp: &str, offer: &gst_sdp::SDPMessage) -> Result<String, glib::BoolError> {
+    let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
+        .map_err(|e| glib::bool_error!("our own answer does not parse: {e}"))?;
+    crate::sdp_reject::clean_answer(&mut msg, offer);
+    msg.as_text()
 }
 
 pub(super) fn parse_sdp(

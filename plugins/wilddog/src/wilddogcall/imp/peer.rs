@@ -33,8 +33,7 @@ impl WilddogCall {
             .map_err(|_| "webrtcbin is not installed (gst-plugins-bad)".to_owned())?;
         webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
         webrtcbin.set_property("latency", validated.latency);
-        crate::ice::configure_agent(&webrtcbin, &validated.local_addresses)
-            .map_err(|e| e.to_string())?;
+        let connectivity = self.setup_connectivity(&webrtcbin, &validated)?;
 
         let weak = self.obj().downgrade();
         webrtcbin.connect("on-ice-candidate", false, move |values| {
@@ -70,6 +69,7 @@ impl WilddogCall {
             audio_transceiver: None,
             decoders: Vec::new(),
             src_pads: Vec::new(),
+            connectivity,
         };
         let senders: Vec<(StreamKind, gst::Pad)> = {
             let st = lock(&self.state);
@@ -208,11 +208,7 @@ impl WilddogCall {
         let (dec, kind) = match media::decoder_bin(&caps) {
             Ok(d) => d,
             Err(e) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::CoreError::MissingPlugin,
-                    ("cannot decode {}: {}", caps, e)
-                );
+                self.drop_remote_stream(webrtcbin, pad, &caps, &e.to_string());
                 return;
             }
         };

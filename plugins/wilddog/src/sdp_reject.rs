@@ -1,0 +1,296 @@
+//! Rejected m-sections of an offer, answered the way every browser accepts.
+//!
+//! A section is rejected when the offer gives it port 0 (a stopped transceiver: Chromium
+//! offers `m=video 0 … a=mid:1 a=inactive` and leaves the mid out of its BUNDLE group), or
+//! when it is audio or video without a codec this host decodes. JSEP (RFC 8829 5.3.1) wants
+//! the answer's section then to have port 0 and its mid out of the answer's BUNDLE group;
+//! Chromium refuses the whole answer when the mid is in the group, so nothing of the call
+//! would flow. webrtcbin 1.22 looks at codecs only: it answers a port-0 section it has a
+//! transceiver for with port 9 and puts its mid in BUNDLE, and one without a common codec
+//! with a new receive-only transceiver, whose media then fails to decode.
+//!
+//! So webrtcbin gets the offer with each rejected section changed into one it rejects
+//! whatever its transceivers ([`offer_for_webrtcbin`]: a media type it does not know, its
+//! mid out of BUNDLE, the ICE and DTLS attributes webrtcbin checks every section for), and
+//! the answer that goes to the peer gets every port-0 section made clean again
+//! ([`clean_answer`]: the offered media type, port 0, `a=inactive`, its mid, no bitrate
+//! lines, no ICE/DTLS/SSRC attributes, out of BUNDLE).
+
+use gst_sdp::{SDPMessage, SDPMessageRef};
+
+/// The media type webrtcbin is shown for a rejected section: one it does not know, which it
+/// always rejects.
+const REJECTED_MEDIA: &str = "x-wilddog-rejected";
+
+/// Why a section is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Offered with port 0.
+    PortZero,
+    /// Audio or video with no codec this host decodes.
+    NoCodec,
+}
+
+/// A rejected section of an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its index among the offer's m-sections.
+    pub index: u32,
+    /// Its `a=mid`, if any.
+    pub mid: Option<String>,
+    /// Its media type (`video`, `audio`, …).
+    pub media: String,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The sections of `offer` to reject: port 0 (but a bundle-only section of the BUNDLE
+/// group, which has port 0 too: webrtcbin and Firefox offer every section but the first so),
+/// or audio/video of which `decodes(media, encoding name)` accepts no `a=rtpmap` codec.
+pub fn rejected_sections(
+    offer: &SDPMessageRef,
+    decodes: impl Fn(&str, &str) -> bool,
+) -> Vec<Rejected> {
+    let bundle = bundle_mids(offer);
+    let mut out = Vec::new();
+    for (index, m) in offer.medias().enumerate() {
+        let media = m.media().unwrap_or("").to_owned();
+        let bundle_only = m.attributes().any(|a| a.key() == "bundle-only")
+            && m.attribute_val("mid").is_some_and(|mid| bundle.iter().any(|b| b == mid));
+        let reason = if m.port() == 0 && !bundle_only {
+            Some(Reason::PortZero)
+        } else if matches!(media.as_str(), "audio" | "video") {
+            let any = m.attributes().filter(|a| a.key() == "rtpmap").any(|a| {
+                a.value()
+                    .and_then(|v| v.split_once(' '))
+                    .map(|(_, enc)| enc.split('/').next().unwrap_or(""))
+                    .is_some_and(|enc| decodes(&media, enc))
+            });
+            (!any).then_some(Reason::NoCodec)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.push(Rejected {
+                index: index as u32,
+                mid: m.attribute_val("mid").map(str::to_owned),
+                media,
+                reason,
+            });
+        }
+    }
+    out
+}
+
+/// The offer as webrtcbin must see it so that it rejects exactly `rejected`.
+pub fn offer_for_webrtcbin(offer: &SDPMessageRef, rejected: &[Rejected]) -> SDPMessage {
+    let mut msg = offer.to_owned();
+    if rejected.is_empty() {
+        return msg;
+    }
+    // ICE and DTLS attributes of a section that stays: webrtcbin checks every section for
+    // them, and takes the remote ICE credentials from every section (so they must agree).
+    let keep = offer
+        .medias()
+        .enumerate()
+        .find(|(i, _)| !rejected.iter().any(|r| r.index == *i as u32))
+        .map(|(_, m)| m);
+    let borrowed: Vec<(String, String)> = ["ice-ufrag", "ice-pwd", "setup", "fingerprint"]
+        .iter()
+        .filter_map(|k| {
+            let v = keep.and_then(|m| m.attribute_val(k)).or_else(|| offer.attribute_val(k))?;
+            Some((k.to_string(), v.to_owned()))
+        })
+        .collect();
+    for r in rejected {
+        let Some(m) = msg.media_mut(r.index) else { continue };
+        m.set_media(REJECTED_MEDIA);
+        m.set_port_info(0, 0);
+        for (key, value) in &borrowed {
+            while let Some(i) = (0..m.attributes_len())
+                .find(|&i| m.attribute(i).is_some_and(|a| a.key() == key.as_str()))
+            {
+                let _ = m.remove_attribute(i);
+            }
+            m.add_attribute(key, Some(value));
+        }
+    }
+    remove_from_bundle(&mut msg, rejected.iter().filter_map(|r| r.mid.as_deref()));
+    msg
+}
+
+/// Makes every port-0 section of an answer to `offer` a clean rejection: the offer's media
+/// type and formats, port 0, `a=mid` and `a=inactive` only, no bitrate lines; and takes the
+/// mids of these sections out of the answer's BUNDLE group. Returns the rejected mids.
+pub fn clean_answer(answer: &mut SDPMessageRef, offer: &SDPMessageRef) -> Vec<String> {
+    let mut mids = Vec::new();
+    for (index, m) in answer.medias_mut().enumerate() {
+        if m.port() != 0 || m.attributes().any(|a| a.key() == "bundle-only") {
+            continue;
+        }
+        let offered = offer.medias().nth(index);
+        let media = offered.and_then(|o| o.media()).or(m.media()).unwrap_or("audio").to_owned();
+        let mid =
+            m.attribute_val("mid").or_else(|| offered?.attribute_val("mid")).map(str::to_owned);
+        m.set_media(&media);
+        if m.formats_len() == 0 {
+            let format = offered.and_then(|o| o.format(0)).unwrap_or("0").to_owned();
+            m.add_format(&format);
+        }
+        while m.attributes_len() > 0 {
+            if m.remove_attribute(m.attributes_len() - 1).is_err() {
+                break;
+            }
+        }
+        while m.bandwidths_len() > 0 {
+            if m.remove_bandwidth(m.bandwidths_len() - 1).is_err() {
+                break;
+            }
+        }
+        if let Some(mid) = &mid {
+            m.add_attribute("mid", Some(mid));
+            mids.push(mid.clone());
+        }
+        m.add_attribute("inactive", None);
+    }
+    remove_from_bundle(answer, mids.iter().map(String::as_str));
+    mids
+}
+
+/// The mids of the `a=group:BUNDLE` lines.
+fn bundle_mids(msg: &SDPMessageRef) -> Vec<String> {
+    msg.attributes()
+        .filter(|a| a.key() == "group")
+        .filter_map(|a| a.value()?.strip_prefix("BUNDLE").map(str::to_owned))
+        .flat_map(|m| m.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Takes `mids` out of every `a=group:BUNDLE` line (a group left empty goes).
+fn remove_from_bundle<'a>(msg: &mut SDPMessageRef, mids: impl Iterator<Item = &'a str> + Clone) {
+    for i in (0..msg.attributes_len()).rev() {
+        let Some(attr) = msg.attribute(i) else { continue };
+        if attr.key() != "group" {
+            continue;
+        }
+        let Some(members) = attr.value().and_then(|v| v.strip_prefix("BUNDLE")) else { continue };
+        let kept: Vec<&str> =
+            members.split_whitespace().filter(|m| !mids.clone().any(|r| r == *m)).collect();
+        let value = format!("BUNDLE {}", kept.join(" "));
+        if kept.is_empty() {
+            let _ = msg.remove_attribute(i);
+        } else {
+            let _ = msg.replace_attribute(i, gst_sdp::SDPAttribute::new("group", Some(&value)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chromium 156's offer with a stopped video transceiver (port 0, out of BUNDLE).
+    pub(crate) const CHROMIUM_STOPPED_VIDEO: &str = "v=0\r\no=- 4611731400430051336 3 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\nb=AS:64\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:Hs2L\r\na=ice-pwd:hbmNYtiy0rYpzLtB1hxDvkUS\r\na=ice-options:trickle\r\n\
+        a=fingerprint:sha-256 8C:71:B1:5E:2F:0E:5F:3A:6C:36:4B:1F:6C:E4:04:5C:39:E5:9F:2A:19:D8:5A:3B:2C:0E:28:1F:72:A8:46:1B\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:- 7d0e1d4f-0c7a-4a3a-9b6f-1c3b5b0c2f4e\r\na=rtcp-mux\r\n\
+        a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+        a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\na=ssrc:1001 cname:abc\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:500\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+        a=mid:1\r\na=inactive\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
+
+    /// An offer whose video has only codecs nothing here decodes.
+    const UNDECODABLE_VIDEO: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE v a\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 45\r\nc=IN IP4 0.0.0.0\r\nb=AS:1000\r\na=ice-ufrag:u\r\na=ice-pwd:pppppppppppppppppppppp\r\n\
+        a=fingerprint:sha-256 AA\r\na=setup:actpass\r\na=mid:v\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:45 AV1/90000\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:u\r\na=ice-pwd:pppppppppppppppppppppp\r\n\
+        a=fingerprint:sha-256 AA\r\na=setup:actpass\r\na=mid:a\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    fn parse(s: &str) -> SDPMessage {
+        SDPMessage::parse_buffer(s.as_bytes()).unwrap()
+    }
+
+    fn ours(media: &str, enc: &str) -> bool {
+        match media {
+            "video" => ["VP8", "VP9", "H264"].iter().any(|e| e.eq_ignore_ascii_case(enc)),
+            "audio" => enc.eq_ignore_ascii_case("opus"),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn finds_port_zero_and_undecodable_sections() {
+        gst::init().unwrap();
+        let r = rejected_sections(&parse(CHROMIUM_STOPPED_VIDEO), ours);
+        assert_eq!(
+            r,
+            vec![Rejected {
+                index: 1,
+                mid: Some("1".into()),
+                media: "video".into(),
+                reason: Reason::PortZero
+            }]
+        );
+        let r = rejected_sections(&parse(UNDECODABLE_VIDEO), ours);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].index, r[0].reason), (0, Reason::NoCodec));
+    }
+
+    #[test]
+    fn bundle_only_sections_are_not_rejected() {
+        gst::init().unwrap();
+        // webrtcbin's own offer (max-bundle): the second section has port 0 and bundle-only.
+        let offer = parse(
+            "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0 audio1\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:video0\r\na=rtpmap:96 VP8/90000\r\n\
+             m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\na=mid:audio1\r\n\
+             a=rtpmap:111 OPUS/48000/2\r\n",
+        );
+        assert!(rejected_sections(&offer, ours).is_empty());
+    }
+
+    #[test]
+    fn webrtcbin_sees_rejected_sections_it_cannot_take() {
+        gst::init().unwrap();
+        let offer = parse(UNDECODABLE_VIDEO);
+        let r = rejected_sections(&offer, ours);
+        let text = offer_for_webrtcbin(&offer, &r).as_text().unwrap();
+        assert!(text.contains("a=group:BUNDLE a\r\n"), "{text}");
+        assert!(text.contains("m=x-wilddog-rejected 0 UDP/TLS/RTP/SAVPF 45\r\n"), "{text}");
+        let stopped = parse(CHROMIUM_STOPPED_VIDEO);
+        let r = rejected_sections(&stopped, ours);
+        let text = offer_for_webrtcbin(&stopped, &r).as_text().unwrap();
+        let video = text.split("m=x-wilddog-rejected").nth(1).unwrap();
+        // Chromium's stopped section has no ICE/DTLS attributes; webrtcbin needs them.
+        assert!(video.contains("a=ice-ufrag:Hs2L"), "{text}");
+        assert!(video.contains("a=setup:actpass"), "{text}");
+        assert!(text.contains("a=group:BUNDLE 0\r\n"));
+    }
+
+    #[test]
+    fn answers_rejected_sections_cleanly() {
+        gst::init().unwrap();
+        let offer = parse(CHROMIUM_STOPPED_VIDEO);
+        // What webrtcbin 1.22 answered (port 0 from its rejection, a copy of the offer).
+        let mut answer = parse(
+            "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\n\
+             a=mid:0\r\na=sendrecv\r\na=rtpmap:111 OPUS/48000/2\r\n\
+             m=x-wilddog-rejected 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:500\r\n\
+             a=ice-ufrag:Hs2L\r\na=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtpmap:96 VP8/90000\r\n",
+        );
+        let mids = clean_answer(&mut answer, &offer);
+        assert_eq!(mids, vec!["1".to_owned()]);
+        let text = answer.as_text().unwrap();
+        assert!(text.contains("a=group:BUNDLE 0\r\n"), "{text}");
+        let video = text.split("m=video").nth(1).expect("media type restored");
+        assert!(video.starts_with(" 0 UDP/TLS/RTP/SAVPF 96\r\n"), "{video}");
+        assert!(!video.contains("b=AS"), "{video}");
+        assert!(video.contains("a=mid:1\r\na=inactive\r\n"), "{video}");
+        assert!(!video.contains("sendrecv") && !video.contains("ice-ufrag"), "{video}");
+        assert!(text.contains("m=audio 9"), "the rest is kept: {text}");
+    }
+}

@@ -1,0 +1,278 @@
+//! Calls through a real TURN server: coturn with a shared secret (`use-auth-secret`), our
+//! server minting per-connection credentials from the same secret (`[turn]`), two endpoints
+//! with `ice-transport-policy=relay`. Over UDP, TCP and TLS (the paths to the TURN server
+//! that are not wanted are dropped with nftables, so that only the one tested can work), a
+//! policy `all` endpoint whose direct UDP is blocked, and credentials coturn refuses.
+//! Each test runs in a private network namespace: coturn, the server and both pipelines on
+//! 127.0.0.1 only.
+
+mod common;
+
+#[path = "../../../tests/support/coturn.rs"]
+mod coturn;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Endpoint, EndpointConfig, Seen, TestServer};
+use coturn::Coturn;
+use gst::prelude::*;
+
+const T: Duration = Duration::from_secs(20);
+const SECRET: &str = "coturn-test-secret";
+
+/// Our server's config: the development app, TURN at `urls` with `secret`.
+fn server_config(urls: &[String], secret: &str) -> wilddog_server::ServerConfig {
+    let urls = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    wilddog_server::ServerConfig::from_toml_str(&format!(
+        "[[apps]]\nid = \"{}\"\nsecret = \"{}\"\n[turn]\nurls = [{urls}]\nsecret = \"{secret}\"\n",
+        wilddog_server::DEV_APP_ID,
+        wilddog_server::DEV_APP_SECRET,
+    ))
+    .expect("test config")
+}
+
+/// Runs `nft` with `args`, panicking with its output when it fails (nftables missing:
+/// `apt-get install nftables`).
+fn nft(script: &str) {
+    let out = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().map(|mut i| i.write_all(script.as_bytes()));
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("cannot run nft (apt-get install nftables): {e}"));
+    assert!(
+        out.status.success(),
+        "nft refused {script:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A table that drops what `rules` match on the way in (one rule per line).
+fn drop_rules(rules: &[String]) {
+    let mut script = String::from(
+        "table inet wilddogtest {\n chain input {\n  type filter hook input priority 0;\n",
+    );
+    for r in rules {
+        script.push_str(&format!("  {r} drop\n"));
+    }
+    script.push_str(" }\n}\n");
+    nft(&script);
+}
+
+/// Two relay-only endpoints call each other and decode video; their stats say `relay`.
+fn relayed_call(server: &TestServer, extra: &[(&str, &str)], coturn: &Coturn) {
+    let mut bob_cfg = EndpointConfig::new("bob").prop("dimension", "240p");
+    let mut alice_cfg = EndpointConfig::new("alice").calling("bob").prop("dimension", "240p");
+    for (k, v) in [("ice-transport-policy", "relay")].iter().chain(extra) {
+        bob_cfg = bob_cfg.prop(k, v);
+        alice_cfg = alice_cfg.prop(k, v);
+    }
+    let mut bob = Endpoint::new(server, bob_cfg);
+    let mut alice = Endpoint::new(server, alice_cfg);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    let relayed = |s: &Seen| matches!(s, Seen::VideoFrame { width: 320, height: 240 });
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        alice.wait_for("relayed video", T, relayed);
+        bob.wait_for("relayed video", T, relayed);
+    }));
+    if let Err(e) = ok {
+        eprintln!("coturn log:\n{}", coturn.log());
+        std::panic::resume_unwind(e);
+    }
+    for who in [&mut alice, &mut bob] {
+        let stats = who.wait_for("stats", Duration::from_secs(6), |s| matches!(s, Seen::Stats(_)));
+        let Seen::Stats(text) = stats else { unreachable!() };
+        println!("{} stats: {text}", who.call.name());
+        // The structure's text escapes its nested structures: count the values.
+        assert!(
+            text.matches("relay").count() == 2 && !text.contains("host") && !text.contains("srflx"),
+            "both candidates relayed: {text}"
+        );
+    }
+    assert_eq!(alice.call.state(), "connected");
+}
+
+#[test]
+fn relay_only_call_over_turn_udp() {
+    if !common::enter_netns("relay_only_call_over_turn_udp") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    // Only UDP reaches the TURN server.
+    drop_rules(&[format!("tcp dport {}", coturn.port)]);
+    let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
+    relayed_call(&server, &[], &coturn);
+}
+
+#[test]
+fn relay_only_call_over_turn_tcp() {
+    if !common::enter_netns("relay_only_call_over_turn_tcp") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    // UDP to the TURN server is dropped: the allocation must go over TCP.
+    drop_rules(&[format!("udp dport {}", coturn.port)]);
+    let url = format!("turn:127.0.0.1:{}?transport=tcp", coturn.port);
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
+    relayed_call(&server, &[], &coturn);
+}
+
+#[test]
+fn relay_only_call_over_turn_tls() {
+    if !common::enter_netns("relay_only_call_over_turn_tls") {
+        return;
+    }
+    // A self-signed certificate for `localhost`, trusted through turn-ca-file.
+    let dir = std::env::temp_dir().join(format!("wilddog-turn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let coturn = Coturn::start(SECRET, Some((&cert_path, &key_path)));
+    let tls_port = coturn.tls_port.unwrap();
+    // Plain TURN (UDP and TCP) is dropped: only TLS reaches the server.
+    drop_rules(&[format!("udp dport {}", coturn.port), format!("tcp dport {}", coturn.port)]);
+    let url = format!("turns:localhost:{tls_port}");
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
+    let ca = cert_path.display().to_string();
+    relayed_call(&server, &[("turn-ca-file", &ca)], &coturn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without the CA, the TLS tunnel refuses the server's self-signed certificate: a relay-only
+/// call cannot connect and ends with 41004 (not after the 30 s connect timeout).
+#[test]
+fn turn_tls_certificate_is_verified() {
+    if !common::enter_netns("turn_tls_certificate_is_verified") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wilddog-turn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let coturn = Coturn::start(SECRET, Some((&cert_path, &key_path)));
+    let url = format!("turns:localhost:{}", coturn.tls_port.unwrap());
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
+    expect_connect_failure(&server, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Both endpoints relay-only; the call fails with 41004 well before the connect timeout.
+fn expect_connect_failure(server: &TestServer, extra: &[(&str, &str)]) {
+    let mut bob_cfg = EndpointConfig::new("bob").prop("ice-transport-policy", "relay");
+    let mut alice_cfg =
+        EndpointConfig::new("alice").calling("bob").prop("ice-transport-policy", "relay");
+    for (k, v) in extra {
+        bob_cfg = bob_cfg.prop(k, v);
+        alice_cfg = alice_cfg.prop(k, v);
+    }
+    let bob = Endpoint::new(server, bob_cfg);
+    let mut alice = Endpoint::new(server, alice_cfg);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    let began = Instant::now();
+    alice.play();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    alice.wait_for("41004", T, |s| *s == Seen::WilddogError(41004));
+    let took = began.elapsed();
+    println!("relay-only call with a refused TURN server failed after {took:?}");
+    assert!(took < Duration::from_secs(15), "not the 30 s connect timeout: {took:?}");
+    assert!(!alice.saw(|s| matches!(s, Seen::VideoFrame { .. })));
+}
+
+#[test]
+fn forged_turn_credential_fails_with_41004() {
+    if !common::enter_netns("forged_turn_credential_fails_with_41004") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    // Our server mints with another secret: coturn refuses every credential.
+    let url = format!("turn:127.0.0.1:{}", coturn.port);
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], "not-the-secret"));
+    expect_connect_failure(&server, &[]);
+}
+
+#[test]
+fn expired_turn_credential_fails_with_41004() {
+    if !common::enter_netns("expired_turn_credential_fails_with_41004") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    // A credential made with the right secret but expired in 1970, as a fixed entry.
+    let expired = wilddog_server::rest_credential(SECRET, "anyone", 1);
+    let config = wilddog_server::ServerConfig::from_toml_str(&format!(
+        "builtin_stun = false\n[[apps]]\nid = \"{}\"\nsecret = \"{}\"\n[[ice_servers]]\n\
+         urls = \"turn:127.0.0.1:{}\"\nusername = \"{}\"\ncredential = \"{}\"\n",
+        wilddog_server::DEV_APP_ID,
+        wilddog_server::DEV_APP_SECRET,
+        coturn.port,
+        expired.username,
+        expired.credential,
+    ))
+    .unwrap();
+    let server = TestServer::start_config("127.0.0.1:0", config);
+    expect_connect_failure(&server, &[]);
+}
+
+/// Direct UDP between the peers is blocked; only the TURN server's own ports pass. An
+/// endpoint with the default policy (`all`) still connects, through the relay.
+#[test]
+fn policy_all_falls_back_to_the_relay_when_udp_is_blocked() {
+    if !common::enter_netns("policy_all_falls_back_to_the_relay_when_udp_is_blocked") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    let url = format!("turn:127.0.0.1:{}", coturn.port);
+    let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
+    let signaling: u16 =
+        server.url.rsplit(':').next().unwrap().trim_end_matches("/ws").parse().unwrap();
+    // Only the signaling server and coturn (its port and relay ports) are reachable: no
+    // direct path between the peers, neither UDP nor ICE-TCP.
+    let relay_low = coturn::relay_low(coturn.port);
+    let relay = format!("{relay_low}-{}", relay_low + 200);
+    nft(&format!(
+        "table inet wilddogtest {{\n chain input {{\n  type filter hook input priority 0;\n\
+           udp dport {{ {p}, {relay} }} accept\n  udp sport {{ {p}, {relay} }} accept\n\
+           tcp dport {{ {p}, {signaling} }} accept\n  tcp sport {{ {p}, {signaling} }} accept\n\
+           meta l4proto {{ udp, tcp }} drop\n }}\n}}\n",
+        p = coturn.port
+    ));
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "240p"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    let video = |s: &Seen| matches!(s, Seen::VideoFrame { width: 320, height: 240 });
+    alice.wait_for("video through the relay", Duration::from_secs(30), video);
+    bob.wait_for("video through the relay", Duration::from_secs(30), video);
+    let stats = alice.wait_for("stats", Duration::from_secs(6), |s| matches!(s, Seen::Stats(_)));
+    let Seen::Stats(text) = stats else { unreachable!() };
+    println!("alice stats: {text}");
+    assert!(text.contains("relay"), "the relay carries it: {text}");
+}

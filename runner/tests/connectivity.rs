@@ -1,0 +1,87 @@
+//! `wilddog-runner run` on hosts where ICE has little to work with, each test in a private
+//! network namespace whose only interface is loopback: without `--ice-local-addresses` the
+//! element gathers on 127.0.0.1 by itself; a call whose gathering finds nothing ends at once
+//! with 41004 and a message that names the cause, and is never reported as a success.
+
+mod run_support;
+
+use std::time::{Duration, Instant};
+
+use run_support::{Runner, enter_netns, pipeline};
+
+const ENDED: i32 = 0;
+const ERROR: i32 = 1;
+
+/// An echo bot with its own in-process server, no `--ice-local-addresses`.
+fn echo_bot() -> (Runner, String) {
+    let mut bot = Runner::start(
+        "echo",
+        &["run", &pipeline("echo.toml"), "--listen", "127.0.0.1:0", "--uid", "echo"],
+    );
+    let ready = bot.wait_event("ready");
+    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    (bot, server)
+}
+
+fn caller(server: &str, extra: &[&str]) -> Runner {
+    let file = pipeline("call-test.toml");
+    let mut args = vec!["run", &file, "--server", server, "--uid", "alice", "--remote-uid", "echo"];
+    args.extend_from_slice(extra);
+    Runner::start("caller", &args)
+}
+
+#[test]
+fn loopback_only_host_calls_without_ice_local_addresses() {
+    if !enter_netns("loopback_only_host_calls_without_ice_local_addresses") {
+        return;
+    }
+    let (_echo, server) = echo_bot();
+    let mut caller = caller(&server, &["--hangup-after", "4"]);
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    let closed = caller.seen.iter().find(|e| e["event"] == "closed").cloned().unwrap();
+    assert_eq!(closed["media_connected"], true, "{closed}");
+    assert!(closed["received"]["video"].as_u64().unwrap_or(0) >= 10, "video back: {closed}");
+}
+
+/// ICE told to gather on an address no interface has (TEST-NET-1): no candidate at all.
+#[test]
+fn gathering_nothing_ends_the_call_at_once_with_41004() {
+    if !enter_netns("gathering_nothing_ends_the_call_at_once_with_41004") {
+        return;
+    }
+    let (_echo, server) = echo_bot();
+    let began = Instant::now();
+    let mut caller = caller(&server, &["--ice-local-addresses", "192.0.2.1"]);
+    assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
+    let took = began.elapsed();
+    let error = caller.seen.iter().find(|e| e["event"] == "error").cloned().unwrap_or_else(|| {
+        panic!("no error event: {:?}", caller.names());
+    });
+    assert_eq!(error["code"], 41004, "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no candidate") && message.contains("ice-local-addresses"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(10), "not the 30 s connect timeout: {took:?}");
+    assert!(
+        !caller.seen.iter().any(|e| e["event"] == "closed" && e["media_connected"] == true),
+        "{:?}",
+        caller.seen
+    );
+}
+
+/// Relay only, and the server hands out no TURN server: nothing to gather.
+#[test]
+fn relay_policy_without_turn_ends_the_call_with_41004() {
+    if !enter_netns("relay_policy_without_turn_ends_the_call_with_41004") {
+        return;
+    }
+    let (_echo, server) = echo_bot();
+    let mut caller = caller(&server, &["--ice-transport-policy", "relay"]);
+    assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
+    let error = caller.seen.iter().find(|e| e["event"] == "error").cloned().unwrap();
+    assert_eq!(error["code"], 41004, "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ice-transport-policy=relay"), "{message}");
+}

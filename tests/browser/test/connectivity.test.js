@@ -1,0 +1,183 @@
+// Calls that connect with any peer: Chromium offering a rejected (stopped) video section, in
+// its first offer and in a re-offer, gets an answer it applies and its audio flows; Firefox
+// ESR (puppeteer-core over WebDriver BiDi) calls the echo bot and is called by call-test,
+// both decoding video (our endpoint as DTLS client and server with a stack that is not
+// Chromium's).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchChromium } from '../lib/chromium.js';
+import { launchFirefox } from '../lib/firefox.js';
+import { startServer, uniqueUid } from '../lib/server.js';
+import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
+import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Audio RTP packets the page received so far (getStats inbound-rtp). */
+function audioPackets(page) {
+  return page.evaluate(async () => {
+    let n = 0;
+    (await T.pc().getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived || 0; });
+    return n;
+  });
+}
+
+/** Waits until the page's received audio packets grow by `more`. */
+async function expectAudioFlowing(page, more = 20, timeout = 15_000) {
+  const deadline = Date.now() + timeout;
+  const first = await audioPackets(page);
+  let last = first;
+  while (Date.now() < deadline && last < first + more) {
+    await sleep(250);
+    last = await audioPackets(page);
+  }
+  assert.ok(last >= first + more, `audio packets did not grow (${first} → ${last})`);
+}
+
+/** The m-section of `mid` in `sdp`, and the BUNDLE group's mids. */
+function section(sdp, mid) {
+  const parts = sdp.split(/\r\nm=/);
+  const m = parts.find((p) => new RegExp(`\\r\\na=mid:${mid}(\\r|$)`).test(p)) || '';
+  const bundle = (sdp.match(/a=group:BUNDLE([^\r\n]*)/) || ['', ''])[1].trim().split(/\s+/).filter(Boolean);
+  return { m: m ? `m=${m}` : '', bundle };
+}
+
+describe('Chromium: offers with a rejected (stopped) video section', () => {
+  let server;
+  let browser;
+  const bots = [];
+  before(async () => {
+    server = await startServer();
+    browser = await launchChromium();
+  });
+  after(async () => {
+    for (const b of bots) await b.stop();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  async function callEcho() {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid);
+    bots.push(bot);
+    const uid = uniqueUid('chromium');
+    const page = await openSdkPage(browser, server, uid);
+    await waitEvent(page, 'connected');
+    await page.evaluate(() => T.preview());
+    return { page, bot, echoUid };
+  }
+
+  it('first offer: port-0 video section answered port 0, out of BUNDLE; audio flows', async () => {
+    const { page, bot, echoUid } = await callEcho();
+    // The SDK's offer, made after the video transceiver got a mid and was stopped: what a
+    // page that stops its camera's transceiver before calling sends.
+    await page.evaluate(() => {
+      const createOffer = RTCPeerConnection.prototype.createOffer;
+      RTCPeerConnection.prototype.createOffer = async function (options) {
+        if (this.__stoppedOnce) return createOffer.call(this, options);
+        this.__stoppedOnce = true;
+        await this.setLocalDescription(await createOffer.call(this, options));
+        this.getTransceivers().find((t) => t.receiver.track.kind === 'video').stop();
+        return createOffer.call(this, options);
+      };
+    });
+    await page.evaluate((uid) => T.call(uid), echoUid);
+    await waitEvent(page, 'response', { d: 'ACCEPTED' });
+    await page.waitForFunction(() => T.pc() && T.pc().signalingState === 'stable' && T.pc().remoteDescription, null, { timeout: 15_000 });
+    const { offer, answer } = await page.evaluate(() => ({ offer: T.pc().localDescription.sdp, answer: T.pc().remoteDescription.sdp }));
+    const offered = section(offer, 1);
+    assert.match(offered.m, /^m=video 0 /, `Chromium offered the stopped section with port 0:\n${offer}`);
+    const answered = section(answer, 1);
+    assert.match(answered.m, /^m=video 0 /, answer);
+    assert.match(answered.m, /a=inactive/, answer);
+    assert.doesNotMatch(answered.m, /\r\nb=/, answer);
+    assert.ok(!answered.bundle.includes('1'), `mid 1 out of BUNDLE: ${answer}`);
+    await expectAudioFlowing(page);
+    assert.ok(!(await events(page)).some((e) => e.startsWith('error')), (await events(page)).join(', '));
+    assert.ok(!bot.names().includes('error'), bot.describe());
+    await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+
+  it('re-offer mid-call with the video transceiver stopped: answer applied, audio goes on', async () => {
+    const { page, bot, echoUid } = await callEcho();
+    await page.evaluate((uid) => T.call(uid), echoUid);
+    await waitEvent(page, 'response', { d: 'ACCEPTED' });
+    await expectRemoteVideo(page, { timeout: 20_000 });
+    await page.evaluate(() => {
+      T.pc().getTransceivers().find((t) => t.receiver.track.kind === 'video').stop();
+      T.conv._sendOffer(true);
+    });
+    await page.waitForFunction(
+      () => T.pc().signalingState === 'stable' && /\r\nm=video 0 /.test(T.pc().remoteDescription.sdp),
+      null,
+      { timeout: 15_000 },
+    ).catch(async (e) => {
+      const sdp = await page.evaluate(() => [T.pc().signalingState, T.pc().remoteDescription?.sdp]);
+      throw new Error(`the re-offer's answer was not applied (${e.message}): ${sdp.join('\n')}; ${bot.describe()}`);
+    });
+    const answer = await page.evaluate(() => T.pc().remoteDescription.sdp);
+    assert.ok(!section(answer, 1).bundle.includes('1'), answer);
+    await expectAudioFlowing(page);
+    assert.ok(!(await events(page)).some((e) => e.startsWith('error') || e === 'closed'), (await events(page)).join(', '));
+    await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+});
+
+describe('Firefox ESR ↔ GStreamer', () => {
+  let server;
+  let browser;
+  const runners = [];
+  before(async () => {
+    server = await startServer();
+    browser = await launchFirefox();
+  });
+  after(async () => {
+    for (const r of runners) await r.stop();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  async function firefoxPage(name) {
+    const uid = uniqueUid(name);
+    const page = await openSdkPage(browser, server, uid);
+    await waitEvent(page, 'connected');
+    await page.evaluate(() => T.preview());
+    return { uid, page };
+  }
+
+  it('Firefox calls the echo bot (we answer: DTLS client) and decodes its video back', async () => {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid);
+    runners.push(bot);
+    const { page } = await firefoxPage('firefox-caller');
+    await page.evaluate((uid) => T.call(uid), echoUid);
+    await waitEvent(page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await page.bringToFront();
+    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
+    });
+    await bot.waitEvent('first_frame');
+    await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+
+  it('call-test calls Firefox (we offer: DTLS server); both decode', async () => {
+    const { uid, page } = await firefoxPage('firefox-callee');
+    await page.evaluate(() => (T.onCalled = 'accept'));
+    const caller = uniqueUid('call-test');
+    const runner = runPipeline('call-test.toml', server, ['--uid', caller, '--remote-uid', uid, '--hangup-after', '6', '--call-timeout', '20'], { label: 'call-test→firefox' });
+    runners.push(runner);
+    await waitEvent(page, 'accepted', { timeout: 20_000 });
+    await page.bringToFront();
+    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${runner.describe()}`);
+    });
+    assert.equal(await runner.exit(30_000), 0, runner.describe());
+    const closed = runner.events.find((e) => e.event === 'closed');
+    assert.equal(closed.media_connected, true, JSON.stringify(closed));
+    assert.ok(closed.received.video > 10, JSON.stringify(closed));
+    await page.close();
+  });
+});
