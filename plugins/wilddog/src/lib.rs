@@ -51,6 +51,10 @@ static DTLS_PREWARM: std::sync::LazyLock<(std::sync::Mutex<Option<bool>>, std::s
 /// Makes the process's DTLS certificate now, in the background: GStreamer's DTLS elements
 /// generate one RSA key per process on first use, which took ~0.5 s inside the first
 /// call's `create-offer`. Called when a `wilddogcall` goes to READY.
+///
+/// Our peer connections present their own ECDSA certificate ([`crate::dtls`]), but this is
+/// still needed: `dtlsdec`'s instance init (GStreamer 1.22) makes its default agent, and so
+/// the RSA key, before the `pem` property replaces it.
 pub(crate) fn prewarm_dtls_certificate() {
     let (lock, _) = &*DTLS_PREWARM;
     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -89,7 +89,9 @@ pub fn offer_for_webrtcbin(offer: &SDPMessageRef, rejected: &[Rejected]) -> SDPM
         return msg;
     }
     // ICE and DTLS attributes of a section that stays: webrtcbin checks every section for
-    // them, and takes the remote ICE credentials from every section (so they must agree).
+    // them (and that the fingerprints agree), and takes the remote ICE credentials from
+    // every section (so they must agree). webrtcbin copies a rejected section into its
+    // answer, the peer's fingerprint with it: [`own_fingerprint_in_rejected`] fixes that.
     let keep = offer
         .medias()
         .enumerate()
@@ -106,17 +108,45 @@ pub fn offer_for_webrtcbin(offer: &SDPMessageRef, rejected: &[Rejected]) -> SDPM
         let Some(m) = msg.media_mut(r.index) else { continue };
         m.set_media(REJECTED_MEDIA);
         m.set_port_info(0, 0);
-        for (key, value) in &borrowed {
-            while let Some(i) = (0..m.attributes_len())
-                .find(|&i| m.attribute(i).is_some_and(|a| a.key() == key.as_str()))
+        let remove = |m: &mut gst_sdp::SDPMediaRef, key: &str| {
+            while let Some(i) =
+                (0..m.attributes_len()).find(|&i| m.attribute(i).is_some_and(|a| a.key() == key))
             {
-                let _ = m.remove_attribute(i);
+                if m.remove_attribute(i).is_err() {
+                    break;
+                }
             }
+        };
+        for (key, value) in &borrowed {
+            remove(m, key);
             m.add_attribute(key, Some(value));
         }
     }
     remove_from_bundle(&mut msg, rejected.iter().filter_map(|r| r.mid.as_deref()));
     msg
+}
+
+/// webrtcbin's answer as it must set it: its rejected sections (copies of the offer's) carry
+/// the peer's fingerprint, and webrtcbin refuses a description whose fingerprints differ.
+/// They get the fingerprint of its first other section.
+pub fn own_fingerprint_in_rejected(answer: &mut SDPMessageRef) {
+    let ours = answer
+        .medias()
+        .find(|m| m.port() != 0)
+        .and_then(|m| m.attribute_val("fingerprint"))
+        .map(str::to_owned);
+    let Some(ours) = ours else { return };
+    for m in answer.medias_mut() {
+        if m.port() != 0 {
+            continue;
+        }
+        for i in 0..m.attributes_len() {
+            if m.attribute(i).is_some_and(|a| a.key() == "fingerprint") {
+                let _ =
+                    m.replace_attribute(i, gst_sdp::SDPAttribute::new("fingerprint", Some(&ours)));
+            }
+        }
+    }
 }
 
 /// Makes every port-0 section of an answer to `offer` a clean rejection: the offer's media
@@ -267,7 +297,14 @@ mod tests {
         // Chromium's stopped section has no ICE/DTLS attributes; webrtcbin needs them.
         assert!(video.contains("a=ice-ufrag:Hs2L"), "{text}");
         assert!(video.contains("a=setup:actpass"), "{text}");
+        assert!(video.contains("a=fingerprint:sha-256 8C:71"), "{text}");
         assert!(text.contains("a=group:BUNDLE 0\r\n"));
+        let undecodable = parse(UNDECODABLE_VIDEO);
+        let r = rejected_sections(&undecodable, ours);
+        let text = offer_for_webrtcbin(&undecodable, &r).as_text().unwrap();
+        let video =
+            text.split("m=x-wilddog-rejected").nth(1).unwrap().split("m=audio").next().unwrap();
+        assert!(video.contains("a=fingerprint:sha-256 AA"), "{text}");
     }
 
     #[test]

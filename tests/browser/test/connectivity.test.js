@@ -83,7 +83,10 @@ describe('Chromium: offers with a rejected (stopped) video section', () => {
     });
     await page.evaluate((uid) => T.call(uid), echoUid);
     await waitEvent(page, 'response', { d: 'ACCEPTED' });
-    await page.waitForFunction(() => T.pc() && T.pc().signalingState === 'stable' && T.pc().remoteDescription, null, { timeout: 15_000 });
+    await page.waitForFunction(() => T.pc() && T.pc().signalingState === 'stable' && T.pc().remoteDescription, null, { timeout: 15_000 }).catch(async (e) => {
+      const state = await page.evaluate(() => [T.pc()?.signalingState, T.pc()?.localDescription?.sdp]);
+      throw new Error(`our answer was not applied (${e.message}): ${state.join('\n')}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
+    });
     const { offer, answer } = await page.evaluate(() => ({ offer: T.pc().localDescription.sdp, answer: T.pc().remoteDescription.sdp }));
     const offered = section(offer, 1);
     assert.match(offered.m, /^m=video 0 /, `Chromium offered the stopped section with port 0:\n${offer}`);
@@ -92,7 +95,10 @@ describe('Chromium: offers with a rejected (stopped) video section', () => {
     assert.match(answered.m, /a=inactive/, answer);
     assert.doesNotMatch(answered.m, /\r\nb=/, answer);
     assert.ok(!answered.bundle.includes('1'), `mid 1 out of BUNDLE: ${answer}`);
-    await expectAudioFlowing(page);
+    await expectAudioFlowing(page).catch(async (e) => {
+      const pc = await page.evaluate(() => [T.pc().iceConnectionState, T.pc().connectionState]);
+      throw new Error(`${e.message}; page pc ${pc.join('/')}; answer:\n${answer}\n${bot.describe()}`);
+    });
     assert.ok(!(await events(page)).some((e) => e.startsWith('error')), (await events(page)).join(', '));
     assert.ok(!bot.names().includes('error'), bot.describe());
     await page.evaluate(() => T.conv.close());

@@ -136,6 +136,12 @@ impl WilddogCall {
                 let imp = obj.imp();
                 match reply_description(reply, "answer") {
                     Ok(answer) => {
+                        let mut sdp = answer.sdp().to_owned();
+                        crate::sdp_reject::own_fingerprint_in_rejected(&mut sdp);
+                        let answer = gst_webrtc::WebRTCSessionDescription::new(
+                            gst_webrtc::WebRTCSDPType::Answer,
+                            sdp,
+                        );
                         webrtcbin.emit_by_name::<()>(
                             "set-local-description",
                             &[&answer, &None::<gst::Promise>],
