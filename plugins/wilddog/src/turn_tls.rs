@@ -51,12 +51,18 @@ pub enum TunnelError {
 /// The TLS client configuration of every tunnel of an element: roots from the system, the
 /// web's public roots, and the PEM file `ca_file` when given.
 pub fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, TunnelError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // The system's roots are read once per process (a few hundred files).
+    static SYSTEM_ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    let mut roots = SYSTEM_ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            roots
+        })
+        .clone();
     if let Some(path) = ca_file {
         let ca_error = |reason: String| TunnelError::CaFile { path: path.to_owned(), reason };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
