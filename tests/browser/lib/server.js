@@ -37,9 +37,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Starts `wilddog-runner serve --listen 127.0.0.1:PORT` and waits until it answers HTTP.
- * Returns { base, wsUrl, token(uid), runnerToken(uid, args), stop() }.
+ * Returns { base, wsUrl, token(uid), runnerToken(uid, args), stop() }. `config`: a server
+ * config file (`--config`; then there is no /dev/token: mint with runnerToken(uid,
+ * ['--config', config, '--app-id', …])).
  */
-export async function startServer() {
+export async function startServer({ config } = {}) {
   if (process.env.WILDDOG_SERVER) return serverAt(process.env.WILDDOG_SERVER.replace(/\/$/, ''), null);
   const bin = runnerPath();
   if (!existsSync(bin)) {
@@ -48,7 +50,8 @@ export async function startServer() {
   let lastError;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const child = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`], {
+    const args = ['serve', '--listen', `127.0.0.1:${port}`, ...(config ? ['--config', config] : [])];
+    const child = spawn(bin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
     });
@@ -66,7 +69,7 @@ export async function startServer() {
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline && !exited) {
       try {
-        const r = await fetch(`${base}/dev/token?uid=probe`);
+        const r = await fetch(config ? `${base}/healthz` : `${base}/dev/token?uid=probe`);
         if (r.ok) return serverAt(base, child, () => output);
       } catch {
         /* not listening yet */

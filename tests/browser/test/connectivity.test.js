@@ -10,6 +10,10 @@ import { launchFirefox } from '../lib/firefox.js';
 import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
+import { startCoturn } from '../lib/coturn.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -184,6 +188,64 @@ describe('Firefox ESR ↔ GStreamer', () => {
     const closed = runner.events.find((e) => e.event === 'closed');
     assert.equal(closed.media_connected, true, JSON.stringify(closed));
     assert.ok(closed.received.video > 10, JSON.stringify(closed));
+    await page.close();
+  });
+});
+
+describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay)', () => {
+  const SECRET = 'browser-coturn-secret';
+  const APP = 'relay-app';
+  let coturn;
+  let server;
+  let browser;
+  let dir;
+  let config;
+  const bots = [];
+  before(async () => {
+    coturn = await startCoturn(SECRET);
+    dir = mkdtempSync(join(tmpdir(), 'wilddog-relay-'));
+    config = join(dir, 'server.toml');
+    writeFileSync(
+      config,
+      `[[apps]]\nid = "${APP}"\nsecret = "relay-app-secret"\n[turn]\nurls = ["turn:127.0.0.1:${coturn.port}?transport=udp"]\nsecret = "${SECRET}"\n`,
+    );
+    server = await startServer({ config });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    for (const b of bots) await b.stop();
+    await browser?.close();
+    await server?.stop();
+    await coturn?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a page calls the echo bot with {iceTransportPolicy: "relay"}: video through the relay, stats say relay', async () => {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid, ['--config', config, '--app-id', APP]);
+    bots.push(bot);
+    const uid = uniqueUid('relay-page');
+    const token = await server.runnerToken(uid, ['--config', config, '--app-id', APP]);
+    const page = await openSdkPage(browser, server, uid, { token, appId: APP });
+    await waitEvent(page, 'connected');
+    await page.evaluate(() => T.preview());
+    await page.evaluate((to) => T.call(to, { iceTransportPolicy: 'relay' }), echoUid);
+    await waitEvent(page, 'response', { d: 'ACCEPTED' });
+    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}; coturn: ${coturn.log().slice(-3000)}`);
+    });
+    const local = await page.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      let pairId = null;
+      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+      const pair = pairId && stats.get(pairId);
+      return pair ? stats.get(pair.localCandidateId).candidateType : 'none';
+    });
+    assert.equal(local, 'relay', 'the page sends through the TURN relay');
+    await page.waitForFunction(() => T.localStats.length > 0, null, { timeout: 10_000 });
+    const reported = await page.evaluate(() => T.localStats[T.localStats.length - 1].candidateType);
+    assert.equal(reported, 'relay', 'local_stats.candidateType');
+    await page.evaluate(() => T.conv.close());
     await page.close();
   });
 });
