@@ -49,18 +49,45 @@
 //! * Local candidates are held until the offer or answer they belong to has been sent, and
 //!   name the `a=mid` of their m-section in that description as `sdpMid`.
 //! * An accepted call whose media does not connect within [`CallConfig::connect_timeout`] ends
-//!   with [`WilddogError::ConnectFailed`]; so does [`Input::MediaFailed`] (ICE failed, no
-//!   candidate at all, a description that cannot be applied). Both send `bye`.
+//!   with [`WilddogError::ConnectFailed`], and so does [`Input::MediaFailed`] before the media
+//!   ever connected (media that cannot be negotiated or connected). Both send `bye`.
 //! * [`Input::Close`] sends `bye` and raises no [`Event::Closed`] (the side that closes gets
 //!   no `closed`); the other side gets [`Event::Closed`] with [`CloseReason::RemoteHangup`].
 //!   A new [`Input::Call`] while a conversation is live hangs the old one up first.
-//! * [`Input::Disconnected`] keeps the conversation (the media goes on). On the next
-//!   [`Input::Connected`] a conversation in [`CallState::Connecting`] or
-//!   [`CallState::Connected`] restarts ICE: the caller re-offers with
-//!   `CreateOffer { ice_restart: true }` (its offer carries `restartId`), the callee sends
-//!   `restartice`, which makes the caller re-offer.
 //! * Frames of another `cid` (or from another uid) than the current conversation's are
 //!   ignored, except an incoming `call`.
+//!
+//! # Interruptions: signaling blips, dying paths, restarted servers
+//!
+//! A call whose media flows is never ended by signaling: [`Input::Disconnected`] keeps the
+//! conversation. On every later [`Input::Connected`] (a reconnect) a conversation in
+//! [`CallState::Connecting`] or [`CallState::Connected`] sends `resume` (so that the server
+//! binds it to the new connection, or re-creates it after a restart of its own), then asks
+//! for a restart: the caller re-offers, the callee sends `restartice` (which makes the caller
+//! re-offer). A restart comes in two weights:
+//!
+//! * **Resync**, while the media is healthy: the caller sends its current offer again (a new
+//!   `restartId`, the same SDP) with its candidates; a callee that gets an offer whose
+//!   transport (`a=ice-ufrag`, `a=ice-pwd`, `a=fingerprint`, the m-sections) is the one it
+//!   answered sends its answer again with its candidates. Nothing touches the media: an offer
+//!   or answer lost in the blip is delivered, and the peer learns that we are back.
+//! * **ICE restart**, when the path is lost ([`Input::MediaDisconnected`], or
+//!   [`Input::MediaFailed`] after the media had connected), or when the callee asks again
+//!   within [`REPEATED_RESTART_WINDOW`] of a resync: the caller gets
+//!   `CreateOffer { ice_restart: true }` (new ICE credentials and candidates; a media engine
+//!   that cannot restart in place makes a new peer connection), the callee sends `restartice`.
+//!   A callee that gets an offer whose transport changed applies it
+//!   ([`MediaAction::ApplyRemoteOffer`]; a media engine that cannot renegotiate makes a new
+//!   peer connection for it). An attempt that does not bring the media back
+//!   ([`Input::MediaConnected`]) within [`RESTART_RETRY`] is made again; a path that does not
+//!   come back within [`CallConfig::connect_timeout`] ends the call with
+//!   [`WilddogError::ConnectFailed`] (and `bye`). A failed attempt never ends a call by itself.
+//!
+//! After a reconnect, an `error` `not_party` or `unknown_conversation` for the live `cid`
+//! (the server has not handed the conversation over yet, or does not know it) makes the
+//! endpoint send `resume` and its restart again after each of [`RESUME_RETRY_DELAYS`]; when
+//! the last retry is refused too, the conversation ends with [`Event::Closed`] and
+//! [`CloseReason::Refused`].
 //!
 //! # Order of outputs
 //!
@@ -84,13 +111,35 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wilddog_protocol::{Body, CallMsg, CandidateMsg, Empty, ErrorCode, SdpMsg};
+use wilddog_protocol::{Body, CallMsg, CandidateMsg, Empty, ErrorCode, ResumeMsg, SdpMsg};
 
 pub use id::new_conversation_id;
 pub use wilddog_protocol::{ClientFrame, IceServer, ServerFrame};
 
 /// The original's timeout for an unanswered call, for a ringing call and for connecting.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an ICE restart may take to bring a lost path back before it is made again.
+pub const RESTART_RETRY: Duration = Duration::from_secs(4);
+
+/// A `restartice` that comes within this time of one answered by a resync asks for a real
+/// ICE restart: the callee's path is still lost although ours looks healthy.
+pub const REPEATED_RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+/// After a reconnect, the delays before `resume` (and the restart) are sent again when the
+/// server refuses them with `not_party` or `unknown_conversation`. They add up to more than
+/// the server's reconnect grace (10 s by default), within which a half-open old connection
+/// is found dead and the conversation handed over.
+pub const RESUME_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// The most candidates of one local description kept to be sent again by a resync.
+const MAX_KEPT_CANDIDATES: usize = 64;
 
 /// The timers of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,10 +509,14 @@ pub enum Input {
         /// The `candidate:…` line.
         candidate: String,
     },
-    /// Media: ICE/DTLS connected.
+    /// Media: ICE/DTLS connected, or packets flow again after [`Input::MediaDisconnected`].
     MediaConnected,
-    /// Media: the media cannot connect (ICE failed, nothing gathered, a description refused):
-    /// the call ends with [`WilddogError::ConnectFailed`].
+    /// Media: the path of a connected call is dying (ICE disconnected or failed, no packets
+    /// any more). The endpoint restarts ICE.
+    MediaDisconnected,
+    /// Media: an offer or answer could not be made or applied, or ICE failed. Before the
+    /// media ever connected the call ends with [`WilddogError::ConnectFailed`]; after, it is
+    /// a failed restart attempt, made again.
     MediaFailed,
 }
 
@@ -497,6 +550,68 @@ struct Conversation {
     local_description_sent: bool,
     /// Our candidates waiting for that description.
     pending_local_candidates: Vec<(u32, String)>,
+    /// The last offer (caller) or answer (callee) sent, for a resync.
+    local_description: Option<String>,
+    /// The candidates sent for it, for a resync.
+    sent_candidates: Vec<(u32, String)>,
+    /// Caller: the `restartId` of the offer whose answer is awaited; answers carrying
+    /// another are stale.
+    awaited_restart_id: Option<Value>,
+    /// Callee: the transport of the last offer applied, to tell a resync from a restart.
+    remote_transport: Option<Vec<String>>,
+    /// Whether the media connected at least once.
+    media_connected_once: bool,
+    /// Since when the path is lost (the media reported it), until it comes back.
+    path_lost_since: Option<Instant>,
+    /// Caller: an ICE restart was asked of the media engine and its offer did not go out yet.
+    restart_offer_pending: bool,
+    /// When the current restart attempt is made again if the path is still lost.
+    restart_retry_at: Option<Instant>,
+    /// Caller: when the last `restartice` was answered by a resync.
+    resynced_restartice_at: Option<Instant>,
+    /// A reconnect happened while the media ran (refusals of the cid are then retried).
+    reconnected: bool,
+    /// When `resume` is sent again after a refusal, and how many retries were made.
+    resume_retry_at: Option<Instant>,
+    resume_retries: usize,
+}
+
+impl Conversation {
+    fn new(cid: String, remote_uid: String, role: Role, deadline: Instant) -> Conversation {
+        Conversation {
+            cid,
+            remote_uid,
+            role,
+            state: CallState::Idle,
+            deadline: Some(deadline),
+            ice_servers: Vec::new(),
+            media_started: false,
+            offer_sent: false,
+            remote_description_applied: false,
+            pending_candidates: Vec::new(),
+            restart_id: None,
+            local_mids: Vec::new(),
+            local_description_sent: false,
+            pending_local_candidates: Vec::new(),
+            local_description: None,
+            sent_candidates: Vec::new(),
+            awaited_restart_id: None,
+            remote_transport: None,
+            media_connected_once: false,
+            path_lost_since: None,
+            restart_offer_pending: false,
+            restart_retry_at: None,
+            resynced_restartice_at: None,
+            reconnected: false,
+            resume_retry_at: None,
+            resume_retries: 0,
+        }
+    }
+
+    /// Whether the media is connected and its path not reported lost.
+    fn media_healthy(&self) -> bool {
+        self.state == CallState::Connected && self.path_lost_since.is_none()
+    }
 }
 
 /// One client's call state: at most one conversation at a time. See the crate docs.
@@ -563,11 +678,31 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must be called next, if a timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conversation.as_ref().and_then(|c| c.deadline)
+        let conv = self.conversation.as_ref()?;
+        [conv.deadline, conv.restart_retry_at, conv.resume_retry_at].into_iter().flatten().min()
     }
 
-    /// Fires the timer if `now` reached it; does nothing otherwise.
+    /// Fires the timers that `now` reached; does nothing otherwise.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_deadline(now);
+        if let Some(conv) = &mut self.conversation
+            && conv.resume_retry_at.is_some_and(|at| now >= at)
+        {
+            conv.resume_retry_at = None;
+            conv.resume_retries += 1;
+            self.resume(now);
+        }
+        if let Some(conv) = &mut self.conversation
+            && conv.restart_retry_at.is_some_and(|at| now >= at)
+        {
+            conv.restart_retry_at = None;
+            if conv.path_lost_since.is_some() {
+                self.ice_restart(now);
+            }
+        }
+    }
+
+    fn handle_deadline(&mut self, now: Instant) {
         let Some(conv) = &self.conversation else { return };
         match conv.deadline {
             Some(deadline) if now >= deadline => {}
@@ -581,6 +716,10 @@ impl Endpoint {
                 self.end(false, Some(Event::Error(WilddogError::ConversationTimeout)));
             }
             CallState::Connecting => {
+                self.end(true, Some(Event::Error(WilddogError::ConnectFailed)));
+            }
+            // The path was lost and did not come back.
+            CallState::Connected if conv.path_lost_since.is_some() => {
                 self.end(true, Some(Event::Error(WilddogError::ConnectFailed)));
             }
             CallState::Connected | CallState::Idle => {
@@ -602,8 +741,8 @@ impl Endpoint {
                     self.end(true, None);
                 }
             }
-            Input::Connected { ice_servers } => self.connected(ice_servers),
-            // The media goes on without signaling; the reconnect restarts ICE.
+            Input::Connected { ice_servers } => self.connected(now, ice_servers),
+            // The media goes on without signaling; the reconnect resumes.
             Input::Disconnected => {}
             Input::Frame(frame) => self.frame(now, frame),
             Input::LocalOffer { sdp } => self.local_offer(sdp),
@@ -611,18 +750,22 @@ impl Endpoint {
             Input::LocalCandidate { sdp_mline_index, candidate } => {
                 self.local_candidate(sdp_mline_index, candidate)
             }
-            Input::MediaConnected => {
-                if let Some(conv) = &mut self.conversation
-                    && conv.state == CallState::Connecting
-                {
-                    conv.deadline = None;
-                    self.set_state(CallState::Connected);
-                }
-            }
+            Input::MediaConnected => self.media_connected(),
+            Input::MediaDisconnected => self.path_lost(now),
             Input::MediaFailed => {
-                // The original's table: media that cannot be negotiated or connected is
-                // 41004 (41007 is a call nobody answered).
-                if self.state().has_media() {
+                let Some(conv) = &self.conversation else { return };
+                if !conv.state.has_media() {
+                    return;
+                }
+                if conv.media_connected_once {
+                    // A restart attempt failed (or ICE failed on the connected call): the
+                    // path is lost, and it is tried again.
+                    self.path_lost(now);
+                    if let Some(conv) = &mut self.conversation {
+                        conv.restart_offer_pending = false;
+                        conv.restart_retry_at.get_or_insert(now + RESTART_RETRY);
+                    }
+                } else {
                     self.end(true, Some(Event::Error(WilddogError::ConnectFailed)));
                 }
             }
@@ -655,6 +798,7 @@ impl Endpoint {
         {
             // A new local description is coming; what is gathered now belongs to it.
             conv.local_description_sent = false;
+            conv.sent_candidates.clear();
         }
         self.outputs.push_back(Output::Media(action));
     }
@@ -700,22 +844,8 @@ impl Endpoint {
             ..CallMsg::default()
         };
         self.push_send(&cid, &remote_uid, Body::Call(msg));
-        self.conversation = Some(Conversation {
-            cid,
-            remote_uid,
-            role: Role::Caller,
-            state: CallState::Idle,
-            deadline: Some(now + self.config.call_timeout),
-            ice_servers: Vec::new(),
-            media_started: false,
-            offer_sent: false,
-            remote_description_applied: false,
-            pending_candidates: Vec::new(),
-            restart_id: None,
-            local_mids: Vec::new(),
-            local_description_sent: false,
-            pending_local_candidates: Vec::new(),
-        });
+        let deadline = now + self.config.call_timeout;
+        self.conversation = Some(Conversation::new(cid, remote_uid, Role::Caller, deadline));
         self.set_state(CallState::Calling);
     }
 
@@ -740,31 +870,170 @@ impl Endpoint {
         self.end(false, None);
     }
 
-    fn connected(&mut self, ice_servers: Vec<IceServer>) {
+    fn connected(&mut self, now: Instant, ice_servers: Vec<IceServer>) {
         self.ice_servers = ice_servers;
         let reconnect = std::mem::replace(&mut self.connected_before, true);
-        if !reconnect || !self.state().has_media() {
+        let Some(conv) = &mut self.conversation else { return };
+        if !reconnect || !conv.state.has_media() {
             return;
         }
-        match self.role() {
-            Some(Role::Caller) => self.restart_offer(),
-            Some(Role::Callee) => self.send(Body::RestartIce(Empty::default())),
-            None => {}
+        conv.reconnected = true;
+        // Refusals counted for the previous connection mean nothing for this one.
+        conv.resume_retry_at = None;
+        conv.resume_retries = 0;
+        self.resume(now);
+    }
+
+    /// `resume`, then the restart that fits: resync or ICE restart.
+    fn resume(&mut self, now: Instant) {
+        let Some(conv) = &self.conversation else { return };
+        if !conv.state.has_media() {
+            return;
+        }
+        let role = match conv.role {
+            Role::Caller => wilddog_protocol::Role::Caller,
+            Role::Callee => wilddog_protocol::Role::Callee,
+        };
+        let frame = ClientFrame::Resume {
+            cid: conv.cid.clone(),
+            to: conv.remote_uid.clone(),
+            msg: ResumeMsg::new(role),
+        };
+        self.outputs.push_back(Output::Send(frame));
+        self.restart(now);
+    }
+
+    /// Asks for a restart of the weight the media's health calls for.
+    fn restart(&mut self, now: Instant) {
+        let Some(conv) = &self.conversation else { return };
+        match conv.role {
+            Role::Callee => self.send(Body::RestartIce(Empty::default())),
+            // A lost path whose restart offer is not out or not answered yet: that offer (a
+            // resync sends it again); answered and still lost: a new attempt.
+            Role::Caller if conv.path_lost_since.is_some() && conv.remote_description_applied => {
+                self.ice_restart(now)
+            }
+            Role::Caller => self.resync(),
         }
     }
 
-    /// Caller: re-offer with an ICE restart.
-    fn restart_offer(&mut self) {
+    /// Caller: sends the current offer again (new `restartId`), with its candidates. While a
+    /// restart's offer is still being made, that offer goes out when it comes.
+    fn resync(&mut self) {
         let Some(conv) = &mut self.conversation else { return };
-        if conv.role != Role::Caller || !conv.state.has_media() || !conv.offer_sent {
-            // Before the first offer there is nothing to restart: that offer gathers anew.
+        if conv.role != Role::Caller || !conv.state.has_media() || conv.restart_offer_pending {
             return;
         }
+        let Some(sdp) = conv.local_description.clone() else {
+            // Before the first offer there is nothing to repeat: that offer goes out anyway.
+            return;
+        };
         self.restart_counter += 1;
-        conv.restart_id = Some(Value::from(self.restart_counter));
-        // Candidates of the restarted session belong to the answer still to come.
-        conv.remote_description_applied = false;
-        self.media(MediaAction::CreateOffer { ice_restart: true });
+        let restart_id = Value::from(self.restart_counter);
+        conv.awaited_restart_id = Some(restart_id.clone());
+        let candidates = conv.sent_candidates.clone();
+        let msg = SdpMsg { sdp, restart_id: Some(restart_id), ..SdpMsg::default() };
+        self.send(Body::Offer(msg));
+        for (index, candidate) in candidates {
+            self.send_candidate(index, candidate);
+        }
+    }
+
+    /// Callee: sends the current answer again (echoing the offer's `restartId`), with its
+    /// candidates.
+    fn resend_answer(&mut self, restart_id: Option<Value>) {
+        let Some(conv) = &self.conversation else { return };
+        let Some(sdp) = conv.local_description.clone() else { return };
+        let candidates = conv.sent_candidates.clone();
+        self.send(Body::Answer(SdpMsg { sdp, restart_id, ..SdpMsg::default() }));
+        for (index, candidate) in candidates {
+            self.send_candidate(index, candidate);
+        }
+    }
+
+    /// The path of the call is lost: restart ICE, and end the call if it does not come back.
+    fn path_lost(&mut self, now: Instant) {
+        let connect_timeout = self.config.connect_timeout;
+        let Some(conv) = &mut self.conversation else { return };
+        if conv.state != CallState::Connected || conv.path_lost_since.is_some() {
+            return;
+        }
+        conv.path_lost_since = Some(now);
+        conv.deadline = Some(now + connect_timeout);
+        self.ice_restart(now);
+    }
+
+    /// Caller: a new offer with an ICE restart; callee: `restartice`. Made again after
+    /// [`RESTART_RETRY`] while the path is lost.
+    fn ice_restart(&mut self, now: Instant) {
+        let Some(conv) = &mut self.conversation else { return };
+        if !conv.state.has_media() {
+            return;
+        }
+        conv.restart_retry_at = Some(now + RESTART_RETRY);
+        match conv.role {
+            Role::Callee => self.send(Body::RestartIce(Empty::default())),
+            Role::Caller => {
+                if !conv.offer_sent || conv.restart_offer_pending {
+                    // Before the first offer there is nothing to restart: that offer gathers
+                    // anew. A restart's offer being made already is the one asked for.
+                    return;
+                }
+                self.restart_counter += 1;
+                conv.restart_id = Some(Value::from(self.restart_counter));
+                conv.restart_offer_pending = true;
+                // Candidates of the restarted session belong to the answer still to come.
+                conv.remote_description_applied = false;
+                self.media(MediaAction::CreateOffer { ice_restart: true });
+            }
+        }
+    }
+
+    /// Caller: the callee asks for a restart. A resync first while our media is healthy; a
+    /// second request soon after means the callee's path is lost: restart ICE.
+    fn restartice(&mut self, now: Instant) {
+        let Some(conv) = &mut self.conversation else { return };
+        let repeated =
+            conv.resynced_restartice_at.is_some_and(|at| now < at + REPEATED_RESTART_WINDOW);
+        if conv.media_healthy() && !repeated || conv.state == CallState::Connecting {
+            conv.resynced_restartice_at = Some(now);
+            self.resync();
+        } else {
+            conv.resynced_restartice_at = None;
+            self.ice_restart(now);
+        }
+    }
+
+    fn media_connected(&mut self) {
+        let Some(conv) = &mut self.conversation else { return };
+        if !conv.state.has_media() {
+            return;
+        }
+        conv.media_connected_once = true;
+        if conv.path_lost_since.take().is_some() {
+            conv.deadline = None;
+            conv.restart_retry_at = None;
+        }
+        if conv.state == CallState::Connecting {
+            conv.deadline = None;
+            self.set_state(CallState::Connected);
+        }
+    }
+
+    /// After a reconnect the server refused a frame of the live conversation: `resume` and
+    /// the restart again after a delay; when every retry was refused, the call is over.
+    fn refused(&mut self, now: Instant, code: ErrorCode, reason: String) {
+        let Some(conv) = &mut self.conversation else { return };
+        if !conv.reconnected || !conv.state.has_media() || conv.resume_retry_at.is_some() {
+            return;
+        }
+        match RESUME_RETRY_DELAYS.get(conv.resume_retries) {
+            Some(delay) => conv.resume_retry_at = Some(now + *delay),
+            None => {
+                let reason = CloseReason::Refused { code, reason };
+                self.end(false, Some(Event::Closed { reason }));
+            }
+        }
     }
 
     fn local_offer(&mut self, sdp: String) {
@@ -773,7 +1042,10 @@ impl Endpoint {
             return;
         }
         conv.offer_sent = true;
+        conv.restart_offer_pending = false;
         conv.local_mids = media_ids(&sdp);
+        conv.local_description = Some(sdp.clone());
+        conv.awaited_restart_id = conv.restart_id.clone();
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Offer(msg));
         self.local_description_sent();
@@ -785,6 +1057,7 @@ impl Endpoint {
             return;
         }
         conv.local_mids = media_ids(&sdp);
+        conv.local_description = Some(sdp.clone());
         let msg = SdpMsg { sdp, restart_id: conv.restart_id.take(), ..SdpMsg::default() };
         self.send(Body::Answer(msg));
         self.local_description_sent();
@@ -808,6 +1081,14 @@ impl Endpoint {
             conv.pending_local_candidates.push((sdp_mline_index, candidate));
             return;
         }
+        if conv.sent_candidates.len() < MAX_KEPT_CANDIDATES {
+            conv.sent_candidates.push((sdp_mline_index, candidate.clone()));
+        }
+        self.send_candidate(sdp_mline_index, candidate);
+    }
+
+    fn send_candidate(&mut self, sdp_mline_index: u32, candidate: String) {
+        let Some(conv) = &self.conversation else { return };
         let sdp_mid = conv.local_mids.get(sdp_mline_index as usize).cloned().flatten();
         let msg = CandidateMsg {
             sdp_mline_index: Some(sdp_mline_index),
@@ -844,6 +1125,10 @@ impl Endpoint {
                 if refused && self.is_calling(&cid) {
                     let reason = CloseReason::Refused { code: msg.code, reason: msg.reason };
                     self.end(false, Some(Event::Closed { reason }));
+                } else if matches!(msg.code, ErrorCode::NotParty | ErrorCode::UnknownConversation)
+                    && self.conversation_id() == Some(cid.as_str())
+                {
+                    self.refused(now, msg.code, msg.reason);
                 }
             }
             ServerFrame::Error { cid: None, .. }
@@ -867,22 +1152,10 @@ impl Endpoint {
         }
         let data = msg.data_text();
         let ice_servers = callee_ice_servers(&msg, &self.ice_servers);
-        self.conversation = Some(Conversation {
-            cid: cid.clone(),
-            remote_uid: from.clone(),
-            role: Role::Callee,
-            state: CallState::Idle,
-            deadline: Some(now + self.config.answer_timeout),
-            ice_servers,
-            media_started: false,
-            offer_sent: false,
-            remote_description_applied: false,
-            pending_candidates: Vec::new(),
-            restart_id: None,
-            local_mids: Vec::new(),
-            local_description_sent: false,
-            pending_local_candidates: Vec::new(),
-        });
+        let deadline = now + self.config.answer_timeout;
+        let mut conv = Conversation::new(cid.clone(), from.clone(), Role::Callee, deadline);
+        conv.ice_servers = ice_servers;
+        self.conversation = Some(conv);
         self.event(Event::Called { cid, remote_uid: from, data });
         self.set_state(CallState::Ringing);
     }
@@ -911,12 +1184,30 @@ impl Endpoint {
                 self.end(false, Some(Event::Response(Response::Busy)));
             }
             Body::Offer(msg) if role == Role::Callee && state.has_media() => {
+                let transport = transport_of(&msg.sdp);
+                if conv.remote_transport.as_ref() == Some(&transport)
+                    && conv.local_description.is_some()
+                {
+                    // The offer we answered, again (the caller resyncs after a blip).
+                    self.resend_answer(msg.restart_id);
+                    return;
+                }
+                conv.remote_transport = Some(transport);
+                conv.local_description = None;
                 conv.restart_id = msg.restart_id;
                 conv.remote_description_applied = true;
                 self.media(MediaAction::ApplyRemoteOffer { sdp: msg.sdp });
                 self.flush_candidates();
             }
             Body::Answer(msg) if role == Role::Caller && state.has_media() => {
+                if msg.restart_id.is_some() && msg.restart_id != conv.awaited_restart_id {
+                    // The answer to an older offer.
+                    return;
+                }
+                if conv.remote_description_applied || conv.restart_offer_pending {
+                    // The answer to a resync: the one applied already holds.
+                    return;
+                }
                 conv.remote_description_applied = true;
                 self.media(MediaAction::ApplyRemoteAnswer { sdp: msg.sdp });
                 self.flush_candidates();
@@ -932,7 +1223,9 @@ impl Endpoint {
                     conv.pending_candidates.push((index, msg.sdp));
                 }
             }
-            Body::RestartIce(_) if role == Role::Caller => self.restart_offer(),
+            Body::RestartIce(_) if role == Role::Caller && state.has_media() => {
+                self.restartice(now)
+            }
             // Duplicates, frames out of order, a `call` repeated: nothing to do.
             _ => {}
         }
@@ -972,6 +1265,22 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
 
 #[cfg(test)]
 mod tests;
+
+/// What identifies the transport of an SDP: its `a=ice-ufrag`, `a=ice-pwd` and
+/// `a=fingerprint` lines and its m-lines, in order. An ICE restart changes the credentials, a
+/// new peer connection the fingerprint too.
+fn transport_of(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.starts_with("a=ice-ufrag:")
+                || line.starts_with("a=ice-pwd:")
+                || line.starts_with("a=fingerprint:")
+                || line.starts_with("m=")
+        })
+        .map(str::to_owned)
+        .collect()
+}
 
 /// The `a=mid` value of each m-section of an SDP, in order (`None` for a section without one).
 fn media_ids(sdp: &str) -> Vec<Option<String>> {

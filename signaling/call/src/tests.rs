@@ -561,9 +561,14 @@ fn connect_timeout_at_one_side_closes_the_other() {
 }
 
 #[test]
-fn media_failure_ends_the_call() {
+fn media_failure_before_the_media_connected_ends_the_call_with_41004() {
     let mut w = World::new();
-    w.connected_call();
+    w.call("alice", "bob", "cid1");
+    w.run();
+    w.input("bob", Input::Accept);
+    w.run();
+    w.take();
+    // The offer cannot be made (or ICE failed before it ever connected).
     w.input("alice", Input::MediaFailed);
     w.run();
     w.expect(&[
@@ -578,6 +583,7 @@ fn media_failure_ends_the_call() {
     // Media reports without a call are ignored.
     w.input("alice", Input::MediaFailed);
     w.input("alice", Input::MediaConnected);
+    w.input("alice", Input::MediaDisconnected);
     w.input("alice", Input::LocalOffer { sdp: "late".into() });
     w.input("alice", candidate(0, "candidate:late"));
     w.expect(&[]);
@@ -629,61 +635,389 @@ fn new_call_while_calling_cancels_the_first() {
     w.expect(&[]);
 }
 
+/// An offer or answer SDP with a transport of its own (`ufrag`), as the restart tests need.
+fn sdp(ufrag: &str) -> String {
+    format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:{ufrag}\r\na=mid:video0\r\n")
+}
+
+/// A call connected with SDPs that carry transports (`O1`/`A1` ufrags).
+fn connected_call_with_transports(w: &mut World) {
+    w.call("alice", "bob", "cid1");
+    w.run();
+    w.input("bob", Input::Accept);
+    w.run();
+    w.input("alice", Input::LocalOffer { sdp: sdp("o1") });
+    w.input("alice", candidate(0, "candidate:a1"));
+    w.run();
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a1") });
+    w.input("bob", candidate(0, "candidate:b1"));
+    w.run();
+    w.input("alice", Input::MediaConnected);
+    w.input("bob", Input::MediaConnected);
+    w.take();
+}
+
+fn short(line: String) -> String {
+    line.replace("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:", "<")
+        .replace("\r\na=mid:video0\r\n", ">")
+}
+
+fn take_short(w: &mut World) -> Vec<String> {
+    w.take().into_iter().map(short).collect()
+}
+
 #[test]
-fn reconnect_restarts_ice_from_the_caller() {
+fn resume_frame_is_the_extension_json() {
     let mut w = World::new();
     w.connected_call();
+    w.input("alice", Input::Disconnected);
+    w.wire.clear();
+    w.input("alice", Input::Connected { ice_servers: vec![stun()] });
+    let (_, first) = w.wire.pop_front().expect("a frame");
+    assert_eq!(
+        first.to_json(),
+        r#"{"type":"resume","cid":"cid1","to":"bob","msg":{"role":"caller"}}"#
+    );
+    w.input("bob", Input::Disconnected);
+    w.wire.clear();
+    w.input("bob", Input::Connected { ice_servers: vec![stun()] });
+    let (_, first) = w.wire.pop_front().expect("a frame");
+    assert_eq!(
+        first.to_json(),
+        r#"{"type":"resume","cid":"cid1","to":"alice","msg":{"role":"callee"}}"#
+    );
+}
+
+#[test]
+fn caller_reconnect_resumes_and_resyncs_a_healthy_call_without_touching_the_media() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
     w.input("alice", Input::Disconnected);
     w.expect(&[]);
     assert_eq!(w.ep("alice").state(), CallState::Connected, "media goes on");
     w.input("alice", Input::Connected { ice_servers: vec![turn()] });
-    w.expect(&["alice: media offer restart"]);
     assert_eq!(w.ep("alice").ice_servers(), &[turn()]);
-
-    // The callee's candidates of the restarted session wait for its answer.
-    w.input("alice", Input::LocalOffer { sdp: "O2".into() });
-    w.input("alice", candidate(0, "candidate:a2"));
     w.run();
-    w.expect(&[
-        "alice: send cid1->bob offer sdp=O2 restart=1",
-        "alice: send cid1->bob candidate index=0 mid=- candidate:a2",
-        "bob: media apply-offer O2",
-        "bob: media candidate 0 candidate:a2",
-    ]);
-    // Gathered before the answer was handed over: sent after it.
-    w.input("bob", candidate(0, "candidate:b2"));
-    w.input("bob", Input::LocalAnswer { sdp: "A2".into() });
-    w.run();
-    w.expect(&[
-        "bob: send cid1->alice answer sdp=A2 restart=1",
-        "bob: send cid1->alice candidate index=0 mid=- candidate:b2",
-        "alice: media apply-answer A2",
-        "alice: media candidate 0 candidate:b2",
-    ]);
-    // The next restart has a new id; an answer without restart carries none.
+    // The offer and answer go again (with their candidates), nobody's media is touched.
+    assert_eq!(
+        take_short(&mut w),
+        [
+            r#"alice: send {"type":"resume","cid":"cid1","to":"bob","msg":{"role":"caller"}}"#,
+            "alice: send cid1->bob offer sdp=<o1> restart=1",
+            "alice: send cid1->bob candidate index=0 mid=video0 candidate:a1",
+            "bob: send cid1->alice answer sdp=<a1> restart=1",
+            "bob: send cid1->alice candidate index=0 mid=video0 candidate:b1",
+            // Candidates again are harmless (the media engines know them already).
+            "bob: media candidate 0 candidate:a1",
+            "alice: media candidate 0 candidate:b1",
+        ]
+    );
+    assert_eq!(w.ep("alice").state(), CallState::Connected);
+    assert_eq!(w.ep("alice").poll_timeout(), None);
+    // The next reconnect has a new restart id.
     w.input("alice", Input::Connected { ice_servers: vec![stun()] });
-    w.input("alice", Input::LocalOffer { sdp: "O3".into() });
-    w.expect(&["alice: media offer restart", "alice: send cid1->bob offer sdp=O3 restart=2"]);
+    let sent = take_short(&mut w);
+    assert_eq!(sent[1], "alice: send cid1->bob offer sdp=<o1> restart=2");
 }
 
 #[test]
-fn reconnect_of_the_callee_asks_for_a_restart() {
+fn callee_reconnect_resumes_and_asks_the_caller_to_resync() {
     let mut w = World::new();
-    w.connected_call();
+    connected_call_with_transports(&mut w);
     w.input("bob", Input::Disconnected);
     w.input("bob", Input::Connected { ice_servers: vec![stun()] });
     w.run();
-    w.expect(&["bob: send cid1->alice restartice", "alice: media offer restart"]);
-    w.input("alice", Input::LocalOffer { sdp: "O2".into() });
+    assert_eq!(
+        take_short(&mut w),
+        [
+            r#"bob: send {"type":"resume","cid":"cid1","to":"alice","msg":{"role":"callee"}}"#,
+            "bob: send cid1->alice restartice",
+            "alice: send cid1->bob offer sdp=<o1> restart=1",
+            "alice: send cid1->bob candidate index=0 mid=video0 candidate:a1",
+            "bob: send cid1->alice answer sdp=<a1> restart=1",
+            "bob: send cid1->alice candidate index=0 mid=video0 candidate:b1",
+            // Candidates again are harmless (the media engines know them already).
+            "bob: media candidate 0 candidate:a1",
+            "alice: media candidate 0 candidate:b1",
+        ]
+    );
+}
+
+#[test]
+fn resync_delivers_an_offer_lost_in_the_blip() {
+    let mut w = World::new();
+    w.call("alice", "bob", "cid1");
     w.run();
-    w.input("bob", Input::LocalAnswer { sdp: "A2".into() });
+    w.input("bob", Input::Accept);
+    w.run();
+    w.input("alice", Input::LocalOffer { sdp: sdp("o1") });
+    w.input("alice", candidate(0, "candidate:a1"));
+    // Lost with the socket.
+    w.wire.clear();
+    w.take();
+    w.input("alice", Input::Disconnected);
+    w.input("alice", Input::Connected { ice_servers: vec![stun()] });
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        [
+            r#"alice: send {"type":"resume","cid":"cid1","to":"bob","msg":{"role":"caller"}}"#,
+            "alice: send cid1->bob offer sdp=<o1> restart=1",
+            "alice: send cid1->bob candidate index=0 mid=video0 candidate:a1",
+            "bob: media apply-offer <o1>",
+            "bob: media candidate 0 candidate:a1",
+        ]
+    );
+    // Its answer is the first: applied.
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a1") });
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        ["bob: send cid1->alice answer sdp=<a1> restart=1", "alice: media apply-answer <a1>"]
+    );
+}
+
+#[test]
+fn lost_path_restarts_ice_from_the_caller() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::MediaDisconnected);
+    w.expect(&["alice: media offer restart"]);
+    // The callee's candidates of the restarted session wait for its answer.
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.input("alice", candidate(0, "candidate:a2"));
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        [
+            "alice: send cid1->bob offer sdp=<o2> restart=1",
+            "alice: send cid1->bob candidate index=0 mid=video0 candidate:a2",
+            "bob: media apply-offer <o2>",
+            "bob: media candidate 0 candidate:a2",
+        ]
+    );
+    // Gathered before the answer was handed over: sent after it.
+    w.input("bob", candidate(0, "candidate:b2"));
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        [
+            "bob: send cid1->alice answer sdp=<a2> restart=1",
+            "bob: send cid1->alice candidate index=0 mid=video0 candidate:b2",
+            "alice: media apply-answer <a2>",
+            "alice: media candidate 0 candidate:b2",
+        ]
+    );
+    w.input("alice", Input::MediaConnected);
+    w.input("bob", Input::MediaConnected);
+    w.expect(&[]);
+    assert_eq!(w.ep("alice").poll_timeout(), None, "the path is back: no timer");
+    w.advance(3600 * SECOND);
+    w.expect(&[]);
+    assert_eq!(w.ep("alice").state(), CallState::Connected);
+}
+
+#[test]
+fn lost_path_at_the_callee_asks_for_a_restart_and_asks_again_until_it_comes() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("bob", Input::MediaDisconnected);
+    w.run();
+    // alice's media looks healthy: a resync first, which bob answers as before.
+    assert_eq!(
+        take_short(&mut w),
+        [
+            "bob: send cid1->alice restartice",
+            "alice: send cid1->bob offer sdp=<o1> restart=1",
+            "alice: send cid1->bob candidate index=0 mid=video0 candidate:a1",
+            "bob: send cid1->alice answer sdp=<a1> restart=1",
+            "bob: send cid1->alice candidate index=0 mid=video0 candidate:b1",
+            // Candidates again are harmless (the media engines know them already).
+            "bob: media candidate 0 candidate:a1",
+            "alice: media candidate 0 candidate:b1",
+        ]
+    );
+    // Still lost: bob asks again, and alice restarts ICE for real.
+    w.advance(RESTART_RETRY);
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        ["bob: send cid1->alice restartice", "alice: media offer restart"]
+    );
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.run();
+    assert_eq!(
+        take_short(&mut w),
+        ["alice: send cid1->bob offer sdp=<o2> restart=2", "bob: media apply-offer <o2>"]
+    );
+    w.input("bob", Input::LocalAnswer { sdp: sdp("b2") });
+    w.run();
+    w.input("bob", Input::MediaConnected);
+    w.input("alice", Input::MediaConnected);
+    assert_eq!(
+        take_short(&mut w),
+        ["bob: send cid1->alice answer sdp=<b2> restart=2", "alice: media apply-answer <b2>"]
+    );
+    w.advance(3600 * SECOND);
+    w.expect(&[]);
+}
+
+#[test]
+fn callee_follows_a_restart_offer_whose_transport_changed() {
+    // A browser caller restarts ICE in place: new credentials, while our media is healthy.
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.inject(
+        "bob",
+        ServerFrame::Conversation {
+            cid: "cid1".into(),
+            from: "alice".into(),
+            body: Body::Offer(SdpMsg {
+                sdp: sdp("o9"),
+                restart_id: Some("r9".into()),
+                ..SdpMsg::default()
+            }),
+        },
+    );
+    assert_eq!(take_short(&mut w), ["bob: media apply-offer <o9>"]);
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a9") });
+    assert_eq!(take_short(&mut w), [r#"bob: send cid1->alice answer sdp=<a9> restart="r9""#]);
+}
+
+#[test]
+fn answer_to_an_older_offer_is_ignored() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::MediaDisconnected);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.wire.clear();
+    w.take();
+    let answer = |id: u64| ServerFrame::Conversation {
+        cid: "cid1".into(),
+        from: "bob".into(),
+        body: Body::Answer(SdpMsg {
+            sdp: sdp(&format!("a-{id}")),
+            restart_id: Some(id.into()),
+            ..SdpMsg::default()
+        }),
+    };
+    w.inject("alice", answer(7));
+    w.expect(&[]);
+    w.inject("alice", answer(1));
+    assert_eq!(take_short(&mut w), ["alice: media apply-answer <a-1>"]);
+}
+
+#[test]
+fn failed_restart_attempts_are_retried_and_never_end_the_call_as_41007() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::MediaDisconnected);
+    w.expect(&["alice: media offer restart"]);
+    // The new offer cannot be made.
+    w.input("alice", Input::MediaFailed);
+    w.expect(&[]);
+    w.advance(RESTART_RETRY);
+    w.expect(&["alice: media offer restart"]);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o3") });
+    w.run();
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a3") });
+    w.run();
+    w.input("alice", Input::MediaConnected);
+    w.take();
+    w.advance(3600 * SECOND);
+    w.expect(&[]);
+    assert_eq!(w.ep("alice").state(), CallState::Connected);
+}
+
+#[test]
+fn path_that_does_not_come_back_ends_with_41004_after_the_connect_timeout() {
+    let config = CallConfig { connect_timeout: 10 * SECOND, ..CallConfig::default() };
+    let mut w = World::with(&[("alice", config), ("bob", config)]);
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::MediaDisconnected);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.run();
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
+    w.run();
+    w.take();
+    // Each attempt that does not bring the path back is made again…
+    w.advance(RESTART_RETRY);
+    w.expect(&["alice: media offer restart"]);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o3") });
+    w.run();
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a3") });
+    w.run();
+    w.take();
+    w.advance(RESTART_RETRY);
+    w.expect(&["alice: media offer restart"]);
+    // … until the connect timeout.
+    w.advance(2 * SECOND);
     w.run();
     w.expect(&[
-        "alice: send cid1->bob offer sdp=O2 restart=1",
-        "bob: media apply-offer O2",
-        "bob: send cid1->alice answer sdp=A2 restart=1",
-        "alice: media apply-answer A2",
+        "alice: send cid1->bob bye",
+        "alice: media stop",
+        "alice: error 41004",
+        "alice: state idle",
+        "bob: media stop",
+        "bob: closed remote-hangup",
+        "bob: state idle",
     ]);
+}
+
+fn refusal(code: ErrorCode) -> ServerFrame {
+    ServerFrame::Error {
+        cid: Some("cid1".into()),
+        msg: ErrorMsg { code, reason: "refused".into(), refers_to: Some("resume".into()) },
+    }
+}
+
+#[test]
+fn refused_resume_is_retried_with_backoff_then_the_call_is_over() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("bob", Input::Disconnected);
+    w.input("bob", Input::Connected { ice_servers: vec![stun()] });
+    w.wire.clear();
+    w.take();
+    let resume_and_restart = [
+        r#"bob: send {"type":"resume","cid":"cid1","to":"alice","msg":{"role":"callee"}}"#,
+        "bob: send cid1->alice restartice",
+    ];
+    // The old connection still holds the conversation (a half-open socket, being probed).
+    for delay in RESUME_RETRY_DELAYS {
+        w.inject("bob", refusal(ErrorCode::NotParty));
+        // Refusals of the other frames sent with it change nothing.
+        w.inject("bob", refusal(ErrorCode::NotParty));
+        w.expect(&[]);
+        w.advance(delay - Duration::from_millis(1));
+        w.expect(&[]);
+        w.advance(Duration::from_millis(1));
+        w.expect(&resume_and_restart);
+        w.wire.clear();
+    }
+    w.inject("bob", refusal(ErrorCode::UnknownConversation));
+    w.expect(&[
+        "bob: media stop",
+        "bob: closed refused (UnknownConversation): refused",
+        "bob: state idle",
+    ]);
+}
+
+#[test]
+fn refusal_retries_stop_counting_at_the_next_reconnect() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::Disconnected);
+    w.input("alice", Input::Connected { ice_servers: vec![stun()] });
+    w.take();
+    w.inject("alice", refusal(ErrorCode::UnknownConversation));
+    w.advance(RESUME_RETRY_DELAYS[0]);
+    assert_eq!(take_short(&mut w)[1], "alice: send cid1->bob offer sdp=<o1> restart=2");
+    w.input("alice", Input::Connected { ice_servers: vec![stun()] });
+    w.take();
+    w.inject("alice", refusal(ErrorCode::NotParty));
+    assert_eq!(w.ep("alice").poll_timeout(), Some(w.now + RESUME_RETRY_DELAYS[0]));
 }
 
 #[test]
@@ -719,7 +1053,8 @@ fn restart_before_the_first_offer_is_not_needed() {
             body: Body::RestartIce(Empty::default()),
         },
     );
-    w.expect(&[]);
+    w.input("alice", Input::MediaDisconnected);
+    w.expect(&[r#"alice: send {"type":"resume","cid":"cid1","to":"bob","msg":{"role":"caller"}}"#]);
     w.input("alice", Input::LocalOffer { sdp: "O1".into() });
     w.expect(&["alice: send cid1->bob offer sdp=O1"]);
 }

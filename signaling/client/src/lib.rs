@@ -9,6 +9,12 @@
 //! the next good `connack`; a `connack` carrying a top-level `url` makes it reconnect to that
 //! address at once.
 //!
+//! A socket that dies silently (a dead Wi-Fi, a NAT that forgot the connection: no FIN, no
+//! reset) is noticed by a liveness check: a WebSocket ping every
+//! [`ClientConfig::ping_interval`] that the server must answer (a pong, or any frame) within
+//! [`ClientConfig::pong_timeout`], and a deadline of the same length on every write. A socket
+//! that misses it is dropped as lost, and the client reconnects.
+//!
 //! Events come in this order: [`ClientEvent::Connected`] first (the `connack` that
 //! [`Client::connect`] waited for), then frames; after a lost socket
 //! [`ClientEvent::Disconnected`], then [`ClientEvent::Connected`] again after a reconnect
@@ -51,6 +57,11 @@ pub use wilddog_protocol::{ClientFrame, IceServer, ServerFrame};
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// How long opening the socket and waiting for `connack` may take, per attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the client pings the server to check that the socket is alive.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the server may take to answer a ping (or a write may take) before the socket
+/// counts as lost.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many `connack` redirects (`url`) one connection attempt follows.
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -113,6 +124,11 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Time allowed to open the socket and get `connack`, per attempt; 10 s by default.
     pub connect_timeout: Duration,
+    /// Liveness check: a WebSocket ping this often; 5 s by default.
+    pub ping_interval: Duration,
+    /// Liveness check: the time the server has to answer a ping (with a pong or any frame),
+    /// and the longest a write may block, before the socket counts as lost; 3 s by default.
+    pub pong_timeout: Duration,
     /// PEM text of root certificates to trust for `wss://` besides the public web roots
     /// (e.g. a private or test CA).
     pub root_ca_pem: Option<String>,
@@ -148,6 +164,8 @@ impl Default for ClientConfig {
             reconnect: true,
             backoff: Backoff::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
             root_ca_pem: None,
         }
     }
@@ -486,62 +504,96 @@ impl Task {
         }
     }
 
+    /// Sends one message within [`ClientConfig::pong_timeout`]: a write that blocks longer
+    /// (the peer stopped reading, the path is gone) means the socket is lost.
+    async fn write(&self, socket: &mut Socket, message: Message) -> Result<(), String> {
+        match tokio::time::timeout(self.config.pong_timeout, socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("a write blocked for {:?}", self.config.pong_timeout)),
+        }
+    }
+
     /// Serves one connection until it ends.
     async fn serve(&mut self, socket: &mut Socket) -> Ended {
         while let Some(frame) = self.queue.pop_front() {
-            if let Err(e) = socket.send(Message::text(frame.to_json())).await {
+            if let Err(e) = self.write(socket, Message::text(frame.to_json())).await {
                 self.queue.push_front(frame);
-                return Ended::Lost(e.to_string());
+                return Ended::Lost(e);
             }
         }
+        let now = tokio::time::Instant::now();
         let period = self.config.heartbeat_interval.max(Duration::from_millis(1));
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut heartbeat = tokio::time::interval_at(now + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ping_period = self.config.ping_interval.max(Duration::from_millis(1));
+        let mut ping = tokio::time::interval_at(now + ping_period, ping_period);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the unanswered ping's time is up.
+        let mut pong_due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Send(frame)) => {
-                        if let Err(e) = socket.send(Message::text(frame.to_json())).await {
+                        if let Err(e) = self.write(socket, Message::text(frame.to_json())).await {
                             self.queue.push_back(frame);
-                            return Ended::Lost(e.to_string());
+                            return Ended::Lost(e);
                         }
                     }
                     Some(Command::Close(done)) => {
-                        let _ = socket.close(None).await;
+                        let _ = tokio::time::timeout(self.config.pong_timeout, socket.close(None)).await;
                         let _ = done.send(());
                         return Ended::Closed;
                     }
                     None => {
-                        let _ = socket.close(None).await;
+                        let _ = tokio::time::timeout(self.config.pong_timeout, socket.close(None)).await;
                         return Ended::Closed;
                     }
                 },
-                message = socket.next() => match message {
-                    Some(Ok(Message::Text(text))) => match ServerFrame::from_json(&text) {
-                        Ok(ServerFrame::Connack { url: Some(to), .. }) => {
-                            let _ = socket.close(None).await;
-                            return Ended::Redirected(to);
+                message = socket.next() => {
+                    // Anything from the server shows that the socket is alive.
+                    pong_due = None;
+                    match message {
+                        Some(Ok(Message::Text(text))) => match ServerFrame::from_json(&text) {
+                            Ok(ServerFrame::Connack { url: Some(to), .. }) => {
+                                let _ = tokio::time::timeout(self.config.pong_timeout, socket.close(None)).await;
+                                return Ended::Redirected(to);
+                            }
+                            Ok(ServerFrame::Connack { .. }) => {
+                                tracing::debug!("connack after connack ignored");
+                            }
+                            Ok(frame) => self.emit(ClientEvent::Frame(frame)),
+                            Err(e) => tracing::warn!(error = %e, "unreadable frame ignored"),
+                        },
+                        Some(Ok(Message::Close(close))) => {
+                            let why = close.map(|c| format!(" ({} {})", c.code, c.reason));
+                            return Ended::Lost(format!("server closed the socket{}", why.unwrap_or_default()));
                         }
-                        Ok(ServerFrame::Connack { .. }) => {
-                            tracing::debug!("connack after connack ignored");
-                        }
-                        Ok(frame) => self.emit(ClientEvent::Frame(frame)),
-                        Err(e) => tracing::warn!(error = %e, "unreadable frame ignored"),
-                    },
-                    Some(Ok(Message::Close(close))) => {
-                        let why = close.map(|c| format!(" ({} {})", c.code, c.reason));
-                        return Ended::Lost(format!("server closed the socket{}", why.unwrap_or_default()));
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ended::Lost(e.to_string()),
+                        None => return Ended::Lost("socket ended".into()),
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Ended::Lost(e.to_string()),
-                    None => return Ended::Lost("socket ended".into()),
-                },
+                }
                 _ = heartbeat.tick() => {
                     let beat = ClientFrame::Heartbeat(self.heartbeat);
                     self.heartbeat += 1;
-                    if let Err(e) = socket.send(Message::text(beat.to_json())).await {
-                        return Ended::Lost(e.to_string());
+                    if let Err(e) = self.write(socket, Message::text(beat.to_json())).await {
+                        return Ended::Lost(e);
                     }
+                }
+                _ = ping.tick() => {
+                    if pong_due.is_none() {
+                        pong_due = Some(tokio::time::Instant::now() + self.config.pong_timeout);
+                        if let Err(e) = self.write(socket, Message::Ping(Default::default())).await {
+                            return Ended::Lost(e);
+                        }
+                    }
+                }
+                _ = sleep_opt(pong_due) => {
+                    return Ended::Lost(format!(
+                        "no answer to a ping within {:?} (a half-open socket)",
+                        self.config.pong_timeout
+                    ));
                 }
             }
         }
@@ -608,6 +660,13 @@ impl Task {
                 }
             }
         }
+    }
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -251,6 +251,52 @@ async fn reconnects_and_delivers_the_frames_queued_meanwhile() {
 }
 
 #[tokio::test]
+async fn a_socket_that_stops_answering_is_dropped_and_the_client_reconnects() {
+    let mut server = TestServer::start().await;
+    let mut config = config(&server.url);
+    config.ping_interval = Duration::from_millis(100);
+    config.pong_timeout = Duration::from_millis(300);
+    let connecting = tokio::spawn(Client::connect(config));
+    // The server never reads again (a dead Wi-Fi: no FIN, no reset, no pong).
+    let (_silent, _) = server.accept(0).await;
+    let (client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    let started = std::time::Instant::now();
+    let event = next_event(&mut events).await;
+    let Some(ClientEvent::Disconnected { reason, will_retry: true }) = &event else {
+        panic!("{event:?}")
+    };
+    assert!(reason.contains("ping"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2), "noticed after {:?}", started.elapsed());
+    client.send(bye("cid1", "bob")).unwrap();
+    let (mut ws, _) = server.accept(0).await;
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    assert_eq!(read_json(&mut ws).await["cid"], "cid1");
+}
+
+#[tokio::test]
+async fn a_server_that_answers_pings_keeps_the_socket() {
+    let mut server = TestServer::start().await;
+    let mut config = config(&server.url);
+    config.ping_interval = Duration::from_millis(50);
+    config.pong_timeout = Duration::from_millis(200);
+    let connecting = tokio::spawn(Client::connect(config));
+    let (mut ws, _) = server.accept(0).await;
+    let (_client, mut events, _) = connecting.await.unwrap().unwrap();
+    next_event(&mut events).await;
+    // Reading answers the pings (tungstenite sends the pongs).
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, ws.next()).await {
+        if matches!(message, Message::Ping(_)) {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 5, "{pings} pings");
+    assert!(events.try_recv().is_err(), "no event: the socket stays");
+}
+
+#[tokio::test]
 async fn keeps_retrying_while_the_server_is_down() {
     let mut server = TestServer::start().await;
     let connecting = tokio::spawn(Client::connect(config(&server.url)));

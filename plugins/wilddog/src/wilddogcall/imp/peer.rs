@@ -179,6 +179,11 @@ impl WilddogCall {
                 self.force_keyframe();
                 self.input(Input::MediaConnected);
             }
+            // A connected call's path is dying: the state machine restarts ICE.
+            gst_webrtc::WebRTCPeerConnectionState::Disconnected => {
+                self.input(Input::MediaDisconnected)
+            }
+            // Before the media ever connected the call fails (41004); after, a restart.
             gst_webrtc::WebRTCPeerConnectionState::Failed => self.input(Input::MediaFailed),
             _ => {}
         }
