@@ -6,7 +6,9 @@
 //! - [`sending`]: the sending chains (encoders) of the sink pads;
 //! - [`peer`]: the peer connection (webrtcbin, transceivers, decoders, teardown);
 //! - [`negotiation`]: offers and answers, and what we change in the SDP;
+//! - [`restart`]: a dying path noticed, the peer connection rebuilt for an ICE restart;
 //! - [`stats`]: the `wilddog-stats` reports;
+//! - [`worker`]: the thread that drives webrtcbin, off the signaling runtime;
 //! - [`connectivity`]: DTLS certificate, ICE gathering, policy and servers (TURN, TURN/TLS).
 
 use std::net::IpAddr;
@@ -31,8 +33,10 @@ use crate::session::{self, Command, Driver, SessionConfig};
 mod connectivity;
 mod negotiation;
 mod peer;
+mod restart;
 mod sending;
 mod stats;
+mod worker;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -186,6 +190,7 @@ struct State {
     /// Why the media failed, when we know better than the error's name: the message of
     /// the `wilddog-error` that ends the call.
     media_failure: Option<String>,
+    media_worker: Option<worker::MediaWorker>,
 }
 
 #[derive(Debug, Default)]
@@ -585,8 +590,9 @@ impl Driver for ElementDriver {
     }
 
     fn media(&self, action: MediaAction) {
+        // On the media worker: webrtcbin may block, the signaling must not.
         if let Some(obj) = self.0.upgrade() {
-            obj.imp().on_media(action);
+            obj.imp().queue_media(action);
         }
     }
 
@@ -709,6 +715,10 @@ impl WilddogCall {
             );
             return Err(gst::StateChangeError);
         }
+        if let Err(e) = self.start_media_worker() {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+            return Err(gst::StateChangeError);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         {
@@ -758,6 +768,8 @@ impl WilddogCall {
         {
             let _ = done.recv_timeout(SHUTDOWN_WAIT);
         }
+        // What the worker still does (a teardown, a restart) ends before ours.
+        self.stop_media_worker();
         self.teardown_media(false);
         let streams: Vec<gst::Bin> = {
             let mut st = lock(&self.state);
@@ -963,8 +975,8 @@ impl WilddogCall {
             }
             MediaAction::Stop => {
                 // Stopping (PAUSED→READY) tears the media down itself once the session
-                // task ended; doing it here too would race the bin's own state change of
-                // webrtcbin and block the runtime's only thread on GStreamer.
+                // task and this worker ended; doing it here too would race the bin's own
+                // state change of webrtcbin.
                 if !lock(&self.state).running {
                     return;
                 }
