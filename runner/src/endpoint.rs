@@ -652,10 +652,22 @@ impl Instance<'_> {
                             ("app_id", Value::from(self.plan.app_id.clone())),
                         ]),
                     );
-                } else if !connected {
-                    tracing::warn!("signaling connection lost: {detail}");
                 } else {
-                    tracing::info!("signaling connection back: {detail}");
+                    // The call goes on (its media does not need the server); the element
+                    // reconnects and resumes it.
+                    if connected {
+                        tracing::info!("signaling connection back: {detail}");
+                    } else {
+                        tracing::warn!("signaling connection lost: {detail}");
+                    }
+                    let mut map = fields([
+                        ("connected", Value::from(connected)),
+                        ("detail", Value::from(detail)),
+                    ]);
+                    if let Some(cid) = &self.conversation_id {
+                        map.insert("conversation_id".into(), Value::from(cid.clone()));
+                    }
+                    self.emit("signaling", map);
                 }
                 return;
             }

@@ -244,6 +244,38 @@ fn killed_caller_gives_closed_and_the_bot_takes_the_next_call() {
     assert_eq!(echo.wait_exit(), ENDED);
 }
 
+/// A signaling blip (the caller's socket reset) does not end the call: `signaling` events say
+/// so, the media goes on, and the call ends when the caller hangs up.
+#[test]
+fn signaling_blip_keeps_the_call() {
+    if !enter_netns("signaling_blip_keeps_the_call") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let upstream = server.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
+    let proxy = run_support::tcp_proxy::TcpProxy::start(upstream);
+    let mut caller =
+        start_caller("caller", &proxy.ws_url(), "alice", "echo", &["--hangup-after", "7"]);
+    caller.wait_event("first_frame");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(proxy.cut(), 1, "the caller's socket");
+    let lost = caller.wait_event("signaling");
+    assert_eq!(lost["connected"], false, "{lost}");
+    assert!(lost["conversation_id"].is_string(), "{lost}");
+    let back = caller.wait_event("signaling");
+    assert_eq!(back["connected"], true, "{back}");
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    assert!(!caller.names().contains(&"error".to_owned()), "{:?}", caller.names());
+    let closed = caller.seen.iter().find(|e| e["event"] == "closed").cloned().unwrap();
+    assert_eq!(closed["reason"], "local-hangup", "{closed}");
+    // Frames all along the 7 s: the blip did not stop the media.
+    assert!(received(&closed, "video") >= 30, "video frames back: {closed}");
+    let bot_closed = echo.wait_event("closed");
+    assert_eq!(bot_closed["reason"], "remote-hangup", "{bot_closed}");
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+}
+
 #[test]
 fn calling_nobody_gives_timeout_and_its_exit_code() {
     if !enter_netns("calling_nobody_gives_timeout_and_its_exit_code") {

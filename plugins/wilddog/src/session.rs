@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use wilddog_call::{CallConfig, Endpoint, Event, Input, MediaAction, Output};
-use wilddog_client::{Client, ClientConfig, ClientError, ClientEvent};
+use wilddog_client::{Client, ClientConfig, ClientError, ClientEvent, ClientFrame, ServerFrame};
 
 /// What the element tells its session task.
 #[derive(Debug)]
@@ -48,6 +48,10 @@ pub trait Driver: Send + Sync + 'static {
     fn media(&self, action: MediaAction);
     /// Time for stats (every 2 s while the call has media).
     fn stats(&self);
+    /// A frame of a conversation came in (for the debug log).
+    fn received(&self, _frame: &ServerFrame) {}
+    /// A frame goes out (for the debug log).
+    fn sent(&self, _frame: &ClientFrame) {}
 }
 
 /// Period of `wilddog-stats`, as the original's `local_stats`/`remote_stats`.
@@ -96,6 +100,7 @@ pub async fn run<D: Driver>(
             let d = &driver;
             match output {
                 Output::Send(frame) => {
+                    d.sent(&frame);
                     let _ = client.send(frame);
                 }
                 Output::Event(event) => d.event(event, &endpoint),
@@ -125,7 +130,10 @@ pub async fn run<D: Driver>(
                         }
                         driver.signaling_state(true, "connected");
                     }
-                    Some(ClientEvent::Frame(frame)) => endpoint.handle_input(now, Input::Frame(frame)),
+                    Some(ClientEvent::Frame(frame)) => {
+                        driver.received(&frame);
+                        endpoint.handle_input(now, Input::Frame(frame));
+                    }
                     Some(ClientEvent::Disconnected { reason, will_retry }) => {
                         endpoint.handle_input(now, Input::Disconnected);
                         driver.signaling_state(false, &format!("{reason} (reconnecting: {will_retry})"));
@@ -148,7 +156,10 @@ pub async fn run<D: Driver>(
                         endpoint.handle_input(Instant::now(), Input::Close);
                         while let Some(output) = endpoint.poll_output() {
                             match output {
-                                Output::Send(frame) => { let _ = client.send(frame); }
+                                Output::Send(frame) => {
+                                    driver.sent(&frame);
+                                    let _ = client.send(frame);
+                                }
                                 Output::Media(action) => {
                                     driver.media(action);
                                 }

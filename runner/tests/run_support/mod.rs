@@ -45,6 +45,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 mod netns;
 #[allow(unused_imports)] // not every test binary makes calls
 pub use netns::enter_netns;
+#[path = "../../../tests/support/tcp_proxy.rs"]
+pub mod tcp_proxy;
 
 /// A running `wilddog-runner`, its stdout read as JSON events.
 pub struct Runner {

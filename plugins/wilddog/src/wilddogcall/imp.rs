@@ -191,6 +191,12 @@ struct State {
     /// the `wilddog-error` that ends the call.
     media_failure: Option<String>,
     media_worker: Option<worker::MediaWorker>,
+    /// The call's ICE servers, for a peer connection rebuilt by a restart.
+    ice_servers: Vec<wilddog_call::IceServer>,
+    /// What the media worker knows of the media path.
+    path: restart::PathWatch,
+    /// Threads tearing down peer connections replaced by a restart.
+    disposals: Vec<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +207,8 @@ struct Counters {
     local_height: AtomicU32,
     remote_width: AtomicU32,
     remote_height: AtomicU32,
+    /// RTP packets of the remote streams, into the decoders (the path watch).
+    remote_packets: AtomicU64,
 }
 
 /// The `wilddogcall` bin.
@@ -601,6 +609,23 @@ impl Driver for ElementDriver {
             obj.imp().request_stats();
         }
     }
+
+    fn received(&self, frame: &wilddog_client::ServerFrame) {
+        if let Some(obj) = self.0.upgrade() {
+            match frame {
+                wilddog_client::ServerFrame::Conversation { cid, from, body } => {
+                    gst::debug!(CAT, obj = obj, "received {} from {from} ({cid})", body.kind());
+                }
+                other => gst::debug!(CAT, obj = obj, "received {}", other.kind()),
+            }
+        }
+    }
+
+    fn sent(&self, frame: &wilddog_client::ClientFrame) {
+        if let Some(obj) = self.0.upgrade() {
+            gst::debug!(CAT, obj = obj, "sent {}", frame.kind());
+        }
+    }
 }
 
 impl WilddogCall {
@@ -770,6 +795,7 @@ impl WilddogCall {
         }
         // What the worker still does (a teardown, a restart) ends before ours.
         self.stop_media_worker();
+        self.join_disposals();
         self.teardown_media(false);
         let streams: Vec<gst::Bin> = {
             let mut st = lock(&self.state);
@@ -945,6 +971,7 @@ impl WilddogCall {
                     let mut st = lock(&self.state);
                     st.role = Some(role);
                     st.prev_stats = None;
+                    st.ice_servers = ice_servers.clone();
                 }
                 self.counters.remote_frames.store(0, Ordering::Relaxed);
                 if self.webrtcbin().is_none()
@@ -961,8 +988,8 @@ impl WilddogCall {
                 lock(&self.state).media_failure = None;
                 self.apply_ice_servers(&ice_servers);
             }
-            MediaAction::CreateOffer { ice_restart } => self.create_offer(ice_restart),
-            MediaAction::ApplyRemoteOffer { sdp } => self.apply_offer(&sdp),
+            MediaAction::CreateOffer { ice_restart } => self.offer_media(ice_restart),
+            MediaAction::ApplyRemoteOffer { sdp } => self.answer_media(&sdp),
             MediaAction::ApplyRemoteAnswer { sdp } => self.apply_answer(&sdp),
             MediaAction::AddRemoteCandidate { sdp_mline_index, candidate } => {
                 if candidate.is_empty() {

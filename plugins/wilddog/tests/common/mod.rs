@@ -7,6 +7,8 @@
 mod netns;
 #[allow(unused_imports)] // not every test binary makes calls
 pub use netns::enter_netns;
+#[path = "../../../../tests/support/tcp_proxy.rs"]
+pub mod tcp_proxy;
 
 /// Initializes GStreamer and registers the plugin statically, once per process.
 pub fn init() {
@@ -35,6 +37,32 @@ pub fn capture_remote_sdps() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
         }
     });
     remote_sdps
+}
+
+/// The signaling frames each endpoint's element logged ("received offer from alice (cid)",
+/// "sent resume"), with when. It replaces the default log function: only for a test in a
+/// process of its own (each netns test re-runs itself alone).
+pub fn capture_signaling() -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>> {
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>> =
+        Default::default();
+    let store = lines.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
+        if cat.name() != "wilddogcall" {
+            return;
+        }
+        let Some(text) = msg.get() else { return };
+        if text.starts_with("received ") || text.starts_with("sent ") {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((std::time::Instant::now(), text.to_string()));
+        } else if level <= gst::DebugLevel::Info {
+            eprintln!("{level:?} {text}");
+        }
+    });
+    lines
 }
 
 use std::sync::mpsc;
@@ -94,6 +122,12 @@ impl TestServer {
         }
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let host = self.url.trim_start_matches("ws://").trim_end_matches("/ws");
+        host.parse().expect("the server's address")
+    }
+
     /// A token for `uid` in the development app.
     pub fn token(&self, uid: &str) -> String {
         wilddog_server::mint_token(
@@ -146,6 +180,8 @@ pub enum Seen {
 pub struct Endpoint {
     pub pipeline: gst::Pipeline,
     pub call: gstwilddog::WilddogCall,
+    /// Decoded remote video frames so far (readable while the events wait in `seen`).
+    pub video_frames: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub seen: mpsc::Receiver<Seen>,
     pub log: Vec<Seen>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
@@ -239,6 +275,8 @@ impl Endpoint {
             src.static_pad("src").unwrap().link(&pad).unwrap();
         }
         let (tx, rx) = mpsc::channel();
+        let video_frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let frames = video_frames.clone();
         // Decoded remote media into appsinks.
         let pipeline_weak = pipeline.downgrade();
         let pad_tx = std::sync::Mutex::new(tx.clone());
@@ -247,12 +285,14 @@ impl Endpoint {
             let video = pad.name() == "video_src";
             let tx = pad_tx.lock().unwrap().clone();
             let tx_eos = tx.clone();
+            let frames = frames.clone();
             let sink = gst_app::AppSink::builder().sync(false).build();
             sink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |s| {
                         let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                         if video {
+                            frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let st = sample.caps().unwrap().structure(0).unwrap().to_owned();
                             let _ = tx.send(Seen::VideoFrame {
                                 width: st.get("width").unwrap(),
@@ -315,7 +355,15 @@ impl Endpoint {
                 }
             }
         });
-        Endpoint { pipeline, call, seen: rx, log: Vec::new(), bus_thread: Some(bus_thread), stop }
+        Endpoint {
+            pipeline,
+            call,
+            video_frames,
+            seen: rx,
+            log: Vec::new(),
+            bus_thread: Some(bus_thread),
+            stop,
+        }
     }
 
     pub fn play(&self) {
@@ -353,6 +401,42 @@ impl Endpoint {
                         .collect::<Vec<_>>()
                 ),
             }
+        }
+    }
+
+    /// Decoded remote video frames so far.
+    pub fn frames(&self) -> u64 {
+        self.video_frames.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` things matching `pred` were seen in all (within `timeout`).
+    pub fn wait_nth(
+        &mut self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Seen) -> bool,
+    ) -> Seen {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some(s) = self.log.iter().filter(|s| pred(s)).nth(n - 1) {
+                return s.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}: no {what} (#{n}) within {timeout:?}; saw {:?}",
+                    self.call.name(),
+                    self.log
+                        .iter()
+                        .filter(|s| !matches!(
+                            s,
+                            Seen::VideoFrame { .. } | Seen::AudioBuffer | Seen::Stats(_)
+                        ))
+                        .collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

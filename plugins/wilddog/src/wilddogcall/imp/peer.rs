@@ -37,10 +37,13 @@ impl WilddogCall {
 
         let weak = self.obj().downgrade();
         webrtcbin.connect("on-ice-candidate", false, move |values| {
+            let source = values.first().and_then(|v| v.get::<gst::Element>().ok());
             let mline = values.get(1).and_then(|v| v.get::<u32>().ok());
             let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
             if let (Some(obj), Some(sdp_mline_index), Some(candidate)) =
                 (weak.upgrade(), mline, candidate)
+                // Not one of a peer connection replaced by an ICE restart.
+                && obj.imp().webrtcbin() == source
             {
                 obj.imp().input(Input::LocalCandidate { sdp_mline_index, candidate });
             }
@@ -177,6 +180,7 @@ impl WilddogCall {
         match state {
             gst_webrtc::WebRTCPeerConnectionState::Connected => {
                 self.force_keyframe();
+                self.path_connected();
                 self.input(Input::MediaConnected);
             }
             // A connected call's path is dying: the state machine restarts ICE.
@@ -210,6 +214,17 @@ impl WilddogCall {
             gst::warning!(CAT, imp = self, "remote pad {} without caps", pad.name());
             return;
         };
+        let obj = self.obj();
+        let audio = caps.structure(0).and_then(|s| s.get::<&str>("media").ok()) == Some("audio");
+        let (kind, name) =
+            if audio { (StreamKind::Audio, "audio_src") } else { (StreamKind::Video, "video_src") };
+        if obj.static_pad(name).is_some() {
+            // A peer connection rebuilt for an ICE restart: its stream goes on behind the pad.
+            if !self.continue_remote_stream(webrtcbin, pad, &caps, kind) {
+                gst::warning!(CAT, imp = self, "a second remote {name} stream: ignored");
+            }
+            return;
+        }
         let (dec, kind) = match media::decoder_bin(&caps) {
             Ok(d) => d,
             Err(e) => {
@@ -217,12 +232,7 @@ impl WilddogCall {
                 return;
             }
         };
-        let obj = self.obj();
         let name = if kind == StreamKind::Video { "video_src" } else { "audio_src" };
-        if obj.static_pad(name).is_some() {
-            gst::warning!(CAT, imp = self, "a second remote {name} stream: ignored");
-            return;
-        }
         if obj.add(&dec).is_err() {
             return;
         }
@@ -240,20 +250,8 @@ impl WilddogCall {
             return;
         };
         let ghost = ghost.name(name).build();
-        // A src pad nobody linked must not stop the call with not-linked.
-        let ghost_weak = ghost.downgrade();
-        let weak = obj.downgrade();
-        dec_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
-            if kind == StreamKind::Video
-                && let Some(obj) = weak.upgrade()
-            {
-                obj.imp().remote_video_frame(pad);
-            }
-            match ghost_weak.upgrade() {
-                Some(g) if g.is_linked() => gst::PadProbeReturn::Ok,
-                _ => gst::PadProbeReturn::Drop,
-            }
-        });
+        self.count_remote_packets(&dec_sink);
+        self.watch_decoded(&dec_src, &ghost, kind);
         let _ = ghost.set_active(true);
         let first = {
             let mut st = lock(&self.state);
@@ -286,6 +284,29 @@ impl WilddogCall {
                 &[],
             );
         }
+    }
+
+    /// Counts the decoded frames of a decoder feeding `ghost`, and drops them while nobody
+    /// linked `ghost` (a src pad nobody linked must not stop the call with not-linked).
+    pub(super) fn watch_decoded(
+        &self,
+        dec_src: &gst::Pad,
+        ghost: &gst::GhostPad,
+        kind: StreamKind,
+    ) {
+        let ghost_weak = ghost.downgrade();
+        let weak = self.obj().downgrade();
+        dec_src.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            if kind == StreamKind::Video
+                && let Some(obj) = weak.upgrade()
+            {
+                obj.imp().remote_video_frame(pad);
+            }
+            match ghost_weak.upgrade() {
+                Some(g) if g.is_linked() => gst::PadProbeReturn::Ok,
+                _ => gst::PadProbeReturn::Drop,
+            }
+        });
     }
 
     pub(super) fn remote_video_frame(&self, pad: &gst::Pad) {

@@ -1,9 +1,320 @@
 //! Restarts of a call's media: a dying path noticed, and the peer connection rebuilt for an
-//! ICE restart (webrtcbin 1.22 can neither restart ICE in place nor renegotiate reliably).
+//! ICE restart.
+//!
+//! webrtcbin 1.22 cannot restart ICE in place (an offer made with `ice-restart` keeps its
+//! `a=ice-ufrag`/`a=ice-pwd`), and a second `create-offer` on a negotiated webrtcbin can fail
+//! ("Caps negotiation on pad src_0 failed": the audio receive pad was tied to the video
+//! transceiver). So a restart makes a **new peer connection on the same conversation**: a new
+//! webrtcbin (new ICE agent: new credentials and candidates; new DTLS certificate: a new
+//! fingerprint, so the peer starts a new DTLS association), the sending chains linked to it,
+//! and its remote streams decoded by the decoders that fed `video_src`/`audio_src`, which stay:
+//! the user's pipeline sees no pad go away. The caller makes one for
+//! `CreateOffer { ice_restart: true }`; the callee for an offer on a negotiated connection
+//! (the state machine hands over only offers whose transport changed). The old webrtcbin goes
+//! to NULL on a thread of its own.
+//!
+//! The path is watched on the media worker: RTP packets counted into the decoders; a call
+//! that received media and then nothing for [`PATH_SILENCE`] reports
+//! [`Input::MediaDisconnected`] (libnice does not notice a black-holed path for a long time),
+//! and [`Input::MediaConnected`] when packets come again.
 
-use super::WilddogCall;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use wilddog_call::{CallState, Input};
+
+use super::{CAT, Media, WilddogCall, lock, remove_child};
+use crate::media::{self, StreamKind};
+
+/// Silence on a connection that carried media, after which its path counts as lost. Above the
+/// frame interval of a slow video and RTCP-only lulls, below what a user waits.
+pub(super) const PATH_SILENCE: Duration = Duration::from_millis(2000);
+
+/// What the media worker knows of the path.
+#[derive(Debug, Default)]
+pub(super) struct PathWatch {
+    /// Remote packets counted at the last look.
+    packets: u64,
+    /// When that count last changed, or the connection (re)connected.
+    active_at: Option<Instant>,
+    /// Whether this call received media at all (a peer that sends nothing is not watched).
+    received: bool,
+    /// Whether the loss was reported (and not the way back yet).
+    lost: bool,
+}
 
 impl WilddogCall {
-    /// Looks at the media path (the media worker calls it between actions).
-    pub(super) fn check_path(&self) {}
+    /// Looks at the media path (the media worker calls it between actions): silence after
+    /// media → [`Input::MediaDisconnected`]; media again → [`Input::MediaConnected`].
+    pub(super) fn check_path(&self) {
+        let packets = self.counters.remote_packets.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let report = {
+            let mut st = lock(&self.state);
+            let connected = st.call_state == Some(CallState::Connected);
+            let watch = &mut st.path;
+            if !connected {
+                *watch = PathWatch { packets, ..PathWatch::default() };
+                return;
+            }
+            if packets != watch.packets {
+                watch.packets = packets;
+                watch.active_at = Some(now);
+                watch.received = true;
+                std::mem::take(&mut watch.lost).then_some(Input::MediaConnected)
+            } else {
+                let since = *watch.active_at.get_or_insert(now);
+                let silent = now.duration_since(since) >= PATH_SILENCE;
+                (watch.received && !watch.lost && silent).then(|| {
+                    watch.lost = true;
+                    Input::MediaDisconnected
+                })
+            }
+        };
+        if let Some(input) = report {
+            match input {
+                Input::MediaDisconnected => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "no media for {:?}: the path is lost, restarting",
+                    PATH_SILENCE
+                ),
+                _ => gst::info!(CAT, imp = self, "media flows again"),
+            }
+            self.input(input);
+        }
+    }
+
+    /// The current peer connection connected (ICE and DTLS): silence counts from now.
+    pub(super) fn path_connected(&self) {
+        let mut st = lock(&self.state);
+        st.path.active_at = Some(Instant::now());
+        st.path.lost = false;
+    }
+
+    /// Counts the RTP packets of a remote stream (into its decoder), for [`Self::check_path`].
+    pub(super) fn count_remote_packets(&self, decoder_sink: &gst::Pad) {
+        let weak = self.obj().downgrade();
+        decoder_sink.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().counters.remote_packets.fetch_add(1, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+
+    /// Whether the current peer connection has begun negotiating (it has a local or remote
+    /// description): a new offer or answer then needs a new peer connection.
+    pub(super) fn negotiated(&self) -> bool {
+        let Some(webrtcbin) = self.webrtcbin() else { return false };
+        ["local-description", "remote-description"].iter().any(|name| {
+            webrtcbin.property::<Option<gst_webrtc::WebRTCSessionDescription>>(name).is_some()
+        })
+    }
+
+    /// Caller: an offer, on a new peer connection when this is a restart of a negotiated one.
+    pub(super) fn offer_media(&self, ice_restart: bool) {
+        if ice_restart && self.negotiated() && !self.rebuild_or_fail() {
+            return;
+        }
+        self.create_offer(false);
+    }
+
+    /// Callee: applies an offer, on a new peer connection when the current one negotiated
+    /// already (the state machine gives only offers whose transport changed).
+    pub(super) fn answer_media(&self, sdp: &str) {
+        if self.negotiated() && !self.rebuild_or_fail() {
+            return;
+        }
+        self.apply_offer(sdp);
+    }
+
+    /// Rebuilds the peer connection; a failure is reported to the state machine (which tries
+    /// again later). Whether the new one is ready.
+    fn rebuild_or_fail(&self) -> bool {
+        let started = Instant::now();
+        match self.rebuild_peer_connection() {
+            Ok(()) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "new peer connection for an ICE restart in {:?}",
+                    started.elapsed()
+                );
+                true
+            }
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("cannot make a new peer connection for an ICE restart: {}", e)
+                );
+                self.input(Input::MediaFailed);
+                false
+            }
+        }
+    }
+
+    /// Replaces webrtcbin by a new one: the sending chains move to it, the remote streams'
+    /// decoders (and the src pads they feed) stay for its streams, the old one is torn down on
+    /// a thread of its own.
+    fn rebuild_peer_connection(&self) -> Result<(), String> {
+        let (old, senders, ice_servers) = {
+            let mut st = lock(&self.state);
+            let senders: Vec<gst::Pad> = [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.encoder_bin.as_ref()?.static_pad("src"))
+                .collect();
+            (st.media.take(), senders, st.ice_servers.clone())
+        };
+        let Some(old) = old else { return self.prepare_media() };
+        for src in &senders {
+            media::detach_sender(src);
+        }
+        for dec in &old.decoders {
+            if let Some(sink) = dec.static_pad("sink")
+                && let Some(peer) = sink.peer()
+            {
+                let _ = peer.unlink(&sink);
+            }
+        }
+        if let Err(e) = self.prepare_media() {
+            // Keep what we had: the next attempt starts from it.
+            lock(&self.state).media = Some(old);
+            return Err(e);
+        }
+        let Media { webrtcbin: old_webrtcbin, stream_id, decoders, src_pads, .. } = old;
+        let new_webrtcbin = {
+            let mut st = lock(&self.state);
+            st.prev_stats = None;
+            st.path.active_at = Some(Instant::now());
+            let Some(m) = st.media.as_mut() else { return Err("torn down meanwhile".into()) };
+            m.decoders = decoders;
+            m.src_pads = src_pads;
+            m.stream_id = stream_id.clone();
+            m.webrtcbin.clone()
+        };
+        // The peer keeps seeing our tracks in the same MediaStream.
+        for pad in new_webrtcbin.sink_pads() {
+            if pad.find_property("msid").is_some() {
+                pad.set_property("msid", &stream_id);
+            }
+        }
+        self.apply_ice_servers(&ice_servers);
+        self.dispose_in_background(old_webrtcbin);
+        Ok(())
+    }
+
+    /// Takes a webrtcbin out of the element on a thread of its own (going to NULL can block
+    /// for seconds); stopping waits for it.
+    fn dispose_in_background(&self, webrtcbin: gst::Element) {
+        let obj = self.obj().clone();
+        let spawned =
+            std::thread::Builder::new().name("wilddog-teardown".into()).spawn(move || {
+                remove_child(obj.upcast_ref(), &webrtcbin);
+            });
+        match spawned {
+            Ok(handle) => lock(&self.state).disposals.push(handle),
+            Err(e) => gst::warning!(CAT, imp = self, "cannot start a teardown thread: {e}"),
+        }
+    }
+
+    /// Waits for the old peer connections being torn down (stopping).
+    pub(super) fn join_disposals(&self) {
+        let handles = std::mem::take(&mut lock(&self.state).disposals);
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+
+    /// A remote stream of a new peer connection whose src pad exists already: into the
+    /// decoder that feeds it (a new decoder behind the same pad when the codec changed).
+    /// Whether the stream was taken.
+    pub(super) fn continue_remote_stream(
+        &self,
+        webrtcbin: &gst::Element,
+        pad: &gst::Pad,
+        caps: &gst::CapsRef,
+        kind: StreamKind,
+    ) -> bool {
+        let prefix = if kind == StreamKind::Video { "video" } else { "audio" };
+        let current = {
+            let st = lock(&self.state);
+            let Some(m) = st.media.as_ref().filter(|m| &m.webrtcbin == webrtcbin) else {
+                return false;
+            };
+            m.decoders.iter().find(|d| d.name().starts_with(prefix)).cloned()
+        };
+        let Some(decoder) = current else { return false };
+        let Some(sink) = decoder.static_pad("sink") else { return false };
+        if sink.is_linked() {
+            return false;
+        }
+        let encoding = |caps: &gst::CapsRef| {
+            caps.structure(0).and_then(|s| s.get::<String>("encoding-name").ok())
+        };
+        let same_codec = sink.current_caps().is_none_or(|c| encoding(&c) == encoding(caps));
+        if same_codec {
+            return match pad.link(&sink) {
+                Ok(_) => {
+                    gst::debug!(CAT, imp = self, "the new {prefix} stream goes on in its decoder");
+                    true
+                }
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "cannot link the new {prefix} stream: {e}");
+                    false
+                }
+            };
+        }
+        self.replace_decoder(pad, caps, kind, &decoder)
+    }
+
+    /// The peer sends another codec after a restart: a new decoder behind the same src pad.
+    fn replace_decoder(
+        &self,
+        pad: &gst::Pad,
+        caps: &gst::CapsRef,
+        kind: StreamKind,
+        old: &gst::Bin,
+    ) -> bool {
+        let obj = self.obj();
+        let name = if kind == StreamKind::Video { "video_src" } else { "audio_src" };
+        let Some(ghost) = obj.static_pad(name).and_then(|p| p.downcast::<gst::GhostPad>().ok())
+        else {
+            return false;
+        };
+        let Ok((decoder, _)) = media::decoder_bin(caps) else { return false };
+        let serial = lock(&self.state).media_serial;
+        decoder.set_property("name", format!("{}-{serial}", decoder.name()));
+        if obj.add(&decoder).is_err() {
+            return false;
+        }
+        let _ = decoder.sync_state_with_parent();
+        let (Some(sink), Some(src)) = (decoder.static_pad("sink"), decoder.static_pad("src"))
+        else {
+            return false;
+        };
+        self.count_remote_packets(&sink);
+        self.watch_decoded(&src, &ghost, kind);
+        if pad.link(&sink).is_err() || ghost.set_target(Some(&src)).is_err() {
+            remove_child(obj.upcast_ref(), &decoder);
+            return false;
+        }
+        {
+            let mut st = lock(&self.state);
+            if let Some(m) = st.media.as_mut() {
+                m.decoders.retain(|d| d != old);
+                m.decoders.push(decoder.clone());
+            }
+        }
+        remove_child(obj.upcast_ref(), old);
+        gst::info!(CAT, imp = self, "the peer sends {caps} after the restart: new decoder");
+        true
+    }
 }
