@@ -76,6 +76,14 @@
 
   // Frames queued while the socket is down; beyond this the oldest are dropped.
   var MAX_QUEUED_FRAMES = 500;
+  // Interruptions, as the Rust clients (signaling/call): a `disconnected` ICE state lasting
+  // this long is a lost path; a restart that did not bring it back is made again after
+  // RESTART_RETRY_MS; a `restartice` this soon after one answered by a resync asks for an
+  // ICE restart; refused resumes are retried after these delays.
+  var PATH_LOSS_GRACE_MS = 2000;
+  var RESTART_RETRY_MS = 4000;
+  var REPEATED_RESTART_MS = 10000;
+  var RESUME_RETRY_MS = [500, 1000, 2000, 4000, 8000];
 
   // The URL this file was loaded from, when known: the server that serves the SDK at
   // /sdk/wilddog-video.js is the one to talk to by default.
@@ -166,6 +174,11 @@
       out.push(entry);
     }
     return out;
+  }
+
+  /** The `a=fingerprint` lines of an SDP: which DTLS association it is for. */
+  function fingerprints(sdp) {
+    return (String(sdp).match(/^a=fingerprint:.*$/gm) || []).map(function (l) { return l.trim(); }).join('|');
   }
 
   /** The ICE servers for an incoming call: the call's own, else the connack's, with the TURN
@@ -503,6 +516,15 @@
     this._restartId = null;
     this._needRestart = false;
     this._sdpChain = Promise.resolve();
+    // Interruptions (docs/protocol-extensions.md, "Client behaviour"): a reconnect happened
+    // during the media; when the path was found lost; refused resumes retried so far; when a
+    // `restartice` was last answered by a resync.
+    this._reconnected = false;
+    this._pathLostAt = 0;
+    this._resumeRetries = 0;
+    this._resyncedAt = 0;
+    // Callee: an offer for a new peer connection is being applied to a new RTCPeerConnection.
+    this._renewing = false;
   }
   inherit(Conversation, Emitter);
 
@@ -709,6 +731,11 @@
       this._remoteMedia = (ev.streams && ev.streams[0]) || new MediaStream();
     }
     var media = this._remoteMedia;
+    // A renewed peer connection's track replaces the old one of its kind in the stream the
+    // application holds (its <video> goes on).
+    media.getTracks().forEach(function (t) {
+      if (t.kind === ev.track.kind && t !== ev.track) media.removeTrack(t);
+    });
     if (media.getTracks().indexOf(ev.track) < 0) media.addTrack(ev.track);
     if (!this.remoteStream) {
       var self = this;
@@ -721,17 +748,77 @@
   };
 
   Conversation.prototype._onIceState = function (state) {
+    var self = this;
     var log_ = this._client.options.debug;
     log(log_, 'ice', this.conversationId, state);
     if (state === 'connected' || state === 'completed') {
+      this._clearTimer('disconnected');
       if (this.status === S_ACCEPTED) {
         this.status = S_CONNECTED;
         this._clearTimer('connect');
       }
+      if (this._pathLostAt) {
+        log(log_, 'media path back after', Date.now() - this._pathLostAt, 'ms');
+        this._pathLostAt = 0;
+        this._clearTimer('path');
+        this._clearTimer('restart');
+      }
       this._startStats();
+    } else if (state === 'disconnected') {
+      // Browsers flap through `disconnected`; a path still gone after a moment is lost.
+      if (this.status === S_CONNECTED) {
+        this._startTimer('disconnected', PATH_LOSS_GRACE_MS, function () { self._pathLost(); });
+      }
     } else if (state === 'failed') {
-      this._fail(makeError('CONVERSATION_TIMEOUT', 'ICE failed'), true);
+      if (this.status === S_CONNECTED) this._pathLost();
+      else if (this.status === S_ACCEPTED) this._fail(makeError('CONVERSATION_CONNECT_FAILED', 'ICE failed'), true);
     }
+  };
+
+  /** Whether the media is connected and its path not lost. */
+  Conversation.prototype._mediaHealthy = function () {
+    var ice = this._pc && this._pc.iceConnectionState;
+    return this.status === S_CONNECTED && !this._pathLostAt && (ice === 'connected' || ice === 'completed');
+  };
+
+  /** The path of a connected call is lost: restart ICE until it is back, or give up with
+   * CONVERSATION_CONNECT_FAILED (41004) after the connect timeout. */
+  Conversation.prototype._pathLost = function () {
+    var self = this;
+    if (this._pathLostAt || this.status !== S_CONNECTED) return;
+    this._pathLostAt = Date.now();
+    log(this._client.options.debug, 'media path lost: restarting ICE');
+    this._startTimer('path', this._client.options.timeouts.connect, function () {
+      self._fail(makeError('CONVERSATION_CONNECT_FAILED', 'the media path did not come back'), true);
+    });
+    this._iceRestart();
+  };
+
+  /** Caller: an offer with an ICE restart; callee: `restartice`. Again after RESTART_RETRY_MS
+   * while the path is lost. */
+  Conversation.prototype._iceRestart = function () {
+    var self = this;
+    if (this.status === S_CLOSED) return;
+    if (this.isCaller) this._sendOffer('restart');
+    else this._client._send({ type: 'restartice', cid: this.conversationId, to: this.remoteUid, msg: {} });
+    this._startTimer('restart', RESTART_RETRY_MS, function () {
+      if (self._pathLostAt) self._iceRestart();
+    });
+  };
+
+  /** Callee: replaces the RTCPeerConnection by a new one (same local tracks, same remote
+   * stream for the application) for an offer from a peer that restarted on a new peer
+   * connection. */
+  Conversation.prototype._renewPeer = function () {
+    var old = this._pc;
+    if (old) {
+      old.onicecandidate = old.ontrack = old.oniceconnectionstatechange = null;
+      try { old.close(); } catch (e) { /* closed */ }
+    }
+    this._pc = null;
+    this._lastStats = null;
+    log(this._client.options.debug, 'new peer connection for a restart', this.conversationId);
+    return this._createPeer();
   };
 
   /** Video sender settings from the local stream: the send cap (maxBitrateBps, kbps) and
@@ -780,19 +867,23 @@
     return this._sdpChain;
   };
 
-  /** Caller: create and send an offer (an ICE restart when `restart`). */
-  Conversation.prototype._sendOffer = function (restart) {
+  /** Caller: create and send an offer. `kind`: `first`; `resync` (after a reconnect while the
+   * media is healthy: a new offer on the same transport, which a GStreamer callee answers
+   * with its current answer, touching no media); `restart` (an ICE restart). Both of the
+   * latter carry a `restartId`. */
+  Conversation.prototype._sendOffer = function (kind) {
     var self = this;
+    var restart = kind === 'restart';
     return this._chain(function () {
       var pc = self._pc;
       if (!pc) return;
       if (pc.signalingState !== 'stable') {
         // An offer is in flight: restart once its answer is in.
-        if (restart) self._needRestart = true;
+        if (kind !== 'first') self._needRestart = self._needRestart || kind;
         return;
       }
-      var restartId = restart ? newId() : null;
-      if (restart) self._restartId = restartId;
+      var restartId = kind === 'first' ? null : newId();
+      if (restartId) self._restartId = restartId;
       return pc.createOffer(restart ? { iceRestart: true } : {}).then(function (offer) {
         if (self._pc !== pc) return;
         return pc.setLocalDescription(offer).then(function () {
@@ -834,7 +925,7 @@
         this._startTimer('connect', this._client.options.timeouts.connect, function () {
           self._fail(makeError('CONVERSATION_CONNECT_FAILED', 'media did not connect in time'), true);
         });
-        this._sendOffer(false);
+        this._sendOffer('first');
         return;
       case 'reject':
       case 'busy':
@@ -845,10 +936,19 @@
         return;
       case 'offer':
         if (this.isCaller || !this._pc || typeof msg.sdp !== 'string') return;
+        // A peer that restarted on a new peer connection (a GStreamer endpoint does) offers a
+        // new DTLS fingerprint: answer it from a new RTCPeerConnection too. The browser could
+        // follow in place, but would send its DTLS handshake for the new association over the
+        // old, dead path first and retry only seconds later. Candidates that come meanwhile
+        // wait for it.
+        var renew = this._pc.remoteDescription && fingerprints(this._pc.remoteDescription.sdp) !== fingerprints(msg.sdp);
+        if (renew) this._renewing = true;
         this._chain(function () {
           var pc = self._pc;
           if (!pc) return;
+          if (renew) pc = self._renewPeer();
           return pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }).then(function () {
+            self._renewing = false;
             self._addPendingCandidates();
             return pc.createAnswer();
           }).then(function (answer) {
@@ -872,8 +972,9 @@
           return pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).then(function () {
             self._addPendingCandidates();
             if (self._needRestart) {
+              var again = self._needRestart;
               self._needRestart = false;
-              self._sendOffer(true);
+              self._sendOffer(again);
             }
           });
         });
@@ -883,7 +984,7 @@
         if (!line) return; // end of candidates
         var init = { candidate: line, sdpMid: msg.sdpMid != null ? msg.sdpMid : null, sdpMLineIndex: msg.sdpMLineIndex != null ? msg.sdpMLineIndex : null };
         if (init.sdpMid == null && init.sdpMLineIndex == null) init.sdpMLineIndex = 0;
-        if (this._pc && this._pc.remoteDescription) {
+        if (this._pc && this._pc.remoteDescription && !this._renewing) {
           this._pc.addIceCandidate(init).catch(function (e) { warn('addIceCandidate failed:', e.message); });
         } else if (this.status !== S_CLOSED && this._pendingCandidates.length < 200) {
           this._pendingCandidates.push(init);
@@ -896,17 +997,69 @@
         this._emit('closed');
         return;
       case 'restartice':
-        if (this.isCaller && this._pc) this._sendOffer(true);
+        if (!this.isCaller || !this._pc) return;
+        // A resync first while our media is healthy (the callee may only have reconnected);
+        // asked again soon after, the callee's path is lost: restart ICE.
+        if (this._mediaHealthy() && Date.now() - this._resyncedAt > REPEATED_RESTART_MS) {
+          this._resyncedAt = Date.now();
+          this._sendOffer('resync');
+        } else {
+          this._resyncedAt = 0;
+          this._sendOffer('restart');
+        }
         return;
       default:
     }
   };
 
-  /** After a new connack: bring the media path back with an ICE restart. */
+  /** After a new connack: `resume` the conversation (the server binds it to this socket, or
+   * re-creates it after a restart of its own), then re-offer (caller: an ICE restart if the
+   * path is not healthy, else a resync) or ask for one (callee: `restartice`). */
   Conversation.prototype._onReconnected = function () {
     if (!this._pc || (this.status !== S_ACCEPTED && this.status !== S_CONNECTED)) return;
-    if (this.isCaller) this._sendOffer(true);
+    this._reconnected = true;
+    this._resumeRetries = 0;
+    this._clearTimer('resume');
+    this._resume();
+  };
+
+  Conversation.prototype._resume = function () {
+    if (this.status === S_CLOSED) return;
+    this._client._send({
+      type: 'resume',
+      cid: this.conversationId,
+      to: this.remoteUid,
+      msg: { role: this.isCaller ? 'caller' : 'callee' }
+    });
+    if (this.isCaller) this._sendOffer(this._mediaHealthy() ? 'resync' : 'restart');
     else this._client._send({ type: 'restartice', cid: this.conversationId, to: this.remoteUid, msg: {} });
+  };
+
+  /** The server refused a frame of this conversation (`not_party`: the conversation is still
+   * held by our old, half-open socket; `unknown_conversation`): after a reconnect, `resume`
+   * and restart again with backoff; when the last retry is refused too, the call is over. */
+  Conversation.prototype._onRefused = function (code) {
+    var self = this;
+    if (!this._reconnected) {
+      // Not after a reconnect: the server does not know our call any more (it ended while
+      // we were away).
+      if (code === 'unknown_conversation') {
+        this._teardown();
+        this._emit('closed');
+      }
+      return;
+    }
+    if (this._timers.resume) return;
+    if (this._resumeRetries >= RESUME_RETRY_MS.length) {
+      this._teardown();
+      this._emit('closed');
+      return;
+    }
+    this._startTimer('resume', RESUME_RETRY_MS[this._resumeRetries], function () {
+      delete self._timers.resume;
+      self._resumeRetries++;
+      self._resume();
+    });
   };
 
   Conversation.prototype._startStats = function () {
@@ -1212,12 +1365,9 @@
       case 'error':
         warn('server refused a frame:', msg.code, msg.reason, msg.ref ? '(' + msg.ref + ')' : '');
         this._emit('server_error', { cid: frame.cid, code: msg.code, reason: msg.reason, ref: msg.ref });
-        // The server no longer knows our conversation (the peer left while we were away):
-        // it is over.
         var cur = this._conversation;
-        if (cur && msg.code === 'unknown_conversation' && frame.cid === cur.conversationId && cur.status !== S_CLOSED) {
-          cur._teardown();
-          cur._emit('closed');
+        if (cur && (msg.code === 'unknown_conversation' || msg.code === 'not_party') && frame.cid === cur.conversationId && cur.status !== S_CLOSED) {
+          cur._onRefused(msg.code);
         }
         return;
       case 'accept':

@@ -273,7 +273,7 @@ describe('our SDK, browser ↔ browser through our server', () => {
 
   // The server keeps a lost party's live conversations for its reconnect grace (10 s,
   // docs/signaling-server.md): the SDK comes back on a new socket and re-offers on the same cid.
-  it('a live call survives the caller\'s socket drop: re-offer with an ICE restart after the new connack', async () => {
+  it('a live call survives the caller\'s socket drop: resume, then a re-offer with a restartId after the new connack', async () => {
     const a = await user('caller', { proxy: true });
     const b = await user('callee', { proxy: true });
     await b.page.evaluate(() => (T.onCalled = 'accept'));
@@ -293,6 +293,12 @@ describe('our SDK, browser ↔ browser through our server', () => {
       return null;
     })();
     assert.ok(restart, 'an offer with restartId after the new connack');
+    // `resume` first (docs/protocol-extensions.md), for the connection the offer goes on.
+    const out = a.page.signaling.parsed('out').filter((x) => x && typeof x === 'object');
+    const resumeAt = out.findIndex((x) => x.type === 'resume');
+    const offerAt = out.findIndex((x) => x.type === 'offer' && x.msg.restartId === restart.msg.restartId);
+    assert.ok(resumeAt >= 0 && resumeAt < offerAt, `resume before the re-offer: ${out.map((x) => x.type).join(', ')}`);
+    assert.deepEqual(out[resumeAt], { type: 'resume', cid: restart.cid, to: b.uid, msg: { role: 'caller' } });
     const answered = await (async () => {
       const deadline = Date.now() + 5000;
       while (Date.now() < deadline) {

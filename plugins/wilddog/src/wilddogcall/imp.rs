@@ -197,6 +197,9 @@ struct State {
     path: restart::PathWatch,
     /// Threads tearing down peer connections replaced by a restart.
     disposals: Vec<std::thread::JoinHandle<()>>,
+    /// Sending chains (src pad) and the sink pads of a restart's new peer connection they go
+    /// to once it connects.
+    held_senders: Vec<(gst::Pad, gst::Pad)>,
 }
 
 #[derive(Debug, Default)]

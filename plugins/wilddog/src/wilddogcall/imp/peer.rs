@@ -179,8 +179,8 @@ impl WilddogCall {
         gst::debug!(CAT, imp = self, "connection state {state:?}");
         match state {
             gst_webrtc::WebRTCPeerConnectionState::Connected => {
-                self.force_keyframe();
                 self.path_connected();
+                self.force_keyframe();
                 self.input(Input::MediaConnected);
             }
             // A connected call's path is dying: the state machine restarts ICE.

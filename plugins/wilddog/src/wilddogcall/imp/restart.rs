@@ -87,11 +87,26 @@ impl WilddogCall {
         }
     }
 
-    /// The current peer connection connected (ICE and DTLS): silence counts from now.
+    /// The current peer connection connected (ICE and DTLS): silence counts from now, and
+    /// the sending chains held back by a restart go to it.
     pub(super) fn path_connected(&self) {
-        let mut st = lock(&self.state);
-        st.path.active_at = Some(Instant::now());
-        st.path.lost = false;
+        let held = {
+            let mut st = lock(&self.state);
+            st.path.active_at = Some(Instant::now());
+            st.path.lost = false;
+            std::mem::take(&mut st.held_senders)
+        };
+        let current = self.webrtcbin();
+        for (src, sink) in held {
+            // Pads of a peer connection replaced or torn down meanwhile stay apart.
+            if sink.parent_element() != current || src.is_linked() {
+                continue;
+            }
+            // The first frame through is a key frame (media::video_encoder_bin).
+            if let Err(e) = src.link(&sink) {
+                gst::warning!(CAT, imp = self, "cannot give the new connection our media: {e}");
+            }
+        }
     }
 
     /// Counts the RTP packets of a remote stream (into its decoder), for [`Self::check_path`].
@@ -189,6 +204,17 @@ impl WilddogCall {
             lock(&self.state).media = Some(old);
             return Err(e);
         }
+        // The sending chains wait until the new connection is up: until DTLS connects,
+        // webrtcbin holds what it is given (and with it the chain's thread), and a connection
+        // that never comes up would hold it for good, so that the next attempt could not
+        // take the chains back. Nothing went through yet: they come off at once.
+        let mut held = Vec::new();
+        for src in &senders {
+            if let Some(sink) = src.peer() {
+                let _ = src.unlink(&sink);
+                held.push((src.clone(), sink));
+            }
+        }
         let Media { webrtcbin: old_webrtcbin, stream_id, decoders, src_pads, .. } = old;
         let new_webrtcbin = {
             let mut st = lock(&self.state);
@@ -198,7 +224,9 @@ impl WilddogCall {
             m.decoders = decoders;
             m.src_pads = src_pads;
             m.stream_id = stream_id.clone();
-            m.webrtcbin.clone()
+            let webrtcbin = m.webrtcbin.clone();
+            st.held_senders = held;
+            webrtcbin
         };
         // The peer keeps seeing our tracks in the same MediaStream.
         for pad in new_webrtcbin.sink_pads() {
