@@ -163,39 +163,35 @@ async fn pairs_between(
     pairs: usize,
     config: &ServerConfig,
 ) -> (Vec<(Ws, String, String)>, Vec<Ws>) {
+    let mut opened = Vec::new();
+    for p in 0..pairs {
+        let (caller_uid, callee_uid) = (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
+        let caller = open(a, &caller_uid, config).await;
+        let callee = open(b, &callee_uid, config).await;
+        opened.push((caller, callee, caller_uid, callee_uid));
+    }
+    // The callees' presence reaches Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
-    for p in 0..pairs {
-        let (caller_uid, callee_uid) =
-            (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
-        let mut caller = open(a, &caller_uid, config).await;
-        let mut callee = open(b, &callee_uid, config).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    for (p, (mut caller, mut callee, caller_uid, callee_uid)) in opened.into_iter().enumerate() {
         let cid = format!("{label}-{p}");
-        let mut rung = false;
-        for _ in 0..50 {
-            caller
-                .send(Message::text(
-                    json!({"type": "call", "cid": cid, "to": callee_uid, "msg": {}}).to_string(),
-                ))
-                .await
-                .unwrap();
-            let got = next_json(&mut caller);
-            let seen = tokio::time::timeout(Duration::from_millis(20), got).await;
-            match seen {
-                // The callee's presence is not in Redis yet: try again.
-                Ok(v) if v["type"] == "unreachable" => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok(v) => panic!("unexpected {v}"),
-                Err(_) => {
-                    rung = true;
+        let call = json!({"type": "call", "cid": cid, "to": callee_uid, "msg": {}}).to_string();
+        caller.send(Message::text(call.clone())).await.unwrap();
+        loop {
+            tokio::select! {
+                v = next_json(&mut callee) => {
+                    assert_eq!(v["type"], "call", "{v}");
                     break;
+                }
+                v = next_json(&mut caller) => {
+                    // Not in Redis yet: call again.
+                    assert_eq!(v["type"], "unreachable", "{v}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    caller.send(Message::text(call.clone())).await.unwrap();
                 }
             }
         }
-        assert!(rung, "{callee_uid} never reachable");
-        assert_eq!(next_json(&mut callee).await["type"], "call");
         callee
             .send(Message::text(
                 json!({"type": "accept", "cid": cid, "to": caller_uid, "msg": {}}).to_string(),
