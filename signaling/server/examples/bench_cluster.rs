@@ -165,7 +165,8 @@ async fn pairs_between(
 ) -> (Vec<(Ws, String, String)>, Vec<Ws>) {
     let mut opened = Vec::new();
     for p in 0..pairs {
-        let (caller_uid, callee_uid) = (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
+        let (caller_uid, callee_uid) =
+            (format!("{label}-caller-{p}"), format!("{label}-callee-{p}"));
         let caller = open(a, &caller_uid, config).await;
         let callee = open(b, &callee_uid, config).await;
         opened.push((caller, callee, caller_uid, callee_uid));

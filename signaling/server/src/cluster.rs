@@ -166,10 +166,18 @@ impl Record {
     }
 }
 
-/// Compare-and-set of a record's home: `home` becomes ARGV[2] if it is ARGV[1]; the record
-/// as it is afterwards (empty if there is none).
+/// Compare-and-set of a record's home: `home` becomes ARGV[2] if it is ARGV[1]. A record
+/// that does not exist is created from ARGV[4..7] (caller, caller_uid, callee, callee_uid)
+/// if they are given: a live call whose home died before it wrote the record. Returns the
+/// record as it is afterwards (empty if there is none).
 const ADOPT_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], 'home') == ARGV[1] then
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[1], 'home', ARGV[2], 'caller', ARGV[4], 'caller_uid', ARGV[5],
+      'callee', ARGV[6], 'callee_uid', ARGV[7])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+elseif redis.call('HGET', KEYS[1], 'home') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'home', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
@@ -374,17 +382,22 @@ impl Cluster {
         Ok(Record::from_hash(&h))
     }
 
-    /// Makes this node the home of `cid` if its home is still `dead`; the record afterwards.
+    /// Makes this node the home of `cid` if its home is still `dead` (or, when there is no
+    /// record and `missing` gives the parties, creates it); the record afterwards.
     pub async fn claim_home(
         &self,
         shared: &Shared,
-        app: &str,
-        cid: &str,
+        (app, cid): (&str, &str),
         dead: NodeId,
+        missing: Option<&RecordFields>,
     ) -> Result<Option<Record>, ()> {
         let script = redis::Script::new(ADOPT_SCRIPT);
         let mut inv = script.prepare_invoke();
         inv.key(record_key(app, cid)).arg(dead).arg(self.node).arg(RECORD_TTL.as_millis() as u64);
+        match missing {
+            Some(f) => inv.arg(f.caller).arg(&*f.caller_uid).arg(f.callee).arg(&*f.callee_uid),
+            None => inv.arg("").arg("").arg("").arg(""),
+        };
         let mut c = self.connection(shared).await.ok_or(())?;
         let r: redis::RedisResult<HashMap<String, String>> =
             match tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut c)).await {
@@ -710,9 +723,16 @@ pub(crate) async fn node_dead(shared: &Arc<Shared>, node: NodeId) {
     tracing::info!(node, "node gone: its parties wait the reconnect grace, its calls are adopted");
     let now = std::time::Instant::now();
     shared.route(|r| r.node_dead(node, now));
-    let links = shared.hub_links_to(node);
-    for (conn, app, cid, peer) in links {
-        adopt_or_link(shared, cluster, conn, (&app, &cid, &*peer), node).await;
+    for link in shared.hub_links_to(node) {
+        // A callee that accepted here knows the call is live, record or not.
+        let missing = link.accepted_callee.as_ref().map(|me| RecordFields {
+            caller: 0,
+            caller_uid: link.peer.clone(),
+            callee: link.conn,
+            callee_uid: me.clone(),
+        });
+        let what = (&*link.app, &*link.cid, &*link.peer);
+        adopt_or_link(shared, cluster, link.conn, what, node, missing.as_ref()).await;
     }
 }
 
@@ -724,9 +744,10 @@ async fn adopt_or_link(
     conn: ConnId,
     (app, cid, peer): (&str, &str, &str),
     dead: NodeId,
+    missing: Option<&RecordFields>,
 ) {
     let now = std::time::Instant::now();
-    match cluster.claim_home(shared, app, cid, dead).await {
+    match cluster.claim_home(shared, (app, cid), dead, missing).await {
         Ok(Some(rec)) if rec.home == cluster.node => {
             let p = &rec.parties;
             let caller = (cluster.adoptee(p.caller, dead), &*p.caller_uid);
@@ -775,7 +796,7 @@ pub(crate) async fn find_conversation(
         });
     } else if cluster.settled() {
         node_dead(shared, rec.home).await;
-        adopt_or_link(shared, cluster, conn, (app, cid, peer), rec.home).await;
+        adopt_or_link(shared, cluster, conn, (app, cid, peer), rec.home, None).await;
     }
 }
 

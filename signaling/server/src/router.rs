@@ -174,9 +174,21 @@ pub enum Adoptee {
     Gone,
 }
 
-/// A conversation of a local connection homed on another node: (connection, app, cid,
-/// the other party's uid).
-pub type LinkedConversation = (ConnId, Arc<str>, Arc<str>, Arc<str>);
+/// A conversation of a local connection homed on another node ([`Router::links_to`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkedConversation {
+    /// The local connection.
+    pub conn: ConnId,
+    /// Its app.
+    pub app: Arc<str>,
+    /// The conversation.
+    pub cid: Arc<str>,
+    /// The other party's uid.
+    pub peer: Arc<str>,
+    /// The local connection's uid when it is the callee and accepted the call here: the
+    /// conversation is live even if its home died before it wrote the record.
+    pub accepted_callee: Option<Arc<str>>,
+}
 
 /// A conversation of a local connection whose router is on another node.
 #[derive(Debug)]
@@ -185,6 +197,9 @@ struct Link {
     home: NodeId,
     /// The other party's uid.
     peer: Arc<str>,
+    /// The local connection was rung (it is the callee) and sent its `accept`.
+    rung: bool,
+    accepted: bool,
 }
 
 #[derive(Debug)]
@@ -684,13 +699,19 @@ impl Router {
         // A probed connection that speaks is alive: the claim on its conversation fails.
         let mut out = self.probe_answered(conn);
         if let Some(home) = self.linked_home(conn, &frame) {
-            if let ClientFrame::Conversation {
-                cid,
-                body: Body::Bye(_) | Body::Reject(_) | Body::Busy(_),
-                ..
-            } = &frame
-            {
-                self.unlink(conn, cid);
+            match &frame {
+                ClientFrame::Conversation {
+                    cid,
+                    body: Body::Bye(_) | Body::Reject(_) | Body::Busy(_),
+                    ..
+                } => self.unlink(conn, cid),
+                ClientFrame::Conversation { cid, body: Body::Accept(_), .. } => {
+                    let links = self.links.get_mut(&conn).into_iter().flatten();
+                    for l in links.filter(|l| &*l.cid == cid) {
+                        l.accepted = true;
+                    }
+                }
+                _ => {}
             }
             self.effects.push(Effect::Forward { home, conn, frame });
             return self.divert(out);
@@ -778,7 +799,13 @@ impl Router {
         let links = self.links.entry(conn).or_default();
         match links.iter_mut().find(|l| &*l.cid == cid) {
             Some(l) => l.home = home,
-            None => links.push(Link { cid: Arc::from(cid), home, peer: Arc::from(peer) }),
+            None => links.push(Link {
+                cid: Arc::from(cid),
+                home,
+                peer: Arc::from(peer),
+                rung: false,
+                accepted: false,
+            }),
         }
     }
 
@@ -798,7 +825,13 @@ impl Router {
         for (conn, links) in &self.links {
             let Some(me) = self.connections.get(conn) else { continue };
             for l in links.iter().filter(|l| l.home == node) {
-                out.push((*conn, me.app.clone(), l.cid.clone(), l.peer.clone()));
+                out.push(LinkedConversation {
+                    conn: *conn,
+                    app: me.app.clone(),
+                    cid: l.cid.clone(),
+                    peer: l.peer.clone(),
+                    accepted_callee: (l.rung && l.accepted).then(|| me.uid.clone()),
+                });
             }
         }
         out.sort_unstable();
@@ -864,6 +897,13 @@ impl Router {
         match &frame {
             ServerFrame::Conversation { cid, from, body } => match body {
                 Body::Bye(_) | Body::Reject(_) | Body::Busy(_) => self.unlink(conn, cid),
+                Body::Call(_) => {
+                    self.link(conn, cid, home, from);
+                    let links = self.links.get_mut(&conn).into_iter().flatten();
+                    for l in links.filter(|l| &*l.cid == cid) {
+                        l.rung = true;
+                    }
+                }
                 _ => self.link(conn, cid, home, from),
             },
             ServerFrame::Error { cid: Some(cid), msg }

@@ -1145,6 +1145,10 @@ fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
             frame: frame("c1", "alice", Body::Accept(empty()))
         }]
     );
+    // The link knows bob accepted: the call is live even if its home dies unrecorded.
+    let links = r.links_to(B);
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].accepted_callee.as_deref(), Some("bob"));
     // An unknown cid must be looked up first.
     assert_eq!(
         r.needs_lookup(1, &frame("c9", "alice", cand(0))),
