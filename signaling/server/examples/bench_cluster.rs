@@ -73,6 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// A child: one node on 127.0.0.1 port 0, its address on stdout; runs until killed or stdin
 /// closes.
 fn node(redis_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut config = ServerConfig::from_toml_str(BENCH_CONFIG)?;
     let mut cluster = ClusterConfig::new(redis_url);
     cluster.node_ttl = Duration::from_millis(1000);

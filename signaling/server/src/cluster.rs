@@ -62,6 +62,11 @@ fn alive_key(node: NodeId) -> String {
     format!("wd:node:{node}")
 }
 
+/// Set by a node that left on purpose (drain), for a minute: it did not crash.
+fn left_key(node: NodeId) -> String {
+    format!("wd:left:{node}")
+}
+
 fn presence_key(app: &str, uid: &str) -> String {
     format!("wd:p:{app}:{uid}")
 }
@@ -205,7 +210,14 @@ pub(crate) struct Cluster {
     /// Redis failed since the index was last written: write it all again (a restarted
     /// Redis forgot it).
     stale_index: AtomicBool,
+    /// Frames forwarded to each node lately: a node that dies takes with it what it had not
+    /// handled yet (PUBLISH counts a receiver that is already dead but not yet noticed by
+    /// Redis), so these are handed to the conversations' new home when it dies.
+    recent: Mutex<HashMap<NodeId, VecDeque<(Instant, BusMsg)>>>,
 }
+
+/// Forwarded frames kept per destination node, at most.
+const RECENT_FORWARDS: usize = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -242,6 +254,7 @@ impl Cluster {
             node_ttl,
             left: AtomicBool::new(false),
             stale_index: AtomicBool::new(true),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -430,8 +443,39 @@ impl Cluster {
     pub async fn leave(&self, shared: &Shared) {
         self.left.store(true, Ordering::SeqCst);
         let mut pipe = redis::pipe();
-        pipe.del(alive_key(self.node)).ignore().srem("wd:nodes", self.node).ignore();
+        pipe.del(alive_key(self.node))
+            .ignore()
+            .srem("wd:nodes", self.node)
+            .ignore()
+            .cmd("SET")
+            .arg(left_key(self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(60_000)
+            .ignore();
         let _ = self.query::<()>(shared, pipe).await;
+    }
+
+    /// Keeps a frame forwarded to `to` for a while (see `recent`).
+    fn sent(&self, to: NodeId, msg: &BusMsg) {
+        if !matches!(msg, BusMsg::Forward { .. }) {
+            return;
+        }
+        let now = Instant::now();
+        let keep = self.node_ttl + Duration::from_secs(1);
+        let mut recent = lock(&self.recent);
+        let q = recent.entry(to).or_default();
+        while q.front().is_some_and(|(t, _)| now.duration_since(*t) > keep)
+            || q.len() >= RECENT_FORWARDS
+        {
+            q.pop_front();
+        }
+        q.push_back((now, msg.clone()));
+    }
+
+    /// The frames forwarded lately to `node`, which died.
+    fn take_recent(&self, node: NodeId) -> VecDeque<(Instant, BusMsg)> {
+        lock(&self.recent).remove(&node).unwrap_or_default()
     }
 
     /// Takes a bus message in: `None` if it was seen already (a batch sent again).
@@ -577,6 +621,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
                 if matches!(msg, BusMsg::Deliver { .. } | BusMsg::Forward { .. }) {
                     shared.metrics.cross_node_frames.inc();
                 }
+                cluster.sent(to, &msg);
             } else {
                 newly_stalled.entry(to).or_default().push_back((text, msg));
             }
@@ -589,6 +634,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
                         && matches!(msg, BusMsg::Deliver { .. } | BusMsg::Forward { .. })
                     {
                         shared.metrics.cross_node_frames.inc();
+                        cluster.sent(to, &msg);
                     }
                 }
             }
@@ -715,6 +761,12 @@ async fn resolve_dead(
 /// was home of that have a party here are adopted (here, or by the node that won the
 /// record), or end for the local party if the record is gone.
 pub(crate) async fn node_dead(shared: &Arc<Shared>, node: NodeId) {
+    node_gone(shared, node, false).await;
+}
+
+/// [`node_dead`]; `crashed`: it did not leave (its alive key expired), so the frames
+/// forwarded to it lately may have died with it and go to the new homes.
+async fn node_gone(shared: &Arc<Shared>, node: NodeId, crashed: bool) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
     if node == cluster.node {
         return;
@@ -733,6 +785,25 @@ pub(crate) async fn node_dead(shared: &Arc<Shared>, node: NodeId) {
         });
         let what = (&*link.app, &*link.cid, &*link.peer);
         adopt_or_link(shared, cluster, link.conn, what, node, missing.as_ref()).await;
+    }
+    // A node that crashed may have taken frames forwarded to it just before with it
+    // (PUBLISH counted it as a receiver): they go to the new homes again. A frame it had
+    // handled may arrive twice; the refusals of those the new home already has are dropped.
+    let replay = if crashed { cluster.take_recent(node) } else { VecDeque::new() };
+    lock(&cluster.recent).remove(&node);
+    if !replay.is_empty() {
+        tracing::debug!(node, frames = replay.len(), "forwarded frames handed to the new homes");
+    }
+    for (_, msg) in replay {
+        if let BusMsg::Forward { conn, frame, .. } = msg
+            && let Ok(frame) = ClientFrame::from_json(&frame)
+        {
+            shared.route(|r| {
+                let mut out = r.handle(conn, frame, now);
+                out.retain(|(to, f)| !(*to == conn && matches!(f, ServerFrame::Error { .. })));
+                out
+            });
+        }
     }
 }
 
@@ -929,7 +1000,10 @@ async fn heartbeat(shared: Arc<Shared>) {
                 *lock(&cluster.alive) = now_alive;
                 if cluster.settled() {
                     for node in gone {
-                        node_dead(&shared, node).await;
+                        // A node that left on purpose says so; one that did not crashed.
+                        let cmd = redis::cmd("EXISTS").arg(left_key(node)).to_owned();
+                        let left = cluster.query::<i64>(&shared, cmd).await.unwrap_or(1) > 0;
+                        node_gone(&shared, node, !left).await;
                     }
                     if !dead_members.is_empty() {
                         let cmd = redis::cmd("SREM").arg("wd:nodes").arg(dead_members).to_owned();
