@@ -176,9 +176,12 @@
     return out;
   }
 
-  /** The `a=fingerprint` lines of an SDP: which DTLS association it is for. */
+  /** The distinct `a=fingerprint` values of an SDP: which DTLS association it is for (a
+   * stopped section repeats none). */
   function fingerprints(sdp) {
-    return (String(sdp).match(/^a=fingerprint:.*$/gm) || []).map(function (l) { return l.trim(); }).join('|');
+    var seen = {};
+    (String(sdp).match(/^a=fingerprint:.*$/gm) || []).forEach(function (l) { seen[l.trim()] = true; });
+    return Object.keys(seen).sort().join('|');
   }
 
   /** The ICE servers for an incoming call: the call's own, else the connack's, with the TURN
@@ -806,9 +809,8 @@
     });
   };
 
-  /** Callee: replaces the RTCPeerConnection by a new one (same local tracks, same remote
-   * stream for the application) for an offer from a peer that restarted on a new peer
-   * connection. */
+  /** Replaces the RTCPeerConnection by a new one (same local tracks, same remote stream for
+   * the application) to follow a peer that restarted on a new peer connection. */
   Conversation.prototype._renewPeer = function () {
     var old = this._pc;
     if (old) {
@@ -861,7 +863,7 @@
     var self = this;
     this._sdpChain = this._sdpChain.then(fn).catch(function (e) {
       if (self.status === S_CLOSED) return;
-      warn('negotiation failed:', e);
+      warn('negotiation failed:', e && e.message ? e.name + ': ' + e.message : e);
       self._fail(makeError('CONVERSATION_CONNECT_FAILED', e && e.message), true);
     });
     return this._sdpChain;
@@ -873,6 +875,9 @@
    * latter carry a `restartId`. */
   Conversation.prototype._sendOffer = function (kind) {
     var self = this;
+    // The older boolean form: true, a re-offer.
+    if (kind === true) kind = 'resync';
+    else if (kind === false || kind === undefined) kind = 'first';
     var restart = kind === 'restart';
     return this._chain(function () {
       var pc = self._pc;
@@ -943,6 +948,10 @@
         // wait for it.
         var renew = this._pc.remoteDescription && fingerprints(this._pc.remoteDescription.sdp) !== fingerprints(msg.sdp);
         if (renew) this._renewing = true;
+        if (this._pathLostAt && this._timers.restart) {
+          // The caller's restart: give it its time before asking again.
+          this._startTimer('restart', RESTART_RETRY_MS, function () { if (self._pathLostAt) self._iceRestart(); });
+        }
         this._chain(function () {
           var pc = self._pc;
           if (!pc) return;
@@ -963,12 +972,25 @@
         return;
       case 'answer':
         if (!this.isCaller || !this._pc || typeof msg.sdp !== 'string') return;
+        // A callee that restarted on a new peer connection (a GStreamer endpoint does) answers
+        // with a new DTLS fingerprint. Firefox cannot follow a new fingerprint on its DTLS
+        // transport, and a browser that can keeps waiting on the old association: offer again
+        // from a new RTCPeerConnection (the callee answers that from a new one too).
+        var renewCaller = this._pc.remoteDescription && fingerprints(this._pc.remoteDescription.sdp) !== fingerprints(msg.sdp);
+        if (renewCaller) this._renewing = true;
         this._chain(function () {
           var pc = self._pc;
           if (!pc || pc.signalingState !== 'have-local-offer') return;
           // An answer to an older (restart) offer: ignore it. The original callee does not echo
           // restartId, so an answer without one is taken.
           if (msg.restartId != null && self._restartId != null && msg.restartId !== self._restartId) return;
+          if (renewCaller) {
+            self._renewPeer();
+            self._renewing = false;
+            self._needRestart = false;
+            self._sendOffer('restart');
+            return;
+          }
           return pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).then(function () {
             self._addPendingCandidates();
             if (self._needRestart) {
@@ -998,6 +1020,9 @@
         return;
       case 'restartice':
         if (!this.isCaller || !this._pc) return;
+        // Our own restart is under way (and made again if it fails): another one now would
+        // only start it over.
+        if (this._pathLostAt && this._timers.restart) return;
         // A resync first while our media is healthy (the callee may only have reconnected);
         // asked again soon after, the callee's path is lost: restart ICE.
         if (this._mediaHealthy() && Date.now() - this._resyncedAt > REPEATED_RESTART_MS) {

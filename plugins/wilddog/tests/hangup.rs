@@ -1,12 +1,14 @@
 //! Hang-up is prompt at every moment of a call: the callee hears `bye` (its `wilddog-closed`)
-//! within 100 ms of the caller's `close`, whatever the caller's webrtcbin is doing (being
-//! built, negotiating, connecting, connected).
+//! within 100 ms of the caller's hang-up — `close`, the pipeline stopped (as Ctrl-C does), or
+//! EOS from its sources — whatever the caller's webrtcbin is doing (being built, negotiating,
+//! connecting, connected).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Endpoint, EndpointConfig, Seen, TestServer};
+use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(15);
 /// Longest time from `close()` at the caller to `wilddog-closed` at the callee.
@@ -35,11 +37,27 @@ fn early_hangups_reach_the_callee_within_100_ms() {
         alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
         std::thread::sleep(Duration::from_millis(after_accepted_ms));
         let closed_at = Instant::now();
-        alice.call.close();
+        // Each way to hang up, in turn.
+        let how = match round % 3 {
+            0 => {
+                alice.call.close();
+                "close()"
+            }
+            1 => {
+                // Stopping blocks until the teardown is done; the bye must not wait for it.
+                let pipeline = alice.pipeline.clone();
+                std::thread::spawn(move || pipeline.set_state(gst::State::Null));
+                "pipeline to NULL"
+            }
+            _ => {
+                alice.pipeline.send_event(gst::event::Eos::new());
+                "EOS"
+            }
+        };
         bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
         let elapsed = closed_at.elapsed();
         println!(
-            "hang-up {after_accepted_ms} ms after ACCEPTED: closed at the callee after {elapsed:?}"
+            "hang-up ({how}) {after_accepted_ms} ms after ACCEPTED: closed at the callee after {elapsed:?}"
         );
         took.push((after_accepted_ms, elapsed));
         drop(alice);

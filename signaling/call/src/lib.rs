@@ -67,18 +67,19 @@
 //! re-offer). A restart comes in two weights:
 //!
 //! * **Resync**, while the media is healthy: the caller sends its current offer again (a new
-//!   `restartId`, the same SDP) with its candidates; a callee that gets an offer whose
-//!   transport (`a=ice-ufrag`, `a=ice-pwd`, `a=fingerprint`, the m-sections) is the one it
-//!   answered sends its answer again with its candidates. Nothing touches the media: an offer
-//!   or answer lost in the blip is delivered, and the peer learns that we are back.
+//!   `restartId`, the same SDP) with its candidates; a callee that gets the offer it answered
+//!   (the same text but for `o=`) sends its answer again with its candidates. Nothing touches
+//!   the media: an offer or answer lost in the blip is delivered, and the peer learns that we
+//!   are back. Another offer of the same transport (`a=ice-ufrag`, `a=ice-pwd`,
+//!   `a=fingerprint`, the m-sections' kinds) is a renegotiation, applied as it is.
 //! * **ICE restart**, when the path is lost ([`Input::MediaDisconnected`], or
 //!   [`Input::MediaFailed`] after the media had connected), or when the callee asks again
 //!   within [`REPEATED_RESTART_WINDOW`] of a resync: the caller gets
 //!   `CreateOffer { ice_restart: true }` (new ICE credentials and candidates; a media engine
 //!   that cannot restart in place makes a new peer connection), the callee sends `restartice`.
 //!   A callee that gets an offer whose transport changed applies it
-//!   ([`MediaAction::ApplyRemoteOffer`]; a media engine that cannot renegotiate makes a new
-//!   peer connection for it). An attempt that does not bring the media back
+//!   (`ApplyRemoteOffer { ice_restart: true }`; a media engine that cannot restart in place
+//!   makes a new peer connection for it). An attempt that does not bring the media back
 //!   ([`Input::MediaConnected`]) within [`RESTART_RETRY`] is made again; a path that does not
 //!   come back within [`CallConfig::connect_timeout`] ends the call with
 //!   [`WilddogError::ConnectFailed`] (and `bye`). A failed attempt never ends a call by itself.
@@ -436,6 +437,11 @@ pub enum MediaAction {
     ApplyRemoteOffer {
         /// The offer's SDP.
         sdp: String,
+        /// A later offer whose ICE credentials or DTLS fingerprint changed (the caller
+        /// restarted ICE, or made a new peer connection): a media engine that cannot restart
+        /// in place makes a new peer connection for it. False for the first offer and for a
+        /// renegotiation of the same transport.
+        ice_restart: bool,
     },
     /// Caller: set this answer as remote description.
     ApplyRemoteAnswer {
@@ -557,8 +563,10 @@ struct Conversation {
     /// Caller: the `restartId` of the offer whose answer is awaited; answers carrying
     /// another are stale.
     awaited_restart_id: Option<Value>,
-    /// Callee: the transport of the last offer applied, to tell a resync from a restart.
+    /// Callee: the transport of the last offer applied, to tell a restart from a
+    /// renegotiation, and its text (less `o=`), to tell a resync from either.
     remote_transport: Option<Vec<String>>,
+    remote_offer: Option<String>,
     /// Whether the media connected at least once.
     media_connected_once: bool,
     /// Since when the path is lost (the media reported it), until it comes back.
@@ -597,6 +605,7 @@ impl Conversation {
             sent_candidates: Vec::new(),
             awaited_restart_id: None,
             remote_transport: None,
+            remote_offer: None,
             media_connected_once: false,
             path_lost_since: None,
             restart_offer_pending: false,
@@ -993,6 +1002,11 @@ impl Endpoint {
     /// second request soon after means the callee's path is lost: restart ICE.
     fn restartice(&mut self, now: Instant) {
         let Some(conv) = &mut self.conversation else { return };
+        if conv.path_lost_since.is_some() && conv.restart_retry_at.is_some() {
+            // Our own restart is under way (and made again if it fails): another one now
+            // would only start it over.
+            return;
+        }
         let repeated =
             conv.resynced_restartice_at.is_some_and(|at| now < at + REPEATED_RESTART_WINDOW);
         if conv.media_healthy() && !repeated || conv.state == CallState::Connecting {
@@ -1185,18 +1199,27 @@ impl Endpoint {
             }
             Body::Offer(msg) if role == Role::Callee && state.has_media() => {
                 let transport = transport_of(&msg.sdp);
-                if conv.remote_transport.as_ref() == Some(&transport)
+                let same_transport = conv.remote_transport.as_ref() == Some(&transport);
+                let offer = without_origin(&msg.sdp);
+                if same_transport
+                    && conv.remote_offer.as_ref() == Some(&offer)
                     && conv.local_description.is_some()
                 {
                     // The offer we answered, again (the caller resyncs after a blip).
                     self.resend_answer(msg.restart_id);
                     return;
                 }
+                let ice_restart = conv.remote_transport.is_some() && !same_transport;
                 conv.remote_transport = Some(transport);
+                conv.remote_offer = Some(offer);
                 conv.local_description = None;
+                if conv.path_lost_since.is_some() {
+                    // The caller's restart: give it its time before asking again.
+                    conv.restart_retry_at = Some(now + RESTART_RETRY);
+                }
                 conv.restart_id = msg.restart_id;
                 conv.remote_description_applied = true;
-                self.media(MediaAction::ApplyRemoteOffer { sdp: msg.sdp });
+                self.media(MediaAction::ApplyRemoteOffer { sdp: msg.sdp, ice_restart });
                 self.flush_candidates();
             }
             Body::Answer(msg) if role == Role::Caller && state.has_media() => {
@@ -1266,20 +1289,31 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
 #[cfg(test)]
 mod tests;
 
-/// What identifies the transport of an SDP: its `a=ice-ufrag`, `a=ice-pwd` and
-/// `a=fingerprint` lines and its m-lines, in order. An ICE restart changes the credentials, a
-/// new peer connection the fingerprint too.
+/// What identifies the transport of an SDP: the kinds of its m-sections, in order, and the
+/// distinct values of its `a=ice-ufrag`, `a=ice-pwd` and `a=fingerprint` lines. An ICE restart
+/// changes the credentials, a new peer connection the fingerprint too. Not the m-lines' ports
+/// (Firefox puts its default candidate's port there in a re-offer of the same transport), nor
+/// which sections repeat the values (a stopped section has none).
 fn transport_of(sdp: &str) -> Vec<String> {
-    sdp.lines()
-        .map(str::trim)
-        .filter(|line| {
-            line.starts_with("a=ice-ufrag:")
-                || line.starts_with("a=ice-pwd:")
-                || line.starts_with("a=fingerprint:")
-                || line.starts_with("m=")
-        })
-        .map(str::to_owned)
-        .collect()
+    let mut kinds = Vec::new();
+    let mut values = std::collections::BTreeSet::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            kinds.push(format!("m={}", media.split(' ').next().unwrap_or_default()));
+        } else if line.starts_with("a=ice-ufrag:")
+            || line.starts_with("a=ice-pwd:")
+            || line.starts_with("a=fingerprint:")
+        {
+            values.insert(line.to_owned());
+        }
+    }
+    kinds.extend(values);
+    kinds
+}
+
+/// An SDP without its `o=` line (whose version a browser's every new offer increments).
+fn without_origin(sdp: &str) -> String {
+    sdp.lines().filter(|line| !line.starts_with("o=")).collect::<Vec<_>>().join("\n")
 }
 
 /// The `a=mid` value of each m-section of an SDP, in order (`None` for a section without one).

@@ -89,7 +89,9 @@ fn render(output: &Output) -> String {
                 "media offer".into()
             }
         }
-        Output::Media(MediaAction::ApplyRemoteOffer { sdp }) => format!("media apply-offer {sdp}"),
+        Output::Media(MediaAction::ApplyRemoteOffer { sdp, ice_restart }) => {
+            format!("media apply-offer {sdp}{}", if *ice_restart { " restart" } else { "" })
+        }
         Output::Media(MediaAction::ApplyRemoteAnswer { sdp }) => {
             format!("media apply-answer {sdp}")
         }
@@ -792,7 +794,7 @@ fn lost_path_restarts_ice_from_the_caller() {
         [
             "alice: send cid1->bob offer sdp=<o2> restart=1",
             "alice: send cid1->bob candidate index=0 mid=video0 candidate:a2",
-            "bob: media apply-offer <o2>",
+            "bob: media apply-offer <o2> restart",
             "bob: media candidate 0 candidate:a2",
         ]
     );
@@ -849,7 +851,7 @@ fn lost_path_at_the_callee_asks_for_a_restart_and_asks_again_until_it_comes() {
     w.run();
     assert_eq!(
         take_short(&mut w),
-        ["alice: send cid1->bob offer sdp=<o2> restart=2", "bob: media apply-offer <o2>"]
+        ["alice: send cid1->bob offer sdp=<o2> restart=2", "bob: media apply-offer <o2> restart"]
     );
     w.input("bob", Input::LocalAnswer { sdp: sdp("b2") });
     w.run();
@@ -880,9 +882,112 @@ fn callee_follows_a_restart_offer_whose_transport_changed() {
             }),
         },
     );
-    assert_eq!(take_short(&mut w), ["bob: media apply-offer <o9>"]);
+    assert_eq!(take_short(&mut w), ["bob: media apply-offer <o9> restart"]);
     w.input("bob", Input::LocalAnswer { sdp: sdp("a9") });
     assert_eq!(take_short(&mut w), [r#"bob: send cid1->alice answer sdp=<a9> restart="r9""#]);
+}
+
+#[test]
+fn both_sides_lose_the_path_one_restart_goes_on() {
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    w.input("alice", Input::MediaDisconnected);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.input("bob", Input::MediaDisconnected);
+    w.run();
+    // alice's restart is under way: bob's `restartice` does not start it over, and bob waits
+    // a whole retry period from the offer before asking again.
+    assert_eq!(
+        take_short(&mut w),
+        [
+            "alice: media offer restart",
+            "alice: send cid1->bob offer sdp=<o2> restart=1",
+            "bob: send cid1->alice restartice",
+            "bob: media apply-offer <o2> restart",
+        ]
+    );
+    w.advance(RESTART_RETRY - Duration::from_millis(1));
+    w.run();
+    w.expect(&[]);
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
+    w.run();
+    w.input("alice", Input::MediaConnected);
+    w.input("bob", Input::MediaConnected);
+    w.take();
+    w.advance(3600 * SECOND);
+    w.expect(&[]);
+}
+
+#[test]
+fn a_re_offer_of_the_same_transport_is_a_renegotiation_applied_in_place() {
+    // A browser's re-offer of the same transport (Firefox puts its default candidate's port
+    // in the m-line; a stopped transceiver changes a section): applied as it is, no restart.
+    let mut w = World::new();
+    connected_call_with_transports(&mut w);
+    let offer = sdp("o1").replace("m=video 9 ", "m=video 50123 ");
+    w.inject(
+        "bob",
+        ServerFrame::Conversation {
+            cid: "cid1".into(),
+            from: "alice".into(),
+            body: Body::Offer(SdpMsg {
+                sdp: offer,
+                restart_id: Some(5.into()),
+                ..SdpMsg::default()
+            }),
+        },
+    );
+    assert_eq!(
+        take_short(&mut w),
+        ["bob: media apply-offer v=0\r\nm=video 50123 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:o1>"]
+    );
+    // A stopped section carries no credentials: still the same transport.
+    let stopped =
+        format!("{}m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio1\r\na=inactive\r\n", sdp("o1"));
+    let mut with_audio = World::new();
+    with_audio.call("alice", "bob", "cid1");
+    with_audio.run();
+    with_audio.input("bob", Input::Accept);
+    with_audio.run();
+    let two = format!(
+        "{}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:o1\r\na=mid:audio1\r\n",
+        sdp("o1")
+    );
+    with_audio.input("alice", Input::LocalOffer { sdp: two });
+    with_audio.run();
+    with_audio.take();
+    with_audio.inject(
+        "bob",
+        ServerFrame::Conversation {
+            cid: "cid1".into(),
+            from: "alice".into(),
+            body: Body::Offer(SdpMsg { sdp: stopped, ..SdpMsg::default() }),
+        },
+    );
+    let applied = with_audio.take();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(
+        applied[0].starts_with("bob: media apply-offer") && !applied[0].ends_with(" restart"),
+        "{applied:?}"
+    );
+    // The same offer again but for its origin line: a resync.
+    let again =
+        format!("o=- 1 2 IN IP4 0.0.0.0\r\n{}", sdp("o1").replace("m=video 9 ", "m=video 50123 "));
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a1") });
+    w.take();
+    w.inject(
+        "bob",
+        ServerFrame::Conversation {
+            cid: "cid1".into(),
+            from: "alice".into(),
+            body: Body::Offer(SdpMsg {
+                sdp: again,
+                restart_id: Some(6.into()),
+                ..SdpMsg::default()
+            }),
+        },
+    );
+    assert_eq!(take_short(&mut w), ["bob: send cid1->alice answer sdp=<a1> restart=6"]);
 }
 
 #[test]

@@ -992,7 +992,9 @@ impl WilddogCall {
                 self.apply_ice_servers(&ice_servers);
             }
             MediaAction::CreateOffer { ice_restart } => self.offer_media(ice_restart),
-            MediaAction::ApplyRemoteOffer { sdp } => self.answer_media(&sdp),
+            MediaAction::ApplyRemoteOffer { sdp, ice_restart } => {
+                self.answer_media(&sdp, ice_restart)
+            }
             MediaAction::ApplyRemoteAnswer { sdp } => self.apply_answer(&sdp),
             MediaAction::AddRemoteCandidate { sdp_mline_index, candidate } => {
                 if candidate.is_empty() {

@@ -10,7 +10,7 @@
 //! and its remote streams decoded by the decoders that fed `video_src`/`audio_src`, which stay:
 //! the user's pipeline sees no pad go away. The caller makes one for
 //! `CreateOffer { ice_restart: true }`; the callee for an offer on a negotiated connection
-//! (the state machine hands over only offers whose transport changed). The old webrtcbin goes
+//! whose ICE credentials or fingerprint changed. The old webrtcbin goes
 //! to NULL on a thread of its own.
 //!
 //! The path is watched on the media worker: RTP packets counted into the decoders; a call
@@ -140,10 +140,10 @@ impl WilddogCall {
         self.create_offer(false);
     }
 
-    /// Callee: applies an offer, on a new peer connection when the current one negotiated
-    /// already (the state machine gives only offers whose transport changed).
-    pub(super) fn answer_media(&self, sdp: &str) {
-        if self.negotiated() && !self.rebuild_or_fail() {
+    /// Callee: applies an offer; one that restarts ICE on a negotiated peer connection goes
+    /// to a new one (a renegotiation of the same transport is applied in place).
+    pub(super) fn answer_media(&self, sdp: &str, ice_restart: bool) {
+        if ice_restart && self.negotiated() && !self.rebuild_or_fail() {
             return;
         }
         self.apply_offer(sdp);
