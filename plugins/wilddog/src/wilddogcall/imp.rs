@@ -380,7 +380,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("call-timeout")
             .nick("Call timeout")
-            .blurb("Milliseconds a call may ring unanswered (TIMEOUT), an incoming call may wait (41007), or an accepted call may take to connect (41004)")
+            .blurb("Milliseconds a call may ring unanswered (TIMEOUT), an incoming call may wait (41007), an accepted call may take to connect, or a lost media path may take to come back (41004)")
             .minimum(100)
             .default_value(DEFAULT_CALL_TIMEOUT_MS)
             .flags(ready)
