@@ -11,6 +11,8 @@
 // the caller restarts ICE, the callee answers from a new peer connection (new fingerprint),
 // and the SDK offers again from a new RTCPeerConnection (Firefox cannot follow a new
 // fingerprint in place), which the callee answers from a new one too.
+// And the original Web SDK (wilddog-video-call 2.4.1, in Chromium) as callee of a GStreamer
+// caller that restarts: it keeps its RTCPeerConnection and Chromium follows in place.
 // Both keep the call: the page decodes video again, no error, `closed` only at the end.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +22,7 @@ import { launchFirefox } from '../lib/firefox.js';
 import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
+import { openOriginalPage } from '../lib/original-sdk.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -212,6 +215,51 @@ for (const [name, launch] of [['Chromium', launchChromium], ['Firefox ESR', laun
     assert.ok(!bot.names().includes('error'), bot.describe());
     const pageEvents = await events(page);
     assert.ok(!pageEvents.some((e) => e.startsWith('error') || e === 'closed'), pageEvents.join(', '));
+    await page.close();
+  });
+});
+
+describe('ICE restart of a GStreamer caller to the original Web SDK (Chromium)', () => {
+  let server;
+  let browser;
+  const runners = [];
+  before(async () => {
+    server = await startServer();
+    browser = await launchChromium();
+  });
+  after(async () => {
+    for (const r of runners) await r.stop();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('the GStreamer caller loses its path and restarts on a new peer connection; the original SDK follows in place', async () => {
+    const pageUid = uniqueUid('original-callee');
+    const page = await openOriginalPage(browser, server, pageUid);
+    await waitEvent(page, 'connected');
+    await page.evaluate(() => T.preview());
+    await page.evaluate(() => (T.onCalled = 'accept'));
+    const uid = uniqueUid('restart-caller');
+    const runner = runPipeline('call-test.toml', server, ['--uid', uid, '--remote-uid', pageUid, '--hangup-after', '60'], {
+      label: `call-test ${uid}`,
+    });
+    runners.push(runner);
+    await waitEvent(page, 'accepted', { timeout: 20_000 });
+    // Its sender starts small; what it receives (our 640x480) comes at once.
+    await expectRemoteVideo(page, { width: 640, height: 480 });
+    const hole = blackHole(callPorts(runner.child.pid, Number(new URL(server.base).port)));
+    const t0 = Date.now();
+    try {
+      const took = await videoBack(page, t0, 20_000, runner);
+      console.log(`# original SDK: GStreamer-side restart: the page decodes video again ${took} ms after the black hole`);
+    } finally {
+      hole.clear();
+    }
+    await page.evaluate(() => T.conv.close());
+    const closed = await runner.waitEvent('closed', { timeout: 20_000 });
+    assert.equal(closed.reason, 'remote-hangup', runner.describe());
+    assert.ok(!runner.names().includes('error'), runner.describe());
+    assert.ok(!(await events(page)).some((e) => e.startsWith('error')), (await events(page)).join(', '));
     await page.close();
   });
 });
