@@ -5,9 +5,12 @@
 
 #![allow(clippy::new_without_default)]
 
+pub mod congestion;
 pub mod dtls;
+mod framerate;
 pub mod ice;
 pub mod media;
+pub mod recovery;
 pub mod sdp_reject;
 mod session;
 mod shared;

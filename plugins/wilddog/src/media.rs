@@ -116,7 +116,9 @@ pub fn video_rtp_caps(codec: VideoCodec, payload: u32) -> gst::Caps {
         .field("encoding-name", codec.encoding_name())
         .field("clock-rate", 90000i32)
         .field("payload", payload as i32)
-        .field("rtcp-fb-nack", true)
+        // Key frame requests, which the sending chain answers (the encoder gets them from
+        // rtpsession through the payloader). No `rtcp-fb-nack`: webrtcbin adds it, with the
+        // RTX payload type that answers it, on a transceiver with `do-nack`.
         .field("rtcp-fb-nack-pli", true)
         .field("rtcp-fb-ccm-fir", true)
         .build();
@@ -198,7 +200,7 @@ fn ghost(bin: &gst::Bin, first: &gst::Element, last: &gst::Element) -> Result<()
 }
 
 /// The video sending chain, raw video in, RTP out:
-/// `queue ! videoconvert ! videoscale ! videorate ! capsfilter ! <encoder> ! <payloader>`.
+/// `queue ! videoconvert ! videoscale ! <frame-rate limiter> ! capsfilter ! <encoder> ! <payloader>`.
 /// Returns the bin and its encoder (for bitrate changes and key frame requests).
 pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element), MediaError> {
     let bin = gst::Bin::with_name("video-encoder");
@@ -210,27 +212,14 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     set_str(&queue, "leaky", "downstream");
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
-    // `drop-only` with `max-rate`, not a fixed output rate: a fixed rate holds every frame
-    // until the next one arrives to decide whether to repeat it, a whole frame time (66 ms
-    // at 15 fps) added to the glass-to-glass latency (docs/benchmarks.md, "Calls").
-    let max_fps = params.max_fps.max(1);
-    let rate = make("videorate")?;
-    set_str(&rate, "drop-only", "true");
-    set_str(&rate, "max-rate", &max_fps.to_string());
-    // Decoded WebRTC video (an echo) and many live sources come without buffer durations,
-    // on which videorate asserts in this mode (gstvideorate.c: GST_BUFFER_DURATION_IS_VALID)
-    // and aborts the process. Such a buffer lasts one frame time of `max-fps`.
-    let frame_time = gst::ClockTime::SECOND / u64::from(max_fps);
-    if let Some(pad) = rate.static_pad("sink") {
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data
-                && buffer.duration().is_none()
-            {
-                buffer.make_mut().set_duration(frame_time);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
+    // A token bucket over the timestamps (crate::framerate), not `videorate`: a fixed output
+    // rate holds every frame until the next one arrives to decide whether to repeat it, a
+    // whole frame time (66 ms at 15 fps) added to the glass-to-glass latency, and `drop-only`
+    // dropped the frames of a stream at `max-fps` that came a little early (an echo sent 7
+    // to 11 fps of a 15 fps call back). Congestion control lowers its rate at run time.
+    let rate =
+        crate::framerate::FrameRateLimiter::new(FRAME_RATE, f64::from(params.max_fps.max(1)))
+            .upcast::<gst::Element>();
     let filter = gst::ElementFactory::make("capsfilter")
         .name(RAW_CAPS)
         .build()
@@ -289,8 +278,11 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
 }
 
 /// Name of the raw-video capsfilter of [`video_encoder_bin`], after which the codec's
-/// elements start.
-const RAW_CAPS: &str = "raw-caps";
+/// elements start; congestion control changes the size in its caps.
+pub const RAW_CAPS: &str = "raw-caps";
+/// Name of the frame-rate limiter of [`video_encoder_bin`] (a
+/// [`crate::framerate::FrameRateLimiter`]); congestion control changes its `max-fps`.
+pub const FRAME_RATE: &str = "frame-rate";
 
 /// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
 /// encoder first, the payloader last.
@@ -456,6 +448,103 @@ pub fn switch_video_codec(
     Ok((encoder, payloader))
 }
 
+/// URI of the transport-wide congestion control header extension (TWCC).
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// `caps` with `extmap-<id>` naming the TWCC header extension, so that webrtcbin offers it
+/// (`a=extmap:<id> …transport-wide-cc…`).
+pub fn with_twcc_extmap(mut caps: gst::Caps, id: u32) -> gst::Caps {
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        s.set(format!("extmap-{id}"), TWCC_URI);
+    }
+    caps
+}
+
+/// The id a description gives the TWCC header extension (its `a=extmap` lines, media-level
+/// or session-level), if it has it.
+pub fn twcc_extmap_id(sdp: &gst_sdp::SDPMessageRef) -> Option<u32> {
+    let parse = |value: Option<&str>| {
+        let (id, rest) = value?.split_once(' ')?;
+        let uri = rest.split_whitespace().next()?;
+        // `a=extmap:<id>[/<direction>] <uri>`
+        (uri == TWCC_URI).then(|| id.split('/').next()?.parse::<u32>().ok()).flatten()
+    };
+    sdp.medias()
+        .flat_map(|m| m.attributes().filter(|a| a.key() == "extmap").map(|a| parse(a.value())))
+        .chain(sdp.attributes().filter(|a| a.key() == "extmap").map(|a| parse(a.value())))
+        .flatten()
+        .next()
+}
+
+/// Makes a payloader write the TWCC header extension with `id` in every packet (rtpsession
+/// fills in the transport-wide sequence numbers), replacing any extension it wrote; `None`:
+/// none (the peer did not negotiate it).
+pub fn set_twcc_extension(payloader: &gst::Element, id: Option<u32>) {
+    if payloader.find_property("auto-header-extension").is_none() {
+        // Not a GstRTPBasePayload (1.20+): no header extensions.
+        return;
+    }
+    payloader.emit_by_name::<()>("clear-extensions", &[]);
+    let Some(id) = id.filter(|id| (1..=14).contains(id)) else { return };
+    match gst_rtp::RTPHeaderExtension::create_from_uri(TWCC_URI) {
+        Some(ext) => {
+            gst_rtp::prelude::RTPHeaderExtensionExt::set_id(&ext, id);
+            payloader.emit_by_name::<()>("add-extension", &[&ext]);
+        }
+        None => gst::warning!(
+            gst::CAT_DEFAULT,
+            obj = payloader,
+            "no TWCC header extension (rtpmanager of gst-plugins-good)"
+        ),
+    }
+}
+
+/// Sets a video encoder's target bitrate (vp8enc/vp9enc in bit/s, x264enc in kbit/s,
+/// openh264enc in bit/s), while it runs.
+pub fn set_video_bitrate(encoder: &gst::Element, kbps: u32) {
+    let name = encoder.factory().map(|f| f.name().to_string()).unwrap_or_default();
+    match name.as_str() {
+        "x264enc" => set_str(encoder, "bitrate", &kbps.to_string()),
+        "vp8enc" | "vp9enc" => set_str(encoder, "target-bitrate", &(kbps * 1000).to_string()),
+        _ => set_str(encoder, "bitrate", &(kbps * 1000).to_string()),
+    }
+}
+
+/// Sets the size and frame rate a running [`video_encoder_bin`] sends: the raw caps' size
+/// (videoscale scales to it; the encoder starts over with a key frame at the new size) and
+/// the frame-rate limiter's `max-fps`. Unchanged values are left alone.
+pub fn set_video_step(bin: &gst::Bin, width: u32, height: u32, fps: u32) {
+    if let Some(filter) = bin.by_name(RAW_CAPS) {
+        let caps = filter.property::<gst::Caps>("caps");
+        let current = caps.structure(0).map(|s| {
+            (s.get::<i32>("width").unwrap_or(0) as u32, s.get::<i32>("height").unwrap_or(0) as u32)
+        });
+        if current != Some((width, height)) {
+            let mut caps = caps.copy();
+            if let Some(s) = caps.make_mut().structure_mut(0) {
+                s.set("width", width as i32);
+                s.set("height", height as i32);
+            }
+            filter.set_property("caps", caps);
+        }
+    }
+    if let Some(limiter) = bin.by_name(FRAME_RATE) {
+        let fps = f64::from(fps.max(1));
+        if limiter.property::<f64>("max-fps") != fps {
+            limiter.set_property("max-fps", fps);
+        }
+    }
+}
+
+/// The Opus encoder of an [`audio_encoder_bin`].
+pub fn audio_encoder(bin: &gst::Bin) -> Option<gst::Element> {
+    bin.iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "opusenc"))
+}
+
 /// The audio sending chain, raw audio in, RTP out:
 /// `queue ! audioconvert ! audioresample ! opusenc ! rtpopuspay`.
 /// Makes a sending chain outlive its peer connections: what reaches its src pad while it is
@@ -568,6 +657,7 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
     let (depay, dec) = decoder_factory;
     let depay = make(depay)?;
     let dec = make(dec)?;
+    configure_loss_recovery(&depay, &dec, kind);
     if dec.find_property("threads").is_some() && kind == StreamKind::Video {
         set_str(&dec, "threads", "2");
     }
@@ -586,6 +676,35 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
     link_all(&bin, &refs)?;
     ghost(&bin, &chain[0], &chain[chain.len() - 1])?;
     Ok((bin, kind))
+}
+
+/// What a receiving chain does about lost packets (the jitterbuffer has given up on them:
+/// neither the packet nor its retransmission came in time).
+///
+/// Video: the depayloader asks for a key frame (PLI, through rtpsession) and drops what
+/// it cannot depayload until one comes, instead of handing the decoder frames whose
+/// references are gone; the decoder, on an error or a frame it marks corrupted, asks for
+/// one too (`automatic-request-sync-points`) and drops the corrupted frame rather than show
+/// garbage; decoder errors never end the stream (`max-errors=-1`). Audio: Opus decodes a
+/// lost packet from the in-band FEC of the next one (the jitterbuffer's lost-packet events,
+/// `do-lost`, which webrtcbin turns on), or conceals it.
+pub fn configure_loss_recovery(depay: &gst::Element, dec: &gst::Element, kind: StreamKind) {
+    match kind {
+        StreamKind::Video => {
+            set_str(depay, "request-keyframe", "true");
+            set_str(depay, "wait-for-keyframe", "true");
+            set_str(dec, "automatic-request-sync-points", "true");
+            set_str(dec, "discard-corrupted-frames", "true");
+            set_str(dec, "max-errors", "-1");
+            // One request per round trip or so is enough; a burst of losses must not become
+            // a burst of key frames (each costs several frames' worth of bits).
+            set_str(dec, "min-force-key-unit-interval", "300000000");
+        }
+        StreamKind::Audio => {
+            set_str(dec, "plc", "true");
+            set_str(dec, "use-inband-fec", "true");
+        }
+    }
 }
 
 /// Payload type that an SDP offers for an encoding name (case-insensitive), for the
@@ -787,6 +906,31 @@ pub fn set_video_bitrate_range(sdp: &mut gst_sdp::SDPMessageRef, min_kbps: u32, 
     }
 }
 
+/// Removes `a=rtcp-fb:<pt> transport-cc` from the m-sections that do not map the TWCC header
+/// extension: webrtcbin (1.22) puts it on every payload type, extension or not, and a
+/// description advertises only what is behind it.
+pub fn drop_unbacked_transport_cc(sdp: &mut gst_sdp::SDPMessageRef) {
+    let session_twcc = sdp
+        .attributes()
+        .any(|a| a.key() == "extmap" && a.value().is_some_and(|v| v.contains(TWCC_URI)));
+    for m in sdp.medias_mut() {
+        let twcc = session_twcc
+            || m.attributes()
+                .any(|a| a.key() == "extmap" && a.value().is_some_and(|v| v.contains(TWCC_URI)));
+        if twcc {
+            continue;
+        }
+        for idx in (0..m.attributes_len()).rev() {
+            let transport_cc = m.attribute(idx).is_some_and(|a| {
+                a.key() == "rtcp-fb" && a.value().is_some_and(|v| v.ends_with(" transport-cc"))
+            });
+            if transport_cc {
+                let _ = m.remove_attribute(idx);
+            }
+        }
+    }
+}
+
 /// Names the one MediaStream of every sent m-section: a media-level `a=msid:<stream> <track>`
 /// (RFC 8830) on each section that sends, unless it has one.
 ///
@@ -925,6 +1069,35 @@ mod tests {
             let caps = msg.media(0).unwrap().caps_from_media(pt).unwrap();
             assert!(!caps.is_empty(), "{pt}: {caps}");
         }
+    }
+
+    #[test]
+    fn transport_cc_only_with_the_twcc_extension() {
+        gst::init().unwrap();
+        let sdp = format!(
+            "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n\
+            a=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 transport-cc\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 OPUS/48000/2\r\n\
+            a=rtcp-fb:111 transport-cc\r\na=extmap:3 {TWCC_URI}\r\n"
+        );
+        let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        assert_eq!(twcc_extmap_id(&msg), Some(3));
+        drop_unbacked_transport_cc(&mut msg);
+        let fb = |m: u32| -> Vec<String> {
+            msg.media(m)
+                .unwrap()
+                .attributes()
+                .filter(|a| a.key() == "rtcp-fb")
+                .filter_map(|a| a.value().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(fb(0), ["96 nack pli"]);
+        assert_eq!(fb(1), ["111 transport-cc"]);
+        let none =
+            gst_sdp::SDPMessage::parse_buffer(b"v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
+                .unwrap();
+        assert_eq!(twcc_extmap_id(&none), None);
     }
 
     #[test]

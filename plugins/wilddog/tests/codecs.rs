@@ -15,7 +15,8 @@ use common::{Endpoint, EndpointConfig, Seen, TestServer};
 const T: Duration = Duration::from_secs(15);
 
 /// The encoding names of the payload types of the video m-line of an SDP text, in the
-/// m-line's order.
+/// m-line's order, without the retransmission payload types (`rtx`, which carry no codec
+/// of their own).
 fn video_encodings(sdp: &str) -> Vec<String> {
     let start = sdp.find("m=video").unwrap_or_else(|| panic!("no video section: {sdp}"));
     let section = &sdp[start..];
@@ -34,6 +35,7 @@ fn video_encodings(sdp: &str) -> Vec<String> {
                 .map(|v| v.split('/').next().unwrap_or("").to_ascii_uppercase())
                 .unwrap_or_else(|| format!("<pt {pt} without rtpmap>"))
         })
+        .filter(|name| name != "RTX")
         .collect()
 }
 

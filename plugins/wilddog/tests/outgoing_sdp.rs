@@ -94,3 +94,58 @@ fn offer_and_answer_carry_bitrates_and_one_stream() {
     }
     assert_ne!(stream_ids(offer)[0], stream_ids(answer)[0]);
 }
+
+/// The audio m-section of an SDP text.
+fn audio_section(sdp: &str) -> &str {
+    sdp.split("m=audio").nth(1).unwrap_or_else(|| panic!("no audio section: {sdp}"))
+}
+
+/// The offer and the answer advertise only what is behind them: NACK with an RTX payload
+/// type for video (none for audio, which is not retransmitted), the TWCC extension and
+/// `transport-cc` with congestion control, RED and ULPFEC with `fec=ulpfec-red`; and a call
+/// with all of it decodes.
+#[test]
+fn offer_and_answer_advertise_what_is_behind_them() {
+    if !common::enter_netns("offer_and_answer_advertise_what_is_behind_them") {
+        return;
+    }
+    common::init();
+    let remote_sdps = common::capture_remote_sdps();
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(
+        &server,
+        EndpointConfig::new("bob").prop("dimension", "120p").prop("fec", "ulpfec-red"),
+    );
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice")
+            .calling("bob")
+            .prop("dimension", "120p")
+            .prop("fec", "ulpfec-red"),
+    );
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    alice.play();
+    alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    // Frames keep coming through RED.
+    let n = bob.count_for(Duration::from_secs(2), |s| matches!(s, Seen::VideoFrame { .. }));
+    assert!(n >= 10, "bob decoded {n} frames in 2 s of alice's RED/ULPFEC video");
+    let sdps = remote_sdps.lock().unwrap().clone();
+    let offer = sdps.iter().find(|t| t.starts_with("remote offer")).expect("bob got an offer");
+    let answer = sdps.iter().find(|t| t.starts_with("remote answer")).expect("alice got an answer");
+    println!("offer (video):\n{}", video_section(offer));
+    for (what, sdp) in [("offer", offer.as_str()), ("answer", answer.as_str())] {
+        let video = video_section(sdp);
+        assert!(video.contains("rtx/90000") && video.contains(" nack\r\n"), "{what}: {video}");
+        assert!(video.contains("transport-wide-cc"), "{what}: {video}");
+        assert!(video.contains(" transport-cc"), "{what}: {video}");
+        let audio = audio_section(sdp);
+        assert!(!audio.contains(" nack"), "{what}: audio NACKed: {audio}");
+        assert!(audio.contains("useinbandfec=1"), "{what}: {audio}");
+    }
+    for sdp in [offer, answer] {
+        let video = video_section(sdp);
+        assert!(video.contains("red/90000") && video.contains("ulpfec/90000"), "{video}");
+    }
+}

@@ -9,7 +9,9 @@
 //! - [`restart`]: a dying path noticed, the peer connection rebuilt for an ICE restart;
 //! - [`stats`]: the `wilddog-stats` reports;
 //! - [`worker`]: the thread that drives webrtcbin, off the signaling runtime;
-//! - [`connectivity`]: DTLS certificate, ICE gathering, policy and servers (TURN, TURN/TLS).
+//! - [`connectivity`]: DTLS certificate, ICE gathering, policy and servers (TURN, TURN/TLS);
+//! - [`congestion`]: congestion control (TWCC, rtpgccbwe driving the encoders, `wilddog-quality`);
+//! - [`recovery`]: loss recovery (NACK/RTX, FEC, the jitterbuffer's wait for retransmissions).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,13 +28,17 @@ use wilddog_call::{
 };
 use wilddog_client::{ClientConfig, ClientError};
 
+use crate::congestion::CongestionControl;
 use crate::ice::IceTransportPolicy;
 use crate::media::{self, StreamKind, VideoCodec, VideoParams};
+use crate::recovery::Fec;
 use crate::session::{self, Command, Driver, SessionConfig};
 
+mod congestion;
 mod connectivity;
 mod negotiation;
 mod peer;
+mod recovery;
 mod restart;
 mod sending;
 mod stats;
@@ -63,6 +69,10 @@ pub const DEFAULT_LATENCY_MS: u32 = 30;
 pub const DEFAULT_VIDEO_CODEC: VideoCodec = VideoCodec::Vp8;
 /// Default `ice-transport-policy`.
 pub const DEFAULT_ICE_TRANSPORT_POLICY: IceTransportPolicy = IceTransportPolicy::All;
+/// Default `congestion-control`.
+pub const DEFAULT_CONGESTION_CONTROL: CongestionControl = CongestionControl::Gcc;
+/// Default `fec`.
+pub const DEFAULT_FEC: Fec = Fec::None;
 /// How long stopping waits for `bye` to go out.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
@@ -101,6 +111,8 @@ struct Settings {
     ice_transport_policy: IceTransportPolicy,
     turn_ca_file: Option<String>,
     latency: u32,
+    congestion_control: CongestionControl,
+    fec: Fec,
 }
 
 impl Default for Settings {
@@ -122,6 +134,8 @@ impl Default for Settings {
             ice_transport_policy: DEFAULT_ICE_TRANSPORT_POLICY,
             turn_ca_file: None,
             latency: DEFAULT_LATENCY_MS,
+            congestion_control: DEFAULT_CONGESTION_CONTROL,
+            fec: DEFAULT_FEC,
         }
     }
 }
@@ -137,6 +151,8 @@ struct Validated {
     /// The TLS client of `turns:` tunnels (system and public roots, `turn-ca-file`).
     turn_tls: Arc<rustls::ClientConfig>,
     latency: u32,
+    congestion_control: CongestionControl,
+    fec: Fec,
     session: SessionConfig,
     remote_uid: Option<String>,
     user_data: Option<String>,
@@ -220,6 +236,8 @@ pub struct WilddogCall {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     counters: Counters,
+    congestion: Mutex<congestion::Congestion>,
+    recovery: Mutex<recovery::Recovery>,
 }
 
 #[glib::object_subclass]
@@ -262,6 +280,10 @@ impl ObjectImpl for WilddogCall {
             }
             "turn-ca-file" => s.turn_ca_file = string(),
             "latency" => s.latency = value.get().unwrap_or(DEFAULT_LATENCY_MS),
+            "congestion-control" => {
+                s.congestion_control = value.get().unwrap_or(DEFAULT_CONGESTION_CONTROL)
+            }
+            "fec" => s.fec = value.get().unwrap_or(DEFAULT_FEC),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -288,6 +310,8 @@ impl ObjectImpl for WilddogCall {
             "ice-transport-policy" => s.ice_transport_policy.to_value(),
             "turn-ca-file" => s.turn_ca_file.to_value(),
             "latency" => s.latency.to_value(),
+            "congestion-control" => s.congestion_control.to_value(),
+            "fec" => s.fec.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
             "state" => lock(&self.state).call_state.unwrap_or(CallState::Idle).as_str().to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
@@ -329,6 +353,13 @@ impl ObjectImpl for WilddogCall {
                 Signal::builder("wilddog-closed").param_types([String::static_type()]).build(),
                 // Stats every 2 s: a structure with `local` and `remote` sub-structures.
                 Signal::builder("wilddog-stats")
+                    .param_types([gst::Structure::static_type()])
+                    .build(),
+                // The link gives less than the dimension needs (`quality` "low": the frame
+                // rate, then the size sent are lowered) or enough again ("good"): a
+                // structure with quality, estimated-bitrate, target-bitrate, needed-bitrate
+                // (kbps), width, height, fps.
+                Signal::builder("wilddog-quality")
                     .param_types([gst::Structure::static_type()])
                     .build(),
                 // One of the original's errors: code 41001..41008 and a message.
@@ -393,7 +424,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("max-fps")
             .nick("Max FPS")
-            .blurb("Sent frame rate: faster input is dropped to it, slower input repeated (not across gaps over 1 s)")
+            .blurb("Highest sent frame rate: faster input is thinned to it (on average: a stream at or under it is sent whole, whatever its jitter); slower input is sent as it comes")
             .minimum(1)
             .maximum(MAX_MAX_FPS)
             .default_value(DEFAULT_MAX_FPS)
@@ -435,9 +466,19 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("latency")
             .nick("Latency")
-            .blurb("Receive jitterbuffer latency, ms")
+            .blurb("Receive jitterbuffer latency, ms: the longest a missing packet is waited for on a clean link (packets in order are never held). Once loss is seen it grows to a round trip and a margin (500 ms at most), so that a retransmission can arrive, and comes back 20 s after the last loss")
             .maximum(10_000)
             .default_value(DEFAULT_LATENCY_MS)
+            .flags(ready)
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("congestion-control", DEFAULT_CONGESTION_CONTROL)
+            .nick("Congestion control")
+            .blurb("gcc: Google Congestion Control on transport-wide feedback sets the video bitrate (up to max-bitrate), then lowers the frame rate and the size when the link gives less than min-bitrate, and the Opus bitrate; disabled: send at max-bitrate whatever the network")
+            .flags(ready)
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)
+            .nick("FEC")
+            .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the peer reports). Audio always carries Opus in-band FEC")
             .flags(ready)
             .build(),
         glib::ParamSpecString::builder("conversation-id")
@@ -697,6 +738,8 @@ impl WilddogCall {
             ice_transport_policy: s.ice_transport_policy,
             turn_tls,
             latency: s.latency,
+            congestion_control: s.congestion_control,
+            fec: s.fec,
             session: SessionConfig {
                 client,
                 call: CallConfig {

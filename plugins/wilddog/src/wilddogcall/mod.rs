@@ -19,8 +19,12 @@
 //! `wilddog-called` (remote-uid, user-data, conversation-id), `wilddog-response` (status:
 //! ACCEPTED/REJECTED/BUSY/TIMEOUT), `wilddog-stream-received`, `wilddog-first-frame`
 //! (width, height, elapsed-ms), `wilddog-closed` (reason), `wilddog-stats` (a structure
-//! with `local` and `remote` sub-structures), `wilddog-error` (code, message). Action
+//! with `local` and `remote` sub-structures), `wilddog-quality` (a structure: the link gives
+//! less than the dimension needs, or enough again), `wilddog-error` (code, message). Action
 //! signals: `accept`, `reject`, `close`.
+//!
+//! On a slow or lossy link the call adapts (`congestion-control`, `fec`, `latency`): see
+//! `crate::congestion` and `crate::recovery`.
 
 mod imp;
 
@@ -175,6 +179,20 @@ impl WilddogCall {
             "wilddog-error",
             false,
             glib::closure!(move |obj: &Self, code: u32, msg: &str| f(obj, code, msg)),
+        )
+    }
+
+    /// Calls `f` with every `wilddog-quality` structure: `quality` is `low` when the link
+    /// gives the video less than `min-bitrate` (the frame rate, then the size sent are
+    /// lowered), `good` when it gives enough again.
+    pub fn connect_quality<F: Fn(&Self, &gst::Structure) + Send + Sync + 'static>(
+        &self,
+        f: F,
+    ) -> glib::SignalHandlerId {
+        self.connect_closure(
+            "wilddog-quality",
+            false,
+            glib::closure!(move |obj: &Self, s: gst::Structure| f(obj, &s)),
         )
     }
 

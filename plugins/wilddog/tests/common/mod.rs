@@ -10,6 +10,10 @@ pub use netns::enter_netns;
 #[path = "../../../../tests/support/tcp_proxy.rs"]
 pub mod tcp_proxy;
 
+/// videotestsrc settings for moving, textured content: VP8 at 480p and 15 fps needs its
+/// whole 500 kbit/s for it, like a camera's picture (a static test pattern needs 50).
+pub const CAMERA_LIKE: &str = "pattern=zone-plate kx2=20 ky2=20 kt=1";
+
 /// Initializes GStreamer and registers the plugin statically, once per process.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -166,6 +170,7 @@ pub enum Seen {
     Closed(String),
     WilddogError(u32),
     Stats(String),
+    Quality(String),
     Signaling(bool),
     VideoFrame { width: i32, height: i32 },
     AudioBuffer,
@@ -195,6 +200,11 @@ pub struct EndpointConfig<'a> {
     pub send_video: bool,
     pub send_audio: bool,
     pub props: Vec<(&'a str, &'a str)>,
+    /// videotestsrc's properties (e.g. `pattern=zone-plate kx2=20 ky2=20 kt=1`, moving and
+    /// textured content that compresses like a camera's); none: its default pattern.
+    pub video_pattern: Option<&'a str>,
+    /// The test source's frame rate.
+    pub video_fps: i32,
 }
 
 impl<'a> EndpointConfig<'a> {
@@ -205,7 +215,15 @@ impl<'a> EndpointConfig<'a> {
             send_video: true,
             send_audio: true,
             props: Vec::new(),
+            video_pattern: None,
+            video_fps: 30,
         }
+    }
+    /// Moving, textured video (see `video_pattern`) at `fps`.
+    pub fn camera_like(mut self, fps: i32) -> Self {
+        self.video_pattern = Some(CAMERA_LIKE);
+        self.video_fps = fps;
+        self
     }
     pub fn calling(mut self, remote: &'a str) -> Self {
         self.remote_uid = Some(remote);
@@ -249,13 +267,17 @@ impl Endpoint {
                 .property("is-live", true)
                 .build()
                 .unwrap();
+            for prop in cfg.video_pattern.unwrap_or("").split_whitespace() {
+                let (k, v) = prop.split_once('=').unwrap();
+                src.set_property_from_str(k, v);
+            }
             let caps = gst::ElementFactory::make("capsfilter")
                 .property(
                     "caps",
                     gst::Caps::builder("video/x-raw")
                         .field("width", 640)
                         .field("height", 480)
-                        .field("framerate", gst::Fraction::new(30, 1))
+                        .field("framerate", gst::Fraction::new(cfg.video_fps, 1))
                         .build(),
                 )
                 .build()
@@ -337,6 +359,7 @@ impl Endpoint {
                             "wilddog-closed" => Some(Seen::Closed(s.get("reason").unwrap())),
                             "wilddog-error" => Some(Seen::WilddogError(s.get("code").unwrap())),
                             "wilddog-stats" => Some(Seen::Stats(s.to_string())),
+                            "wilddog-quality" => Some(Seen::Quality(s.to_string())),
                             "wilddog-signaling" => {
                                 Some(Seen::Signaling(s.get("connected").unwrap()))
                             }

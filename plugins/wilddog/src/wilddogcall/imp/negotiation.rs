@@ -74,6 +74,7 @@ impl WilddogCall {
         if let Some(stream_id) = stream_id {
             media::label_media_stream(&mut msg, &stream_id);
         }
+        media::drop_unbacked_transport_cc(&mut msg);
         msg.as_text()
     }
 
@@ -174,8 +175,11 @@ impl WilddogCall {
         gst::debug!(CAT, imp = self, "remote answer:\n{sdp}");
         let Some(webrtcbin) = self.webrtcbin() else { return };
         match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, sdp) {
-            Ok(desc) => webrtcbin
-                .emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]),
+            Ok(desc) => {
+                self.follow_remote_description(desc.sdp());
+                webrtcbin
+                    .emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>])
+            }
             Err(e) => {
                 gst::element_imp_warning!(
                     self,
@@ -258,6 +262,10 @@ impl WilddogCall {
                 media::set_str(pay, "pt", &pt.to_string());
             }
         }
+        // Congestion control and loss recovery follow the offer (imp/recovery.rs): the
+        // payloaders, a switched one too, write the offer's TWCC extension id, which
+        // webrtcbin copies into the answer.
+        self.follow_remote_description(sdp);
     }
 }
 

@@ -64,6 +64,8 @@ impl WilddogCall {
             }
         });
 
+        self.setup_congestion(&webrtcbin, &validated);
+        self.setup_recovery(&webrtcbin);
         self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
         let mut media = Media {
             webrtcbin: webrtcbin.clone(),
@@ -83,12 +85,12 @@ impl WilddogCall {
                 .collect()
         };
         for (kind, src) in &senders {
-            let caps = match kind {
+            let caps = self.offer_caps(match kind {
                 StreamKind::Video => {
                     media::video_rtp_caps(validated.video.codec, validated.video.payload)
                 }
                 StreamKind::Audio => media::audio_rtp_caps(media::OPUS_PAYLOAD),
-            };
+            });
             let (pad, transceiver) =
                 media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
                     .map_err(|e| e.to_string())?;
@@ -96,6 +98,7 @@ impl WilddogCall {
             if pad.find_property("msid").is_some() {
                 pad.set_property("msid", &media.stream_id);
             }
+            self.configure_transceiver(*kind, &transceiver);
             src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
             match kind {
                 StreamKind::Video => media.video_transceiver = Some(transceiver),
@@ -103,15 +106,20 @@ impl WilddogCall {
             }
         }
         if media.video_transceiver.is_none() {
-            media.video_transceiver = Some(media::add_recv_transceiver(
+            let t = media::add_recv_transceiver(
                 &webrtcbin,
-                &media::video_rtp_caps(validated.video.codec, validated.video.payload),
-            ));
+                &self.offer_caps(media::video_rtp_caps(
+                    validated.video.codec,
+                    validated.video.payload,
+                )),
+            );
+            self.configure_transceiver(StreamKind::Video, &t);
+            media.video_transceiver = Some(t);
         }
         if media.audio_transceiver.is_none() {
             media.audio_transceiver = Some(media::add_recv_transceiver(
                 &webrtcbin,
-                &media::audio_rtp_caps(media::OPUS_PAYLOAD),
+                &self.offer_caps(media::audio_rtp_caps(media::OPUS_PAYLOAD)),
             ));
         }
         lock(&self.state).media = Some(media);
@@ -135,6 +143,7 @@ impl WilddogCall {
             (st.media.take(), senders)
         };
         let Some(media) = media else { return };
+        self.end_congestion();
         // The encoders go on for the next call: unlinked between two buffers, they never see
         // the torn-down webrtcbin answer `flushing` (media::detach_sender). Not when the
         // element stops: the sources stop too, and a push held in a prerolling sink would
@@ -312,6 +321,10 @@ impl WilddogCall {
     pub(super) fn remote_video_frame(&self, pad: &gst::Pad) {
         let c = &self.counters;
         c.remote_frames.fetch_add(1, Ordering::Relaxed);
+        // Every frame: the peer's congestion control changes the size it sends.
+        let (width, height) = caps_size(pad).unwrap_or((0, 0));
+        c.remote_width.store(width, Ordering::Relaxed);
+        c.remote_height.store(height, Ordering::Relaxed);
         let began = {
             let mut st = lock(&self.state);
             if st.first_frame_done {
@@ -320,9 +333,6 @@ impl WilddogCall {
             st.first_frame_done = true;
             st.call_began
         };
-        let (width, height) = caps_size(pad).unwrap_or((0, 0));
-        c.remote_width.store(width, Ordering::Relaxed);
-        c.remote_height.store(height, Ordering::Relaxed);
         let elapsed_ms = began.map(|b| b.elapsed().as_millis() as u64).unwrap_or(0);
         gst::info!(CAT, imp = self, "first remote frame {width}x{height} after {elapsed_ms} ms");
         let s = gst::Structure::builder("wilddog-first-frame")

@@ -46,9 +46,9 @@ impl WilddogCall {
                 enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
                     if let Some(obj) = weak.upgrade() {
                         let c = &obj.imp().counters;
-                        if c.local_frames.fetch_add(1, Ordering::Relaxed) == 0
-                            && let Some((w, h)) = caps_size(pad)
-                        {
+                        c.local_frames.fetch_add(1, Ordering::Relaxed);
+                        // Every frame: congestion control changes the size sent.
+                        if let Some((w, h)) = caps_size(pad) {
                             c.local_width.store(w, Ordering::Relaxed);
                             c.local_height.store(h, Ordering::Relaxed);
                         }

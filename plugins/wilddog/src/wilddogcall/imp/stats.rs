@@ -1,5 +1,9 @@
 //! `wilddog-stats`: webrtcbin's stats turned into the original's `local_stats` /
-//! `remote_stats`, every [`crate::session::STATS_INTERVAL`] while a call has media.
+//! `remote_stats`, every [`crate::session::STATS_INTERVAL`] while a call has media, with what
+//! a user needs to see what the network does (the congestion controller's estimate and
+//! target, loss, NACKs, key frame requests, retransmissions). The same stats drive loss
+//! recovery (`recovery_tick`) and the congestion controller's periodic step
+//! (`congestion_tick`).
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -8,6 +12,86 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::{WilddogCall, lock};
+
+/// What one webrtcbin stats report says, summed over the streams of each direction.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct LinkStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Round trip, ms (the longest of the streams', from RTCP).
+    pub rtt_ms: u32,
+    pub local_candidate_type: Option<String>,
+    pub remote_candidate_type: Option<String>,
+    /// What we receive: packets lost (after retransmissions), NACKs, PLIs and FIRs we sent,
+    /// packets a retransmission repaired.
+    pub packets_lost: i64,
+    pub nack_sent: u64,
+    pub pli_sent: u64,
+    pub fir_sent: u64,
+    pub packets_repaired: u64,
+    /// What we send: packets the peer reports lost, NACKs, PLIs and FIRs it sent us.
+    pub remote_packets_lost: i64,
+    pub nack_received: u64,
+    pub pli_received: u64,
+    pub fir_received: u64,
+    /// Fraction of our audio / video packets the peer reports lost in its last report.
+    pub audio_fraction_lost: f64,
+    pub video_fraction_lost: f64,
+}
+
+impl LinkStats {
+    /// Reads a reply of webrtcbin's `get-stats`.
+    pub fn parse(reply: &gst::StructureRef) -> LinkStats {
+        use gst_webrtc::WebRTCStatsType as T;
+        let mut l = LinkStats::default();
+        let count = |s: &gst::Structure, field: &str| u64::from(s.get::<u32>(field).unwrap_or(0));
+        for (_, value) in reply.iter() {
+            let Ok(s) = value.get::<gst::Structure>() else { continue };
+            match s.get::<T>("type") {
+                Ok(T::OutboundRtp) => {
+                    l.bytes_sent += s.get::<u64>("bytes-sent").unwrap_or(0);
+                    l.packets_sent += s.get::<u64>("packets-sent").unwrap_or(0);
+                    l.nack_received += count(&s, "nack-count");
+                    l.pli_received += count(&s, "pli-count");
+                    l.fir_received += count(&s, "fir-count");
+                }
+                Ok(T::InboundRtp) => {
+                    l.bytes_received += s.get::<u64>("bytes-received").unwrap_or(0);
+                    l.packets_received += s.get::<u64>("packets-received").unwrap_or(0);
+                    l.packets_lost += s.get::<i64>("packets-lost").unwrap_or(0).max(0);
+                    l.packets_repaired += s.get::<u64>("packets-repaired").unwrap_or(0);
+                    l.nack_sent += count(&s, "nack-count");
+                    l.pli_sent += count(&s, "pli-count");
+                    l.fir_sent += count(&s, "fir-count");
+                }
+                Ok(T::RemoteInboundRtp) => {
+                    if let Ok(rtt) = s.get::<f64>("round-trip-time") {
+                        l.rtt_ms = l.rtt_ms.max((rtt * 1000.0).round() as u32);
+                    }
+                    l.remote_packets_lost += s.get::<i64>("packets-lost").unwrap_or(0).max(0);
+                    let lost = s.get::<f64>("fraction-lost").unwrap_or(0.0);
+                    match s.get::<&str>("kind") {
+                        Ok("audio") => l.audio_fraction_lost = l.audio_fraction_lost.max(lost),
+                        Ok("video") => l.video_fraction_lost = l.video_fraction_lost.max(lost),
+                        _ => {}
+                    }
+                }
+                Ok(T::LocalCandidate) => {
+                    l.local_candidate_type =
+                        s.get::<String>("candidate-type").ok().or(l.local_candidate_type)
+                }
+                Ok(T::RemoteCandidate) => {
+                    l.remote_candidate_type =
+                        s.get::<String>("candidate-type").ok().or(l.remote_candidate_type)
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
 
 impl WilddogCall {
     pub(super) fn request_stats(&self) {
@@ -23,39 +107,17 @@ impl WilddogCall {
 
     /// Turns webrtcbin's stats into the original's `local_stats` / `remote_stats`.
     pub(super) fn report_stats(&self, reply: &gst::StructureRef) {
-        use gst_webrtc::WebRTCStatsType as T;
-        let (mut bytes_sent, mut bytes_received, mut rtt_ms) = (0u64, 0u64, 0f64);
-        let mut local_candidate_type = None;
-        let mut remote_candidate_type = None;
-        for (_, value) in reply.iter() {
-            let Ok(s) = value.get::<gst::Structure>() else { continue };
-            match s.get::<T>("type") {
-                Ok(T::OutboundRtp) => bytes_sent += s.get::<u64>("bytes-sent").unwrap_or(0),
-                Ok(T::InboundRtp) => bytes_received += s.get::<u64>("bytes-received").unwrap_or(0),
-                Ok(T::RemoteInboundRtp) => {
-                    if let Ok(rtt) = s.get::<f64>("round-trip-time") {
-                        rtt_ms = rtt_ms.max(rtt * 1000.0);
-                    }
-                }
-                Ok(T::LocalCandidate) => {
-                    local_candidate_type =
-                        s.get::<String>("candidate-type").ok().or(local_candidate_type)
-                }
-                Ok(T::RemoteCandidate) => {
-                    remote_candidate_type =
-                        s.get::<String>("candidate-type").ok().or(remote_candidate_type)
-                }
-                _ => {}
-            }
-        }
+        let l = LinkStats::parse(reply);
+        self.recovery_tick(&l);
+        self.congestion_tick();
         let c = &self.counters;
         let local_frames = c.local_frames.load(Ordering::Relaxed);
         let remote_frames = c.remote_frames.load(Ordering::Relaxed);
         let now = Instant::now();
         let prev = lock(&self.state).prev_stats.replace((
             now,
-            bytes_sent,
-            bytes_received,
+            l.bytes_sent,
+            l.bytes_received,
             local_frames,
             remote_frames,
         ));
@@ -63,30 +125,51 @@ impl WilddogCall {
             Some((at, ps, pr, plf, prf)) => {
                 let secs = now.duration_since(at).as_secs_f64().max(0.001);
                 (
-                    (bytes_sent.saturating_sub(ps) as f64 * 8.0 / 1000.0 / secs) as u64,
-                    (bytes_received.saturating_sub(pr) as f64 * 8.0 / 1000.0 / secs) as u64,
+                    (l.bytes_sent.saturating_sub(ps) as f64 * 8.0 / 1000.0 / secs) as u64,
+                    (l.bytes_received.saturating_sub(pr) as f64 * 8.0 / 1000.0 / secs) as u64,
                     (local_frames.saturating_sub(plf) as f64 / secs).round() as u32,
                     (remote_frames.saturating_sub(prf) as f64 / secs).round() as u32,
                 )
             }
             None => (0, 0, 0, 0),
         };
+        let max_bitrate = lock(&self.state).validated.as_ref().map(|v| v.video.bitrate_kbps);
+        let (estimated_kbps, target_kbps) = match self.congestion_stats() {
+            Some(cc) => cc,
+            None => (0, max_bitrate.unwrap_or(0)),
+        };
+        let (retransmitted, jitterbuffer_ms) = self.recovery_stats();
         let local = gst::Structure::builder("local")
-            .field("bytesSent", bytes_sent)
+            .field("bytesSent", l.bytes_sent)
             .field("bitSentRate", sent_kbps)
             .field("fps", local_fps)
             .field("width", c.local_width.load(Ordering::Relaxed))
             .field("height", c.local_height.load(Ordering::Relaxed))
-            .field("candidateType", local_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .field("candidateType", l.local_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .field("targetBitrate", target_kbps)
+            .field("estimatedBitrate", estimated_kbps)
+            .field("packetsSent", l.packets_sent)
+            .field("packetsLost", l.remote_packets_lost)
+            .field("nackReceived", l.nack_received)
+            .field("pliReceived", l.pli_received)
+            .field("firReceived", l.fir_received)
+            .field("retransmitted", retransmitted)
             .build();
         let remote = gst::Structure::builder("remote")
-            .field("bytesReceived", bytes_received)
+            .field("bytesReceived", l.bytes_received)
             .field("bitReceivedRate", recv_kbps)
             .field("fps", remote_fps)
-            .field("delay", rtt_ms.round() as u64)
+            .field("delay", u64::from(l.rtt_ms))
             .field("width", c.remote_width.load(Ordering::Relaxed))
             .field("height", c.remote_height.load(Ordering::Relaxed))
-            .field("candidateType", remote_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .field("candidateType", l.remote_candidate_type.unwrap_or_else(|| "unknown".into()))
+            .field("packetsReceived", l.packets_received)
+            .field("packetsLost", l.packets_lost)
+            .field("packetsRepaired", l.packets_repaired)
+            .field("nackSent", l.nack_sent)
+            .field("pliSent", l.pli_sent)
+            .field("firSent", l.fir_sent)
+            .field("jitterBufferLatency", jitterbuffer_ms)
             .build();
         let s = gst::Structure::builder("wilddog-stats")
             .field("local", local)

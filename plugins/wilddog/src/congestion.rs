@@ -1,0 +1,366 @@
+//! Congestion control of what a call sends: what a bandwidth estimate becomes.
+//!
+//! The estimate is Google Congestion Control's (`rtpgccbwe` of gst-plugins-rs, fed by the
+//! peer's transport-wide congestion control feedback; wired in
+//! `wilddogcall/imp/congestion.rs`): the bit rate the path carries now, for everything the
+//! call sends. [`Controller`] splits it between Opus and the video encoder and, when the
+//! video's share falls below what the dimension needs (`min-bitrate` at the full size and
+//! `max-fps`), steps down the sent frame rate and then the resolution (webrtcsink's
+//! "mitigation modes"), and back up as capacity returns. On a link with less than
+//! `min-bitrate` the estimate wins: a soft picture beats a frozen one.
+//!
+//! Everything here is plain arithmetic over numbers, tested without GStreamer.
+
+use std::time::{Duration, Instant};
+
+use gst::glib;
+
+/// How a call adapts what it sends to the network (`congestion-control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(i32)]
+#[enum_type(name = "GstWilddogCongestionControl")]
+pub enum CongestionControl {
+    /// Google Congestion Control on transport-wide feedback drives the encoders.
+    #[default]
+    #[enum_value(name = "Google Congestion Control (rtpgccbwe)", nick = "gcc")]
+    Gcc = 0,
+    /// Fixed rates: the video encoder at `max-bitrate`, Opus at its default.
+    #[enum_value(name = "Disabled: send at max-bitrate whatever the network", nick = "disabled")]
+    Disabled = 1,
+}
+
+/// Opus bitrate on a link with room, bit/s (opusenc's default, what a call sends without
+/// congestion control).
+pub const AUDIO_BPS_MAX: u32 = 64_000;
+/// Lowest Opus bitrate, bit/s: speech stays intelligible (wideband) down to about here.
+pub const AUDIO_BPS_MIN: u32 = 12_000;
+/// What one audio packet costs on top of its payload, bytes: RTP, the header extension,
+/// SRTP, UDP and IPv4 headers.
+pub const PACKET_OVERHEAD_BYTES: u32 = 60;
+/// Opus frame durations by estimate: 20 ms (50 packets/s, 24 kbit/s of headers) while the
+/// estimate is at least the first figure, 40 ms above the second, 60 ms below (8 kbit/s of
+/// headers: on a 100 kbit/s link the headers of 20 ms packets would take a quarter of it).
+pub const AUDIO_FRAME_THRESHOLDS_BPS: (u32, u32) = (300_000, 150_000);
+/// Share of the video's part of the estimate given to the encoder: the rest covers packet
+/// headers and retransmissions.
+pub const VIDEO_SHARE: f64 = 0.9;
+/// Lowest video target, kbps: below this an encoder makes nothing useful.
+pub const VIDEO_KBPS_FLOOR: u32 = 20;
+/// Lowest estimate the estimator may reach, bit/s (a floor for its own sake, well below any
+/// `min-bitrate`: on a link with less than the floor the estimate wins).
+pub const ESTIMATE_BPS_MIN: u32 = 40_000;
+/// A step up needs this much more than the step's need...
+pub const UPGRADE_MARGIN: f64 = 1.25;
+/// ...for this long, without a step down in between.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+/// Frame rate a reduced-rate step keeps at least (unless `max-fps` is lower): a picture at
+/// 10 fps still moves.
+pub const REDUCED_FPS_FLOOR: u32 = 10;
+
+/// Makes `rtpgccbwe` available: from the installed gst-plugins-rs RTP plugin when there is
+/// one, else from the copy linked into this plugin (crate `gst-plugin-rtp`), registered in
+/// this process on first use. Whether it is available.
+pub fn ensure_estimator() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if gst::ElementFactory::find("rtpgccbwe").is_some() {
+            return true;
+        }
+        if let Err(e) = gstrsrtp::plugin_register_static() {
+            gst::warning!(gst::CAT_DEFAULT, "cannot register rtpgccbwe: {e}");
+        }
+        gst::ElementFactory::find("rtpgccbwe").is_some()
+    })
+}
+
+/// What a call sends at full quality, from its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendLimits {
+    /// The dimension's width.
+    pub width: u32,
+    /// The dimension's height.
+    pub height: u32,
+    /// `max-fps`.
+    pub max_fps: u32,
+    /// `min-bitrate`, kbps: what the full size at `max-fps` needs.
+    pub min_video_kbps: u32,
+    /// `max-bitrate`, kbps.
+    pub max_video_kbps: u32,
+    /// Whether the call sends audio (whose share comes off the estimate first).
+    pub audio: bool,
+}
+
+/// One step of the ladder: the size and rate sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Width sent.
+    pub width: u32,
+    /// Height sent.
+    pub height: u32,
+    /// Frames per second sent (at most).
+    pub fps: u32,
+}
+
+/// What the sending chains are set to for an estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adaptation {
+    /// The estimate it was made for, bit/s.
+    pub estimate_bps: u32,
+    /// Video encoder target, kbps.
+    pub video_kbps: u32,
+    /// Opus target, bit/s.
+    pub audio_bps: u32,
+    /// Opus frame duration, ms (20, 40 or 60).
+    pub audio_frame_ms: u32,
+    /// The step sent: size and frame rate.
+    pub step: Step,
+    /// Index of the step: 0 is full quality.
+    pub level: usize,
+    /// What full quality needs, kbps (`min-bitrate`).
+    pub needed_kbps: u32,
+}
+
+impl Adaptation {
+    /// Whether the network gives less than full quality needs (frame rate or size lowered).
+    pub fn constrained(&self) -> bool {
+        self.level > 0
+    }
+}
+
+/// Turns estimates into [`Adaptation`]s, with hysteresis on the way up.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    limits: SendLimits,
+    steps: Vec<Step>,
+    level: usize,
+    better_since: Option<Instant>,
+}
+
+impl Controller {
+    /// A controller at full quality.
+    pub fn new(limits: SendLimits) -> Self {
+        let steps = ladder(&limits);
+        Controller { limits, steps, level: 0, better_since: None }
+    }
+
+    /// The settings it adapts.
+    pub fn limits(&self) -> &SendLimits {
+        &self.limits
+    }
+
+    /// The ladder of steps, full quality first.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The estimator's range, bit/s: (lowest, first, highest). It starts where a call
+    /// without congestion control sends (`max-bitrate` and Opus's default), so a clean link
+    /// sends what it always did from the first frame.
+    pub fn estimate_range(&self) -> (u32, u32, u32) {
+        let audio = if self.limits.audio { AUDIO_BPS_MAX + audio_overhead_bps(20) } else { 0 };
+        let max =
+            (f64::from(self.limits.max_video_kbps) * 1000.0 / VIDEO_SHARE).ceil() as u32 + audio;
+        (ESTIMATE_BPS_MIN, max, max)
+    }
+
+    /// What full quality at step `level` needs, kbps: `min-bitrate` scaled by the step's
+    /// frame rate and by its pixel count to the power 0.75 (a smaller picture needs more
+    /// bits per pixel: 480p→240p is a quarter of the pixels and about a third of the bits).
+    pub fn needed_kbps(&self, level: usize) -> u32 {
+        let full = self.steps[0];
+        let step = self.steps[level.min(self.steps.len() - 1)];
+        let pixels = f64::from(step.width * step.height) / f64::from(full.width * full.height);
+        let rate = f64::from(step.fps) / f64::from(full.fps);
+        (f64::from(self.limits.min_video_kbps) * pixels.powf(0.75) * rate).round() as u32
+    }
+
+    /// The audio and video shares of an estimate (bit/s, kbps).
+    pub fn split(&self, estimate_bps: u32) -> (u32, u32) {
+        let (audio_bps, audio_total) = if self.limits.audio {
+            let bps = (estimate_bps / 10).clamp(AUDIO_BPS_MIN, AUDIO_BPS_MAX);
+            (bps, bps + audio_overhead_bps(audio_frame_ms(estimate_bps)))
+        } else {
+            (0, 0)
+        };
+        let video_bps = f64::from(estimate_bps.saturating_sub(audio_total)) * VIDEO_SHARE;
+        let video_kbps = ((video_bps / 1000.0) as u32)
+            .clamp(VIDEO_KBPS_FLOOR, self.limits.max_video_kbps.max(VIDEO_KBPS_FLOOR));
+        (audio_bps, video_kbps)
+    }
+
+    /// The adaptation for a new estimate at `now`: down the ladder at once, up one step
+    /// once the estimate has had [`UPGRADE_MARGIN`] over that step's need for
+    /// [`UPGRADE_HOLD`].
+    pub fn update(&mut self, estimate_bps: u32, now: Instant) -> Adaptation {
+        let (audio_bps, video_kbps) = self.split(estimate_bps);
+        let fits = (0..self.steps.len())
+            .find(|&l| self.needed_kbps(l) <= video_kbps)
+            .unwrap_or(self.steps.len() - 1);
+        if fits > self.level {
+            self.level = fits;
+            self.better_since = None;
+        } else if self.level > 0
+            && f64::from(video_kbps) >= f64::from(self.needed_kbps(self.level - 1)) * UPGRADE_MARGIN
+        {
+            let since = *self.better_since.get_or_insert(now);
+            if now.duration_since(since) >= UPGRADE_HOLD {
+                self.level -= 1;
+                // The next step up waits a hold of its own.
+                self.better_since = Some(now);
+            }
+        } else {
+            self.better_since = None;
+        }
+        Adaptation {
+            estimate_bps,
+            video_kbps,
+            audio_bps,
+            audio_frame_ms: audio_frame_ms(estimate_bps),
+            step: self.steps[self.level],
+            level: self.level,
+            needed_kbps: self.limits.min_video_kbps,
+        }
+    }
+}
+
+/// The Opus frame duration for an estimate, ms (see [`AUDIO_FRAME_THRESHOLDS_BPS`]).
+pub fn audio_frame_ms(estimate_bps: u32) -> u32 {
+    let (twenty, forty) = AUDIO_FRAME_THRESHOLDS_BPS;
+    match estimate_bps {
+        e if e >= twenty => 20,
+        e if e >= forty => 40,
+        _ => 60,
+    }
+}
+
+/// What the headers of Opus packets of `frame_ms` cost, bit/s.
+pub fn audio_overhead_bps(frame_ms: u32) -> u32 {
+    1000 / frame_ms.max(1) * PACKET_OVERHEAD_BYTES * 8
+}
+
+/// The steps for a call's settings: full size and rate; the rate lowered to two thirds (at
+/// least [`REDUCED_FPS_FLOOR`]); then at that rate, half and a quarter of the size (not under
+/// 120 lines).
+pub fn ladder(limits: &SendLimits) -> Vec<Step> {
+    let (w, h, fps) = (limits.width.max(2), limits.height.max(2), limits.max_fps.max(1));
+    let mut steps = vec![Step { width: w, height: h, fps }];
+    let reduced =
+        if fps > REDUCED_FPS_FLOOR { (fps * 2).div_ceil(3).max(REDUCED_FPS_FLOOR) } else { fps };
+    if reduced < fps {
+        steps.push(Step { width: w, height: h, fps: reduced });
+    }
+    for div in [2, 4] {
+        let (sw, sh) = (even(w / div), even(h / div));
+        if sh >= 120 {
+            steps.push(Step { width: sw, height: sh, fps: reduced });
+        }
+    }
+    steps
+}
+
+fn even(v: u32) -> u32 {
+    (v & !1).max(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits_480p() -> SendLimits {
+        SendLimits {
+            width: 640,
+            height: 480,
+            max_fps: 15,
+            min_video_kbps: 200,
+            max_video_kbps: 500,
+            audio: true,
+        }
+    }
+
+    #[test]
+    fn the_ladder_lowers_the_rate_then_the_size() {
+        let steps: Vec<(u32, u32, u32)> =
+            ladder(&limits_480p()).iter().map(|s| (s.width, s.height, s.fps)).collect();
+        assert_eq!(steps, [(640, 480, 15), (640, 480, 10), (320, 240, 10), (160, 120, 10)]);
+        // 120p at 10 fps has nowhere to go.
+        let small = SendLimits { width: 160, height: 120, max_fps: 10, ..limits_480p() };
+        assert_eq!(ladder(&small).len(), 1);
+        // 720p at 30 fps: 20 fps, then 640x360 and 320x180.
+        let hd = SendLimits { width: 1280, height: 720, max_fps: 30, ..limits_480p() };
+        let steps: Vec<(u32, u32, u32)> =
+            ladder(&hd).iter().map(|s| (s.width, s.height, s.fps)).collect();
+        assert_eq!(steps, [(1280, 720, 30), (1280, 720, 20), (640, 360, 20), (320, 180, 20)]);
+    }
+
+    #[test]
+    fn a_clean_link_sends_what_it_always_did() {
+        let mut c = Controller::new(limits_480p());
+        let (min, start, max) = c.estimate_range();
+        assert_eq!(start, max);
+        assert!(min < 100_000);
+        let a = c.update(start, Instant::now());
+        assert_eq!(a.video_kbps, 500);
+        assert_eq!(a.audio_bps, AUDIO_BPS_MAX);
+        assert_eq!(a.audio_frame_ms, 20);
+        assert_eq!(a.level, 0);
+        assert!(!a.constrained());
+    }
+
+    #[test]
+    fn a_250_kbit_link_shared_by_both_directions_keeps_10_fps_at_a_quarter_size() {
+        // About 110 kbit/s for each direction.
+        let mut c = Controller::new(limits_480p());
+        let a = c.update(110_000, Instant::now());
+        assert_eq!(a.audio_bps, AUDIO_BPS_MIN);
+        // 60 ms Opus packets: 8 kbit/s of headers instead of 24.
+        assert_eq!(a.audio_frame_ms, 60);
+        assert!((78..=82).contains(&a.video_kbps), "{a:?}");
+        assert_eq!((a.step.width, a.step.height, a.step.fps), (320, 240, 10));
+        assert!(a.constrained());
+        // Under the floor the estimate wins over min-bitrate: the smallest step.
+        let a = c.update(45_000, Instant::now());
+        assert!(a.video_kbps <= 25, "{a:?}");
+        assert_eq!((a.step.width, a.step.height), (160, 120));
+    }
+
+    #[test]
+    fn it_steps_back_up_one_step_at_a_time_after_a_hold() {
+        let mut c = Controller::new(limits_480p());
+        let t0 = Instant::now();
+        assert_eq!(c.update(60_000, t0).level, 3);
+        // Capacity is back: not at once...
+        assert_eq!(c.update(700_000, t0 + Duration::from_millis(100)).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(2)).level, 3);
+        // ...one step per hold.
+        let t = t0 + Duration::from_millis(100) + UPGRADE_HOLD;
+        assert_eq!(c.update(700_000, t).level, 2);
+        assert_eq!(c.update(700_000, t + UPGRADE_HOLD).level, 1);
+        assert_eq!(c.update(700_000, t + UPGRADE_HOLD * 2).level, 0);
+        // A dip on the way resets the hold; a drop goes down at once.
+        let mut c = Controller::new(limits_480p());
+        assert_eq!(c.update(150_000, t0).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(1)).level, 2);
+        assert_eq!(c.update(200_000, t0 + Duration::from_secs(2)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(3)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 1);
+        assert_eq!(c.update(50_000, t0 + Duration::from_secs(7)).level, 3);
+    }
+
+    #[test]
+    fn the_need_of_each_step() {
+        let c = Controller::new(limits_480p());
+        assert_eq!(c.needed_kbps(0), 200);
+        assert_eq!(c.needed_kbps(1), 133);
+        // A quarter of the pixels: about a third of the bits.
+        assert_eq!(c.needed_kbps(2), 47);
+        assert_eq!(c.needed_kbps(3), 17);
+    }
+
+    #[test]
+    fn without_audio_the_video_gets_the_estimate() {
+        let c = Controller::new(SendLimits { audio: false, ..limits_480p() });
+        assert_eq!(c.split(300_000), (0, 270));
+        assert_eq!(c.estimate_range().2, 555_556);
+    }
+}

@@ -1,0 +1,110 @@
+//! Loss recovery of a call: the choices that are plain arithmetic (how long the jitterbuffer
+//! waits for a retransmission, how much redundancy Opus and ULPFEC carry for a measured loss),
+//! tested without GStreamer. The wiring into webrtcbin is in `wilddogcall/imp/recovery.rs`.
+//!
+//! What a call does about lost packets, both ways:
+//! - video: NACK and RTX retransmission (webrtcbin's transceiver `do-nack`: the SDP offers an
+//!   `rtx` payload type with `a=rtcp-fb:… nack`, rtprtxsend keeps the last 500 packets, the
+//!   jitterbuffers ask for what is missing); key frame requests (PLI, and FIR for peers that
+//!   ask with it) when a frame is lost anyway or the decoder reports an error
+//!   (`crate::media::configure_loss_recovery`), answered by the encoder at once; optionally
+//!   ULPFEC in RED (`fec`).
+//! - audio: Opus in-band FEC, sized to the loss the peer reports, and packet loss
+//!   concealment; no retransmission (a late audio packet is worth nothing).
+//!
+//! The jitterbuffer's `latency` is the longest it waits for a missing packet before it
+//! declares it lost; packets in order go out at once whatever it is. On a clean link it
+//! stays at the element's `latency` (30 ms by default), which keeps glass-to-glass where it
+//! was. Once the receiver has seen loss, a retransmission must be able to arrive: the video
+//! jitterbuffers' wait becomes [`retransmission_wait_ms`] of the measured round trip (the
+//! RTCP one, or what retransmissions took, whichever is longer), and falls back to `latency`
+//! after [`LOSS_MEMORY`] without loss. Audio keeps `latency`: it is not retransmitted.
+
+use std::time::Duration;
+
+use gst::glib;
+
+/// Forward error correction of the sent video (`fec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(i32)]
+#[enum_type(name = "GstWilddogFec")]
+pub enum Fec {
+    /// None: lost video is retransmitted (NACK/RTX) or refreshed by a key frame.
+    #[default]
+    #[enum_value(name = "No video FEC", nick = "none")]
+    None = 0,
+    /// ULPFEC (RFC 5109) in RED (RFC 2198), as Chrome does: repairs a loss without a round
+    /// trip, for redundancy that grows with the loss the peer reports.
+    #[enum_value(name = "ULPFEC in RED", nick = "ulpfec-red")]
+    UlpfecRed = 1,
+}
+
+/// The shortest interval between the regular RTCP packets of a call's RTP session, ns
+/// (rtpsession's `rtcp-min-interval`, RFC 4585's T_rr_interval): 100 ms.
+///
+/// The feedback that loss recovery and congestion control live on rides on RTCP: NACKs,
+/// PLIs and the transport-wide congestion control reports. rtpsession's default, at least
+/// 5 s between regular packets, allows an early feedback packet only once per regular
+/// interval, so feedback waited seconds: on a link capped at 250 kbit/s the estimate took
+/// 8 s to fall and the picture froze for 12 s, and retransmissions often came too late.
+/// (Raising the RTCP bandwidth too, with an absolute `rtcp-fraction`, was tried: PLIs then
+/// stopped going out at all in GStreamer 1.22.)
+pub const RTCP_MIN_INTERVAL_NS: u64 = 100_000_000;
+
+/// What the jitterbuffer waits beyond one round trip for a retransmission: the time it
+/// takes to notice the gap (its `rtx-delay`, about the jitter), the sender's turnaround and
+/// a late packet's own delay.
+pub const RTX_MARGIN_MS: u32 = 60;
+/// The longest the jitterbuffer waits for a retransmission: past this a frame is better
+/// given up (and a key frame asked for) than waited for.
+pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
+/// How long a seen loss keeps the longer wait.
+pub const LOSS_MEMORY: Duration = Duration::from_secs(20);
+
+/// The jitterbuffer latency, ms, that lets a retransmission arrive on a path with a round
+/// trip of `rtt_ms`, never under the element's `latency` (`base_ms`).
+pub fn retransmission_wait_ms(base_ms: u32, rtt_ms: u32) -> u32 {
+    rtt_ms.saturating_add(RTX_MARGIN_MS).min(MAX_RETRANSMISSION_WAIT_MS).max(base_ms)
+}
+
+/// opusenc's `packet-loss-percentage` for the fraction of our audio packets the peer reports
+/// lost (0..1): a little above the loss, so that the in-band FEC is there when a packet goes;
+/// 0 on a clean link (FEC costs bits).
+pub fn opus_loss_percentage(fraction_lost: f64) -> u32 {
+    if fraction_lost <= 0.0 || !fraction_lost.is_finite() {
+        return 0;
+    }
+    ((fraction_lost * 100.0).ceil() as u32 + 2).min(30)
+}
+
+/// The transceiver's `fec-percentage` (ULPFEC packets per 100 media packets) for the fraction
+/// of our video packets the peer reports lost: 10 % on a clean link, up to 50 %.
+pub fn ulpfec_percentage(fraction_lost: f64) -> u32 {
+    let loss = if fraction_lost.is_finite() { fraction_lost.max(0.0) } else { 0.0 };
+    (10 + (loss * 500.0).round() as u32).min(50)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_covers_a_round_trip_and_never_goes_under_latency() {
+        assert_eq!(retransmission_wait_ms(30, 0), 60);
+        assert_eq!(retransmission_wait_ms(30, 100), 160);
+        assert_eq!(retransmission_wait_ms(200, 100), 200);
+        assert_eq!(retransmission_wait_ms(30, 5000), MAX_RETRANSMISSION_WAIT_MS);
+        assert_eq!(retransmission_wait_ms(800, 5000), 800);
+    }
+
+    #[test]
+    fn redundancy_follows_the_loss() {
+        assert_eq!(opus_loss_percentage(0.0), 0);
+        assert_eq!(opus_loss_percentage(0.03), 5);
+        assert_eq!(opus_loss_percentage(f64::NAN), 0);
+        assert_eq!(opus_loss_percentage(0.9), 30);
+        assert_eq!(ulpfec_percentage(0.0), 10);
+        assert_eq!(ulpfec_percentage(0.03), 25);
+        assert_eq!(ulpfec_percentage(0.5), 50);
+    }
+}

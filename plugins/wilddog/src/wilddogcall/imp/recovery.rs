@@ -1,0 +1,229 @@
+//! Loss recovery of a call's peer connection (see [`crate::recovery`] for what and why):
+//! NACK/RTX and the optional ULPFEC on the video transceiver, the jitterbuffer's wait for
+//! retransmissions following the measured round trip once loss is seen, and Opus's in-band
+//! FEC and ULPFEC's redundancy following the loss the peer reports.
+
+use std::time::Instant;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::stats::LinkStats;
+use super::{CAT, WilddogCall, lock};
+use crate::media::{self, StreamKind};
+use crate::recovery::{self, Fec};
+
+/// Loss recovery state of the current peer connection.
+#[derive(Debug, Default)]
+pub(super) struct Recovery {
+    /// webrtcbin's rtprtxsend (what it retransmitted).
+    rtxsend: Option<glib::WeakRef<gst::Element>>,
+    /// When the receiver last saw loss (a NACK or a lost packet).
+    last_loss: Option<Instant>,
+    /// NACKs sent and packets lost at the last stats.
+    seen: (u64, i64),
+    /// The jitterbuffer latency set, ms (0: the element's `latency`, untouched).
+    latency_ms: u32,
+    /// opusenc's `packet-loss-percentage` set.
+    opus_loss: u32,
+    /// The payload types of the remote description's video sections.
+    video_payloads: Vec<u32>,
+    /// The video jitterbuffers (those that ask for retransmissions).
+    video_jitterbuffers: Vec<glib::WeakRef<gst::Element>>,
+}
+
+impl WilddogCall {
+    /// A new peer connection: keep its retransmission sender for the stats, and make its
+    /// video jitterbuffers ask for retransmissions.
+    ///
+    /// webrtcbin (1.22.0) sets each new jitterbuffer's `do-retransmission` from the `do-nack`
+    /// of every transceiver of the transport in turn, not of the one whose stream it is, so
+    /// with audio after video in one BUNDLE the video's ends up false and nothing is ever
+    /// NACKed (the offer said `a=rtcp-fb:96 nack`, and an RTX payload type was negotiated,
+    /// for nothing). The jitterbuffer's first packet tells its payload type: a video one
+    /// turns retransmission requests on.
+    pub(super) fn setup_recovery(&self, webrtcbin: &gst::Element) {
+        *lock(&self.recovery) = Recovery::default();
+        let weak = self.obj().downgrade();
+        webrtcbin.connect("deep-element-added", false, move |values| {
+            let element = values.get(2)?.get::<gst::Element>().ok()?;
+            let obj = weak.upgrade()?;
+            match element.factory()?.name().as_str() {
+                "rtprtxsend" => lock(&obj.imp().recovery).rtxsend = Some(element.downgrade()),
+                "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
+                "rtpsession" => {
+                    // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
+                    element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
+                }
+                _ => {}
+            }
+            None
+        });
+    }
+
+    fn watch_jitterbuffer(&self, jitterbuffer: &gst::Element) {
+        let Some(sink) = jitterbuffer.static_pad("sink") else { return };
+        let weak = self.obj().downgrade();
+        let jb = jitterbuffer.downgrade();
+        sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let pt = match &info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    gst_rtp::RTPBuffer::from_buffer_readable(buffer)
+                        .ok()
+                        .map(|rtp| rtp.payload_type())
+                }
+                _ => None,
+            };
+            if let (Some(pt), Some(obj), Some(jb)) = (pt, weak.upgrade(), jb.upgrade())
+                && lock(&obj.imp().recovery).video_payloads.contains(&u32::from(pt))
+            {
+                gst::debug!(CAT, obj = jb, "video (payload type {pt}): NACKs on");
+                jb.set_property("do-retransmission", true);
+                // Ask for a packet once a later one shows it missing, not when its expected
+                // time passes: on a slow link a frame's packets come a serialization time
+                // apart (38 ms for 1200 bytes at 250 kbit/s), and the estimate of when the
+                // next one is due made the jitterbuffer ask for packets that were only late
+                // (the retransmissions came as duplicates, on a link with no room for them).
+                jb.set_property("rtx-next-seqnum", false);
+                let mut r = lock(&obj.imp().recovery);
+                if r.latency_ms > 0 {
+                    jb.set_property("latency", r.latency_ms);
+                }
+                r.video_jitterbuffers.push(jb.downgrade());
+            }
+            gst::PadProbeReturn::Remove
+        });
+    }
+
+    /// What congestion control and loss recovery take from a remote description (offer or
+    /// answer), before webrtcbin gets it.
+    pub(super) fn follow_remote_description(&self, sdp: &gst_sdp::SDPMessageRef) {
+        self.follow_remote_payloads(sdp);
+        self.follow_remote_twcc(sdp);
+    }
+
+    /// A remote description: which payload types carry video.
+    fn follow_remote_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
+        let pts = sdp
+            .medias()
+            .filter(|m| m.media() == Some("video"))
+            .flat_map(|m| (0..m.formats_len()).filter_map(|i| m.format(i)?.parse::<u32>().ok()))
+            .collect();
+        lock(&self.recovery).video_payloads = pts;
+    }
+
+    /// A new transceiver: video asks for and answers retransmissions (NACK/RTX), with ULPFEC
+    /// in RED when `fec` says so; audio relies on Opus's own FEC.
+    pub(super) fn configure_transceiver(
+        &self,
+        kind: StreamKind,
+        transceiver: &gst_webrtc::WebRTCRTPTransceiver,
+    ) {
+        if kind != StreamKind::Video {
+            return;
+        }
+        transceiver.set_property("do-nack", true);
+        let fec = lock(&self.state).validated.as_ref().map(|v| v.fec).unwrap_or_default();
+        if fec == Fec::UlpfecRed {
+            transceiver.set_property("fec-type", gst_webrtc::WebRTCFECType::UlpRed);
+            transceiver.set_property("fec-percentage", recovery::ulpfec_percentage(0.0));
+        }
+    }
+
+    /// Every stats period: the jitterbuffer's wait and the senders' redundancy follow what the
+    /// stats say about loss and the round trip.
+    pub(super) fn recovery_tick(&self, stats: &LinkStats) {
+        let now = Instant::now();
+        let (base_latency, fec) = match lock(&self.state).validated.as_ref() {
+            Some(v) => (v.latency, v.fec),
+            None => return,
+        };
+        // What a retransmission took, from the jitterbuffer's request to its arrival (its
+        // average; it includes the time the request waited for its RTCP packet).
+        let jitterbuffers: Vec<gst::Element> =
+            lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
+        let rtx_rtt_ms = jitterbuffers
+            .iter()
+            .filter_map(|jb| jb.property::<gst::Structure>("stats").get::<u64>("rtx-rtt").ok())
+            .map(|ns| (ns / 1_000_000) as u32)
+            .max()
+            .unwrap_or(0);
+        let (latency, opus_loss) = {
+            let mut r = lock(&self.recovery);
+            let seen = (stats.nack_sent, stats.packets_lost);
+            if seen.0 > r.seen.0 || seen.1 > r.seen.1 {
+                r.last_loss = Some(now);
+            }
+            r.seen = seen;
+            let lossy = r.last_loss.is_some_and(|t| now.duration_since(t) < recovery::LOSS_MEMORY);
+            let wanted = if lossy {
+                recovery::retransmission_wait_ms(base_latency, stats.rtt_ms.max(rtx_rtt_ms))
+            } else {
+                base_latency
+            };
+            let current = if r.latency_ms == 0 { base_latency } else { r.latency_ms };
+            let latency = (wanted != current).then(|| {
+                r.latency_ms = wanted;
+                wanted
+            });
+            let opus = recovery::opus_loss_percentage(stats.audio_fraction_lost);
+            let opus_loss = (opus != r.opus_loss).then(|| {
+                r.opus_loss = opus;
+                opus
+            });
+            (latency, opus_loss)
+        };
+        let (audio_bin, video_transceiver) = {
+            let st = lock(&self.state);
+            (
+                st.audio_in.as_ref().and_then(|s| s.encoder_bin.clone()),
+                st.media.as_ref().and_then(|m| m.video_transceiver.clone()),
+            )
+        };
+        if let Some(ms) = latency {
+            gst::info!(
+                CAT,
+                imp = self,
+                "video jitterbuffer waits {ms} ms for a missing packet (round trip {} ms, \
+                 retransmission {} ms)",
+                stats.rtt_ms,
+                rtx_rtt_ms
+            );
+            // The video's only: audio is not retransmitted, and a longer wait there would
+            // hold every packet after a lost one for nothing.
+            for jb in &jitterbuffers {
+                jb.set_property("latency", ms);
+            }
+        }
+        if let (Some(pct), Some(enc)) =
+            (opus_loss, audio_bin.as_ref().and_then(media::audio_encoder))
+        {
+            gst::debug!(CAT, imp = self, "Opus FEC for {pct} % loss");
+            enc.set_property("packet-loss-percentage", pct as i32);
+        }
+        if fec == Fec::UlpfecRed
+            && let Some(t) = video_transceiver
+        {
+            let pct = recovery::ulpfec_percentage(stats.video_fraction_lost);
+            if t.property::<u32>("fec-percentage") != pct {
+                t.set_property("fec-percentage", pct);
+            }
+        }
+    }
+
+    /// Packets retransmitted so far (RTX), and the jitterbuffer latency now, ms.
+    pub(super) fn recovery_stats(&self) -> (u64, u32) {
+        let r = lock(&self.recovery);
+        let rtx = r
+            .rtxsend
+            .as_ref()
+            .and_then(|w| w.upgrade())
+            .map(|e| u64::from(e.property::<u32>("num-rtx-packets")))
+            .unwrap_or(0);
+        let current = r.latency_ms;
+        drop(r);
+        let base = lock(&self.state).validated.as_ref().map(|v| v.latency).unwrap_or(0);
+        (rtx, if current == 0 { base } else { current })
+    }
+}

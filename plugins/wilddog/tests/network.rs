@@ -1,0 +1,237 @@
+//! Calls on links like users' (issue 10), each in a private network namespace whose
+//! loopback is shaped: capacity caps with `tc tbf` (both directions of the call share the
+//! cap, as they share `lo`), random UDP loss with nftables. Short versions of the
+//! benchmark's scenarios (`scripts/bench.sh --network`), asserting what a user sees: the
+//! picture keeps moving, the sender backs off, lost packets are asked for and resent, an
+//! echo comes back at the rate it was sent.
+
+mod common;
+
+#[path = "../../../tests/support/shaping.rs"]
+mod shaping;
+
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+
+use common::{Endpoint, EndpointConfig, Seen, TestServer, enter_netns};
+
+const T: Duration = Duration::from_secs(20);
+
+fn is_frame(s: &Seen) -> bool {
+    matches!(s, Seen::VideoFrame { .. })
+}
+
+/// One `wilddog-stats` report, as its `local` and `remote` structures.
+struct Stats {
+    local: gst::Structure,
+    remote: gst::Structure,
+}
+
+impl Stats {
+    fn parse(text: &str) -> Stats {
+        let s: gst::Structure = text.parse().expect("a stats structure");
+        Stats { local: s.get("local").unwrap(), remote: s.get("remote").unwrap() }
+    }
+    fn local_u64(&self, field: &str) -> u64 {
+        self.local.value(field).ok().and_then(number).unwrap_or_else(|| panic!("local.{field}"))
+    }
+    fn remote_u64(&self, field: &str) -> u64 {
+        self.remote.value(field).ok().and_then(number).unwrap_or_else(|| panic!("remote.{field}"))
+    }
+}
+
+fn number(v: &glib::SendValue) -> Option<u64> {
+    v.get::<u64>()
+        .ok()
+        .or_else(|| v.get::<u32>().ok().map(u64::from))
+        .or_else(|| v.get::<i64>().ok().map(|n| n.max(0) as u64))
+}
+
+/// Frames and stats an endpoint got over `window`.
+fn watch(ep: &mut Endpoint, window: Duration) -> (usize, Vec<Stats>) {
+    let deadline = Instant::now() + window;
+    let (mut frames, mut stats) = (0, Vec::new());
+    while let Ok(s) = ep.seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match &s {
+            Seen::VideoFrame { .. } => frames += 1,
+            Seen::Stats(text) => stats.push(Stats::parse(text)),
+            _ => ep.log.push(s),
+        }
+    }
+    (frames, stats)
+}
+
+/// Alice calls bob, both sending camera-like 480p video at 15 fps; returns when alice
+/// decodes bob's frames.
+fn call(server: &TestServer, props: &[(&'static str, &'static str)]) -> (Endpoint, Endpoint) {
+    let mut cfg_b = EndpointConfig::new("bob").camera_like(15);
+    let mut cfg_a = EndpointConfig::new("alice").calling("bob").camera_like(15);
+    for (k, v) in props {
+        cfg_a = cfg_a.prop(k, v);
+        cfg_b = cfg_b.prop(k, v);
+    }
+    let bob = Endpoint::new(server, cfg_b);
+    let mut alice = Endpoint::new(server, cfg_a);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("a decoded frame", T, is_frame);
+    (alice, bob)
+}
+
+/// A 250 kbit/s link (both directions share it): congestion control brings what each side
+/// sends under the capacity, says so (`wilddog-quality` low), and the picture keeps moving:
+/// above 8 fps again within 10 s (12 s: a margin for a loaded machine; without congestion
+/// control it falls to 0 fps and stays there).
+#[test]
+fn a_250_kbit_link_keeps_the_picture_moving() {
+    if !enter_netns("a_250_kbit_link_keeps_the_picture_moving") {
+        return;
+    }
+    let server = TestServer::start();
+    let (mut alice, _bob) = call(&server, &[]);
+    shaping::cap_kbit(250);
+    let capped = Instant::now();
+    let mut windows = Vec::new();
+    let recovered = loop {
+        let (frames, _) = watch(&mut alice, Duration::from_secs(2));
+        windows.push(frames);
+        if frames >= 17 {
+            break Some(capped.elapsed());
+        }
+        if capped.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+    };
+    let (frames, stats) = watch(&mut alice, Duration::from_secs(8));
+    shaping::uncap();
+    let sent: Vec<u64> = stats.iter().map(|s| s.local_u64("bitSentRate")).collect();
+    let targets: Vec<u64> = stats.iter().map(|s| s.local_u64("targetBitrate")).collect();
+    println!(
+        "250 kbit/s: frames per 2 s {windows:?}, above 8 fps after {recovered:?}; then {frames} \
+         frames in 8 s, alice sent {sent:?} kbit/s, targets {targets:?}"
+    );
+    let recovered = recovered.expect("the picture did not get above 8 fps in 20 s");
+    assert!(recovered <= Duration::from_secs(12), "above 8 fps only after {recovered:?}");
+    assert!(frames >= 48, "{frames} frames in 8 s after it had recovered");
+    let mean = sent.iter().sum::<u64>() / sent.len().max(1) as u64;
+    assert!(mean < 250, "alice sent {sent:?} kbit/s on a 250 kbit/s link");
+    assert!(targets.iter().all(|&t| t < 200), "the encoder target stayed at {targets:?}");
+    assert!(
+        alice
+            .log
+            .iter()
+            .any(|s| matches!(s, Seen::Quality(q) if q.contains("quality=(string)low"))),
+        "no wilddog-quality low: {:?}",
+        alice.log
+    );
+}
+
+/// 3 % random loss: the receivers ask for the lost packets (NACK) and key frames (PLI),
+/// the senders resend them (RTX), and at least 90 % of the frames of a clean link come
+/// through.
+#[test]
+fn three_percent_loss_is_repaired() {
+    if !enter_netns("three_percent_loss_is_repaired") {
+        return;
+    }
+    let server = TestServer::start();
+    let (mut alice, mut bob) = call(&server, &[]);
+    let _ = watch(&mut alice, Duration::from_secs(2));
+    let (clean, _) = watch(&mut alice, Duration::from_secs(8));
+    shaping::lose_udp_percent(3);
+    let _ = watch(&mut alice, Duration::from_secs(2));
+    let (lossy, alice_stats) = watch(&mut alice, Duration::from_secs(16));
+    shaping::no_loss();
+    let (_, bob_stats) = watch(&mut bob, Duration::from_secs(3));
+    let series = |stats: &[Stats], side: fn(&Stats, &str) -> u64, field: &str| -> Vec<u64> {
+        stats.iter().map(|s| side(s, field)).collect()
+    };
+    println!(
+        "alice received fps {:?}, jitterbuffer {:?} ms; bob's stats while bob drained: target {:?}",
+        series(&alice_stats, Stats::remote_u64, "fps"),
+        series(&alice_stats, Stats::remote_u64, "jitterBufferLatency"),
+        series(&bob_stats, Stats::local_u64, "targetBitrate"),
+    );
+    let a = alice_stats.last().expect("alice's stats");
+    let b = bob_stats.last().expect("bob's stats");
+    let (nack_sent, pli_sent) = (a.remote_u64("nackSent"), a.remote_u64("pliSent"));
+    let (nack_received, resent) = (b.local_u64("nackReceived"), b.local_u64("retransmitted"));
+    println!(
+        "clean: {clean} frames in 8 s; 3 % loss: {lossy} frames in 16 s; alice sent {nack_sent} \
+         NACKs and {pli_sent} PLIs, bob got {nack_received} NACKs and resent {resent} packets"
+    );
+    assert!(
+        nack_sent > 0 && nack_received > 0,
+        "no NACK: {nack_sent} sent, {nack_received} received"
+    );
+    assert!(resent > 0, "nothing retransmitted");
+    assert!(
+        lossy as f64 >= 0.9 * 2.0 * clean as f64,
+        "{lossy} frames in 16 s under 3 % loss against {clean} in 8 s on a clean link"
+    );
+}
+
+/// An echo of a 15 fps stream comes back at 15 fps: the sending chain's rate limiter lets a
+/// stream at `max-fps` through whole, whatever the jitter of the decoded frames' timestamps
+/// (`videorate drop-only` sent back 7 to 11 fps).
+#[test]
+fn an_echo_of_15_fps_comes_back_at_15_fps() {
+    if !enter_netns("an_echo_of_15_fps_comes_back_at_15_fps") {
+        return;
+    }
+    common::init();
+    let server = TestServer::start();
+    // pipelines/echo.toml's pipeline.
+    let echo = gst::parse::launch(&format!(
+        "wilddogcall name=call server={} app-id={} token={} ice-local-addresses=127.0.0.1 \
+           queue name=video_back max-size-buffers=3 leaky=downstream ! call.video_sink \
+           queue name=audio_back ! call.audio_sink \
+           call.video_src ! video_back. call.audio_src ! audio_back.",
+        server.url,
+        wilddog_server::config::DEV_APP_ID,
+        server.token("echo")
+    ))
+    .unwrap();
+    echo.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut alice =
+        Endpoint::new(&server, EndpointConfig::new("alice").calling("echo").camera_like(15));
+    alice.play();
+    alice.wait_for("the echo", T, is_frame);
+    let _ = watch(&mut alice, Duration::from_secs(2));
+    let (frames, _) = watch(&mut alice, Duration::from_secs(10));
+    let _ = echo.set_state(gst::State::Null);
+    println!("echo of 15 fps: {frames} frames back in 10 s");
+    assert!(frames >= 140, "{frames} frames in 10 s: the echo of a 15 fps stream came back slower");
+}
+
+/// `congestion-control=disabled`: today's behaviour, the encoder at `max-bitrate` whatever
+/// the network, no TWCC in the offer, no estimate, no quality messages.
+#[test]
+fn congestion_control_disabled_sends_at_max_bitrate() {
+    if !enter_netns("congestion_control_disabled_sends_at_max_bitrate") {
+        return;
+    }
+    common::init();
+    let remote_sdps = common::capture_remote_sdps();
+    let server = TestServer::start();
+    let (mut alice, _bob) = call(&server, &[("congestion-control", "disabled")]);
+    shaping::cap_kbit(250);
+    let (_, stats) = watch(&mut alice, Duration::from_secs(8));
+    shaping::uncap();
+    let targets: Vec<u64> = stats.iter().map(|s| s.local_u64("targetBitrate")).collect();
+    let estimates: Vec<u64> = stats.iter().map(|s| s.local_u64("estimatedBitrate")).collect();
+    println!("disabled at 250 kbit/s: targets {targets:?}, estimates {estimates:?}");
+    assert!(!targets.is_empty() && targets.iter().all(|&t| t == 500), "{targets:?}");
+    assert!(estimates.iter().all(|&e| e == 0), "{estimates:?}");
+    assert!(!alice.log.iter().any(|s| matches!(s, Seen::Quality(_))), "{:?}", alice.log);
+    let sdps = remote_sdps.lock().unwrap().clone();
+    let offer =
+        sdps.iter().find(|s| s.starts_with("remote offer")).expect("bob's log of the offer");
+    assert!(!offer.contains("transport-wide-cc"), "{offer}");
+    // Loss recovery does not depend on it: the offer still has RTX for NACKs.
+    assert!(offer.contains("rtx/90000"), "{offer}");
+}

@@ -1,0 +1,82 @@
+//! Impairs the loopback link of the private network namespace a test runs in
+//! (`netns::enter_netns`): a capacity cap with `tc tbf` (both directions of a call share it,
+//! as they share `lo`) and random UDP loss with nftables. This kernel has no `netem`.
+//! Shared by the test suites (and the benchmark) through `#[path]`.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run `{program}` (scripts/install-deps.sh installs it): {e}")
+    });
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Caps `lo` at `kbit` kbit/s (`tc tbf`, a 16 kbit burst, packets queued up to 300 ms),
+/// replacing any cap.
+pub fn cap_kbit(kbit: u32) {
+    let rate = format!("{kbit}kbit");
+    run(
+        "tc",
+        &[
+            "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", &rate, "burst", "16kbit",
+            "latency", "300ms",
+        ],
+    );
+}
+
+/// Removes the cap.
+pub fn uncap() {
+    let _ = Command::new("tc").args(["qdisc", "del", "dev", "lo", "root"]).output();
+}
+
+/// Drops `percent` % of UDP packets at random on every hop through `lo` (nftables), replacing
+/// any loss rule.
+pub fn lose_udp_percent(percent: u32) {
+    no_loss();
+    run("nft", &["add", "table", "inet", "wilddog_loss"]);
+    run(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "wilddog_loss",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ],
+    );
+    let bound = percent.to_string();
+    run(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "wilddog_loss",
+            "input",
+            "meta",
+            "l4proto",
+            "udp",
+            "numgen",
+            "random",
+            "mod",
+            "100",
+            "<",
+            &bound,
+            "drop",
+        ],
+    );
+}
+
+/// Removes the loss rule.
+pub fn no_loss() {
+    let _ = Command::new("nft").args(["delete", "table", "inet", "wilddog_loss"]).output();
+}
