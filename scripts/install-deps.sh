@@ -12,8 +12,9 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav gstreamer1.0-tools
   # tests: gst-discoverer-1.0 checks the runner's recordings
   gstreamer1.0-plugins-base-apps
-  # tests: private network namespaces, the meson build, the browser tests
-  iproute2 util-linux meson ninja-build chromium nodejs npm
+  # tests: private network namespaces (tc shapes their links, nftables drops packets), the
+  # meson build, the browser tests
+  iproute2 nftables util-linux meson ninja-build chromium nodejs npm
   # tests: the signaling server across nodes (a real Redis, a real load balancer)
   redis-server haproxy
   # tests: TURN (coturn), blocked paths and loss (nftables), Firefox ESR, the aiortc peer

@@ -92,6 +92,17 @@ declare namespace wilddogVideo {
     candidateType: string;
     framesEncoded: number;
     packetsSent: number;
+    /** The video encoder's target, kbps (it follows the browser's congestion control). */
+    targetBitrate: number;
+    /** The browser's estimate of the path (availableOutgoingBitrate), kbps. */
+    estimatedBitrate: number;
+    /** Packets the peer reports lost. */
+    packetsLost: number;
+    nackReceived: number;
+    pliReceived: number;
+    firReceived: number;
+    /** Packets resent (RTX). */
+    retransmitted: number;
   }
 
   interface RemoteStats {
@@ -110,6 +121,26 @@ declare namespace wilddogVideo {
     packetsLost: number;
     /** Video jitter in ms. */
     jitter: number;
+    packetsReceived: number;
+    /** Packets a retransmission repaired. */
+    packetsRepaired: number;
+    nackSent: number;
+    pliSent: number;
+    firSent: number;
+    /** The video jitterbuffer's delay over the period, ms. */
+    jitterBufferLatency: number;
+  }
+
+  /** The `quality` event: the link gives the video less than the dimension needs, or enough again. */
+  interface Quality {
+    quality: 'low' | 'good';
+    /** kbps: the browser's estimate of the path, the video encoder's target, what the dimension needs (minBitrateBps). */
+    estimatedBitrate: number;
+    targetBitrate: number;
+    neededBitrate: number;
+    width: number;
+    height: number;
+    fps: number;
   }
 
   class Stream {
@@ -153,6 +184,8 @@ declare namespace wilddogVideo {
     error: (error: WilddogError) => void;
     local_stats: (stats: LocalStats) => void;
     remote_stats: (stats: RemoteStats) => void;
+    /** Extension: the video encoder's target fell below what the dimension needs ('low'), or is back ('good'). */
+    quality: (quality: Quality) => void;
   }
 
   class Conversation {

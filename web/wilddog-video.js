@@ -1102,8 +1102,8 @@
     pc.getStats().then(function (report) {
       if (self._pc !== pc || self.status === S_CLOSED) return;
       var now = Date.now();
-      var out = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0 };
-      var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0 };
+      var out = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
+      var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0, packets: 0, nack: 0, pli: 0, fir: 0, repaired: 0, jbDelay: 0, jbCount: 0 };
       var pairId = null;
       var pairs = [];
       var byId = {};
@@ -1112,16 +1112,30 @@
         if (s.type === 'outbound-rtp') {
           out.bytes += s.bytesSent || 0;
           out.packets += s.packetsSent || 0;
+          out.nack += s.nackCount || 0;
+          out.pli += s.pliCount || 0;
+          out.fir += s.firCount || 0;
+          out.rtx += s.retransmittedPacketsSent || 0;
+          if (s.kind === 'video' && s.targetBitrate != null) out.target = s.targetBitrate;
           if (s.kind === 'video') {
             out.frames += s.framesEncoded || 0;
             if (s.frameWidth) out.width = s.frameWidth;
             if (s.frameHeight) out.height = s.frameHeight;
             if (s.framesPerSecond != null) out.fps = s.framesPerSecond;
           }
+        } else if (s.type === 'remote-inbound-rtp') {
+          out.lost += Math.max(0, s.packetsLost || 0);
         } else if (s.type === 'inbound-rtp') {
           inn.bytes += s.bytesReceived || 0;
           inn.packetsLost += s.packetsLost || 0;
+          inn.packets += s.packetsReceived || 0;
+          inn.nack += s.nackCount || 0;
+          inn.pli += s.pliCount || 0;
+          inn.fir += s.firCount || 0;
+          inn.repaired += s.retransmittedPacketsReceived || 0;
           if (s.kind === 'video') {
+            inn.jbDelay = s.jitterBufferDelay || 0;
+            inn.jbCount = s.jitterBufferEmittedCount || 0;
             inn.frames += s.framesDecoded || 0;
             if (s.frameWidth) inn.width = s.frameWidth;
             if (s.frameHeight) inn.height = s.frameHeight;
@@ -1145,6 +1159,7 @@
         if (reported != null) return Math.round(reported);
         return secs > 0 ? Math.max(0, Math.round((frames - prev) / secs)) : 0;
       }
+      var estimate = pair && pair.availableOutgoingBitrate != null ? Math.round(pair.availableOutgoingBitrate / 1000) : 0;
       var local = {
         bytesSent: out.bytes,
         bitSentRate: rate(out.bytes, last ? last.outBytes : 0),
@@ -1153,7 +1168,17 @@
         height: out.height,
         candidateType: (localCand && localCand.candidateType) || '',
         framesEncoded: out.frames,
-        packetsSent: out.packets
+        packetsSent: out.packets,
+        // What the network does to what we send (as wilddogcall's wilddog-stats says it):
+        // the video encoder's target and the browser's estimate of the path (kbps), packets
+        // the peer reports lost, NACKs / PLIs / FIRs it sent us, packets resent.
+        targetBitrate: out.target != null ? Math.round(out.target / 1000) : 0,
+        estimatedBitrate: estimate,
+        packetsLost: out.lost,
+        nackReceived: out.nack,
+        pliReceived: out.pli,
+        firReceived: out.fir,
+        retransmitted: out.rtx
       };
       var remote = {
         id: self.remoteUid,
@@ -1166,12 +1191,48 @@
         candidateType: (remoteCand && remoteCand.candidateType) || '',
         framesDecoded: inn.frames,
         packetsLost: inn.packetsLost,
-        jitter: inn.jitter
+        jitter: inn.jitter,
+        // What it does to what we receive: NACKs / PLIs / FIRs we sent, packets a
+        // retransmission repaired, the video jitterbuffer's delay over the period (ms).
+        packetsReceived: inn.packets,
+        packetsRepaired: inn.repaired,
+        nackSent: inn.nack,
+        pliSent: inn.pli,
+        firSent: inn.fir,
+        jitterBufferLatency: last && inn.jbCount > last.jbCount
+          ? Math.round(((inn.jbDelay - last.jbDelay) / (inn.jbCount - last.jbCount)) * 1000) : 0
       };
-      self._lastStats = { time: now, outBytes: out.bytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames };
+      self._lastStats = {
+        time: now, outBytes: out.bytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames,
+        jbDelay: inn.jbDelay, jbCount: inn.jbCount
+      };
       self._emit('local_stats', local);
       if (self.status !== S_CLOSED) self._emit('remote_stats', remote);
+      self._checkQuality(local);
     }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
+  };
+
+  /**
+   * `quality`, as wilddogcall's `wilddog-quality`: 'low' when the browser's video encoder
+   * target (which follows its congestion control) falls below what the local stream's
+   * dimension needs (its minBitrateBps, kbps), 'good' when it is back. Only on a change.
+   */
+  Conversation.prototype._checkQuality = function (local) {
+    var ls = this.localStream;
+    if (!ls || !ls.captureVideo || !local.targetBitrate || this.status === S_CLOSED) return;
+    var needed = ls.minBitrateBps || DEFAULT_BITRATES[ls.dimension].min;
+    var low = local.targetBitrate < needed;
+    if (low === !!this._qualityLow) return;
+    this._qualityLow = low;
+    this._emit('quality', {
+      quality: low ? 'low' : 'good',
+      estimatedBitrate: local.estimatedBitrate,
+      targetBitrate: local.targetBitrate,
+      neededBitrate: needed,
+      width: local.width,
+      height: local.height,
+      fps: local.fps
+    });
   };
 
   function asLocalStream(s) {

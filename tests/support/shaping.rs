@@ -20,8 +20,11 @@ fn run(program: &str, args: &[&str]) {
 }
 
 /// Caps `lo` at `kbit` kbit/s (`tc tbf`, a 16 kbit burst, packets queued up to 300 ms),
-/// replacing any cap.
+/// replacing any cap. `lo`'s MTU becomes 1500, an Internet path's: tbf drops every packet
+/// larger than its burst, and with loopback's 64 KiB MTU a DTLS handshake datagram (an RSA
+/// certificate, 2 to 3 KB) never passed, so a call could not start on the shaped link.
 pub fn cap_kbit(kbit: u32) {
+    run("ip", &["link", "set", "lo", "mtu", "1500"]);
     let rate = format!("{kbit}kbit");
     run(
         "tc",

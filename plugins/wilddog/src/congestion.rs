@@ -49,6 +49,11 @@ pub const VIDEO_KBPS_FLOOR: u32 = 20;
 /// Lowest estimate the estimator may reach, bit/s (a floor for its own sake, well below any
 /// `min-bitrate`: on a link with less than the floor the estimate wins).
 pub const ESTIMATE_BPS_MIN: u32 = 40_000;
+/// Where the estimate starts, bit/s (at most the ceiling): Chrome's start. A call that
+/// started at the ceiling (640 kbit/s at 480p) on a 250 kbit/s link flooded it both ways
+/// and decoded no frame in 30 s; from here the estimate grows about 8 % a second on a link
+/// with room, and at 300 kbit/s a 480p call already sends its full size and rate.
+pub const ESTIMATE_BPS_START: u32 = 300_000;
 /// A step up needs this much more than the step's need...
 pub const UPGRADE_MARGIN: f64 = 1.25;
 /// ...for this long, without a step down in between.
@@ -153,14 +158,14 @@ impl Controller {
         &self.steps
     }
 
-    /// The estimator's range, bit/s: (lowest, first, highest). It starts where a call
-    /// without congestion control sends (`max-bitrate` and Opus's default), so a clean link
-    /// sends what it always did from the first frame.
+    /// The estimator's range, bit/s: (lowest, first, highest). The highest is what a call
+    /// without congestion control sends (`max-bitrate` and Opus's default); it starts at
+    /// [`ESTIMATE_BPS_START`] (or the highest, if lower).
     pub fn estimate_range(&self) -> (u32, u32, u32) {
         let audio = if self.limits.audio { AUDIO_BPS_MAX + audio_overhead_bps(20) } else { 0 };
         let max =
             (f64::from(self.limits.max_video_kbps) * 1000.0 / VIDEO_SHARE).ceil() as u32 + audio;
-        (ESTIMATE_BPS_MIN, max, max)
+        (ESTIMATE_BPS_MIN, ESTIMATE_BPS_START.min(max), max)
     }
 
     /// What full quality at step `level` needs, kbps: `min-bitrate` scaled by the step's
@@ -186,6 +191,22 @@ impl Controller {
         let video_kbps = ((video_bps / 1000.0) as u32)
             .clamp(VIDEO_KBPS_FLOOR, self.limits.max_video_kbps.max(VIDEO_KBPS_FLOOR));
         (audio_bps, video_kbps)
+    }
+
+    /// What the sending chains are set to before any estimate: full size and rate,
+    /// `max-bitrate`, Opus at its default in 20 ms frames.
+    pub fn full(&self) -> Adaptation {
+        let (_, _, max) = self.estimate_range();
+        let (audio_bps, video_kbps) = self.split(max);
+        Adaptation {
+            estimate_bps: max,
+            video_kbps,
+            audio_bps,
+            audio_frame_ms: 20,
+            step: self.steps[0],
+            level: 0,
+            needed_kbps: self.limits.min_video_kbps,
+        }
     }
 
     /// The adaptation for a new estimate at `now`: down the ladder at once, up one step
@@ -296,9 +317,13 @@ mod tests {
     fn a_clean_link_sends_what_it_always_did() {
         let mut c = Controller::new(limits_480p());
         let (min, start, max) = c.estimate_range();
-        assert_eq!(start, max);
+        assert_eq!(start, ESTIMATE_BPS_START);
         assert!(min < 100_000);
+        // Already the full size and rate at the start...
         let a = c.update(start, Instant::now());
+        assert_eq!(a.level, 0, "{a:?}");
+        // ...and the full bitrate once the estimate has grown to the ceiling.
+        let a = c.update(max, Instant::now());
         assert_eq!(a.video_kbps, 500);
         assert_eq!(a.audio_bps, AUDIO_BPS_MAX);
         assert_eq!(a.audio_frame_ms, 20);

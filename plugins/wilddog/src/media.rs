@@ -355,10 +355,46 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             elements.extend([enc, profile, pay]);
         }
     }
+    throttle_key_frames(&elements[0]);
     let pay = &elements[elements.len() - 1];
     set_str(pay, "pt", &params.payload.to_string());
     set_str(pay, "mtu", "1200");
     Ok(elements)
+}
+
+/// The shortest interval between two key frames the sending side makes on request (PLI,
+/// FIR): the first request is answered at once, the next ones wait for this much.
+pub const KEY_FRAME_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Drops key frame requests reaching `encoder` sooner than [`KEY_FRAME_MIN_INTERVAL`] after
+/// the last one it got. A key frame is several frames' worth of bits: on a congested link
+/// (a 480p key frame takes a second at 250 kbit/s) a receiver that lost part of one asked for
+/// the next before it could arrive, and the link carried nothing but key frames.
+fn throttle_key_frames(encoder: &gst::Element) {
+    let Some(src) = encoder.static_pad("src") else { return };
+    let last = std::sync::Mutex::new(None::<std::time::Instant>);
+    src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_err() {
+            return gst::PadProbeReturn::Ok;
+        }
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < KEY_FRAME_MIN_INTERVAL) {
+            // Replaced by an event nobody acts on, not dropped: GStreamer 1.22 unrefs a NULL
+            // event when a probe drops one given to gst_pad_send_event (our own request at
+            // connection time comes that way).
+            let ignored = gst::event::CustomUpstream::new(gst::Structure::new_empty(
+                "wilddog-key-frame-request-throttled",
+            ));
+            info.data = Some(gst::PadProbeData::Event(ignored));
+            return gst::PadProbeReturn::Ok;
+        }
+        *last = Some(now);
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Replaces the codec of a running [`video_encoder_bin`] (an answerer following an offer
@@ -498,6 +534,12 @@ pub fn set_twcc_extension(payloader: &gst::Element, id: Option<u32>) {
             "no TWCC header extension (rtpmanager of gst-plugins-good)"
         ),
     }
+}
+
+/// The SSRC a running payloader sends with (its `stats`).
+pub fn payloader_ssrc(payloader: &gst::Element) -> Option<u32> {
+    payloader.find_property("stats")?;
+    payloader.property::<gst::Structure>("stats").get::<u32>("ssrc").ok()
 }
 
 /// Sets a video encoder's target bitrate (vp8enc/vp9enc in bit/s, x264enc in kbit/s,
@@ -691,6 +733,7 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
 pub fn configure_loss_recovery(depay: &gst::Element, dec: &gst::Element, kind: StreamKind) {
     match kind {
         StreamKind::Video => {
+            key_frame_requests(depay);
             set_str(depay, "request-keyframe", "true");
             set_str(depay, "wait-for-keyframe", "true");
             set_str(dec, "automatic-request-sync-points", "true");
@@ -698,7 +741,7 @@ pub fn configure_loss_recovery(depay: &gst::Element, dec: &gst::Element, kind: S
             set_str(dec, "max-errors", "-1");
             // One request per round trip or so is enough; a burst of losses must not become
             // a burst of key frames (each costs several frames' worth of bits).
-            set_str(dec, "min-force-key-unit-interval", "300000000");
+            set_str(dec, "min-force-key-unit-interval", "250000000");
         }
         StreamKind::Audio => {
             set_str(dec, "plc", "true");
@@ -706,6 +749,65 @@ pub fn configure_loss_recovery(depay: &gst::Element, dec: &gst::Element, kind: S
         }
     }
 }
+
+/// Key frame requests of a video receiving chain as they go to rtpsession, on the
+/// depayloader's sink pad: a PLI when the peer takes PLIs, else a FIR with a fresh sequence
+/// number; once asked, not again until a key frame came or [`KEY_FRAME_RETRY`] passed.
+///
+/// rtpvp8depay asks with `all-headers=TRUE` and `count=0` every time. rtpsession turns that
+/// into a FIR (the peer offered `ccm fir`), whose sequence number moves only when `count`
+/// does: every FIR after the first repeated the first one, which a sender must not answer
+/// again (RFC 5104), and a pending FIR also kept the decoder's PLIs from going out. A lossy
+/// link then waited for the next periodic key frame (3 s) at every unrepaired loss. And the
+/// depayloader and the decoder ask at every frame they cannot use: on a congested link that
+/// was a key frame every few hundred milliseconds, each several frames' worth of bits.
+fn key_frame_requests(depay: &gst::Element) {
+    let (Some(sink), Some(src)) = (depay.static_pad("sink"), depay.static_pad("src")) else {
+        return;
+    };
+    // When the last request went out; `None` once a key frame came.
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let count = std::sync::atomic::AtomicU32::new(1);
+    let asked_in = asked.clone();
+    sink.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_err() {
+            return gst::PadProbeReturn::Ok;
+        }
+        {
+            let mut asked = asked_in.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if asked.is_some_and(|t| now.duration_since(t) < KEY_FRAME_RETRY) {
+                return gst::PadProbeReturn::Drop;
+            }
+            *asked = Some(now);
+        }
+        let pli = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.has_field("rtcp-fb-nack-pli")))
+            .unwrap_or(true);
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request =
+            gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(!pli).count(n).build();
+        info.data = Some(gst::PadProbeData::Event(request));
+        gst::PadProbeReturn::Ok
+    });
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+        {
+            *asked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// How long a receiving chain that asked for a key frame waits for it before asking again:
+/// a round trip and the key frame's own transmission, which on a slow link is most of a
+/// second.
+pub const KEY_FRAME_RETRY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Payload type that an SDP offers for an encoding name (case-insensitive), for the
 /// answerer's payloaders.

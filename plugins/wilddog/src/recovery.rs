@@ -17,7 +17,8 @@
 //! stays at the element's `latency` (30 ms by default), which keeps glass-to-glass where it
 //! was. Once the receiver has seen loss, a retransmission must be able to arrive: the video
 //! jitterbuffers' wait becomes [`retransmission_wait_ms`] of the measured round trip (the
-//! RTCP one, or what retransmissions took, whichever is longer), and falls back to `latency`
+//! RTCP one, or what retransmissions took, whichever is longer: two of them and a margin,
+//! so that a lost retransmission is asked for once more), and falls back to `latency`
 //! after [`LOSS_MEMORY`] without loss. Audio keeps `latency`: it is not retransmitted.
 
 use std::time::Duration;
@@ -51,10 +52,10 @@ pub enum Fec {
 /// stopped going out at all in GStreamer 1.22.)
 pub const RTCP_MIN_INTERVAL_NS: u64 = 100_000_000;
 
-/// What the jitterbuffer waits beyond one round trip for a retransmission: the time it
-/// takes to notice the gap (its `rtx-delay`, about the jitter), the sender's turnaround and
-/// a late packet's own delay.
-pub const RTX_MARGIN_MS: u32 = 60;
+/// What the jitterbuffer waits beyond the round trips for a retransmission: a gap shows only
+/// when a later packet arrives (the lost last packet of a frame: with the next frame, 66 ms
+/// later at 15 fps), then the sender's turnaround and a late packet's own delay.
+pub const RTX_MARGIN_MS: u32 = 100;
 /// The longest the jitterbuffer waits for a retransmission: past this a frame is better
 /// given up (and a key frame asked for) than waited for.
 pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
@@ -62,9 +63,14 @@ pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
 pub const LOSS_MEMORY: Duration = Duration::from_secs(20);
 
 /// The jitterbuffer latency, ms, that lets a retransmission arrive on a path with a round
-/// trip of `rtt_ms`, never under the element's `latency` (`base_ms`).
+/// trip of `rtt_ms`, and a second one when the first is lost too (two round trips), never
+/// under the element's `latency` (`base_ms`).
 pub fn retransmission_wait_ms(base_ms: u32, rtt_ms: u32) -> u32 {
-    rtt_ms.saturating_add(RTX_MARGIN_MS).min(MAX_RETRANSMISSION_WAIT_MS).max(base_ms)
+    rtt_ms
+        .saturating_mul(2)
+        .saturating_add(RTX_MARGIN_MS)
+        .min(MAX_RETRANSMISSION_WAIT_MS)
+        .max(base_ms)
 }
 
 /// opusenc's `packet-loss-percentage` for the fraction of our audio packets the peer reports
@@ -90,9 +96,9 @@ mod tests {
 
     #[test]
     fn the_wait_covers_a_round_trip_and_never_goes_under_latency() {
-        assert_eq!(retransmission_wait_ms(30, 0), 60);
-        assert_eq!(retransmission_wait_ms(30, 100), 160);
-        assert_eq!(retransmission_wait_ms(200, 100), 200);
+        assert_eq!(retransmission_wait_ms(30, 0), 100);
+        assert_eq!(retransmission_wait_ms(30, 100), 300);
+        assert_eq!(retransmission_wait_ms(400, 100), 400);
         assert_eq!(retransmission_wait_ms(30, 5000), MAX_RETRANSMISSION_WAIT_MS);
         assert_eq!(retransmission_wait_ms(800, 5000), 800);
     }

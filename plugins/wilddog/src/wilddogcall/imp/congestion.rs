@@ -148,7 +148,9 @@ impl WilddogCall {
             let mut c = lock(&self.congestion);
             let Some(controller) = c.controller.as_mut() else { return };
             let adaptation = controller.update(estimate_bps, Instant::now());
-            let previous = c.last.replace(adaptation);
+            let full = controller.full();
+            // Before the first estimate, the chains are as they were built: full.
+            let previous = c.last.replace(adaptation).or(Some(full));
             let changed = adaptation.constrained() != c.constrained;
             c.constrained = adaptation.constrained();
             (adaptation, previous, changed)
@@ -251,10 +253,7 @@ impl WilddogCall {
     pub(super) fn end_congestion(&self) {
         let full = {
             let mut c = lock(&self.congestion);
-            let full = c.controller.as_mut().map(|ctl| {
-                let (_, start, _) = ctl.estimate_range();
-                Controller::new(ctl.limits().clone()).update(start, Instant::now())
-            });
+            let full = c.controller.as_ref().map(Controller::full);
             let previous = c.last.take();
             *c = Congestion::default();
             full.filter(|_| previous.is_some()).map(|f| (f, previous))

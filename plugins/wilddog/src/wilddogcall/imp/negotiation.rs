@@ -176,7 +176,7 @@ impl WilddogCall {
         let Some(webrtcbin) = self.webrtcbin() else { return };
         match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, sdp) {
             Ok(desc) => {
-                self.follow_remote_description(desc.sdp());
+                self.follow_remote_description(desc.sdp(), false);
                 webrtcbin
                     .emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>])
             }
@@ -265,7 +265,7 @@ impl WilddogCall {
         // Congestion control and loss recovery follow the offer (imp/recovery.rs): the
         // payloaders, a switched one too, write the offer's TWCC extension id, which
         // webrtcbin copies into the answer.
-        self.follow_remote_description(sdp);
+        self.follow_remote_description(sdp, true);
     }
 }
 

@@ -96,11 +96,40 @@ impl WilddogCall {
         });
     }
 
-    /// What congestion control and loss recovery take from a remote description (offer or
-    /// answer), before webrtcbin gets it.
-    pub(super) fn follow_remote_description(&self, sdp: &gst_sdp::SDPMessageRef) {
+    /// What congestion control and loss recovery take from a remote description, before
+    /// webrtcbin gets it: an offer (`offer`: we answer it) or an answer.
+    pub(super) fn follow_remote_description(&self, sdp: &gst_sdp::SDPMessageRef, offer: bool) {
         self.follow_remote_payloads(sdp);
         self.follow_remote_twcc(sdp);
+        if offer {
+            self.answer_with_our_ssrc();
+        }
+    }
+
+    /// An answerer's video codec preferences name the SSRC its payloader sends with.
+    ///
+    /// webrtcbin (1.22) takes the SSRC of an answer's `a=ssrc` lines and of its RTX group
+    /// from the answer's caps, which come from the codec preferences, not from the sink pad
+    /// as in an offer. Without it, an answer with RTX listed only a stray RTX SSRC: Chrome
+    /// took that for the section's stream and the real one for an unsignaled stream of no
+    /// track, and decoded our video without ever showing it (a 0x0 `<video>`).
+    fn answer_with_our_ssrc(&self) {
+        let (transceiver, payloader) = {
+            let st = lock(&self.state);
+            (
+                st.media.as_ref().and_then(|m| m.video_transceiver.clone()),
+                st.video_in.as_ref().and_then(|s| s.payloader.clone()),
+            )
+        };
+        let (Some(transceiver), Some(payloader)) = (transceiver, payloader) else { return };
+        let Some(ssrc) = media::payloader_ssrc(&payloader) else { return };
+        let Some(mut caps) = transceiver.property::<Option<gst::Caps>>("codec-preferences") else {
+            return;
+        };
+        for s in caps.make_mut().iter_mut() {
+            s.set("ssrc", ssrc);
+        }
+        transceiver.set_property("codec-preferences", &caps);
     }
 
     /// A remote description: which payload types carry video.

@@ -107,7 +107,13 @@ impl WilddogCall {
 
     /// Turns webrtcbin's stats into the original's `local_stats` / `remote_stats`.
     pub(super) fn report_stats(&self, reply: &gst::StructureRef) {
-        let l = LinkStats::parse(reply);
+        let mut l = LinkStats::parse(reply);
+        // Now and then a reply lacks a stream's entry (the RTX stream's, or one webrtcbin
+        // was updating): the byte counters never go back, or a period would show no traffic.
+        if let Some((_, sent, received, _, _)) = lock(&self.state).prev_stats {
+            l.bytes_sent = l.bytes_sent.max(sent);
+            l.bytes_received = l.bytes_received.max(received);
+        }
         self.recovery_tick(&l);
         self.congestion_tick();
         let c = &self.counters;
