@@ -2,6 +2,8 @@
 # Call benchmarks side by side with the anchors (docs/benchmarks.md, "Calls").
 #
 #   scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR]
+#   scripts/bench.sh --network [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args]
+#                               # the same calls on shaped links (docs/benchmarks.md, "Shaped networks")
 #   scripts/bench.sh --server   # only the signaling servers: ours against gst-webrtc-signalling-server
 #   scripts/bench.sh --server --nodes 3   # ours as 1 and as 3 nodes on Redis (bench_cluster)
 #
@@ -14,6 +16,12 @@
 # table; writes DIR/results.json, DIR/table.md and DIR/plot.svg (DIR defaults to bench-out).
 # --quick: 3 calls and a 3 s call per scenario, for CI. Fails (non-zero) when a scenario fails
 # or a figure is missing; never on the figures' values.
+# --network: every scenario on every link (tc tbf caps of 2 Mbit/s, 500 and 250 kbit/s; nft
+# random loss of 1, 3 and 5 %; a step 2 Mbit/s -> 300 kbit/s -> 2 Mbit/s; a clean reference),
+# each (scenario, link) in a private namespace of its own, two at a time, 30 s calls; writes
+# DIR/network.json, network.md, network-step.svg. With --quick: the 250 kbit/s link, 8 s
+# calls, ours and (unless --no-anchor) webrtcsink: what CI runs. Arguments after `--` go to
+# call-bench (e.g. `-- --links step,loss3 --jobs 1`).
 # Target dirs: the workspace's (target/, or $CARGO_TARGET_DIR) and target/anchors for the anchor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +30,7 @@ anchor=1
 chromium=0
 server=0
 nodes=0
+network=0
 profile=release
 args=()
 while [ $# -gt 0 ]; do
@@ -31,8 +40,10 @@ while [ $# -gt 0 ]; do
     --chromium) chromium=1 ;;
     --server) server=1 ;;
     --nodes) nodes="$2"; shift ;;
+    --network) network=1; args+=(--network) ;;
     --out) args+=(--out "$2"); shift ;;
-    *) echo "usage: scripts/bench.sh [--quick] [--no-anchor] [--chromium] [--out DIR] | --server [--nodes N]" >&2; exit 2 ;;
+    --) shift; args+=("$@"); break ;;
+    *) echo "usage: scripts/bench.sh [--network] [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args] | --server [--nodes N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -94,8 +105,17 @@ if [ "$chromium" = 1 ]; then
   if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm --prefix tests/browser ci --no-audit --no-fund
   fi
-  args+=(--chromium-script benches/chromium/anchor.mjs)
+  if [ "$network" = 1 ]; then
+    args+=(--chromium-net-script benches/chromium/network.mjs)
+  else
+    args+=(--chromium-script benches/chromium/anchor.mjs)
+  fi
 fi
 
-step "run (private network namespace)"
+if [ "$network" = 1 ]; then
+  command -v nft >/dev/null || { echo "bench.sh: nft not found (scripts/install-deps.sh installs nftables)" >&2; exit 1; }
+  step "run (a private network namespace per scenario and link)"
+else
+  step "run (private network namespace)"
+fi
 exec "$target/$profile/call-bench" "${args[@]}"

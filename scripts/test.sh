@@ -29,6 +29,11 @@ meson test -C "$builddir" --verbose
 step "benchmark, quick mode"
 scripts/bench.sh --quick --out target/bench-quick
 
+# The shaped-network benchmark's quick mode: ours and the webrtcsink anchor on the 250 kbit/s
+# link, 8 s calls in namespaces of their own (about 40 s); figures present, values not judged.
+step "shaped-network benchmark, quick mode"
+scripts/bench.sh --network --quick --out target/bench-quick
+
 # The anchors are their own workspace (gst-plugin-webrtc): linted here, after the quick
 # benchmark built them (the check build of their dependencies takes about a minute more).
 step "benchmark anchors: format and lints"

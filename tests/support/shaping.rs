@@ -24,12 +24,18 @@ fn run(program: &str, args: &[&str]) {
 /// larger than its burst, and with loopback's 64 KiB MTU a DTLS handshake datagram (an RSA
 /// certificate, 2 to 3 KB) never passed, so a call could not start on the shaped link.
 pub fn cap_kbit(kbit: u32) {
-    run("ip", &["link", "set", "lo", "mtu", "1500"]);
+    cap_dev_kbit("lo", kbit);
+}
+
+/// [`cap_kbit`] of another device: the veth pair some benchmark anchors talk over (their
+/// sockets are bound to it, so their packets leave through it, not through `lo`).
+pub fn cap_dev_kbit(dev: &str, kbit: u32) {
+    run("ip", &["link", "set", dev, "mtu", "1500"]);
     let rate = format!("{kbit}kbit");
     run(
         "tc",
         &[
-            "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", &rate, "burst", "16kbit",
+            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "16kbit",
             "latency", "300ms",
         ],
     );

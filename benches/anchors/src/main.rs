@@ -4,7 +4,13 @@
 //!
 //! ```text
 //! webrtcsink-anchor [--calls N] [--call-secs S]
+//! webrtcsink-anchor --network [--secs S]
 //! ```
+//!
+//! `--network` (run by `call-bench --network`, on a shaped link): `congestion-control=gcc`
+//! (`rtpgccbwe`, registered from gst-plugin-rtp), camera-like content, one session each way;
+//! prints one `NET-RESULT {json}` line for the forward session (see call-bench's
+//! `netmeasure.rs`).
 //!
 //! Run by `call-bench --anchor-bin …` inside its private network namespace: these elements
 //! cannot be told which local addresses to gather, so the namespace holds a veth pair with
@@ -17,6 +23,8 @@
 
 #[path = "../../call-bench/src/measure.rs"]
 mod measure;
+#[path = "../../call-bench/src/netmeasure.rs"]
+mod netmeasure;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -125,19 +133,116 @@ fn consumer(uri: &str, stamper: &Arc<Stamper>) -> Result<(f64, Consumer)> {
     Ok((first.duration_since(t0).as_secs_f64() * 1000.0, c))
 }
 
+/// A producer for the shaped-network benchmark: `congestion-control=gcc` (webrtcsink's
+/// default) with its range set to ours (500 kbit/s of video at most, starting there; its
+/// defaults are 2 Mbit/s to start and 8 Mbit/s at most), camera-like content. Its sessions'
+/// webrtcbins go into `webrtcbins` (for what they send).
+fn network_producer(uri: &str, webrtcbins: Arc<Mutex<Vec<gst::Element>>>) -> Result<gst::Pipeline> {
+    let pipeline = gst::Pipeline::new();
+    let sink = gst::ElementFactory::make("webrtcsink").build()?;
+    sink.set_property("video-caps", gst::Caps::builder("video/x-vp8").build());
+    sink.set_property("audio-caps", gst::Caps::builder("audio/x-opus").build());
+    sink.set_property("stun-server", None::<String>);
+    sink.set_property_from_str("congestion-control", "gcc");
+    sink.set_property("start-bitrate", 500_000u32);
+    sink.set_property("max-bitrate", 500_000u32);
+    let signaller = sink.property::<gst::glib::Object>("signaller");
+    signaller.set_property("uri", uri);
+    sink.connect("consumer-added", false, move |values| {
+        if let Some(Ok(webrtcbin)) = values.get(2).map(|v| v.get::<gst::Element>()) {
+            webrtcbins.lock().unwrap_or_else(|e| e.into_inner()).push(webrtcbin);
+        }
+        None
+    });
+    pipeline.add(&sink)?;
+    let video = netmeasure::camera_like_source(pipeline.upcast_ref())?;
+    video.link(&sink)?;
+    let audio = measure::audio_source(pipeline.upcast_ref())?;
+    audio.link(&sink)?;
+    Ok(pipeline)
+}
+
+/// A consumer measuring what it receives.
+fn network_consumer(uri: &str) -> Result<(gst::Pipeline, Arc<Mutex<netmeasure::Received>>)> {
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("webrtcsrc").build()?;
+    src.set_property("stun-server", None::<String>);
+    let signaller = src.property::<gst::glib::Object>("signaller");
+    signaller.set_property("uri", format!("{uri}?connect-to-first-producer=true"));
+    pipeline.add(&src)?;
+    let (sink, received) = netmeasure::receiver(pipeline.upcast_ref())?;
+    let weak = pipeline.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else { return };
+        let linked = if pad.name().starts_with("video") {
+            pad.link(&sink).map(|_| ()).map_err(anyhow::Error::from)
+        } else {
+            measure::discard(pipeline.upcast_ref(), pad)
+        };
+        if let Err(e) = linked {
+            eprintln!("cannot link {}: {e}", pad.name());
+        }
+    });
+    pipeline.set_state(gst::State::Playing)?;
+    Ok((pipeline, received))
+}
+
+/// `--network`: one session each way on the shaped link, the forward one measured.
+fn network(secs: f64) -> Result<()> {
+    let forward_bins: Arc<Mutex<Vec<gst::Element>>> = Arc::default();
+    let port = signalling_server()?;
+    let uri = format!("ws://127.0.0.1:{port}");
+    let forward = network_producer(&uri, forward_bins.clone())?;
+    forward.set_state(gst::State::Playing)?;
+    let reverse_port = signalling_server()?;
+    let reverse_uri = format!("ws://127.0.0.1:{reverse_port}");
+    let reverse = network_producer(&reverse_uri, Arc::default())?;
+    reverse.set_state(gst::State::Playing)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (consumer, received) = network_consumer(&uri)?;
+    let (reverse_consumer, _) = network_consumer(&reverse_uri)?;
+    if !netmeasure::wait_first_frame(&received, Duration::from_secs(40)) {
+        bail!("webrtcsrc: no decoded frame within 40 s");
+    }
+    let sent = || {
+        let bins = forward_bins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        bins.last().and_then(netmeasure::outbound_bytes)
+    };
+    let mut r = netmeasure::measure("webrtcsink", secs, &received, sent);
+    r.notes = format!(
+        "webrtcsink congestion-control=gcc (start and max 500 kbit/s), one session each way; {}",
+        r.notes
+    );
+    r.print();
+    for p in [&consumer, &reverse_consumer, &forward, &reverse] {
+        let _ = p.set_state(gst::State::Null);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut calls = 20usize;
     let mut call_secs = 10.0f64;
+    let mut network_secs = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--calls" => calls = args.next().context("--calls N")?.parse()?,
             "--call-secs" => call_secs = args.next().context("--call-secs S")?.parse()?,
+            "--network" => network_secs = network_secs.or(Some(30.0)),
+            "--secs" => network_secs = Some(args.next().context("--secs S")?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
     gst::init()?;
     gstrswebrtc::plugin_register_static()?;
+    if let Some(secs) = network_secs {
+        if gst::ElementFactory::find("rtpgccbwe").is_none() {
+            gstrsrtp::plugin_register_static()?;
+        }
+        network(secs)?;
+        std::process::exit(0);
+    }
     let port = signalling_server()?;
     let uri = format!("ws://127.0.0.1:{port}");
     let stamper = Stamper::new();

@@ -5,7 +5,11 @@
 //!
 //! ```text
 //! call-bench [--quick] [--calls N] [--call-secs S] [--out DIR] [--anchor-bin PATH]
+//! call-bench --network [--quick] [--secs S] [--links L,...] [--scenarios S,...] [--jobs N]
+//!            [--anchor-bin PATH] [--chromium-net-script benches/chromium/network.mjs] [--out DIR]
 //! ```
+//!
+//! `--network`: the shaped-network benchmark (`net.rs`).
 //!
 //! Runs itself inside a private network namespace (`unshare --net`, `lo` up, plus a veth
 //! pair holding 127.0.0.2 for the anchor, whose ICE cannot be restricted); each scenario runs
@@ -13,6 +17,8 @@
 //! table and writes `results.json` and `plot.svg` into the output directory.
 
 mod measure;
+mod net;
+mod netmeasure;
 mod plot;
 mod scenarios;
 
@@ -41,6 +47,18 @@ struct Args {
     quick: bool,
     chromium_script: Option<PathBuf>,
     serve: bool,
+    network: bool,
+    secs: Option<f64>,
+    links: Option<Vec<String>>,
+    scenarios: Option<Vec<String>>,
+    jobs: usize,
+    chromium_net_script: Option<PathBuf>,
+    net_run: Option<(String, Vec<String>)>,
+    net_scenario: Option<String>,
+    net_endpoint: bool,
+    server: Option<String>,
+    token: Option<String>,
+    remote_uid: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +71,18 @@ fn parse_args() -> Result<Args> {
         quick: false,
         chromium_script: None,
         serve: false,
+        network: false,
+        secs: None,
+        links: None,
+        scenarios: None,
+        jobs: 2,
+        chromium_net_script: None,
+        net_run: None,
+        net_scenario: None,
+        net_endpoint: false,
+        server: None,
+        token: None,
+        remote_uid: None,
     };
     let mut it = std::env::args().skip(1);
     let mut calls_set = false;
@@ -74,6 +104,26 @@ fn parse_args() -> Result<Args> {
             "--child" => args.child = Some(value("--child")?),
             "--chromium-script" => args.chromium_script = Some(value("--chromium-script")?.into()),
             "--serve" => args.serve = true,
+            "--network" => args.network = true,
+            "--secs" => args.secs = Some(value("--secs")?.parse().context("--secs: seconds")?),
+            "--links" => args.links = Some(net::list(&value("--links")?)),
+            "--scenarios" => args.scenarios = Some(net::list(&value("--scenarios")?)),
+            "--jobs" => args.jobs = value("--jobs")?.parse().context("--jobs: a number")?,
+            "--chromium-net-script" => {
+                args.chromium_net_script = Some(value("--chromium-net-script")?.into())
+            }
+            "--net-run" => {
+                let link = value("--net-run")?;
+                if it.next().as_deref() != Some("--") {
+                    bail!("--net-run LINK -- COMMAND...");
+                }
+                args.net_run = Some((link, it.by_ref().collect()));
+            }
+            "--net-scenario" => args.net_scenario = Some(value("--net-scenario")?),
+            "--net-endpoint" => args.net_endpoint = true,
+            "--server" => args.server = Some(value("--server")?),
+            "--token" => args.token = Some(value("--token")?),
+            "--remote-uid" => args.remote_uid = Some(value("--remote-uid")?),
             "--vp8enc-props" => {
                 let v = value("--vp8enc-props")?;
                 // SAFETY: single-threaded here, before anything reads the environment.
@@ -104,6 +154,54 @@ fn main() -> Result<()> {
     if args.serve {
         // For the Chromium anchor: our server alone, until killed.
         return scenarios::serve_forever();
+    }
+    if let Some((link, cmd)) = &args.net_run {
+        return net::net_run(link, cmd);
+    }
+    if let Some(name) = &args.net_scenario {
+        let secs = args.secs.unwrap_or(30.0);
+        match name.as_str() {
+            "wilddog" => net::scenario_wilddog(secs)?,
+            other => bail!("unknown network scenario {other}"),
+        }
+        // Do not run GStreamer's and OpenSSL's exit handlers under still-running threads.
+        std::process::exit(0);
+    }
+    if args.net_endpoint {
+        let server = args.server.as_deref().context("--net-endpoint needs --server")?;
+        let token = args.token.as_deref().context("--net-endpoint needs --token")?;
+        net::endpoint(server, token, args.remote_uid.as_deref(), args.secs.unwrap_or(30.0))?;
+        std::process::exit(0);
+    }
+    if args.network {
+        // Each job makes its own namespace: this process stays where it is.
+        let quick = args.quick;
+        let a = net::NetArgs {
+            quick,
+            secs: args.secs.unwrap_or(if quick { 8.0 } else { 30.0 }),
+            links: args.links.clone().unwrap_or_else(|| {
+                if quick {
+                    vec!["250kbit".into()]
+                } else {
+                    net::LINKS.iter().map(|(n, _)| n.to_string()).collect()
+                }
+            }),
+            scenarios: args.scenarios.clone().unwrap_or_else(|| {
+                let mut s = vec!["wilddog".to_string()];
+                if args.anchor_bin.is_some() {
+                    s.push("webrtcsink".into());
+                }
+                if args.chromium_net_script.is_some() {
+                    s.extend(["chromium".into(), "mixed".into()]);
+                }
+                s
+            }),
+            jobs: args.jobs,
+            anchor_bin: args.anchor_bin.clone(),
+            chromium_script: args.chromium_net_script.clone(),
+            out: args.out.clone(),
+        };
+        return net::run_network(&a);
     }
     if let Some(child) = &args.child {
         let plan = scenarios::Plan { calls: args.calls, call_secs: args.call_secs };

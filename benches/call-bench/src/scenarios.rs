@@ -58,15 +58,15 @@ fn init() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // wilddogcall through the real server
 
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    pub(crate) url: String,
     config: wilddog_server::ServerConfig,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start() -> Result<Server> {
+    pub(crate) fn start() -> Result<Server> {
         let config = wilddog_server::ServerConfig::development();
         let (addr_tx, addr_rx) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -104,7 +104,7 @@ impl Server {
         })
     }
 
-    fn token(&self, uid: &str) -> Result<String> {
+    pub(crate) fn token(&self, uid: &str) -> Result<String> {
         Ok(wilddog_server::mint_token(
             &self.config,
             wilddog_server::config::DEV_APP_ID,
