@@ -54,7 +54,13 @@ pub const ESTIMATE_BPS_MIN: u32 = 40_000;
 /// and decoded no frame in 30 s; from here the estimate grows about 8 % a second on a link
 /// with room, and at 300 kbit/s a 480p call already sends its full size and rate.
 pub const ESTIMATE_BPS_START: u32 = 300_000;
-/// A step up needs this much more than the step's need...
+/// A lowered step is kept only with this much more than its need: encoders overshoot small
+/// targets on detailed pictures (VP8 sent 340 kbit/s of a moving test pattern for a 200
+/// kbit/s target at 480p), and a step chosen at its bare need congested the link it was
+/// chosen for (on a 500 kbit/s link shared by both directions, 480p at 10 fps for 148 kbit/s
+/// froze for 16 s of 30).
+pub const FIT_MARGIN: f64 = 1.3;
+/// A step up needs this much more than the step's need (with [`FIT_MARGIN`] below full)...
 pub const UPGRADE_MARGIN: f64 = 1.25;
 /// ...for this long, without a step down in between.
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
@@ -179,6 +185,13 @@ impl Controller {
         (f64::from(self.limits.min_video_kbps) * pixels.powf(0.75) * rate).round() as u32
     }
 
+    /// What the video's share must be to stay at step `level`, kbps: `min-bitrate` at full
+    /// quality, the step's need with [`FIT_MARGIN`] below.
+    pub fn fit_kbps(&self, level: usize) -> f64 {
+        let need = f64::from(self.needed_kbps(level));
+        if level == 0 { need } else { need * FIT_MARGIN }
+    }
+
     /// The audio and video shares of an estimate (bit/s, kbps).
     pub fn split(&self, estimate_bps: u32) -> (u32, u32) {
         let (audio_bps, audio_total) = if self.limits.audio {
@@ -209,19 +222,19 @@ impl Controller {
         }
     }
 
-    /// The adaptation for a new estimate at `now`: down the ladder at once, up one step
-    /// once the estimate has had [`UPGRADE_MARGIN`] over that step's need for
-    /// [`UPGRADE_HOLD`].
+    /// The adaptation for a new estimate at `now`: down the ladder at once (to the first step
+    /// the video's share fits, [`Controller::fit_kbps`]), up one step once the share has had
+    /// [`UPGRADE_MARGIN`] over that step's fit for [`UPGRADE_HOLD`].
     pub fn update(&mut self, estimate_bps: u32, now: Instant) -> Adaptation {
         let (audio_bps, video_kbps) = self.split(estimate_bps);
         let fits = (0..self.steps.len())
-            .find(|&l| self.needed_kbps(l) <= video_kbps)
+            .find(|&l| self.fit_kbps(l) <= f64::from(video_kbps))
             .unwrap_or(self.steps.len() - 1);
         if fits > self.level {
             self.level = fits;
             self.better_since = None;
         } else if self.level > 0
-            && f64::from(video_kbps) >= f64::from(self.needed_kbps(self.level - 1)) * UPGRADE_MARGIN
+            && f64::from(video_kbps) >= self.fit_kbps(self.level - 1) * UPGRADE_MARGIN
         {
             let since = *self.better_since.get_or_insert(now);
             if now.duration_since(since) >= UPGRADE_HOLD {
@@ -370,6 +383,19 @@ mod tests {
         assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 2);
         assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 1);
         assert_eq!(c.update(50_000, t0 + Duration::from_secs(7)).level, 3);
+    }
+
+    #[test]
+    fn a_lowered_step_keeps_a_margin() {
+        let mut c = Controller::new(limits_480p());
+        let t = Instant::now();
+        // 180 kbit/s of video: under min-bitrate, enough for 480p at 10 fps with margin.
+        assert_eq!(c.split(236_000).1, 180);
+        assert_eq!(c.update(236_000, t).level, 1);
+        // 151: 480p at 10 fps would need 133, too close: a quarter of the pixels.
+        let mut c = Controller::new(limits_480p());
+        assert_eq!(c.split(200_000).1, 151);
+        assert_eq!(c.update(200_000, t).level, 2);
     }
 
     #[test]
