@@ -309,6 +309,15 @@ fn call_state(pipeline: &gst::Pipeline) -> String {
         .unwrap_or_else(|| "idle".to_owned())
 }
 
+/// Whether a `wilddog-stats` message says that RTP has arrived from the peer: the only
+/// proof in the stats that the call has a working media path.
+fn stats_show_received_media(s: &gst::StructureRef) -> bool {
+    s.get::<gst::Structure>("remote")
+        .ok()
+        .and_then(|remote| remote.get::<u64>("packetsReceived").ok())
+        .is_some_and(|packets| packets > 0)
+}
+
 /// The conversation id the pipeline's wilddog elements know.
 fn conversation_id(pipeline: &gst::Pipeline) -> Option<String> {
     pipeline_file::wilddog_elements(pipeline)
@@ -635,7 +644,9 @@ impl Instance<'_> {
     fn on_element_message(&mut self, s: &gst::StructureRef) {
         let Some(name) = event_name(s.name()) else { return };
         let mut map = structure_fields(s);
-        if matches!(name.as_str(), "first-frame" | "stats") {
+        // A decoded frame is media; stats are posted every 2 s from ACCEPTED on, also while
+        // ICE has found no path, so they count only once packets have arrived.
+        if name == "first-frame" || (name == "stats" && stats_show_received_media(s)) {
             self.media_connected = true;
         }
         match name.as_str() {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use wilddog_server::{DEV_APP_ID, ServerConfig, mint_token};
 
 /// Default lifetime of a minted token: one day.
@@ -15,9 +15,9 @@ pub struct TokenArgs {
     /// The same TOML config `serve` uses. Without it: the development app.
     #[arg(long, env = "WILDDOG_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The app (default: the development app).
-    #[arg(long, default_value = DEV_APP_ID)]
-    pub app_id: String,
+    /// The app (default: the config's only app; without a config, the development app).
+    #[arg(long)]
+    pub app_id: Option<String>,
     /// The user the token proves.
     #[arg(long)]
     pub uid: String,
@@ -33,10 +33,19 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading config {}", path.display()))?,
         None => ServerConfig::development(),
     };
-    let token = mint_token(&config, &args.app_id, &args.uid, Duration::from_secs(args.ttl))
-        .with_context(|| {
-            format!("minting a token for uid `{}` of app `{}`", args.uid, args.app_id)
-        })?;
+    let app_id = match (&args.app_id, config.apps.as_slice()) {
+        (Some(app), _) => app.clone(),
+        (None, _) if args.config.is_none() => DEV_APP_ID.to_owned(),
+        (None, [only]) => only.id.clone(),
+        (None, []) => bail!("the config has no app"),
+        (None, apps) => bail!(
+            "the config has {} apps ({}): say which with --app-id",
+            apps.len(),
+            apps.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let token = mint_token(&config, &app_id, &args.uid, Duration::from_secs(args.ttl))
+        .with_context(|| format!("minting a token for uid `{}` of app `{app_id}`", args.uid))?;
     println!("{token}");
     Ok(())
 }

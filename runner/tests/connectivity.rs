@@ -85,3 +85,45 @@ fn relay_policy_without_turn_ends_the_call_with_41004() {
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.contains("ice-transport-policy=relay"), "{message}");
 }
+
+/// Every packet but the signaling connection's dropped (nftables): the call is accepted and
+/// its stats flow every 2 s, but no media ever arrives, so a hang-up at 4 s is not a success.
+#[test]
+fn a_call_whose_media_never_arrived_is_not_a_success() {
+    if !enter_netns("a_call_whose_media_never_arrived_is_not_a_success") {
+        return;
+    }
+    let (_echo, server) = echo_bot();
+    let port = server
+        .trim_start_matches("ws://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {server}"));
+    block_all_but_tcp_port(port);
+    let mut caller = caller(&server, &["--hangup-after", "4"]);
+    assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
+    assert!(caller.seen.iter().any(|e| e["event"] == "stats"), "no stats: {:?}", caller.names());
+    assert!(
+        !caller.seen.iter().any(|e| e["event"] == "closed" && e["media_connected"] == true),
+        "{:?}",
+        caller.seen
+    );
+}
+
+/// Drops every UDP datagram and every TCP segment but those to or from `port`, in this
+/// test's own network namespace.
+fn block_all_but_tcp_port(port: u16) {
+    use std::io::Write;
+    let rules = format!(
+        "table inet media_block {{\n  chain output {{\n    type filter hook output priority 0;\n    \
+         tcp dport {port} accept\n    tcp sport {port} accept\n    meta l4proto {{ tcp, udp }} drop\n  }}\n}}\n"
+    );
+    let mut nft = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (scripts/install-deps.sh installs nftables)");
+    nft.stdin.take().expect("nft stdin").write_all(rules.as_bytes()).expect("nft rules");
+    assert!(nft.wait().expect("nft").success(), "nft refused the rules");
+}

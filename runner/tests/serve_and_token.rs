@@ -140,7 +140,8 @@ async fn a_call_with_tokens_from_the_token_command() {
     let config = write_config("call", "acme-secret-for-tests");
     let serve = Serve::start(Some(&config));
     let alice_token = token(Some(&config), Some("acme"), "alice", None);
-    let bob_token = token(Some(&config), Some("acme"), "bob", Some(600));
+    // Without --app-id: the config's only app.
+    let bob_token = token(Some(&config), None, "bob", Some(600));
     let (mut alice, code) = connect(&serve.url(), "acme", &alice_token).await;
     assert_eq!(code, 0);
     let (mut bob, code) = connect(&serve.url(), "acme", &bob_token).await;
