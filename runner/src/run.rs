@@ -246,19 +246,25 @@ pub fn exit_code(outcome: &Outcome) -> i32 {
     }
 }
 
-/// Raises `stop` at the first Ctrl-C or SIGTERM; a second one exits at once.
+/// Raises `stop` at the first Ctrl-C or SIGTERM; a second one exits at once. Signals within
+/// [`SAME_STOP_REQUEST`] of the first are the same request: `timeout`, a shell's job control
+/// or a terminal signal the runner and its process group, so one request can arrive twice.
 async fn stop_on_signal(stop: StopFlag) {
-    for round in 0.. {
+    wait_signal().await;
+    let first = std::time::Instant::now();
+    tracing::info!("stopping: ending the call cleanly (again to exit at once)");
+    stop.raise();
+    loop {
         wait_signal().await;
-        if round == 0 {
-            tracing::info!("stopping: ending the call cleanly (again to exit at once)");
-            stop.raise();
-        } else {
+        if first.elapsed() >= SAME_STOP_REQUEST {
             eprintln!("stopped twice: exiting at once");
             std::process::exit(130);
         }
     }
 }
+
+/// How long after a first stop signal another one is taken as the same request.
+const SAME_STOP_REQUEST: Duration = Duration::from_secs(1);
 
 /// Resolves at the next Ctrl-C or SIGTERM.
 pub async fn wait_signal() {

@@ -160,6 +160,8 @@ fn ctrl_c_at_the_recorder_hangs_up_and_finalizes_the_file() {
     // The recorder sends nothing back: it is the one that sees frames.
     recorder.wait_event("first_frame");
     std::thread::sleep(Duration::from_secs(2));
+    // Twice at once, as `timeout` or a shell signals a process and its group: one request.
+    recorder.signal("INT");
     recorder.signal("INT");
     // The caller hears the hang-up (bye) and ends as an accepted call that ended.
     let closed = caller.wait_event("closed");
