@@ -51,7 +51,9 @@
 //!   speaks on the `cid` binds it and receives what was kept for it; nobody within the grace
 //!   → the resumed party gets `bye`;
 //! - a `cid` that ended recently (remembered at least [`MIN_ENDED_MEMORY`]) is not
-//!   re-created: `unknown_conversation`.
+//!   re-created: a `resume` on it gets `bye` from the peer it names (the conversation ended
+//!   while the sender was away, e.g. the peer's `bye` went to a half-open socket), an old
+//!   client's restart `unknown_conversation`.
 //!
 //! Takeover probe: when a connection of a uid speaks (any conversation frame, or `resume`) on a
 //! live `cid` whose party of that uid is another, still registered connection, the router
@@ -1047,13 +1049,10 @@ impl Router {
         let known = self.apps.get(&app).is_some_and(|s| s.conversations.contains_key(cid));
         if !known {
             if self.has_ended(&app, cid, now) {
-                return vec![error(
-                    conn,
-                    Some(cid),
-                    ErrorCode::UnknownConversation,
-                    format!("conversation `{cid}` has ended"),
-                    "resume",
-                )];
+                // It ended while this party was away (its `bye` went to a socket that was
+                // already dead, or the grace ran out): tell it so the way a live party hears
+                // it, instead of a refusal it would retry.
+                return vec![relay(conn, cid, to, bye())];
             }
             return self.recreate(conn, (&app, &uid), cid, to, role, now);
         }

@@ -100,6 +100,22 @@ async fn peer_hangs_up_meanwhile_and_the_returning_client_gets_bye() {
     alice.expect_silence(QUIET).await;
 }
 
+/// Bob's socket went half-open (the server still writes to it, nobody reads): alice's `bye`
+/// went there. Bob's new connection resumes the call and hears the `bye` at once, instead
+/// of a refusal it would retry for 15 s.
+#[tokio::test]
+async fn resume_of_a_call_that_ended_meanwhile_gets_bye() {
+    let server = TestServer::dev().await;
+    let (mut alice, _half_open_bob) = live_call(&server).await;
+    alice.say("bye", "c1", "bob", json!({})).await;
+    assert_eq!(server.metric("wilddog_conversations").await, 0);
+    let mut bob = server.login("bob").await;
+    bob.say("resume", "c1", "alice", json!({"role": "callee"})).await;
+    let (kind, cid, from, _) = bob.recv_conv().await;
+    assert_eq!((kind.as_str(), cid.as_str(), from.as_str()), ("bye", "c1", "alice"));
+    alice.expect_silence(QUIET).await;
+}
+
 #[tokio::test]
 async fn a_client_closing_with_an_error_code_gets_the_grace() {
     let server = TestServer::dev().await;
