@@ -119,29 +119,46 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Every wait of the benchmark ends: a step that takes longer fails, saying what it waited
+/// for, instead of hanging.
+const STEP: Duration = Duration::from_secs(30);
+
 async fn open(addr: SocketAddr, uid: &str, config: &ServerConfig) -> Ws {
     let token = mint_token(config, DEV_APP_ID, uid, Duration::from_secs(3600)).unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws"), None, true)
-            .await
-            .unwrap();
+    let connected = tokio::time::timeout(
+        STEP,
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws"), None, true),
+    )
+    .await;
+    let (mut ws, _) = match connected {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => panic!("{uid}: no WebSocket to {addr}: {e}"),
+        Err(_) => panic!("{uid}: no WebSocket to {addr} within {STEP:?}"),
+    };
     ws.send(Message::text(
         json!({"type": "connect", "msg": {"token": token, "appId": DEV_APP_ID}}).to_string(),
     ))
     .await
     .unwrap();
-    let connack = next_json(&mut ws).await;
+    let connack = next_json(&mut ws, &format!("{uid}'s connack from {addr}")).await;
     assert_eq!(connack["msg"]["code"], 0, "{connack}");
     ws
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended: {other:?}"),
+/// The next text frame; panics after [`STEP`] saying it waited for `what`.
+async fn next_json(ws: &mut Ws, what: &str) -> Value {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended while waiting for {what}: {other:?}"),
+            }
         }
+    };
+    match tokio::time::timeout(STEP, next).await {
+        Ok(v) => v,
+        Err(_) => panic!("nothing within {STEP:?} while waiting for {what}"),
     }
 }
 
@@ -195,13 +212,16 @@ async fn pairs_between(
         let cid = format!("{label}-{p}");
         let call = json!({"type": "call", "cid": cid, "to": callee_uid, "msg": {}}).to_string();
         caller.send(Message::text(call.clone())).await.unwrap();
+        let (ring, answer) = (format!("{callee_uid}'s call"), format!("{caller_uid}'s answer"));
+        let deadline = Instant::now() + STEP;
         loop {
+            assert!(Instant::now() < deadline, "{callee_uid} not reachable within {STEP:?}");
             tokio::select! {
-                v = next_json(&mut callee) => {
+                v = next_json(&mut callee, &ring) => {
                     assert_eq!(v["type"], "call", "{v}");
                     break;
                 }
-                v = next_json(&mut caller) => {
+                v = next_json(&mut caller, &answer) => {
                     // Not in Redis yet: call again.
                     assert_eq!(v["type"], "unreachable", "{v}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -215,7 +235,7 @@ async fn pairs_between(
             ))
             .await
             .unwrap();
-        assert_eq!(next_json(&mut caller).await["type"], "accept");
+        assert_eq!(next_json(&mut caller, &format!("{cid}'s accept")).await["type"], "accept");
         senders.push((caller, cid, callee_uid));
         receivers.push(callee);
     }
@@ -273,8 +293,11 @@ async fn relay(
                         "sdpMLineIndex": 0, "sdpMid": "0",
                         "sdp": format!("candidate:{n} 1 udp 2122260223 127.0.0.1 {sent_ns} typ host")
                     }});
-                    if ws.send(Message::text(frame.to_string())).await.is_err() {
-                        break;
+                    let send = ws.send(Message::text(frame.to_string()));
+                    match tokio::time::timeout(STEP, send).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => panic!("{cid}: the server read nothing for {STEP:?}"),
                     }
                     n += 1;
                 }
@@ -436,7 +459,8 @@ async fn drive(
             .await?;
             let callee = &mut callees[i];
             let resumed = loop {
-                let v = tokio::time::timeout(Duration::from_secs(10), next_json(callee)).await;
+                let v = tokio::time::timeout(Duration::from_secs(10), next_json(callee, "offer"))
+                    .await;
                 match v {
                     Ok(v) if v["type"] == "offer" => break true,
                     Ok(v) if v["type"] == "bye" => break false,

@@ -11,35 +11,48 @@
 //! | `wd:nodes` | set of node ids | members removed when their alive key is gone |
 //! | `wd:p:{app}:{uid}` | hash: connection id → `c` (client) or `s` (service endpoint) | [`PRESENCE_TTL`], refreshed by every node with a connection of the uid |
 //! | `wd:c:{app}:{cid}` | hash of a live conversation: `home`, `caller`, `caller_uid`, `callee`, `callee_uid` | [`RECORD_TTL`], refreshed by its home; deleted when it ends |
-//! | channel `wd:n:{node}` | the node's bus: [`BusMsg`] in JSON | pub/sub |
+//! | `wd:s:{node}` | stream: the node's inbox, [`BusMsg`]s in JSON (field `m`) | entries trimmed as the node reads them; the key expires [`stream_ttl`] after the node's last heartbeat |
 //!
-//! Frames between nodes go on the bus of the destination node: `Forward` (a party's frame to
-//! the conversation's home), `Deliver` (the home's frame to a party's node), `Departed`,
-//! `Probe`, `ProbeResult`. One writer task sends them in order, in pipelines, each with a
-//! per-destination sequence number so that a batch sent again after a Redis error is not
-//! delivered twice. A message whose destination is not subscribed (0 receivers) waits, in
-//! order, until the node is back or declared dead.
+//! Frames between nodes go to the inbox of the destination node: `Forward` (a party's frame
+//! to the conversation's home), `Deliver` (the home's frame to a party's node), `Departed`,
+//! `Probe`, `ProbeResult`. One writer task adds them (`XADD`) in order, in pipelines of at
+//! most [`PIPELINE_WRITES`], each with a per-destination sequence number so that a batch
+//! sent again after a Redis error is not delivered twice. One reader task per node reads
+//! its inbox (`XREAD BLOCK`) from the last entry it handled and trims what it handled
+//! (`XTRIM MINID`) in the same round trip. A stream, unlike pub/sub, loses nothing when a
+//! node reads slowly (Redis drops a pub/sub subscriber whose output buffer passes its limit,
+//! and the messages with it), nothing while its reader reconnects, and keeps what a node
+//! that died had not handled.
 //!
 //! A node is dead when its alive key has expired (or it deleted it when it left), seen by a
 //! node that has itself been connected to Redis for at least `node_ttl` (so that a Redis
-//! restart, which forgets every key, kills nobody). The nodes holding parties of its
-//! conversations then adopt them: a compare-and-set on the record's `home` picks one; the
-//! others link to it. Parties that were on the dead node are placeholders in the reconnect
-//! grace, so a client that comes back on any node within the grace keeps its call (its
-//! `resume` finds the record), and one that does not gives its peer `bye` once.
+//! restart, which forgets every key, kills nobody). Each node then, in its writer (so in
+//! order with every frame it sends): reads what it had sent to the dead node that is still
+//! in its inbox; adopts the conversations of the dead node that have a party here (a
+//! compare-and-set on the record's `home` picks one node; the others link to it); and hands
+//! what the dead node had not handled to the conversations' new homes (frames for the dead
+//! node's connections wait for them, in the reconnect grace), before anything sent later.
+//! A frame the dead node had handled but not yet trimmed is relayed twice: conversation
+//! frames carry their sender's [`Stamp`](crate::router::Stamp), and the recipient's node
+//! drops a stamp it delivered already, so each frame reaches the other party once and in
+//! order. Parties that were on the dead node are placeholders in the reconnect grace, so a
+//! client that comes back on any node within the grace keeps its call (its `resume` finds
+//! the record), and one that does not gives its peer `bye` once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamRangeReply, StreamReadReply};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wilddog_protocol::{Body, ClientFrame, Empty, ServerFrame};
 
-use crate::router::{Adoptee, ConnId, Departure, NodeId, node_of};
+use crate::router::{
+    Adoptee, ConnId, Departure, LinkedConversation, NodeId, Router, Stamp, node_of,
+};
 use crate::server::Shared;
 
 /// How long a presence entry lives without a refresh.
@@ -50,21 +63,35 @@ pub const RECORD_TTL: Duration = Duration::from_secs(60);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
 /// How long one Redis command may take before the node counts Redis as unreachable.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Messages kept for the bus while Redis is unreachable (the oldest are dropped beyond).
+/// Writes kept while Redis is unreachable (the oldest are dropped beyond).
 pub const MAX_PENDING_WRITES: usize = 100_000;
+/// Writes sent in one pipeline at most: a backlog goes out in round trips of this size,
+/// each well within [`REDIS_TIMEOUT`] (one huge pipeline after an outage could take longer,
+/// fail, and be sent again, bigger, forever).
+pub const PIPELINE_WRITES: usize = 512;
+/// Inbox entries read at once.
+const READ_COUNT: usize = 512;
+/// How long the reader's `XREAD` waits for an entry.
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// The reader trims its inbox after this many entries handled, or this long after the
+/// first one handled since the last trim.
+const TRIM_EVERY_ENTRIES: usize = 256;
+const TRIM_EVERY: Duration = Duration::from_millis(50);
+/// Entries an inbox keeps at most (approximately): a node this far behind is lost anyway.
+const MAX_INBOX_ENTRIES: usize = 200_000;
 
-/// Where a node's bus is.
-fn channel(node: NodeId) -> String {
-    format!("wd:n:{node}")
+/// How long a node's inbox outlives its last heartbeat: long enough for the other nodes to
+/// declare it dead and read what they had sent it.
+pub fn stream_ttl(node_ttl: Duration) -> Duration {
+    Duration::from_secs(60).max(node_ttl.saturating_mul(10))
+}
+
+fn inbox_key(node: NodeId) -> String {
+    format!("wd:s:{node}")
 }
 
 fn alive_key(node: NodeId) -> String {
     format!("wd:node:{node}")
-}
-
-/// Set by a node that left on purpose (drain), for a minute: it did not crash.
-fn left_key(node: NodeId) -> String {
-    format!("wd:left:{node}")
 }
 
 fn presence_key(app: &str, uid: &str) -> String {
@@ -86,6 +113,10 @@ pub enum BusMsg {
         conn: ConnId,
         /// The frame, as sent on the WebSocket.
         frame: String,
+        /// The stamp of the frame it relays, if it relays one: the receiving node drops a
+        /// stamp its connection had already.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// To a conversation's home: `frame` (a client frame's JSON) from connection `conn` of
     /// the sending node, authenticated as `uid` of `app`.
@@ -100,6 +131,8 @@ pub enum BusMsg {
         service: bool,
         /// The frame, as received.
         frame: String,
+        /// Its number on `conn` (its [`Stamp`] is `(conn, number)`).
+        number: u64,
     },
     /// Connection `conn` of the sending node left (lost: it may come back in the grace).
     Departed {
@@ -134,11 +167,35 @@ struct Envelope {
 /// What the writer task sends to Redis, in order.
 #[derive(Debug)]
 pub(crate) enum Write {
-    Publish { to: NodeId, msg: BusMsg },
-    PresenceAdd { app: Arc<str>, uid: Arc<str>, conn: ConnId, service: bool },
-    PresenceDel { app: Arc<str>, uid: Arc<str>, conn: ConnId },
-    Record { app: Arc<str>, cid: Arc<str>, fields: RecordFields },
-    Unrecord { app: Arc<str>, cid: Arc<str> },
+    Publish {
+        to: NodeId,
+        msg: BusMsg,
+    },
+    PresenceAdd {
+        app: Arc<str>,
+        uid: Arc<str>,
+        conn: ConnId,
+        service: bool,
+    },
+    PresenceDel {
+        app: Arc<str>,
+        uid: Arc<str>,
+        conn: ConnId,
+    },
+    Record {
+        app: Arc<str>,
+        cid: Arc<str>,
+        fields: RecordFields,
+    },
+    Unrecord {
+        app: Arc<str>,
+        cid: Arc<str>,
+    },
+    /// Node `node` is dead: take over what it left, after everything queued before.
+    NodeGone {
+        node: NodeId,
+        done: Option<oneshot::Sender<()>>,
+    },
 }
 
 /// The parties of a live conversation, as its record holds them.
@@ -210,14 +267,9 @@ pub(crate) struct Cluster {
     /// Redis failed since the index was last written: write it all again (a restarted
     /// Redis forgot it).
     stale_index: AtomicBool,
-    /// Frames forwarded to each node lately: a node that dies takes with it what it had not
-    /// handled yet (PUBLISH counts a receiver that is already dead but not yet noticed by
-    /// Redis), so these are handed to the conversations' new home when it dies.
-    recent: Mutex<HashMap<NodeId, VecDeque<(Instant, BusMsg)>>>,
+    /// The id of the last inbox entry handled.
+    handled: Mutex<Option<String>>,
 }
-
-/// Forwarded frames kept per destination node, at most.
-const RECENT_FORWARDS: usize = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -254,7 +306,7 @@ impl Cluster {
             node_ttl,
             left: AtomicBool::new(false),
             stale_index: AtomicBool::new(true),
-            recent: Mutex::new(HashMap::new()),
+            handled: Mutex::new(None),
         })
     }
 
@@ -439,43 +491,53 @@ impl Cluster {
     }
 
     /// Leaves the cluster (drain): the alive key goes, so other nodes adopt this node's
-    /// conversations at once instead of after `node_ttl`.
+    /// conversations at once instead of after `node_ttl`. What it handled leaves its inbox
+    /// first: the other nodes hand over only what came after.
     pub async fn leave(&self, shared: &Shared) {
         self.left.store(true, Ordering::SeqCst);
         let mut pipe = redis::pipe();
-        pipe.del(alive_key(self.node))
-            .ignore()
-            .srem("wd:nodes", self.node)
-            .ignore()
-            .cmd("SET")
-            .arg(left_key(self.node))
-            .arg(1)
-            .arg("PX")
-            .arg(60_000)
-            .ignore();
+        if let Some(last) = lock(&self.handled).as_deref() {
+            pipe.cmd("XTRIM").arg(inbox_key(self.node)).arg("MINID").arg(next_id(last)).ignore();
+        }
+        pipe.del(alive_key(self.node)).ignore().srem("wd:nodes", self.node).ignore();
         let _ = self.query::<()>(shared, pipe).await;
     }
 
-    /// Keeps a frame forwarded to `to` for a while (see `recent`).
-    fn sent(&self, to: NodeId, msg: &BusMsg) {
-        if !matches!(msg, BusMsg::Forward { .. }) {
-            return;
+    /// Whether node `node`, which this node does not count alive, is really dead: its alive
+    /// key is gone and this node has been connected long enough to say so.
+    pub async fn confirm_dead(&self, shared: &Shared, node: NodeId) -> bool {
+        if node == self.node || self.is_alive(node) || !self.settled() {
+            return false;
         }
-        let now = Instant::now();
-        let keep = self.node_ttl + Duration::from_secs(1);
-        let mut recent = lock(&self.recent);
-        let q = recent.entry(to).or_default();
-        while q.front().is_some_and(|(t, _)| now.duration_since(*t) > keep)
-            || q.len() >= RECENT_FORWARDS
-        {
-            q.pop_front();
-        }
-        q.push_back((now, msg.clone()));
+        let cmd = redis::cmd("EXISTS").arg(alive_key(node)).to_owned();
+        self.query::<i64>(shared, cmd).await == Some(0)
     }
 
-    /// The frames forwarded lately to `node`, which died.
-    fn take_recent(&self, node: NodeId) -> VecDeque<(Instant, BusMsg)> {
-        lock(&self.recent).remove(&node).unwrap_or_default()
+    /// The messages this node sent to node `node` (dead) that are still in its inbox:
+    /// what it had not handled (or handled without trimming it yet), in order.
+    async fn unread_by(&self, shared: &Shared, node: NodeId) -> Result<Vec<BusMsg>, ()> {
+        let key = inbox_key(node);
+        let mut out = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let cmd = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let reply: StreamRangeReply = self.query(shared, cmd).await.ok_or(())?;
+            let Some(last) = reply.ids.last().map(|e| e.id.clone()) else { break };
+            for entry in &reply.ids {
+                match entry_envelope(entry) {
+                    Some(env) if env.from == self.node => out.push(env.msg),
+                    _ => {}
+                }
+            }
+            from = format!("({last}");
+        }
+        Ok(out)
     }
 
     /// Takes a bus message in: `None` if it was seen already (a batch sent again).
@@ -513,147 +575,23 @@ impl<T: redis::FromRedisValue + Send> AsyncQuery<T> for redis::Pipeline {
     }
 }
 
-/// Starts the node's Redis tasks: the writer, the bus subscriber, the heartbeat.
+/// Starts the node's Redis tasks: the writer, the inbox reader, the heartbeat.
 pub(crate) fn start(shared: &Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
     let Some(rx) = lock(&cluster.writes_rx).take() else { return };
     tokio::spawn(writer(shared.clone(), rx));
-    tokio::spawn(subscriber(shared.clone()));
+    tokio::spawn(reader(shared.clone()));
     tokio::spawn(heartbeat(shared.clone()));
-}
-
-/// Sends the queued writes in order, a pipeline per batch; keeps them through Redis
-/// outages; holds the bus messages of a node that does not listen until it does or dies.
-async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
-    let Some(cluster) = shared.cluster.as_ref() else { return };
-    let mut seq: HashMap<NodeId, u64> = HashMap::new();
-    // Envelopes not yet delivered, per destination, in order.
-    let mut stalled: HashMap<NodeId, VecDeque<(String, BusMsg)>> = HashMap::new();
-    // A batch that failed: sent again as it is (same sequence numbers).
-    let mut retry: Vec<Prepared> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut batch: Vec<Prepared> = std::mem::take(&mut retry);
-        let retrying = !batch.is_empty();
-        if retrying {
-            tick.tick().await;
-            // Everything queued meanwhile waits with it, the oldest dropped past the bound.
-            while let Ok(w) = rx.try_recv() {
-                batch.push(prepare(cluster, &mut seq, w));
-            }
-            if batch.len() > MAX_PENDING_WRITES {
-                let drop = batch.len() - MAX_PENDING_WRITES;
-                batch.drain(..drop);
-                tracing::warn!("Redis unreachable: {drop} writes dropped");
-            }
-        } else {
-            tokio::select! {
-                w = rx.recv() => {
-                    let Some(w) = w else { return };
-                    batch.push(prepare(cluster, &mut seq, w));
-                    while batch.len() < 512 {
-                        match rx.try_recv() {
-                            Ok(w) => batch.push(prepare(cluster, &mut seq, w)),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = tick.tick() => {}
-            }
-        }
-        // Messages to a node that has messages waiting wait behind them.
-        let mut sendable = Vec::with_capacity(batch.len());
-        for p in batch {
-            match p {
-                Prepared::Publish { to, text, msg } if stalled.contains_key(&to) => {
-                    stalled.entry(to).or_default().push_back((text, msg));
-                }
-                other => sendable.push(other),
-            }
-        }
-        // Waiting messages first, each queue until its first refusal.
-        let mut order: Vec<Prepared> = Vec::new();
-        for (to, q) in &stalled {
-            for (text, msg) in q {
-                order.push(Prepared::Publish { to: *to, text: text.clone(), msg: msg.clone() });
-            }
-        }
-        let from_stalled = order.len();
-        order.extend(sendable);
-        if order.is_empty() {
-            resolve_dead(&shared, cluster, &mut stalled).await;
-            continue;
-        }
-        let mut pipe = redis::pipe();
-        for p in &order {
-            p.add_to(&mut pipe);
-        }
-        let counts: Option<Vec<redis::Value>> = cluster.query(&shared, pipe).await;
-        let Some(counts) = counts else {
-            // Redis unreachable: keep everything, in order, for later (waiting messages
-            // stay where they are).
-            retry = order.into_iter().skip(from_stalled).collect();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        cluster.succeeded(&shared);
-        // Publishes come back as receiver counts: 0 means nobody listens on that bus.
-        let mut results = counts.into_iter();
-        let mut newly_stalled: HashMap<NodeId, VecDeque<(String, BusMsg)>> = HashMap::new();
-        let mut delivered_from: HashMap<NodeId, usize> = HashMap::new();
-        for (i, p) in order.into_iter().enumerate() {
-            let Prepared::Publish { to, text, msg } = p else {
-                results.next();
-                continue;
-            };
-            let received = matches!(results.next(), Some(redis::Value::Int(n)) if n > 0);
-            let blocked = newly_stalled.contains_key(&to);
-            if i < from_stalled {
-                if received && !blocked {
-                    *delivered_from.entry(to).or_default() += 1;
-                } else {
-                    newly_stalled.entry(to).or_default();
-                }
-                continue;
-            }
-            if received && !blocked && !stalled.contains_key(&to) {
-                if matches!(msg, BusMsg::Deliver { .. } | BusMsg::Forward { .. }) {
-                    shared.metrics.cross_node_frames.inc();
-                }
-                cluster.sent(to, &msg);
-            } else {
-                newly_stalled.entry(to).or_default().push_back((text, msg));
-            }
-        }
-        // Drop what the waiting queues delivered; append the newly refused.
-        for (to, n) in delivered_from {
-            if let Some(q) = stalled.get_mut(&to) {
-                for _ in 0..n {
-                    if let Some((_, msg)) = q.pop_front()
-                        && matches!(msg, BusMsg::Deliver { .. } | BusMsg::Forward { .. })
-                    {
-                        shared.metrics.cross_node_frames.inc();
-                        cluster.sent(to, &msg);
-                    }
-                }
-            }
-        }
-        stalled.retain(|_, q| !q.is_empty());
-        for (to, q) in newly_stalled {
-            let entry = stalled.entry(to).or_default();
-            entry.extend(q);
-            if entry.is_empty() {
-                stalled.remove(&to);
-            }
-        }
-        resolve_dead(&shared, cluster, &mut stalled).await;
-    }
 }
 
 /// A write made ready for a pipeline.
 enum Prepared {
-    Publish { to: NodeId, text: String, msg: BusMsg },
+    /// An entry for node `to`'s inbox; `relayed`: a conversation frame (counted).
+    Publish {
+        to: NodeId,
+        text: String,
+        relayed: bool,
+    },
     Other(redis::Pipeline),
 }
 
@@ -661,31 +599,36 @@ impl Prepared {
     fn add_to(&self, pipe: &mut redis::Pipeline) {
         match self {
             Prepared::Publish { to, text, .. } => {
-                pipe.publish(channel(*to), text);
+                pipe.cmd("XADD")
+                    .arg(inbox_key(*to))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(MAX_INBOX_ENTRIES)
+                    .arg("*")
+                    .arg("m")
+                    .arg(text)
+                    .ignore();
             }
             Prepared::Other(p) => {
-                // One reply per pipeline entry: the first command answers, the rest are
-                // ignored.
-                for (i, cmd) in p.cmd_iter().enumerate() {
-                    pipe.add_command(cmd.clone());
-                    if i > 0 {
-                        pipe.ignore();
-                    }
+                for cmd in p.cmd_iter() {
+                    pipe.add_command(cmd.clone()).ignore();
                 }
             }
         }
     }
 }
 
-fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Prepared {
+/// A write made ready, with its sequence number if it is a message (`None`: a death).
+fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Option<Prepared> {
     let ms = |d: Duration| d.as_millis() as u64;
-    match w {
+    Some(match w {
         Write::Publish { to, msg } => {
             let n = seq.entry(to).or_insert(0);
             *n += 1;
+            let relayed = matches!(msg, BusMsg::Deliver { .. } | BusMsg::Forward { .. });
             let env = Envelope { from: cluster.node, seq: *n, msg };
             let text = serde_json::to_string(&env).unwrap_or_default();
-            Prepared::Publish { to, text, msg: env.msg }
+            Prepared::Publish { to, text, relayed }
         }
         Write::PresenceAdd { app, uid, conn, service } => {
             let key = presence_key(&app, &uid);
@@ -720,131 +663,258 @@ fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Prepa
             p.del(record_key(&app, &cid));
             Prepared::Other(p)
         }
-    }
+        Write::NodeGone { .. } => return None,
+    })
 }
 
-/// The messages waiting for nodes that are now dead: frames for their connections are
-/// kept for those parties (reconnect grace), frames for conversations they were home of
-/// go to the conversation's new home once adopted.
-async fn resolve_dead(
-    shared: &Arc<Shared>,
-    cluster: &Cluster,
-    stalled: &mut HashMap<NodeId, VecDeque<(String, BusMsg)>>,
-) {
-    if !cluster.settled() {
-        return;
+/// The writer's queue: writes made ready and not sent yet, in order, and the deaths that
+/// wait for them to be sent.
+struct Outgoing {
+    seq: HashMap<NodeId, u64>,
+    pending: VecDeque<Prepared>,
+    deaths: VecDeque<(NodeId, Option<oneshot::Sender<()>>)>,
+    /// Dead nodes taken over already (the latest last).
+    buried: VecDeque<NodeId>,
+}
+
+impl Outgoing {
+    fn take(&mut self, cluster: &Cluster, w: Write) {
+        match w {
+            Write::NodeGone { node, done } => self.deaths.push_back((node, done)),
+            w => self.pending.extend(prepare(cluster, &mut self.seq, w)),
+        }
     }
-    let dead: Vec<NodeId> = stalled.keys().copied().filter(|n| !cluster.is_alive(*n)).collect();
-    for node in dead {
-        let Some(q) = stalled.remove(&node) else { continue };
-        node_dead(shared, node).await;
-        let now = std::time::Instant::now();
-        for (_, msg) in q {
-            match msg {
-                BusMsg::Deliver { conn, frame } => {
-                    let Ok(frame) = ServerFrame::from_json(&frame) else { continue };
-                    shared.route(|r| r.undeliverable(conn, frame, now));
-                }
-                BusMsg::Forward { conn, frame, .. } => {
-                    // Adopted meanwhile: the router finds its new place.
-                    let Ok(frame) = ClientFrame::from_json(&frame) else { continue };
-                    shared.route(|r| r.handle(conn, frame, now));
-                }
-                BusMsg::Probe { conn } => shared.route(|r| r.probe_result(conn, false, now)),
-                BusMsg::Departed { .. } | BusMsg::ProbeResult { .. } => {}
+
+    /// Takes in what is queued, up to `limit` writes ready, never past a death (the writes
+    /// after it wait until it is handled).
+    fn fill(&mut self, cluster: &Cluster, rx: &mut mpsc::UnboundedReceiver<Write>, limit: usize) {
+        while self.deaths.is_empty() && self.pending.len() < limit {
+            match rx.try_recv() {
+                Ok(w) => self.take(cluster, w),
+                Err(_) => break,
             }
         }
     }
 }
 
-/// Node `node` died: its connections that were parties here are lost; the conversations it
-/// was home of that have a party here are adopted (here, or by the node that won the
-/// record), or end for the local party if the record is gone.
-pub(crate) async fn node_dead(shared: &Arc<Shared>, node: NodeId) {
-    node_gone(shared, node, false).await;
-}
-
-/// [`node_dead`]; `crashed`: it did not leave (its alive key expired), so the frames
-/// forwarded to it lately may have died with it and go to the new homes.
-async fn node_gone(shared: &Arc<Shared>, node: NodeId, crashed: bool) {
+/// Sends the queued writes in order, in pipelines of at most [`PIPELINE_WRITES`]; keeps them
+/// through Redis outages (bounded); takes over what a dead node left once everything queued
+/// before its death is sent.
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
-    if node == cluster.node {
-        return;
-    }
-    lock(&cluster.alive).remove(&node);
-    tracing::info!(node, "node gone: its parties wait the reconnect grace, its calls are adopted");
-    let now = std::time::Instant::now();
-    shared.route(|r| r.node_dead(node, now));
-    for link in shared.hub_links_to(node) {
-        // A callee that accepted here knows the call is live, record or not.
-        let missing = link.accepted_callee.as_ref().map(|me| RecordFields {
-            caller: 0,
-            caller_uid: link.peer.clone(),
-            callee: link.conn,
-            callee_uid: me.clone(),
-        });
-        let what = (&*link.app, &*link.cid, &*link.peer);
-        adopt_or_link(shared, cluster, link.conn, what, node, missing.as_ref()).await;
-    }
-    // A node that crashed may have taken frames forwarded to it just before with it
-    // (PUBLISH counted it as a receiver): they go to the new homes again. A frame it had
-    // handled may arrive twice; the refusals of those the new home already has are dropped.
-    let replay = if crashed { cluster.take_recent(node) } else { VecDeque::new() };
-    lock(&cluster.recent).remove(&node);
-    if !replay.is_empty() {
-        tracing::debug!(node, frames = replay.len(), "forwarded frames handed to the new homes");
-    }
-    for (_, msg) in replay {
-        if let BusMsg::Forward { conn, frame, .. } = msg
-            && let Ok(frame) = ClientFrame::from_json(&frame)
-        {
-            shared.route(|r| {
-                let mut out = r.handle(conn, frame, now);
-                out.retain(|(to, f)| !(*to == conn && matches!(f, ServerFrame::Error { .. })));
-                out
-            });
+    let mut out = Outgoing {
+        seq: HashMap::new(),
+        pending: VecDeque::new(),
+        deaths: VecDeque::new(),
+        buried: VecDeque::new(),
+    };
+    loop {
+        if out.pending.is_empty() && out.deaths.is_empty() {
+            let Some(w) = rx.recv().await else { return };
+            out.take(cluster, w);
+        }
+        out.fill(cluster, &mut rx, PIPELINE_WRITES);
+        if !out.pending.is_empty() {
+            let n = out.pending.len().min(PIPELINE_WRITES);
+            let mut pipe = redis::pipe();
+            for p in out.pending.iter().take(n) {
+                p.add_to(&mut pipe);
+            }
+            match cluster.send(&shared, pipe).await {
+                Sent::Yes | Sent::Refused => {
+                    for p in out.pending.drain(..n) {
+                        if let Prepared::Publish { relayed: true, .. } = p {
+                            shared.metrics.cross_node_frames.inc();
+                        }
+                    }
+                }
+                Sent::No => {
+                    // Redis unreachable: keep everything, in order, with what comes meanwhile.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    out.fill(cluster, &mut rx, usize::MAX);
+                    if out.pending.len() > MAX_PENDING_WRITES {
+                        let drop = out.pending.len() - MAX_PENDING_WRITES;
+                        out.pending.drain(..drop);
+                        tracing::warn!("Redis unreachable: {drop} writes dropped");
+                    }
+                }
+            }
+            continue;
+        }
+        // Everything queued before the death is sent: take over what the dead node left.
+        let Some((node, done)) = out.deaths.pop_front() else { continue };
+        if !out.buried.contains(&node) {
+            if take_over(&shared, cluster, node, &mut rx, &mut out).await.is_err() {
+                out.deaths.push_front((node, done));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if out.buried.len() >= 1024 {
+                out.buried.pop_front();
+            }
+            out.buried.push_back(node);
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }
 
-/// Resolves the link of local connection `conn` to conversation `cid` of `app` (with
-/// `peer`), whose home `dead` died.
-async fn adopt_or_link(
+/// How a pipeline went.
+enum Sent {
+    Yes,
+    /// Redis refused a command (a bug, or a key of another program): the writes are dropped
+    /// rather than sent again forever.
+    Refused,
+    /// Redis unreachable: send again later.
+    No,
+}
+
+impl Cluster {
+    async fn send(&self, shared: &Shared, pipe: redis::Pipeline) -> Sent {
+        let Some(mut c) = self.connection(shared).await else { return Sent::No };
+        match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut c)).await {
+            Ok(Ok(())) => {
+                self.succeeded(shared);
+                Sent::Yes
+            }
+            Ok(Err(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
+                shared.metrics.redis_errors.inc();
+                tracing::error!("Redis refused a write, dropped: {e}");
+                Sent::Refused
+            }
+            Ok(Err(e)) => {
+                self.failed(shared, &e).await;
+                Sent::No
+            }
+            Err(_) => {
+                let e = redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
+                self.failed(shared, &e).await;
+                Sent::No
+            }
+        }
+    }
+}
+
+/// Node `node` died. In the writer, so after every write this node queued before: what this
+/// node had sent it and it had not handled (still in its inbox), then what was queued for it
+/// since, go where they belong now, in order, in the same pure call that adopts or re-links
+/// the conversations it was home of (so that nothing sent later overtakes them): frames for
+/// its connections wait for them (reconnect grace), frames for the conversations it was home
+/// of go to their new home, probes of its connections fail.
+async fn take_over(
     shared: &Arc<Shared>,
     cluster: &Cluster,
-    conn: ConnId,
-    (app, cid, peer): (&str, &str, &str),
+    node: NodeId,
+    rx: &mut mpsc::UnboundedReceiver<Write>,
+    out: &mut Outgoing,
+) -> Result<(), ()> {
+    let mut unread = Some(cluster.unread_by(shared, node).await?);
+    tracing::info!(
+        node,
+        unread = unread.as_ref().map_or(0, Vec::len),
+        "node gone: its parties wait the reconnect grace, its calls are adopted"
+    );
+    // A late frame of the dead node may link another conversation to it meanwhile: a few
+    // rounds settle those too.
+    for _ in 0..3 {
+        let links = shared.hub_links_to(node);
+        let mut decisions = Vec::with_capacity(links.len());
+        for link in links {
+            // A callee that accepted here knows the call is live, record or not.
+            let missing = link.accepted_callee.as_ref().map(|me| RecordFields {
+                caller: 0,
+                caller_uid: link.peer.clone(),
+                callee: link.conn,
+                callee_uid: me.clone(),
+            });
+            let rec =
+                cluster.claim_home(shared, (&link.app, &link.cid), node, missing.as_ref()).await?;
+            decisions.push((link, rec));
+        }
+        let replays = unread.take();
+        shared.route(|r| {
+            let now = std::time::Instant::now();
+            let mut sent = Vec::new();
+            if replays.is_some() {
+                sent.extend(r.node_dead(node, now));
+            }
+            for (link, rec) in decisions {
+                sent.extend(settle_link(r, cluster, node, &link, rec, now));
+            }
+            if let Some(mut replays) = replays {
+                // Under the router's lock nothing new is queued: what is in the channel for
+                // the dead node now is all there will ever be, and comes after its inbox.
+                while let Ok(w) = rx.try_recv() {
+                    match w {
+                        Write::Publish { to, msg } if to == node => replays.push(msg),
+                        w => out.take(cluster, w),
+                    }
+                }
+                for msg in replays {
+                    sent.extend(replay(r, msg, now));
+                }
+            }
+            sent
+        });
+        if shared.hub_links_to(node).is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the link of local connection `link.conn` to a conversation whose home `dead`
+/// died, given its record after the adoption script.
+fn settle_link(
+    r: &mut Router,
+    cluster: &Cluster,
     dead: NodeId,
-    missing: Option<&RecordFields>,
-) {
-    let now = std::time::Instant::now();
-    match cluster.claim_home(shared, (app, cid), dead, missing).await {
-        Ok(Some(rec)) if rec.home == cluster.node => {
+    link: &LinkedConversation,
+    rec: Option<Record>,
+    now: std::time::Instant,
+) -> Vec<(ConnId, ServerFrame)> {
+    match rec {
+        Some(rec) if rec.home == cluster.node => {
             let p = &rec.parties;
             let caller = (cluster.adoptee(p.caller, dead), &*p.caller_uid);
             let callee = (cluster.adoptee(p.callee, dead), &*p.callee_uid);
-            tracing::debug!(cid, "adopted a conversation of a dead node");
-            shared.route(|r| {
-                r.adopt(app, cid, caller, callee, now);
-                Vec::new()
-            });
+            tracing::debug!(cid = &*link.cid, "adopted a conversation of a dead node");
+            r.adopt(&link.app, &link.cid, caller, callee, now);
+            Vec::new()
         }
-        Ok(Some(rec)) if cluster.is_alive(rec.home) => {
-            shared.route(|r| {
-                r.link(conn, cid, rec.home, peer);
-                Vec::new()
-            });
+        Some(rec) if cluster.is_alive(rec.home) => {
+            r.link(link.conn, &link.cid, rec.home, &link.peer);
+            Vec::new()
         }
-        Ok(_) => {
+        _ => {
             // No live conversation: it was ringing, or it ended. The local party hears bye.
             let bye = ServerFrame::Conversation {
-                cid: cid.to_owned(),
-                from: peer.to_owned(),
+                cid: link.cid.to_string(),
+                from: link.peer.to_string(),
                 body: Body::Bye(Empty::default()),
             };
-            shared.route(|r| r.deliver(conn, dead, bye).unwrap_or_default());
+            r.deliver(link.conn, dead, bye, None).unwrap_or_default()
         }
-        Err(()) => {}
+    }
+}
+
+/// A message this node had sent to a node that died before handling it.
+fn replay(r: &mut Router, msg: BusMsg, now: std::time::Instant) -> Vec<(ConnId, ServerFrame)> {
+    match msg {
+        BusMsg::Deliver { conn, frame, .. } => match ServerFrame::from_json(&frame) {
+            Ok(frame) => r.undeliverable(conn, frame, now),
+            Err(_) => Vec::new(),
+        },
+        BusMsg::Forward { conn, frame, number, .. } => {
+            let Ok(frame) = ClientFrame::from_json(&frame) else { return Vec::new() };
+            let mut out = r.handle_stamped(conn, frame, number, now);
+            // The dead node may have answered it already (a refusal is not worth a second).
+            out.retain(|(to, f)| !(*to == conn && matches!(f, ServerFrame::Error { .. })));
+            out
+        }
+        BusMsg::Probe { conn } => r.probe_result(conn, false, now),
+        BusMsg::Departed { .. } | BusMsg::ProbeResult { .. } => Vec::new(),
     }
 }
 
@@ -860,63 +930,140 @@ pub(crate) async fn find_conversation(
     if rec.home == cluster.node {
         return; // ours but forgotten: the router re-creates it
     }
-    if cluster.is_alive(rec.home) {
+    let link = |home: NodeId| {
         shared.route(|r| {
-            r.link(conn, cid, rec.home, peer);
+            r.link(conn, cid, home, peer);
             Vec::new()
-        });
-    } else if cluster.settled() {
-        node_dead(shared, rec.home).await;
-        adopt_or_link(shared, cluster, conn, (app, cid, peer), rec.home, None).await;
+        })
+    };
+    if cluster.is_alive(rec.home) {
+        return link(rec.home);
     }
+    if !cluster.confirm_dead(shared, rec.home).await {
+        // Alive (started after this node's last heartbeat), or this node cannot tell yet.
+        if cluster.settled() {
+            link(rec.home);
+        }
+        return;
+    }
+    // Its home died and the heartbeat has not said so yet: take over now (in the writer,
+    // in order), then adopt the conversation if no node has.
+    let (done, taken) = oneshot::channel();
+    cluster.write(Write::NodeGone { node: rec.home, done: Some(done) });
+    let _ = tokio::time::timeout(REDIS_TIMEOUT * 5, taken).await;
+    if shared.hub_places(conn, cid) {
+        return; // adopted here, or linked to its new home
+    }
+    // No node with a party of it has adopted it: this one does.
+    let dead = rec.home;
+    let Ok(rec @ Some(_)) = cluster.claim_home(shared, (app, cid), dead, None).await else {
+        return;
+    };
+    let link = LinkedConversation {
+        conn,
+        app: Arc::from(app),
+        cid: Arc::from(cid),
+        peer: Arc::from(peer),
+        accepted_callee: None,
+    };
+    shared.route(|r| settle_link(r, cluster, dead, &link, rec, std::time::Instant::now()));
 }
 
-/// Reads this node's bus and hands each message to the node.
-async fn subscriber(shared: Arc<Shared>) {
+/// Reads this node's inbox and hands each message to the node; trims what it handled.
+async fn reader(shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
+    let key = inbox_key(cluster.node);
+    // The last entry handled; entries handled since the inbox was last trimmed, and when.
+    let mut last = "0-0".to_owned();
+    let mut untrimmed = 0usize;
+    let mut trimmed_at = Instant::now();
     let mut backoff = Duration::from_millis(100);
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(READ_BLOCK + REDIS_TIMEOUT));
     loop {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, cluster.client.get_async_pubsub()).await;
-        let mut pubsub = match pubsub {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
+        let connected = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            c = cluster.client.get_multiplexed_async_connection_with_config(&config) => c,
+        };
+        let mut c = match connected {
+            Ok(c) => c,
+            Err(e) => {
                 cluster.failed(&shared, &e).await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
         };
-        if let Err(e) = pubsub.subscribe(channel(cluster.node)).await {
-            cluster.failed(&shared, &e).await;
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
         backoff = Duration::from_millis(100);
-        tracing::debug!(node = cluster.node, "listening on the bus");
-        let mut messages = pubsub.into_on_message();
+        tracing::debug!(node = cluster.node, "reading the inbox");
         loop {
-            tokio::select! {
+            let mut pipe = redis::pipe();
+            // Trimmed in the same round trip as the next read, but not every round at a few
+            // thousand entries per second: what is left over is handed over again, and
+            // dropped by stamp, if this node dies.
+            let trim = untrimmed >= TRIM_EVERY_ENTRIES
+                || (untrimmed > 0 && trimmed_at.elapsed() >= TRIM_EVERY);
+            if trim {
+                pipe.cmd("XTRIM").arg(&key).arg("MINID").arg(next_id(&last)).ignore();
+            }
+            pipe.cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&last);
+            let read = tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
-                m = messages.next() => {
-                    let Some(m) = m else { break };
-                    let Ok(env) = serde_json::from_slice::<Envelope>(m.get_payload_bytes()) else {
-                        tracing::warn!("bus: unreadable message dropped");
-                        continue;
-                    };
-                    if let Some((from, msg)) = cluster.accept(env) {
-                        on_bus(&shared, from, msg);
-                    }
+                r = pipe.query_async::<(Option<StreamReadReply>,)>(&mut c) => r,
+            };
+            let reply = match read {
+                Ok((reply,)) => reply,
+                Err(e) => {
+                    cluster.failed(&shared, &e).await;
+                    break;
+                }
+            };
+            if trim {
+                untrimmed = 0;
+                trimmed_at = Instant::now();
+            }
+            for entry in reply.iter().flat_map(|r| &r.keys).flat_map(|k| &k.ids) {
+                last.clone_from(&entry.id);
+                untrimmed += 1;
+                let Some(env) = entry_envelope(entry) else {
+                    tracing::warn!("inbox: unreadable entry dropped");
+                    continue;
+                };
+                if let Some((from, msg)) = cluster.accept(env) {
+                    on_bus(&shared, from, msg);
                 }
             }
+            if untrimmed > 0 {
+                *lock(&cluster.handled) = Some(last.clone());
+            }
         }
-        tracing::warn!("bus subscription lost; subscribing again");
+        tracing::warn!("inbox connection lost; reading again from the last entry handled");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The envelope in inbox entry `entry`.
+fn entry_envelope(entry: &redis::streams::StreamId) -> Option<Envelope> {
+    let bytes: Vec<u8> = entry.get("m")?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The stream id right after `id` (`ms-seq`): `XTRIM MINID` of it drops `id` too.
+fn next_id(id: &str) -> String {
+    match id.split_once('-').and_then(|(ms, n)| Some((ms, n.parse::<u64>().ok()?))) {
+        Some((ms, n)) => format!("{ms}-{}", n.saturating_add(1)),
+        None => id.to_owned(),
     }
 }
 
@@ -924,11 +1071,11 @@ async fn subscriber(shared: Arc<Shared>) {
 fn on_bus(shared: &Arc<Shared>, from: NodeId, msg: BusMsg) {
     let now = std::time::Instant::now();
     match msg {
-        BusMsg::Deliver { conn, frame } => {
+        BusMsg::Deliver { conn, frame, stamp } => {
             let Ok(frame) = ServerFrame::from_json(&frame) else { return };
             let mut gone = false;
             shared.route(|r| {
-                r.deliver(conn, from, frame).unwrap_or_else(|| {
+                r.deliver(conn, from, frame, stamp).unwrap_or_else(|| {
                     gone = true;
                     Vec::new()
                 })
@@ -937,11 +1084,11 @@ fn on_bus(shared: &Arc<Shared>, from: NodeId, msg: BusMsg) {
                 shared.publish(from, BusMsg::Departed { conn, lost: true });
             }
         }
-        BusMsg::Forward { conn, app, uid, service, frame } => {
+        BusMsg::Forward { conn, app, uid, service, frame, number } => {
             let Ok(frame) = ClientFrame::from_json(&frame) else { return };
             shared.route(|r| {
                 r.connect_remote(conn, &app, &uid, service);
-                let out = r.handle(conn, frame, now);
+                let out = r.handle_stamped(conn, frame, number, now);
                 r.release_if_idle(conn);
                 out
             });
@@ -957,11 +1104,13 @@ fn on_bus(shared: &Arc<Shared>, from: NodeId, msg: BusMsg) {
     }
 }
 
-/// Keeps the node's alive key, learns which nodes are alive, declares the dead ones,
-/// refreshes presence and records, and writes them all again after Redis comes back.
+/// Keeps the node's alive key and inbox, learns which nodes are alive, declares the dead
+/// ones (to the writer, in order), refreshes presence and records, and writes them all again
+/// after Redis comes back.
 async fn heartbeat(shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
     let every = (cluster.node_ttl / 4).max(Duration::from_millis(50));
+    let inbox_ttl = stream_ttl(cluster.node_ttl).as_millis() as u64;
     let mut last_refresh: Option<Instant> = None;
     loop {
         if cluster.left.load(Ordering::SeqCst) || shared.shutdown.is_cancelled() {
@@ -974,6 +1123,10 @@ async fn heartbeat(shared: Arc<Shared>) {
             .arg(1)
             .arg("PX")
             .arg(cluster.node_ttl.as_millis() as u64)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(inbox_key(cluster.node))
+            .arg(inbox_ttl)
             .ignore()
             .sadd("wd:nodes", cluster.node)
             .ignore()
@@ -991,19 +1144,19 @@ async fn heartbeat(shared: Arc<Shared>) {
                     .filter(|(_, f)| f.is_some())
                     .map(|(n, _)| *n)
                     .collect();
-                let gone: Vec<NodeId> = {
-                    let alive = lock(&cluster.alive);
-                    alive.iter().copied().filter(|n| !now_alive.contains(n)).collect()
-                };
+                // Nodes seen alive before, and homes of this node's links (a node that
+                // died before this one ever saw it alive).
+                let mut gone: Vec<NodeId> = shared.hub_linked_homes();
+                gone.extend(lock(&cluster.alive).iter().copied());
+                gone.sort_unstable();
+                gone.dedup();
+                gone.retain(|n| !now_alive.contains(n) && *n != cluster.node);
                 let dead_members: Vec<NodeId> =
                     members.iter().copied().filter(|n| !now_alive.contains(n)).collect();
                 *lock(&cluster.alive) = now_alive;
                 if cluster.settled() {
                     for node in gone {
-                        // A node that left on purpose says so; one that did not crashed.
-                        let cmd = redis::cmd("EXISTS").arg(left_key(node)).to_owned();
-                        let left = cluster.query::<i64>(&shared, cmd).await.unwrap_or(1) > 0;
-                        node_gone(&shared, node, !left).await;
+                        cluster.write(Write::NodeGone { node, done: None });
                     }
                     if !dead_members.is_empty() {
                         let cmd = redis::cmd("SREM").arg("wd:nodes").arg(dead_members).to_owned();

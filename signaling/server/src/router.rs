@@ -88,6 +88,12 @@ pub fn node_of(conn: ConnId) -> NodeId {
 /// Frames to send, each to a connection, in order.
 pub type Outbox = Vec<(ConnId, ServerFrame)>;
 
+/// Where a conversation frame stands in its sender's sequence: the sending connection and
+/// the frame's number on it (1, 2, …, given by the connection's own node). A frame relayed
+/// again (its conversation's home died after handling it, and the new home got it too) has
+/// the same stamp, so that its recipient's node drops it the second time.
+pub type Stamp = (ConnId, u64);
+
 /// Open conversations (ringing or live) one connection may be a party of at once; more is a
 /// flood (a client holds one conversation at a time; a few may overlap while one ends).
 pub const MAX_CONVERSATIONS_PER_CONNECTION: usize = 32;
@@ -135,6 +141,19 @@ pub enum Effect {
         conn: ConnId,
         /// The frame.
         frame: ClientFrame,
+        /// Its number on `conn` ([`Stamp`]).
+        number: u64,
+    },
+    /// Cluster mode: `frame`, relayed from the frame stamped `stamp`, for `conn`, a
+    /// connection of another node: its node delivers it ([`Router::deliver`]) unless it
+    /// delivered that stamp already.
+    Deliver {
+        /// The recipient (on another node).
+        conn: ConnId,
+        /// The frame.
+        frame: ServerFrame,
+        /// The stamp of the frame it relays.
+        stamp: Stamp,
     },
     /// Cluster mode: local connection `conn`, a party of conversations homed on `home`, left.
     Departed {
@@ -219,6 +238,45 @@ struct Connection {
     last_rung: u64,
     /// A connection of another node, party of conversations homed here (cluster mode).
     remote: bool,
+    /// Cluster mode, local connections: the number of its last conversation frame.
+    sent: u64,
+    /// Cluster mode, local connections: the last stamp relayed to it per (conversation,
+    /// sender), so that a frame relayed twice (by a home that died and by its successor)
+    /// reaches it once.
+    received: Vec<(Arc<str>, Stamp)>,
+}
+
+impl Connection {
+    fn new(app: Arc<str>, uid: Arc<str>, service: bool, remote: bool) -> Self {
+        Connection {
+            app,
+            uid,
+            cids: Vec::new(),
+            rebound: Vec::new(),
+            service,
+            last_rung: 0,
+            remote,
+            sent: 0,
+            received: Vec::new(),
+        }
+    }
+
+    /// Whether the frame stamped `(from, number)` on `cid` is new for this connection
+    /// (and remembers it). Frames of one sender reach a recipient in their order, so a
+    /// number not above the last one is a frame relayed again.
+    fn first_time(&mut self, cid: &str, (from, number): Stamp) -> bool {
+        match self.received.iter_mut().find(|(c, (f, _))| *f == from && &**c == cid) {
+            Some((_, (_, last))) if *last >= number => false,
+            Some((_, (_, last))) => {
+                *last = number;
+                true
+            }
+            None => {
+                self.received.push((Arc::from(cid), (from, number)));
+                true
+            }
+        }
+    }
 }
 
 /// Frames kept for a connection that cannot take them now, in order.
@@ -349,7 +407,13 @@ pub struct Router {
     clustered: bool,
     /// Cluster mode: conversations of local connections homed on other nodes.
     links: HashMap<ConnId, Vec<Link>>,
+    /// Cluster mode: nodes declared dead ([`Router::node_dead`]), the latest last: a late
+    /// frame from one of them never links a conversation to it again.
+    dead_nodes: VecDeque<NodeId>,
 }
+
+/// Dead nodes remembered at most.
+const DEAD_NODES_REMEMBERED: usize = 1024;
 
 fn error(
     conn: ConnId,
@@ -404,6 +468,7 @@ impl Router {
             next_placeholder: FIRST_PLACEHOLDER,
             clustered: false,
             links: HashMap::new(),
+            dead_nodes: VecDeque::new(),
         }
     }
 
@@ -444,18 +509,7 @@ impl Router {
             None => Arc::from(uid),
         };
         space.users.entry(uid_key.clone()).or_default().push(conn);
-        self.connections.insert(
-            conn,
-            Connection {
-                app: app_key,
-                uid: uid_key,
-                cids: Vec::new(),
-                rebound: Vec::new(),
-                service,
-                last_rung: 0,
-                remote: false,
-            },
-        );
+        self.connections.insert(conn, Connection::new(app_key, uid_key, service, false));
         let mut returning: Vec<ConnId> = self
             .away
             .iter()
@@ -673,11 +727,94 @@ impl Router {
 
     /// [`Router::handle`], where a `call` also rings `remotes`: connections of other nodes
     /// of the callee's uid ([`Router::connect_remote`]; cluster mode, from presence).
+    ///
+    /// Cluster mode: a conversation frame of a local connection gets the next number of
+    /// that connection ([`Stamp`]).
     pub fn handle_with(
         &mut self,
         conn: ConnId,
         frame: ClientFrame,
         remotes: &[ConnId],
+        now: Instant,
+    ) -> Outbox {
+        let number = match self.connections.get_mut(&conn) {
+            Some(c) if self.clustered && !c.remote && Self::frame_cid(&frame).is_some() => {
+                c.sent += 1;
+                Some(c.sent)
+            }
+            _ => None,
+        };
+        self.handle_numbered(conn, frame, remotes, number, now)
+    }
+
+    /// Cluster mode: handles frame number `number` of `conn`: a frame a connection of
+    /// another node sent ([`Effect::Forward`]), or a local connection's frame handled again
+    /// because the node it was forwarded to died. Its relays are stamped with it: a
+    /// recipient that had it already does not get it again.
+    pub fn handle_stamped(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        number: u64,
+        now: Instant,
+    ) -> Outbox {
+        if let Some(c) = self.connections.get_mut(&conn).filter(|c| !c.remote) {
+            c.sent = c.sent.max(number);
+        }
+        self.handle_numbered(conn, frame, &[], Some(number), now)
+    }
+
+    fn handle_numbered(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        remotes: &[ConnId],
+        number: Option<u64>,
+        now: Instant,
+    ) -> Outbox {
+        let relayed = match (&frame, number) {
+            (ClientFrame::Conversation { cid, .. }, Some(n)) => {
+                self.identity(conn).map(|(_, uid)| (Arc::<str>::from(uid), cid.clone(), n))
+            }
+            _ => None,
+        };
+        let out = self.route_frame(conn, frame, remotes, number, now);
+        match relayed {
+            Some((uid, cid, n)) => self.stamp_relays(out, (conn, n), &uid, &cid),
+            None => out,
+        }
+    }
+
+    /// The relays of the frame stamped `stamp` (from `uid` on `cid`) in `out`: those for a
+    /// local connection that had it already are dropped; those for a connection of another
+    /// node become [`Effect::Deliver`], stamped.
+    fn stamp_relays(&mut self, out: Outbox, stamp: Stamp, uid: &str, cid: &str) -> Outbox {
+        let mut kept = Vec::with_capacity(out.len());
+        for (to, frame) in out {
+            let relay = to != stamp.0
+                && matches!(&frame, ServerFrame::Conversation { cid: c, from, .. }
+                    if c == cid && from == uid);
+            match self.connections.get_mut(&to) {
+                Some(c) if relay && c.remote => {
+                    self.effects.push(Effect::Deliver { conn: to, frame, stamp });
+                }
+                Some(c) if relay => {
+                    if c.first_time(cid, stamp) {
+                        kept.push((to, frame));
+                    }
+                }
+                _ => kept.push((to, frame)),
+            }
+        }
+        kept
+    }
+
+    fn route_frame(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        remotes: &[ConnId],
+        number: Option<u64>,
         now: Instant,
     ) -> Outbox {
         if !self.connections.contains_key(&conn) {
@@ -715,7 +852,9 @@ impl Router {
                 }
                 _ => {}
             }
-            self.effects.push(Effect::Forward { home, conn, frame });
+            // A local connection's frames are always numbered.
+            let number = number.unwrap_or_default();
+            self.effects.push(Effect::Forward { home, conn, frame, number });
             return self.divert(out);
         }
         match frame {
@@ -773,6 +912,14 @@ impl Router {
         (!self.knows(&me.app, cid)).then_some(link.home)
     }
 
+    /// Cluster mode: whether conversation `cid` of local connection `conn` is homed here or
+    /// linked to its home.
+    pub fn places(&self, conn: ConnId, cid: &str) -> bool {
+        let Some(me) = self.connections.get(&conn) else { return false };
+        self.knows(&me.app, cid)
+            || self.links.get(&conn).is_some_and(|l| l.iter().any(|l| &*l.cid == cid))
+    }
+
     /// Cluster mode: whether the node must find where the conversation of `frame` from local
     /// connection `conn` lives before handing it over ([`Router::link`] or
     /// [`Router::adopt`], then [`Router::handle`]): `(app, cid)` when it is a conversation
@@ -795,7 +942,9 @@ impl Router {
     /// node `home`: its frames go there ([`Effect::Forward`]).
     pub fn link(&mut self, conn: ConnId, cid: &str, home: NodeId, peer: &str) {
         let Some(me) = self.connections.get(&conn).filter(|c| !c.remote) else { return };
-        if self.knows(&me.app, cid) {
+        if self.knows(&me.app, cid) || self.dead_nodes.contains(&home) {
+            // Adopted here, or a late frame of a node that died since: the conversation
+            // is where its adoption put it.
             return;
         }
         let links = self.links.entry(conn).or_default();
@@ -840,6 +989,14 @@ impl Router {
         out
     }
 
+    /// Cluster mode: the nodes conversations of local connections are homed on.
+    pub fn linked_homes(&self) -> Vec<NodeId> {
+        let mut homes: Vec<NodeId> = self.links.values().flatten().map(|l| l.home).collect();
+        homes.sort_unstable();
+        homes.dedup();
+        homes
+    }
+
     /// Cluster mode: registers `conn`, a connection of another node, as a possible party of
     /// conversations homed here. It is never rung unless given to [`Router::handle_with`],
     /// and forgotten when it is party of no conversation here.
@@ -856,18 +1013,7 @@ impl Router {
             Some((k, _)) => k.clone(),
             None => Arc::from(uid),
         };
-        self.connections.insert(
-            conn,
-            Connection {
-                app: app_key,
-                uid: uid_key,
-                cids: Vec::new(),
-                rebound: Vec::new(),
-                service,
-                last_rung: 0,
-                remote: true,
-            },
-        );
+        self.connections.insert(conn, Connection::new(app_key, uid_key, service, true));
     }
 
     /// Cluster mode: forgets connection `conn` of another node if it is party of nothing here.
@@ -879,11 +1025,24 @@ impl Router {
         }
     }
 
-    /// Cluster mode: `frame` from the router of node `home` for local connection `conn`.
-    /// The frames to send (`frame`, unless `conn` is probed meanwhile), or `None` when `conn`
-    /// is not a connection here (gone): tell the home it left.
-    pub fn deliver(&mut self, conn: ConnId, home: NodeId, frame: ServerFrame) -> Option<Outbox> {
-        let me = self.connections.get(&conn).filter(|c| !c.remote)?;
+    /// Cluster mode: `frame` from the router of node `home` for local connection `conn`,
+    /// relaying the frame stamped `stamp` if given ([`Effect::Deliver`]). The frames to send
+    /// (`frame`, unless `conn` had that stamp already or is probed meanwhile), or `None`
+    /// when `conn` is not a connection here (gone): tell the home it left.
+    pub fn deliver(
+        &mut self,
+        conn: ConnId,
+        home: NodeId,
+        frame: ServerFrame,
+        stamp: Option<Stamp>,
+    ) -> Option<Outbox> {
+        let me = self.connections.get_mut(&conn).filter(|c| !c.remote)?;
+        if let (Some(stamp), ServerFrame::Conversation { cid, .. }) = (stamp, &frame)
+            && !me.first_time(cid, stamp)
+        {
+            return Some(Vec::new());
+        }
+        let me = self.connections.get_mut(&conn)?;
         if let ServerFrame::Conversation { cid, from, body: Body::Call(_) } = &frame {
             // A service endpoint holds one conversation: a node that rang it while it was
             // busy with a conversation homed elsewhere hears `busy` from it.
@@ -892,10 +1051,18 @@ impl Router {
                 let busy = Body::Busy(Empty::default());
                 let frame =
                     ClientFrame::Conversation { cid: cid.clone(), to: from.clone(), body: busy };
-                self.effects.push(Effect::Forward { home, conn, frame });
+                me.sent += 1;
+                let number = me.sent;
+                self.effects.push(Effect::Forward { home, conn, frame, number });
                 return Some(Vec::new());
             }
         }
+        // A link is made by the first frame from a conversation's home, and moved only when
+        // this node takes over from a dead home (`link`), never by a frame from the new home:
+        // this node's own frames still on their way to the dead one go first.
+        let linked = |r: &Self, cid: &str| {
+            r.links.get(&conn).is_some_and(|l| l.iter().any(|l| &*l.cid == cid))
+        };
         match &frame {
             ServerFrame::Conversation { cid, from, body } => match body {
                 Body::Bye(_) | Body::Reject(_) | Body::Busy(_) => self.unlink(conn, cid),
@@ -906,6 +1073,7 @@ impl Router {
                         l.rung = true;
                     }
                 }
+                _ if linked(self, cid) => {}
                 _ => self.link(conn, cid, home, from),
             },
             ServerFrame::Error { cid: Some(cid), msg }
@@ -933,6 +1101,12 @@ impl Router {
     /// (reconnect grace). The conversations it was home of are adopted by
     /// [`Router::adopt`] ([`Router::links_to`] lists those of local connections).
     pub fn node_dead(&mut self, node: NodeId, now: Instant) -> Outbox {
+        if !self.dead_nodes.contains(&node) {
+            if self.dead_nodes.len() >= DEAD_NODES_REMEMBERED {
+                self.dead_nodes.pop_front();
+            }
+            self.dead_nodes.push_back(node);
+        }
         let mut lost: Vec<ConnId> = self
             .connections
             .iter()
@@ -1438,6 +1612,7 @@ impl Router {
         if let Some(c) = self.connections.get_mut(&conn) {
             c.cids.retain(|x| &**x != cid);
             c.rebound.retain(|x| &**x != cid);
+            c.received.retain(|(x, _)| &**x != cid);
             if c.remote && c.cids.is_empty() && !self.probes.contains_key(&conn) {
                 // A connection of another node is known only while it is a party here.
                 self.connections.remove(&conn);

@@ -112,6 +112,16 @@ impl Shared {
         self.hub.lock().router.links_to(node)
     }
 
+    /// The nodes conversations of local connections are homed on.
+    pub(crate) fn hub_linked_homes(&self) -> Vec<NodeId> {
+        self.hub.lock().router.linked_homes()
+    }
+
+    /// Whether conversation `cid` of local connection `conn` is homed here or linked.
+    pub(crate) fn hub_places(&self, conn: ConnId, cid: &str) -> bool {
+        self.hub.lock().router.places(conn, cid)
+    }
+
     /// Cluster mode: writes this node's presence entries and records again (periodically,
     /// and when Redis is back after an outage that may have lost them).
     pub(crate) fn rewrite_index(&self) {
@@ -289,7 +299,7 @@ impl Shared {
                     }
                 }
                 Effect::Probe(conn) => self.publish(node_of(conn), BusMsg::Probe { conn }),
-                Effect::Forward { home, conn, frame } => {
+                Effect::Forward { home, conn, frame, number } => {
                     if let Some((app, uid, service)) = router.endpoint(conn) {
                         self.publish(
                             home,
@@ -299,9 +309,20 @@ impl Shared {
                                 uid: uid.to_string(),
                                 service,
                                 frame: frame.to_json(),
+                                number,
                             },
                         );
                     }
+                }
+                Effect::Deliver { conn, frame, stamp } => {
+                    if let ServerFrame::Conversation { .. } = frame {
+                        self.metrics.frames_relayed.inc();
+                    }
+                    let frame = frame.to_json();
+                    self.publish(
+                        node_of(conn),
+                        BusMsg::Deliver { conn, frame, stamp: Some(stamp) },
+                    );
                 }
                 Effect::Departed { home, conn, departure } => self
                     .publish(home, BusMsg::Departed { conn, lost: departure == Departure::Lost }),
@@ -328,7 +349,8 @@ impl Shared {
                 if let ServerFrame::Conversation { .. } = frame {
                     self.metrics.frames_relayed.inc();
                 }
-                self.publish(node_of(to), BusMsg::Deliver { conn: to, frame: frame.to_json() });
+                let frame = frame.to_json();
+                self.publish(node_of(to), BusMsg::Deliver { conn: to, frame, stamp: None });
             }
         }
         Routed { deliveries, probes }

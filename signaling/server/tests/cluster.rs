@@ -28,11 +28,18 @@ fn free_port() -> u16 {
 struct Redis {
     port: u16,
     child: Option<Child>,
+    /// More arguments of `redis-server`.
+    args: Vec<String>,
 }
 
 impl Redis {
     fn start() -> Self {
-        let mut r = Redis { port: free_port(), child: None };
+        Self::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut r = Redis { port: free_port(), child: None, args };
         r.restart();
         r
     }
@@ -46,6 +53,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -317,6 +325,42 @@ async fn redis_down_for_ten_seconds_local_calls_go_on_cross_node_routing_resumes
     assert!(a.metric("wilddog_redis_errors_total").await > 0);
 }
 
+#[tokio::test]
+async fn a_burst_bigger_than_redis_buffers_for_a_slow_reader_loses_no_frame() {
+    // Redis drops a pub/sub subscriber whose output buffer passes its limit (32 MB by
+    // default: a node that reads slowly on a loaded machine at a few thousand frames/s) and
+    // every message in that buffer. Here the limit is small, the burst big.
+    let redis = Redis::start_with(&["--client-output-buffer-limit", "pubsub 16kb 8kb 1"]);
+    let config = node_config(&redis, Duration::from_secs(10));
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config).await;
+    let mut alice = login(a.addr, "alice").await;
+    let mut bob = login(b.addr, "bob").await;
+    settle().await;
+    live(&mut alice, "alice", &mut bob, "bob", "burst").await;
+    let pad = "x".repeat(2000);
+    const FRAMES: usize = 600;
+    {
+        use futures_util::SinkExt;
+        for i in 0..FRAMES {
+            let frame = json!({"type": "candidate", "cid": "burst", "to": "bob",
+                "msg": {"sdpMLineIndex": 0, "sdp": format!("{i} {pad}")}});
+            let text = tokio_tungstenite::tungstenite::Message::text(frame.to_string());
+            alice.ws.feed(text).await.unwrap();
+        }
+        alice.ws.flush().await.unwrap();
+    }
+    for i in 0..FRAMES {
+        let Body::Candidate(c) = expect(&mut bob, "candidate", "burst", "alice").await else {
+            unreachable!()
+        };
+        assert!(c.sdp.starts_with(&format!("{i} ")), "frame {i}: {}", &c.sdp[..10]);
+    }
+    bob.expect_silence(QUIET).await;
+    bob.say("candidate", "burst", "alice", json!({"sdp": "back"})).await;
+    expect(&mut alice, "candidate", "burst", "bob").await;
+}
+
 // Nodes as processes, behind haproxy.
 
 /// Not a test: the body of a node process for the tests below (this binary run again with
@@ -326,7 +370,8 @@ fn node_process_for_other_tests() {
     let Ok(port) = std::env::var("WILDDOG_TEST_NODE_PORT") else { return };
     let redis_url = std::env::var("WILDDOG_TEST_REDIS").expect("WILDDOG_TEST_REDIS");
     let grace_ms: u64 = std::env::var("WILDDOG_TEST_GRACE_MS").unwrap().parse().unwrap();
-    let mut config = node_config(&Redis { port: 0, child: None }, Duration::from_millis(grace_ms));
+    let unused = Redis { port: 0, child: None, args: Vec::new() };
+    let mut config = node_config(&unused, Duration::from_millis(grace_ms));
     if let Some(c) = config.cluster.as_mut() {
         c.redis_url = redis_url;
     }
@@ -710,4 +755,88 @@ async fn draining_each_node_in_turn_drops_no_call() {
         caller.0.say("bye", &cid, &eu, json!({})).await;
         expect(&mut callee.0, "bye", &cid, &cu).await;
     }
+}
+
+/// Sends `count` candidates (`{tag}0`, `{tag}1`, …) on `cid` to `to`, one every 3 ms, while
+/// collecting every frame received; stops when nothing more comes (WAIT, or a moment once
+/// `count` candidates came). Returns the client and what it received: the candidates' sdp,
+/// anything else described.
+async fn exchange(
+    c: Client,
+    (cid, to): (&'static str, &'static str),
+    tag: &'static str,
+    count: usize,
+) -> (Client, Vec<String>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut tx, mut rx) = c.ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..count {
+            let frame = json!({"type": "candidate", "cid": cid, "to": to,
+                "msg": {"sdpMLineIndex": 0, "sdp": format!("{tag}{i}")}});
+            tx.send(Message::text(frame.to_string())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        tx
+    });
+    let mut got = Vec::new();
+    loop {
+        let wait = if got.len() >= count { QUIET * 2 } else { WAIT };
+        match tokio::time::timeout(wait, rx.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => match ServerFrame::from_json(&t) {
+                Ok(ServerFrame::Conversation { cid: c, body: Body::Candidate(x), .. })
+                    if c == cid =>
+                {
+                    got.push(x.sdp)
+                }
+                other => got.push(format!("{other:?}")),
+            },
+            Ok(Some(Ok(_))) => continue,
+            _ => break,
+        }
+    }
+    let tx = sender.await.unwrap();
+    (Client { ws: tx.reunite(rx).unwrap() }, got)
+}
+
+#[tokio::test]
+async fn frames_in_flight_when_their_conversation_s_home_dies_arrive_once_and_in_order() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(8);
+    let ports = [free_port(), free_port(), free_port()];
+    let mut n0 = Node::start(ports[0], &redis, grace).await;
+    let n1 = Node::start(ports[1], &redis, grace).await;
+    let n2 = Node::start(ports[2], &redis, grace).await;
+    // c1 is homed on n0 (alice called from there); alice then moves to n2: the home holds
+    // no party, every frame crosses it.
+    let mut alice = login(n0.addr(), "alice").await;
+    let mut bob = login(n1.addr(), "bob").await;
+    settle().await;
+    live(&mut alice, "alice", &mut bob, "bob", "c1").await;
+    drop(alice);
+    let mut alice = login(n2.addr(), "alice").await;
+    resume_and_restart(&mut alice, "alice", &mut bob, "bob", "c1", true).await;
+    // Both stream candidates; n0 dies in the middle, with frames in flight both ways.
+    const FRAMES: usize = 400;
+    let ((mut alice, to_alice), (mut bob, to_bob), ()) = tokio::join!(
+        exchange(alice, ("c1", "bob"), "a", FRAMES),
+        exchange(bob, ("c1", "alice"), "b", FRAMES),
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            n0.kill();
+        }
+    );
+    let expected = |tag: &str| (0..FRAMES).map(|i| format!("{tag}{i}")).collect::<Vec<_>>();
+    let diff = |got: &[String], tag: &str| {
+        let want = expected(tag);
+        let first = got.iter().zip(&want).position(|(g, w)| g != w);
+        format!("{} received, first difference at {first:?}", got.len())
+    };
+    assert!(to_bob == expected("a"), "bob: {}", diff(&to_bob, "a"));
+    assert!(to_alice == expected("b"), "alice: {}", diff(&to_alice, "b"));
+    // The call goes on, and ends once.
+    alice.say("bye", "c1", "bob", json!({})).await;
+    expect(&mut bob, "bye", "c1", "alice").await;
+    bob.expect_silence(QUIET).await;
+    drop((n1, n2));
 }

@@ -1138,7 +1138,7 @@ fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
         from: "alice".into(),
         body: Body::Call(CallMsg::default()),
     };
-    assert_eq!(r.deliver(1, B, call_frame.clone()), Some(vec![(1, call_frame)]));
+    assert_eq!(r.deliver(1, B, call_frame.clone(), None), Some(vec![(1, call_frame)]));
     assert_eq!(r.needs_lookup(1, &frame("c1", "alice", cand(0))), None, "linked");
     assert!(r.handle(1, frame("c1", "alice", Body::Accept(empty())), now()).is_empty());
     assert_eq!(
@@ -1146,7 +1146,8 @@ fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
         vec![Effect::Forward {
             home: B,
             conn: 1,
-            frame: frame("c1", "alice", Body::Accept(empty()))
+            frame: frame("c1", "alice", Body::Accept(empty())),
+            number: 1,
         }]
     );
     // The link knows bob accepted: the call is live even if its home dies unrecorded.
@@ -1164,7 +1165,7 @@ fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
         vec![Effect::Departed { home: B, conn: 1, departure: Departure::Lost }]
     );
     // A frame for a connection that is gone: the home is told.
-    assert_eq!(r.deliver(1, B, bye_frame(1, "c1", "alice").1), None);
+    assert_eq!(r.deliver(1, B, bye_frame(1, "c1", "alice").1, None), None);
 }
 
 #[test]
@@ -1178,13 +1179,14 @@ fn a_busy_service_endpoint_rung_from_another_node_answers_busy() {
         from: "carol".into(),
         body: Body::Call(CallMsg::default()),
     };
-    assert_eq!(r.deliver(1, B, ring), Some(vec![]));
+    assert_eq!(r.deliver(1, B, ring, None), Some(vec![]));
     assert_eq!(
         r.take_effects(),
         vec![Effect::Forward {
             home: B,
             conn: 1,
-            frame: frame("c2", "carol", Body::Busy(empty()))
+            frame: frame("c2", "carol", Body::Busy(empty())),
+            number: 1,
         }]
     );
 }
@@ -1209,4 +1211,74 @@ fn a_conversation_of_a_dead_node_is_adopted_with_placeholders_for_its_parties() 
     r.connect(3, APP, "dave");
     r.adopt(APP, "c2", (Adoptee::Gone, "carol"), (Adoptee::Local(3), "dave"), t0);
     assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(3, "c2", "carol")]);
+}
+
+#[test]
+fn a_frame_relayed_again_after_its_home_died_reaches_each_party_once() {
+    // This node adopted c1 (alice here, bob on node B); bob's node hands over again frames
+    // the dead home may have relayed already.
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    let bob = on_b(1);
+    let t0 = now();
+    r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Remote(bob), "bob"), t0);
+    r.take_effects();
+    // What the dead home delivered to alice: bob's frames 1 and 2.
+    for n in 1..=2 {
+        let f = relay(1, "c1", "bob", cand(n as u32)).1;
+        assert_eq!(r.deliver(1, B + 1, f.clone(), Some((bob, n))), Some(vec![(1, f)]));
+    }
+    // bob's node hands 2 and 3 to the new home: only 3 reaches alice.
+    assert!(r.handle_stamped(bob, frame("c1", "alice", cand(2)), 2, t0).is_empty());
+    let out = r.handle_stamped(bob, frame("c1", "alice", cand(3)), 3, t0);
+    assert_eq!(out, vec![relay(1, "c1", "bob", cand(3))]);
+    // alice's frames to bob are numbered and leave stamped, for bob's node to check.
+    assert!(r.handle(1, frame("c1", "bob", cand(7)), t0).is_empty());
+    assert!(r.handle(1, frame("c1", "bob", cand(8)), t0).is_empty());
+    let effects = r.take_effects();
+    let stamps: Vec<Stamp> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Deliver { conn, stamp, .. } if *conn == bob => Some(*stamp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stamps, vec![(1, 1), (1, 2)]);
+    // A local frame handled again (its node died before handling it) keeps its number.
+    assert!(r.handle_stamped(1, frame("c1", "bob", cand(8)), 2, t0).is_empty());
+    assert!(
+        matches!(&r.take_effects()[..], [Effect::Deliver { stamp: (1, 2), .. }]),
+        "the recipient's node drops it"
+    );
+    assert!(r.handle(1, frame("c1", "bob", cand(9)), t0).is_empty());
+    assert!(matches!(&r.take_effects()[..], [Effect::Deliver { stamp: (1, 3), .. }]));
+}
+
+#[test]
+fn a_stamp_delivered_already_is_dropped_at_the_recipient_s_node() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "bob");
+    let alice = on_b(4);
+    let f = |n: u32| relay(1, "c1", "alice", cand(n)).1;
+    assert_eq!(r.deliver(1, B, f(1), Some((alice, 1))), Some(vec![(1, f(1))]));
+    assert_eq!(r.deliver(1, B, f(2), Some((alice, 2))), Some(vec![(1, f(2))]));
+    // The dead home's successor relays 1 and 2 again, then 3.
+    assert_eq!(r.deliver(1, B + 1, f(1), Some((alice, 1))), Some(vec![]));
+    assert_eq!(r.deliver(1, B + 1, f(2), Some((alice, 2))), Some(vec![]));
+    assert_eq!(r.deliver(1, B + 1, f(3), Some((alice, 3))), Some(vec![(1, f(3))]));
+    // Another sender (alice back on a new connection) counts on its own.
+    assert_eq!(r.deliver(1, B + 1, f(4), Some((alice + 1, 1))), Some(vec![(1, f(4))]));
+    // Unstamped frames (kept for a party, or from an older node) always pass.
+    assert_eq!(r.deliver(1, B + 1, f(5), None), Some(vec![(1, f(5))]));
+}
+
+#[test]
+fn a_late_frame_of_a_dead_node_does_not_link_a_conversation_to_it() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "bob");
+    r.node_dead(B, now());
+    let offer_frame = relay(1, "c1", "alice", offer()).1;
+    assert_eq!(r.deliver(1, B, offer_frame.clone(), None), Some(vec![(1, offer_frame)]));
+    assert!(r.links_to(B).is_empty());
+    assert!(!r.places(1, "c1"));
 }
