@@ -8,8 +8,11 @@
 //! child process (this program re-executed as `node`), with rate limits raised; drives them
 //! over loopback WebSockets from this process and prints:
 //!
-//! 1. resident memory per idle authenticated connection: IDLE (default 3,000) sockets spread
-//!    over the nodes, the sum of the nodes' VmRSS growth divided by IDLE;
+//! 1. resident memory per idle authenticated connection: IDLE (default 10,000) sockets
+//!    spread over the nodes, opened in steps (1,000, 5,000, then IDLE); at each step the sum
+//!    of the nodes' VmRSS growth since before the first connection divided by the
+//!    connections open, and the growth since the previous step divided by the connections
+//!    added (what one more connection costs, without the nodes' fixed costs);
 //! 2. relayed frames per second at saturation and p50/p99 relay latency at a fixed 10,000
 //!    frames/s, for PAIRS (default 50) pairs with both parties on node 0 (same node) and,
 //!    with 2 nodes or more, with the caller on node 0 and the callee on node 1 (cross node),
@@ -19,7 +22,8 @@
 //!    `resume` and its restart offer; time from the kill to the callee receiving it).
 //!
 //! With NODES = 1 the node still runs on Redis (its presence and records are written):
-//! the single-node figures of cluster mode, beside `bench_server`'s (no Redis at all).
+//! the single-node figures of cluster mode. NODES = 0: one node without Redis, measured the
+//! same way, to compare with.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -58,8 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.get(1).map(String::as_str) == Some("node") {
         return node(args.get(2).ok_or("node REDIS_URL")?);
     }
-    let nodes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
-    let idle: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3_000);
+    let nodes: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let idle: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let pairs: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);
     let seconds: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(5);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(drive(
@@ -80,10 +84,12 @@ fn node(redis_url: &str) -> Result<(), Box<dyn std::error::Error>> {
             .try_init();
     }
     let mut config = ServerConfig::from_toml_str(BENCH_CONFIG)?;
-    let mut cluster = ClusterConfig::new(redis_url);
-    cluster.node_ttl = Duration::from_millis(1000);
-    cluster.drain_notice = Duration::ZERO;
-    config.cluster = Some(cluster);
+    if redis_url != "-" {
+        let mut cluster = ClusterConfig::new(redis_url);
+        cluster.node_ttl = Duration::from_millis(1000);
+        cluster.drain_notice = Duration::ZERO;
+        config.cluster = Some(cluster);
+    }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?);
@@ -388,9 +394,11 @@ async fn drive(
     }
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
+    let without_redis = nodes == 0;
+    let nodes = nodes.max(1);
     for _ in 0..nodes {
         let mut process = std::process::Command::new(&exe)
-            .args(["node", &redis_url])
+            .args(["node", if without_redis { "-" } else { &redis_url }])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()?;
@@ -400,32 +408,46 @@ async fn drive(
     }
     let pids: Vec<u32> = children.iter().map(|c| c.process.id()).collect();
     let addrs: Vec<SocketAddr> = children.iter().map(|c| c.addr).collect();
-    println!("{nodes} node(s) {addrs:?} on Redis {redis_url} (pid {})", redis.0.id());
+    if without_redis {
+        println!("1 node {addrs:?} without Redis");
+    } else {
+        println!("{nodes} node(s) {addrs:?} on Redis {redis_url} (pid {})", redis.0.id());
+    }
     let config = Arc::new(ServerConfig::from_toml_str(BENCH_CONFIG)?);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    // 1: idle connections spread over the nodes.
-    let rss_before: u64 = pids.iter().map(|p| proc_status_kib(*p, "VmRSS:")).sum();
+    // 1: idle connections spread over the nodes, in steps.
+    let rss = || pids.iter().map(|p| proc_status_kib(*p, "VmRSS:")).sum::<u64>();
+    let rss_before = rss();
     let gate = Arc::new(Semaphore::new(200));
-    let mut tasks = Vec::with_capacity(idle);
-    for i in 0..idle {
-        let (gate, config, addr) = (gate.clone(), config.clone(), addrs[i % nodes]);
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await;
-            open(addr, &format!("idle-{i}"), &config).await
-        }));
-    }
     let mut idle_sockets = Vec::with_capacity(idle);
-    for t in tasks {
-        idle_sockets.push(t.await?);
+    let mut steps: Vec<usize> = [1_000, 5_000].into_iter().filter(|s| *s < idle).collect();
+    steps.push(idle);
+    let (mut last_count, mut last_rss) = (0, rss_before);
+    for step in steps {
+        let mut tasks = Vec::with_capacity(step - last_count);
+        for i in last_count..step {
+            let (gate, config, addr) = (gate.clone(), config.clone(), addrs[i % nodes]);
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await;
+                open(addr, &format!("idle-{i}"), &config).await
+            }));
+        }
+        for t in tasks {
+            idle_sockets.push(t.await?);
+        }
+        // Presence writes and the first index refresh are done.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = rss();
+        println!(
+            "memory per idle authenticated connection at {step}: {:.2} KiB ({nodes} node(s), \
+             VmRSS {rss_before} → {now} KiB); the {} added since {last_count}: {:.2} KiB each",
+            now.saturating_sub(rss_before) as f64 / step as f64,
+            step - last_count,
+            now.saturating_sub(last_rss) as f64 / (step - last_count) as f64,
+        );
+        (last_count, last_rss) = (step, now);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_idle: u64 = pids.iter().map(|p| proc_status_kib(*p, "VmRSS:")).sum();
-    println!(
-        "memory per idle authenticated connection: {:.2} KiB ({idle} over {nodes} node(s), VmRSS {rss_before} → {rss_idle} KiB)",
-        rss_idle.saturating_sub(rss_before) as f64 / idle.max(1) as f64
-    );
-
     // 2: relay, same node and cross node.
     let (s, r) = pairs_between((addrs[0], addrs[0]), "same", pairs, &config).await;
     relay("same node", s, r, &pids, redis.0.id(), run_for).await;
@@ -459,8 +481,8 @@ async fn drive(
             .await?;
             let callee = &mut callees[i];
             let resumed = loop {
-                let v = tokio::time::timeout(Duration::from_secs(10), next_json(callee, "offer"))
-                    .await;
+                let v =
+                    tokio::time::timeout(Duration::from_secs(10), next_json(callee, "offer")).await;
                 match v {
                     Ok(v) if v["type"] == "offer" => break true,
                     Ok(v) if v["type"] == "bye" => break false,

@@ -11,6 +11,8 @@
 //! | `wd:nodes` | set of node ids | members removed when their alive key is gone |
 //! | `wd:p:{app}:{uid}` | hash: connection id → `c` (client) or `s` (service endpoint) | [`PRESENCE_TTL`], refreshed by every node with a connection of the uid |
 //! | `wd:c:{app}:{cid}` | hash of a live conversation: `home`, `caller`, `caller_uid`, `callee`, `callee_uid` | [`RECORD_TTL`], refreshed by its home; deleted when it ends |
+//! | `wd:sv:{app}:{uid}` | hash of a pool of service endpoints: `b:{conn}` → `{home}|{cid}` (claimed for that call), `u:{conn}` → when it was last claimed (a counter, `n`) | a day after the last claim; an endpoint's fields go when it disconnects |
+//! | `wd:a:{app}:{uid}` | set of the nodes where a party of the uid waits, away (lost, or a placeholder) | the reconnect grace and a minute, from the last add |
 //! | `wd:s:{node}` | stream: the node's inbox, [`BusMsg`]s in JSON (field `m`) | entries trimmed as the node reads them; the key expires [`stream_ttl`] after the node's last heartbeat |
 //!
 //! Frames between nodes go to the inbox of the destination node: `Forward` (a party's frame
@@ -38,6 +40,16 @@
 //! order. Parties that were on the dead node are placeholders in the reconnect grace, so a
 //! client that comes back on any node within the grace keeps its call (its `resume` finds
 //! the record), and one that does not gives its peer `bye` once.
+//!
+//! A node where a connection of a uid authenticates tells the nodes that await that uid
+//! (`wd:a:…`, `Arrived`): the away party's conversations pass to it and the frames queued
+//! for it are delivered at once, as on one node, not only when it resumes.
+//!
+//! A `call` to a pool of service endpoints claims one endpoint in Redis (one script: the
+//! free endpoint claimed least recently, marked claimed for the call), so two nodes never
+//! give one endpoint two calls, and a caller beyond the pool gets `busy` wherever it is
+//! connected. The home of the call releases the claim when the call ends; a claim whose home
+//! is dead and whose conversation has no record is free.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +60,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use wilddog_protocol::{Body, ClientFrame, Empty, ServerFrame};
 
 use crate::router::{
@@ -102,6 +115,17 @@ fn record_key(app: &str, cid: &str) -> String {
     format!("wd:c:{app}:{cid}")
 }
 
+fn pool_key(app: &str, uid: &str) -> String {
+    format!("wd:sv:{app}:{uid}")
+}
+
+fn awaits_key(app: &str, uid: &str) -> String {
+    format!("wd:a:{app}:{uid}")
+}
+
+/// How long a pool's hash lives after its last claim.
+const POOL_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// A message between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -153,6 +177,18 @@ pub enum BusMsg {
         /// Whether it answered in time.
         answered: bool,
     },
+    /// Connection `conn` of the sending node authenticated as `uid` of `app`, which the
+    /// receiving node [awaits](crate::router::Effect::Awaits).
+    Arrived {
+        /// The connection.
+        conn: ConnId,
+        /// Its app.
+        app: String,
+        /// Its uid.
+        uid: String,
+        /// Whether it is a service endpoint.
+        service: bool,
+    },
 }
 
 /// A bus message with its sender and its sequence number from that sender to this node.
@@ -181,6 +217,7 @@ pub(crate) enum Write {
         app: Arc<str>,
         uid: Arc<str>,
         conn: ConnId,
+        service: bool,
     },
     Record {
         app: Arc<str>,
@@ -191,10 +228,26 @@ pub(crate) enum Write {
         app: Arc<str>,
         cid: Arc<str>,
     },
+    /// Release the service endpoint claimed for conversation `cid`.
+    Unclaim {
+        app: Arc<str>,
+        uid: Arc<str>,
+        cid: Arc<str>,
+    },
+    /// A party of `uid` waits here, away, for `ttl`.
+    Awaits {
+        app: Arc<str>,
+        uid: Arc<str>,
+        ttl: Duration,
+    },
     /// Node `node` is dead: take over what it left, after everything queued before.
     NodeGone {
         node: NodeId,
         done: Option<oneshot::Sender<()>>,
+    },
+    /// Say when everything queued before is sent.
+    Flush {
+        done: oneshot::Sender<()>,
     },
 }
 
@@ -246,6 +299,59 @@ end
 return redis.call('HGETALL', KEYS[1])
 ";
 
+/// Claims a free service endpoint of a pool (KEYS[1], [`pool_key`]) for a call: among the
+/// candidates ARGV[5..], the one claimed least recently (then the first given) that is not
+/// claimed, or whose claim is stale (its home's alive key, ARGV[2] + home, and its
+/// conversation's record, ARGV[3] + cid, are both gone), is claimed with ARGV[1]
+/// (`{home}|{cid}`); ARGV[4]: the hash's TTL in ms. Returns the endpoint, or nil.
+const CLAIM_SCRIPT: &str = r"
+local best, best_use
+for i = 5, #ARGV do
+  local c = ARGV[i]
+  local claim = redis.call('HGET', KEYS[1], 'b:' .. c)
+  local free = not claim
+  if claim then
+    local sep = string.find(claim, '|', 1, true)
+    if not sep then
+      free = true
+    else
+      local home = string.sub(claim, 1, sep - 1)
+      local cid = string.sub(claim, sep + 1)
+      free = redis.call('EXISTS', ARGV[2] .. home) == 0
+        and redis.call('EXISTS', ARGV[3] .. cid) == 0
+    end
+  end
+  if free then
+    local used = tonumber(redis.call('HGET', KEYS[1], 'u:' .. c) or '0') or 0
+    if not best or used < best_use then
+      best, best_use = c, used
+    end
+  end
+end
+if not best then
+  return false
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'b:' .. best, ARGV[1], 'u:' .. best, n)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return best
+";
+
+/// Releases the endpoint of a pool (KEYS[1]) claimed for conversation ARGV[1].
+const UNCLAIM_SCRIPT: &str = r"
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  local f, v = h[i], h[i + 1]
+  if string.sub(f, 1, 2) == 'b:' then
+    local sep = string.find(v, '|', 1, true)
+    if sep and string.sub(v, sep + 1) == ARGV[1] then
+      redis.call('HDEL', KEYS[1], f)
+    end
+  end
+end
+return 0
+";
+
 /// The Redis side of a node.
 pub(crate) struct Cluster {
     /// This node's id (the high bits of its connection ids).
@@ -269,6 +375,10 @@ pub(crate) struct Cluster {
     stale_index: AtomicBool,
     /// The id of the last inbox entry handled.
     handled: Mutex<Option<String>>,
+    /// Cancelled to stop reading the inbox (the node leaves); the reader cancels
+    /// `stopped_reading` when it has stopped.
+    stop_reading: CancellationToken,
+    stopped_reading: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -307,6 +417,8 @@ impl Cluster {
             left: AtomicBool::new(false),
             stale_index: AtomicBool::new(true),
             handled: Mutex::new(None),
+            stop_reading: CancellationToken::new(),
+            stopped_reading: CancellationToken::new(),
         })
     }
 
@@ -432,6 +544,42 @@ impl Cluster {
         out
     }
 
+    /// Claims a free endpoint among `candidates` of the pool serving `uid` of `app` for call
+    /// `cid` homed here: `Some(Some(endpoint))`, `Some(None)` when all are busy, `None` when
+    /// Redis did not answer (the caller's node decides alone).
+    pub async fn claim_endpoint(
+        &self,
+        shared: &Shared,
+        (app, uid, cid): (&str, &str, &str),
+        candidates: &[ConnId],
+    ) -> Option<Option<ConnId>> {
+        if !self.connected() {
+            return None;
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM_SCRIPT)
+            .arg(1)
+            .arg(pool_key(app, uid))
+            .arg(format!("{}|{cid}", self.node))
+            .arg("wd:node:")
+            .arg(record_key(app, ""))
+            .arg(POOL_TTL.as_millis() as u64);
+        for c in candidates {
+            cmd.arg(*c);
+        }
+        self.query::<Option<ConnId>>(shared, cmd).await
+    }
+
+    /// The nodes other than this one where a party of `uid` of `app` waits, away.
+    pub async fn awaiting_nodes(&self, shared: &Shared, app: &str, uid: &str) -> Vec<NodeId> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        let cmd = redis::cmd("SMEMBERS").arg(awaits_key(app, uid)).to_owned();
+        let nodes = self.query::<Vec<NodeId>>(shared, cmd).await.unwrap_or_default();
+        nodes.into_iter().filter(|n| *n != self.node && self.is_alive(*n)).collect()
+    }
+
     /// The record of live conversation `cid` of `app`, if any.
     pub async fn record(
         &self,
@@ -493,8 +641,18 @@ impl Cluster {
     /// Leaves the cluster (drain): the alive key goes, so other nodes adopt this node's
     /// conversations at once instead of after `node_ttl`. What it handled leaves its inbox
     /// first: the other nodes hand over only what came after.
+    ///
+    /// In this order: it stops reading its inbox (what comes later stays there for the other
+    /// nodes), sends everything it queued (what it handled has gone on), trims what it
+    /// handled, then deletes its alive key.
     pub async fn leave(&self, shared: &Shared) {
         self.left.store(true, Ordering::SeqCst);
+        self.stop_reading.cancel();
+        let wait = REDIS_TIMEOUT * 2;
+        let _ = tokio::time::timeout(wait, self.stopped_reading.cancelled()).await;
+        let (done, sent) = oneshot::channel();
+        self.write(Write::Flush { done });
+        let _ = tokio::time::timeout(wait, sent).await;
         let mut pipe = redis::pipe();
         if let Some(last) = lock(&self.handled).as_deref() {
             pipe.cmd("XTRIM").arg(inbox_key(self.node)).arg("MINID").arg(next_id(last)).ignore();
@@ -637,9 +795,23 @@ fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Optio
                 .pexpire(&key, ms(PRESENCE_TTL) as i64);
             Prepared::Other(p)
         }
-        Write::PresenceDel { app, uid, conn } => {
+        Write::PresenceDel { app, uid, conn, service } => {
             let mut p = redis::pipe();
             p.hdel(presence_key(&app, &uid), conn);
+            if service {
+                p.hdel(pool_key(&app, &uid), &[format!("b:{conn}"), format!("u:{conn}")]);
+            }
+            Prepared::Other(p)
+        }
+        Write::Unclaim { app, uid, cid } => {
+            let mut p = redis::pipe();
+            p.cmd("EVAL").arg(UNCLAIM_SCRIPT).arg(1).arg(pool_key(&app, &uid)).arg(&*cid).ignore();
+            Prepared::Other(p)
+        }
+        Write::Awaits { app, uid, ttl } => {
+            let key = awaits_key(&app, &uid);
+            let mut p = redis::pipe();
+            p.sadd(&key, cluster.node).ignore().pexpire(&key, ms(ttl) as i64).ignore();
             Prepared::Other(p)
         }
         Write::Record { app, cid, fields } => {
@@ -663,16 +835,24 @@ fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Optio
             p.del(record_key(&app, &cid));
             Prepared::Other(p)
         }
-        Write::NodeGone { .. } => return None,
+        Write::NodeGone { .. } | Write::Flush { .. } => return None,
     })
 }
 
-/// The writer's queue: writes made ready and not sent yet, in order, and the deaths that
+/// What waits in the writer's queue for the writes before it to be sent.
+enum Marker {
+    /// A node died: take over what it left.
+    Death(NodeId, Option<oneshot::Sender<()>>),
+    /// Someone waits for the writes before to be sent.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The writer's queue: writes made ready and not sent yet, in order, and the markers that
 /// wait for them to be sent.
 struct Outgoing {
     seq: HashMap<NodeId, u64>,
     pending: VecDeque<Prepared>,
-    deaths: VecDeque<(NodeId, Option<oneshot::Sender<()>>)>,
+    deaths: VecDeque<Marker>,
     /// Dead nodes taken over already (the latest last).
     buried: VecDeque<NodeId>,
 }
@@ -680,7 +860,8 @@ struct Outgoing {
 impl Outgoing {
     fn take(&mut self, cluster: &Cluster, w: Write) {
         match w {
-            Write::NodeGone { node, done } => self.deaths.push_back((node, done)),
+            Write::NodeGone { node, done } => self.deaths.push_back(Marker::Death(node, done)),
+            Write::Flush { done } => self.deaths.push_back(Marker::Flush(done)),
             w => self.pending.extend(prepare(cluster, &mut self.seq, w)),
         }
     }
@@ -742,10 +923,17 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Write>) {
             continue;
         }
         // Everything queued before the death is sent: take over what the dead node left.
-        let Some((node, done)) = out.deaths.pop_front() else { continue };
+        let (node, done) = match out.deaths.pop_front() {
+            Some(Marker::Death(node, done)) => (node, done),
+            Some(Marker::Flush(done)) => {
+                let _ = done.send(());
+                continue;
+            }
+            None => continue,
+        };
         if !out.buried.contains(&node) {
             if take_over(&shared, cluster, node, &mut rx, &mut out).await.is_err() {
-                out.deaths.push_front((node, done));
+                out.deaths.push_front(Marker::Death(node, done));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -914,7 +1102,7 @@ fn replay(r: &mut Router, msg: BusMsg, now: std::time::Instant) -> Vec<(ConnId, 
             out
         }
         BusMsg::Probe { conn } => r.probe_result(conn, false, now),
-        BusMsg::Departed { .. } | BusMsg::ProbeResult { .. } => Vec::new(),
+        BusMsg::Departed { .. } | BusMsg::ProbeResult { .. } | BusMsg::Arrived { .. } => Vec::new(),
     }
 }
 
@@ -972,6 +1160,8 @@ pub(crate) async fn find_conversation(
 /// Reads this node's inbox and hands each message to the node; trims what it handled.
 async fn reader(shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.as_ref() else { return };
+    let _stopped = cluster.stopped_reading.clone().drop_guard();
+    let stop = cluster.stop_reading.clone();
     let key = inbox_key(cluster.node);
     // The last entry handled; entries handled since the inbox was last trimmed, and when.
     let mut last = "0-0".to_owned();
@@ -982,10 +1172,11 @@ async fn reader(shared: Arc<Shared>) {
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(READ_BLOCK + REDIS_TIMEOUT));
     loop {
-        if shared.shutdown.is_cancelled() {
+        if stop.is_cancelled() || shared.shutdown.is_cancelled() {
             return;
         }
         let connected = tokio::select! {
+            _ = stop.cancelled() => return,
             _ = shared.shutdown.cancelled() => return,
             c = cluster.client.get_multiplexed_async_connection_with_config(&config) => c,
         };
@@ -1018,7 +1209,9 @@ async fn reader(shared: Arc<Shared>) {
                 .arg("STREAMS")
                 .arg(&key)
                 .arg(&last);
+            // What a read cut short returned stays in the inbox, for the other nodes.
             let read = tokio::select! {
+                _ = stop.cancelled() => return,
                 _ = shared.shutdown.cancelled() => return,
                 r = pipe.query_async::<(Option<StreamReadReply>,)>(&mut c) => r,
             };
@@ -1100,6 +1293,9 @@ fn on_bus(shared: &Arc<Shared>, from: NodeId, msg: BusMsg) {
         BusMsg::Probe { conn } => shared.probe_for(conn, from),
         BusMsg::ProbeResult { conn, answered } => {
             shared.route(|r| r.probe_result(conn, answered, now));
+        }
+        BusMsg::Arrived { conn, app, uid, service } => {
+            shared.route(|r| r.arrive_remote(conn, &app, &uid, service));
         }
     }
 }

@@ -182,6 +182,34 @@ pub enum Effect {
         /// Its id.
         cid: Arc<str>,
     },
+    /// Cluster mode: conversation `cid` of `app`, homed here, that a service endpoint of
+    /// `uid` was party of, ended: the endpoint's claim in the pool is released.
+    Unclaim {
+        /// Its app.
+        app: Arc<str>,
+        /// The service uid.
+        uid: Arc<str>,
+        /// The conversation.
+        cid: Arc<str>,
+    },
+    /// Cluster mode: a party of `uid` of `app` waits here, away (lost, or a placeholder), for
+    /// a connection of its uid: a node where one connects says so ([`Router::arrive_remote`]).
+    Awaits {
+        /// Its app.
+        app: Arc<str>,
+        /// Its uid.
+        uid: Arc<str>,
+    },
+}
+
+/// Cluster mode: which service endpoint a `call` rings, as the nodes decided together
+/// ([`Router::handle_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolPick {
+    /// This endpoint, claimed for the call.
+    Ring(ConnId),
+    /// Every endpoint of the pool is busy.
+    Busy,
 }
 
 /// A party of a conversation adopted from a node that died ([`Router::adopt`]).
@@ -410,6 +438,8 @@ pub struct Router {
     /// Cluster mode: nodes declared dead ([`Router::node_dead`]), the latest last: a late
     /// frame from one of them never links a conversation to it again.
     dead_nodes: VecDeque<NodeId>,
+    /// Cluster mode: the pool's choice for the `call` being handled ([`Router::handle_call`]).
+    pool_pick: Option<PoolPick>,
 }
 
 /// Dead nodes remembered at most.
@@ -469,6 +499,7 @@ impl Router {
             clustered: false,
             links: HashMap::new(),
             dead_nodes: VecDeque::new(),
+            pool_pick: None,
         }
     }
 
@@ -510,6 +541,35 @@ impl Router {
         };
         space.users.entry(uid_key.clone()).or_default().push(conn);
         self.connections.insert(conn, Connection::new(app_key, uid_key, service, false));
+        self.take_over_away(conn, app, uid)
+    }
+
+    /// Cluster mode: connection `conn` of `uid` of `app` connected on another node (which
+    /// said so because this node [awaits](Effect::Awaits) the uid). Like
+    /// [`Router::connect_with`]: it takes over the conversations of this uid's away parties
+    /// here, and gets the frames queued for them at once, not only when it resumes.
+    pub fn arrive_remote(&mut self, conn: ConnId, app: &str, uid: &str, service: bool) -> Outbox {
+        let away = self.away.values().any(|a| &*a.app == app && &*a.uid == uid);
+        if !away || self.connections.get(&conn).is_some_and(|c| !c.remote) {
+            return Vec::new();
+        }
+        self.connect_remote(conn, app, uid, service);
+        let out = self.take_over_away(conn, app, uid);
+        self.release_if_idle(conn);
+        out
+    }
+
+    /// Puts `party` away (in its reconnect grace).
+    fn put_away(&mut self, party: ConnId, away: Away) {
+        if self.clustered {
+            self.effects.push(Effect::Awaits { app: away.app.clone(), uid: away.uid.clone() });
+        }
+        self.away.insert(party, away);
+    }
+
+    /// `conn` takes over the conversations of the away parties of its (app, uid): the frames
+    /// queued for them, now for `conn`.
+    fn take_over_away(&mut self, conn: ConnId, app: &str, uid: &str) -> Outbox {
         let mut returning: Vec<ConnId> = self
             .away
             .iter()
@@ -652,6 +712,11 @@ impl Router {
             .collect()
     }
 
+    /// Whether `conn` is a party of conversation `cid` here (ringing or live).
+    pub fn is_party(&self, conn: ConnId, cid: &str) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.cids.iter().any(|x| &**x == cid))
+    }
+
     /// Whether `conn` is registered.
     pub fn is_connected(&self, conn: ConnId) -> bool {
         self.connections.contains_key(&conn)
@@ -745,6 +810,71 @@ impl Router {
             _ => None,
         };
         self.handle_numbered(conn, frame, remotes, number, now)
+    }
+
+    /// Cluster mode: [`Router::handle_with`] for a `call` whose callee's service endpoint (if
+    /// the callee is a pool) was chosen by the nodes together: `pick` rings that endpoint
+    /// alone, or answers `busy`; `None` leaves the choice to this router (Redis
+    /// unreachable, or the callee has no service endpoints).
+    pub fn handle_call(
+        &mut self,
+        conn: ConnId,
+        frame: ClientFrame,
+        remotes: &[ConnId],
+        pick: Option<PoolPick>,
+        now: Instant,
+    ) -> Outbox {
+        self.pool_pick = pick;
+        let out = self.handle_with(conn, frame, remotes, now);
+        self.pool_pick = None;
+        out
+    }
+
+    /// Cluster mode: the service endpoints of `uid` of `app` that are free as far as this
+    /// node knows (local ones in no conversation, remote ones among `remotes` that are party
+    /// of nothing here), least recently rung here first; `caller` excluded.
+    pub fn free_service_endpoints(
+        &self,
+        app: &str,
+        uid: &str,
+        caller: ConnId,
+        remotes: &[(ConnId, bool)],
+    ) -> (usize, Vec<ConnId>) {
+        let local = self
+            .apps
+            .get(app)
+            .and_then(|s| s.users.get(uid))
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| *c != caller);
+        let remote = remotes.iter().filter(|(_, service)| *service).map(|(c, _)| *c);
+        let mut all = 0;
+        let mut free: Vec<(u64, ConnId)> = Vec::new();
+        for c in local.chain(remote) {
+            match self.connections.get(&c) {
+                Some(x) if x.service && !x.remote => {
+                    all += 1;
+                    if x.cids.is_empty() && !self.links.contains_key(&c) {
+                        free.push((x.last_rung, c));
+                    }
+                }
+                Some(x) if x.remote => {
+                    all += 1;
+                    if x.cids.is_empty() {
+                        free.push((x.last_rung, c));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // A remote endpoint this node knows nothing of.
+                    all += 1;
+                    free.push((0, c));
+                }
+            }
+        }
+        free.sort_unstable();
+        (all, free.into_iter().map(|(_, c)| c).collect())
     }
 
     /// Cluster mode: handles frame number `number` of `conn`: a frame a connection of
@@ -1160,7 +1290,7 @@ impl Router {
                 _ => {
                     let placeholder = self.next_placeholder;
                     self.next_placeholder += 1;
-                    self.away.insert(
+                    self.put_away(
                         placeholder,
                         Away {
                             app: app_key.clone(),
@@ -1317,7 +1447,7 @@ impl Router {
         if let Some(me) = self.connections.get_mut(&conn) {
             me.cids.push(cid_key.clone());
         }
-        self.away.insert(
+        self.put_away(
             placeholder,
             Away {
                 app: app.clone(),
@@ -1558,12 +1688,17 @@ impl Router {
         let ringing: Vec<ConnId> = if services.is_empty() {
             callee_conns
         } else {
-            // A pool of service endpoints: the free one rung least recently, alone.
-            let free = services
-                .iter()
-                .filter(|(_, c)| c.cids.is_empty())
-                .min_by_key(|(id, c)| (c.last_rung, *id))
-                .map(|(id, _)| *id);
+            // A pool of service endpoints: the free one rung least recently, alone (in a
+            // cluster, the one the nodes claimed for this call together).
+            let free = match self.pool_pick.take() {
+                Some(PoolPick::Busy) => None,
+                Some(PoolPick::Ring(c)) if services.iter().any(|(id, _)| *id == c) => Some(c),
+                _ => services
+                    .iter()
+                    .filter(|(_, c)| c.cids.is_empty())
+                    .min_by_key(|(id, c)| (c.last_rung, *id))
+                    .map(|(id, _)| *id),
+            };
             let Some(free) = free else {
                 return vec![relay(conn, cid, &callee_uid, Body::Busy(Empty::default()))];
             };
@@ -1631,6 +1766,21 @@ impl Router {
             return;
         };
         self.conversation_count -= 1;
+        if self.clustered {
+            let callees = match &conv.phase {
+                Phase::Ringing(list) => list.as_slice(),
+                Phase::Live(c) => std::slice::from_ref(c),
+            };
+            let service =
+                callees.iter().any(|c| self.connections.get(c).is_some_and(|x| x.service));
+            if service {
+                self.effects.push(Effect::Unclaim {
+                    app: app.clone(),
+                    uid: conv.callee_uid.clone(),
+                    cid: cid_key.clone(),
+                });
+            }
+        }
         self.forget(conv.caller, cid);
         match &conv.phase {
             Phase::Ringing(list) => list.iter().for_each(|c| self.forget(*c, cid)),
@@ -1753,8 +1903,7 @@ impl Router {
         } else {
             let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
             let Connection { app, uid, .. } = me;
-            self.away
-                .insert(conn, Away { app, uid, cids: kept, until, queue: FrameQueue::default() });
+            self.put_away(conn, Away { app, uid, cids: kept, until, queue: FrameQueue::default() });
             Some(until)
         };
         let out = self.divert(out);

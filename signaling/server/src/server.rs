@@ -3,15 +3,15 @@
 //! ([`expire_graces`]) that ends reconnect graces when they run out, and one short task per
 //! takeover probe ([`Effect::Probe`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,7 @@ use crate::cluster::{BusMsg, Cluster, RecordFields, Write};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::router::{
-    ConnId, Departure, Effect, LinkedConversation, NodeId, Outbox, Router, node_of,
+    ConnId, Departure, Effect, LinkedConversation, NodeId, Outbox, PoolPick, Router, node_of,
 };
 use crate::token::verify_token;
 
@@ -158,28 +158,81 @@ fn record_write(
     }
 }
 
-/// Signals between the hub and one connection's task, for takeover probes.
-#[derive(Default)]
-pub(crate) struct Control {
+/// One authenticated connection as the hub sees it: its bounded outbound queue, and the
+/// signals of takeover probes, in one small allocation. (A tokio channel per connection
+/// cost 1.5 KiB of every idle connection: its first block and its cache-padded halves.)
+pub(crate) struct Mailbox {
+    /// Frames for the client, in order; at most `capacity`.
+    queue: Mutex<VecDeque<Utf8Bytes>>,
+    capacity: usize,
+    /// Wakes the connection's task: frames queued, a ping asked, a close.
+    wake: Notify,
+    /// [`OPEN`], or why the task must close the socket: [`TOO_SLOW`], [`KICKED`].
+    close: AtomicU8,
     /// Ping the client now.
-    ping: Notify,
+    ping: AtomicBool,
     /// A probe waits for the client to show it is alive (a pong, or any frame).
     probing: AtomicBool,
     /// The client showed it is alive while probed.
     answered: Notify,
-    /// Close the socket: it did not answer the probe, its calls went to another connection.
-    kick: CancellationToken,
 }
 
-/// An authenticated connection as the hub sees it.
-struct Peer {
-    tx: mpsc::Sender<Utf8Bytes>,
-    control: Arc<Control>,
+const OPEN: u8 = 0;
+/// Its queue overflowed: the client does not read.
+const TOO_SLOW: u8 = 1;
+/// It did not answer a takeover probe: its calls went to another connection of its uid.
+const KICKED: u8 = 2;
+
+/// A queue that is full.
+struct Full;
+
+impl Mailbox {
+    fn new(capacity: usize) -> Self {
+        Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            wake: Notify::new(),
+            close: AtomicU8::new(OPEN),
+            ping: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            answered: Notify::new(),
+        }
+    }
+
+    /// Queues a frame for the client (dropped if the connection is closing).
+    fn push(&self, frame: Utf8Bytes) -> Result<(), Full> {
+        if self.close.load(Ordering::SeqCst) != OPEN {
+            return Ok(());
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= self.capacity {
+            return Err(Full);
+        }
+        queue.push_back(frame);
+        drop(queue);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The frames queued so far.
+    fn take(&self) -> VecDeque<Utf8Bytes> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn close(&self, why: u8) {
+        self.close.store(why, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn ask_ping(&self) {
+        self.ping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
 }
 
 struct HubState {
     router: Router,
-    peers: HashMap<ConnId, Peer>,
+    peers: HashMap<ConnId, Arc<Mailbox>>,
     /// The router's next grace expiry, as [`expire_graces`] last heard of it.
     next_expiry: Option<std::time::Instant>,
 }
@@ -194,8 +247,8 @@ pub(crate) struct Hub {
 /// What one pure call on the router gave: frames paired with their connection's queue, and
 /// the connections to probe.
 struct Routed {
-    deliveries: Vec<(ConnId, mpsc::Sender<Utf8Bytes>, ServerFrame)>,
-    probes: Vec<(ConnId, Arc<Control>)>,
+    deliveries: Vec<(ConnId, Arc<Mailbox>, ServerFrame)>,
+    probes: Vec<(ConnId, Arc<Mailbox>)>,
 }
 
 impl Hub {
@@ -213,10 +266,9 @@ impl Shared {
         self: &Arc<Self>,
         conn: ConnId,
         (app, uid, service): (&str, &str, bool),
-        tx: mpsc::Sender<Utf8Bytes>,
-        control: Arc<Control>,
+        mailbox: Arc<Mailbox>,
     ) {
-        self.hub.lock().peers.insert(conn, Peer { tx, control });
+        self.hub.lock().peers.insert(conn, mailbox);
         if let Some(cluster) = &self.cluster {
             self.metrics.presence_entries.inc();
             cluster.write(Write::PresenceAdd {
@@ -224,6 +276,17 @@ impl Shared {
                 uid: Arc::from(uid),
                 conn,
                 service,
+            });
+            // Nodes where a party of this uid waits hand it its calls and their queued
+            // frames now, as a node does for its own away parties (below).
+            let shared = self.clone();
+            let (app, uid) = (app.to_owned(), uid.to_owned());
+            tokio::spawn(async move {
+                let Some(cluster) = shared.cluster.as_ref() else { return };
+                for node in cluster.awaiting_nodes(&shared, &app, &uid).await {
+                    let (app, uid) = (app.clone(), uid.clone());
+                    shared.publish(node, BusMsg::Arrived { conn, app, uid, service });
+                }
             });
         }
         self.route(|router| router.connect_with(conn, app, uid, service));
@@ -237,21 +300,19 @@ impl Shared {
         let metrics = &self.metrics;
         let mut routed = self.collect(&[], f);
         loop {
-            for (conn, control) in std::mem::take(&mut routed.probes) {
-                self.start_probe(conn, control);
+            for (conn, mailbox) in std::mem::take(&mut routed.probes) {
+                self.start_probe(conn, mailbox);
             }
             let mut overflowed = Vec::new();
-            for (to, tx, frame) in std::mem::take(&mut routed.deliveries) {
+            for (to, mailbox, frame) in std::mem::take(&mut routed.deliveries) {
                 match &frame {
                     ServerFrame::Conversation { .. } => metrics.frames_relayed.inc(),
                     ServerFrame::Error { .. } => metrics.frames_refused.inc(),
                     _ => 0,
                 };
-                match tx.try_send(Utf8Bytes::from(frame.to_json())) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => overflowed.push(to),
-                    // The connection is going away; it unregisters itself.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                if let Err(Full) = mailbox.push(Utf8Bytes::from(frame.to_json())) {
+                    mailbox.close(TOO_SLOW);
+                    overflowed.push(to);
                 }
             }
             if overflowed.is_empty() {
@@ -274,7 +335,7 @@ impl Shared {
         }
     }
 
-    /// Drops the queues of `dropped` (which closes them), runs `f` under the lock and pairs
+    /// Forgets the queues of `dropped` (closed already), runs `f` under the lock and pairs
     /// each output with its connection's queue.
     fn collect(&self, dropped: &[ConnId], f: impl FnOnce(&mut Router) -> Outbox) -> Routed {
         let mut state = self.hub.lock();
@@ -295,7 +356,7 @@ impl Shared {
             match effect {
                 Effect::Probe(conn) if node_of(conn) == me => {
                     if let Some(p) = peers.get(&conn) {
-                        probes.push((conn, p.control.clone()));
+                        probes.push((conn, p.clone()));
                     }
                 }
                 Effect::Probe(conn) => self.publish(node_of(conn), BusMsg::Probe { conn }),
@@ -336,13 +397,24 @@ impl Shared {
                         c.write(Write::Unrecord { app, cid });
                     }
                 }
+                Effect::Unclaim { app, uid, cid } => {
+                    if let Some(c) = &self.cluster {
+                        c.write(Write::Unclaim { app, uid, cid });
+                    }
+                }
+                Effect::Awaits { app, uid } => {
+                    if let Some(c) = &self.cluster {
+                        let ttl = self.config.limits.reconnect_grace + Duration::from_secs(60);
+                        c.write(Write::Awaits { app, uid, ttl });
+                    }
+                }
             }
         }
         let mut deliveries = Vec::with_capacity(out.len());
         for (to, frame) in out {
             if node_of(to) == me {
                 if let Some(p) = peers.get(&to) {
-                    deliveries.push((to, p.tx.clone(), frame));
+                    deliveries.push((to, p.clone(), frame));
                 }
             } else if node_of(to) < 1 << 31 {
                 // A party on another node: its node delivers it.
@@ -358,26 +430,26 @@ impl Shared {
 
     /// Pings `conn` and gives the router the verdict after `limits.takeover_probe`, or as
     /// soon as the client shows it is alive. A silent one is closed: its calls went on.
-    fn start_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Control>) {
-        self.run_probe(conn, control, None);
+    fn start_probe(self: &Arc<Self>, conn: ConnId, mailbox: Arc<Mailbox>) {
+        self.run_probe(conn, mailbox, None);
     }
 
     /// Cluster mode: the home of a conversation on node `home` asks to probe local
     /// connection `conn`; the verdict goes back to it.
     pub(crate) fn probe_for(self: &Arc<Self>, conn: ConnId, home: NodeId) {
-        let control = self.hub.lock().peers.get(&conn).map(|p| p.control.clone());
-        match control {
-            Some(control) => self.run_probe(conn, control, Some(home)),
+        let mailbox = self.hub.lock().peers.get(&conn).cloned();
+        match mailbox {
+            Some(mailbox) => self.run_probe(conn, mailbox, Some(home)),
             None => self.publish(home, BusMsg::ProbeResult { conn, answered: false }),
         }
     }
 
-    fn run_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Control>, home: Option<NodeId>) {
+    fn run_probe(self: &Arc<Self>, conn: ConnId, control: Arc<Mailbox>, home: Option<NodeId>) {
         let shared = self.clone();
         let deadline = self.config.limits.takeover_probe;
         tokio::spawn(async move {
             control.probing.store(true, Ordering::SeqCst);
-            control.ping.notify_one();
+            control.ask_ping();
             let answered =
                 tokio::time::timeout(deadline, control.answered.notified()).await.is_ok();
             control.probing.store(false, Ordering::SeqCst);
@@ -396,7 +468,7 @@ impl Shared {
                 Some(home) => shared.publish(home, BusMsg::ProbeResult { conn, answered }),
             }
             if !answered {
-                control.kick.cancel();
+                control.close(KICKED);
             }
         });
     }
@@ -404,26 +476,49 @@ impl Shared {
     async fn dispatch(self: &Arc<Self>, conn: ConnId, frame: ClientFrame) {
         if let Some(cluster) = &self.cluster {
             // A call rings the callee's connections on other nodes too.
-            if let ClientFrame::Conversation { to, body: wilddog_protocol::Body::Call(_), .. } =
+            if let ClientFrame::Conversation { to, cid, body: wilddog_protocol::Body::Call(_) } =
                 &frame
             {
-                let to = to.clone();
+                let (to, cid) = (to.clone(), cid.clone());
                 let to = to.as_str();
                 let app = self.hub.lock().router.endpoint(conn).map(|(a, ..)| a.clone());
                 let Some(app) = app else { return };
                 let remotes = cluster.presence(self, &app, to).await;
+                // A pool of service endpoints: the nodes choose its endpoint together.
+                let (pool, free) =
+                    self.hub.lock().router.free_service_endpoints(&app, to, conn, &remotes);
+                let pick = if pool == 0 {
+                    None
+                } else if free.is_empty() {
+                    Some(PoolPick::Busy)
+                } else {
+                    match cluster.claim_endpoint(self, (&app, to, &cid), &free).await {
+                        Some(Some(endpoint)) => Some(PoolPick::Ring(endpoint)),
+                        Some(None) => Some(PoolPick::Busy),
+                        None => None,
+                    }
+                };
                 let now = std::time::Instant::now();
+                let mut rung = false;
                 self.route(|router| {
                     for (c, service) in &remotes {
                         router.connect_remote(*c, &app, to, *service);
                     }
                     let ids: Vec<ConnId> = remotes.iter().map(|(c, _)| *c).collect();
-                    let out = router.handle_with(conn, frame, &ids, now);
+                    let out = router.handle_call(conn, frame, &ids, pick, now);
+                    if let Some(PoolPick::Ring(endpoint)) = pick {
+                        rung = router.is_party(endpoint, &cid);
+                    }
                     for c in ids {
                         router.release_if_idle(c);
                     }
                     out
                 });
+                if let (Some(PoolPick::Ring(_)), false) = (pick, rung) {
+                    // The call was refused (a cid in use, too many calls): the claim goes.
+                    let uid: Arc<str> = Arc::from(to);
+                    cluster.write(Write::Unclaim { app, uid, cid: Arc::from(cid) });
+                }
                 return;
             }
             // A conversation this node does not know may live on another one.
@@ -445,10 +540,10 @@ impl Shared {
     fn unregister(self: &Arc<Self>, conn: ConnId, departure: Departure) {
         if let Some(cluster) = &self.cluster {
             let identity =
-                self.hub.lock().router.endpoint(conn).map(|(a, u, _)| (a.clone(), u.clone()));
-            if let Some((app, uid)) = identity {
+                self.hub.lock().router.endpoint(conn).map(|(a, u, s)| (a.clone(), u.clone(), s));
+            if let Some((app, uid, service)) = identity {
                 self.metrics.presence_entries.dec();
-                cluster.write(Write::PresenceDel { app, uid, conn });
+                cluster.write(Write::PresenceDel { app, uid, conn, service });
             }
         }
         let now = std::time::Instant::now();
@@ -574,8 +669,7 @@ pub(crate) async fn serve_socket(
         conn,
         shared: &shared,
         stun_host_port,
-        outbox: None,
-        control: None,
+        mailbox: None,
         bucket: TokenBucket::new(
             shared.config.limits.rate_limit_per_sec,
             shared.config.limits.rate_limit_burst,
@@ -585,14 +679,16 @@ pub(crate) async fn serve_socket(
         departure: Departure::Lost,
     };
     let close = session.run(&mut ws).await;
-    if session.outbox.is_some() {
+    if session.mailbox.is_some() {
         shared.unregister(conn, session.departure);
         metrics.authenticated.dec();
     }
     if let Some((code, reason)) = &close {
         tracing::debug!(conn, %peer, code, reason, "closing socket");
     }
-    finish(&mut ws, close).await;
+    // Boxed, like every step below that is not waiting: a connection's task holds only
+    // what an idle connection waits with (docs/signaling-server.md, memory).
+    Box::pin(finish(&mut ws, close)).await;
     metrics.connections.dec();
     tracing::debug!(conn, %peer, "socket closed");
 }
@@ -626,17 +722,10 @@ async fn within_send_timeout<E>(write: impl Future<Output = Result<(), E>>) -> b
     matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
-async fn write_batch(
-    ws: &mut WebSocket,
-    first: Utf8Bytes,
-    queue: Option<&mut mpsc::Receiver<Utf8Bytes>>,
-) -> Result<(), axum::Error> {
-    ws.feed(Message::Text(first)).await?;
-    if let Some(rx) = queue {
-        while let Ok(text) = rx.try_recv() {
-            ws.feed(Message::Text(text)).await?;
-        }
+/// Writes `frames`, then flushes once.
+async fn write_batch(ws: &mut WebSocket, frames: VecDeque<Utf8Bytes>) -> Result<(), axum::Error> {
+    for text in frames {
+        ws.feed(Message::Text(text)).await?;
     }
     ws.flush().await
 }
@@ -645,10 +734,8 @@ struct Session<'a> {
     conn: ConnId,
     shared: &'a Arc<Shared>,
     stun_host_port: String,
-    /// Set once authenticated.
-    outbox: Option<mpsc::Receiver<Utf8Bytes>>,
-    /// Set once authenticated: takeover probes of this connection.
-    control: Option<Arc<Control>>,
+    /// Set once authenticated: its queue and probe signals.
+    mailbox: Option<Arc<Mailbox>>,
     bucket: TokenBucket,
     refused_in_a_row: u32,
     failed_auth: u32,
@@ -657,23 +744,9 @@ struct Session<'a> {
     departure: Departure,
 }
 
-async fn next_out(outbox: &mut Option<mpsc::Receiver<Utf8Bytes>>) -> Option<Utf8Bytes> {
-    match outbox {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn ping_asked(control: &Option<Arc<Control>>) {
-    match control {
-        Some(c) => c.ping.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn kicked(control: &Option<Arc<Control>>) {
-    match control {
-        Some(c) => c.kick.cancelled().await,
+async fn woken(mailbox: &Option<Arc<Mailbox>>) {
+    match mailbox {
+        Some(m) => m.wake.notified().await,
         None => std::future::pending().await,
     }
 }
@@ -721,21 +794,25 @@ impl Session<'_> {
                     self.departure = Departure::Lost;
                     return Some((close_code::SERVICE_RESTART, "node draining: reconnect".into()));
                 }
-                out = next_out(&mut self.outbox) => {
-                    let Some(text) = out else {
-                        self.departure = Departure::Closed;
-                        return Some((close_code::POLICY, "too slow: outbound queue overflowed".into()));
-                    };
-                    if !within_send_timeout(write_batch(ws, text, self.outbox.as_mut())).await {
-                        return None;
+                _ = woken(&self.mailbox) => {
+                    let Some(mailbox) = self.mailbox.clone() else { continue };
+                    match mailbox.close.load(Ordering::SeqCst) {
+                        TOO_SLOW => {
+                            self.departure = Departure::Closed;
+                            return Some((close_code::POLICY, "too slow: outbound queue overflowed".into()));
+                        }
+                        // The router already handed its calls to another connection of its uid.
+                        KICKED => return Some((close_code::GOING_AWAY, "no answer to a ping while another connection of this uid took the call over".into())),
+                        _ => {}
                     }
-                }
-                _ = kicked(&self.control) => {
-                    // The router already handed its calls to another connection of its uid.
-                    return Some((close_code::GOING_AWAY, "no answer to a ping while another connection of this uid took the call over".into()));
-                }
-                _ = ping_asked(&self.control) => {
-                    if !within_send_timeout(ws.send(Message::Ping(Default::default()))).await {
+                    if mailbox.ping.swap(false, Ordering::SeqCst) {
+                        let ping = within_send_timeout(ws.send(Message::Ping(Default::default())));
+                        if !Box::pin(ping).await {
+                            return None;
+                        }
+                    }
+                    let frames = mailbox.take();
+                    if !frames.is_empty() && !Box::pin(within_send_timeout(write_batch(ws, frames))).await {
                         return None;
                     }
                 }
@@ -743,10 +820,10 @@ impl Session<'_> {
                     let now = Instant::now();
                     last_heard = now;
                     pinged = false;
-                    if let Some(control) = &self.control
-                        && control.probing.swap(false, Ordering::SeqCst)
+                    if let Some(mailbox) = &self.mailbox
+                        && mailbox.probing.swap(false, Ordering::SeqCst)
                     {
-                        control.answered.notify_one();
+                        mailbox.answered.notify_one();
                     }
                     let msg = match msg {
                         None => return None,
@@ -766,18 +843,18 @@ impl Session<'_> {
                             return Some((code, clip(reason)));
                         }
                     };
-                    let was_authenticated = self.outbox.is_some();
-                    if let Some(close) = self.on_message(ws, msg, now).await {
+                    let was_authenticated = self.mailbox.is_some();
+                    if let Some(close) = Box::pin(self.on_message(ws, msg, now)).await {
                         return close;
                     }
-                    if !was_authenticated && self.outbox.is_some() {
+                    if !was_authenticated && self.mailbox.is_some() {
                         // From now on the timer watches idleness, not the connect deadline.
                         timer.as_mut().reset(now + limits.idle_timeout / 2);
                     }
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    if self.outbox.is_none() {
+                    if self.mailbox.is_none() {
                         if now >= opened + limits.connect_timeout {
                             self.departure = Departure::Closed;
                             return Some((close_code::POLICY, format!(
@@ -794,7 +871,8 @@ impl Session<'_> {
                     }
                     if !pinged && now >= last_heard + idle / 2 {
                         pinged = true;
-                        if !within_send_timeout(ws.send(Message::Ping(Default::default()))).await {
+                        let ping = within_send_timeout(ws.send(Message::Ping(Default::default())));
+                        if !Box::pin(ping).await {
                             return None;
                         }
                     }
@@ -886,7 +964,7 @@ impl Session<'_> {
                 return self.refuse(ws, None, ErrorCode::Malformed, e.to_string(), refers_to).await;
             }
         };
-        if self.outbox.is_some() {
+        if self.mailbox.is_some() {
             self.shared.dispatch(self.conn, frame).await;
             return None;
         }
@@ -952,12 +1030,10 @@ impl Session<'_> {
         let shared = self.shared;
         match verify_token(&shared.config, &connect.app_id, &connect.token) {
             Ok(claims) => {
-                let (tx, rx) = mpsc::channel(shared.config.limits.outbound_queue_frames);
-                let control = Arc::new(Control::default());
+                let mailbox = Arc::new(Mailbox::new(shared.config.limits.outbound_queue_frames));
                 let identity = (claims.app_id.as_str(), claims.uid.as_str(), connect.service);
-                shared.register(self.conn, identity, tx, control.clone());
-                self.outbox = Some(rx);
-                self.control = Some(control);
+                shared.register(self.conn, identity, mailbox.clone());
+                self.mailbox = Some(mailbox);
                 shared.metrics.authenticated.inc();
                 tracing::debug!(
                     conn = self.conn,

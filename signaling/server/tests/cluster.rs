@@ -840,3 +840,112 @@ async fn frames_in_flight_when_their_conversation_s_home_dies_arrive_once_and_in
     bob.expect_silence(QUIET).await;
     drop((n1, n2));
 }
+
+/// Which of `bots` rings for `cid` from `from` (the other stays silent).
+async fn rung_endpoint(bots: &mut [Client; 2], cid: &str, from: &str) -> usize {
+    let [b0, b1] = bots;
+    let (i, (kind, c, f, _)) = tokio::select! {
+        r = b0.recv_conv() => (0, r),
+        r = b1.recv_conv() => (1, r),
+    };
+    assert_eq!((kind.as_str(), c.as_str(), f.as_str()), ("call", cid, from));
+    bots[1 - i].expect_silence(QUIET).await;
+    i
+}
+
+async fn expect_busy(c: &mut Client, cid: &str) {
+    assert_eq!(c.recv_json().await, json!({"type": "busy", "cid": cid, "from": "bot", "msg": {}}));
+}
+
+#[tokio::test]
+async fn a_service_pool_over_two_nodes_gives_each_endpoint_one_call_and_busy_beyond_it() {
+    let redis = Redis::start();
+    let config = node_config(&redis, Duration::from_secs(10));
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config).await;
+    // The pool: one endpoint on each node. Callers on both.
+    let mut bots = [a.login_service("bot").await, b.login_service("bot").await];
+    let mut ann = a.login("ann").await;
+    let mut ben = b.login("ben").await;
+    let mut amy = a.login("amy").await;
+    let mut bob = b.login("bob").await;
+    settle().await;
+
+    // Each node, deciding alone, would ring the same endpoint for both calls.
+    ann.call("k1", "bot").await;
+    let first = rung_endpoint(&mut bots, "k1", "ann").await;
+    ben.call("k2", "bot").await;
+    let second = rung_endpoint(&mut bots, "k2", "ben").await;
+    assert_ne!(first, second, "one endpoint was given two calls");
+    // Both endpoints are taken: busy, from the server, on either node.
+    amy.call("k3", "bot").await;
+    expect_busy(&mut amy, "k3").await;
+    bob.call("k4", "bot").await;
+    expect_busy(&mut bob, "k4").await;
+    // Two callers at once beyond the pool: busy for both, no endpoint rung.
+    amy.call("k5", "bot").await;
+    bob.call("k6", "bot").await;
+    expect_busy(&mut amy, "k5").await;
+    expect_busy(&mut bob, "k6").await;
+    for bot in bots.iter_mut() {
+        bot.expect_silence(QUIET).await;
+    }
+
+    // The first endpoint rejects ann: it is free again for a caller on the other node.
+    bots[first].say("reject", "k1", "ann", json!({})).await;
+    expect(&mut ann, "reject", "k1", "bot").await;
+    settle().await;
+    bob.call("k7", "bot").await;
+    assert_eq!(rung_endpoint(&mut bots, "k7", "bob").await, first);
+    // The second endpoint's call goes live and ends with bye: free again, for a caller on
+    // the first node; and the pool is full once more.
+    bots[second].say("accept", "k2", "ben", json!({})).await;
+    expect(&mut ben, "accept", "k2", "bot").await;
+    ben.say("bye", "k2", "bot", json!({})).await;
+    expect(&mut bots[second], "bye", "k2", "ben").await;
+    settle().await;
+    amy.call("k8", "bot").await;
+    assert_eq!(rung_endpoint(&mut bots, "k8", "amy").await, second);
+    ann.call("k9", "bot").await;
+    expect_busy(&mut ann, "k9").await;
+}
+
+#[tokio::test]
+async fn frames_queued_for_a_party_come_at_connack_on_another_node() {
+    let redis = Redis::start();
+    let config = node_config(&redis, Duration::from_secs(10));
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config.clone()).await;
+    let c = TestServer::start(config).await;
+    let mut alice = a.login("alice").await;
+    let bob = b.login("bob").await;
+    settle().await;
+    let mut bob = bob;
+    live(&mut alice, "alice", &mut bob, "bob", "q1").await;
+    // bob's socket dies; alice goes on talking meanwhile: the call's home keeps her frames.
+    bob.abort();
+    settle().await;
+    for i in 0..3 {
+        alice
+            .say("candidate", "q1", "bob", json!({"sdpMLineIndex": 0, "sdp": format!("c{i}")}))
+            .await;
+    }
+    settle().await;
+    // bob is back on a third node: the frames come right after connack, before any resume.
+    let mut bob = c.login("bob").await;
+    for i in 0..3 {
+        let Body::Candidate(cand) = expect(&mut bob, "candidate", "q1", "alice").await else {
+            unreachable!()
+        };
+        assert_eq!(cand.sdp, format!("c{i}"));
+    }
+    bob.expect_silence(QUIET).await;
+    // Its resume and restart go through; alice never heard bye.
+    resume_and_restart(&mut bob, "bob", &mut alice, "alice", "q1", false).await;
+    alice.say("candidate", "q1", "bob", json!({"sdp": "after"})).await;
+    expect(&mut bob, "candidate", "q1", "alice").await;
+    bob.say("bye", "q1", "alice", json!({})).await;
+    expect(&mut alice, "bye", "q1", "bob").await;
+    alice.expect_silence(QUIET).await;
+    bob.expect_silence(Duration::ZERO).await;
+}

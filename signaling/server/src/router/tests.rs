@@ -1125,8 +1125,59 @@ fn a_call_rings_remote_connections_and_their_frames_come_back_forwarded() {
     let t0 = Instant::now();
     r.disconnect(bob, Departure::Lost, t0);
     assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(1, "c1", "bob")]);
-    assert!(matches!(&r.take_effects()[..], [Effect::Unrecord { .. }]));
+    let effects = r.take_effects();
+    assert!(
+        matches!(&effects[..], [Effect::Awaits { uid, .. }, Effect::Unrecord { .. }] if &**uid == "bob"),
+        "{effects:?}"
+    );
     assert!(!r.is_connected(bob), "a remote party is forgotten with its last conversation");
+}
+
+#[test]
+fn a_lost_party_back_on_another_node_gets_its_queued_frames_at_once() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    let bob = on_b(1);
+    r.connect_remote(bob, APP, "bob", false);
+    r.handle_with(1, call("c1", "bob"), &[bob], now());
+    r.handle(bob, frame("c1", "alice", Body::Accept(empty())), now());
+    r.disconnect(bob, Departure::Lost, now());
+    let cand = || Body::Candidate(CandidateMsg { sdp: "x".into(), ..Default::default() });
+    assert!(r.handle(1, frame("c1", "bob", cand()), now()).is_empty(), "queued while away");
+    r.take_effects();
+    // Another connection of bob, on a third node, arrives: the queue is its, now.
+    let back = (u64::from(B + 1) << 32) + 5;
+    assert!(r.arrive_remote(on_b(9), APP, "carol", false).is_empty(), "not awaited");
+    let out = r.arrive_remote(back, APP, "bob", false);
+    assert_eq!(relayed(&out), (back, "c1", "alice", &cand()));
+    assert!(r.is_party(back, "c1"));
+    // It is the party now: its frames reach alice.
+    let out = r.handle(back, frame("c1", "alice", cand()), now());
+    assert_eq!(relayed(&out), (1, "c1", "bob", &cand()));
+}
+
+#[test]
+fn a_pool_pick_made_by_the_nodes_is_the_endpoint_rung() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    r.connect_with(2, APP, "bot", true);
+    let remote = on_b(1);
+    r.connect_remote(remote, APP, "bot", true);
+    let (pool, free) = r.free_service_endpoints(APP, "bot", 1, &[(remote, true)]);
+    assert_eq!((pool, free.len()), (2, 2));
+    let out = r.handle_call(1, call("c1", "bot"), &[remote], Some(PoolPick::Ring(remote)), now());
+    assert_eq!(relayed(&out).0, remote);
+    assert!(r.is_party(remote, "c1"));
+    let out = r.handle_call(1, call("c2", "bot"), &[], Some(PoolPick::Busy), now());
+    assert_eq!(out[0].1.to_json(), r#"{"type":"busy","cid":"c2","from":"bot","msg":{}}"#);
+    // Ending the call releases the endpoint's claim.
+    r.take_effects();
+    r.handle(1, frame("c1", "bot", Body::Bye(empty())), now());
+    let effects = r.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Unclaim { cid, .. } if &**cid == "c1")),
+        "{effects:?}"
+    );
 }
 
 #[test]
