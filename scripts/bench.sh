@@ -61,10 +61,12 @@ if [ "$server" = 1 ] && [ "$nodes" -gt 0 ]; then
   command -v redis-server >/dev/null || { echo "bench.sh: redis-server missing (scripts/install-deps.sh)" >&2; exit 1; }
   step "build the cluster benchmark (release)"
   cargo build --locked --release -p wilddog-server --example bench_cluster
+  step "one node without Redis (the same measurements, to compare with)"
+  RUST_LOG=warn "$target/release/examples/bench_cluster" 0 10000 50 5
   step "one node on Redis"
-  RUST_LOG=warn "$target/release/examples/bench_cluster" 1 6000 50 5
+  RUST_LOG=warn "$target/release/examples/bench_cluster" 1 10000 50 5
   step "$nodes nodes on Redis"
-  RUST_LOG=warn "$target/release/examples/bench_cluster" "$nodes" 6000 50 5
+  RUST_LOG=warn "$target/release/examples/bench_cluster" "$nodes" 10000 50 5
   exit 0
 fi
 if [ "$server" = 1 ]; then
