@@ -39,9 +39,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Starts `wilddog-runner serve --listen 127.0.0.1:PORT` and waits until it answers HTTP.
  * Returns { base, wsUrl, token(uid), runnerToken(uid, args), stop() }. `config`: a server
  * config file (`--config`; then there is no /dev/token: mint with runnerToken(uid,
- * ['--config', config, '--app-id', …])).
+ * ['--config', config, '--app-id', …])). `args`: more arguments of `serve` (e.g. `--redis URL`).
  */
-export async function startServer({ config } = {}) {
+export async function startServer({ config, args: extra = [] } = {}) {
   if (process.env.WILDDOG_SERVER) return serverAt(process.env.WILDDOG_SERVER.replace(/\/$/, ''), null);
   const bin = runnerPath();
   if (!existsSync(bin)) {
@@ -50,7 +50,7 @@ export async function startServer({ config } = {}) {
   let lastError;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const args = ['serve', '--listen', `127.0.0.1:${port}`, ...(config ? ['--config', config] : [])];
+    const args = ['serve', '--listen', `127.0.0.1:${port}`, ...(config ? ['--config', config] : []), ...extra];
     const child = spawn(bin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
