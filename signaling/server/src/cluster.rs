@@ -1116,7 +1116,16 @@ pub(crate) async fn find_conversation(
     let Some(cluster) = shared.cluster.as_ref() else { return };
     let Ok(Some(rec)) = cluster.record(shared, app, cid).await else { return };
     if rec.home == cluster.node {
-        return; // ours but forgotten: the router re-creates it
+        // This node's ids are its own (random per process), so it claimed the conversation
+        // a moment ago: another connection's resume, or the heartbeat, adopts it between the
+        // script's answer and the router. Wait for that rather than re-create it here (the
+        // router would, with a placeholder peer, and this client's frames would reach
+        // nobody: both parties of a call landing on one node after a drain).
+        let deadline = Instant::now() + REDIS_TIMEOUT * 2;
+        while !shared.hub_knows(app, cid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        return;
     }
     let link = |home: NodeId| {
         shared.route(|r| {

@@ -117,6 +117,11 @@ impl Shared {
         self.hub.lock().router.linked_homes()
     }
 
+    /// Whether conversation `cid` of `app` is homed here.
+    pub(crate) fn hub_knows(&self, app: &str, cid: &str) -> bool {
+        self.hub.lock().router.knows(app, cid)
+    }
+
     /// Whether conversation `cid` of local connection `conn` is homed here or linked.
     pub(crate) fn hub_places(&self, conn: ConnId, cid: &str) -> bool {
         self.hub.lock().router.places(conn, cid)

@@ -368,6 +368,11 @@ async fn a_burst_bigger_than_redis_buffers_for_a_slow_reader_loses_no_frame() {
 #[test]
 fn node_process_for_other_tests() {
     let Ok(port) = std::env::var("WILDDOG_TEST_NODE_PORT") else { return };
+    // Its warnings go to the test's output (stderr is inherited).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let redis_url = std::env::var("WILDDOG_TEST_REDIS").expect("WILDDOG_TEST_REDIS");
     let grace_ms: u64 = std::env::var("WILDDOG_TEST_GRACE_MS").unwrap().parse().unwrap();
     let unused = Redis { port: 0, child: None, args: Vec::new() };
