@@ -366,13 +366,26 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
 /// FIR): the first request is answered at once, the next ones wait for this much.
 pub const KEY_FRAME_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Drops key frame requests reaching `encoder` sooner than [`KEY_FRAME_MIN_INTERVAL`] after
-/// the last one it got. A key frame is several frames' worth of bits: on a congested link
-/// (a 480p key frame takes a second at 250 kbit/s) a receiver that lost part of one asked for
-/// the next before it could arrive, and the link carried nothing but key frames.
+/// Holds back key frame requests reaching `encoder` sooner than [`KEY_FRAME_MIN_INTERVAL`]
+/// after the last one it answered, and answers them (once, however many came) when the
+/// interval is over. A key frame is several frames' worth of bits: on a congested link
+/// (a 480p key frame takes a second at 250 kbit/s) a receiver that lost part of one asked
+/// for the next before it could arrive, and the link carried nothing but key frames.
+/// Dropped instead of held, a request for a key frame whose predecessor was lost went
+/// unanswered, and the receiver stayed frozen until it asked again.
 fn throttle_key_frames(encoder: &gst::Element) {
-    let Some(src) = encoder.static_pad("src") else { return };
-    let last = std::sync::Mutex::new(None::<std::time::Instant>);
+    let (Some(src), Some(sink)) = (encoder.static_pad("src"), encoder.static_pad("sink")) else {
+        return;
+    };
+    #[derive(Default)]
+    struct Requests {
+        /// When the last request went through.
+        answered: Option<std::time::Instant>,
+        /// A request came since, held back.
+        held: bool,
+    }
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Requests::default()));
+    let in_src = requests.clone();
     src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
         let Some(gst::PadProbeData::Event(event)) = &info.data else {
             return gst::PadProbeReturn::Ok;
@@ -380,9 +393,10 @@ fn throttle_key_frames(encoder: &gst::Element) {
         if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_err() {
             return gst::PadProbeReturn::Ok;
         }
-        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = in_src.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < KEY_FRAME_MIN_INTERVAL) {
+        if r.answered.is_some_and(|t| now.duration_since(t) < KEY_FRAME_MIN_INTERVAL) {
+            r.held = true;
             // Replaced by an event nobody acts on, not dropped: GStreamer 1.22 unrefs a NULL
             // event when a probe drops one given to gst_pad_send_event (our own request at
             // connection time comes that way).
@@ -392,7 +406,22 @@ fn throttle_key_frames(encoder: &gst::Element) {
             info.data = Some(gst::PadProbeData::Event(ignored));
             return gst::PadProbeReturn::Ok;
         }
-        *last = Some(now);
+        r.answered = Some(now);
+        r.held = false;
+        gst::PadProbeReturn::Ok
+    });
+    // A held request goes to the encoder with the first raw frame after the interval.
+    let weak_src = src.downgrade();
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let due = {
+            let r = requests.lock().unwrap_or_else(|e| e.into_inner());
+            r.held && r.answered.is_none_or(|t| t.elapsed() >= KEY_FRAME_MIN_INTERVAL)
+        };
+        if due && let Some(src) = weak_src.upgrade() {
+            // Through the probe above, which lets it pass now.
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+            let _ = src.send_event(event);
+        }
         gst::PadProbeReturn::Ok
     });
 }
@@ -806,8 +835,12 @@ fn key_frame_requests(depay: &gst::Element) {
 
 /// How long a receiving chain that asked for a key frame waits for it before asking again:
 /// a round trip and the key frame's own transmission, which on a slow link is most of a
-/// second.
-pub const KEY_FRAME_RETRY: std::time::Duration = std::time::Duration::from_millis(1000);
+/// second. The sender holds a request that comes sooner than [`KEY_FRAME_MIN_INTERVAL`]
+/// after its last key frame until then, so asking again after this much costs no extra key
+/// frame; waiting a whole second left the picture frozen that long whenever the key frame
+/// asked for was itself lost (a 480p key frame is 10 to 20 packets: under 3 % loss a third
+/// of them lose one, and its retransmission can be lost or late too).
+pub const KEY_FRAME_RETRY: std::time::Duration = std::time::Duration::from_millis(600);
 
 /// Payload type that an SDP offers for an encoding name (case-insensitive), for the
 /// answerer's payloaders.

@@ -142,9 +142,11 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     );
 }
 
-/// 3 % random loss: the receivers ask for the lost packets (NACK) and key frames (PLI),
-/// the senders resend them (RTX), and at least 90 % of the frames of a clean link come
-/// through.
+/// 3 % random loss: the receivers ask for the lost packets (NACK), the senders resend them
+/// (RTX), and at least 90 % of the frames of a clean link come through. Then a burst of
+/// 30 % loss that retransmissions cannot keep up with (the NACKs and retransmissions are
+/// lost too): frames are lost, and the receiver asks for key frames (PLI), which the sender
+/// gets.
 #[test]
 fn three_percent_loss_is_repaired() {
     if !enter_netns("three_percent_loss_is_repaired") {
@@ -157,7 +159,11 @@ fn three_percent_loss_is_repaired() {
     shaping::lose_udp_percent(3);
     let _ = watch(&mut alice, Duration::from_secs(2));
     let (lossy, alice_stats) = watch(&mut alice, Duration::from_secs(16));
+    shaping::lose_udp_percent(30);
+    let _ = watch(&mut alice, Duration::from_secs(4));
     shaping::no_loss();
+    // Stats that count every request of the burst.
+    let (_, burst_stats) = watch(&mut alice, Duration::from_millis(2500));
     let (_, bob_stats) = watch(&mut bob, Duration::from_secs(3));
     let series = |stats: &[Stats], side: fn(&Stats, &str) -> u64, field: &str| -> Vec<u64> {
         stats.iter().map(|s| side(s, field)).collect()
@@ -172,19 +178,24 @@ fn three_percent_loss_is_repaired() {
     let b = bob_stats.last().expect("bob's stats");
     let (nack_sent, pli_sent) = (a.remote_u64("nackSent"), a.remote_u64("pliSent"));
     let (nack_received, resent) = (b.local_u64("nackReceived"), b.local_u64("retransmitted"));
+    let burst = burst_stats.last().expect("alice's stats in the burst");
+    let burst_requests = burst.remote_u64("pliSent") + burst.remote_u64("firSent");
+    let requests_received = b.local_u64("pliReceived") + b.local_u64("firReceived");
     println!(
         "clean: {clean} frames in 8 s; 3 % loss: {lossy} frames in 16 s; alice sent {nack_sent} \
-         NACKs and {pli_sent} PLIs, bob got {nack_received} NACKs and resent {resent} packets"
+         NACKs and {pli_sent} PLIs, bob got {nack_received} NACKs and resent {resent} packets; \
+         after a 30 % burst alice had sent {burst_requests} key frame requests, bob had got \
+         {requests_received}"
     );
     assert!(
         nack_sent > 0 && nack_received > 0,
         "no NACK: {nack_sent} sent, {nack_received} received"
     );
     assert!(resent > 0, "nothing retransmitted");
-    // A frame lost anyway (its retransmission lost too, or late) is asked for again as a key
-    // frame: over 16 s at 3 % that happened 3 to 10 times in every run.
-    let fir_sent = a.remote_u64("firSent");
-    assert!(pli_sent + fir_sent > 0, "no key frame request (PLI or FIR) in 16 s at 3 % loss");
+    // A frame lost anyway is asked for again as a key frame. At 3 % the retransmissions now
+    // repair nearly every loss (0 to 3 PLIs in 16 s); in the burst, frames are lost.
+    assert!(burst_requests > 0, "no key frame request (PLI or FIR) in 4 s at 30 % loss");
+    assert!(requests_received > 0, "bob got none of alice's {burst_requests} key frame requests");
     assert!(
         lossy as f64 >= 0.9 * 2.0 * clean as f64,
         "{lossy} frames in 16 s under 3 % loss against {clean} in 8 s on a clean link"

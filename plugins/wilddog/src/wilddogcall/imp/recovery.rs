@@ -25,6 +25,8 @@ pub(super) struct Recovery {
     seen: (u64, i64),
     /// The jitterbuffer latency set, ms (0: the element's `latency`, untouched).
     latency_ms: u32,
+    /// The round trip the last stats measured (RTCP's, or what retransmissions took), ms.
+    rtt_ms: u32,
     /// opusenc's `packet-loss-percentage` set.
     opus_loss: u32,
     /// The payload types of the remote description's video sections.
@@ -55,6 +57,13 @@ impl WilddogCall {
                 "rtpsession" => {
                     // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
                     element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
+                    // A new source's packets go out at once, not after a second one in
+                    // sequence: GStreamer (1.22) exempts retransmission streams from this
+                    // probation only when their caps say `rtx` in lower case, and webrtcbin
+                    // says `RTX`, so the first retransmission of a call waited for the next
+                    // one (150 ms and more, its frame long given up). SRTP already
+                    // authenticates every packet; browsers do no probation either.
+                    element.set_property("probation", 0u32);
                 }
                 _ => {}
             }
@@ -86,13 +95,64 @@ impl WilddogCall {
                 // next one is due made the jitterbuffer ask for packets that were only late
                 // (the retransmissions came as duplicates, on a link with no room for them).
                 jb.set_property("rtx-next-seqnum", false);
+                // A gap shows when a later packet arrives: ask at once (see
+                // crate::recovery::RTX_DELAY_MS), not half a frame interval later.
+                jb.set_property("rtx-delay", recovery::RTX_DELAY_MS as i32);
                 let mut r = lock(&obj.imp().recovery);
                 if r.latency_ms > 0 {
                     jb.set_property("latency", r.latency_ms);
                 }
                 r.video_jitterbuffers.push(jb.downgrade());
+                drop(r);
+                obj.imp().watch_retransmission_requests(&jb);
             }
             gst::PadProbeReturn::Remove
+        });
+    }
+
+    /// The first retransmission request of a video jitterbuffer makes every video
+    /// jitterbuffer wait for retransmissions at once, not at the next stats (a second or
+    /// more later: the losses of that second, key frames among them, were given up after
+    /// the clean link's `latency`, before their retransmissions could arrive).
+    fn watch_retransmission_requests(&self, jitterbuffer: &gst::Element) {
+        let Some(sink) = jitterbuffer.static_pad("sink") else { return };
+        let weak = self.obj().downgrade();
+        sink.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if event.structure().is_none_or(|s| s.name() != "GstRTPRetransmissionRequest") {
+                return gst::PadProbeReturn::Ok;
+            }
+            let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
+            let imp = obj.imp();
+            let base = match lock(&imp.state).validated.as_ref() {
+                Some(v) => v.latency,
+                None => return gst::PadProbeReturn::Ok,
+            };
+            let (wanted, jitterbuffers) = {
+                let mut r = lock(&imp.recovery);
+                r.last_loss = Some(Instant::now());
+                if r.latency_ms != 0 {
+                    // Already waiting; the stats follow the round trip from here.
+                    return gst::PadProbeReturn::Ok;
+                }
+                let wanted = recovery::retransmission_wait_ms(base, r.rtt_ms);
+                r.latency_ms = wanted;
+                let jbs: Vec<gst::Element> =
+                    r.video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
+                (wanted, jbs)
+            };
+            gst::info!(
+                CAT,
+                imp = imp,
+                "first retransmission request: video jitterbuffer waits {wanted} ms"
+            );
+            // Outside the jitterbuffer's lock: it pushes this event with its lock released.
+            for jb in &jitterbuffers {
+                jb.set_property("latency", wanted);
+            }
+            gst::PadProbeReturn::Ok
         });
     }
 
@@ -185,6 +245,7 @@ impl WilddogCall {
                 r.last_loss = Some(now);
             }
             r.seen = seen;
+            r.rtt_ms = stats.rtt_ms.max(rtx_rtt_ms);
             let lossy = r.last_loss.is_some_and(|t| now.duration_since(t) < recovery::LOSS_MEMORY);
             let wanted = if lossy {
                 recovery::retransmission_wait_ms(base_latency, stats.rtt_ms.max(rtx_rtt_ms))
