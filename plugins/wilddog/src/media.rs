@@ -400,10 +400,7 @@ fn throttle_key_frames(encoder: &gst::Element) {
             // Replaced by an event nobody acts on, not dropped: GStreamer 1.22 unrefs a NULL
             // event when a probe drops one given to gst_pad_send_event (our own request at
             // connection time comes that way).
-            let ignored = gst::event::CustomUpstream::new(gst::Structure::new_empty(
-                "wilddog-key-frame-request-throttled",
-            ));
-            info.data = Some(gst::PadProbeData::Event(ignored));
+            info.data = Some(gst::PadProbeData::Event(ignored_key_frame_request()));
             return gst::PadProbeReturn::Ok;
         }
         r.answered = Some(now);
@@ -424,6 +421,15 @@ fn throttle_key_frames(encoder: &gst::Element) {
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// What a key frame request held back by a probe becomes: an upstream event no element acts
+/// on. A probe must not drop an event in GStreamer 1.22: `gst_pad_push_event` and
+/// `gst_pad_send_event` then unref a NULL event (a GStreamer-CRITICAL each time).
+fn ignored_key_frame_request() -> gst::Event {
+    gst::event::CustomUpstream::new(gst::Structure::new_empty(
+        "wilddog-key-frame-request-throttled",
+    ))
 }
 
 /// Replaces the codec of a running [`video_encoder_bin`] (an answerer following an offer
@@ -809,7 +815,12 @@ fn key_frame_requests(depay: &gst::Element) {
             let mut asked = asked_in.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
             if asked.is_some_and(|t| now.duration_since(t) < KEY_FRAME_RETRY) {
-                return gst::PadProbeReturn::Drop;
+                // Replaced by an event nobody acts on, not dropped: GStreamer 1.22 unrefs a
+                // NULL event when a probe drops one given to gst_pad_push_event, which is
+                // how the depayloader asks, at every frame it drops (a GStreamer-CRITICAL
+                // each, hundreds in a lossy call).
+                info.data = Some(gst::PadProbeData::Event(ignored_key_frame_request()));
+                return gst::PadProbeReturn::Ok;
             }
             *asked = Some(now);
         }

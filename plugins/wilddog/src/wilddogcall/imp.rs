@@ -238,6 +238,11 @@ pub struct WilddogCall {
     counters: Counters,
     congestion: Mutex<congestion::Congestion>,
     recovery: Mutex<recovery::Recovery>,
+    /// Held while a remote stream's src pad is checked and removed: a teardown on another
+    /// thread between recording the pad and adding it removed a pad not there yet (a
+    /// GStreamer-CRITICAL "does not belong to element"), or it and the exposing thread both
+    /// removed it.
+    src_pads: Mutex<()>,
 }
 
 #[glib::object_subclass]

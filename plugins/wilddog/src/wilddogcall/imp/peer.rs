@@ -164,13 +164,23 @@ impl WilddogCall {
             }
         }
         for pad in &media.src_pads {
-            let _ = obj.remove_pad(pad);
+            self.remove_src_pad(pad);
         }
         for dec in &media.decoders {
             remove_child(obj.upcast_ref(), dec);
         }
         remove_child(obj.upcast_ref(), &media.webrtcbin);
         gst::debug!(CAT, imp = self, "peer connection torn down");
+    }
+
+    /// Removes a remote stream's src pad if it is still ours: teardown and a remote stream
+    /// being exposed on another thread may both try (see `src_pads`).
+    fn remove_src_pad(&self, pad: &gst::GhostPad) {
+        let obj = self.obj();
+        let _guard = lock(&self.src_pads);
+        if pad.parent().as_ref() == Some(obj.upcast_ref::<gst::Object>()) {
+            let _ = obj.remove_pad(pad);
+        }
     }
 
     pub(super) fn webrtcbin(&self) -> Option<gst::Element> {
@@ -282,8 +292,8 @@ impl WilddogCall {
         let _ = obj.add_pad(&ghost);
         if self.webrtcbin().as_ref() != Some(webrtcbin) {
             // Torn down between recording the pad and adding it: teardown could not remove
-            // a pad that was not there yet.
-            let _ = obj.remove_pad(&ghost);
+            // a pad that was not there yet (or did, if it came after add_pad).
+            self.remove_src_pad(&ghost);
             return;
         }
         if first {
