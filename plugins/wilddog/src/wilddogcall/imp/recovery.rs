@@ -148,9 +148,16 @@ impl WilddogCall {
                 imp = imp,
                 "first retransmission request: video jitterbuffer waits {wanted} ms"
             );
-            // Outside the jitterbuffer's lock: it pushes this event with its lock released.
-            for jb in &jitterbuffers {
-                jb.set_property("latency", wanted);
+            // On another thread: the jitterbuffer pushes this event from its timer thread
+            // holding its lock, which setting `latency` takes (here it deadlocked).
+            let spawned =
+                std::thread::Builder::new().name("wilddog-jb-latency".into()).spawn(move || {
+                    for jb in &jitterbuffers {
+                        jb.set_property("latency", wanted);
+                    }
+                });
+            if let Err(e) = spawned {
+                gst::warning!(CAT, imp = imp, "cannot set the jitterbuffer latency: {e}");
             }
             gst::PadProbeReturn::Ok
         });
