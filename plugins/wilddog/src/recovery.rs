@@ -15,11 +15,11 @@
 //! The jitterbuffer's `latency` is the longest it waits for a missing packet before it
 //! declares it lost; packets in order go out at once whatever it is. On a clean link it
 //! stays at the element's `latency` (30 ms by default), which keeps glass-to-glass where it
-//! was. Once the receiver has seen loss, a retransmission must be able to arrive: the video
-//! jitterbuffers' wait becomes [`retransmission_wait_ms`] of the measured round trip (the
-//! RTCP one, or what retransmissions took, whichever is longer: two of them and a margin,
-//! so that a lost retransmission is asked for once more), and falls back to `latency`
-//! after [`LOSS_MEMORY`] without loss. Audio keeps `latency`: it is not retransmitted.
+//! was. From the receiver's first retransmission request, a retransmission must be able to
+//! arrive: the video jitterbuffers' wait becomes [`retransmission_wait_ms`] of the measured
+//! round trip (the RTCP one, or what retransmissions took, whichever is longer: two of them
+//! and a margin, so that a lost retransmission is asked for once more), and falls back to
+//! `latency` after [`LOSS_MEMORY`] without loss. Audio keeps `latency`: it is not retransmitted.
 
 use std::time::Duration;
 
