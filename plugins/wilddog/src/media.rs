@@ -245,6 +245,9 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     // that frame would be stale when it went, and encoding for nobody is wasted CPU. The
     // first frame after the wait is made a key frame, so the peer decodes the first frame it
     // gets instead of asking for one (PLI) and waiting a round trip.
+    // A payloader that must negotiate again (an answerer moving to the offer's payload type:
+    // follow_payload_type) gets frames meanwhile: only a buffer makes it send its new caps
+    // (the frames go no further than drop_when_unlinked).
     if let (Some(raw_src), Some(src)) = (filter.static_pad("src"), bin.static_pad("src")) {
         let src = src.downgrade();
         let waited = std::sync::atomic::AtomicBool::new(true);
@@ -262,6 +265,14 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
                         .is_some_and(|t| t.mid().is_none()),
                 };
                 if unnegotiated {
+                    // The payloader is the one the src pad targets (a codec switch replaces it).
+                    let payloader_src = src
+                        .upgrade()
+                        .and_then(|p| p.downcast::<gst::GhostPad>().ok())
+                        .and_then(|g| g.target());
+                    if payloader_src.is_some_and(|p| p.needs_reconfigure()) {
+                        return gst::PadProbeReturn::Ok;
+                    }
                     waited.store(true, std::sync::atomic::Ordering::Relaxed);
                     return gst::PadProbeReturn::Drop;
                 }
@@ -631,12 +642,82 @@ pub fn audio_encoder(bin: &gst::Bin) -> Option<gst::Element> {
 /// would pause the chain's queue and go back up to the user's source, which stops for good:
 /// a callee waiting for its next call would send no media in it. [`detach_sender`] unlinks
 /// between two buffers, so that no push is ever answered so.
+///
+/// What reaches it while webrtcbin has not yet connected its sink pad to the stream (no
+/// transceiver negotiated to send: webrtcbin's pad is a ghost pad without target) is dropped
+/// too: webrtcbin would hold the buffer at that pad, and with it this chain's streaming
+/// thread, until a description is applied. An answerer's payloader could then never move to
+/// the offer's payload type, and webrtcbin, which answers with the caps its pad last
+/// received, would reject the section ([`follow_payload_type`]). Its caps (events) go on.
 fn drop_when_unlinked(bin: &gst::Bin) {
     if let Some(src) = bin.static_pad("src") {
         src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |pad, _| {
-            if pad.is_linked() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+            if sink_connected(pad) { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
         });
     }
+}
+
+/// Whether `src` is linked to a sink pad that takes buffers: not a webrtcbin sink pad
+/// (a ghost pad) whose stream webrtcbin has not connected yet.
+fn sink_connected(src: &gst::Pad) -> bool {
+    match src.peer() {
+        None => false,
+        Some(peer) => match peer.downcast::<gst::GhostPad>() {
+            Ok(ghost) => ghost.target().is_some(),
+            Err(_) => true,
+        },
+    }
+}
+
+/// How long an answerer waits for its sending chain to carry the offer's payload type to
+/// webrtcbin: the next buffer through the payloader does (a video frame at 1 fps at worst);
+/// a chain that sends nothing meanwhile (a stalled source) is answered as it is.
+pub const PAYLOAD_TYPE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Makes a running sending chain send with payload type `pt`, for an answerer whose offer
+/// chose it, and waits until webrtcbin's sink pad has received caps with it.
+///
+/// webrtcbin (1.22) answers an offer with the intersection of the offer's caps and the caps
+/// its sink pad last received (`_find_codec_preferences`): when those carry another payload
+/// type than the offer's (Firefox's VP8 is 120 and its Opus 109, aiortc's VP8 97), the
+/// section is rejected. The payloader's `pt` alone changes nothing until it negotiates again,
+/// which its next buffer does once its src pad is marked for reconfiguration; the new caps
+/// then reach webrtcbin ahead of that buffer, on the chain's own streaming thread (pushing
+/// caps from this thread would wait for the stream lock of a busy chain). The transceiver's
+/// `codec-preferences` must already have `pt`: webrtcbin accepts only caps that intersect
+/// them.
+///
+/// `src`: the chain's src pad (linked to webrtcbin). Whether webrtcbin has caps with `pt`
+/// (or none at all, which its caps query then answers) in time.
+pub fn follow_payload_type(payloader: &gst::Element, src: &gst::Pad, pt: u32) -> bool {
+    let received = || {
+        src.peer()
+            .and_then(|sink| sink.current_caps())
+            .and_then(|caps| caps.structure(0)?.get::<i32>("payload").ok())
+    };
+    set_str(payloader, "pt", &pt.to_string());
+    match received() {
+        None => return true,
+        Some(current) if current == pt as i32 => return true,
+        Some(_) => {}
+    }
+    if let Some(pay_src) = payloader.static_pad("src") {
+        pay_src.mark_reconfigure();
+    }
+    let began = std::time::Instant::now();
+    while began.elapsed() < PAYLOAD_TYPE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if received() == Some(pt as i32) {
+            gst::debug!(
+                gst::CAT_DEFAULT,
+                obj = payloader,
+                "sending with payload type {pt} after {:?}",
+                began.elapsed()
+            );
+            return true;
+        }
+    }
+    false
 }
 
 /// Unlinks a sending chain's src pad (of [`video_encoder_bin`] or [`audio_encoder_bin`])

@@ -5,6 +5,10 @@
 //! client (aiortc offers `actpass`, we answer `active`) and as DTLS server (we offer, aiortc
 //! answers `active`). aiortc is installed into a virtualenv under the target directory by
 //! the test itself (python3-venv; PyPI), before it enters its network namespace.
+//!
+//! Media goes both ways, decoded at 320x240 on each side. When aiortc calls, our callee's live
+//! sources run before the call, so its sending chains follow aiortc's payload types (VP8 97,
+//! Opus 96) instead of its own (tests/offer_payload_types.rs).
 
 mod common;
 
@@ -106,17 +110,15 @@ impl Drop for Aiortc {
 }
 
 /// The handshake chose an ECDHE-ECDSA suite with aiortc in `aiortc_role`; we decode
-/// aiortc's video, and (when we send) aiortc decodes ours.
-fn check_call(ours: &mut Endpoint, peer: &mut Aiortc, aiortc_role: &str, we_send: bool) {
+/// aiortc's video, and aiortc decodes ours.
+fn check_call(ours: &mut Endpoint, peer: &mut Aiortc, aiortc_role: &str) {
     let connected = peer.wait("connected");
     println!("aiortc DTLS: {connected}");
     assert_eq!(connected["role"], aiortc_role, "{connected}");
     let cipher = connected["cipher"].as_str().unwrap_or_default();
     assert!(cipher.starts_with("ECDHE-ECDSA-"), "{connected}");
-    if we_send {
-        let frames = peer.wait("frames");
-        assert_eq!((frames["width"].as_u64(), frames["height"].as_u64()), (Some(320), Some(240)));
-    }
+    let frames = peer.wait("frames");
+    assert_eq!((frames["width"].as_u64(), frames["height"].as_u64()), (Some(320), Some(240)));
     ours.wait_for("aiortc's video", T, |s| {
         matches!(s, Seen::VideoFrame { width: 320, height: 240 })
     });
@@ -131,16 +133,14 @@ fn ecdsa_only_peer_calls_us_we_are_dtls_client() {
         return;
     }
     let server = TestServer::start();
-    // Receive-only: an answerer whose encoders already run answers an offer whose payload
-    // types differ from its own (aiortc's VP8 is 97) with every section rejected (webrtcbin
-    // intersects with the caps its sink pad last received), a limit of the sending chains
-    // not of DTLS.
-    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").receive_only());
+    // Bob's live sources run before the call: his chains have sent their caps (VP8 96,
+    // Opus 111) to webrtcbin when aiortc's offer (VP8 97, Opus 96) comes, and they follow it.
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
     bob.play();
     std::thread::sleep(Duration::from_millis(300));
     let mut peer = Aiortc::start(&server, "alice", Some("bob"));
     bob.wait_for("called", T, |s| matches!(s, Seen::Called { .. }));
-    check_call(&mut bob, &mut peer, "server", false);
+    check_call(&mut bob, &mut peer, "server");
 }
 
 #[test]
@@ -160,5 +160,5 @@ fn we_call_an_ecdsa_only_peer_we_are_dtls_server() {
     );
     alice.play();
     alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
-    check_call(&mut alice, &mut peer, "client", true);
+    check_call(&mut alice, &mut peer, "client");
 }

@@ -1,8 +1,8 @@
 // Calls that connect with any peer: Chromium offering a rejected (stopped) video section, in
 // its first offer and in a re-offer, gets an answer it applies and its audio flows; Firefox
-// ESR (puppeteer-core over WebDriver BiDi) calls the echo bot and is called by call-test,
-// both decoding video (our endpoint as DTLS client and server with a stack that is not
-// Chromium's).
+// ESR (puppeteer-core over WebDriver BiDi) calls the echo bot and a callee whose live sources
+// run before the call (it follows Firefox's payload types), and is called by call-test, all
+// decoding video (our endpoint as DTLS client and server with a stack that is not Chromium's).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchChromium } from '../lib/chromium.js';
@@ -171,6 +171,50 @@ describe('Firefox ESR ↔ GStreamer', () => {
     await bot.waitEvent('first_frame');
     await page.evaluate(() => T.conv.close());
     await page.close();
+  });
+
+  it('Firefox calls a callee whose live sources run before the call: it answers Firefox\'s payload types (VP8 120, Opus 109); both decode', async () => {
+    // The callee's sending chains have given webrtcbin their caps (VP8 96, Opus 111) before
+    // Firefox's offer; webrtcbin answers with those, so they must follow the offer first.
+    const dir = mkdtempSync(join(tmpdir(), 'wilddog-live-callee-'));
+    const file = join(dir, 'live-callee.toml');
+    writeFileSync(file, [
+      'role = "answer"',
+      'answer = "accept"',
+      'pipeline = """',
+      'wilddogcall name=call',
+      '  videotestsrc is-live=true pattern=ball ! call.video_sink',
+      '  audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! call.audio_sink',
+      '  call.video_src ! queue ! fakesink sync=false',
+      '  call.audio_src ! queue ! fakesink sync=false',
+      '"""',
+      '',
+    ].join('\n'));
+    try {
+      const calleeUid = uniqueUid('live-callee');
+      const bot = await startEchoBot(server, calleeUid, [], file);
+      runners.push(bot);
+      await sleep(500);
+      const { page } = await firefoxPage('firefox-live');
+      await page.evaluate((uid) => T.call(uid), calleeUid);
+      await waitEvent(page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+      await page.bringToFront();
+      await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+        throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
+      });
+      const answer = await page.evaluate(() => T.pc().remoteDescription.sdp);
+      assert.match(answer, /\r\nm=video [1-9]\d* UDP\/TLS\/RTP\/SAVPF 120[ \r]/, answer);
+      assert.match(answer, /\r\nm=audio [1-9]\d* UDP\/TLS\/RTP\/SAVPF 109[ \r]/, answer);
+      const frame = await bot.waitEvent('first_frame', { timeout: 20_000 });
+      assert.ok(frame.width > 0 && frame.height > 0, JSON.stringify(frame));
+      await page.evaluate(() => T.conv.close());
+      const closed = await bot.waitEvent('closed', { timeout: 20_000 });
+      assert.equal(closed.media_connected, true, JSON.stringify(closed));
+      assert.ok(closed.received.video > 10, JSON.stringify(closed));
+      await page.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('call-test calls Firefox (we offer: DTLS server); both decode', async () => {

@@ -68,8 +68,10 @@ impl WilddogCall {
         self.set_payloaders_twcc(Some(TWCC_OFFER_ID));
         let weak = self.obj().downgrade();
         webrtcbin.connect("request-aux-sender", false, move |_| {
-            let obj = weak.upgrade()?;
-            obj.imp().make_estimator().map(|bwe| bwe.to_value())
+            // A typed NULL when there is none (the call ended meanwhile): the signal returns
+            // a GstElement, and a missing value would abort the process.
+            let bwe = weak.upgrade().and_then(|obj| obj.imp().make_estimator());
+            Some(bwe.to_value())
         });
     }
 

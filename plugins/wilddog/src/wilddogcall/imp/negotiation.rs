@@ -203,13 +203,17 @@ impl WilddogCall {
         let (video, video_transceiver, audio_transceiver, encoder_bin, video_pay, audio_pay) = {
             let st = lock(&self.state);
             let (Some(v), Some(m)) = (st.validated.as_ref(), st.media.as_ref()) else { return };
+            let sender = |s: Option<&super::SendStream>| {
+                let s = s?;
+                Some((s.payloader.clone()?, s.encoder_bin.as_ref()?.static_pad("src")?))
+            };
             (
                 v.video.clone(),
                 m.video_transceiver.clone(),
                 m.audio_transceiver.clone(),
                 st.video_in.as_ref().and_then(|s| s.encoder_bin.clone()),
-                st.video_in.as_ref().and_then(|s| s.payloader.clone()),
-                st.audio_in.as_ref().and_then(|s| s.payloader.clone()),
+                sender(st.video_in.as_ref()),
+                sender(st.audio_in.as_ref()),
             )
         };
         'video: {
@@ -241,8 +245,9 @@ impl WilddogCall {
                 }
                 _ => None,
             };
-            if let Some(pay) = switched.as_ref().map(|(_, pay)| pay).or(video_pay.as_ref()) {
-                media::set_str(pay, "pt", &pt.to_string());
+            let pay = switched.as_ref().map(|(_, pay)| pay).or(video_pay.as_ref().map(|(p, _)| p));
+            if let (Some(pay), Some((_, src))) = (pay, &video_pay) {
+                self.follow_payload_type(pay, src, pt);
             }
             let mut st = lock(&self.state);
             if let Some(v) = st.validated.as_mut() {
@@ -258,8 +263,8 @@ impl WilddogCall {
             if let Some(t) = &audio_transceiver {
                 t.set_property("codec-preferences", media::audio_rtp_caps(pt));
             }
-            if let Some(pay) = &audio_pay {
-                media::set_str(pay, "pt", &pt.to_string());
+            if let Some((pay, src)) = &audio_pay {
+                self.follow_payload_type(pay, src, pt);
             }
         }
         // Congestion control and loss recovery follow the offer (imp/recovery.rs): the
@@ -270,6 +275,21 @@ impl WilddogCall {
 }
 
 impl WilddogCall {
+    /// A running sending chain moves to the offer's payload type `pt` before the offer goes
+    /// to webrtcbin, which answers with the payload type its sink pad last received and
+    /// rejects the section when that is not the offer's (`media::follow_payload_type`).
+    fn follow_payload_type(&self, payloader: &gst::Element, src: &gst::Pad, pt: u32) {
+        if !media::follow_payload_type(payloader, src, pt) {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "{} did not move to the offer's payload type {pt} within {:?}: webrtcbin may reject its section",
+                payloader.name(),
+                media::PAYLOAD_TYPE_WAIT
+            );
+        }
+    }
+
     /// A remote stream we cannot decode: dropped (into a `fakesink`, so that webrtcbin never
     /// sees `not-linked`) with a warning; the call goes on with its other streams.
     pub(super) fn drop_remote_stream(
