@@ -133,12 +133,14 @@ fn answers_to(offers: &[String]) -> Vec<String> {
             server.token("alice"),
         );
         let (client, mut events, _) = wilddog_client::Client::connect(config).await.unwrap();
-        let next = async |events: &mut tokio::sync::mpsc::UnboundedReceiver<_>| loop {
+        // The next frame of conversation `cid` (a previous call's last frames may come late).
+        let next = async |events: &mut tokio::sync::mpsc::UnboundedReceiver<_>, cid: &str| loop {
             match tokio::time::timeout(T, events.recv()).await {
                 Ok(Some(wilddog_client::ClientEvent::Frame(ServerFrame::Conversation {
+                    cid: frame_cid,
                     body,
                     ..
-                }))) => return body,
+                }))) if frame_cid == cid => return body,
                 Ok(Some(_)) => {}
                 other => panic!("no frame from bob: {other:?}"),
             }
@@ -148,11 +150,12 @@ fn answers_to(offers: &[String]) -> Vec<String> {
             let conv =
                 |body| ClientFrame::Conversation { cid: cid.clone(), to: "bob".into(), body };
             client.send(conv(Body::Call(Default::default()))).unwrap();
-            assert!(matches!(next(&mut events).await, Body::Accept(_)));
+            let accept = next(&mut events, &cid).await;
+            assert!(matches!(accept, Body::Accept(_)), "{accept:?}");
             let msg = wilddog_protocol::SdpMsg { sdp: offer.clone(), ..Default::default() };
             client.send(conv(Body::Offer(msg))).unwrap();
             let answer = loop {
-                match next(&mut events).await {
+                match next(&mut events, &cid).await {
                     Body::Answer(a) => break a.sdp,
                     Body::Bye(_) => panic!("bob hung up"),
                     _ => {}
