@@ -207,10 +207,12 @@ describe('Firefox ESR ↔ GStreamer', () => {
       assert.match(answer, /\r\nm=audio [1-9]\d* UDP\/TLS\/RTP\/SAVPF 109[ \r]/, answer);
       const frame = await bot.waitEvent('first_frame', { timeout: 20_000 });
       assert.ok(frame.width > 0 && frame.height > 0, JSON.stringify(frame));
+      await sleep(2000);
       await page.evaluate(() => T.conv.close());
       const closed = await bot.waitEvent('closed', { timeout: 20_000 });
       assert.equal(closed.media_connected, true, JSON.stringify(closed));
-      assert.ok(closed.received.video > 10, JSON.stringify(closed));
+      // Firefox's video kept coming (a few frames a second is enough on a loaded machine).
+      assert.ok(closed.received.video >= 5 && closed.received.audio > 0, JSON.stringify(closed));
       await page.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
