@@ -675,39 +675,39 @@ fn sink_connected(src: &gst::Pad) -> bool {
 pub const PAYLOAD_TYPE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Makes a running sending chain send with payload type `pt`, for an answerer whose offer
-/// chose it, and waits until webrtcbin's sink pad has received caps with it.
+/// chose it, and waits until webrtcbin's sink pad has received the caps it negotiated.
 ///
 /// webrtcbin (1.22) answers an offer with the intersection of the offer's caps and the caps
-/// its sink pad last received (`_find_codec_preferences`): when those carry another payload
-/// type than the offer's (Firefox's VP8 is 120 and its Opus 109, aiortc's VP8 97), the
-/// section is rejected. The payloader's `pt` alone changes nothing until it negotiates again,
-/// which its next buffer does once its src pad is marked for reconfiguration; the new caps
-/// then reach webrtcbin ahead of that buffer, on the chain's own streaming thread (pushing
-/// caps from this thread would wait for the stream lock of a busy chain). The transceiver's
-/// `codec-preferences` must already have `pt`: webrtcbin accepts only caps that intersect
-/// them.
+/// its sink pad last received (`_find_codec_preferences`), header extensions included: when
+/// those carry another payload type than the offer's (Firefox's VP8 is 120 and its Opus 109,
+/// aiortc's VP8 97), the section is rejected; another TWCC extension id than the offer's
+/// goes into the answer, and Firefox refuses it. The payloader's `pt` (and extensions) alone
+/// change nothing until it negotiates again, which its next buffer does once its src pad is
+/// marked for reconfiguration; the new caps then reach webrtcbin ahead of that buffer, on the
+/// chain's own streaming thread (pushing caps from this thread would wait for the stream
+/// lock of a busy chain). The transceiver's `codec-preferences` must already have `pt`:
+/// webrtcbin accepts only caps that intersect them.
 ///
-/// `src`: the chain's src pad (linked to webrtcbin). Whether webrtcbin has caps with `pt`
-/// (or none at all, which its caps query then answers) in time.
+/// `src`: the chain's src pad (linked to webrtcbin). Whether webrtcbin has the payloader's
+/// new caps (or none at all, which its caps query then answers) in time.
 pub fn follow_payload_type(payloader: &gst::Element, src: &gst::Pad, pt: u32) -> bool {
-    let received = || {
-        src.peer()
-            .and_then(|sink| sink.current_caps())
-            .and_then(|caps| caps.structure(0)?.get::<i32>("payload").ok())
-    };
     set_str(payloader, "pt", &pt.to_string());
-    match received() {
-        None => return true,
-        Some(current) if current == pt as i32 => return true,
-        Some(_) => {}
+    let Some(pay_src) = payloader.static_pad("src") else { return true };
+    let received = || src.peer().and_then(|sink| sink.current_caps());
+    if received().is_none() {
+        return true;
     }
-    if let Some(pay_src) = payloader.static_pad("src") {
-        pay_src.mark_reconfigure();
-    }
+    pay_src.mark_reconfigure();
     let began = std::time::Instant::now();
     while began.elapsed() < PAYLOAD_TYPE_WAIT {
         std::thread::sleep(std::time::Duration::from_millis(5));
-        if received() == Some(pt as i32) {
+        if pay_src.needs_reconfigure() {
+            continue;
+        }
+        let sent = pay_src.current_caps();
+        let received = received();
+        let payload = received.as_ref().and_then(|c| c.structure(0)?.get::<i32>("payload").ok());
+        if payload == Some(pt as i32) && received.is_some() && received == sent {
             gst::debug!(
                 gst::CAT_DEFAULT,
                 obj = payloader,

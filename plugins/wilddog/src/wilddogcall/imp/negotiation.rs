@@ -151,7 +151,10 @@ impl WilddogCall {
                             .outgoing_sdp(answer.sdp())
                             .and_then(|sdp| clean_answer(&sdp, &offer))
                         {
-                            Ok(sdp) => imp.input(Input::LocalAnswer { sdp }),
+                            Ok(sdp) => {
+                                gst::debug!(CAT, imp = imp, "local answer:\n{sdp}");
+                                imp.input(Input::LocalAnswer { sdp })
+                            }
                             Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
                         }
                     }
@@ -216,6 +219,8 @@ impl WilddogCall {
                 sender(st.audio_in.as_ref()),
             )
         };
+        // The running payloaders to move to the offer's payload types.
+        let mut follow: Vec<(gst::Element, gst::Pad, u32)> = Vec::new();
         'video: {
             let Some((codec, pt, caps)) = media::answer_video_codec(sdp, configured) else {
                 break 'video;
@@ -247,7 +252,7 @@ impl WilddogCall {
             };
             let pay = switched.as_ref().map(|(_, pay)| pay).or(video_pay.as_ref().map(|(p, _)| p));
             if let (Some(pay), Some((_, src))) = (pay, &video_pay) {
-                self.follow_payload_type(pay, src, pt);
+                follow.push((pay.clone(), src.clone(), pt));
             }
             let mut st = lock(&self.state);
             if let Some(v) = st.validated.as_mut() {
@@ -264,13 +269,18 @@ impl WilddogCall {
                 t.set_property("codec-preferences", media::audio_rtp_caps(pt));
             }
             if let Some((pay, src)) = &audio_pay {
-                self.follow_payload_type(pay, src, pt);
+                follow.push((pay.clone(), src.clone(), pt));
             }
         }
         // Congestion control and loss recovery follow the offer (imp/recovery.rs): the
         // payloaders, a switched one too, write the offer's TWCC extension id, which
         // webrtcbin copies into the answer.
         self.follow_remote_description(sdp, true);
+        // Then the payloaders negotiate again, their new caps (payload type, extensions)
+        // reaching webrtcbin before it answers.
+        for (pay, src, pt) in follow {
+            self.follow_payload_type(&pay, &src, pt);
+        }
     }
 }
 
@@ -283,7 +293,7 @@ impl WilddogCall {
             gst::warning!(
                 CAT,
                 imp = self,
-                "{} did not move to the offer's payload type {pt} within {:?}: webrtcbin may reject its section",
+                "{} did not negotiate the offer's payload type {pt} within {:?}: webrtcbin may reject its section",
                 payloader.name(),
                 media::PAYLOAD_TYPE_WAIT
             );

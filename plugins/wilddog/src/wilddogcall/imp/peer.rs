@@ -89,7 +89,16 @@ impl WilddogCall {
                 StreamKind::Video => {
                     media::video_rtp_caps(validated.video.codec, validated.video.payload)
                 }
-                StreamKind::Audio => media::audio_rtp_caps(media::OPUS_PAYLOAD),
+                // The payload type the chain last sent with (a previous call's offer chose
+                // it): a buffer on its way when the chain is linked here still carries those
+                // caps, and webrtcbin refuses caps outside the preferences (not-negotiated
+                // would stop the chain). It moves to the next offer's (follow_payload_type).
+                StreamKind::Audio => media::audio_rtp_caps(
+                    src.current_caps()
+                        .and_then(|c| c.structure(0)?.get::<i32>("payload").ok())
+                        .and_then(|pt| u32::try_from(pt).ok())
+                        .unwrap_or(media::OPUS_PAYLOAD),
+                ),
             });
             let (pad, transceiver) =
                 media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
