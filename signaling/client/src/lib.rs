@@ -132,6 +132,11 @@ pub struct ClientConfig {
     /// PEM text of root certificates to trust for `wss://` besides the public web roots
     /// (e.g. a private or test CA).
     pub root_ca_pem: Option<String>,
+    /// Connect as one service endpoint of a pool serving this uid (`connect.msg.service`,
+    /// sent on every connect and reconnect): a call to the uid rings one free service
+    /// endpoint instead of every connection, and the server answers BUSY when all are busy.
+    /// False by default.
+    pub service: bool,
 }
 
 impl ClientConfig {
@@ -167,6 +172,7 @@ impl Default for ClientConfig {
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             root_ca_pem: None,
+            service: false,
         }
     }
 }
@@ -416,6 +422,7 @@ async fn handshake(
         token: config.token.clone(),
         app_id: config.app_id.clone(),
         client_info: config.client_info.clone(),
+        service: config.service,
         ..Connect::default()
     });
     socket.send(Message::text(connect.to_json())).await.map_err(|e| connect_error(url, e))?;

@@ -155,6 +155,27 @@ async fn connects_sends_and_receives() {
 }
 
 #[tokio::test]
+async fn a_service_endpoint_says_so_in_every_connect() {
+    let mut server = TestServer::start().await;
+    let connecting =
+        tokio::spawn(Client::connect(ClientConfig { service: true, ..config(&server.url) }));
+    let (ws, connect) = server.accept(0).await;
+    assert_eq!(connect["msg"]["service"], true, "{connect}");
+    let (_client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    // And again after a reconnect: the server forgot the old connection.
+    drop(ws);
+    let (_ws, connect) = server.accept(0).await;
+    assert_eq!(connect["msg"]["service"], true, "{connect}");
+
+    // Not a service endpoint: the field is absent, as the original client sends it.
+    let connecting = tokio::spawn(Client::connect(config(&server.url)));
+    let (_ws, connect) = server.accept(0).await;
+    assert!(connect["msg"].get("service").is_none(), "{connect}");
+    connecting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn bad_token_is_token_invalid() {
     let mut server = TestServer::start().await;
     let url = server.url.clone();
