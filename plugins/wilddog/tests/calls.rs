@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Endpoint, EndpointConfig, Seen, TestServer};
+use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -163,6 +164,75 @@ fn third_caller_gets_busy() {
     assert!(
         alice.count_for(Duration::from_millis(500), |s| matches!(s, Seen::VideoFrame { .. })) > 0
     );
+}
+
+#[test]
+fn service_endpoints_of_one_uid_take_one_call_each_then_busy() {
+    if !common::enter_netns("service_endpoints_of_one_uid_take_one_call_each_then_busy") {
+        return;
+    }
+    let server = TestServer::start();
+    let bot = || {
+        let cfg = EndpointConfig::new("bot").prop("service", "true").prop("dimension", "120p");
+        let mut bot = Endpoint::new(&server, cfg);
+        bot.play();
+        bot.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+        bot
+    };
+    let mut bots = [bot(), bot()];
+    assert!(bots[0].call.property::<bool>("service"));
+    let mut callers = Vec::new();
+    for uid in ["alice", "dave"] {
+        let mut caller =
+            Endpoint::new(&server, EndpointConfig::new(uid).calling("bot").receive_only());
+        caller.play();
+        caller.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+        caller.wait_for("120p frames", T, is_video(160, 120));
+        callers.push(caller);
+    }
+    // Each bot took one of the two calls (the other was not rung).
+    for bot in &mut bots {
+        bot.drain();
+        let called = bot.log.iter().filter(|s| matches!(s, Seen::Called { .. })).count();
+        assert_eq!(called, 1, "{:?}", bot.log);
+    }
+    // Both are busy now: the server answers BUSY, and neither bot hears of it.
+    let mut carol =
+        Endpoint::new(&server, EndpointConfig::new("carol").calling("bot").receive_only());
+    carol.play();
+    carol.wait_for("BUSY", T, |s| *s == Seen::Response("BUSY".into()));
+    for bot in &mut bots {
+        bot.drain();
+        assert!(
+            !bot.saw(|s| matches!(s, Seen::Called { remote_uid, .. } if remote_uid == "carol"))
+        );
+    }
+    for caller in &mut callers {
+        assert!(caller.count_for(Duration::from_millis(500), is_video(160, 120)) > 0);
+    }
+}
+
+#[test]
+fn busy_answer_policy_answers_busy_without_raising_called() {
+    if !common::enter_netns("busy_answer_policy_answers_busy_without_raising_called") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("answer", "busy"));
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    let mut alice = Endpoint::new(&server, EndpointConfig::new("alice").calling("bob"));
+    alice.play();
+    alice.wait_for("BUSY", T, |s| *s == Seen::Response("BUSY".into()));
+    bob.drain();
+    assert!(!bob.saw(|s| matches!(s, Seen::Called { .. })), "{:?}", bob.log);
+    assert_eq!(bob.call.property::<Option<String>>("conversation-id"), None);
+    assert_eq!(bob.call.state(), "idle");
+    // Back to accepting: the next call is taken.
+    bob.call.set_property_from_str("answer", "accept");
+    let mut dave = Endpoint::new(&server, EndpointConfig::new("dave").calling("bob"));
+    dave.play();
+    dave.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
 }
 
 #[test]

@@ -60,6 +60,9 @@ fn gst_inspect_lists_the_three_elements() {
         "video-codec",
         "ice-local-addresses",
         "latency",
+        "service",
+        "endpoint of a pool",
+        "(3): busy",
         "conversation-id",
         "state",
         "video_sink",
@@ -80,6 +83,8 @@ fn gst_inspect_lists_the_three_elements() {
         assert!(call.contains(needle), "gst-inspect-1.0 wilddogcall lacks {needle}");
     }
     assert!(inspect(&["wilddogsink"]).contains("conversation"));
+    assert!(inspect(&["wilddogsink"]).contains("endpoint of a pool"));
+    assert!(inspect(&["wilddogsrc"]).contains("endpoint of a pool"));
     assert!(inspect(&["wilddogsrc"]).contains("video_src"));
 }
 

@@ -487,6 +487,9 @@ pub enum Input {
     Accept,
     /// Application: refuse the ringing incoming call.
     Reject,
+    /// Application: answer the ringing incoming call `busy` (an endpoint that takes no call
+    /// now, e.g. one of a pool that is being replaced); the caller gets [`Response::Busy`].
+    Busy,
     /// Application: cancel the outgoing call or hang up.
     Close,
     /// Signaling: a good `connack` (the first, or after a reconnect).
@@ -745,6 +748,7 @@ impl Endpoint {
             Input::Call { cid, remote_uid, data } => self.call(now, cid, remote_uid, data),
             Input::Accept => self.accept(now),
             Input::Reject => self.reject(),
+            Input::Busy => self.answer_busy(),
             Input::Close => {
                 if self.conversation.is_some() {
                     self.end(true, None);
@@ -876,6 +880,14 @@ impl Endpoint {
             return;
         }
         self.send(Body::Reject(Empty::default()));
+        self.end(false, None);
+    }
+
+    fn answer_busy(&mut self) {
+        if self.state() != CallState::Ringing {
+            return;
+        }
+        self.send(Body::Busy(Empty::default()));
         self.end(false, None);
     }
 

@@ -357,6 +357,27 @@ fn rejected_call() {
 }
 
 #[test]
+fn callee_answering_busy_gives_busy() {
+    let mut w = World::new();
+    w.call("alice", "bob", "cid1");
+    w.run();
+    w.take();
+    w.input("bob", Input::Busy);
+    w.run();
+    w.expect(&[
+        "bob: send cid1->alice busy",
+        "bob: state idle",
+        "alice: response BUSY",
+        "alice: state idle",
+    ]);
+    assert_eq!(w.ep("bob").conversation_id(), None);
+    // Only a ringing call can be answered busy.
+    w.input("bob", Input::Busy);
+    w.run();
+    w.expect(&[]);
+}
+
+#[test]
 fn third_caller_gets_busy_from_a_live_call() {
     let mut w = World::new();
     w.connected_call();

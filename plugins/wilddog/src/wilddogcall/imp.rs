@@ -65,6 +65,8 @@ pub const MAX_MAX_FPS: u32 = 30;
 /// Default `latency` of the receive jitterbuffer, ms: low, since calls run on good networks
 /// first and a late first frame is what users notice.
 pub const DEFAULT_LATENCY_MS: u32 = 30;
+/// Default `service`.
+pub const DEFAULT_SERVICE: bool = false;
 /// Default `video-codec`.
 pub const DEFAULT_VIDEO_CODEC: VideoCodec = VideoCodec::Vp8;
 /// Default `ice-transport-policy`.
@@ -91,6 +93,10 @@ pub enum AnswerPolicy {
     /// Raise `wilddog-called` and wait for the `accept`/`reject` action signals.
     #[enum_value(name = "Wait for the accept/reject action signals", nick = "manual")]
     Manual = 2,
+    /// Answer BUSY at once, without raising `wilddog-called`: the endpoint takes no call now
+    /// (the runner sets it on a pipeline whose call is over while it drains).
+    #[enum_value(name = "Answer every incoming call BUSY, without raising it", nick = "busy")]
+    Busy = 3,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +119,7 @@ struct Settings {
     latency: u32,
     congestion_control: CongestionControl,
     fec: Fec,
+    service: bool,
 }
 
 impl Default for Settings {
@@ -136,6 +143,7 @@ impl Default for Settings {
             latency: DEFAULT_LATENCY_MS,
             congestion_control: DEFAULT_CONGESTION_CONTROL,
             fec: DEFAULT_FEC,
+            service: DEFAULT_SERVICE,
         }
     }
 }
@@ -289,6 +297,7 @@ impl ObjectImpl for WilddogCall {
                 s.congestion_control = value.get().unwrap_or(DEFAULT_CONGESTION_CONTROL)
             }
             "fec" => s.fec = value.get().unwrap_or(DEFAULT_FEC),
+            "service" => s.service = value.get().unwrap_or(DEFAULT_SERVICE),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -317,6 +326,7 @@ impl ObjectImpl for WilddogCall {
             "latency" => s.latency.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
             "fec" => s.fec.to_value(),
+            "service" => s.service.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
             "state" => lock(&self.state).call_state.unwrap_or(CallState::Idle).as_str().to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
@@ -411,7 +421,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecEnum::builder_with_default("answer", DEFAULT_ANSWER)
             .nick("Answer")
-            .blurb("What to do with an incoming call: accept, reject, or manual (wait for the accept/reject action signals)")
+            .blurb("What to do with an incoming call: accept, reject, manual (wait for the accept/reject action signals), or busy (answer BUSY without raising it)")
             .flags(glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING)
             .build(),
         glib::ParamSpecUInt::builder("call-timeout")
@@ -484,6 +494,13 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)
             .nick("FEC")
             .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the peer reports). Audio always carries Opus in-band FEC")
+            .flags(ready)
+            .build(),
+        // Protocol extension `connect.msg.service` (docs/protocol-extensions.md).
+        glib::ParamSpecBoolean::builder("service")
+            .nick("Service endpoint")
+            .blurb("Connect as one endpoint of a pool serving this uid: a call to the uid rings one free endpoint of the pool (least recently used) instead of every connection, and the server answers BUSY when all are busy")
+            .default_value(DEFAULT_SERVICE)
             .flags(ready)
             .build(),
         glib::ParamSpecString::builder("conversation-id")
@@ -724,6 +741,7 @@ impl WilddogCall {
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let timeout = Duration::from_millis(u64::from(s.call_timeout_ms));
         let mut client = ClientConfig::new(server, app_id, token);
+        client.service = s.service;
         client.client_info = serde_json::json!({
             "sdk": "gst-plugin-wilddog",
             "version": env!("CARGO_PKG_VERSION"),
@@ -943,6 +961,12 @@ impl WilddogCall {
         match event {
             Event::Called { cid, remote_uid, data } => {
                 let answer = lock(&self.settings).answer;
+                if answer == AnswerPolicy::Busy {
+                    // Not this element's call: nothing of it is raised or kept.
+                    gst::debug!(CAT, imp = self, "answering {remote_uid}'s call {cid} busy");
+                    self.input(Input::Busy);
+                    return;
+                }
                 {
                     let mut st = lock(&self.state);
                     st.conversation_id = Some(cid.clone());
@@ -965,7 +989,7 @@ impl WilddogCall {
                 match answer {
                     AnswerPolicy::Accept => self.input(Input::Accept),
                     AnswerPolicy::Reject => self.input(Input::Reject),
-                    AnswerPolicy::Manual => {}
+                    AnswerPolicy::Manual | AnswerPolicy::Busy => {}
                 }
             }
             Event::Response(r) => {
@@ -984,6 +1008,9 @@ impl WilddogCall {
                 self.raise_error(e, why.as_deref().unwrap_or(e.name()));
             }
             Event::StateChanged(state) => {
+                // A call rung while answering busy is not this element's conversation.
+                let answering_busy = state == CallState::Ringing
+                    && lock(&self.settings).answer == AnswerPolicy::Busy;
                 let role = {
                     let mut st = lock(&self.state);
                     st.call_state = Some(state);
@@ -993,7 +1020,7 @@ impl WilddogCall {
                         st.first_frame_done = false;
                         st.stream_received = false;
                     }
-                    if state != CallState::Idle {
+                    if state != CallState::Idle && !answering_busy {
                         if let Some(cid) = endpoint.conversation_id() {
                             st.conversation_id = Some(cid.to_owned());
                         }
