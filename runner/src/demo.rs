@@ -130,7 +130,8 @@ fn execute(args: DemoArgs) -> anyhow::Result<bool> {
                 ice_local_addresses: ice_local_addresses.clone(),
                 ice_transport_policy: None,
                 record_dir: std::env::temp_dir(),
-                max_calls: None,
+                concurrent_calls: 1,
+                exit_after_calls: None,
             })
         };
 

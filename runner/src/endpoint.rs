@@ -2,13 +2,17 @@
 //! call, its wilddog elements configured, its bus turned into events, and its end made clean
 //! (the call hung up, EOS through the pipeline so recordings are finalized, files renamed).
 //!
-//! An answering endpoint ([`run_callee`]) builds a pipeline, waits for a call on it, tears it
-//! down when that call ends and builds the next one, until stopped. A calling endpoint
-//! ([`run_caller`]) builds one pipeline, places its call and returns how the call ended.
+//! An answering endpoint ([`run_callee`]) serves up to [`Plan::concurrent_calls`] calls at
+//! once, one *slot* (a thread) each: a slot builds a pipeline whose wilddog elements connect as
+//! service endpoints of the uid (`service`), waits for a call on it, tears it down when that
+//! call ends and builds the next one, until stopped. The server rings one free service
+//! connection per call and answers BUSY when every slot is in a call, so several runners
+//! serving one uid share its callers too. A calling endpoint ([`run_caller`]) builds one
+//! pipeline, places its call and returns how the call ended.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,8 +67,11 @@ pub struct Plan {
     pub ice_transport_policy: Option<pipeline_file::IceTransportPolicy>,
     /// `${record_dir}`.
     pub record_dir: PathBuf,
-    /// Answering endpoint: stop after this many calls that ended (tests, one-shot bots).
-    pub max_calls: Option<u32>,
+    /// Answering endpoint: how many calls it serves at once (at least 1).
+    pub concurrent_calls: u32,
+    /// Answering endpoint: take no call after this many were accepted, and return when they
+    /// have ended (tests, one-shot bots).
+    pub exit_after_calls: Option<u32>,
 }
 
 /// A flag that asks a running endpoint to end its call cleanly and return.
@@ -92,7 +99,7 @@ impl StopFlag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The call was accepted, then ended (either side hung up). For an answering endpoint:
-    /// it was stopped, or served `max_calls` calls.
+    /// it was stopped, or served `exit_after_calls` calls.
     Ended,
     /// The callee did not accept: `REJECTED`, `BUSY` or `TIMEOUT`.
     Response(String),
@@ -109,34 +116,131 @@ pub enum Outcome {
 
 /// Places the plan's call and returns how it ended.
 pub fn run_caller(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
-    run_instance(plan, stop, events).outcome
+    run_instance(plan, stop, events, None).outcome
 }
 
-/// Answers calls, one pipeline per call, until stopped (or `max_calls` calls ended). An
-/// error before the endpoint ever connected (bad token, server unreachable) ends it; an
-/// error during a call ends only that call.
-pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
-    let mut calls = 0u32;
-    loop {
-        let end = run_instance(plan, stop, events);
-        if stop.is_raised() {
-            return Outcome::Ended;
-        }
-        match end.outcome {
-            Outcome::Error { .. } if !end.was_ready => return end.outcome,
-            _ => {}
-        }
-        if end.had_call {
-            calls += 1;
-        }
-        if plan.max_calls.is_some_and(|max| calls >= max) {
-            return Outcome::Ended;
-        }
-        if !end.had_call {
-            // The pipeline ended without a call (EOS of its own, an error): do not spin.
-            std::thread::sleep(Duration::from_millis(500));
-        }
+/// What the slots of an answering endpoint share.
+struct Pool {
+    /// Raised when the endpoint stops: by the caller's flag, a fatal error of a slot, or the
+    /// last call of `exit_after_calls` having been taken and ended.
+    stop: StopFlag,
+    /// Calls accepted so far, by every slot.
+    accepted: AtomicU32,
+    /// `exit_after_calls`.
+    limit: Option<u32>,
+    /// The first error that ended a slot before it ever connected.
+    fatal: Mutex<Option<Outcome>>,
+}
+
+impl Pool {
+    /// Every call `exit_after_calls` allows was taken: no slot waits for another.
+    fn exhausted(&self) -> bool {
+        self.limit.is_some_and(|limit| self.accepted.load(Ordering::SeqCst) >= limit)
     }
+}
+
+/// One slot of an answering endpoint: its number (in events, `slot`) and the pool.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    index: u32,
+    pool: &'a Pool,
+}
+
+/// Answers calls, up to [`Plan::concurrent_calls`] at once, one pipeline per call, until
+/// stopped (or `exit_after_calls` calls were taken and ended). Each slot runs on a thread of
+/// its own, so that a slow call (a pipeline draining, a teardown) never holds the others. An
+/// error before a slot ever connected (bad token, server unreachable) ends the endpoint (every
+/// slot, live calls hung up); an error during a call ends only that call.
+pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
+    let pool = Pool {
+        stop: StopFlag::new(),
+        accepted: AtomicU32::new(0),
+        limit: plan.exit_after_calls,
+        fatal: Mutex::new(None),
+    };
+    let slots = plan.concurrent_calls.max(1);
+    std::thread::scope(|scope| {
+        let mut running = Vec::new();
+        for index in 0..slots {
+            let slot = Slot { index, pool: &pool };
+            let spawned = std::thread::Builder::new()
+                .name(format!("slot-{index}"))
+                .spawn_scoped(scope, move || serve_slot(plan, slot, events));
+            match spawned {
+                Ok(handle) => running.push(handle),
+                Err(e) => {
+                    tracing::error!("cannot start slot {index}: {e}");
+                    pool.stop.raise();
+                }
+            }
+        }
+        // Hand the caller's stop on to the slots; return when every slot has ended.
+        while running.iter().any(|h| !h.is_finished()) {
+            if stop.is_raised() {
+                pool.stop.raise();
+            }
+            std::thread::sleep(POLL);
+        }
+    });
+    let fatal = pool.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    fatal.unwrap_or(Outcome::Ended)
+}
+
+/// One slot: a pipeline per call, one after another. The next pipeline is made as soon as
+/// the call of the last one is over, while that one drains on its own thread (recordings
+/// finalized, `bye` sent, teardown), so the slot takes a call again within moments.
+fn serve_slot(plan: &Plan, slot: Slot<'_>, events: &EventSink) {
+    let pool = slot.pool;
+    std::thread::scope(|scope| {
+        loop {
+            if pool.stop.is_raised() || pool.exhausted() {
+                return;
+            }
+            let (call_over, call_over_rx) = std::sync::mpsc::channel::<()>();
+            let instance = std::thread::Builder::new()
+                .name(format!("slot-{}-call", slot.index))
+                .spawn_scoped(scope, move || {
+                    run_instance_with(plan, &pool.stop, events, Some(slot), Some(call_over))
+                });
+            let instance = match instance {
+                Ok(handle) => handle,
+                Err(e) => {
+                    tracing::error!("cannot start a pipeline thread for slot {}: {e}", slot.index);
+                    pool.stop.raise();
+                    return;
+                }
+            };
+            // The instance says when its call is over, or ends (dropping the sender) first.
+            if call_over_rx.recv().is_ok() {
+                continue;
+            }
+            let end = match instance.join() {
+                Ok(end) => end,
+                Err(_) => {
+                    tracing::error!("slot {}: a pipeline thread panicked", slot.index);
+                    continue;
+                }
+            };
+            if pool.stop.is_raised() {
+                return;
+            }
+            if let Outcome::Error { .. } = end.outcome
+                && !end.was_ready
+            {
+                let mut fatal = pool.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                fatal.get_or_insert(end.outcome);
+                pool.stop.raise();
+                return;
+            }
+            if !end.had_call && !pool.exhausted() {
+                // The pipeline ended without a call (EOS of its own, an error): do not spin.
+                let until = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < until && !pool.stop.is_raised() {
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+    });
 }
 
 /// What one pipeline instance did.
@@ -284,6 +388,9 @@ fn configure(pipeline: &gst::Pipeline, plan: &Plan) {
         }
         if plan.role == Role::Answer {
             set_text_property(&element, "answer", plan.answer.as_str());
+            // One endpoint of the pool serving the uid: the server rings one free slot per
+            // call (of this runner or another serving the uid), BUSY when all are in a call.
+            set_text_property(&element, "service", "true");
         }
         if let Some(data) = &plan.user_data {
             set_text_property(&element, "user-data", data);
@@ -297,6 +404,40 @@ fn configure(pipeline: &gst::Pipeline, plan: &Plan) {
         if let Some(policy) = plan.ice_transport_policy {
             set_text_property(&element, "ice-transport-policy", policy.as_str());
         }
+    }
+}
+
+/// The `wilddogcall` that a wilddog element is or drives (a `wilddogsink`/`wilddogsrc`'s
+/// shared call exists from READY→PAUSED on).
+fn call_of(element: &gst::Element) -> Option<gstwilddog::WilddogCall> {
+    match element.clone().downcast::<gstwilddog::WilddogCall>() {
+        Ok(call) => Some(call),
+        Err(member) => member
+            .find_property("call")
+            .and_then(|_| member.property::<Option<gstwilddog::WilddogCall>>("call")),
+    }
+}
+
+/// Makes `call` answer BUSY once its call is over (back to idle after any other state). The
+/// handler runs on the element's signaling thread as the state changes, before the element
+/// reads its next frame, so a caller rung in the moment between the end of the call and this
+/// pipeline's teardown gets BUSY instead of a call that the teardown would cut.
+fn busy_after_call(call: &gstwilddog::WilddogCall) {
+    let had_call = AtomicBool::new(false);
+    call.connect_notify(Some("state"), move |call, _| {
+        let state = call.property::<Option<String>>("state").unwrap_or_default();
+        if state != "idle" {
+            had_call.store(true, Ordering::SeqCst);
+        } else if had_call.load(Ordering::SeqCst) {
+            call.set_property_from_str("answer", "busy");
+        }
+    });
+}
+
+/// Every wilddog element of the pipeline answers BUSY from now on (the pipeline is ending).
+fn answer_busy(pipeline: &gst::Pipeline) {
+    for element in pipeline_file::wilddog_elements(pipeline) {
+        set_text_property(&element, "answer", "busy");
     }
 }
 
@@ -346,6 +487,10 @@ static INSTANCES: AtomicU64 = AtomicU64::new(0);
 struct Instance<'a> {
     plan: &'a Plan,
     events: &'a EventSink,
+    /// The slot of an answering endpoint this instance serves.
+    slot: Option<Slot<'a>>,
+    /// Told when the instance begins to end after its call.
+    call_over: Option<std::sync::mpsc::Sender<()>>,
     pipeline: gst::Pipeline,
     sinks: Arc<SinkWatch>,
     outcome: Option<Outcome>,
@@ -368,15 +513,33 @@ struct Instance<'a> {
     media_connected: bool,
 }
 
-fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd {
+fn run_instance(
+    plan: &Plan,
+    stop: &StopFlag,
+    events: &EventSink,
+    slot: Option<Slot<'_>>,
+) -> InstanceEnd {
+    run_instance_with(plan, stop, events, slot, None)
+}
+
+/// [`run_instance`]; `call_over` gets a message when the instance begins to end after a call
+/// it took (the slot may make its next pipeline then).
+fn run_instance_with(
+    plan: &Plan,
+    stop: &StopFlag,
+    events: &EventSink,
+    slot: Option<Slot<'_>>,
+    call_over: Option<std::sync::mpsc::Sender<()>>,
+) -> InstanceEnd {
     let error_end = |message: String| {
-        events(
-            "error",
-            fields([
-                ("message", Value::from(message.clone())),
-                ("uid", Value::from(plan.uid.clone())),
-            ]),
-        );
+        let mut map = fields([
+            ("message", Value::from(message.clone())),
+            ("uid", Value::from(plan.uid.clone())),
+        ]);
+        if let Some(slot) = slot {
+            map.insert("slot".into(), Value::from(slot.index));
+        }
+        events("error", map);
         InstanceEnd {
             outcome: Outcome::Error { code: None, message },
             was_ready: false,
@@ -415,6 +578,8 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
     let mut me = Instance {
         plan,
         events,
+        slot,
+        call_over,
         pipeline: pipeline.clone(),
         sinks,
         outcome: None,
@@ -431,6 +596,21 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
         error_codes: Vec::new(),
         media_connected: false,
     };
+    // An answering pipeline takes one call: once it is over, BUSY until the pipeline is gone.
+    // A wilddogcall now; the shared call of wilddogsink/wilddogsrc exists once they started.
+    let mut watched: Vec<gstwilddog::WilddogCall> = Vec::new();
+    let mut watch_calls = |pipeline: &gst::Pipeline| {
+        if plan.role != Role::Answer || plan.answer != AnswerPolicy::Accept {
+            return;
+        }
+        for call in pipeline_file::wilddog_elements(pipeline).filter_map(|e| call_of(&e)) {
+            if !watched.contains(&call) {
+                busy_after_call(&call);
+                watched.push(call);
+            }
+        }
+    };
+    watch_calls(&pipeline);
     tracing::debug!("starting pipeline: {launch}");
     if pipeline.set_state(gst::State::Playing).is_err() {
         // The reason is on the bus.
@@ -441,6 +621,7 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
         let _ = pipeline.set_state(gst::State::Null);
         return me.finish(&placeholder);
     }
+    watch_calls(&pipeline);
 
     loop {
         if !me.media_connected && me.had_call && call_state(&pipeline) == "connected" {
@@ -457,6 +638,10 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
                 break;
             }
         } else if stop.is_raised() {
+            if plan.role == Role::Answer {
+                // No new call on a pipeline that is stopping.
+                answer_busy(&pipeline);
+            }
             let live = call_state(&pipeline) != "idle";
             if live {
                 me.local_hangup = me.accepted_at.is_some() || plan.role == Role::Answer;
@@ -467,6 +652,11 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
             } else {
                 Outcome::Ended
             });
+            me.begin_ending();
+        } else if !me.had_call && slot.is_some_and(|s| s.pool.exhausted()) {
+            // Every call `exit_after_calls` allows was taken by other slots.
+            answer_busy(&pipeline);
+            me.outcome.get_or_insert(Outcome::Ended);
             me.begin_ending();
         } else if let (Some(after), Some(at)) = (plan.hangup_after, me.accepted_at)
             && at.elapsed() >= after
@@ -556,6 +746,9 @@ fn run_instance(plan: &Plan, stop: &StopFlag, events: &EventSink) -> InstanceEnd
 impl Instance<'_> {
     fn emit(&self, name: &str, mut map: Map<String, Value>) {
         map.entry("uid").or_insert_with(|| Value::from(self.plan.uid.clone()));
+        if let Some(slot) = self.slot {
+            map.entry("slot").or_insert_with(|| Value::from(slot.index));
+        }
         (self.events)(name, map);
     }
 
@@ -617,6 +810,17 @@ impl Instance<'_> {
             return;
         }
         self.ending = Some(Instant::now());
+        if self.plan.role == Role::Answer {
+            // No new call on a pipeline that is ending.
+            answer_busy(&self.pipeline);
+        }
+        if self.had_call
+            && let Some(call_over) = self.call_over.take()
+        {
+            // This pipeline answers BUSY from now on (busy_after_call); the slot may make
+            // the next one while this one drains.
+            let _ = call_over.send(());
+        }
         let sources: Vec<gst::Element> = self
             .pipeline
             .iterate_recurse()
@@ -689,6 +893,9 @@ impl Instance<'_> {
                 if self.plan.answer == AnswerPolicy::Accept {
                     self.had_call = true;
                     self.accepted_at = Some(Instant::now());
+                    if let Some(slot) = self.slot {
+                        slot.pool.accepted.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }
             "response" => {

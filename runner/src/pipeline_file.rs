@@ -19,6 +19,10 @@ pub const WILDDOG_ELEMENTS: [&str; 3] = ["wilddogcall", "wilddogsink", "wilddogs
 /// Where recordings go when neither the file (`record_dir`) nor `--record-dir` says.
 pub const DEFAULT_RECORD_DIR: &str = "recordings";
 
+/// The most calls one answering runner serves at once (`concurrent_calls`): each is a
+/// pipeline, a signaling connection and a few threads of its own.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+
 /// The variables a launch description may use, as `${name}`.
 pub const VARIABLES: [&str; 3] = ["record_dir", "conversation_id", "uid"];
 
@@ -27,7 +31,7 @@ pub const VARIABLES: [&str; 3] = ["record_dir", "conversation_id", "uid"];
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Waits for incoming calls and answers them with the `answer` policy, one pipeline per
-    /// call, until stopped.
+    /// call, up to `concurrent_calls` at once, until stopped.
     Answer,
     /// Calls `remote_uid` once and exits when that call ends.
     Call,
@@ -47,7 +51,8 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerPolicy {
-    /// Accept every call (one at a time; a call during a live one gets BUSY).
+    /// Accept every call (up to `concurrent_calls` at once; a call while all are live gets
+    /// BUSY).
     #[default]
     Accept,
     /// Reject every call: callers get REJECTED.
@@ -117,6 +122,9 @@ pub struct FileSpec {
     pub ice_transport_policy: Option<IceTransportPolicy>,
     /// Directory for `${record_dir}` (created when missing).
     pub record_dir: Option<PathBuf>,
+    /// Answering endpoint: how many calls it serves at once, each with its own pipeline from
+    /// `pipeline` and its own service connection (default 1).
+    pub concurrent_calls: Option<Spanned<u32>>,
     /// The launch description of one call's media (`gst-launch-1.0` syntax).
     pub pipeline: Spanned<String>,
 }
@@ -212,6 +220,23 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
             None,
             format!("`hangup_after` must be a positive number of seconds, not {secs}"),
         ));
+    }
+
+    if let Some(n) = &spec.concurrent_calls {
+        let at = Some(n.span().start);
+        let n = *n.get_ref();
+        if !(1..=MAX_CONCURRENT_CALLS).contains(&n) {
+            return Err(error(
+                at,
+                format!("`concurrent_calls` must be 1 to {MAX_CONCURRENT_CALLS}, not {n}"),
+            ));
+        }
+        if n > 1 && *spec.role.get_ref() == Role::Call {
+            return Err(error(
+                at,
+                "`concurrent_calls` is for files that answer calls (role = \"answer\"); a caller places one call".into(),
+            ));
+        }
     }
 
     // Variables: every `${name}` must be known.

@@ -24,7 +24,7 @@ use crate::pipeline_file::{
 /// Exit codes of `run` (documented in `docs/pipeline-files.md` and the README).
 pub mod exit {
     /// The call was accepted and then ended (either side hung up); an answering endpoint
-    /// that was stopped (Ctrl-C, SIGTERM) or served `--max-calls` calls.
+    /// that was stopped (Ctrl-C, SIGTERM) or served `--exit-after-calls` calls.
     pub const ENDED: i32 = 0;
     /// An error: the server unreachable, a token refused, a call that failed (41004, 41007
     /// …) or that ended without ever carrying media, a pipeline that failed.
@@ -84,9 +84,15 @@ pub struct RunArgs {
     /// Caller: hang up this many seconds after the call was accepted.
     #[arg(long)]
     pub hangup_after: Option<f64>,
-    /// Answering endpoint: exit after this many calls ended.
-    #[arg(long)]
-    pub max_calls: Option<u32>,
+    /// Answering endpoint: how many calls it serves at once (default: the file's
+    /// `concurrent_calls`, else 1); each has its own pipeline and service connection, and a
+    /// caller while all are in a call gets BUSY.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(pipeline_file::MAX_CONCURRENT_CALLS)))]
+    pub concurrent_calls: Option<u32>,
+    /// Answering endpoint: take no call after this many were accepted, and exit when they
+    /// have ended (tests, one-shot bots). `--max-calls` is its old name.
+    #[arg(long, visible_alias = "max-calls")]
+    pub exit_after_calls: Option<u32>,
     /// Local addresses ICE gathers from, comma-separated (e.g. 127.0.0.1). Default: every
     /// interface, or 127.0.0.1 when loopback is the only one.
     #[arg(long, value_delimiter = ',')]
@@ -145,11 +151,16 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
     };
     if args.check {
         eprintln!(
-            "{}: ok ({} as `{}`{}, app `{}`)",
+            "{}: ok ({} as `{}`{}{}, app `{}`)",
             args.file.display(),
             settings.role.as_str(),
             settings.uid,
             settings.remote_uid.as_deref().map(|r| format!(" calling `{r}`")).unwrap_or_default(),
+            if settings.role == Role::Answer {
+                format!(", {} at once", calls_at_once(settings.concurrent_calls))
+            } else {
+                String::new()
+            },
             credentials.app_id,
         );
         return Ok(exit::ENDED);
@@ -207,7 +218,8 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         ice_local_addresses: settings.ice_local_addresses,
         ice_transport_policy: settings.ice_transport_policy,
         record_dir: settings.record_dir,
-        max_calls: args.max_calls,
+        concurrent_calls: settings.concurrent_calls,
+        exit_after_calls: args.exit_after_calls,
     };
     let stop = StopFlag::new();
     runtime.spawn(stop_on_signal(stop.clone()));
@@ -215,7 +227,13 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
     tracing::info!(
         "{}: {} as `{}` on {}{}",
         file.path.display(),
-        if plan.role == Role::Answer { "answering calls" } else { "calling" },
+        match plan.role {
+            Role::Answer if plan.concurrent_calls > 1 => {
+                format!("answering up to {} calls at once", plan.concurrent_calls)
+            }
+            Role::Answer => "answering calls".to_owned(),
+            Role::Call => "calling".to_owned(),
+        },
         plan.uid,
         plan.server,
         plan.remote_uid.as_deref().map(|r| format!(", calling `{r}`")).unwrap_or_default()
@@ -229,6 +247,11 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(exit_code(&outcome))
+}
+
+/// "1 call" or "N calls".
+fn calls_at_once(n: u32) -> String {
+    if n == 1 { "1 call".to_owned() } else { format!("{n} calls") }
 }
 
 /// The exit code of an outcome.
@@ -300,6 +323,7 @@ struct Settings {
     ice_local_addresses: Vec<String>,
     ice_transport_policy: Option<IceTransportPolicy>,
     record_dir: PathBuf,
+    concurrent_calls: u32,
 }
 
 impl Settings {
@@ -327,6 +351,20 @@ impl Settings {
             }
             _ => {}
         }
+        if role == Role::Call && args.concurrent_calls.is_some_and(|n| n > 1) {
+            bail!(
+                "--concurrent-calls is for files that answer calls (role = \"answer\"); this one places one call"
+            );
+        }
+        if role == Role::Call && args.exit_after_calls.is_some() {
+            bail!(
+                "--exit-after-calls is for files that answer calls (role = \"answer\"); this one places one call"
+            );
+        }
+        let concurrent_calls = args
+            .concurrent_calls
+            .or_else(|| spec.concurrent_calls.as_ref().map(|n| *n.get_ref()))
+            .unwrap_or(1);
         if role == Role::Call && args.answer.is_some() {
             bail!("--answer is for files that answer calls (role = \"answer\"); this one calls");
         }
@@ -364,6 +402,7 @@ impl Settings {
             ice_local_addresses,
             ice_transport_policy: args.ice_transport_policy.or(spec.ice_transport_policy),
             record_dir,
+            concurrent_calls,
         })
     }
 }

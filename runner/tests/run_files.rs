@@ -141,6 +141,32 @@ fn a_caller_needs_someone_to_call() {
 }
 
 #[test]
+fn concurrent_calls_are_checked() {
+    let err = refused(&format!(
+        "uid = \"a\"\nrole = \"answer\"\n\nconcurrent_calls = 0\n{GOOD_PIPELINE}"
+    ));
+    assert!(err.starts_with("error: FILE:4: `concurrent_calls` must be 1 to 256, not 0"), "{err}");
+    let err = refused(&format!(
+        "uid = \"a\"\nrole = \"call\"\nremote_uid = \"b\"\nconcurrent_calls = 2\n{GOOD_PIPELINE}"
+    ));
+    assert!(err.starts_with("error: FILE:4: `concurrent_calls` is for files that answer"), "{err}");
+
+    let echo = pipeline("echo.toml");
+    let (code, stderr) = check(&echo, &["--concurrent-calls", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("3 calls at once"), "{stderr}");
+    let (code, stderr) = check(&echo, &["--concurrent-calls", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    // The old name of --exit-after-calls still works.
+    let (code, stderr) = check(&echo, &["--max-calls", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let caller = pipeline("call-test.toml");
+    let (code, stderr) = check(&caller, &["--concurrent-calls", "2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--concurrent-calls is for files that answer"), "{stderr}");
+}
+
+#[test]
 fn missing_file_is_refused() {
     let (code, stderr) = check("/nonexistent/wilddog.toml", &[]);
     assert_eq!(code, 2);

@@ -148,6 +148,16 @@ impl Runner {
         }
     }
 
+    /// The first event named `name` at or after position `since` of [`Runner::seen`], waiting
+    /// for it when it has not come yet (for events whose order with others is not fixed, e.g.
+    /// a slot's next `ready` and the last call's `recorded`).
+    pub fn wait_event_since(&mut self, name: &str, since: usize) -> Value {
+        match self.seen.iter().skip(since).find(|e| e["event"] == name) {
+            Some(event) => event.clone(),
+            None => self.wait_event(name),
+        }
+    }
+
     /// Waits for the process to exit, collecting its remaining events; its exit code
     /// (128 + the signal's number when a signal ended it).
     pub fn wait_exit(&mut self) -> i32 {

@@ -1,0 +1,297 @@
+//! Answering endpoints that serve several calls at once (`--concurrent-calls`), and several
+//! runners serving one uid: real calls between `wilddog-runner` processes, each test in a
+//! private network namespace with only loopback.
+
+mod run_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use run_support::{Runner, enter_netns, pipeline, start_bot, start_caller, temp_dir};
+use serde_json::Value;
+
+/// Exit codes of `run` (docs/pipeline-files.md).
+const ENDED: i32 = 0;
+const BUSY: i32 = 4;
+
+/// Bytes of one frame that the colour callers write: 4x4 RGB (rows of 12 bytes, already
+/// 4-byte aligned).
+const FRAME_BYTES: usize = 4 * 4 * 3;
+
+/// Writes into `dir` a caller file that sends a solid colour (videotestsrc `pattern`) at
+/// 240p and writes every frame it gets back, scaled to 4x4 RGB, to `DIR/UID.rgb`.
+fn colour_file(dir: &Path, pattern: &str) -> String {
+    let path = dir.join(format!("caller-{pattern}.toml"));
+    let text = format!(
+        r#"# A test caller: solid {pattern} out, what comes back written as 4x4 RGB frames.
+role = "call"
+pipeline = """
+wilddogcall name=call dimension=240p
+  videotestsrc is-live=true pattern={pattern} ! call.video_sink
+  audiotestsrc is-live=true volume=0.1 ! call.audio_sink
+  call.video_src ! queue ! videoconvert ! videoscale ! video/x-raw,format=RGB,width=4,height=4 ! filesink name=remote_video buffer-mode=unbuffered location=${{record_dir}}/${{uid}}.rgb
+  call.audio_src ! queue ! fakesink name=remote_audio sync=false
+"""
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Starts a colour caller `uid` (red, green, blue …) calling `remote` through `server`.
+fn start_colour_caller(dir: &Path, server: &str, uid: &str, pattern: &str, remote: &str) -> Runner {
+    let file = colour_file(dir, pattern);
+    let dir_arg = dir.display().to_string();
+    Runner::start(
+        uid,
+        &[
+            "run",
+            &file,
+            "--server",
+            server,
+            "--uid",
+            uid,
+            "--remote-uid",
+            remote,
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--record-dir",
+            &dir_arg,
+        ],
+    )
+}
+
+/// Frames a colour caller has written so far.
+fn frames_back(dir: &Path, uid: &str) -> usize {
+    std::fs::metadata(dir.join(format!("{uid}.rgb"))).map(|m| m.len() as usize).unwrap_or(0)
+        / FRAME_BYTES
+}
+
+/// Mean (R, G, B) of the last frame a colour caller got back.
+fn last_colour(dir: &Path, uid: &str) -> (u32, u32, u32) {
+    let bytes = std::fs::read(dir.join(format!("{uid}.rgb"))).unwrap_or_default();
+    let frames = bytes.len() / FRAME_BYTES;
+    assert!(frames > 0, "{uid}: no frame came back");
+    let last = &bytes[(frames - 1) * FRAME_BYTES..frames * FRAME_BYTES];
+    let mean = |channel: usize| {
+        last.chunks(3).map(|px| u32::from(px[channel])).sum::<u32>() / (FRAME_BYTES as u32 / 3)
+    };
+    (mean(0), mean(1), mean(2))
+}
+
+/// The caller got its own colour back: that channel high, the others low.
+fn assert_colour(dir: &Path, uid: &str, channel: usize) {
+    let (r, g, b) = last_colour(dir, uid);
+    let rgb = [r, g, b];
+    for (i, v) in rgb.iter().enumerate() {
+        if i == channel {
+            assert!(*v > 150, "{uid} got ({r}, {g}, {b}) back, not its own colour");
+        } else {
+            assert!(*v < 100, "{uid} got ({r}, {g}, {b}) back, not its own colour");
+        }
+    }
+}
+
+/// The events named `name` of `runner` seen so far.
+fn events<'a>(runner: &'a Runner, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    runner.seen.iter().filter(move |e| e["event"] == name)
+}
+
+/// Waits until `runner` printed `count` events named `name` in all.
+fn wait_count(runner: &mut Runner, name: &str, count: usize) {
+    while events(runner, name).count() < count {
+        runner.wait_event(name);
+    }
+}
+
+/// The conversation id of a caller's accepted call.
+fn accepted_cid(caller: &mut Runner) -> String {
+    let response = caller.wait_event("response");
+    assert_eq!(response["status"], "ACCEPTED", "[{}] {response}", caller.label);
+    caller.wait_event("first_frame");
+    response["conversation_id"].as_str().expect("response.conversation_id").to_owned()
+}
+
+#[test]
+fn echo_serves_three_calls_at_once_the_fourth_is_busy() {
+    if !enter_netns("echo_serves_three_calls_at_once_the_fourth_is_busy") {
+        return;
+    }
+    let dir = temp_dir("concurrent-echo");
+    let (mut echo, server) =
+        start_bot("echo", &pipeline("echo.toml"), &["--concurrent-calls", "3"]);
+    // One `ready` per slot.
+    wait_count(&mut echo, "ready", 3);
+    let mut slots: Vec<u64> = events(&echo, "ready").filter_map(|e| e["slot"].as_u64()).collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2]);
+
+    // Three callers at once, each its own colour.
+    let mut red = start_colour_caller(&dir, &server, "red", "red", "echo");
+    let mut green = start_colour_caller(&dir, &server, "green", "green", "echo");
+    let mut blue = start_colour_caller(&dir, &server, "blue", "blue", "echo");
+    let red_cid = accepted_cid(&mut red);
+    let green_cid = accepted_cid(&mut green);
+    let blue_cid = accepted_cid(&mut blue);
+    wait_count(&mut echo, "called", 3);
+    let mut served: Vec<(String, u64)> = events(&echo, "called")
+        .map(|e| (e["conversation_id"].as_str().unwrap().to_owned(), e["slot"].as_u64().unwrap()))
+        .collect();
+    served.sort_by_key(|(_, slot)| *slot);
+    assert_eq!(
+        served.iter().map(|(_, slot)| *slot).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "one call per slot: {served:?}"
+    );
+    for cid in [&red_cid, &green_cid, &blue_cid] {
+        assert!(served.iter().any(|(c, _)| c == cid), "{cid} not served: {served:?}");
+    }
+
+    // The fourth: BUSY, from the server; the echo never hears of it.
+    let mut fourth = start_caller("fourth", &server, "dave", "echo", &[]);
+    assert_eq!(fourth.wait_exit(), BUSY, "stderr:\n{}", fourth.stderr());
+    assert!(!events(&echo, "called").any(|e| e["remote_uid"] == "dave"));
+
+    // SIGKILL of one caller: the two others go on.
+    green.signal("KILL");
+    let before = (frames_back(&dir, "red"), frames_back(&dir, "blue"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = (frames_back(&dir, "red"), frames_back(&dir, "blue"));
+    assert!(
+        after.0 >= before.0 + 5 && after.1 >= before.1 + 5,
+        "red and blue still get frames after green was killed: {before:?} -> {after:?}"
+    );
+    // Each gets its own colour back, not another caller's.
+    assert_colour(&dir, "red", 0);
+    assert_colour(&dir, "green", 1);
+    assert_colour(&dir, "blue", 2);
+
+    // One hangs up: its slot takes the next call.
+    let mark = echo.seen.len();
+    red.signal("INT");
+    assert_eq!(red.wait_exit(), ENDED);
+    let closed = loop {
+        let closed = echo.wait_event("closed");
+        if closed["conversation_id"] == red_cid.as_str() {
+            break closed;
+        }
+    };
+    assert_eq!(closed["reason"], "remote-hangup", "{closed}");
+    let ready = echo.wait_event_since("ready", mark);
+    assert_eq!(ready["slot"], closed["slot"], "the freed slot is ready again: {ready}");
+    let mut next = start_caller("next", &server, "erin", "echo", &[]);
+    accepted_cid(&mut next);
+
+    // Ctrl-C: every live call gets its bye, every caller ends as an accepted call that ended.
+    echo.signal("INT");
+    for caller in [&mut blue, &mut next] {
+        let closed = caller.wait_event("closed");
+        assert_eq!(closed["reason"], "remote-hangup", "[{}] {closed}", caller.label);
+        assert_eq!(caller.wait_exit(), ENDED);
+        assert!(closed["received"]["video"].as_u64().unwrap_or(0) > 0, "{closed}");
+    }
+    assert_eq!(echo.wait_exit(), ENDED, "stderr:\n{}", echo.stderr());
+    // Every call the echo took ended with a `closed` naming it.
+    for called in events(&echo, "called") {
+        let cid = &called["conversation_id"];
+        assert!(
+            events(&echo, "closed").any(|c| c["conversation_id"] == *cid),
+            "no closed for {cid}: {:?}",
+            echo.names()
+        );
+    }
+    assert_eq!(events(&echo, "called").count(), 4, "{:?}", echo.names());
+    assert!(!echo.stderr().contains("CRITICAL"), "stderr:\n{}", echo.stderr());
+    assert_colour(&dir, "blue", 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_runners_serving_one_uid_share_its_callers() {
+    if !enter_netns("two_runners_serving_one_uid_share_its_callers") {
+        return;
+    }
+    let (mut first, server) = start_bot("first", &pipeline("echo.toml"), &[]);
+    let file = pipeline("echo.toml");
+    let mut second = Runner::start(
+        "second",
+        &["run", &file, "--server", &server, "--ice-local-addresses", "127.0.0.1"],
+    );
+    second.wait_event("ready");
+    let mut alice = start_caller("alice", &server, "alice", "echo", &[]);
+    accepted_cid(&mut alice);
+    let mut bob = start_caller("bob", &server, "bob", "echo", &[]);
+    accepted_cid(&mut bob);
+    // One call each.
+    first.wait_event("called");
+    second.wait_event("called");
+    // Both busy: the third caller gets BUSY.
+    let mut carol = start_caller("carol", &server, "carol", "echo", &[]);
+    assert_eq!(carol.wait_exit(), BUSY, "stderr:\n{}", carol.stderr());
+    for caller in [&mut alice, &mut bob] {
+        assert!(caller.seen.iter().all(|e| e["event"] != "closed"), "{:?}", caller.names());
+    }
+    // The first runner holds the server: stop the second first.
+    second.signal("INT");
+    assert_eq!(second.wait_exit(), ENDED);
+    first.signal("INT");
+    assert_eq!(first.wait_exit(), ENDED);
+    for caller in [&mut alice, &mut bob] {
+        assert_eq!(caller.wait_exit(), ENDED);
+    }
+    let callers = |r: &Runner| {
+        events(r, "called")
+            .map(|e| e["remote_uid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (callers(&first), callers(&second));
+    assert_eq!(a.len() + b.len(), 2, "first {a:?}, second {b:?}");
+    assert_eq!((a.len(), b.len()), (1, 1), "one call each: first {a:?}, second {b:?}");
+}
+
+#[test]
+fn recorder_with_two_slots_writes_two_playable_files_at_once() {
+    if !enter_netns("recorder_with_two_slots_writes_two_playable_files_at_once") {
+        return;
+    }
+    let dir = temp_dir("concurrent-record");
+    let dir_arg = dir.display().to_string();
+    let (mut recorder, server) = start_bot(
+        "record",
+        &pipeline("record.toml"),
+        &["--record-dir", &dir_arg, "--concurrent-calls", "2"],
+    );
+    wait_count(&mut recorder, "ready", 2);
+    let mut alice = start_caller("alice", &server, "alice", "recorder", &["--hangup-after", "4"]);
+    let mut bob = start_caller("bob", &server, "bob", "recorder", &["--hangup-after", "4"]);
+    assert_eq!(alice.wait_exit(), ENDED, "stderr:\n{}", alice.stderr());
+    assert_eq!(bob.wait_exit(), ENDED, "stderr:\n{}", bob.stderr());
+    wait_count(&mut recorder, "recorded", 2);
+    // At once: both calls were taken before either ended.
+    let names = recorder.names();
+    let second_called = names.iter().enumerate().filter(|(_, n)| *n == "called").nth(1).unwrap().0;
+    let first_closed = names.iter().position(|n| n == "closed").unwrap();
+    assert!(second_called < first_closed, "two calls at once: {names:?}");
+
+    let mut paths = Vec::new();
+    for recorded in events(&recorder, "recorded") {
+        let cid = recorded["conversation_id"].as_str().unwrap();
+        let path = recorded["path"].as_str().unwrap().to_owned();
+        assert!(path.ends_with(&format!("{cid}.mkv")), "named by its conversation: {path}");
+        let out = Command::new("gst-discoverer-1.0").arg(&path).output().unwrap_or_else(|e| {
+            panic!("gst-discoverer-1.0 (Debian gstreamer1.0-plugins-base-apps) is needed: {e}")
+        });
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "gst-discoverer-1.0 {path} failed: {text}");
+        assert!(text.contains("video #") && text.contains("VP8"), "a video stream: {text}");
+        assert!(text.contains("audio #") && text.contains("Opus"), "an audio stream: {text}");
+        paths.push(path);
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 2, "two files: {paths:?}");
+    recorder.signal("TERM");
+    assert_eq!(recorder.wait_exit(), ENDED);
+    let _ = std::fs::remove_dir_all(&dir);
+}
