@@ -147,10 +147,13 @@ struct Slot<'a> {
 }
 
 /// Answers calls, up to [`Plan::concurrent_calls`] at once, one pipeline per call, until
-/// stopped (or `exit_after_calls` calls were taken and ended). Each slot runs on a thread of
-/// its own, so that a slow call (a pipeline draining, a teardown) never holds the others. An
-/// error before a slot ever connected (bad token, server unreachable) ends the endpoint (every
-/// slot, live calls hung up); an error during a call ends only that call.
+/// stopped (or `exit_after_calls` calls were taken and ended). Every pipeline's bus loop runs
+/// on a thread of its own, so that a slow call (a pipeline draining, a teardown) never holds
+/// the others; this thread only starts them. A slot's next pipeline is made as soon as the
+/// call of its last one is over, while that one drains (recordings finalized, `bye` sent,
+/// teardown), so the slot takes a call again within moments. An error before a slot ever
+/// connected (bad token, server unreachable) ends the endpoint (every slot, live calls hung
+/// up); an error during a call ends only that call.
 pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
     let pool = Pool {
         stop: StopFlag::new(),
@@ -158,90 +161,110 @@ pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
         limit: plan.exit_after_calls,
         fatal: Mutex::new(None),
     };
-    let slots = plan.concurrent_calls.max(1);
+    let slots = plan.concurrent_calls.max(1) as usize;
     std::thread::scope(|scope| {
-        let mut running = Vec::new();
-        for index in 0..slots {
-            let slot = Slot { index, pool: &pool };
-            let spawned = std::thread::Builder::new()
-                .name(format!("slot-{index}"))
-                .spawn_scoped(scope, move || serve_slot(plan, slot, events));
+        let (reports, inbox) = std::sync::mpsc::channel::<(usize, u64, Report)>();
+        // Per slot: the instance that holds it (its serial), and when to make the next one
+        // after a pipeline that ended without a call.
+        let mut current: Vec<Option<u64>> = vec![None; slots];
+        let mut restart_at: Vec<Option<Instant>> = vec![None; slots];
+        let mut serial = 0u64;
+        let mut live = 0usize;
+        let pool = &pool;
+        let mut spawn = |index: usize, current: &mut Vec<Option<u64>>, live: &mut usize| {
+            serial += 1;
+            let id = serial;
+            let reports = reports.clone();
+            let over = reports.clone();
+            let slot = Slot { index: index as u32, pool };
+            let spawned = std::thread::Builder::new().name(format!("slot-{index}")).spawn_scoped(
+                scope,
+                move || {
+                    let on_call_over: CallOver<'_> = Box::new(move || {
+                        let _ = over.send((index, id, Report::CallOver));
+                    });
+                    let end =
+                        run_instance_with(plan, &pool.stop, events, Some(slot), Some(on_call_over));
+                    let _ = reports.send((index, id, Report::Ended(end)));
+                },
+            );
             match spawned {
-                Ok(handle) => running.push(handle),
+                Ok(_) => {
+                    current[index] = Some(id);
+                    *live += 1;
+                }
                 Err(e) => {
-                    tracing::error!("cannot start slot {index}: {e}");
+                    tracing::error!("cannot start a pipeline thread for slot {index}: {e}");
                     pool.stop.raise();
                 }
             }
+        };
+        for index in 0..slots {
+            spawn(index, &mut current, &mut live);
         }
-        // Hand the caller's stop on to the slots; return when every slot has ended.
-        while running.iter().any(|h| !h.is_finished()) {
+        loop {
             if stop.is_raised() {
                 pool.stop.raise();
             }
-            std::thread::sleep(POLL);
+            let taking = !pool.stop.is_raised() && !pool.exhausted();
+            let due: Vec<usize> = (0..slots)
+                .filter(|&i| restart_at[i].is_some_and(|at| at <= Instant::now()))
+                .collect();
+            for index in due {
+                restart_at[index] = None;
+                if taking {
+                    spawn(index, &mut current, &mut live);
+                }
+            }
+            if live == 0 && (!taking || restart_at.iter().all(Option::is_none)) {
+                break;
+            }
+            let Ok((index, id, report)) = inbox.recv_timeout(POLL) else { continue };
+            if let Report::Ended(_) = report {
+                live -= 1;
+            }
+            // Reports of a pipeline that already handed its slot on (it was draining).
+            if current[index] != Some(id) {
+                continue;
+            }
+            current[index] = None;
+            let taking = !pool.stop.is_raised() && !pool.exhausted();
+            match report {
+                Report::CallOver if taking => spawn(index, &mut current, &mut live),
+                Report::CallOver => {}
+                Report::Ended(end) => {
+                    if let Outcome::Error { .. } = end.outcome
+                        && !end.was_ready
+                        && !pool.stop.is_raised()
+                    {
+                        let mut fatal = pool.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                        fatal.get_or_insert(end.outcome);
+                        pool.stop.raise();
+                    } else if taking && end.had_call {
+                        spawn(index, &mut current, &mut live);
+                    } else if taking {
+                        // The pipeline ended without a call (EOS of its own, an error): do
+                        // not spin.
+                        restart_at[index] = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                }
+            }
         }
     });
     let fatal = pool.fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
     fatal.unwrap_or(Outcome::Ended)
 }
 
-/// One slot: a pipeline per call, one after another. The next pipeline is made as soon as
-/// the call of the last one is over, while that one drains on its own thread (recordings
-/// finalized, `bye` sent, teardown), so the slot takes a call again within moments.
-fn serve_slot(plan: &Plan, slot: Slot<'_>, events: &EventSink) {
-    let pool = slot.pool;
-    std::thread::scope(|scope| {
-        loop {
-            if pool.stop.is_raised() || pool.exhausted() {
-                return;
-            }
-            let (call_over, call_over_rx) = std::sync::mpsc::channel::<()>();
-            let instance = std::thread::Builder::new()
-                .name(format!("slot-{}-call", slot.index))
-                .spawn_scoped(scope, move || {
-                    run_instance_with(plan, &pool.stop, events, Some(slot), Some(call_over))
-                });
-            let instance = match instance {
-                Ok(handle) => handle,
-                Err(e) => {
-                    tracing::error!("cannot start a pipeline thread for slot {}: {e}", slot.index);
-                    pool.stop.raise();
-                    return;
-                }
-            };
-            // The instance says when its call is over, or ends (dropping the sender) first.
-            if call_over_rx.recv().is_ok() {
-                continue;
-            }
-            let end = match instance.join() {
-                Ok(end) => end,
-                Err(_) => {
-                    tracing::error!("slot {}: a pipeline thread panicked", slot.index);
-                    continue;
-                }
-            };
-            if pool.stop.is_raised() {
-                return;
-            }
-            if let Outcome::Error { .. } = end.outcome
-                && !end.was_ready
-            {
-                let mut fatal = pool.fatal.lock().unwrap_or_else(|e| e.into_inner());
-                fatal.get_or_insert(end.outcome);
-                pool.stop.raise();
-                return;
-            }
-            if !end.had_call && !pool.exhausted() {
-                // The pipeline ended without a call (EOS of its own, an error): do not spin.
-                let until = Instant::now() + Duration::from_millis(500);
-                while Instant::now() < until && !pool.stop.is_raised() {
-                    std::thread::sleep(POLL);
-                }
-            }
-        }
-    });
+/// What a pipeline of a slot tells the thread that starts them.
+enum Report {
+    /// Its call is over: it answers BUSY and drains; the slot may have its next pipeline.
+    CallOver,
+    /// It ended.
+    Ended(InstanceEnd),
 }
+
+/// Called once when an instance begins to end after a call it took.
+type CallOver<'a> = Box<dyn FnOnce() + Send + 'a>;
 
 /// What one pipeline instance did.
 struct InstanceEnd {
@@ -489,8 +512,8 @@ struct Instance<'a> {
     events: &'a EventSink,
     /// The slot of an answering endpoint this instance serves.
     slot: Option<Slot<'a>>,
-    /// Told when the instance begins to end after its call.
-    call_over: Option<std::sync::mpsc::Sender<()>>,
+    /// Called when the instance begins to end after its call.
+    call_over: Option<CallOver<'a>>,
     pipeline: gst::Pipeline,
     sinks: Arc<SinkWatch>,
     outcome: Option<Outcome>,
@@ -522,14 +545,14 @@ fn run_instance(
     run_instance_with(plan, stop, events, slot, None)
 }
 
-/// [`run_instance`]; `call_over` gets a message when the instance begins to end after a call
-/// it took (the slot may make its next pipeline then).
-fn run_instance_with(
-    plan: &Plan,
-    stop: &StopFlag,
-    events: &EventSink,
-    slot: Option<Slot<'_>>,
-    call_over: Option<std::sync::mpsc::Sender<()>>,
+/// [`run_instance`]; `call_over` is called when the instance begins to end after a call it
+/// took (the slot may make its next pipeline then).
+fn run_instance_with<'a>(
+    plan: &'a Plan,
+    stop: &'a StopFlag,
+    events: &'a EventSink,
+    slot: Option<Slot<'a>>,
+    call_over: Option<CallOver<'a>>,
 ) -> InstanceEnd {
     let error_end = |message: String| {
         let mut map = fields([
@@ -817,9 +840,9 @@ impl Instance<'_> {
         if self.had_call
             && let Some(call_over) = self.call_over.take()
         {
-            // This pipeline answers BUSY from now on (busy_after_call); the slot may make
-            // the next one while this one drains.
-            let _ = call_over.send(());
+            // This pipeline answers BUSY from now on; the slot may make the next one while
+            // this one drains.
+            call_over();
         }
         let sources: Vec<gst::Element> = self
             .pipeline

@@ -5,12 +5,16 @@
 //! ```text
 //! webrtcsink-anchor [--calls N] [--call-secs S]
 //! webrtcsink-anchor --network [--secs S]
+//! webrtcsink-anchor --density-producer --dimension 480p|240p --bitrate BPS
+//! webrtcsink-anchor --density-consumer URI
 //! ```
 //!
 //! `--network` (run by `call-bench --network`, on a shaped link): `congestion-control=gcc`
 //! (`rtpgccbwe`, registered from gst-plugin-rtp), camera-like content, one session each way;
 //! prints one `NET-RESULT {json}` line for the forward session (see call-bench's
 //! `netmeasure.rs`).
+//!
+//! The density modes (module `density`) are the anchor of `call-bench --density`.
 //!
 //! Run by `call-bench --anchor-bin …` inside its private network namespace: these elements
 //! cannot be told which local addresses to gather, so the namespace holds a veth pair with
@@ -26,6 +30,8 @@ mod measure;
 #[path = "../../call-bench/src/netmeasure.rs"]
 mod netmeasure;
 
+mod density;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +42,7 @@ use measure::{Arrivals, ScenarioResult, Stamper};
 
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn signalling_server() -> Result<u16> {
+pub(crate) fn signalling_server() -> Result<u16> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let Ok(rt) =
@@ -224,6 +230,10 @@ fn main() -> Result<()> {
     let mut calls = 20usize;
     let mut call_secs = 10.0f64;
     let mut network_secs = None;
+    let mut density_producer = false;
+    let mut density_consumer: Option<String> = None;
+    let mut dimension = "480p".to_owned();
+    let mut bitrate = 500_000u32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -231,6 +241,12 @@ fn main() -> Result<()> {
             "--call-secs" => call_secs = args.next().context("--call-secs S")?.parse()?,
             "--network" => network_secs = network_secs.or(Some(30.0)),
             "--secs" => network_secs = Some(args.next().context("--secs S")?.parse()?),
+            "--density-producer" => density_producer = true,
+            "--density-consumer" => {
+                density_consumer = Some(args.next().context("--density-consumer URI")?)
+            }
+            "--dimension" => dimension = args.next().context("--dimension 480p|240p")?,
+            "--bitrate" => bitrate = args.next().context("--bitrate BPS")?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -242,6 +258,17 @@ fn main() -> Result<()> {
         }
         network(secs)?;
         std::process::exit(0);
+    }
+    if density_producer || density_consumer.is_some() {
+        let result = match &density_consumer {
+            Some(uri) => density::consumer(uri),
+            None => density::producer(&dimension, bitrate),
+        };
+        if let Err(e) = &result {
+            println!("FAILED {e:#}");
+        }
+        // Do not run GStreamer's and OpenSSL's exit handlers under still-running threads.
+        std::process::exit(if result.is_ok() { 0 } else { 1 });
     }
     let port = signalling_server()?;
     let uri = format!("ws://127.0.0.1:{port}");

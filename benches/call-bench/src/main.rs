@@ -7,15 +7,22 @@
 //! call-bench [--quick] [--calls N] [--call-secs S] [--out DIR] [--anchor-bin PATH]
 //! call-bench --network [--quick] [--secs S] [--links L,...] [--scenarios S,...] [--jobs N]
 //!            [--anchor-bin PATH] [--chromium-net-script benches/chromium/network.mjs] [--out DIR]
+//! call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH] [--dims 480p,240p]
+//!            [--counts 1,2,4,8,16] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
 //! ```
 //!
 //! `--network`: the shaped-network benchmark (`net.rs`).
+//!
+//! `--density`: how many calls one process serves (module `density`): an echo runner with N
+//! concurrent callers against webrtcsink serving N webrtcsrc consumers, each caller or
+//! consumer a process of its own.
 //!
 //! Runs itself inside a private network namespace (`unshare --net`, `lo` up, plus a veth
 //! pair holding 127.0.0.2 for the anchor, whose ICE cannot be restricted); each scenario runs
 //! in its own child process so that its CPU time and resident memory are its own. Prints a
 //! table and writes `results.json` and `plot.svg` into the output directory.
 
+mod density;
 mod measure;
 mod net;
 mod netmeasure;
@@ -24,7 +31,7 @@ mod scenarios;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -59,6 +66,16 @@ struct Args {
     server: Option<String>,
     token: Option<String>,
     remote_uid: Option<String>,
+    density: bool,
+    density_caller: bool,
+    runner_bin: Option<PathBuf>,
+    uid: Option<String>,
+    dimension: Option<String>,
+    dims: Option<Vec<String>>,
+    counts: Option<Vec<usize>>,
+    max_calls: Option<usize>,
+    window_secs: Option<f64>,
+    no_bisect: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -83,6 +100,16 @@ fn parse_args() -> Result<Args> {
         server: None,
         token: None,
         remote_uid: None,
+        density: false,
+        density_caller: false,
+        runner_bin: None,
+        uid: None,
+        dimension: None,
+        dims: None,
+        counts: None,
+        max_calls: None,
+        window_secs: None,
+        no_bisect: false,
     };
     let mut it = std::env::args().skip(1);
     let mut calls_set = false;
@@ -124,6 +151,28 @@ fn parse_args() -> Result<Args> {
             "--server" => args.server = Some(value("--server")?),
             "--token" => args.token = Some(value("--token")?),
             "--remote-uid" => args.remote_uid = Some(value("--remote-uid")?),
+            "--density" => args.density = true,
+            "--density-caller" => args.density_caller = true,
+            "--runner-bin" => args.runner_bin = Some(value("--runner-bin")?.into()),
+            "--uid" => args.uid = Some(value("--uid")?),
+            "--dimension" => args.dimension = Some(value("--dimension")?),
+            "--dims" => {
+                args.dims = Some(value("--dims")?.split(',').map(|d| d.trim().to_owned()).collect())
+            }
+            "--counts" => {
+                let counts: Result<Vec<usize>, _> =
+                    value("--counts")?.split(',').map(|n| n.trim().parse::<usize>()).collect();
+                args.counts = Some(counts.context("--counts: numbers, e.g. 1,2,4")?);
+            }
+            "--max-calls" => {
+                args.max_calls =
+                    Some(value("--max-calls")?.parse().context("--max-calls: a number")?)
+            }
+            "--window-secs" => {
+                args.window_secs =
+                    Some(value("--window-secs")?.parse().context("--window-secs: seconds")?)
+            }
+            "--no-bisect" => args.no_bisect = true,
             "--vp8enc-props" => {
                 let v = value("--vp8enc-props")?;
                 // SAFETY: single-threaded here, before anything reads the environment.
@@ -132,6 +181,9 @@ fn parse_args() -> Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "call-bench [--quick] [--calls N (20; quick 3)] [--call-secs S (10; quick 3)] [--out DIR (bench-out)] [--anchor-bin PATH] [--chromium-script benches/chromium/anchor.mjs] [--vp8enc-props K=V,... (experiment: set on our scenarios' vp8enc)]"
+                );
+                println!(
+                    "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR]"
                 );
                 std::process::exit(0);
             }
@@ -203,6 +255,21 @@ fn main() -> Result<()> {
         };
         return net::run_network(&a);
     }
+    if args.density_caller {
+        let need = |v: &Option<String>, name: &str| {
+            v.clone().with_context(|| format!("--density-caller needs {name}"))
+        };
+        let result = density::run_caller(
+            &need(&args.server, "--server")?,
+            &need(&args.uid, "--uid")?,
+            &need(&args.remote_uid, "--remote-uid")?,
+            &need(&args.dimension, "--dimension")?,
+        );
+        if let Err(e) = &result {
+            println!("FAILED {e:#}");
+        }
+        std::process::exit(0);
+    }
     if let Some(child) = &args.child {
         let plan = scenarios::Plan { calls: args.calls, call_secs: args.call_secs };
         let result = match child.as_str() {
@@ -217,7 +284,52 @@ fn main() -> Result<()> {
     if std::env::var_os(IN_NETNS).is_none() {
         return reexec_in_netns();
     }
+    if args.density {
+        return density::run(&density_options(&args)?);
+    }
     run_all(&args)
+}
+
+/// `--density` options from the command line; `--quick`: 240p, N = 1 and 2, 3 s windows.
+fn density_options(args: &Args) -> Result<density::Options> {
+    let runner_bin = match &args.runner_bin {
+        Some(p) => p.clone(),
+        None => {
+            // The workspace's build puts it next to call-bench.
+            let exe = std::env::current_exe()?;
+            exe.with_file_name("wilddog-runner")
+        }
+    };
+    if !runner_bin.exists() {
+        bail!("--density needs the wilddog-runner binary: {} does not exist", runner_bin.display());
+    }
+    let dims_named = args.dims.clone().unwrap_or_else(|| {
+        if args.quick { vec!["240p".into()] } else { vec!["480p".into(), "240p".into()] }
+    });
+    let mut dims = Vec::new();
+    for name in dims_named {
+        match density::DIMS.iter().find(|d| d.name == name) {
+            Some(d) => dims.push(*d),
+            None => bail!("--dims: {name} is not one of 480p, 240p"),
+        }
+    }
+    let schedule = args
+        .counts
+        .clone()
+        .unwrap_or_else(|| if args.quick { vec![1, 2] } else { vec![1, 2, 4, 8, 16] });
+    let max_n = args.max_calls.unwrap_or(if args.quick { 2 } else { 64 });
+    let window = args.window_secs.unwrap_or(if args.quick { 3.0 } else { 10.0 });
+    Ok(density::Options {
+        runner_bin,
+        anchor_bin: args.anchor_bin.clone(),
+        dims,
+        schedule,
+        max_n,
+        bisect: !args.no_bisect && !args.quick,
+        settle: Duration::from_secs(if args.quick { 1 } else { 2 }),
+        window: Duration::from_secs_f64(window),
+        out: args.out.clone(),
+    })
 }
 
 fn reexec_in_netns() -> Result<()> {

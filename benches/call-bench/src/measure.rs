@@ -23,7 +23,14 @@ pub const WIDTH: i32 = 640;
 pub const HEIGHT: i32 = 480;
 pub const FPS: i32 = 15;
 
+/// The side of one code block, px, in frames at least 384 px wide (16 blocks of 24).
 const BLOCK: usize = 24;
+
+/// The side of a code block in a frame `width` px wide: [`BLOCK`], smaller (a multiple of 8)
+/// when 16 of them would not fit (320x240: 16 px).
+fn block_for(width: usize) -> usize {
+    ((width / BITS).min(BLOCK) & !7).max(8)
+}
 const BITS: usize = 16;
 
 /// The raw caps every sender captures: 640x480 I420 at 15 fps.
@@ -72,7 +79,7 @@ impl Stamper {
                 inner.next = inner.next.wrapping_add(1);
                 let stride = frame.plane_stride()[0] as usize;
                 if let Ok(y) = frame.plane_data_mut(0) {
-                    write_code(y, stride, counter);
+                    write_code(y, stride, vinfo.width() as usize, counter);
                     inner.sent.insert(counter, Instant::now());
                 }
             }
@@ -85,15 +92,16 @@ impl Stamper {
     }
 }
 
-fn write_code(y: &mut [u8], stride: usize, counter: u16) {
+fn write_code(y: &mut [u8], stride: usize, width: usize, counter: u16) {
+    let block = block_for(width);
     for row in 0..2 {
         let value = if row == 0 { counter } else { !counter };
         for bit in 0..BITS {
             let on = (value >> (BITS - 1 - bit)) & 1 == 1;
             let luma = if on { 235 } else { 16 };
-            for dy in 0..BLOCK {
-                let start = (row * BLOCK + dy) * stride + bit * BLOCK;
-                if let Some(line) = y.get_mut(start..start + BLOCK) {
+            for dy in 0..block {
+                let start = (row * block + dy) * stride + bit * block;
+                if let Some(line) = y.get_mut(start..start + block) {
                     line.fill(luma);
                 }
             }
@@ -101,21 +109,215 @@ fn write_code(y: &mut [u8], stride: usize, counter: u16) {
     }
 }
 
-fn read_code(y: &[u8], stride: usize) -> Option<u16> {
+fn read_code(y: &[u8], stride: usize, width: usize) -> Option<u16> {
+    let block = block_for(width);
+    // The block's central third (8x8 of a 24 px block), away from its edges' ringing.
+    let (from, side) = (block / 3, block / 3);
     let mut values = [0u16; 2];
     for (row, value) in values.iter_mut().enumerate() {
         for bit in 0..BITS {
-            // Mean of the block's central 8x8, away from its edges' ringing.
             let mut sum = 0u32;
-            for dy in 8..16 {
-                let start = (row * BLOCK + dy) * stride + bit * BLOCK + 8;
-                sum += y.get(start..start + 8)?.iter().map(|&v| v as u32).sum::<u32>();
+            for dy in from..from + side {
+                let start = (row * block + dy) * stride + bit * block + from;
+                sum += y.get(start..start + side)?.iter().map(|&v| v as u32).sum::<u32>();
             }
-            let on = sum / 64 > 125;
+            let on = sum / (side * side) as u32 > 125;
             *value = (*value << 1) | on as u16;
         }
     }
     (values[0] == !values[1]).then_some(values[0])
+}
+
+/// Milliseconds of the system's monotonic clock (`CLOCK_MONOTONIC`), the same in every
+/// process of the machine: what the clock-coded stamps carry from one process to another.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime fills the timespec it is given; CLOCK_MONOTONIC (1) always exists.
+    let ok = unsafe { clock_gettime(1, &mut ts) } == 0;
+    if !ok {
+        return 0;
+    }
+    (ts[0] as u64) * 1000 + (ts[1] as u64) / 1_000_000
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i32;
+}
+
+/// Stamps every raw I420 frame passing `pad` with the low 16 bits of [`monotonic_ms`] (the
+/// blocks of [`Stamper`]), so that a receiver in another process reads when it was captured;
+/// counts the frames in `sent`.
+pub fn clock_stamp_pad(pad: &gst::Pad, sent: Arc<std::sync::atomic::AtomicU64>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(caps) = pad.current_caps() else { return gst::PadProbeReturn::Ok };
+        let Ok(vinfo) = gst_video::VideoInfo::from_caps(&caps) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            let buf = buffer.make_mut();
+            if let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &vinfo) {
+                let stride = frame.plane_stride()[0] as usize;
+                if let Ok(y) = frame.plane_data_mut(0) {
+                    let width = vinfo.width() as usize;
+                    write_code(y, stride, width, (monotonic_ms() & 0xffff) as u16);
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Builds `videoconvert ! appsink(I420)` in `pipeline` reading the clock-coded stamps of
+/// [`clock_stamp_pad`] (glass-to-glass = now − the stamp, modulo 65.536 s), and returns the
+/// convert's sink pad to link decoded video to.
+pub fn clock_stamp_reader(
+    pipeline: &gst::Bin,
+    arrivals: Arc<Mutex<Arrivals>>,
+) -> anyhow::Result<gst::Pad> {
+    let convert = gst::ElementFactory::make("videoconvert").build()?;
+    let sink = gst_app::AppSink::builder()
+        .caps(&gst::Caps::builder("video/x-raw").field("format", "I420").build())
+        .sync(false)
+        .build();
+    sink.set_property("async", false);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let now = Instant::now();
+                let now_ms = monotonic_ms();
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                a.frames += 1;
+                if a.first_frame.is_none() {
+                    a.first_frame = Some(now);
+                }
+                let decoded = (|| {
+                    let caps = sample.caps()?;
+                    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
+                    let buffer = sample.buffer()?;
+                    let frame =
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+                    let stride = frame.plane_stride()[0] as usize;
+                    read_code(frame.plane_data(0).ok()?, stride, info.width() as usize)
+                })();
+                match decoded {
+                    Some(code) => {
+                        let age = (now_ms as u16).wrapping_sub(code);
+                        a.g2g_ms.push(f64::from(age));
+                    }
+                    None => a.undecodable += 1,
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.add_many([&convert, sink.upcast_ref()])?;
+    convert.link(&sink)?;
+    convert.sync_state_with_parent()?;
+    sink.sync_state_with_parent()?;
+    convert.static_pad("sink").ok_or_else(|| anyhow::anyhow!("videoconvert has no sink pad"))
+}
+
+/// `videotestsrc is-live=true ! capsfilter(WIDTHxHEIGHT I420 @15)` in `pipeline`, stamped with
+/// the clock ([`clock_stamp_pad`]); returns the capsfilter to link on.
+pub fn clock_stamped_video_source(
+    pipeline: &gst::Bin,
+    width: i32,
+    height: i32,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<gst::Element> {
+    let src = gst::ElementFactory::make("videotestsrc")
+        .property("is-live", true)
+        .property_from_str("pattern", "smpte")
+        .build()?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .field("width", width)
+                .field("height", height)
+                .field("framerate", gst::Fraction::new(FPS, 1))
+                .build(),
+        )
+        .build()?;
+    pipeline.add_many([&src, &caps])?;
+    src.link(&caps)?;
+    clock_stamp_pad(&caps.static_pad("src").ok_or_else(|| anyhow::anyhow!("no src pad"))?, sent);
+    Ok(caps)
+}
+
+/// What one load process (a density caller or consumer) measured in its window, printed as
+/// one line `DENSITY-RESULT {json}` after `stop` on its stdin.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LoadResult {
+    /// Frames its source captured in the window (0 for a consumer: the producer counts).
+    pub frames_sent: u64,
+    /// Decoded frames it received in the window.
+    pub frames_received: u64,
+    /// Glass-to-glass latency of each frame whose stamp was read, ms.
+    pub g2g_ms: Vec<f64>,
+    /// The window's length, s.
+    pub secs: f64,
+}
+
+/// The load processes' protocol on stdin/stdout: prints `FIRST-FRAME` once a frame came
+/// (`FAILED reason` when none did within `timeout`), then on `start` resets the counters,
+/// on `stop` prints `DENSITY-RESULT {json}` and returns.
+pub fn serve_load_window(
+    arrivals: &Arc<Mutex<Arrivals>>,
+    sent: &Arc<std::sync::atomic::AtomicU64>,
+    timeout: Duration,
+    failed: impl Fn() -> Option<String>,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if arrivals.lock().unwrap_or_else(|e| e.into_inner()).first_frame.is_some() {
+            break;
+        }
+        if let Some(why) = failed() {
+            println!("FAILED {why}");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            println!("FAILED no decoded frame within {timeout:?}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("FIRST-FRAME");
+    std::io::stdout().flush()?;
+    let mut started = Instant::now();
+    let mut sent0 = 0;
+    for line in std::io::stdin().lock().lines() {
+        match line?.trim() {
+            "start" => {
+                let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                a.frames = 0;
+                a.g2g_ms.clear();
+                a.undecodable = 0;
+                sent0 = sent.load(Ordering::Relaxed);
+                started = Instant::now();
+            }
+            "stop" => {
+                let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                let result = LoadResult {
+                    frames_sent: sent.load(Ordering::Relaxed) - sent0,
+                    frames_received: a.frames,
+                    g2g_ms: a.g2g_ms.clone(),
+                    secs: started.elapsed().as_secs_f64(),
+                };
+                println!("DENSITY-RESULT {}", serde_json::to_string(&result)?);
+                std::io::stdout().flush()?;
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What a receiver saw: first decoded frame instant and glass-to-glass samples.
@@ -157,7 +359,7 @@ pub fn stamp_reader(
                     let frame =
                         gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
                     let stride = frame.plane_stride()[0] as usize;
-                    read_code(frame.plane_data(0).ok()?, stride)
+                    read_code(frame.plane_data(0).ok()?, stride, info.width() as usize)
                 })();
                 match decoded.and_then(|c| stamper.sent_at(c)) {
                     Some(sent) => a.g2g_ms.push(now.duration_since(sent).as_secs_f64() * 1000.0),
@@ -312,9 +514,15 @@ pub fn measure_window(
 
 /// CPU seconds of each live thread of this process, by thread id: (name, seconds).
 fn thread_cpu() -> HashMap<u64, (String, f64)> {
+    thread_cpu_of("/proc/self")
+}
+
+/// CPU seconds of each live thread of the process at `proc_dir` (`/proc/PID`), by thread
+/// id: (name without digits, seconds).
+fn thread_cpu_of(proc_dir: &str) -> HashMap<u64, (String, f64)> {
     let mut out = HashMap::new();
     let ticks = 100.0; // USER_HZ on Linux
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    let Ok(dir) = std::fs::read_dir(format!("{proc_dir}/task")) else { return out };
     for entry in dir.flatten() {
         let Ok(tid) = entry.file_name().to_string_lossy().parse::<u64>() else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
@@ -326,6 +534,55 @@ fn thread_cpu() -> HashMap<u64, (String, f64)> {
         let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / ticks;
         out.insert(tid, (name, secs));
     }
+    out
+}
+
+/// What another process (the one serving the calls) uses at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct ProcSample {
+    /// CPU seconds (user + system) so far.
+    pub cpu_s: f64,
+    /// Resident memory (VmRSS), MiB.
+    pub rss_mib: f64,
+    /// Threads.
+    pub threads: u64,
+    /// CPU seconds of each thread, by thread id: (name without digits, seconds).
+    pub by_thread: HashMap<u64, (String, f64)>,
+}
+
+/// Samples process `pid` from `/proc`; `None` once it is gone.
+pub fn sample_process(pid: u32) -> Option<ProcSample> {
+    let dir = format!("/proc/{pid}");
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some(ProcSample {
+        cpu_s: (ticks(11) + ticks(12)) / 100.0,
+        rss_mib: field("VmRSS:") / 1024.0,
+        threads: field("Threads:") as u64,
+        by_thread: thread_cpu_of(&dir),
+    })
+}
+
+/// CPU seconds per thread name between two samples of one process, largest first.
+pub fn cpu_by_thread_name(before: &ProcSample, after: &ProcSample) -> Vec<(String, f64)> {
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    for (tid, (name, secs)) in &after.by_thread {
+        let was = before.by_thread.get(tid).map(|(_, s)| *s).unwrap_or(0.0);
+        *by_name.entry(name.clone()).or_default() += secs - was;
+    }
+    let mut out: Vec<(String, f64)> = by_name.into_iter().filter(|(_, v)| *v > 0.0).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out
 }
 
