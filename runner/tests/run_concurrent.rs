@@ -68,6 +68,20 @@ fn frames_back(dir: &Path, uid: &str) -> usize {
         / FRAME_BYTES
 }
 
+/// Waits until a colour caller has written `n` frames.
+fn wait_frames(dir: &Path, uid: &str, n: usize) {
+    let deadline = std::time::Instant::now() + run_support::WAIT;
+    while frames_back(dir, uid) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{uid}: {} frames back within {:?}, not {n}",
+            frames_back(dir, uid),
+            run_support::WAIT
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Mean (R, G, B) of the last frame a colour caller got back.
 fn last_colour(dir: &Path, uid: &str) -> (u32, u32, u32) {
     let bytes = std::fs::read(dir.join(format!("{uid}.rgb"))).unwrap_or_default();
@@ -153,6 +167,10 @@ fn echo_serves_three_calls_at_once_the_fourth_is_busy() {
     assert_eq!(fourth.wait_exit(), BUSY, "stderr:\n{}", fourth.stderr());
     assert!(!events(&echo, "called").any(|e| e["remote_uid"] == "dave"));
 
+    // Each caller's own media comes back (decoded, scaled, written).
+    for uid in ["red", "green", "blue"] {
+        wait_frames(&dir, uid, 5);
+    }
     // SIGKILL of one caller: the two others go on.
     green.signal("KILL");
     let before = (frames_back(&dir, "red"), frames_back(&dir, "blue"));
