@@ -6,6 +6,11 @@
 #                               # the same calls on shaped links (docs/benchmarks.md, "Shaped networks")
 #   scripts/bench.sh --server   # only the signaling servers: ours against gst-webrtc-signalling-server
 #   scripts/bench.sh --server --nodes 3   # ours as 1 and as 3 nodes on Redis (bench_cluster)
+#   scripts/bench.sh --density [--quick] [--no-anchor] [--dims 480p,240p] [--counts 1,2,4,8,16]
+#                    [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
+#       calls per machine: one echo runner with N concurrent callers against webrtcsink with
+#       N webrtcsrc consumers, each caller/consumer a process (docs/benchmarks.md, "Density");
+#       writes DIR/density.json and DIR/density.md. --quick: 240p, N = 1 and 2, 3 s windows.
 #
 # Builds benches/call-bench (a workspace member; release, or with --quick the debug build
 # that the test suite already made) and, unless --no-anchor, the webrtcsink anchor
@@ -31,6 +36,7 @@ chromium=0
 server=0
 nodes=0
 network=0
+density=0
 profile=release
 args=()
 while [ $# -gt 0 ]; do
@@ -43,7 +49,12 @@ while [ $# -gt 0 ]; do
     --network) network=1; args+=(--network) ;;
     --out) args+=(--out "$2"); shift ;;
     --) shift; args+=("$@"); break ;;
-    *) echo "usage: scripts/bench.sh [--network] [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args] | --server [--nodes N]" >&2; exit 2 ;;
+    --density) density=1 ;;
+    --dims|--counts|--max-calls|--window-secs)
+      [ "$density" = 1 ] || { echo "bench.sh: $1 is for --density (put --density first)" >&2; exit 2; }
+      args+=("$1" "$2"); shift ;;
+    --no-bisect) args+=(--no-bisect) ;;
+    *) echo "usage: scripts/bench.sh [--network] [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args] | --server [--nodes N] | --density [--quick] [--no-anchor] [--dims 480p,240p] [--counts 1,2,4] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -87,10 +98,13 @@ if [ "$server" = 1 ]; then
 fi
 
 step "build call-bench ($profile)"
+build=(-p wilddog-call-bench)
+# The density run also needs the runner: the echo bot under test.
+[ "$density" = 1 ] && build+=(-p wilddog-runner)
 if [ "$profile" = release ]; then
-  cargo build --locked --release -p wilddog-call-bench
+  cargo build --locked --release "${build[@]}"
 else
-  cargo build --locked -p wilddog-call-bench
+  cargo build --locked "${build[@]}"
 fi
 
 if [ "$anchor" = 1 ]; then
@@ -112,6 +126,11 @@ if [ "$chromium" = 1 ]; then
   else
     args+=(--chromium-script benches/chromium/anchor.mjs)
   fi
+fi
+
+if [ "$density" = 1 ]; then
+  step "density (private network namespace)"
+  exec "$target/$profile/call-bench" --density --runner-bin "$target/$profile/wilddog-runner" "${args[@]}"
 fi
 
 if [ "$network" = 1 ]; then

@@ -396,8 +396,15 @@ fn set_text_property(element: &gst::Element, name: &str, value: &str) {
 }
 
 /// Gives every wilddog element of the pipeline the endpoint's identity and call settings.
-fn configure(pipeline: &gst::Pipeline, plan: &Plan) {
+/// `instance` names this pipeline in the process: the halves (`wilddogsink`/`wilddogsrc`) of
+/// one pipeline share one call by their `conversation` name, process-wide, so each pipeline's
+/// names get it (two slots' pipelines must not share one call).
+fn configure(pipeline: &gst::Pipeline, plan: &Plan, instance: &str) {
     for element in pipeline_file::wilddog_elements(pipeline) {
+        if element.find_property("conversation").is_some() {
+            let name = element.property::<Option<String>>("conversation").unwrap_or_default();
+            element.set_property("conversation", format!("{name}{instance}"));
+        }
         set_text_property(&element, "server", &plan.server);
         set_text_property(&element, "app-id", &plan.app_id);
         set_text_property(&element, "token", &plan.token);
@@ -592,7 +599,7 @@ fn run_instance_with<'a>(
         Ok(p) => p,
         Err(e) => return error_end(format!("the pipeline does not parse: {e}")),
     };
-    configure(&pipeline, plan);
+    configure(&pipeline, plan, &placeholder);
     let sinks = watch_sinks(&pipeline);
     let Some(bus) = pipeline.bus() else {
         return error_end("the pipeline has no bus".into());

@@ -313,3 +313,49 @@ fn recorder_with_two_slots_writes_two_playable_files_at_once() {
     assert_eq!(recorder.wait_exit(), ENDED);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn halves_pipelines_of_two_slots_are_two_calls() {
+    if !enter_netns("halves_pipelines_of_two_slots_are_two_calls") {
+        return;
+    }
+    // wilddogsink/wilddogsrc of one pipeline share one call by name, process-wide: each
+    // slot's pipeline must still be a call of its own.
+    let dir = temp_dir("concurrent-halves");
+    let file = dir.join("halves.toml");
+    std::fs::write(
+        &file,
+        r#"# A bot made of the two halves: a test pattern out, what comes in counted.
+uid = "halves"
+role = "answer"
+pipeline = """
+wilddogsrc name=remote
+  remote.video_src ! queue ! fakesink name=remote_video sync=false
+  remote.audio_src ! queue ! fakesink name=remote_audio sync=false
+  videotestsrc is-live=true ! wilddogsink dimension=240p
+"""
+"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let (mut bot, server) = start_bot("halves", &file, &["--concurrent-calls", "2"]);
+    wait_count(&mut bot, "ready", 2);
+    let mut alice = start_caller("alice", &server, "alice", "halves", &[]);
+    let mut bob = start_caller("bob", &server, "bob", "halves", &[]);
+    for caller in [&mut alice, &mut bob] {
+        accepted_cid(caller);
+    }
+    wait_count(&mut bot, "first_frame", 2);
+    let mut slots: Vec<u64> = events(&bot, "called").filter_map(|e| e["slot"].as_u64()).collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1], "{:?}", bot.names());
+    bot.signal("INT");
+    for caller in [&mut alice, &mut bob] {
+        let closed = caller.wait_event("closed");
+        assert_eq!(closed["reason"], "remote-hangup", "{closed}");
+        assert!(closed["received"]["video"].as_u64().unwrap_or(0) > 0, "{closed}");
+        assert_eq!(caller.wait_exit(), ENDED);
+    }
+    assert_eq!(bot.wait_exit(), ENDED, "stderr:\n{}", bot.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -326,7 +326,7 @@ fn density_options(args: &Args) -> Result<density::Options> {
         schedule,
         max_n,
         bisect: !args.no_bisect && !args.quick,
-        settle: Duration::from_secs(if args.quick { 1 } else { 2 }),
+        settle: Duration::from_secs(if args.quick { 2 } else { 3 }),
         window: Duration::from_secs_f64(window),
         out: args.out.clone(),
     })
