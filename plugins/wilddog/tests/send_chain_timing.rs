@@ -70,6 +70,26 @@ fn vfr_frames_without_duration_are_encoded() {
 }
 
 #[test]
+fn jittered_vfr_at_max_fps_is_not_thinned() {
+    // What an echo sends back under load: decoded frames at max-fps on average, each a
+    // little early or late (55/78 ms apart). A limiter that drops every frame closer than
+    // one frame time to the last one it passed sent half of them (7 fps instead of 15).
+    let ts: Vec<u64> = (0..60u64).map(|i| (i / 2) * 133 + (i % 2) * 55).collect();
+    let (_, frames) = push_vfr(&ts);
+    println!("jittered 15 fps VFR input: {frames} of {} frames encoded", ts.len());
+    assert!(frames >= 55, "{frames} of {} frames encoded", ts.len());
+}
+
+#[test]
+fn vfr_faster_than_max_fps_is_held_to_it() {
+    // 30 fps without durations for 2 s, max-fps 15: about 30 frames, not 60.
+    let ts: Vec<u64> = (0..60u64).map(|i| i * 33).collect();
+    let (_, frames) = push_vfr(&ts);
+    println!("30 fps VFR input, max-fps 15: {frames} frames encoded");
+    assert!((26..=36).contains(&frames), "{frames} frames encoded from 60 at 30 fps");
+}
+
+#[test]
 fn a_single_frame_without_duration_is_encoded() {
     let (packets, _) = push_vfr(&[0]);
     assert!(packets > 0, "a single frame was not encoded");
