@@ -199,6 +199,61 @@ fn ghost(bin: &gst::Bin, first: &gst::Element, last: &gst::Element) -> Result<()
     Ok(())
 }
 
+/// How far ahead of the clock a buffer entering a sending chain may be stamped.
+const MAX_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+/// Keeps the timestamps of what enters a sending chain (at `queue`, its first element) from
+/// running ahead of the clock, in a live pipeline: webrtcbin (1.22) holds every buffer it
+/// sends until its time (a `clocksync` before rtpbin), and a chain fed from a receiving side
+/// (an echo, a gateway) gets buffers stamped hundreds of ms ahead (rtpbin's lip-sync offset):
+/// the chain's thread waited that long for each while its short leaky queue dropped what came
+/// meanwhile, so an echo sent a half or a third of the frames, that much later. A buffer more
+/// than [`MAX_LEAD`] ahead moves the stream's offset (only ever forward, so the stream stays
+/// continuous) to bring it back to the clock.
+fn keep_to_the_clock(queue: &gst::Element) {
+    let Some(pad) = queue.static_pad("sink") else { return };
+    // (the upstream is live, the offset so far)
+    let state: std::sync::Mutex<(Option<bool>, gst::ClockTime)> =
+        std::sync::Mutex::new((None, gst::ClockTime::ZERO));
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let live = *state.0.get_or_insert_with(|| {
+            // A file played into a call is paced by those very waits: leave it alone.
+            let mut query = gst::query::Latency::new();
+            pad.peer_query(&mut query) && query.result().0
+        });
+        if !live {
+            return gst::PadProbeReturn::Ok;
+        }
+        let Some(element) = pad.parent_element() else { return gst::PadProbeReturn::Ok };
+        let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let now = clock.time().saturating_sub(base);
+        let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(running) = segment.to_running_time(pts) else { return gst::PadProbeReturn::Ok };
+        let shifted = running.saturating_sub(state.1);
+        if shifted > now + MAX_LEAD {
+            state.1 += shifted - now;
+        }
+        if state.1 > gst::ClockTime::ZERO
+            && let Some(pts) = segment.position_from_running_time(running.saturating_sub(state.1))
+        {
+            buffer.make_mut().set_pts(pts);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// The video sending chain, raw video in, RTP out:
 /// `queue ! videoconvert ! videoscale ! <frame-rate limiter> ! capsfilter ! <encoder> ! <payloader>`.
 /// Returns the bin and its encoder (for bitrate changes and key frame requests).
@@ -210,6 +265,7 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     set_str(&queue, "max-size-bytes", "0");
     set_str(&queue, "max-size-time", "0");
     set_str(&queue, "leaky", "downstream");
+    keep_to_the_clock(&queue);
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     // A token bucket over the timestamps (crate::framerate), not `videorate`: a fixed output
@@ -745,6 +801,7 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     let queue = make("queue")?;
     set_str(&queue, "max-size-time", "200000000");
     set_str(&queue, "leaky", "downstream");
+    keep_to_the_clock(&queue);
     let convert = make("audioconvert")?;
     let resample = make("audioresample")?;
     let enc = make("opusenc")?;

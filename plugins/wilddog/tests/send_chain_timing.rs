@@ -5,6 +5,7 @@
 
 mod common;
 
+use gst::prelude::*;
 use gstwilddog::media;
 
 fn params() -> media::VideoParams {
@@ -24,6 +25,9 @@ fn push_vfr(timestamps_ms: &[u64]) -> (usize, usize) {
     common::init();
     let (bin, _encoder) = media::video_encoder_bin(&params()).unwrap();
     let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
+    // Pushed faster than their timestamps: as a file would be, not a live source (whose
+    // timestamps the chain would bring back to the clock, see the last test).
+    h.set_live(false);
     h.set_src_caps(
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
@@ -123,4 +127,59 @@ fn a_frame_is_sent_without_waiting_for_the_next() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(packets > 0, "the frame was held back: nothing sent within 5 s");
+}
+
+#[test]
+fn frames_stamped_ahead_of_the_clock_are_not_thinned() {
+    // What an echo gets from webrtcbin's receive side: decoded frames stamped hundreds of ms
+    // ahead of the clock (rtpbin's lip-sync offset), arriving in real time. webrtcbin 1.22
+    // holds each sent buffer until its time (a clocksync before rtpbin), so the chain's
+    // thread waited that long for every frame while its 2-frame queue dropped the ones that
+    // came meanwhile: an echo sent half or a third of what it got, at that much more
+    // latency. The chain now brings such timestamps back to the clock.
+    common::init();
+    let (encoder, _) = media::video_encoder_bin(&params()).unwrap();
+    let bin = gst::Bin::new();
+    let sync = gst::ElementFactory::make("clocksync").build().unwrap();
+    bin.add_many([encoder.upcast_ref(), &sync]).unwrap();
+    encoder.link(&sync).unwrap();
+    let sink = gst::GhostPad::with_target(&encoder.static_pad("sink").unwrap()).unwrap();
+    let src = gst::GhostPad::with_target(&sync.static_pad("src").unwrap()).unwrap();
+    bin.add_pad(&sink).unwrap();
+    bin.add_pad(&src).unwrap();
+    let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
+    h.use_systemclock();
+    h.set_src_caps(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 160i32)
+            .field("height", 120i32)
+            .field("framerate", gst::Fraction::new(0, 1))
+            .build(),
+    );
+    let element = h.element().unwrap();
+    let frame_size = 160 * 120 * 3 / 2;
+    let lead = gst::ClockTime::from_mseconds(300);
+    let sent = 45;
+    let mut frames = std::collections::BTreeSet::new();
+    for _ in 0..sent {
+        let clock = element.clock().expect("a clock");
+        let now = clock.time() - element.base_time().unwrap_or(gst::ClockTime::ZERO);
+        let mut buffer = gst::Buffer::from_mut_slice(vec![128u8; frame_size]);
+        buffer.get_mut().unwrap().set_pts(now + lead);
+        let _ = h.push(buffer);
+        std::thread::sleep(std::time::Duration::from_millis(66));
+        while let Some(b) = h.try_pull() {
+            frames.insert(b.pts());
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        while let Some(b) = h.try_pull() {
+            frames.insert(b.pts());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!("frames stamped 300 ms ahead, at 15 fps: {} of {sent} sent", frames.len());
+    assert!(frames.len() >= sent * 85 / 100, "{} of {sent} frames sent", frames.len());
 }
