@@ -28,6 +28,10 @@ meson test -C "$builddir" --verbose
 # the figures' values. (The anchor's first build takes 3 to 13 minutes on 2 cores.)
 step "benchmark, quick mode"
 scripts/bench.sh --quick --out target/bench-quick
+# The density benchmark's quick mode (~30 s): one echo runner with 1 and 2 callers at 240p,
+# webrtcsink with 1 and 2 consumers, every figure present (docs/benchmarks.md, "Density").
+step "density benchmark, quick mode"
+scripts/bench.sh --density --quick --out target/bench-quick
 
 # The shaped-network benchmark's quick mode: ours and the webrtcsink anchor on the 250 kbit/s
 # link, 8 s calls in namespaces of their own (about 40 s); figures present, values not judged.

@@ -123,7 +123,14 @@ pub struct Curve {
 /// A density caller: calls `remote` through `server` as `uid`, sending clock-stamped
 /// `width`x`height`@15 video (the element's `dimension`) and a tone; speaks the load protocol
 /// of [`measure::serve_load_window`] on stdin/stdout.
-pub fn run_caller(server: &str, uid: &str, remote: &str, dim: &str) -> Result<()> {
+/// `receive_only`: it sends nothing (the one-way scenario), and counts no frames sent.
+pub fn run_caller(
+    server: &str,
+    uid: &str,
+    remote: &str,
+    dim: &str,
+    receive_only: bool,
+) -> Result<()> {
     let dim = DIMS.iter().find(|d| d.name == dim).with_context(|| format!("no dimension {dim}"))?;
     gst::init()?;
     gstwilddog::plugin_register_static()?;
@@ -146,17 +153,19 @@ pub fn run_caller(server: &str, uid: &str, remote: &str, dim: &str) -> Result<()
     call.set_property_from_str("video-codec", "vp8");
     pipeline.add(&call)?;
     let sent = Arc::new(AtomicU64::new(0));
-    let video = measure::clock_stamped_video_source(
-        pipeline.upcast_ref(),
-        dim.width,
-        dim.height,
-        sent.clone(),
-    )?;
-    let pad = call.request_pad_simple("video_sink").context("no video_sink pad")?;
-    video.static_pad("src").context("no src pad")?.link(&pad)?;
-    let audio = measure::audio_source(pipeline.upcast_ref())?;
-    let pad = call.request_pad_simple("audio_sink").context("no audio_sink pad")?;
-    audio.static_pad("src").context("no src pad")?.link(&pad)?;
+    if !receive_only {
+        let video = measure::clock_stamped_video_source(
+            pipeline.upcast_ref(),
+            dim.width,
+            dim.height,
+            sent.clone(),
+        )?;
+        let pad = call.request_pad_simple("video_sink").context("no video_sink pad")?;
+        video.static_pad("src").context("no src pad")?.link(&pad)?;
+        let audio = measure::audio_source(pipeline.upcast_ref())?;
+        let pad = call.request_pad_simple("audio_sink").context("no audio_sink pad")?;
+        audio.static_pad("src").context("no src pad")?.link(&pad)?;
+    }
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let pipeline_weak = pipeline.downgrade();
     let arrivals2 = arrivals.clone();
@@ -315,23 +324,51 @@ trait System {
 struct Wilddog {
     runner_bin: PathBuf,
     exe: PathBuf,
+    /// The one-way scenario: the runner sends a test pattern and a tone to receive-only
+    /// callers, the work webrtcsink does per consumer (one encode a call, the callers only
+    /// decode), instead of echoing what they send.
+    one_way: bool,
+}
+
+/// The serving pipeline of the one-way scenario: what webrtcsink is fed, without stamps.
+fn one_way_toml(dim: Dim) -> String {
+    format!(
+        r#"# call-bench --density, one way: a test pattern and a tone to every caller.
+uid = "echo"
+role = "answer"
+pipeline = """
+wilddogcall name=call dimension={name} max-fps={fps}
+  videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! call.video_sink
+  audiotestsrc is-live=true volume=0.3 ! call.audio_sink
+"""
+"#,
+        name = dim.name,
+        fps = measure::FPS,
+        w = dim.width,
+        h = dim.height,
+    )
 }
 
 impl System for Wilddog {
     fn name(&self) -> &'static str {
-        "wilddog"
+        if self.one_way { "wilddog-one-way" } else { "wilddog" }
     }
 
     fn serve(&self, n: usize, dim: Dim, dir: &Path) -> Result<(Proc, String)> {
-        let file = dir.join(format!("echo-{}.toml", dim.name));
-        let text = ECHO_TOML.replacen(
-            "wilddogcall name=call",
-            &format!("wilddogcall name=call dimension={} max-fps={}", dim.name, measure::FPS),
-            1,
-        );
-        if text == ECHO_TOML {
-            bail!("pipelines/echo.toml has no `wilddogcall name=call` to set the dimension on");
-        }
+        let file = dir.join(format!("{}-{}.toml", self.name(), dim.name));
+        let text = if self.one_way {
+            one_way_toml(dim)
+        } else {
+            let text = ECHO_TOML.replacen(
+                "wilddogcall name=call",
+                &format!("wilddogcall name=call dimension={} max-fps={}", dim.name, measure::FPS),
+                1,
+            );
+            if text == ECHO_TOML {
+                bail!("pipelines/echo.toml has no `wilddogcall name=call` to set the dimension on");
+            }
+            text
+        };
         std::fs::write(&file, text)?;
         let mut cmd = Command::new(&self.runner_bin);
         cmd.arg("run")
@@ -359,6 +396,9 @@ impl System for Wilddog {
         cmd.args(["--density-caller", "--server", address])
             .args(["--uid", &format!("caller{i}"), "--remote-uid", "echo"])
             .args(["--dimension", dim.name]);
+        if self.one_way {
+            cmd.arg("--receive-only");
+        }
         Proc::start(&format!("caller {i}"), cmd)
     }
 }
@@ -513,7 +553,9 @@ fn point(
                 Some(p) => (p.frames_sent as f64, p.secs),
                 None => (r.frames_sent as f64, r.secs),
             };
-            let sent_fps = sent / sent_secs.max(0.001);
+            // A receive-only caller counts nothing sent: the sender's nominal rate.
+            let sent_fps =
+                if sent > 0.0 { sent / sent_secs.max(0.001) } else { f64::from(measure::FPS) };
             if sent_fps > 0.0 {
                 (r.frames_received as f64 / r.secs.max(0.001)) / sent_fps
             } else {
@@ -633,8 +675,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("call-bench-density-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe()?;
-    let mut systems: Vec<Box<dyn System>> =
-        vec![Box::new(Wilddog { runner_bin: opts.runner_bin.clone(), exe })];
+    let mut systems: Vec<Box<dyn System>> = vec![
+        Box::new(Wilddog { runner_bin: opts.runner_bin.clone(), exe: exe.clone(), one_way: false }),
+        Box::new(Wilddog { runner_bin: opts.runner_bin.clone(), exe, one_way: true }),
+    ];
     if let Some(anchor) = &opts.anchor_bin {
         systems.push(Box::new(Webrtcsink { anchor_bin: anchor.clone() }));
     }
@@ -690,8 +734,12 @@ fn table(curves: &[Curve], opts: &Options) -> String {
     let mut out = String::new();
     let dims: Vec<&str> = opts.dims.iter().map(|d| d.name).collect();
     let systems: Vec<String> = {
-        let mut s: Vec<String> = curves.iter().map(|c| c.system.clone()).collect();
-        s.dedup();
+        let mut s: Vec<String> = Vec::new();
+        for c in curves {
+            if !s.contains(&c.system) {
+                s.push(c.system.clone());
+            }
+        }
         s
     };
     for dim in dims {
@@ -737,21 +785,29 @@ fn table(curves: &[Curve], opts: &Options) -> String {
             out.push('\n');
         }
         let capacity = |s: &str| of(s).map(|c| c.capacity);
-        let ours = capacity("wilddog");
         let anchor = capacity("webrtcsink");
+        let named: Vec<String> = systems
+            .iter()
+            .map(|s| {
+                let n = capacity(s).map(|n| n.to_string()).unwrap_or_else(|| "n/a".into());
+                format!("{s} {n}")
+            })
+            .collect();
         out.push_str(&format!(
-            "\nLargest N with every caller getting ≥ {:.0} % of its frames, {dim}: wilddog {}, webrtcsink {}",
+            "\nLargest N with every caller getting ≥ {:.0} % of its frames, {dim}: {}\n",
             DELIVERED_MIN * 100.0,
-            ours.map(|n| n.to_string()).unwrap_or_else(|| "n/a".into()),
-            anchor.map(|n| n.to_string()).unwrap_or_else(|| "n/a".into()),
+            named.join(", ")
         ));
-        match (ours, anchor) {
-            (Some(o), Some(a)) if a > 0 => out.push_str(&format!(
-                "; ratio {:.2}x (target ≥ 1.5x: {})\n",
-                o as f64 / a as f64,
-                if o as f64 >= 1.5 * a as f64 { "met" } else { "MISSED" }
-            )),
-            _ => out.push('\n'),
+        for ours in ["wilddog", "wilddog-one-way"] {
+            if let (Some(o), Some(a)) = (capacity(ours), anchor)
+                && a > 0
+            {
+                out.push_str(&format!(
+                    "{ours} / webrtcsink: {:.2}x (target ≥ 1.5x: {})\n",
+                    o as f64 / a as f64,
+                    if o as f64 >= 1.5 * a as f64 { "met" } else { "MISSED" }
+                ));
+            }
         }
         for s in &systems {
             let Some(c) = of(s) else { continue };

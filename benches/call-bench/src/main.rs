@@ -68,6 +68,7 @@ struct Args {
     remote_uid: Option<String>,
     density: bool,
     density_caller: bool,
+    receive_only: bool,
     runner_bin: Option<PathBuf>,
     uid: Option<String>,
     dimension: Option<String>,
@@ -102,6 +103,7 @@ fn parse_args() -> Result<Args> {
         remote_uid: None,
         density: false,
         density_caller: false,
+        receive_only: false,
         runner_bin: None,
         uid: None,
         dimension: None,
@@ -153,6 +155,7 @@ fn parse_args() -> Result<Args> {
             "--remote-uid" => args.remote_uid = Some(value("--remote-uid")?),
             "--density" => args.density = true,
             "--density-caller" => args.density_caller = true,
+            "--receive-only" => args.receive_only = true,
             "--runner-bin" => args.runner_bin = Some(value("--runner-bin")?.into()),
             "--uid" => args.uid = Some(value("--uid")?),
             "--dimension" => args.dimension = Some(value("--dimension")?),
@@ -264,6 +267,7 @@ fn main() -> Result<()> {
             &need(&args.uid, "--uid")?,
             &need(&args.remote_uid, "--remote-uid")?,
             &need(&args.dimension, "--dimension")?,
+            args.receive_only,
         );
         if let Err(e) = &result {
             println!("FAILED {e:#}");
