@@ -215,8 +215,8 @@ fn an_echo_of_15_fps_comes_back_at_15_fps() {
     // pipelines/echo.toml's pipeline.
     let echo = gst::parse::launch(&format!(
         "wilddogcall name=call server={} app-id={} token={} ice-local-addresses=127.0.0.1 \
-           queue name=video_back max-size-buffers=3 leaky=downstream ! call.video_sink \
-           queue name=audio_back ! call.audio_sink \
+           identity name=video_back ! call.video_sink \
+           identity name=audio_back ! call.audio_sink \
            call.video_src ! video_back. call.audio_src ! audio_back.",
         server.url,
         wilddog_server::config::DEV_APP_ID,
