@@ -269,8 +269,10 @@ fn two_runners_serving_one_uid_share_its_callers() {
 }
 
 #[test]
-fn recorder_with_two_slots_writes_two_playable_files_at_once() {
-    if !enter_netns("recorder_with_two_slots_writes_two_playable_files_at_once") {
+fn recorder_with_two_slots_writes_two_playable_files_at_once_and_ctrl_c_finalizes_them() {
+    if !enter_netns(
+        "recorder_with_two_slots_writes_two_playable_files_at_once_and_ctrl_c_finalizes_them",
+    ) {
         return;
     }
     let dir = temp_dir("concurrent-record");
@@ -281,11 +283,21 @@ fn recorder_with_two_slots_writes_two_playable_files_at_once() {
         &["--record-dir", &dir_arg, "--concurrent-calls", "2"],
     );
     wait_count(&mut recorder, "ready", 2);
+    // Alice hangs up after 4 s; Bob's call is still live when the recorder gets Ctrl-C.
     let mut alice = start_caller("alice", &server, "alice", "recorder", &["--hangup-after", "4"]);
-    let mut bob = start_caller("bob", &server, "bob", "recorder", &["--hangup-after", "4"]);
+    let mut bob = start_caller("bob", &server, "bob", "recorder", &[]);
+    // (The recorder sends nothing back: no first frame to wait for.)
+    assert_eq!(bob.wait_event("response")["status"], "ACCEPTED");
     assert_eq!(alice.wait_exit(), ENDED, "stderr:\n{}", alice.stderr());
+    // Alice's file is finalized while Bob's call goes on.
+    wait_count(&mut recorder, "recorded", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    recorder.signal("INT");
+    let closed = bob.wait_event("closed");
+    assert_eq!(closed["reason"], "remote-hangup", "{closed}");
     assert_eq!(bob.wait_exit(), ENDED, "stderr:\n{}", bob.stderr());
     wait_count(&mut recorder, "recorded", 2);
+    assert_eq!(recorder.wait_exit(), ENDED, "stderr:\n{}", recorder.stderr());
     // At once: both calls were taken before either ended.
     let names = recorder.names();
     let second_called = names.iter().enumerate().filter(|(_, n)| *n == "called").nth(1).unwrap().0;
@@ -309,8 +321,6 @@ fn recorder_with_two_slots_writes_two_playable_files_at_once() {
     paths.sort();
     paths.dedup();
     assert_eq!(paths.len(), 2, "two files: {paths:?}");
-    recorder.signal("TERM");
-    assert_eq!(recorder.wait_exit(), ENDED);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
