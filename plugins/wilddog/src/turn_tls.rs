@@ -17,8 +17,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +66,7 @@ pub fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>,
             roots
         })
         .clone();
+    let mut pinned = Vec::new();
     if let Some(path) = ca_file {
         let ca_error = |reason: String| TunnelError::CaFile { path: path.to_owned(), reason };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
@@ -72,17 +76,79 @@ pub fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>,
         if certs.is_empty() {
             return Err(ca_error("no certificate in it".into()));
         }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+        for cert in &certs {
+            roots.add(cert.clone()).map_err(|e| ca_error(e.to_string()))?;
         }
+        pinned = certs;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TunnelError::Tls(e.to_string()))?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TunnelError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { webpki, pinned }))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// Verifies a TURN server's certificate as a browser does (chain to a root, valid for the
+/// name), and besides trusts a certificate that `turn-ca-file` holds itself. The latter is
+/// the usual self-signed test certificate (`openssl req -x509` marks it `CA:TRUE`), which
+/// WebPKI refuses as a server's own certificate (`CaUsedAsEndEntity`) although the user named
+/// exactly that certificate. The handshake's signatures are checked against it all the same.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(_) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A running tunnel; dropping it stops it.
@@ -224,6 +290,74 @@ pub fn host_port(url_rest: &str) -> Option<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS server on loopback with `cert`; the client handshake's result.
+    fn handshake(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, ca_file: &str) -> io::Result<()> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .map_err(io::Error::other)?;
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .map_err(io::Error::other)?;
+        let client = client_config(Some(ca_file)).map_err(io::Error::other)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+            let target = listener.local_addr()?.to_string();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+            let accept = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await?;
+                acceptor.accept(tcp).await.map(drop)
+            });
+            let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+            let connected = connect(&target, name, &TlsConnector::from(client)).await.map(drop);
+            let _ = accept.await;
+            connected
+        })
+    }
+
+    fn self_signed(
+        is_ca: bool,
+        tag: &str,
+    ) -> (rcgen::CertifiedKey<rcgen::KeyPair>, std::path::PathBuf) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if is_ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let signing_key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&signing_key).unwrap();
+        let path = std::env::temp_dir()
+            .join(format!("wilddog-turn-tls-{tag}-{}-{is_ca}.pem", std::process::id()));
+        std::fs::write(&path, cert.pem()).unwrap();
+        (rcgen::CertifiedKey { cert, signing_key }, path)
+    }
+
+    /// `openssl req -x509` makes a CA:TRUE self-signed certificate: named in turn-ca-file,
+    /// it is trusted as the server's own (WebPKI alone refused it: CaUsedAsEndEntity).
+    #[test]
+    fn a_self_signed_certificate_in_the_ca_file_is_trusted_ca_or_not() {
+        for is_ca in [true, false] {
+            let (cert, path) = self_signed(is_ca, "trusted");
+            let result = handshake(&cert, &path.display().to_string());
+            let _ = std::fs::remove_file(&path);
+            assert!(result.is_ok(), "is_ca {is_ca}: {result:?}");
+        }
+    }
+
+    /// Another certificate in the CA file does not make an unknown server trusted.
+    #[test]
+    fn an_unknown_self_signed_server_is_refused() {
+        let (server_cert, server_path) = self_signed(true, "server");
+        let (_, other_path) = self_signed(false, "other");
+        let result = handshake(&server_cert, &other_path.display().to_string());
+        let _ = std::fs::remove_file(&server_path);
+        let _ = std::fs::remove_file(&other_path);
+        let error = result.expect_err("an unknown server was trusted");
+        assert!(error.to_string().contains("certificate"), "{error}");
+    }
 
     #[test]
     fn parses_turns_urls() {

@@ -476,7 +476,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecString::builder("turn-ca-file")
             .nick("TURN CA file")
-            .blurb("PEM file of CA certificates trusted for turns: servers, besides the system's and the web's public roots")
+            .blurb("PEM file of CA certificates (or a server's own certificate, self-signed too) trusted for turns: servers, besides the system's and the web's public roots")
             .flags(ready)
             .build(),
         glib::ParamSpecUInt::builder("latency")
