@@ -126,6 +126,96 @@ pub fn offer_for_webrtcbin(offer: &SDPMessageRef, rejected: &[Rejected]) -> SDPM
     msg
 }
 
+/// The peer's answer as webrtcbin 1.22 can set it (as caller). A rejected section (port 0,
+/// out of BUNDLE) needs no transport by JSEP and usually has none (`m=video 0`, `c=`,
+/// `a=mid`, `a=inactive`: what Chromium and our own answerer send), but webrtcbin checks
+/// every section for `a=fingerprint`, `a=setup` and ICE credentials and refuses the whole
+/// answer without them ("No fingerprint lines in sdp for media 0"); and when the rejected
+/// section is the first of our BUNDLE group, the one whose transport webrtcbin gathered on,
+/// an answer that moves the group to another section leaves webrtcbin without a working
+/// transport (ICE fails). So webrtcbin is shown each rejected section as an inactive
+/// section of the bundle (port 9, `a=inactive`, the transport attributes of the session or
+/// of the first section that stays, its mid back in the BUNDLE group in m-line order): it
+/// sends and receives nothing there, as a rejection means. Returns the indexes changed.
+pub fn answer_for_webrtcbin(answer: &mut SDPMessageRef, offer: &SDPMessageRef) -> Vec<u32> {
+    let keep = answer.medias().find(|m| m.port() != 0);
+    let borrowed: Vec<(&str, String)> = ["fingerprint", "setup", "ice-ufrag", "ice-pwd"]
+        .into_iter()
+        .filter_map(|k| {
+            let v = answer.attribute_val(k).or_else(|| keep?.attribute_val(k))?;
+            Some((k, v.to_owned()))
+        })
+        .collect();
+    if borrowed.is_empty() {
+        // Nothing to borrow from: webrtcbin refuses the answer, which ends the call.
+        return Vec::new();
+    }
+    let mut changed = Vec::new();
+    for (index, m) in answer.medias_mut().enumerate() {
+        if m.port() != 0
+            || m.attributes().any(|a| a.key() == "bundle-only")
+            || m.attribute_val("mid").is_none()
+        {
+            continue;
+        }
+        m.set_port_info(9, 0);
+        // The codecs we offered there (webrtcbin wants a codec for every format).
+        if let Some(offered) = offer.media(index as u32) {
+            while m.formats_len() > 0 {
+                if m.remove_format(0).is_err() {
+                    break;
+                }
+            }
+            for format in offered.formats() {
+                m.add_format(format);
+            }
+            for a in offered.attributes() {
+                if matches!(a.key(), "rtpmap" | "fmtp") && m.attribute_val(a.key()).is_none() {
+                    m.add_attribute(a.key(), a.value());
+                }
+            }
+        }
+        for (key, value) in &borrowed {
+            if m.attribute_val(key).is_none() {
+                m.add_attribute(key, Some(value));
+            }
+        }
+        for i in (0..m.attributes_len()).rev() {
+            let direction = m
+                .attribute(i)
+                .is_some_and(|a| matches!(a.key(), "sendrecv" | "sendonly" | "recvonly"));
+            if direction {
+                let _ = m.remove_attribute(i);
+            }
+        }
+        for key in ["inactive", "rtcp-mux"] {
+            if !m.attributes().any(|a| a.key() == key) {
+                // An empty value, as parsing gives a flag: webrtcbin reads every value as
+                // text (a NULL one crashed gst_sdp_media_attributes_to_caps).
+                m.add_attribute(key, Some(""));
+            }
+        }
+        changed.push(index as u32);
+    }
+    if !changed.is_empty() && !bundle_mids(answer).is_empty() {
+        let mids: Vec<String> = answer
+            .medias()
+            .filter(|m| m.port() != 0)
+            .filter_map(|m| m.attribute_val("mid").map(str::to_owned))
+            .collect();
+        for i in (0..answer.attributes_len()).rev() {
+            let bundle = answer.attribute(i).is_some_and(|a| {
+                a.key() == "group" && a.value().is_some_and(|v| v.starts_with("BUNDLE"))
+            });
+            if bundle {
+                let _ = answer.remove_attribute(i);
+            }
+        }
+        answer.add_attribute("group", Some(&format!("BUNDLE {}", mids.join(" "))));
+    }
+    changed
+}
+
 /// webrtcbin's answer as it must set it: its rejected sections (copies of the offer's) carry
 /// the peer's fingerprint, and webrtcbin refuses a description whose fingerprints differ.
 /// They get the fingerprint of its first other section.
@@ -218,6 +308,34 @@ fn remove_from_bundle<'a>(msg: &mut SDPMessageRef, mids: impl Iterator<Item = &'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chromium's (and our own) answer with a rejected video section: no fingerprint there.
+    #[test]
+    fn rejected_answer_section_is_shown_to_webrtcbin_as_an_inactive_bundled_one() {
+        let text = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 1\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=inactive\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:u\r\n\
+            a=ice-pwd:pppppppppppppppppppppp\r\na=fingerprint:sha-256 AA\r\na=setup:active\r\n\
+            a=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+        let mut msg = SDPMessage::parse_buffer(text.as_bytes()).unwrap();
+        // Our offer: the codecs the rejected section gets.
+        let offer = SDPMessage::parse_buffer(
+            text.replace("a=inactive\r\n", "a=sendrecv\r\na=rtpmap:96 VP8/90000\r\n").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(answer_for_webrtcbin(&mut msg, &offer), vec![0]);
+        let video = msg.media(0).unwrap();
+        assert_eq!(video.port(), 9);
+        assert_eq!(bundle_mids(&msg), vec!["0", "1"]);
+        assert_eq!(video.attribute_val("fingerprint"), Some("sha-256 AA"));
+        assert_eq!(video.attribute_val("setup"), Some("active"));
+        assert_eq!(video.attribute_val("ice-ufrag"), Some("u"));
+        assert!(video.attributes().any(|a| a.key() == "inactive"));
+        assert!(!video.attributes().any(|a| a.key() == "sendrecv"));
+        assert_eq!(video.attribute_val("rtpmap"), Some("96 VP8/90000"));
+        // Nothing to add a second time.
+        assert!(answer_for_webrtcbin(&mut msg, &offer).is_empty());
+    }
 
     /// Chromium 156's offer with a stopped video transceiver (port 0, out of BUNDLE).
     pub(crate) const CHROMIUM_STOPPED_VIDEO: &str = "v=0\r\no=- 4611731400430051336 3 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\

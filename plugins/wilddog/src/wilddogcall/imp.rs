@@ -209,6 +209,9 @@ struct State {
     call_began: Option<Instant>,
     first_frame_done: bool,
     stream_received: bool,
+    /// The src pads (`video_src`, `audio_src`) this call exposed: a caller's pads it never
+    /// exposed get an EOS of their own when its call is over ([`WilddogCall::end_unexposed`]).
+    exposed: Vec<&'static str>,
     last_stats: Option<gst::Structure>,
     prev_stats: Option<(Instant, u64, u64, u64, u64)>,
     /// Why the media failed, when we know better than the error's name: the message of
@@ -219,8 +222,8 @@ struct State {
     ice_servers: Vec<wilddog_call::IceServer>,
     /// What the media worker knows of the media path.
     path: restart::PathWatch,
-    /// Threads tearing down peer connections replaced by a restart.
-    disposals: Vec<std::thread::JoinHandle<()>>,
+    /// Threads tearing down peer connections replaced by a restart (and when each ends).
+    disposals: Vec<(std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>)>,
     /// Sending chains (src pad) and the sink pads of a restart's new peer connection they go
     /// to once it connects.
     held_senders: Vec<(gst::Pad, gst::Pad)>,
@@ -838,6 +841,7 @@ impl WilddogCall {
         st.call_began = Some(Instant::now());
         st.first_frame_done = false;
         st.stream_received = false;
+        st.exposed.clear();
         gst::debug!(CAT, imp = self, "calling {remote_uid}");
         if let Some(tx) = &st.commands {
             let _ = tx.send(Command::Call { remote_uid, data: v.user_data });
@@ -975,6 +979,7 @@ impl WilddogCall {
                     st.call_began = Some(Instant::now());
                     st.first_frame_done = false;
                     st.stream_received = false;
+                    st.exposed.clear();
                 }
                 lock(&self.settings).user_data = data.clone();
                 let obj = self.obj();
@@ -1019,6 +1024,7 @@ impl WilddogCall {
                         st.call_began = Some(Instant::now());
                         st.first_frame_done = false;
                         st.stream_received = false;
+                        st.exposed.clear();
                     }
                     if state != CallState::Idle && !answering_busy {
                         if let Some(cid) = endpoint.conversation_id() {
@@ -1035,9 +1041,39 @@ impl WilddogCall {
                 obj.notify("conversation-id");
                 if state == CallState::Idle && role == Some(Role::Caller) {
                     // A caller element makes one call: when it is over, so is the stream.
+                    self.end_unexposed();
                     let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
                 }
             }
+        }
+    }
+
+    /// A caller's call is over: the pipeline posts EOS once every sink has had one, and
+    /// branches waiting for a src pad that never came (`c.video_src ! … ! fakesink` in
+    /// gst-launch: linked when the pad appears) would never get one. Each src pad the call
+    /// never exposed appears now, carries EOS, and goes.
+    fn end_unexposed(&self) {
+        let exposed = lock(&self.state).exposed.clone();
+        let obj = self.obj();
+        for name in ["video_src", "audio_src"] {
+            if exposed.contains(&name) || obj.static_pad(name).is_some() {
+                continue;
+            }
+            let Some(templ) = obj.pad_template(name) else { continue };
+            let pad = gst::Pad::builder_from_template(&templ).name(name).build();
+            let _ = pad.set_active(true);
+            if obj.add_pad(&pad).is_err() {
+                continue;
+            }
+            let stream_id = format!("{}/{name}", obj.name());
+            let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
+            let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()));
+            let _ = pad.push_event(gst::event::Eos::new());
+            gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
+            let _ = pad.set_active(false);
+            let _ = obj.remove_pad(&pad);
         }
     }
 
@@ -1136,11 +1172,15 @@ pub(crate) fn call_properties_for_members() -> Vec<glib::ParamSpec> {
     call_properties()
 }
 
-/// Takes a child out of a running bin: locked first, so that a state change of the bin
-/// running at the same time (the application stopping the pipeline as a call ends) cannot
-/// set it back to PAUSED between our NULL and the removal, which would dispose it in PAUSED.
+/// Takes a child out of a running bin, then sets it to NULL (our reference keeps it until
+/// then, so it is never disposed in PAUSED). Out of the bin first: a state change of the bin
+/// (the application stopping the pipeline as a call ends) takes each child's state lock, and
+/// going to NULL holds it while it waits for the child's streaming threads, which may
+/// themselves wait for the pipeline's sinks to change state (a sink prerolling in PAUSED
+/// holds the thread that pushes into it): with the child still in the bin, the bin's state
+/// change and our NULL would wait for each other for ever.
 fn remove_child(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
     child.set_locked_state(true);
-    let _ = child.set_state(gst::State::Null);
     let _ = bin.remove(child);
+    let _ = child.set_state(gst::State::Null);
 }

@@ -32,14 +32,7 @@ impl WilddogCall {
                         Err(e) => gst::warning!(CAT, imp = imp, "offer as text: {e}"),
                     }
                 }
-                Err(e) => {
-                    gst::element_imp_warning!(
-                        imp,
-                        gst::LibraryError::Failed,
-                        ("create-offer failed: {}", e)
-                    );
-                    imp.input(Input::MediaFailed);
-                }
+                Err(e) => imp.negotiation_failed(&format!("create-offer failed: {e}")),
             }
         });
         let options = ice_restart
@@ -84,12 +77,7 @@ impl WilddogCall {
         let desc = match parse_sdp(gst_webrtc::WebRTCSDPType::Offer, sdp) {
             Ok(d) => d,
             Err(e) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Decode,
-                    ("bad remote offer: {}", e)
-                );
-                self.input(Input::MediaFailed);
+                self.negotiation_failed(&format!("the peer's offer does not parse: {e}"));
                 return;
             }
         };
@@ -122,12 +110,17 @@ impl WilddogCall {
             crate::sdp_reject::offer_for_webrtcbin(&offer, &rejected),
         );
         self.follow_offer_payloads(desc.sdp());
+        self.watch_remote_senders(desc.sdp());
         let weak = self.obj().downgrade();
         let webrtc_weak = webrtcbin.downgrade();
-        let promise = gst::Promise::with_change_func(move |_| {
+        let promise = gst::Promise::with_change_func(move |reply| {
             let (Some(obj), Some(webrtcbin)) = (weak.upgrade(), webrtc_weak.upgrade()) else {
                 return;
             };
+            if let Some(e) = reply_error(reply) {
+                obj.imp().negotiation_failed(&format!("webrtcbin refused the peer's offer: {e}"));
+                return;
+            }
             let weak = obj.downgrade();
             let webrtc_weak = webrtcbin.downgrade();
             let promise = gst::Promise::with_change_func(move |reply| {
@@ -158,14 +151,7 @@ impl WilddogCall {
                             Err(e) => gst::warning!(CAT, imp = imp, "answer as text: {e}"),
                         }
                     }
-                    Err(e) => {
-                        gst::element_imp_warning!(
-                            imp,
-                            gst::LibraryError::Failed,
-                            ("create-answer failed: {}", e)
-                        );
-                        imp.input(Input::MediaFailed);
-                    }
+                    Err(e) => imp.negotiation_failed(&format!("create-answer failed: {e}")),
                 }
             });
             webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
@@ -179,17 +165,34 @@ impl WilddogCall {
         let Some(webrtcbin) = self.webrtcbin() else { return };
         match parse_sdp(gst_webrtc::WebRTCSDPType::Answer, sdp) {
             Ok(desc) => {
+                // Rejected sections shown as inactive ones of the bundle
+                // (crate::sdp_reject::answer_for_webrtcbin).
+                let mut msg = desc.sdp().to_owned();
+                let offer = webrtcbin
+                    .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+                    .map(|d| d.sdp().to_owned());
+                let completed = match &offer {
+                    Some(offer) => crate::sdp_reject::answer_for_webrtcbin(&mut msg, offer),
+                    None => Vec::new(),
+                };
+                if !completed.is_empty() {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "rejected sections {completed:?} of the answer shown to webrtcbin as inactive"
+                    );
+                }
+                let desc = gst_webrtc::WebRTCSessionDescription::new(
+                    gst_webrtc::WebRTCSDPType::Answer,
+                    msg,
+                );
                 self.follow_remote_description(desc.sdp(), false);
-                webrtcbin
-                    .emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>])
+                self.watch_remote_senders(desc.sdp());
+                let promise = self.refusal_watch(&webrtcbin, "the peer's answer");
+                webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise])
             }
             Err(e) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Decode,
-                    ("bad remote answer: {}", e)
-                );
-                self.input(Input::MediaFailed);
+                self.negotiation_failed(&format!("the peer's answer does not parse: {e}"));
             }
         }
     }
@@ -300,6 +303,30 @@ impl WilddogCall {
         }
     }
 
+    /// A promise for `set-remote-description` of `what` that ends the call at once, naming
+    /// the cause, when webrtcbin refuses the description (instead of waiting out the call
+    /// timeout with nothing said).
+    fn refusal_watch(&self, webrtcbin: &gst::Element, what: &'static str) -> gst::Promise {
+        let weak = self.obj().downgrade();
+        let webrtc_weak = webrtcbin.downgrade();
+        gst::Promise::with_change_func(move |reply| {
+            let (Some(obj), Some(e)) = (weak.upgrade(), reply_error(reply)) else { return };
+            // Not for a peer connection replaced meanwhile.
+            if obj.imp().webrtcbin() == webrtc_weak.upgrade() {
+                obj.imp().negotiation_failed(&format!("webrtcbin refused {what}: {e}"));
+            }
+        })
+    }
+
+    /// The negotiation failed: the call ends (41004 before the media connected) with `why`
+    /// as the error's message.
+    pub(super) fn negotiation_failed(&self, why: &str) {
+        let message = format!("negotiation failed: {why}");
+        gst::element_imp_warning!(self, gst::StreamError::Decode, ("{}", message));
+        lock(&self.state).media_failure = Some(message);
+        self.input(Input::MediaFailed);
+    }
+
     /// A remote stream we cannot decode: dropped (into a `fakesink`, so that webrtcbin never
     /// sees `not-linked`) with a warning; the call goes on with its other streams.
     pub(super) fn drop_remote_stream(
@@ -367,6 +394,15 @@ pub(super) fn parse_sdp(
     // answer as bogus `a=x-google-*` lines (see media::drop_google_bitrates).
     media::drop_google_bitrates(&mut msg);
     Ok(gst_webrtc::WebRTCSessionDescription::new(kind, msg))
+}
+
+/// The error of a promise's reply (`set-*-description`), if it has one.
+fn reply_error(reply: Result<Option<&gst::StructureRef>, gst::PromiseError>) -> Option<String> {
+    match reply {
+        Ok(Some(s)) => s.get::<glib::Error>("error").ok().map(|e| e.to_string()),
+        // Interrupted or expired: the peer connection went away meanwhile.
+        Ok(None) | Err(_) => None,
+    }
 }
 
 pub(super) fn reply_description(

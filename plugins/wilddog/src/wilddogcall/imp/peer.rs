@@ -84,35 +84,17 @@ impl WilddogCall {
                 .filter_map(|s| Some((s.kind, s.encoder_bin.as_ref()?.static_pad("src")?)))
                 .collect()
         };
-        for (kind, src) in &senders {
-            let caps = self.offer_caps(match kind {
-                StreamKind::Video => {
-                    media::video_rtp_caps(validated.video.codec, validated.video.payload)
+        if let Err(e) = self.link_senders(&webrtcbin, &mut media, &senders, &validated) {
+            // Not left in the bin: the next attempt makes another.
+            for (_, src) in &senders {
+                if let Some(peer) = src.peer()
+                    && peer.parent_element().as_ref() == Some(&webrtcbin)
+                {
+                    let _ = src.unlink(&peer);
                 }
-                // The payload type the chain last sent with (a previous call's offer chose
-                // it): a buffer on its way when the chain is linked here still carries those
-                // caps, and webrtcbin refuses caps outside the preferences (not-negotiated
-                // would stop the chain). It moves to the next offer's (follow_payload_type).
-                StreamKind::Audio => media::audio_rtp_caps(
-                    src.current_caps()
-                        .and_then(|c| c.structure(0)?.get::<i32>("payload").ok())
-                        .and_then(|pt| u32::try_from(pt).ok())
-                        .unwrap_or(media::OPUS_PAYLOAD),
-                ),
-            });
-            let (pad, transceiver) =
-                media::request_send_pad(&webrtcbin, &caps, Direction::Sendrecv)
-                    .map_err(|e| e.to_string())?;
-            // The ssrc-level msid lines name the same stream as our media-level ones.
-            if pad.find_property("msid").is_some() {
-                pad.set_property("msid", &media.stream_id);
             }
-            self.configure_transceiver(*kind, &transceiver);
-            src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
-            match kind {
-                StreamKind::Video => media.video_transceiver = Some(transceiver),
-                StreamKind::Audio => media.audio_transceiver = Some(transceiver),
-            }
+            remove_child(self.obj().upcast_ref(), &webrtcbin);
+            return Err(e);
         }
         if media.video_transceiver.is_none() {
             let t = media::add_recv_transceiver(
@@ -134,6 +116,60 @@ impl WilddogCall {
         lock(&self.state).media = Some(media);
         webrtcbin.sync_state_with_parent().map_err(|e| e.to_string())?;
         gst::debug!(CAT, imp = self, "peer connection {serial} ready");
+        Ok(())
+    }
+
+    /// Requests a send pad (and transceiver) of `webrtcbin` for each sending chain and links
+    /// the chain to it. A chain still linked to a peer connection being replaced (its thread
+    /// held in that webrtcbin, which a section the peer made inactive never releases) is not
+    /// linked now: it waits with the chains held back by the restart
+    /// ([`WilddogCall::path_connected`]), so that the new peer connection is made anyway.
+    fn link_senders(
+        &self,
+        webrtcbin: &gst::Element,
+        media: &mut Media,
+        senders: &[(StreamKind, gst::Pad)],
+        validated: &super::Validated,
+    ) -> Result<(), String> {
+        for (kind, src) in senders {
+            let caps = self.offer_caps(match kind {
+                StreamKind::Video => {
+                    media::video_rtp_caps(validated.video.codec, validated.video.payload)
+                }
+                // The payload type the chain last sent with (a previous call's offer chose
+                // it): a buffer on its way when the chain is linked here still carries those
+                // caps, and webrtcbin refuses caps outside the preferences (not-negotiated
+                // would stop the chain). It moves to the next offer's (follow_payload_type).
+                StreamKind::Audio => media::audio_rtp_caps(
+                    src.current_caps()
+                        .and_then(|c| c.structure(0)?.get::<i32>("payload").ok())
+                        .and_then(|pt| u32::try_from(pt).ok())
+                        .unwrap_or(media::OPUS_PAYLOAD),
+                ),
+            });
+            let (pad, transceiver) = media::request_send_pad(webrtcbin, &caps, Direction::Sendrecv)
+                .map_err(|e| e.to_string())?;
+            // The ssrc-level msid lines name the same stream as our media-level ones.
+            if pad.find_property("msid").is_some() {
+                pad.set_property("msid", &media.stream_id);
+            }
+            self.configure_transceiver(*kind, &transceiver);
+            if src.is_linked() {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "the {kind:?} sending chain is still held by the previous peer connection: \
+                     it follows once that one is gone"
+                );
+                lock(&self.state).held_senders.push((src.clone(), pad.clone()));
+            } else {
+                src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
+            }
+            match kind {
+                StreamKind::Video => media.video_transceiver = Some(transceiver),
+                StreamKind::Audio => media.audio_transceiver = Some(transceiver),
+            }
+        }
         Ok(())
     }
 
@@ -163,15 +199,16 @@ impl WilddogCall {
             }
         }
         let obj = self.obj();
+        let mut eos_to = Vec::new();
         for dec in &media.decoders {
             if let Some(sink) = dec.static_pad("sink") {
                 if let Some(peer) = sink.peer() {
                     let _ = peer.unlink(&sink);
                 }
-                // Through the decoder, serialized after its last frame.
-                let _ = sink.send_event(gst::event::Eos::new());
+                eos_to.push(sink);
             }
         }
+        send_eos_without_waiting(eos_to);
         for pad in &media.src_pads {
             self.remove_src_pad(pad);
         }
@@ -207,6 +244,7 @@ impl WilddogCall {
         gst::debug!(CAT, imp = self, "connection state {state:?}");
         match state {
             gst_webrtc::WebRTCPeerConnectionState::Connected => {
+                lock(&self.state).media_failure = None;
                 self.path_connected();
                 self.force_keyframe();
                 self.input(Input::MediaConnected);
@@ -216,7 +254,13 @@ impl WilddogCall {
                 self.input(Input::MediaDisconnected)
             }
             // Before the media ever connected the call fails (41004); after, a restart.
-            gst_webrtc::WebRTCPeerConnectionState::Failed => self.input(Input::MediaFailed),
+            gst_webrtc::WebRTCPeerConnectionState::Failed => {
+                lock(&self.state).media_failure.get_or_insert_with(|| {
+                    "ICE failed: no candidate pair reached the peer (or DTLS failed on it)"
+                        .to_owned()
+                });
+                self.input(Input::MediaFailed)
+            }
             _ => {}
         }
     }
@@ -287,6 +331,7 @@ impl WilddogCall {
                 Some(m) if &m.webrtcbin == webrtcbin => {
                     m.decoders.push(dec.clone());
                     m.src_pads.push(ghost.clone());
+                    st.exposed.push(name);
                 }
                 // The call was torn down meanwhile: nobody would remove this decoder, and
                 // the next call's stream would find its pad name taken.
@@ -360,5 +405,28 @@ impl WilddogCall {
             .field("elapsed-ms", elapsed_ms)
             .build();
         self.raise("wilddog-first-frame", s, &[&width, &height, &elapsed_ms]);
+    }
+}
+
+/// How long a teardown waits for the EOS it sends into the decoders.
+const EOS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// EOS into each pad (through the decoder, serialized after its last frame), on a thread of
+/// its own, waiting at most [`EOS_WAIT`]: a serialized event waits for the pad's streaming
+/// thread, which may be held downstream (a full queue before a sink prerolling while the
+/// application changes the pipeline's state) until the state change it would block goes on.
+fn send_eos_without_waiting(pads: Vec<gst::Pad>) {
+    if pads.is_empty() {
+        return;
+    }
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("wilddog-eos".into()).spawn(move || {
+        for pad in pads {
+            let _ = pad.send_event(gst::event::Eos::new());
+        }
+        let _ = done_tx.send(());
+    });
+    if spawned.is_ok() && done.recv_timeout(EOS_WAIT).is_err() {
+        gst::debug!(CAT, "the EOS of the remote streams is still on its way");
     }
 }

@@ -32,6 +32,9 @@ use crate::media::{self, StreamKind};
 /// frame interval of a slow video and RTCP-only lulls, below what a user waits.
 pub(super) const PATH_SILENCE: Duration = Duration::from_millis(2000);
 
+/// How long stopping waits for the peer connections replaced by restarts to go down.
+const DISPOSAL_WAIT: Duration = Duration::from_secs(3);
+
 /// What the media worker knows of the path.
 #[derive(Debug, Default)]
 pub(super) struct PathWatch {
@@ -43,6 +46,9 @@ pub(super) struct PathWatch {
     received: bool,
     /// Whether the loss was reported (and not the way back yet).
     lost: bool,
+    /// Whether the peer's description has no section it sends us media in (every section
+    /// rejected, inactive or recvonly): silence is then what the call is, not a lost path.
+    peer_sends_nothing: bool,
 }
 
 impl WilddogCall {
@@ -55,22 +61,35 @@ impl WilddogCall {
             let mut st = lock(&self.state);
             let connected = st.call_state == Some(CallState::Connected);
             let watch = &mut st.path;
-            if !connected {
-                *watch = PathWatch { packets, ..PathWatch::default() };
+            if !connected || watch.peer_sends_nothing {
+                let peer_sends_nothing = watch.peer_sends_nothing;
+                *watch = PathWatch { packets, peer_sends_nothing, ..PathWatch::default() };
                 return;
             }
             if packets != watch.packets {
                 watch.packets = packets;
                 watch.active_at = Some(now);
                 watch.received = true;
-                std::mem::take(&mut watch.lost).then_some(Input::MediaConnected)
+                let back = std::mem::take(&mut watch.lost);
+                if back {
+                    st.media_failure = None;
+                }
+                back.then_some(Input::MediaConnected)
             } else {
                 let since = *watch.active_at.get_or_insert(now);
                 let silent = now.duration_since(since) >= PATH_SILENCE;
-                (watch.received && !watch.lost && silent).then(|| {
+                let lost = (watch.received && !watch.lost && silent).then(|| {
                     watch.lost = true;
                     Input::MediaDisconnected
-                })
+                });
+                if lost.is_some() {
+                    // The message of the 41004 should no restart bring the path back.
+                    st.media_failure = Some(format!(
+                        "no path to the peer: no media for {PATH_SILENCE:?}, and no ICE restart \
+                         brought it back"
+                    ));
+                }
+                lost
             }
         };
         if let Some(input) = report {
@@ -85,6 +104,28 @@ impl WilddogCall {
             }
             self.input(input);
         }
+    }
+
+    /// The peer's offer or answer: whether it sends us media at all (a section with a port,
+    /// audio or video, neither `recvonly` nor `inactive`). Only such sections carry the RTP
+    /// whose silence means a lost path.
+    pub(super) fn watch_remote_senders(&self, sdp: &gst_sdp::SDPMessageRef) {
+        let session_direction =
+            sdp.attributes().map(|a| a.key()).find(|k| is_direction(k)).unwrap_or("sendrecv");
+        let sends = sdp.medias().any(|m| {
+            let direction = m
+                .attributes()
+                .map(|a| a.key())
+                .find(|k| is_direction(k))
+                .unwrap_or(session_direction);
+            m.port() != 0
+                && matches!(m.media(), Some("audio" | "video"))
+                && matches!(direction, "sendrecv" | "sendonly")
+        });
+        if !sends {
+            gst::info!(CAT, imp = self, "the peer sends no media: the path is not watched");
+        }
+        lock(&self.state).path.peer_sends_nothing = !sends;
     }
 
     /// The current peer connection connected (ICE and DTLS): silence counts from now, and
@@ -225,7 +266,7 @@ impl WilddogCall {
             m.src_pads = src_pads;
             m.stream_id = stream_id.clone();
             let webrtcbin = m.webrtcbin.clone();
-            st.held_senders = held;
+            st.held_senders.extend(held);
             webrtcbin
         };
         // The peer keeps seeing our tracks in the same MediaStream.
@@ -243,21 +284,33 @@ impl WilddogCall {
     /// for seconds); stopping waits for it.
     fn dispose_in_background(&self, webrtcbin: gst::Element) {
         let obj = self.obj().clone();
+        let (done_tx, done) = std::sync::mpsc::channel();
         let spawned =
             std::thread::Builder::new().name("wilddog-teardown".into()).spawn(move || {
                 remove_child(obj.upcast_ref(), &webrtcbin);
+                let _ = done_tx.send(());
             });
         match spawned {
-            Ok(handle) => lock(&self.state).disposals.push(handle),
+            Ok(handle) => lock(&self.state).disposals.push((handle, done)),
             Err(e) => gst::warning!(CAT, imp = self, "cannot start a teardown thread: {e}"),
         }
     }
 
-    /// Waits for the old peer connections being torn down (stopping).
+    /// Waits for the old peer connections being torn down (stopping), at most
+    /// [`DISPOSAL_WAIT`] in all: one that cannot finish yet (its streaming threads held
+    /// downstream) ends on its own thread, out of the element already.
     pub(super) fn join_disposals(&self) {
-        let handles = std::mem::take(&mut lock(&self.state).disposals);
-        for handle in handles {
-            let _ = handle.join();
+        let disposals = std::mem::take(&mut lock(&self.state).disposals);
+        let deadline = Instant::now() + DISPOSAL_WAIT;
+        for (handle, done) in disposals {
+            match done.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    gst::warning!(CAT, imp = self, "an old peer connection is still going down")
+                }
+                _ => {
+                    let _ = handle.join();
+                }
+            }
         }
     }
 
@@ -345,4 +398,8 @@ impl WilddogCall {
         gst::info!(CAT, imp = self, "the peer sends {caps} after the restart: new decoder");
         true
     }
+}
+
+fn is_direction(key: &str) -> bool {
+    matches!(key, "sendrecv" | "sendonly" | "recvonly" | "inactive")
 }
