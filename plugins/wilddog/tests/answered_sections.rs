@@ -392,12 +392,21 @@ fn answer_webrtcbin_refuses_ends_the_call_at_once() {
         &server,
         EndpointConfig::new("alice").calling("bob").prop("call-timeout", "30000"),
     );
+    let message = Arc::new(std::sync::Mutex::new(String::new()));
+    let store = message.clone();
+    alice.call.connect("wilddog-error", false, move |v| {
+        *store.lock().unwrap() = v[2].get::<String>().unwrap_or_default();
+        None
+    });
     alice.play();
     alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
     let accepted = Instant::now();
     alice.wait_for("41004", T, |s| *s == Seen::WilddogError(41004));
     let took = accepted.elapsed();
-    println!("41004 after {took:?}");
+    let message = message.lock().unwrap().clone();
+    println!("41004 after {took:?}: {message}");
     assert!(took < Duration::from_secs(10), "the call waited {took:?} for its timeout");
+    // The cause, not just CONVERSATION_CONNECT_FAILED.
+    assert!(message.contains("negotiation failed") && message.contains("fingerprint"), "{message}");
     alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
 }
