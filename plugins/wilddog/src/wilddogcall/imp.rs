@@ -1172,14 +1172,24 @@ pub(crate) fn call_properties_for_members() -> Vec<glib::ParamSpec> {
     call_properties()
 }
 
-/// Takes a child out of a running bin, then sets it to NULL (our reference keeps it until
-/// then, so it is never disposed in PAUSED). Out of the bin first: a state change of the bin
-/// (the application stopping the pipeline as a call ends) takes each child's state lock, and
-/// going to NULL holds it while it waits for the child's streaming threads, which may
-/// themselves wait for the pipeline's sinks to change state (a sink prerolling in PAUSED
-/// holds the thread that pushes into it): with the child still in the bin, the bin's state
-/// change and our NULL would wait for each other for ever.
+/// Takes a child out of a running bin: locked first, so that a state change of the bin
+/// running at the same time (the application stopping the pipeline as a call ends) cannot
+/// set it back to PAUSED between our NULL and the removal, which would dispose it in PAUSED.
 fn remove_child(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
+    child.set_locked_state(true);
+    let _ = child.set_state(gst::State::Null);
+    let _ = bin.remove(child);
+}
+
+/// Takes a child out of a running bin, then sets it to NULL (our reference keeps it until
+/// then, so it is never disposed in PAUSED), for a child whose streaming threads may be held
+/// downstream (a peer connection replaced by a restart, going down on a thread of its own).
+/// Out of the bin first: a state change of the bin (the application stopping the pipeline)
+/// takes each child's state lock, and going to NULL holds it while it waits for the child's
+/// streaming threads, which may wait for the pipeline's sinks to change state (a sink
+/// prerolling in PAUSED holds the thread that pushes into it): with the child still in the
+/// bin, the bin's state change and our NULL would wait for each other for ever.
+fn remove_then_stop(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
     child.set_locked_state(true);
     let _ = bin.remove(child);
     let _ = child.set_state(gst::State::Null);

@@ -25,7 +25,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use wilddog_call::{CallState, Input};
 
-use super::{CAT, Media, WilddogCall, lock, remove_child};
+use super::{CAT, Media, WilddogCall, lock, remove_child, remove_then_stop};
 use crate::media::{self, StreamKind};
 
 /// Silence on a connection that carried media, after which its path counts as lost. Above the
@@ -287,7 +287,7 @@ impl WilddogCall {
         let (done_tx, done) = std::sync::mpsc::channel();
         let spawned =
             std::thread::Builder::new().name("wilddog-teardown".into()).spawn(move || {
-                remove_child(obj.upcast_ref(), &webrtcbin);
+                remove_then_stop(obj.upcast_ref(), &webrtcbin);
                 let _ = done_tx.send(());
             });
         match spawned {
