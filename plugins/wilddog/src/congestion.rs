@@ -5,8 +5,9 @@
 //! `wilddogcall/imp/congestion.rs`): the bit rate the path carries now, for everything the
 //! call sends. [`Controller`] splits it between Opus and the video encoder and, when the
 //! video's share falls below what the dimension needs (`min-bitrate` at the full size and
-//! `max-fps`), steps down the sent frame rate and then the resolution (webrtcsink's
-//! "mitigation modes"), and back up as capacity returns. On a link with less than
+//! `max-fps`), steps down the sent size and frame rate in the order of WebRTC's "balanced"
+//! degradation preference ([`ladder`]; webrtcsink's "mitigation modes"), and back up as
+//! capacity returns. On a link with less than
 //! `min-bitrate` the estimate wins: a soft picture beats a frozen one.
 //!
 //! Everything here is plain arithmetic over numbers, tested without GStreamer.
@@ -67,6 +68,22 @@ pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 /// Frame rate a reduced-rate step keeps at least (unless `max-fps` is lower): a picture at
 /// 10 fps still moves.
 pub const REDUCED_FPS_FLOOR: u32 = 10;
+
+/// A round trip this much over the lowest one the call measured means a standing queue at
+/// the bottleneck, ms. Google Congestion Control's delay detector sees a queue that grows,
+/// not one that is full: a tail-drop queue that filled in a tenth of a second (a call at
+/// 300 kbit/s each way on a 250 kbit/s link) holds its packets 300 ms each way while the
+/// loss-based control settles where 2 to 10 % are dropped. Retransmissions then come after
+/// the frames were given up, every key frame loses a packet, and the picture froze 6 to 12 s.
+pub const STANDING_QUEUE_MS: u32 = 150;
+/// The round trip the first measurement is held against, ms: a queue of over
+/// [`STANDING_QUEUE_MS`] on top of it is cut at once (a path this long, a satellite one,
+/// costs one cut, which lifts again once its round trip is known).
+pub const FIRST_RTT_MS: u32 = 50;
+/// What a standing queue cuts the estimate to, each time the stats see one (every 2 s).
+pub const STANDING_QUEUE_CUT: f64 = 0.7;
+/// How fast the cap lifts once the queue is gone, per stats period.
+pub const STANDING_QUEUE_LIFT: f64 = 1.25;
 
 /// Makes `rtpgccbwe` available: from the installed gst-plugins-rs RTP plugin when there is
 /// one, else from the copy linked into this plugin (crate `gst-plugin-rtp`), registered in
@@ -145,13 +162,27 @@ pub struct Controller {
     steps: Vec<Step>,
     level: usize,
     better_since: Option<Instant>,
+    /// The lowest round trip measured, ms.
+    min_rtt_ms: Option<u32>,
+    /// A ceiling on the estimate set by a standing queue, bit/s.
+    queue_cap_bps: Option<u32>,
+    /// The last estimate given to [`Controller::update`], bit/s.
+    last_estimate_bps: u32,
 }
 
 impl Controller {
     /// A controller at full quality.
     pub fn new(limits: SendLimits) -> Self {
         let steps = ladder(&limits);
-        Controller { limits, steps, level: 0, better_since: None }
+        Controller {
+            limits,
+            steps,
+            level: 0,
+            better_since: None,
+            min_rtt_ms: None,
+            queue_cap_bps: None,
+            last_estimate_bps: 0,
+        }
     }
 
     /// The settings it adapts.
@@ -226,6 +257,8 @@ impl Controller {
     /// the video's share fits, [`Controller::fit_kbps`]), up one step once the share has had
     /// [`UPGRADE_MARGIN`] over that step's fit for [`UPGRADE_HOLD`].
     pub fn update(&mut self, estimate_bps: u32, now: Instant) -> Adaptation {
+        self.last_estimate_bps = estimate_bps;
+        let estimate_bps = self.queue_cap_bps.map_or(estimate_bps, |cap| estimate_bps.min(cap));
         let (audio_bps, video_kbps) = self.split(estimate_bps);
         let fits = (0..self.steps.len())
             .find(|&l| self.fit_kbps(l) <= f64::from(video_kbps))
@@ -257,6 +290,39 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// A round trip measured (the stats', every 2 s): one [`STANDING_QUEUE_MS`] over the
+    /// lowest of the call caps the estimate at [`STANDING_QUEUE_CUT`] of what it is (of the
+    /// cap, when there is one already), so that the queue drains; a normal one lifts the cap
+    /// by [`STANDING_QUEUE_LIFT`] until the estimate is under it. Whether the cap changed.
+    pub fn note_round_trip(&mut self, rtt_ms: u32) -> bool {
+        if rtt_ms == 0 {
+            return false;
+        }
+        // The first measurement may already carry the queue (a call that starts on a full
+        // link): against it, a path's round trip is taken to be at most FIRST_RTT_MS.
+        let min = self.min_rtt_ms.unwrap_or(rtt_ms.min(FIRST_RTT_MS));
+        self.min_rtt_ms = Some(self.min_rtt_ms.unwrap_or(rtt_ms).min(rtt_ms));
+        let (lowest, _, _) = self.estimate_range();
+        let before = self.queue_cap_bps;
+        if rtt_ms > min.saturating_add(STANDING_QUEUE_MS) {
+            let from = self
+                .queue_cap_bps
+                .map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+            self.queue_cap_bps = Some(((f64::from(from) * STANDING_QUEUE_CUT) as u32).max(lowest));
+        } else if let Some(cap) = self.queue_cap_bps {
+            let lifted = (f64::from(cap) * STANDING_QUEUE_LIFT) as u32;
+            self.queue_cap_bps = (lifted < self.last_estimate_bps).then_some(lifted);
+        }
+        before != self.queue_cap_bps
+    }
+
+    /// The last estimate given to [`Controller::update`], bit/s.
+    pub fn last_estimate(&self) -> u32 {
+        self.last_estimate_bps
+    }
+}
+
 /// The Opus frame duration for an estimate, ms (see [`AUDIO_FRAME_THRESHOLDS_BPS`]).
 pub fn audio_frame_ms(estimate_bps: u32) -> u32 {
     let (twenty, forty) = AUDIO_FRAME_THRESHOLDS_BPS;
@@ -272,15 +338,26 @@ pub fn audio_overhead_bps(frame_ms: u32) -> u32 {
     1000 / frame_ms.max(1) * PACKET_OVERHEAD_BYTES * 8
 }
 
-/// The steps for a call's settings: full size and rate; the rate lowered to two thirds (at
-/// least [`REDUCED_FPS_FLOOR`]); then at that rate, half and a quarter of the size (not under
-/// 120 lines).
+/// The steps for a call's settings, in the order of WebRTC's "balanced" degradation
+/// preference: the size goes first, at the full rate (libwebrtc keeps 15 fps down to 640x480,
+/// and lowers the rate only at 480x360 and under, to 10 fps); then the rate, to two thirds
+/// (at least [`REDUCED_FPS_FLOOR`]); then, at that rate, the size again. So: full; three
+/// quarters of the size at `max-fps`; three quarters at the reduced rate; half and a quarter
+/// of the size at the reduced rate (none under 120 lines). A user would rather see a smaller
+/// picture move at 10 to 15 fps than a big one at 8 (webrtcsink, under 1 Mbit/s, also scales
+/// down to 360 lines first, and halves the rate under 500 kbit/s).
 pub fn ladder(limits: &SendLimits) -> Vec<Step> {
     let (w, h, fps) = (limits.width.max(2), limits.height.max(2), limits.max_fps.max(1));
     let mut steps = vec![Step { width: w, height: h, fps }];
     let reduced =
         if fps > REDUCED_FPS_FLOOR { (fps * 2).div_ceil(3).max(REDUCED_FPS_FLOOR) } else { fps };
-    if reduced < fps {
+    let (tw, th) = (even(w * 3 / 4), even(h * 3 / 4));
+    if th >= 120 {
+        steps.push(Step { width: tw, height: th, fps });
+        if reduced < fps {
+            steps.push(Step { width: tw, height: th, fps: reduced });
+        }
+    } else if reduced < fps {
         steps.push(Step { width: w, height: h, fps: reduced });
     }
     for div in [2, 4] {
@@ -312,18 +389,31 @@ mod tests {
     }
 
     #[test]
-    fn the_ladder_lowers_the_rate_then_the_size() {
+    fn the_ladder_lowers_the_size_before_the_rate_goes_under_10() {
         let steps: Vec<(u32, u32, u32)> =
             ladder(&limits_480p()).iter().map(|s| (s.width, s.height, s.fps)).collect();
-        assert_eq!(steps, [(640, 480, 15), (640, 480, 10), (320, 240, 10), (160, 120, 10)]);
+        assert_eq!(
+            steps,
+            [(640, 480, 15), (480, 360, 15), (480, 360, 10), (320, 240, 10), (160, 120, 10)]
+        );
         // 120p at 10 fps has nowhere to go.
         let small = SendLimits { width: 160, height: 120, max_fps: 10, ..limits_480p() };
         assert_eq!(ladder(&small).len(), 1);
-        // 720p at 30 fps: 20 fps, then 640x360 and 320x180.
+        // 720p at 30 fps: 540p at 30, then 20 fps, then 640x360 and 320x180.
         let hd = SendLimits { width: 1280, height: 720, max_fps: 30, ..limits_480p() };
         let steps: Vec<(u32, u32, u32)> =
             ladder(&hd).iter().map(|s| (s.width, s.height, s.fps)).collect();
-        assert_eq!(steps, [(1280, 720, 30), (1280, 720, 20), (640, 360, 20), (320, 180, 20)]);
+        assert_eq!(
+            steps,
+            [(1280, 720, 30), (960, 540, 30), (960, 540, 20), (640, 360, 20), (320, 180, 20)]
+        );
+        // The frame rate never goes under 10 before the size is at its smallest.
+        for limits in [limits_480p(), hd] {
+            let steps = ladder(&limits);
+            let last = steps[steps.len() - 1];
+            assert!(steps.iter().all(|s| s.fps >= REDUCED_FPS_FLOOR), "{steps:?}");
+            assert!(steps.iter().all(|s| s.height >= last.height), "{steps:?}");
+        }
     }
 
     #[test]
@@ -364,48 +454,87 @@ mod tests {
     #[test]
     fn it_steps_back_up_one_step_at_a_time_after_a_hold() {
         let mut c = Controller::new(limits_480p());
+        let last = c.steps().len() - 1;
         let t0 = Instant::now();
-        assert_eq!(c.update(60_000, t0).level, 3);
+        assert_eq!(c.update(60_000, t0).level, last);
         // Capacity is back: not at once...
-        assert_eq!(c.update(700_000, t0 + Duration::from_millis(100)).level, 3);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(2)).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_millis(100)).level, last);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(2)).level, last);
         // ...one step per hold.
         let t = t0 + Duration::from_millis(100) + UPGRADE_HOLD;
-        assert_eq!(c.update(700_000, t).level, 2);
-        assert_eq!(c.update(700_000, t + UPGRADE_HOLD).level, 1);
-        assert_eq!(c.update(700_000, t + UPGRADE_HOLD * 2).level, 0);
+        for (n, level) in (0..last).rev().enumerate() {
+            assert_eq!(c.update(700_000, t + UPGRADE_HOLD * n as u32).level, level);
+        }
         // A dip on the way resets the hold; a drop goes down at once.
         let mut c = Controller::new(limits_480p());
-        assert_eq!(c.update(150_000, t0).level, 2);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(1)).level, 2);
-        assert_eq!(c.update(200_000, t0 + Duration::from_secs(2)).level, 2);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(3)).level, 2);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 2);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 1);
-        assert_eq!(c.update(50_000, t0 + Duration::from_secs(7)).level, 3);
+        assert_eq!(c.update(150_000, t0).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(1)).level, 3);
+        assert_eq!(c.update(170_000, t0 + Duration::from_secs(2)).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(3)).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 3);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 2);
+        assert_eq!(c.update(50_000, t0 + Duration::from_secs(7)).level, last);
     }
 
     #[test]
     fn a_lowered_step_keeps_a_margin() {
         let mut c = Controller::new(limits_480p());
         let t = Instant::now();
-        // 180 kbit/s of video: under min-bitrate, enough for 480p at 10 fps with margin.
+        // 180 kbit/s of video: under min-bitrate, enough for 360p at 15 fps with margin.
         assert_eq!(c.split(236_000).1, 180);
-        assert_eq!(c.update(236_000, t).level, 1);
-        // 151: 480p at 10 fps would need 133, too close: a quarter of the pixels.
+        let a = c.update(236_000, t);
+        assert_eq!((a.step.width, a.step.height, a.step.fps), (480, 360, 15));
+        // 151: 360p at 15 fps would need 130, too close: 360p at 10.
         let mut c = Controller::new(limits_480p());
         assert_eq!(c.split(200_000).1, 151);
-        assert_eq!(c.update(200_000, t).level, 2);
+        let a = c.update(200_000, t);
+        assert_eq!((a.step.width, a.step.height, a.step.fps), (480, 360, 10));
     }
 
     #[test]
     fn the_need_of_each_step() {
         let c = Controller::new(limits_480p());
         assert_eq!(c.needed_kbps(0), 200);
-        assert_eq!(c.needed_kbps(1), 133);
+        // 56 % of the pixels: 65 % of the bits.
+        assert_eq!(c.needed_kbps(1), 130);
+        assert_eq!(c.needed_kbps(2), 87);
         // A quarter of the pixels: about a third of the bits.
-        assert_eq!(c.needed_kbps(2), 47);
-        assert_eq!(c.needed_kbps(3), 17);
+        assert_eq!(c.needed_kbps(3), 47);
+        assert_eq!(c.needed_kbps(4), 17);
+    }
+
+    #[test]
+    fn a_standing_queue_caps_the_estimate_until_it_drains() {
+        let mut c = Controller::new(limits_480p());
+        let t = Instant::now();
+        c.update(200_000, t);
+        // A first measurement with a queue in it is cut at once...
+        let mut first = Controller::new(limits_480p());
+        first.update(200_000, t);
+        assert!(first.note_round_trip(338));
+        assert_eq!(first.update(200_000, t).estimate_bps, 140_000);
+        // ...but a long path is known from then on: the cap lifts.
+        let mut long = Controller::new(limits_480p());
+        long.update(200_000, t);
+        assert!(long.note_round_trip(600));
+        assert!(long.note_round_trip(610));
+        assert_eq!(long.update(200_000, t).estimate_bps, 175_000);
+        // A clean path: no cap.
+        assert!(!c.note_round_trip(2));
+        assert!(!c.note_round_trip(40));
+        assert_eq!(c.update(200_000, t).estimate_bps, 200_000);
+        // The queue holds 600 ms: 70 %, then 70 % of that, whatever the estimator says.
+        assert!(c.note_round_trip(640));
+        assert_eq!(c.update(220_000, t).estimate_bps, 140_000);
+        assert!(c.note_round_trip(600));
+        assert_eq!(c.update(220_000, t).estimate_bps, 98_000);
+        // Drained: the cap lifts a quarter per period, and goes once over the estimate.
+        assert!(c.note_round_trip(5));
+        assert_eq!(c.update(220_000, t).estimate_bps, 122_500);
+        c.note_round_trip(5);
+        c.note_round_trip(5);
+        assert!(c.note_round_trip(5));
+        assert_eq!(c.update(220_000, t).estimate_bps, 220_000);
     }
 
     #[test]

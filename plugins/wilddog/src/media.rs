@@ -380,6 +380,17 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             set_str(&enc, "buffer-size", "1000");
             set_str(&enc, "buffer-initial-size", "500");
             set_str(&enc, "buffer-optimal-size", "600");
+            // A key frame at most this many times a frame's share of the target (libvpx's
+            // max intra bitrate, %; Chrome's formula for a 600 ms optimal buffer: half of it
+            // times the frame rate over 10, at least 300). Uncapped, a key frame took 10 to
+            // 20 frames' worth of bits: on a slow link each filled the bottleneck's queue for
+            // both directions, the frames after it were lost, and their key frame requests
+            // brought more key frames.
+            let max_intra = (600 * params.max_fps.max(1) / 20).max(300);
+            set_str(&enc, "max-intra-bitrate", &max_intra.to_string());
+            // What a frame may overshoot its share by (Chrome's 15 %; libvpx's default 100 %
+            // let rate control send twice the target for a while after the target fell).
+            set_str(&enc, "overshoot", "15");
             let pay = make(pay)?;
             set_str(&pay, "picture-id-mode", "15-bit");
             elements.extend([enc, pay]);

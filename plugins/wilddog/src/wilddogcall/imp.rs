@@ -491,7 +491,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecEnum::builder_with_default("congestion-control", DEFAULT_CONGESTION_CONTROL)
             .nick("Congestion control")
-            .blurb("gcc: Google Congestion Control on transport-wide feedback sets the video bitrate (up to max-bitrate), then lowers the frame rate and the size when the link gives less than min-bitrate, and the Opus bitrate; disabled: send at max-bitrate whatever the network")
+            .blurb("gcc: Google Congestion Control on transport-wide feedback sets the video bitrate (up to max-bitrate), then lowers the size and the frame rate (not under 10 fps) when the link gives less than min-bitrate, and the Opus bitrate; disabled: send at max-bitrate whatever the network")
             .flags(ready)
             .build(),
         glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)

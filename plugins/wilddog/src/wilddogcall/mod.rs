@@ -183,7 +183,7 @@ impl WilddogCall {
     }
 
     /// Calls `f` with every `wilddog-quality` structure: `quality` is `low` when the link
-    /// gives the video less than `min-bitrate` (the frame rate, then the size sent are
+    /// gives the video less than `min-bitrate` (the size, then the frame rate sent are
     /// lowered), `good` when it gives enough again.
     pub fn connect_quality<F: Fn(&Self, &gst::Structure) + Send + Sync + 'static>(
         &self,

@@ -243,8 +243,24 @@ impl WilddogCall {
 
     /// Every stats period: the estimator stops notifying at its ceiling, so a step back up
     /// that waited for its hold is taken here.
-    pub(super) fn congestion_tick(&self) {
-        let bwe = lock(&self.congestion).bwe.clone();
+    ///
+    /// The round trip of the stats finds a standing queue (see
+    /// [`crate::congestion::STANDING_QUEUE_MS`]), which the estimator does not see.
+    pub(super) fn congestion_tick(&self, rtt_ms: u32) {
+        let bwe = {
+            let mut c = lock(&self.congestion);
+            if let Some(controller) = c.controller.as_mut()
+                && controller.note_round_trip(rtt_ms)
+            {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "round trip {rtt_ms} ms: estimate {} bit/s capped while the queue drains",
+                    controller.last_estimate()
+                );
+            }
+            c.bwe.clone()
+        };
         if let Some(bwe) = bwe {
             self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
         }

@@ -115,7 +115,7 @@ impl WilddogCall {
             l.bytes_received = l.bytes_received.max(received);
         }
         self.recovery_tick(&l);
-        self.congestion_tick();
+        self.congestion_tick(l.rtt_ms);
         let c = &self.counters;
         let local_frames = c.local_frames.load(Ordering::Relaxed);
         let remote_frames = c.remote_frames.load(Ordering::Relaxed);
