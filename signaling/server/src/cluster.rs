@@ -379,6 +379,13 @@ pub(crate) struct Cluster {
     /// `stopped_reading` when it has stopped.
     stop_reading: CancellationToken,
     stopped_reading: CancellationToken,
+    /// Held (write) from a claim of a conversation's home in Redis until the router has
+    /// adopted it or linked to the winner; the reader handles its messages under it (read).
+    /// Between the two, another node that read the new record may already have forwarded a
+    /// party's frame here: handled before the adoption, a `resume` re-created the call with
+    /// a placeholder instead of the party this node holds (the peer's restart reached
+    /// nobody) and any other frame was refused as on an unknown conversation.
+    adopting: tokio::sync::RwLock<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -419,6 +426,7 @@ impl Cluster {
             handled: Mutex::new(None),
             stop_reading: CancellationToken::new(),
             stopped_reading: CancellationToken::new(),
+            adopting: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -1006,6 +1014,8 @@ async fn take_over(
     // A late frame of the dead node may link another conversation to it meanwhile: a few
     // rounds settle those too.
     for _ in 0..3 {
+        // No message from another node is handled between the claims and the adoptions.
+        let adopting = cluster.adopting.write().await;
         let links = shared.hub_links_to(node);
         let mut decisions = Vec::with_capacity(links.len());
         for link in links {
@@ -1045,6 +1055,7 @@ async fn take_over(
             }
             sent
         });
+        drop(adopting);
         if shared.hub_links_to(node).is_empty() {
             break;
         }
@@ -1068,8 +1079,7 @@ fn settle_link(
             let caller = (cluster.adoptee(p.caller, dead), &*p.caller_uid);
             let callee = (cluster.adoptee(p.callee, dead), &*p.callee_uid);
             tracing::debug!(cid = &*link.cid, "adopted a conversation of a dead node");
-            r.adopt(&link.app, &link.cid, caller, callee, now);
-            Vec::new()
+            r.adopt(&link.app, &link.cid, caller, callee, now)
         }
         Some(rec) if cluster.is_alive(rec.home) => {
             r.link(link.conn, &link.cid, rec.home, &link.peer);
@@ -1153,6 +1163,8 @@ pub(crate) async fn find_conversation(
     }
     // No node with a party of it has adopted it: this one does.
     let dead = rec.home;
+    // No message from another node is handled between the claim and the adoption.
+    let _adopting = cluster.adopting.write().await;
     let Ok(rec @ Some(_)) = cluster.claim_home(shared, (app, cid), dead, None).await else {
         return;
     };
@@ -1235,6 +1247,8 @@ async fn reader(shared: Arc<Shared>) {
                 untrimmed = 0;
                 trimmed_at = Instant::now();
             }
+            // Not while this node claims and adopts conversations (`Cluster::adopting`).
+            let adopting = cluster.adopting.read().await;
             for entry in reply.iter().flat_map(|r| &r.keys).flat_map(|k| &k.ids) {
                 last.clone_from(&entry.id);
                 untrimmed += 1;
@@ -1246,6 +1260,7 @@ async fn reader(shared: Arc<Shared>) {
                     on_bus(&shared, from, msg);
                 }
             }
+            drop(adopting);
             if untrimmed > 0 {
                 *lock(&cluster.handled) = Some(last.clone());
             }

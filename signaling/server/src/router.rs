@@ -1253,8 +1253,11 @@ impl Router {
 
     /// Cluster mode: live conversation `cid` of `app`, whose node died, is homed here from
     /// now on with these parties (and uids). A party [`Adoptee::Gone`] (or a local
-    /// connection no longer here) is a placeholder waiting the reconnect grace. Nothing
-    /// happens if the conversation is known here already.
+    /// connection no longer here) is a placeholder waiting the reconnect grace.
+    ///
+    /// If the conversation is known here already (a party's `resume` re-created it first),
+    /// its parties that are still placeholders become the adoptees that are connections:
+    /// what was kept for a placeholder is returned, for its connection.
     pub fn adopt(
         &mut self,
         app: &str,
@@ -1262,9 +1265,9 @@ impl Router {
         caller: (Adoptee, &str),
         callee: (Adoptee, &str),
         now: Instant,
-    ) {
+    ) -> Outbox {
         if self.knows(app, cid) {
-            return;
+            return self.bind_adoptees(app, cid, [caller, callee]);
         }
         let app_key = match self.apps.get_key_value(app) {
             Some((k, _)) => k.clone(),
@@ -1307,7 +1310,7 @@ impl Router {
                 c.cids.push(cid_key.clone());
             }
         }
-        let Some(space) = self.apps.get_mut(&app_key) else { return };
+        let Some(space) = self.apps.get_mut(&app_key) else { return Vec::new() };
         space.conversations.insert(
             cid_key,
             Conversation {
@@ -1319,6 +1322,47 @@ impl Router {
         );
         self.conversation_count += 1;
         self.record(app, cid);
+        Vec::new()
+    }
+
+    /// [`Router::adopt`] of a conversation known here: each party (caller, callee) that is
+    /// a placeholder passes to its adoptee if that is a connection of the party's uid.
+    fn bind_adoptees(&mut self, app: &str, cid: &str, adoptees: [(Adoptee, &str); 2]) -> Outbox {
+        let mut out = Vec::new();
+        for (i, (who, uid)) in adoptees.into_iter().enumerate() {
+            let Some(conv) = self.apps.get(app).and_then(|s| s.conversations.get(cid)) else {
+                break;
+            };
+            let party = match (i, &conv.phase) {
+                (0, _) => conv.caller,
+                (_, Phase::Live(callee)) => *callee,
+                (_, Phase::Ringing(_)) => break,
+            };
+            let party_uid = if i == 0 { &conv.caller_uid } else { &conv.callee_uid };
+            if party < FIRST_PLACEHOLDER || **party_uid != *uid {
+                continue;
+            }
+            let conn = match who {
+                Adoptee::Local(c)
+                    if self.connections.get(&c).is_some_and(|x| !x.remote && &*x.uid == uid) =>
+                {
+                    self.unlink(c, cid);
+                    c
+                }
+                Adoptee::Remote(c)
+                    if self.connections.get(&c).is_none_or(|x| x.remote && &*x.uid == uid) =>
+                {
+                    self.connect_remote(c, app, uid, false);
+                    c
+                }
+                _ => continue,
+            };
+            if self.is_party(conn, cid) {
+                continue;
+            }
+            out.extend(self.take_over(app, cid, party, conn));
+        }
+        self.divert(out)
     }
 
     /// The probe holding frames of `conn` on `cid`, if any: later frames wait behind them.

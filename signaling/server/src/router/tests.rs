@@ -1333,3 +1333,33 @@ fn a_late_frame_of_a_dead_node_does_not_link_a_conversation_to_it() {
     assert!(r.links_to(B).is_empty());
     assert!(!r.places(1, "c1"));
 }
+
+#[test]
+fn an_adoption_binds_its_local_party_to_a_conversation_a_resume_re_created_first() {
+    // This node claimed c1 (its home died; alice is here, linked to it) and another node,
+    // reading the new record, forwarded bob's resume and restartice before the adoption:
+    // the resume re-created c1 with a placeholder caller, which kept the restartice.
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    r.link(1, "c1", B + 1, "bob");
+    let bob = on_b(1);
+    let t0 = now();
+    r.connect_remote(bob, APP, "bob", false);
+    assert!(r.handle_stamped(bob, resume("c1", "alice", Role::Callee), 1, t0).is_empty());
+    let restart = frame("c1", "alice", Body::RestartIce(empty()));
+    assert!(r.handle_stamped(bob, restart, 2, t0).is_empty());
+    // The adoption makes alice the caller, with what was kept for her.
+    let out = r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Gone, "bob"), t0);
+    assert_eq!(out, vec![relay(1, "c1", "bob", Body::RestartIce(empty()))]);
+    assert_eq!((r.conversation_count(), r.away_count()), (1, 0));
+    // The call goes on here: alice's offer reaches bob, bob's answer alice.
+    r.take_effects();
+    assert!(r.handle(1, frame("c1", "bob", restart_offer()), t0).is_empty());
+    let effects = r.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Deliver { conn, .. } if *conn == bob)),
+        "{effects:?}"
+    );
+    let out = r.handle_stamped(bob, frame("c1", "alice", answer()), 3, t0);
+    assert_eq!(relayed(&out).0, 1);
+}
