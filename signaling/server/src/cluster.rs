@@ -1146,6 +1146,17 @@ pub(crate) async fn find_conversation(
     if cluster.is_alive(rec.home) {
         return link(rec.home);
     }
+    // A node connected to Redis for less than `node_ttl` (it has just started) cannot tell a
+    // dead home from a live one it has not heard of yet: it waits until it can, rather than
+    // re-create the call here beside the node that adopts it (its party there would never
+    // hear this one).
+    let deadline = Instant::now() + cluster.node_ttl + REDIS_TIMEOUT;
+    while cluster.connected() && !cluster.settled() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if cluster.is_alive(rec.home) {
+        return link(rec.home);
+    }
     if !cluster.confirm_dead(shared, rec.home).await {
         // Alive (started after this node's last heartbeat), or this node cannot tell yet.
         if cluster.settled() {
