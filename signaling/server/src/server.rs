@@ -825,7 +825,10 @@ impl Session<'_> {
                     let now = Instant::now();
                     last_heard = now;
                     pinged = false;
+                    // Only a message shows it is alive to a takeover probe: its socket's
+                    // end or reset (the probe of a dropped client often meets it) does not.
                     if let Some(mailbox) = &self.mailbox
+                        && matches!(msg, Some(Ok(_)))
                         && mailbox.probing.swap(false, Ordering::SeqCst)
                     {
                         mailbox.answered.notify_one();

@@ -264,6 +264,28 @@ async fn a_half_open_callee_is_taken_over_by_its_resume() {
     assert_eq!(bob.recv_conv().await.0, "offer");
 }
 
+// Several threads: the probe's task and the socket's run at once, as in a served node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_ends_while_it_is_probed_has_not_answered() {
+    let mut config = ServerConfig::development();
+    config.limits.takeover_probe = Duration::from_secs(5);
+    let server = TestServer::start(config).await;
+    let (mut alice, bob) = live_call(&server).await;
+    // bob's new connection resumes while the old one still looks alive: it is probed.
+    let mut new_bob = server.login("bob").await;
+    new_bob
+        .send_json(json!({"type": "resume", "cid": "c1", "to": "alice", "msg": {"role": "callee"}}))
+        .await;
+    tokio::time::sleep(QUIET).await;
+    // The old socket is reset (a dropped client), which is no answer to the ping: the call
+    // passes to the new connection at once, not refused (`not_party`).
+    bob.abort();
+    new_bob.say("restartice", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "restartice");
+    alice.say("offer", "c1", "bob", json!({"sdp": "v=0 r", "restartId": 2})).await;
+    assert_eq!(new_bob.recv_conv().await.0, "offer");
+}
+
 #[tokio::test]
 async fn a_live_connection_answers_the_probe_and_keeps_its_call() {
     let mut config = ServerConfig::development();
