@@ -281,9 +281,11 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     // The bot asked the page for key frames (PLI) and got them.
     assert.ok(burst.out.pli > lossy0.out.pli, `the bot sent no PLI: ${JSON.stringify(burst.out)}`);
     assert.ok(burst.out.keyFrames > lossy0.out.keyFrames, `the page made no key frame: ${JSON.stringify(burst.out)}`);
-    // What the bot saw: NACKs from the page, and what it resent; the page's PLIs reached it.
+    // What the bot saw: NACKs from the page, and what it resent.
     assert.ok(stats.local.nackReceived > 0 && stats.local.retransmitted > 0, JSON.stringify(stats.local));
-    if (burst.in.pli > lossy0.in.pli) assert.ok(stats.local.pliReceived > 0, `the page's PLIs did not reach the bot: ${JSON.stringify(stats.local)}`);
+    // The page's key frame requests were answered: it decoded a key frame after asking (the
+    // bot's own PLI counter may miss a request the 30 % burst dropped on the way).
+    if (burst.in.pli > lossy1.in.pli) assert.ok(burst.in.keyFrames > lossy1.in.keyFrames, `the page asked for key frames and got none: ${JSON.stringify(burst.in)}`);
     // The echo keeps playing: per second, at least 40 % of the frames of the clean period
     // (it crosses the lossy link twice; before, 11 % came through at 3 % loss).
     const cleanRate = (clean1.in.decoded - clean0.in.decoded) / 8;
