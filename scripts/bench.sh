@@ -8,6 +8,7 @@
 #   scripts/bench.sh --server --nodes 3   # ours as 1 and as 3 nodes on Redis (bench_cluster)
 #   scripts/bench.sh --density [--quick] [--no-anchor] [--dims 480p,240p] [--counts 1,2,4,8,16]
 #                    [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
+#                    [--scenarios wilddog,wilddog-one-way,webrtcsink]
 #       calls per machine: one echo runner with N concurrent callers against webrtcsink with
 #       N webrtcsrc consumers, each caller/consumer a process (docs/benchmarks.md, "Density");
 #       writes DIR/density.json and DIR/density.md. --quick: 240p, N = 1 and 2, 3 s windows.
@@ -54,7 +55,8 @@ while [ $# -gt 0 ]; do
       [ "$density" = 1 ] || { echo "bench.sh: $1 is for --density (put --density first)" >&2; exit 2; }
       args+=("$1" "$2"); shift ;;
     --no-bisect) args+=(--no-bisect) ;;
-    *) echo "usage: scripts/bench.sh [--network] [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args] | --server [--nodes N] | --density [--quick] [--no-anchor] [--dims 480p,240p] [--counts 1,2,4] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]" >&2; exit 2 ;;
+    --scenarios) args+=("$1" "$2"); shift ;;
+    *) echo "usage: scripts/bench.sh [--network] [--quick] [--no-anchor] [--chromium] [--out DIR] [-- call-bench args] | --server [--nodes N] | --density [--quick] [--no-anchor] [--dims 480p,240p] [--counts 1,2,4] [--max-calls N] [--window-secs S] [--no-bisect] [--scenarios S,...] [--out DIR]" >&2; exit 2 ;;
   esac
   shift
 done

@@ -71,6 +71,8 @@ pub struct Options {
     /// The measuring window.
     pub window: Duration,
     pub out: PathBuf,
+    /// Only these systems (`wilddog`, `wilddog-one-way`, `webrtcsink`); none: all.
+    pub systems: Option<Vec<String>>,
 }
 
 /// One system serving N calls, measured.
@@ -681,6 +683,15 @@ pub fn run(opts: &Options) -> Result<()> {
     ];
     if let Some(anchor) = &opts.anchor_bin {
         systems.push(Box::new(Webrtcsink { anchor_bin: anchor.clone() }));
+    }
+    if let Some(only) = &opts.systems {
+        if let Some(unknown) = only.iter().find(|n| !systems.iter().any(|s| s.name() == n.as_str()))
+        {
+            bail!(
+                "--scenarios: {unknown} is not one of wilddog, wilddog-one-way, webrtcsink (with --anchor-bin)"
+            );
+        }
+        systems.retain(|s| only.iter().any(|n| n == s.name()));
     }
     let mut curves = Vec::new();
     let mut failures = Vec::new();

@@ -9,6 +9,7 @@
 //!            [--anchor-bin PATH] [--chromium-net-script benches/chromium/network.mjs] [--out DIR]
 //! call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH] [--dims 480p,240p]
 //!            [--counts 1,2,4,8,16] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
+//!            [--scenarios wilddog,wilddog-one-way,webrtcsink]
 //! ```
 //!
 //! `--network`: the shaped-network benchmark (`net.rs`).
@@ -186,7 +187,7 @@ fn parse_args() -> Result<Args> {
                     "call-bench [--quick] [--calls N (20; quick 3)] [--call-secs S (10; quick 3)] [--out DIR (bench-out)] [--anchor-bin PATH] [--chromium-script benches/chromium/anchor.mjs] [--vp8enc-props K=V,... (experiment: set on our scenarios' vp8enc)]"
                 );
                 println!(
-                    "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR]"
+                    "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR] [--scenarios wilddog,wilddog-one-way,webrtcsink]"
                 );
                 std::process::exit(0);
             }
@@ -333,6 +334,7 @@ fn density_options(args: &Args) -> Result<density::Options> {
         settle: Duration::from_secs(if args.quick { 2 } else { 3 }),
         window: Duration::from_secs_f64(window),
         out: args.out.clone(),
+        systems: args.scenarios.clone(),
     })
 }
 

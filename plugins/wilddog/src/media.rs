@@ -370,7 +370,12 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             };
             let enc = make(enc).map_err(|_| MediaError::NoEncoder(params.codec))?;
             set_str(&enc, "deadline", "1");
-            set_str(&enc, "cpu-used", "8");
+            // A fixed speed, Chrome's on desktops (-6). A positive value lets libvpx pick
+            // the slowest speed that fits that share of the frame interval (8: half of it),
+            // so with cores to spare each call spent 1.5x the CPU for 0.6 dB of PSNR
+            // (480p zone plate at 500 kbit/s: 39.8 dB against 39.2; webrtcsink's -16, the
+            // fastest, 33.7 dB); docs/benchmarks.md, "Density".
+            set_str(&enc, "cpu-used", "-6");
             set_str(&enc, "end-usage", "cbr");
             set_str(&enc, "target-bitrate", &((params.bitrate_kbps * 1000) as i32).to_string());
             set_str(&enc, "lag-in-frames", "0");
