@@ -12,6 +12,7 @@
 //!
 //! Everything here is plain arithmetic over numbers, tested without GStreamer.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -80,10 +81,66 @@ pub const STANDING_QUEUE_MS: u32 = 150;
 /// [`STANDING_QUEUE_MS`] on top of it is cut at once (a path this long, a satellite one,
 /// costs one cut, which lifts again once its round trip is known).
 pub const FIRST_RTT_MS: u32 = 50;
-/// What a standing queue cuts the estimate to, each time the stats see one (every 2 s).
+/// What a standing queue cuts the estimate to, each time it is seen (a feedback report, at
+/// most every [`QUEUE_CUT_INTERVAL`]; without feedback, the stats, every 2 s).
 pub const STANDING_QUEUE_CUT: f64 = 0.7;
-/// How fast the cap lifts once the queue is gone, per stats period.
+/// How fast the cap lifts once the queue is gone, per stats period (per
+/// [`QUEUE_LIFT_INTERVAL`] with feedback).
 pub const STANDING_QUEUE_LIFT: f64 = 1.25;
+
+/// A one-way queueing delay this long, ms, in every packet of a transport-wide feedback
+/// report (its least), means a standing queue at the bottleneck: the same signal as
+/// [`STANDING_QUEUE_MS`] of round trip, but read from each report (about every 100 ms) rather
+/// than from the stats' round trip (every 2 s, and RTCP's round trip lags a report or two).
+/// On a 250 kbit/s cap applied mid-call, the stats saw the queue 3.9 s after the cap, and
+/// the picture froze 6 to 9 s; a report sees it in a few hundred milliseconds.
+pub const QUEUE_DELAY_MS: u32 = 100;
+/// A queueing delay under this, ms, is a drained queue: the cap may lift.
+pub const QUEUE_DRAINED_MS: u32 = 30;
+/// The shortest time between two cuts for a standing queue: what a cut does shows in the
+/// reports only once the sent rate has changed and the queue has had time to shrink.
+pub const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
+/// The shortest time between two lifts of the cap (the [`STANDING_QUEUE_LIFT`] of one stats
+/// period before).
+pub const QUEUE_LIFT_INTERVAL: Duration = Duration::from_secs(2);
+/// A cut for a standing queue goes at most to this share of what the path delivered to the
+/// peer (libwebrtc's delay-based back-off, β = 0.85 of the acknowledged rate): what the
+/// bottleneck gives this direction, less room for the queue to drain.
+pub const ACKED_SHARE: f64 = 0.85;
+/// How much of the feedback the delivered rate is measured over.
+pub const ACKED_WINDOW: Duration = Duration::from_millis(500);
+/// Transport-wide feedback this recent drives the standing-queue guard instead of the stats'
+/// round trip.
+pub const FEEDBACK_FRESH: Duration = Duration::from_secs(5);
+/// No feedback report for this long while we send means the reports are lost or stuck in the
+/// bottleneck's queue: the link is congested, cut as for a standing queue, again after each
+/// such silence. Reports come every 100 ms or so (rtpsession's RTCP interval; Chrome's at
+/// most 250 ms apart); after a 250 kbit/s cap, tail drop lost most of them, and the
+/// estimator and the queue guard heard nothing for 1 to 2 s while both sides kept sending
+/// 300 kbit/s into it (libwebrtc's congestion window pushes back on unacknowledged data for
+/// the same reason).
+pub const FEEDBACK_SILENCE: Duration = Duration::from_millis(500);
+/// A report with this share of its packets lost is one of a path in trouble.
+pub const LOSSY_REPORT: f64 = 0.1;
+/// The silence of the feedback counts only after this many reports: at the start of a call
+/// they come late and irregularly (the first one 0.5 to 0.9 s after the first frame, then
+/// gaps over [`FEEDBACK_SILENCE`] on a loaded machine), which is no congestion.
+pub const FEEDBACK_REPORTS_ARMED: u32 = 20;
+/// What a standing queue seen in the feedback, or a silence of the feedback, cuts the cap to
+/// (at most): half. On a 250 kbit/s cap, both sides at 300 kbit/s lost one packet in three,
+/// the reports among them; cuts to 0.7 took four of them, 2.5 s, to bring both directions
+/// under the capacity, and the picture stayed frozen until the queue drained.
+pub const QUEUE_CUT: f64 = 0.5;
+/// A queue must stand in the reports this long before the first cut, unless they also lose
+/// packets: a receiver that did not run for a moment (a loaded machine) stamps a report's
+/// packets late, once, but loses none.
+pub const QUEUE_PERSIST: Duration = Duration::from_millis(200);
+/// Within this of a cut, a standing queue or a silence is the same congestion: cut again
+/// without waiting for [`QUEUE_PERSIST`].
+pub const CONGESTION_EPISODE: Duration = Duration::from_secs(2);
+/// A pause this long in what we send (this process did not run, or had nothing to send)
+/// starts the silence over: the feedback had nothing to report.
+pub const SENDING_PAUSE: Duration = Duration::from_millis(250);
 
 /// Makes `rtpgccbwe` available: from the installed gst-plugins-rs RTP plugin when there is
 /// one, else from the copy linked into this plugin (crate `gst-plugin-rtp`), registered in
@@ -168,13 +225,31 @@ pub struct Controller {
     queue_cap_bps: Option<u32>,
     /// The last estimate given to [`Controller::update`], bit/s.
     last_estimate_bps: u32,
+    /// When transport-wide feedback last measured the queue.
+    feedback_at: Option<Instant>,
+    /// When the queue cap was last cut or lifted on feedback.
+    queue_cut_at: Option<Instant>,
+    queue_lift_at: Option<Instant>,
+    /// The queue the last feedback report measured, ms.
+    last_queue_ms: u32,
+    /// When we last sent a packet, and since when without a pause ([`SENDING_PAUSE`]).
+    sent_at: Option<Instant>,
+    sending_since: Option<Instant>,
+    /// Whether the feedback fell silent since the last report.
+    silent: bool,
+    /// Since when the reports have shown a standing queue.
+    queue_since: Option<Instant>,
+    /// Feedback reports so far.
+    reports: u32,
+    /// Whether the last report said the path is in trouble ([`QueueReading::troubled`]).
+    troubled: bool,
 }
 
 impl Controller {
     /// A controller at full quality.
     pub fn new(limits: SendLimits) -> Self {
         let steps = ladder(&limits);
-        Controller {
+        let mut controller = Controller {
             limits,
             steps,
             level: 0,
@@ -182,7 +257,20 @@ impl Controller {
             min_rtt_ms: None,
             queue_cap_bps: None,
             last_estimate_bps: 0,
-        }
+            feedback_at: None,
+            queue_cut_at: None,
+            queue_lift_at: None,
+            last_queue_ms: 0,
+            sent_at: None,
+            sending_since: None,
+            silent: false,
+            queue_since: None,
+            reports: 0,
+            troubled: false,
+        };
+        // Until the estimator says otherwise, the estimate is where it starts.
+        controller.last_estimate_bps = controller.estimate_range().1;
+        controller
     }
 
     /// The settings it adapts.
@@ -295,8 +383,14 @@ impl Controller {
     /// lowest of the call caps the estimate at [`STANDING_QUEUE_CUT`] of what it is (of the
     /// cap, when there is one already), so that the queue drains; a normal one lifts the cap
     /// by [`STANDING_QUEUE_LIFT`] until the estimate is under it. Whether the cap changed.
+    ///
+    /// Not while transport-wide feedback measures the queue ([`Controller::note_feedback`],
+    /// fresher and more precise): only its lift, then, follows the stats.
     pub fn note_round_trip(&mut self, rtt_ms: u32) -> bool {
         if rtt_ms == 0 {
+            return false;
+        }
+        if self.feedback_at.is_some() {
             return false;
         }
         // The first measurement may already carry the queue (a call that starts on a full
@@ -317,9 +411,197 @@ impl Controller {
         before != self.queue_cap_bps
     }
 
+    /// What a transport-wide feedback report says about the bottleneck's queue (see
+    /// [`QueueMonitor`]) at `now`: a standing one ([`QUEUE_DELAY_MS`], for [`QUEUE_PERSIST`])
+    /// cuts the estimate's cap to [`QUEUE_CUT`] of the estimate (of the cap, when there is
+    /// one) and at most to [`ACKED_SHARE`] of what the path delivered, again every
+    /// [`QUEUE_CUT_INTERVAL`] while it stands; a drained one ([`QUEUE_DRAINED_MS`]) lifts
+    /// the cap by [`STANDING_QUEUE_LIFT`] every [`QUEUE_LIFT_INTERVAL`] until the estimate is
+    /// under it. Whether the cap changed.
+    pub fn note_feedback(&mut self, queue: &QueueReading, now: Instant) -> bool {
+        self.feedback_at = Some(now);
+        self.last_queue_ms = queue.queue_ms;
+        self.silent = false;
+        self.troubled = queue.troubled;
+        self.reports = self.reports.saturating_add(1);
+        let (lowest, _, _) = self.estimate_range();
+        let before = self.queue_cap_bps;
+        let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| now.duration_since(t));
+        if queue.queue_ms < QUEUE_DELAY_MS {
+            self.queue_since = None;
+        }
+        if queue.queue_ms >= QUEUE_DELAY_MS {
+            let standing = *self.queue_since.get_or_insert(now);
+            let episode = since(self.queue_cut_at) < CONGESTION_EPISODE;
+            if since(self.queue_cut_at) < QUEUE_CUT_INTERVAL
+                || (!episode && !queue.lossy && now.duration_since(standing) < QUEUE_PERSIST)
+            {
+                return false;
+            }
+            let from = self
+                .queue_cap_bps
+                .map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+            let mut cap = f64::from(from) * QUEUE_CUT;
+            if let Some(acked) = queue.acked_bps {
+                cap = cap.min(f64::from(acked) * ACKED_SHARE);
+            }
+            self.queue_cap_bps = Some((cap as u32).max(lowest));
+            self.queue_cut_at = Some(now);
+            self.queue_lift_at = Some(now);
+        } else if queue.queue_ms < QUEUE_DRAINED_MS
+            && let Some(cap) = self.queue_cap_bps
+            && since(self.queue_lift_at) >= QUEUE_LIFT_INTERVAL
+        {
+            let lifted = (f64::from(cap) * STANDING_QUEUE_LIFT) as u32;
+            self.queue_cap_bps = (lifted < self.last_estimate_bps).then_some(lifted);
+            self.queue_lift_at = Some(now);
+        }
+        before != self.queue_cap_bps
+    }
+
+    /// We are sending at `now`: feedback silent for [`FEEDBACK_SILENCE`] (after
+    /// [`FEEDBACK_REPORTS_ARMED`] reports came, the last one troubled or in a congestion
+    /// episode, and not for [`FEEDBACK_FRESH`] yet) cuts the cap to [`QUEUE_CUT`], at most once per
+    /// silence. Whether the cap changed.
+    pub fn note_sending(&mut self, now: Instant) -> bool {
+        let paused = self.sent_at.is_none_or(|t| now.duration_since(t) >= SENDING_PAUSE);
+        self.sent_at = Some(now);
+        if paused {
+            self.sending_since = Some(now);
+        }
+        let Some(heard) = self.feedback_at else { return false };
+        // A silence after a clean report is a peer (or this machine) that did not run for a
+        // moment; after a troubled one, or within a congestion episode, it is congestion.
+        let episode = self.queue_cut_at.is_some_and(|t| now.duration_since(t) < CONGESTION_EPISODE);
+        if self.reports < FEEDBACK_REPORTS_ARMED || !(self.troubled || episode) {
+            return false;
+        }
+        let from = self.sending_since.map_or(heard, |s| s.max(heard));
+        let silent = now.duration_since(from);
+        if silent < FEEDBACK_SILENCE || silent >= FEEDBACK_FRESH {
+            return false;
+        }
+        if self.queue_cut_at.is_some_and(|t| now.duration_since(t) < FEEDBACK_SILENCE) {
+            return false;
+        }
+        self.silent = true;
+        let (lowest, _, _) = self.estimate_range();
+        let before = self.queue_cap_bps;
+        let from =
+            self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+        self.queue_cap_bps = Some(((f64::from(from) * QUEUE_CUT) as u32).max(lowest));
+        self.queue_cut_at = Some(now);
+        self.queue_lift_at = Some(now);
+        before != self.queue_cap_bps
+    }
+
+    /// Whether the bottleneck is congested at `now`: the last feedback report saw a standing
+    /// queue, or the reports fell silent ([`FEEDBACK_SILENCE`]) since.
+    ///
+    /// Retransmissions wait then: into a full queue they add to what is lost, and with the
+    /// queue's round trip (600 ms on a 250 kbit/s cap) they come after the receiver gave the
+    /// frame up (it waits at most [`crate::recovery::MAX_RETRANSMISSION_WAIT_MS`]); a key frame
+    /// repairs the picture. libwebrtc caps retransmissions at the target rate for the same
+    /// reason.
+    pub fn congested(&self, now: Instant) -> bool {
+        let Some(heard) = self.feedback_at else { return false };
+        self.last_queue_ms >= QUEUE_DELAY_MS
+            || (self.silent && now.duration_since(heard) < FEEDBACK_FRESH)
+    }
+
+    /// Whether transport-wide feedback measured the queue lately ([`FEEDBACK_FRESH`]); the
+    /// stats' round trip guards it otherwise.
+    pub fn feedback_is_fresh(&self, now: Instant) -> bool {
+        self.feedback_at.is_some_and(|t| now.duration_since(t) < FEEDBACK_FRESH)
+    }
+
+    /// The feedback stopped (a peer that no longer sends it): the stats' round trip guards
+    /// the queue again.
+    pub fn forget_feedback(&mut self) {
+        self.feedback_at = None;
+    }
+
+    /// The ceiling a standing queue put on the estimate, bit/s.
+    pub fn queue_cap(&self) -> Option<u32> {
+        self.queue_cap_bps
+    }
+
     /// The last estimate given to [`Controller::update`], bit/s.
     pub fn last_estimate(&self) -> u32 {
         self.last_estimate_bps
+    }
+}
+
+/// What one transport-wide feedback report says about the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueReading {
+    /// The least one-way queueing delay of the report's packets, ms: their transit time over
+    /// the least transit time of the call (the two clocks' offset cancels out).
+    pub queue_ms: u32,
+    /// What the path delivered to the peer over the last [`ACKED_WINDOW`], bit/s (`None`
+    /// until the feedback covers half of it).
+    pub acked_bps: Option<u32>,
+    /// Whether the report says the path is in trouble: a queue of [`QUEUE_DRAINED_MS`] or
+    /// more, or [`LOSSY_REPORT`] of its packets lost.
+    pub troubled: bool,
+    /// Whether [`LOSSY_REPORT`] of its packets were lost.
+    pub lossy: bool,
+}
+
+/// One packet of a transport-wide feedback report (rtpsession's `RTPTWCCPackets` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedbackPacket {
+    /// When we sent it, ns (our clock).
+    pub sent_ns: u64,
+    /// When the peer got it, ns (its clock), `None` when it was lost.
+    pub arrived_ns: Option<u64>,
+    /// Its size, bytes.
+    pub size: u32,
+}
+
+/// Measures the bottleneck's queue and what the path delivers from transport-wide feedback,
+/// report by report.
+#[derive(Debug, Default, Clone)]
+pub struct QueueMonitor {
+    /// The least transit time of the call (arrival in the peer's clock less departure in
+    /// ours), ns.
+    base_transit_ns: Option<i128>,
+    /// The packets that arrived over the last [`ACKED_WINDOW`]: (arrival, size).
+    delivered: VecDeque<(u64, u32)>,
+}
+
+impl QueueMonitor {
+    /// A report: its reading, or `None` when none of its packets arrived.
+    pub fn update(&mut self, packets: &[FeedbackPacket]) -> Option<QueueReading> {
+        let mut least: Option<i128> = None;
+        for p in packets {
+            let Some(arrived) = p.arrived_ns else { continue };
+            let transit = i128::from(arrived) - i128::from(p.sent_ns);
+            least = Some(least.map_or(transit, |l| l.min(transit)));
+            if self.delivered.back().is_none_or(|&(last, _)| arrived >= last) {
+                self.delivered.push_back((arrived, p.size));
+            }
+        }
+        let least = least?;
+        let lost = packets.iter().filter(|p| p.arrived_ns.is_none()).count();
+        let base = *self.base_transit_ns.get_or_insert(least);
+        let base = base.min(least);
+        self.base_transit_ns = Some(base);
+        let newest = self.delivered.back().map_or(0, |&(t, _)| t);
+        let window = ACKED_WINDOW.as_nanos() as u64;
+        while self.delivered.front().is_some_and(|&(t, _)| newest.saturating_sub(t) > window) {
+            self.delivered.pop_front();
+        }
+        let oldest = self.delivered.front().map_or(newest, |&(t, _)| t);
+        let span = newest.saturating_sub(oldest);
+        let acked_bps = (span >= window / 2).then(|| {
+            let bits: u64 = self.delivered.iter().skip(1).map(|&(_, s)| u64::from(s) * 8).sum();
+            (bits as f64 / (span as f64 / 1e9)) as u32
+        });
+        let queue_ms = ((least - base) / 1_000_000).clamp(0, i128::from(u32::MAX)) as u32;
+        let lossy = lost as f64 >= LOSSY_REPORT * packets.len() as f64;
+        let troubled = queue_ms >= QUEUE_DRAINED_MS || lossy;
+        Some(QueueReading { queue_ms, acked_bps, troubled, lossy })
     }
 }
 
@@ -535,6 +817,130 @@ mod tests {
         c.note_round_trip(5);
         assert!(c.note_round_trip(5));
         assert_eq!(c.update(220_000, t).estimate_bps, 220_000);
+    }
+
+    fn packet(sent_ms: u64, arrived_ms: Option<u64>) -> FeedbackPacket {
+        // The peer's clock is 5 s ahead of ours: only differences count.
+        let ms = 1_000_000;
+        FeedbackPacket {
+            sent_ns: sent_ms * ms,
+            arrived_ns: arrived_ms.map(|a| (a + 5000) * ms),
+            size: 1000,
+        }
+    }
+
+    #[test]
+    fn feedback_measures_the_queue_and_what_the_path_delivers() {
+        let mut m = QueueMonitor::default();
+        // Nothing arrived: no reading.
+        assert_eq!(m.update(&[packet(0, None)]), None);
+        // 2 ms of transit: the base. 1000 bytes every 20 ms is 400 kbit/s.
+        let clean: Vec<_> = (0..30).map(|i| packet(i * 20, Some(i * 20 + 2))).collect();
+        let r = m.update(&clean).unwrap();
+        assert_eq!(r.queue_ms, 0);
+        assert!(!r.troubled);
+        assert!((390_000..=410_000).contains(&r.acked_bps.unwrap()), "{r:?}");
+        // A queue of 250 ms in every packet; one that jumped it (a late one) does not hide it.
+        let queued: Vec<_> =
+            (30..40).map(|i| packet(i * 20, Some(i * 20 + 252 + (i % 3) * 10))).collect();
+        let r = m.update(&queued).unwrap();
+        assert_eq!(r.queue_ms, 250);
+        assert!(r.troubled);
+        // A report with a loss in three is troubled, queue or not.
+        let r = m.update(&[packet(1000, Some(1002)), packet(1020, None), packet(1040, Some(1042))]);
+        assert!(r.unwrap().troubled);
+        // A burst queued behind a key frame: the least of the report is what stands.
+        let burst = [packet(900, Some(1000)), packet(920, Some(925))];
+        assert_eq!(m.update(&burst).unwrap().queue_ms, 3);
+    }
+
+    #[test]
+    fn feedback_cuts_a_standing_queue_at_once_and_lifts_once_it_drained() {
+        let mut c = Controller::new(limits_480p());
+        let t = Instant::now();
+        c.update(300_000, t);
+        let standing = |acked| QueueReading {
+            queue_ms: 280,
+            acked_bps: Some(acked),
+            troubled: true,
+            lossy: false,
+        };
+        let drained =
+            QueueReading { queue_ms: 5, acked_bps: Some(100_000), troubled: false, lossy: false };
+        let lossy = QueueReading { troubled: true, lossy: true, ..drained };
+        // A clean path: nothing.
+        assert!(!c.congested(t));
+        assert!(!c.note_feedback(&drained, t));
+        assert!(!c.congested(t));
+        assert_eq!(c.update(300_000, t).estimate_bps, 300_000);
+        // The queue stands (a first report could be a receiver that did not run for a
+        // moment)...
+        assert!(!c.note_feedback(&standing(125_000), t));
+        assert!(c.congested(t));
+        // ...and still stands: to 85 % of what the path delivered (under half the estimate)...
+        let t = t + QUEUE_PERSIST;
+        assert!(c.note_feedback(&standing(125_000), t));
+        assert_eq!(c.update(300_000, t).estimate_bps, 106_250);
+        // (A queue that also loses packets is cut at its first report.)
+        let mut first = Controller::new(limits_480p());
+        first.update(300_000, t);
+        assert!(first.note_feedback(&QueueReading { lossy: true, ..standing(125_000) }, t));
+        // ...not again before the cut could show...
+        assert!(!c.note_feedback(&standing(125_000), t + Duration::from_millis(100)));
+        // ...then half again while it stands.
+        assert!(c.note_feedback(&standing(125_000), t + QUEUE_CUT_INTERVAL));
+        assert_eq!(c.update(300_000, t).estimate_bps, 53_125);
+        // The stats' round trip, which lags, does not cut while feedback comes.
+        assert!(!c.note_round_trip(700));
+        // Drained: a quarter up per lift interval, gone once over the estimate.
+        let t = t + QUEUE_CUT_INTERVAL;
+        assert!(!c.note_feedback(&drained, t + Duration::from_secs(1)));
+        assert!(c.note_feedback(&drained, t + QUEUE_LIFT_INTERVAL));
+        assert_eq!(c.update(300_000, t).estimate_bps, 66_406);
+        // The reports stop (lost in the queue): a cut per silence, none after a short gap.
+        let heard = t + QUEUE_LIFT_INTERVAL;
+        let ms = Duration::from_millis;
+        // (Once they came regularly: not the sparse ones of a call's start.)
+        let mut start = Controller::new(limits_480p());
+        start.note_feedback(&drained, t);
+        assert!(!start.note_sending(t + ms(100)));
+        assert!(!start.note_sending(t + ms(300)));
+        assert!(!start.note_sending(t + ms(500)));
+        assert!(!start.note_sending(t + ms(700)));
+        for _ in 0..FEEDBACK_REPORTS_ARMED {
+            c.note_feedback(&drained, heard - ms(1));
+        }
+        // (And after a report of trouble: see below for one after a clean report.)
+        c.note_feedback(&lossy, heard);
+        for at in (0..500).step_by(20) {
+            assert!(!c.note_sending(heard + ms(at)), "{at}");
+        }
+        assert!(!c.congested(heard + ms(300)));
+        assert!(c.note_sending(heard + FEEDBACK_SILENCE));
+        assert!(c.congested(heard + FEEDBACK_SILENCE));
+        assert_eq!(c.update(300_000, t).estimate_bps, 40_000);
+        // A report: no longer silent.
+        c.note_feedback(&drained, heard + ms(1100));
+        assert!(!c.congested(heard + ms(1100)));
+        // Silent after a clean report, out of a congestion episode: a peer (or this machine)
+        // that did not run for a moment, nothing.
+        let calm = heard + ms(1100) + CONGESTION_EPISODE;
+        c.note_feedback(&drained, calm);
+        for at in (0..=800).step_by(20) {
+            assert!(!c.note_sending(calm + ms(at)), "{at}");
+        }
+        assert!(!c.congested(calm + ms(800)));
+        // A pause in what we send (this process stalled) is no silence of the feedback.
+        let calm = calm + ms(800);
+        c.note_feedback(&lossy, calm);
+        assert!(!c.note_sending(calm + ms(900)));
+        assert!(!c.note_sending(calm + ms(1000)));
+        assert!(!c.congested(calm + ms(1000)));
+        // A peer that stopped sending feedback for good is left to the stats' round trip.
+        assert!(!c.note_sending(calm + FEEDBACK_FRESH));
+        assert!(c.feedback_is_fresh(t));
+        c.forget_feedback();
+        assert!(!c.feedback_is_fresh(t));
     }
 
     #[test]

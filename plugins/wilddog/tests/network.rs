@@ -81,11 +81,17 @@ fn call(server: &TestServer, props: &[(&'static str, &'static str)]) -> (Endpoin
     (alice, bob)
 }
 
-/// A 250 kbit/s link (both directions share it): congestion control brings what each side
-/// sends under the capacity, says so (`wilddog-quality` low), and the picture keeps moving:
-/// above 8 fps again within 10 s (20 s here: on the shared 2-core machine it took 7 to 9 s
-/// when alone, up to 18 s beside another shaped call; without congestion control it falls
-/// to 0 fps and stays there).
+/// How long a call runs on a clean link before the cap comes.
+const MID_CALL: Duration = Duration::from_secs(3);
+
+/// A 250 kbit/s cap mid-call (both directions share it): congestion control brings what each
+/// side sends under the capacity, says so (`wilddog-quality` low), and the picture keeps
+/// moving: above 8 fps again within 10 s, the issue's figure (over a 2 s window, so at 10 fps
+/// the picture moved again 1.7 s earlier). With the standing-queue guard on each
+/// transport-wide feedback report and on their silence it took 3.3 to 4.8 s at a load of 3
+/// to 5 on the 2-core machine (4.6 and 5.5 s at 7 with the cap right at the first frame); on
+/// the 2 s stats tick 5.4 to 6.6 s at the same load, and up to 19 s on a loaded machine.
+/// Without congestion control it falls to 0 fps and stays there.
 #[test]
 fn a_250_kbit_link_keeps_the_picture_moving() {
     if !enter_netns("a_250_kbit_link_keeps_the_picture_moving") {
@@ -93,6 +99,8 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     }
     let server = TestServer::start();
     let (mut alice, _bob) = call(&server, &[]);
+    // Mid-call: the estimator has had feedback from a clean link for a while.
+    let _ = watch(&mut alice, MID_CALL);
     shaping::cap_kbit(250);
     let capped = Instant::now();
     // When, after the cap, 2 s of frames first held more than 16 (over 8 fps).
@@ -126,7 +134,7 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
          {frames} frames in 8 s, alice sent {sent:?} kbit/s, targets {targets:?}"
     );
     let recovered = recovered.expect("the picture did not get above 8 fps in 25 s");
-    assert!(recovered <= Duration::from_secs(20), "above 8 fps only after {recovered:?}");
+    assert!(recovered <= Duration::from_secs(10), "above 8 fps only after {recovered:?}");
     // And it keeps moving (under load the rate after recovery varies; frozen is under 1).
     assert!(frames >= 24, "{frames} frames in 8 s after it had recovered");
     let mean = sent.iter().sum::<u64>() / sent.len().max(1) as u64;

@@ -3,7 +3,9 @@
 //! (`rtpgccbwe`, beside webrtcbin's aux sender: fed the feedback, not the packets)
 //! driving the video encoder's bitrate, frame rate and size and the Opus bitrate through
 //! [`crate::congestion::Controller`], and `wilddog-quality` when the estimate falls below
-//! what the dimension needs and when it recovers.
+//! what the dimension needs and when it recovers. Each feedback report, and their silence,
+//! also feeds the controller's standing-queue guard ([`Controller::note_feedback`],
+//! [`Controller::note_sending`]).
 //!
 //! How webrtcsink (gst-plugins-rs) does it, which this follows: the TWCC header extension
 //! added to every payloader, with the id the SDP gives it; `rtpgccbwe` behind webrtcbin's
@@ -17,7 +19,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::{CAT, Validated, WilddogCall, lock};
-use crate::congestion::{Adaptation, CongestionControl, Controller, SendLimits};
+use crate::congestion::{
+    Adaptation, CongestionControl, Controller, FeedbackPacket, QueueMonitor, SendLimits,
+};
 use crate::media;
 
 /// The id our offers give the TWCC header extension (Chrome's).
@@ -34,6 +38,8 @@ pub(super) struct Congestion {
     twcc_id: u32,
     /// Whether the last `wilddog-quality` said the link is too slow.
     constrained: bool,
+    /// The bottleneck's queue, from each transport-wide feedback report.
+    queue: QueueMonitor,
 }
 
 impl WilddogCall {
@@ -102,7 +108,19 @@ impl WilddogCall {
         });
         gst::debug!(CAT, imp = self, "congestion control: {min}..{max} bit/s from {start}");
         lock(&self.congestion).bwe = Some(bwe.clone());
-        match estimator_beside_the_path(&bwe) {
+        let weak = self.obj().downgrade();
+        let on_feedback = move |feedback: &gst::StructureRef| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_feedback(feedback);
+            }
+        };
+        let weak = self.obj().downgrade();
+        let on_sent = move || {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_sent();
+            }
+        };
+        match estimator_beside_the_path(&bwe, on_feedback, on_sent) {
             Ok(aux) => Some(aux),
             Err(e) => {
                 gst::warning!(CAT, imp = self, "cannot build the aux sender: {e}");
@@ -169,6 +187,69 @@ impl WilddogCall {
         self.apply_adaptation(&adaptation, previous.as_ref());
         if quality_changed {
             self.post_quality(&adaptation);
+        }
+    }
+
+    /// A transport-wide feedback report (after the estimator had it): a standing queue at
+    /// the bottleneck cuts the estimate at once (see [`Controller::note_feedback`]).
+    fn on_feedback(&self, feedback: &gst::StructureRef) {
+        let Ok(list) = feedback.get::<glib::ValueArray>("packets") else { return };
+        let packets: Vec<FeedbackPacket> = list
+            .iter()
+            .filter_map(|v| {
+                let p = v.get::<gst::Structure>().ok()?;
+                let sent = p.get::<gst::ClockTime>("local-ts").ok()?;
+                let lost = p.get::<bool>("lost").unwrap_or(true);
+                let arrived = if lost { None } else { p.get::<gst::ClockTime>("remote-ts").ok() };
+                Some(FeedbackPacket {
+                    sent_ns: sent.nseconds(),
+                    arrived_ns: arrived.map(gst::ClockTime::nseconds),
+                    size: p.get::<u32>("size").unwrap_or(0),
+                })
+            })
+            .collect();
+        let (estimate, reading) = {
+            let mut c = lock(&self.congestion);
+            let Some(reading) = c.queue.update(&packets) else { return };
+            gst::debug!(CAT, imp = self, "feedback: {reading:?}");
+            let Some(bwe) = c.bwe.clone() else { return };
+            let Some(controller) = c.controller.as_mut() else { return };
+            if !controller.note_feedback(&reading, Instant::now()) {
+                return;
+            }
+            (bwe, reading)
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "queue {} ms, {:?} bit/s delivered: estimate capped at {:?}",
+            reading.queue_ms,
+            reading.acked_bps,
+            lock(&self.congestion).controller.as_ref().and_then(Controller::queue_cap)
+        );
+        self.on_estimate(estimate.property::<u32>("estimated-bitrate"));
+    }
+
+    /// A packet goes out: feedback that fell silent (lost in a full queue) cuts the estimate
+    /// (see [`Controller::note_sending`]).
+    fn on_sent(&self) {
+        let bwe = {
+            let mut c = lock(&self.congestion);
+            let Some(controller) = c.controller.as_mut() else { return };
+            if !controller.note_sending(Instant::now()) {
+                return;
+            }
+            gst::info!(
+                CAT,
+                imp = self,
+                "no feedback for {} ms: estimate capped at {:?}",
+                crate::congestion::FEEDBACK_SILENCE.as_millis(),
+                controller.queue_cap()
+            );
+            c.bwe.clone()
+        };
+        if let Some(bwe) = bwe {
+            self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
         }
     }
 
@@ -250,6 +331,11 @@ impl WilddogCall {
         let bwe = {
             let mut c = lock(&self.congestion);
             if let Some(controller) = c.controller.as_mut()
+                && !controller.feedback_is_fresh(Instant::now())
+            {
+                controller.forget_feedback();
+            }
+            if let Some(controller) = c.controller.as_mut()
                 && controller.note_round_trip(rtt_ms)
             {
                 gst::info!(
@@ -264,6 +350,12 @@ impl WilddogCall {
         if let Some(bwe) = bwe {
             self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
         }
+    }
+
+    /// Whether the bottleneck is congested now (see [`Controller::congested`]): retransmission
+    /// requests wait.
+    pub(super) fn congested(&self) -> bool {
+        lock(&self.congestion).controller.as_ref().is_some_and(|c| c.congested(Instant::now()))
     }
 
     /// The congestion fields of `wilddog-stats`' `local`: (estimate, video target) in kbps,
@@ -300,7 +392,14 @@ impl WilddogCall {
 /// webrtcbin pair against us, `scripts/bench.sh --quick`). The encoders' targets already keep
 /// the average under the estimate; the bursts of a frame go out as they did before, and a
 /// bottleneck's queue absorbs them.
-fn estimator_beside_the_path(bwe: &gst::Element) -> Result<gst::Element, glib::BoolError> {
+///
+/// Each report then goes to `on_feedback` too (the standing-queue guard), and each packet
+/// sent calls `on_sent` (which notices feedback that fell silent).
+fn estimator_beside_the_path(
+    bwe: &gst::Element,
+    on_feedback: impl Fn(&gst::StructureRef) + Send + Sync + 'static,
+    on_sent: impl Fn() + Send + Sync + 'static,
+) -> Result<gst::Element, glib::BoolError> {
     let bin = gst::Bin::with_name("wilddog-congestion");
     let pass = gst::ElementFactory::make("identity").property("silent", true).build()?;
     bin.add_many([&pass, bwe])?;
@@ -311,11 +410,16 @@ fn estimator_beside_the_path(bwe: &gst::Element) -> Result<gst::Element, glib::B
     };
     bin.add_pad(&gst::GhostPad::builder_with_target(&sink)?.name("sink").build())?;
     bin.add_pad(&gst::GhostPad::builder_with_target(&src)?.name("src").build())?;
+    src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        on_sent();
+        gst::PadProbeReturn::Ok
+    });
     src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
         if let Some(gst::PadProbeData::Event(event)) = &info.data
-            && event.structure().is_some_and(|s| s.name() == "RTPTWCCPackets")
+            && let Some(feedback) = event.structure().filter(|s| s.name() == "RTPTWCCPackets")
         {
             let _ = bwe_src.send_event(event.clone());
+            on_feedback(feedback);
         }
         gst::PadProbeReturn::Ok
     });

@@ -1,7 +1,8 @@
 //! Loss recovery of a call's peer connection (see [`crate::recovery`] for what and why):
 //! NACK/RTX and the optional ULPFEC on the video transceiver, the jitterbuffer's wait for
-//! retransmissions following the measured round trip once loss is seen, and Opus's in-band
-//! FEC and ULPFEC's redundancy following the loss the peer reports.
+//! retransmissions following the measured round trip once loss is seen, the peer's NACKs
+//! held while congestion control sees the bottleneck congested, and Opus's in-band FEC and
+//! ULPFEC's redundancy following the loss the peer reports.
 
 use std::time::Instant;
 
@@ -52,7 +53,10 @@ impl WilddogCall {
             let element = values.get(2)?.get::<gst::Element>().ok()?;
             let obj = weak.upgrade()?;
             match element.factory()?.name().as_str() {
-                "rtprtxsend" => lock(&obj.imp().recovery).rtxsend = Some(element.downgrade()),
+                "rtprtxsend" => {
+                    lock(&obj.imp().recovery).rtxsend = Some(element.downgrade());
+                    obj.imp().hold_retransmissions_when_congested(&element);
+                }
                 "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
                 "rtpsession" => {
                     // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
@@ -68,6 +72,32 @@ impl WilddogCall {
                 _ => {}
             }
             None
+        });
+    }
+
+    /// The peer's retransmission requests (NACKs, as rtpsession's upstream events to
+    /// rtprtxsend) are not answered while congestion control sees the bottleneck congested
+    /// (see [`crate::congestion::Controller::congested`]).
+    fn hold_retransmissions_when_congested(&self, rtxsend: &gst::Element) {
+        let Some(src) = rtxsend.static_pad("src") else { return };
+        let weak = self.obj().downgrade();
+        src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if event.structure().is_none_or(|s| s.name() != "GstRTPRetransmissionRequest") {
+                return gst::PadProbeReturn::Ok;
+            }
+            let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
+            if obj.imp().congested() {
+                gst::log!(CAT, imp = obj.imp(), "congested: retransmission request held");
+                // Replaced, not dropped: GStreamer 1.22 unrefs a NULL event when a probe
+                // drops one given to gst_pad_push_event (see media::key_frame_requests).
+                info.data = Some(gst::PadProbeData::Event(gst::event::CustomUpstream::new(
+                    gst::Structure::new_empty("wilddog-retransmission-request-held"),
+                )));
+            }
+            gst::PadProbeReturn::Ok
         });
     }
 
