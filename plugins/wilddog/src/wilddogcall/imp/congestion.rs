@@ -248,8 +248,19 @@ impl WilddogCall {
             );
             c.bwe.clone()
         };
-        if let Some(bwe) = bwe {
-            self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
+        let Some(bwe) = bwe else { return };
+        // On another thread: this is the sending chain's streaming thread (the encoder's,
+        // up to the payloader), which must not set its own encoder's properties and caps
+        // while it pushes.
+        let weak = self.obj().downgrade();
+        let spawned =
+            std::thread::Builder::new().name("wilddog-congestion".into()).spawn(move || {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().on_estimate(bwe.property::<u32>("estimated-bitrate"));
+                }
+            });
+        if let Err(e) = spawned {
+            gst::warning!(CAT, imp = self, "cannot apply the cut: {e}");
         }
     }
 
