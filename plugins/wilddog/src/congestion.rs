@@ -620,33 +620,29 @@ pub fn audio_overhead_bps(frame_ms: u32) -> u32 {
     1000 / frame_ms.max(1) * PACKET_OVERHEAD_BYTES * 8
 }
 
-/// The steps for a call's settings, in the order of WebRTC's "balanced" degradation
-/// preference: the size goes first, at the full rate (libwebrtc keeps 15 fps down to 640x480,
-/// and lowers the rate only at 480x360 and under, to 10 fps); then the rate, to two thirds
-/// (at least [`REDUCED_FPS_FLOOR`]); then, at that rate, the size again. So: full; three
-/// quarters of the size at `max-fps`; three quarters at the reduced rate; half and a quarter
-/// of the size at the reduced rate (none under 120 lines). A user would rather see a smaller
-/// picture move at 10 to 15 fps than a big one at 8 (webrtcsink, under 1 Mbit/s, also scales
-/// down to 360 lines first, and halves the rate under 500 kbit/s).
+/// The steps for a call's settings, in the order of Chrome's degradation preference for a
+/// camera (libwebrtc's `MAINTAIN_FRAMERATE`, what a browser call does unless the page asks
+/// otherwise): the size goes down at the full rate, to three quarters, a half, three eighths
+/// and a quarter of the dimension (none under 120 lines); only at the smallest size does the
+/// rate go down, to two thirds (at least [`REDUCED_FPS_FLOOR`]). A picture that moves is what
+/// a user watches on a slow link: 480p at 15 fps becomes 360p, 240p, 180p and 120p at 15, then
+/// 120p at 10. (An earlier ladder in libwebrtc's "balanced" order, 360p at 10 then 240p at 10,
+/// never gave more than 10 fps on a 250 kbit/s link, so any freeze on the way down put the
+/// call under it.)
 pub fn ladder(limits: &SendLimits) -> Vec<Step> {
     let (w, h, fps) = (limits.width.max(2), limits.height.max(2), limits.max_fps.max(1));
     let mut steps = vec![Step { width: w, height: h, fps }];
+    for (num, den) in [(3, 4), (1, 2), (3, 8), (1, 4)] {
+        let (sw, sh) = (even(w * num / den), even(h * num / den));
+        if sh >= 120 {
+            steps.push(Step { width: sw, height: sh, fps });
+        }
+    }
     let reduced =
         if fps > REDUCED_FPS_FLOOR { (fps * 2).div_ceil(3).max(REDUCED_FPS_FLOOR) } else { fps };
-    let (tw, th) = (even(w * 3 / 4), even(h * 3 / 4));
-    if th >= 120 {
-        steps.push(Step { width: tw, height: th, fps });
-        if reduced < fps {
-            steps.push(Step { width: tw, height: th, fps: reduced });
-        }
-    } else if reduced < fps {
-        steps.push(Step { width: w, height: h, fps: reduced });
-    }
-    for div in [2, 4] {
-        let (sw, sh) = (even(w / div), even(h / div));
-        if sh >= 120 {
-            steps.push(Step { width: sw, height: sh, fps: reduced });
-        }
+    if reduced < fps {
+        let smallest = steps[steps.len() - 1];
+        steps.push(Step { fps: reduced, ..smallest });
     }
     steps
 }
@@ -671,29 +667,44 @@ mod tests {
     }
 
     #[test]
-    fn the_ladder_lowers_the_size_before_the_rate_goes_under_10() {
+    fn the_ladder_keeps_the_frame_rate_until_the_smallest_size() {
         let steps: Vec<(u32, u32, u32)> =
             ladder(&limits_480p()).iter().map(|s| (s.width, s.height, s.fps)).collect();
         assert_eq!(
             steps,
-            [(640, 480, 15), (480, 360, 15), (480, 360, 10), (320, 240, 10), (160, 120, 10)]
+            [
+                (640, 480, 15),
+                (480, 360, 15),
+                (320, 240, 15),
+                (240, 180, 15),
+                (160, 120, 15),
+                (160, 120, 10)
+            ]
         );
         // 120p at 10 fps has nowhere to go.
         let small = SendLimits { width: 160, height: 120, max_fps: 10, ..limits_480p() };
         assert_eq!(ladder(&small).len(), 1);
-        // 720p at 30 fps: 540p at 30, then 20 fps, then 640x360 and 320x180.
+        // 720p at 30 fps: down to 320x180 at 30, then 20 fps.
         let hd = SendLimits { width: 1280, height: 720, max_fps: 30, ..limits_480p() };
         let steps: Vec<(u32, u32, u32)> =
             ladder(&hd).iter().map(|s| (s.width, s.height, s.fps)).collect();
         assert_eq!(
             steps,
-            [(1280, 720, 30), (960, 540, 30), (960, 540, 20), (640, 360, 20), (320, 180, 20)]
+            [
+                (1280, 720, 30),
+                (960, 540, 30),
+                (640, 360, 30),
+                (480, 270, 30),
+                (320, 180, 30),
+                (320, 180, 20)
+            ]
         );
-        // The frame rate never goes under 10 before the size is at its smallest.
+        // The frame rate goes down only at the smallest size, never under 10.
         for limits in [limits_480p(), hd] {
             let steps = ladder(&limits);
             let last = steps[steps.len() - 1];
             assert!(steps.iter().all(|s| s.fps >= REDUCED_FPS_FLOOR), "{steps:?}");
+            assert!(steps[..steps.len() - 1].iter().all(|s| s.fps == limits.max_fps), "{steps:?}");
             assert!(steps.iter().all(|s| s.height >= last.height), "{steps:?}");
         }
     }
@@ -717,7 +728,7 @@ mod tests {
     }
 
     #[test]
-    fn a_250_kbit_link_shared_by_both_directions_keeps_10_fps_at_a_quarter_size() {
+    fn a_250_kbit_link_shared_by_both_directions_keeps_15_fps_at_a_smaller_size() {
         // About 110 kbit/s for each direction.
         let mut c = Controller::new(limits_480p());
         let a = c.update(110_000, Instant::now());
@@ -725,7 +736,7 @@ mod tests {
         // 60 ms Opus packets: 8 kbit/s of headers instead of 24.
         assert_eq!(a.audio_frame_ms, 60);
         assert!((78..=82).contains(&a.video_kbps), "{a:?}");
-        assert_eq!((a.step.width, a.step.height, a.step.fps), (320, 240, 10));
+        assert_eq!((a.step.width, a.step.height, a.step.fps), (240, 180, 15));
         assert!(a.constrained());
         // Under the floor the estimate wins over min-bitrate: the smallest step.
         let a = c.update(45_000, Instant::now());
@@ -738,7 +749,7 @@ mod tests {
         let mut c = Controller::new(limits_480p());
         let last = c.steps().len() - 1;
         let t0 = Instant::now();
-        assert_eq!(c.update(60_000, t0).level, last);
+        assert_eq!(c.update(40_000, t0).level, last);
         // Capacity is back: not at once...
         assert_eq!(c.update(700_000, t0 + Duration::from_millis(100)).level, last);
         assert_eq!(c.update(700_000, t0 + Duration::from_secs(2)).level, last);
@@ -749,12 +760,12 @@ mod tests {
         }
         // A dip on the way resets the hold; a drop goes down at once.
         let mut c = Controller::new(limits_480p());
-        assert_eq!(c.update(150_000, t0).level, 3);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(1)).level, 3);
-        assert_eq!(c.update(170_000, t0 + Duration::from_secs(2)).level, 3);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(3)).level, 3);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 3);
-        assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 2);
+        assert_eq!(c.update(150_000, t0).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(1)).level, 2);
+        assert_eq!(c.update(170_000, t0 + Duration::from_secs(2)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(3)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(5)).level, 2);
+        assert_eq!(c.update(700_000, t0 + Duration::from_secs(6)).level, 1);
         assert_eq!(c.update(50_000, t0 + Duration::from_secs(7)).level, last);
     }
 
@@ -766,11 +777,11 @@ mod tests {
         assert_eq!(c.split(236_000).1, 180);
         let a = c.update(236_000, t);
         assert_eq!((a.step.width, a.step.height, a.step.fps), (480, 360, 15));
-        // 151: 360p at 15 fps would need 130, too close: 360p at 10.
+        // 151: 360p at 15 fps would need 130, too close: 240p at 15.
         let mut c = Controller::new(limits_480p());
         assert_eq!(c.split(200_000).1, 151);
         let a = c.update(200_000, t);
-        assert_eq!((a.step.width, a.step.height, a.step.fps), (480, 360, 10));
+        assert_eq!((a.step.width, a.step.height, a.step.fps), (320, 240, 15));
     }
 
     #[test]
@@ -779,10 +790,12 @@ mod tests {
         assert_eq!(c.needed_kbps(0), 200);
         // 56 % of the pixels: 65 % of the bits.
         assert_eq!(c.needed_kbps(1), 130);
-        assert_eq!(c.needed_kbps(2), 87);
         // A quarter of the pixels: about a third of the bits.
-        assert_eq!(c.needed_kbps(3), 47);
-        assert_eq!(c.needed_kbps(4), 17);
+        assert_eq!(c.needed_kbps(2), 71);
+        assert_eq!(c.needed_kbps(3), 46);
+        assert_eq!(c.needed_kbps(4), 25);
+        // Two thirds of the rate: two thirds of the bits.
+        assert_eq!(c.needed_kbps(5), 17);
     }
 
     #[test]
