@@ -89,41 +89,78 @@ fn chromium_offer() -> String {
     )
 }
 
-/// The payload types of the caps webrtcbin's sink pads (bob's sending chains) carry.
-fn sending_payload_types(bob: &Endpoint) -> Vec<i32> {
+/// Bob's newest peer connection: the webrtcbin of the current call, or the one made for
+/// the next (`webrtcbin<serial>`).
+fn peer_connection(bob: &Endpoint) -> Option<gst::Element> {
     let bin = bob.call.upcast_ref::<gst::Bin>();
     bin.iterate_elements()
         .into_iter()
         .flatten()
         .filter(|e| e.factory().is_some_and(|f| f.name() == "webrtcbin"))
-        .flat_map(|w| w.sink_pads())
-        .filter_map(|p| p.current_caps()?.structure(0)?.get::<i32>("payload").ok())
-        .collect()
+        .max_by_key(|w| w.name().trim_start_matches("webrtcbin").parse::<u32>().unwrap_or(0))
 }
 
-/// Whether bob's audio chain (which runs from PLAYING, unlike the video chain, which waits for
-/// a negotiated transceiver) has sent its caps to his webrtcbin.
-fn sending(bob: &Endpoint) -> bool {
-    !sending_payload_types(bob).is_empty()
+/// Whether both of bob's sending chains (video, audio) reach `webrtcbin`: each of its sink
+/// pads has received their caps. A chain its previous peer connection's teardown stopped
+/// sends nothing again, caps included.
+fn chains_reach(webrtcbin: &gst::Element) -> bool {
+    let pads = webrtcbin.sink_pads();
+    pads.len() == 2 && pads.iter().all(|p| p.current_caps().is_some())
 }
 
-fn wait_sending(bob: &Endpoint) {
+/// Waits until bob's chains reach a peer connection other than `previous` (the one of the
+/// call that ended) and returns it.
+fn wait_chains_reach_next(
+    bob: &Endpoint,
+    previous: Option<&gst::Element>,
+    what: &str,
+) -> gst::Element {
     let began = Instant::now();
-    while !sending(bob) {
-        assert!(began.elapsed() < T, "bob's audio chain never reached webrtcbin");
+    loop {
+        if let Some(w) = peer_connection(bob)
+            && Some(&w) != previous
+            && chains_reach(&w)
+        {
+            return w;
+        }
+        assert!(
+            began.elapsed() < T,
+            "bob's sending chains send nothing to his peer connection {what}: {:?}",
+            peer_connection(bob).map(|w| (
+                w.name(),
+                w.sink_pads().iter().map(|p| p.current_caps()).collect::<Vec<_>>()
+            ))
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// Whether `webrtcbin` connected one of its sink pads to its sending streams: a buffer given
+/// to it now goes in, up to its transport (held there until DTLS is up).
+fn sends_into(webrtcbin: &gst::Element) -> bool {
+    webrtcbin
+        .sink_pads()
+        .into_iter()
+        .any(|p| p.downcast::<gst::GhostPad>().is_ok_and(|g| g.target().is_some()))
+}
+
 /// Bob (live test sources, sending video and audio) answers a scripted caller's `offers`, one
-/// call each, in order; his answers. Before the first offer his audio chain has sent its caps
-/// to webrtcbin (its encoder runs from PLAYING).
+/// call each, in order; his answers. Before each offer his sending chains have sent their
+/// caps to the peer connection of that call: his media flows into every call (the callee's
+/// sources, encoders and chains outlive each call's peer connection).
 fn answers_to(offers: &[String]) -> Vec<String> {
+    answers_to_calls(offers, Duration::ZERO)
+}
+
+/// [`answers_to`], each call lasting `hold` after bob's peer connection took his media in
+/// (its sending streams connected by the answer), before the caller hangs up. Its DTLS never
+/// comes up (the caller is scripted): a call ended before it connected.
+fn answers_to_calls(offers: &[String], hold: Duration) -> Vec<String> {
     let server = TestServer::start();
     let mut bob = Endpoint::new(&server, EndpointConfig::new("bob"));
     bob.play();
     bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
-    wait_sending(&bob);
+    let mut current = wait_chains_reach_next(&bob, None, "of his first call");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut answers = Vec::new();
     rt.block_on(async {
@@ -163,6 +200,14 @@ fn answers_to(offers: &[String]) -> Vec<String> {
             };
             println!("answer {n}:\n{answer}");
             answers.push(answer);
+            if !hold.is_zero() {
+                let began = Instant::now();
+                while !sends_into(&current) {
+                    assert!(began.elapsed() < T, "bob's webrtcbin never took his media in");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(hold).await;
+            }
             client.send(conv(Body::Bye(Empty::default()))).unwrap();
             // Bob is free for the next call once he is idle again.
             let began = Instant::now();
@@ -170,16 +215,13 @@ fn answers_to(offers: &[String]) -> Vec<String> {
                 assert!(began.elapsed() < T, "bob never went back to idle");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // His chains sending to his next peer connection make the next offer the case
-            // under test. Seen once in 10-20 runs: they had not within seconds (not yet
-            // understood); the next answer is checked all the same.
-            let began = Instant::now();
-            while !sending(&bob) && began.elapsed() < Duration::from_secs(3) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if !sending(&bob) {
-                eprintln!("note: bob's chains send nothing to his next peer connection yet");
-            }
+            // His chains reach his next peer connection: his media flows in the next call,
+            // and its offer is the case under test (chains that already sent caps). Before
+            // the fix, once in 10-20 runs they never did (a chain linked to the next
+            // webrtcbin before its pads were active, or held in this one by the transport
+            // until DTLS, was answered `flushing`, and stopped).
+            let what = format!("after call {n}");
+            current = wait_chains_reach_next(&bob, Some(&current), &what);
         }
     });
     assert!(
@@ -208,6 +250,21 @@ fn assert_accepted(answer: &str, mid: &str, media: &str, pt: u32, rtpmap: &str) 
     assert_eq!(fields.get(3).copied(), Some(pt.to_string().as_str()), "{m_line}");
     assert!(s.contains(&format!("a=rtpmap:{pt} {rtpmap}")), "{s}");
     assert!(s.contains("a=sendrecv"), "{s}");
+}
+
+/// A call that ends after the callee's peer connection took its media in but before DTLS
+/// came up (the caller hung up while connecting, or ICE failed): webrtcbin holds the chains'
+/// packets until DTLS is up, and the teardown stopped the chains for good (every later call
+/// sent nothing). The callee's media flows into its next calls.
+#[test]
+fn callee_sends_in_its_next_call_after_one_that_never_connected() {
+    if !common::enter_netns("callee_sends_in_its_next_call_after_one_that_never_connected") {
+        return;
+    }
+    let answers =
+        answers_to_calls(&[chromium_offer(), chromium_offer()], Duration::from_millis(300));
+    assert_accepted(&answers[1], "0", "audio", 111, "OPUS/48000/2");
+    assert_accepted(&answers[1], "1", "video", 96, "VP8/90000");
 }
 
 #[test]

@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -254,6 +254,9 @@ pub struct WilddogCall {
     /// GStreamer-CRITICAL "does not belong to element"), or it and the exposing thread both
     /// removed it.
     src_pads: Mutex<()>,
+    /// Whether the current peer connection is connected (ICE and DTLS): until then the
+    /// sending chains' packets are dropped before webrtcbin (`WilddogCall::build_encoders`).
+    media_up: AtomicBool,
 }
 
 #[glib::object_subclass]

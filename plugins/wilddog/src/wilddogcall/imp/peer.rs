@@ -27,6 +27,8 @@ impl WilddogCall {
             st.media_serial += 1;
             (st.validated.clone().ok_or("not started")?, st.media_serial)
         };
+        // Not connected until it says so: the chains' packets wait (build_encoders).
+        self.media_up.store(false, Ordering::Release);
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .name(format!("webrtcbin{serial}"))
             .build()
@@ -84,18 +86,14 @@ impl WilddogCall {
                 .filter_map(|s| Some((s.kind, s.encoder_bin.as_ref()?.static_pad("src")?)))
                 .collect()
         };
-        if let Err(e) = self.link_senders(&webrtcbin, &mut media, &senders, &validated) {
-            // Not left in the bin: the next attempt makes another.
-            for (_, src) in &senders {
-                if let Some(peer) = src.peer()
-                    && peer.parent_element().as_ref() == Some(&webrtcbin)
-                {
-                    let _ = src.unlink(&peer);
-                }
+        let links = match self.request_send_pads(&webrtcbin, &mut media, &senders, &validated) {
+            Ok(links) => links,
+            Err(e) => {
+                // Not left in the bin: the next attempt makes another.
+                remove_child(self.obj().upcast_ref(), &webrtcbin);
+                return Err(e);
             }
-            remove_child(self.obj().upcast_ref(), &webrtcbin);
-            return Err(e);
-        }
+        };
         if media.video_transceiver.is_none() {
             let t = media::add_recv_transceiver(
                 &webrtcbin,
@@ -115,22 +113,33 @@ impl WilddogCall {
         }
         lock(&self.state).media = Some(media);
         webrtcbin.sync_state_with_parent().map_err(|e| e.to_string())?;
+        // The running chains are linked only now that webrtcbin's sink pads are active. A pad
+        // of a webrtcbin still in NULL is flushing: a chain pushing in between (the caps and
+        // segment the link makes it send again, or the caps its payloader renegotiates on
+        // the link's reconfigure) was answered `flushing`, which stopped its queue and the
+        // user's source for good, with no error: the callee sent nothing in this call or
+        // any later one.
+        for (src, pad) in links {
+            src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
+        }
         gst::debug!(CAT, imp = self, "peer connection {serial} ready");
         Ok(())
     }
 
-    /// Requests a send pad (and transceiver) of `webrtcbin` for each sending chain and links
-    /// the chain to it. A chain still linked to a peer connection being replaced (its thread
-    /// held in that webrtcbin, which a section the peer made inactive never releases) is not
-    /// linked now: it waits with the chains held back by the restart
-    /// ([`WilddogCall::path_connected`]), so that the new peer connection is made anyway.
-    fn link_senders(
+    /// Requests a send pad (and transceiver) of `webrtcbin` for each sending chain; the
+    /// chains (src pad) and the pads to link them to once webrtcbin runs. A chain still
+    /// linked to a peer connection being replaced (its thread held in that webrtcbin, which a
+    /// section the peer made inactive never releases) is not among them: it waits with the
+    /// chains held back by the restart ([`WilddogCall::path_connected`]), so that the new
+    /// peer connection is made anyway.
+    fn request_send_pads(
         &self,
         webrtcbin: &gst::Element,
         media: &mut Media,
         senders: &[(StreamKind, gst::Pad)],
         validated: &super::Validated,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<(gst::Pad, gst::Pad)>, String> {
+        let mut links = Vec::new();
         for (kind, src) in senders {
             let caps = self.offer_caps(match kind {
                 StreamKind::Video => {
@@ -163,14 +172,14 @@ impl WilddogCall {
                 );
                 lock(&self.state).held_senders.push((src.clone(), pad.clone()));
             } else {
-                src.link(&pad).map_err(|e| format!("linking the encoder to webrtcbin: {e}"))?;
+                links.push((src.clone(), pad));
             }
             match kind {
                 StreamKind::Video => media.video_transceiver = Some(transceiver),
                 StreamKind::Audio => media.audio_transceiver = Some(transceiver),
             }
         }
-        Ok(())
+        Ok(links)
     }
 
     /// Ends the peer connection: EOS out of the src pads, which are then removed, and
@@ -187,6 +196,7 @@ impl WilddogCall {
                 .collect();
             (st.media.take(), senders)
         };
+        self.media_up.store(false, Ordering::Release);
         let Some(media) = media else { return };
         self.end_congestion();
         // The encoders go on for the next call: unlinked between two buffers, they never see
@@ -245,6 +255,8 @@ impl WilddogCall {
         match state {
             gst_webrtc::WebRTCPeerConnectionState::Connected => {
                 lock(&self.state).media_failure = None;
+                // The chains' packets go to it from now (build_encoders).
+                self.media_up.store(true, Ordering::Release);
                 self.path_connected();
                 self.force_keyframe();
                 self.input(Input::MediaConnected);

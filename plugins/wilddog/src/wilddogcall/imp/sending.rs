@@ -56,12 +56,24 @@ impl WilddogCall {
                     gst::PadProbeReturn::Ok
                 });
             }
-            // Between calls (no webrtcbin linked) the encoded packets go nowhere.
+            // Between calls (no webrtcbin linked) the encoded packets go nowhere; nor before
+            // the call's peer connection is connected: webrtcbin holds a packet until DTLS is
+            // up (its transport's pad block), and with it this chain's streaming thread, so
+            // that a call ending before it connects (the caller hung up, ICE failed) could not
+            // detach the chain between two packets (media::detach_sender): its teardown
+            // answered the held push `flushing`, which stopped the chain's queue and the
+            // user's source for good, and every later call sent nothing. Caps and the other
+            // events go on (an answerer's payload types: media::follow_payload_type); the
+            // first video frame once connected is a key frame (`force_keyframe`).
             if let Some(src) = bin.static_pad("src") {
+                let weak = self.obj().downgrade();
                 src.add_probe(
                     gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-                    |pad, _| {
-                        if pad.is_linked() {
+                    move |pad, _| {
+                        let up = weak
+                            .upgrade()
+                            .is_some_and(|obj| obj.imp().media_up.load(Ordering::Acquire));
+                        if up && pad.is_linked() {
                             gst::PadProbeReturn::Ok
                         } else {
                             gst::PadProbeReturn::Drop
