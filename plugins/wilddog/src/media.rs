@@ -796,6 +796,50 @@ pub fn follow_payload_type(payloader: &gst::Element, src: &gst::Pad, pt: u32) ->
     false
 }
 
+/// Sets a transceiver's `codec-preferences` between two buffers (or events) of the payloader
+/// of the sending chain linked to it: never while that payloader negotiates. webrtcbin
+/// refuses caps that do not intersect the preferences; changed between the payloader's caps
+/// query and its caps reaching webrtcbin (the negotiation a relink to the next call's
+/// webrtcbin starts, when that call's offer came at once), the chain got `not-negotiated`
+/// and its source stopped with an error. Waits for that at most 2 s (a chain stuck
+/// downstream gets them when it moves on: set here too then).
+pub fn set_preferences_between_buffers(
+    transceiver: &gst_webrtc::WebRTCRTPTransceiver,
+    caps: &gst::Caps,
+    payloader: Option<&gst::Element>,
+) {
+    let change = {
+        let (transceiver, caps) = (transceiver.clone(), caps.clone());
+        move || transceiver.set_property("codec-preferences", &caps)
+    };
+    // The pad that gives the payloader its buffers and events: its negotiation runs within
+    // their push.
+    let Some(feeding) = payloader.and_then(|p| p.static_pad("sink")).and_then(|p| p.peer()) else {
+        change();
+        return;
+    };
+    let change = std::sync::Arc::new(std::sync::Mutex::new(Some(change)));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let pending = change.clone();
+    feeding.add_probe(gst::PadProbeType::IDLE, move |_, _| {
+        if let Some(change) = pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            change();
+        }
+        let _ = done_tx.send(());
+        gst::PadProbeReturn::Remove
+    });
+    if done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_err() {
+        gst::warning!(
+            gst::CAT_DEFAULT,
+            obj = feeding,
+            "the sending chain is busy: preferences set"
+        );
+        if let Some(change) = change.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            change();
+        }
+    }
+}
+
 /// Unlinks a sending chain's src pad (of [`video_encoder_bin`] or [`audio_encoder_bin`])
 /// from its webrtcbin while no buffer goes through it; waits for that (at most 2 s: a chain
 /// stuck downstream is unlinked when it moves on).

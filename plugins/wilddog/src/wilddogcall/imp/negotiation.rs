@@ -230,7 +230,8 @@ impl WilddogCall {
             };
             // The preferences first: a switched encoder's caps must fit them.
             if let Some(t) = &video_transceiver {
-                t.set_property("codec-preferences", &caps);
+                let pay = video_pay.as_ref().map(|(p, _)| p);
+                media::set_preferences_between_buffers(t, &caps, pay);
             }
             let switched = match &encoder_bin {
                 Some(bin) if codec != video.codec => {
@@ -269,7 +270,8 @@ impl WilddogCall {
         }
         if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
             if let Some(t) = &audio_transceiver {
-                t.set_property("codec-preferences", media::audio_rtp_caps(pt));
+                let pay = audio_pay.as_ref().map(|(p, _)| p);
+                media::set_preferences_between_buffers(t, &media::audio_rtp_caps(pt), pay);
             }
             if let Some((pay, src)) = &audio_pay {
                 follow.push((pay.clone(), src.clone(), pt));
