@@ -495,8 +495,9 @@ impl Controller {
         before != self.queue_cap_bps
     }
 
-    /// Whether the bottleneck is congested at `now`: the last feedback report saw a standing
-    /// queue, or the reports fell silent ([`FEEDBACK_SILENCE`]) since.
+    /// Whether the bottleneck is congested at `now`: the feedback reports have seen a queue
+    /// of [`QUEUE_DELAY_MS`] standing for [`QUEUE_PERSIST`] (or one that cut the estimate
+    /// lately), or they fell silent ([`FEEDBACK_SILENCE`]) since.
     ///
     /// Retransmissions wait then: into a full queue they add to what is lost, and with the
     /// queue's round trip (600 ms on a 250 kbit/s cap) they come after the receiver gave the
@@ -505,8 +506,13 @@ impl Controller {
     /// reason.
     pub fn congested(&self, now: Instant) -> bool {
         let Some(heard) = self.feedback_at else { return false };
-        self.last_queue_ms >= QUEUE_DELAY_MS
-            || (self.silent && now.duration_since(heard) < FEEDBACK_FRESH)
+        // A queue in one report may be a receiver (or this machine) that did not run for a
+        // moment, as on a loaded host: holding retransmissions then turned random loss into
+        // frozen frames. It counts once it has stood for QUEUE_PERSIST or cut the estimate.
+        let standing = self.last_queue_ms >= QUEUE_DELAY_MS
+            && (self.queue_since.is_some_and(|t| now.duration_since(t) >= QUEUE_PERSIST)
+                || self.queue_cut_at.is_some_and(|t| now.duration_since(t) < CONGESTION_EPISODE));
+        standing || (self.silent && now.duration_since(heard) < FEEDBACK_FRESH)
     }
 
     /// Whether transport-wide feedback measured the queue lately ([`FEEDBACK_FRESH`]); the
@@ -889,10 +895,11 @@ mod tests {
         // The queue stands (a first report could be a receiver that did not run for a
         // moment)...
         assert!(!c.note_feedback(&standing(125_000), t));
-        assert!(c.congested(t));
+        assert!(!c.congested(t));
         // ...and still stands: to 85 % of what the path delivered (under half the estimate)...
         let t = t + QUEUE_PERSIST;
         assert!(c.note_feedback(&standing(125_000), t));
+        assert!(c.congested(t));
         assert_eq!(c.update(300_000, t).estimate_bps, 106_250);
         // (A queue that also loses packets is cut at its first report.)
         let mut first = Controller::new(limits_480p());
