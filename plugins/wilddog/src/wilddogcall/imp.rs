@@ -239,6 +239,9 @@ struct Counters {
     remote_height: AtomicU32,
     /// RTP packets of the remote streams, into the decoders (the path watch).
     remote_packets: AtomicU64,
+    /// The peer's description takes no video from us: our frames stop before the encoder
+    /// (`restart::PeerMedia::takes_video`).
+    video_unwanted: std::sync::atomic::AtomicBool,
 }
 
 /// The `wilddogcall` bin.
@@ -1056,28 +1059,40 @@ impl WilddogCall {
     /// gst-launch: linked when the pad appears) would never get one. Each src pad the call
     /// never exposed appears now, carries EOS, and goes.
     fn end_unexposed(&self) {
-        let exposed = lock(&self.state).exposed.clone();
-        let obj = self.obj();
         for name in ["video_src", "audio_src"] {
-            if exposed.contains(&name) || obj.static_pad(name).is_some() {
-                continue;
-            }
-            let Some(templ) = obj.pad_template(name) else { continue };
-            let pad = gst::Pad::builder_from_template(&templ).name(name).build();
-            let _ = pad.set_active(true);
-            if obj.add_pad(&pad).is_err() {
-                continue;
-            }
-            let stream_id = format!("{}/{name}", obj.name());
-            let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
-            let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-                gst::ClockTime,
-            >::new()));
-            let _ = pad.push_event(gst::event::Eos::new());
-            gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
-            let _ = pad.set_active(false);
-            let _ = obj.remove_pad(&pad);
+            self.end_unexposed_pad(name);
         }
+    }
+
+    /// One src pad the call never exposed appears, carries EOS, and goes (a caller's; see
+    /// [`Self::end_unexposed`]); once per call.
+    fn end_unexposed_pad(&self, name: &'static str) {
+        {
+            let mut st = lock(&self.state);
+            if st.exposed.contains(&name) {
+                return;
+            }
+            // Ended: not again at the end of the call.
+            st.exposed.push(name);
+        }
+        let obj = self.obj();
+        if obj.static_pad(name).is_some() {
+            return;
+        }
+        let Some(templ) = obj.pad_template(name) else { return };
+        let pad = gst::Pad::builder_from_template(&templ).name(name).build();
+        let _ = pad.set_active(true);
+        if obj.add_pad(&pad).is_err() {
+            return;
+        }
+        let stream_id = format!("{}/{name}", obj.name());
+        let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
+        let _ = pad
+            .push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+        let _ = pad.push_event(gst::event::Eos::new());
+        gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
+        let _ = pad.set_active(false);
+        let _ = obj.remove_pad(&pad);
     }
 
     fn on_media(&self, action: MediaAction) {

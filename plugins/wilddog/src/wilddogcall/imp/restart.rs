@@ -108,24 +108,45 @@ impl WilddogCall {
 
     /// The peer's offer or answer: whether it sends us media at all (a section with a port,
     /// audio or video, neither `recvonly` nor `inactive`). Only such sections carry the RTP
-    /// whose silence means a lost path.
+    /// whose silence means a lost path. And what follows from the kinds it sends and takes:
+    /// a caller's src pad of a kind the peer never sends ends now
+    /// ([`WilddogCall::end_unexposed_pad`]), and our video goes nowhere when the peer takes
+    /// none (an `inactive` or `sendonly` video section: webrtcbin 1.22 sends what reaches its
+    /// sink pad whatever the direction).
     pub(super) fn watch_remote_senders(&self, sdp: &gst_sdp::SDPMessageRef) {
-        let session_direction =
-            sdp.attributes().map(|a| a.key()).find(|k| is_direction(k)).unwrap_or("sendrecv");
-        let sends = sdp.medias().any(|m| {
-            let direction = m
-                .attributes()
-                .map(|a| a.key())
-                .find(|k| is_direction(k))
-                .unwrap_or(session_direction);
-            m.port() != 0
-                && matches!(m.media(), Some("audio" | "video"))
-                && matches!(direction, "sendrecv" | "sendonly")
-        });
-        if !sends {
+        let peer = PeerMedia::of(sdp);
+        if !peer.sends_audio && !peer.sends_video {
             gst::info!(CAT, imp = self, "the peer sends no media: the path is not watched");
         }
-        lock(&self.state).path.peer_sends_nothing = !sends;
+        let was_unwanted = self.counters.video_unwanted.swap(!peer.takes_video, Ordering::Relaxed);
+        if was_unwanted == peer.takes_video {
+            gst::info!(
+                CAT,
+                imp = self,
+                "the peer {} our video",
+                if peer.takes_video { "takes" } else { "takes none of" }
+            );
+            if peer.takes_video {
+                // The first frame it gets must be one it can decode.
+                self.force_keyframe();
+            }
+        }
+        let caller = {
+            let mut st = lock(&self.state);
+            st.path.peer_sends_nothing = !peer.sends_audio && !peer.sends_video;
+            st.role == Some(wilddog_call::Role::Caller)
+        };
+        // A sink waiting for a stream that never comes never prerolls, and keeps the whole
+        // pipeline out of PLAYING: every other sink of it holds its first buffer, and the
+        // remote audio stops at the jitterbuffer (which the path watch took for a lost path).
+        if caller {
+            for (sends, name) in [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
+            {
+                if !sends {
+                    self.end_unexposed_pad(name);
+                }
+            }
+        }
     }
 
     /// The current peer connection connected (ICE and DTLS): silence counts from now, and
@@ -400,6 +421,94 @@ impl WilddogCall {
     }
 }
 
+/// What the peer's description says it sends us and takes from us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerMedia {
+    pub(crate) sends_audio: bool,
+    pub(crate) sends_video: bool,
+    /// Whether a video section of it receives (`sendrecv` or `recvonly`, with a port).
+    pub(crate) takes_video: bool,
+}
+
+impl PeerMedia {
+    pub(crate) fn of(sdp: &gst_sdp::SDPMessageRef) -> PeerMedia {
+        let session_direction =
+            sdp.attributes().map(|a| a.key()).find(|k| is_direction(k)).unwrap_or("sendrecv");
+        let mut peer = PeerMedia { sends_audio: false, sends_video: false, takes_video: false };
+        for m in sdp.medias().filter(|m| m.port() != 0) {
+            let direction = m
+                .attributes()
+                .map(|a| a.key())
+                .find(|k| is_direction(k))
+                .unwrap_or(session_direction);
+            let sends = matches!(direction, "sendrecv" | "sendonly");
+            let takes = matches!(direction, "sendrecv" | "recvonly");
+            match m.media() {
+                Some("audio") => peer.sends_audio |= sends,
+                Some("video") => {
+                    peer.sends_video |= sends;
+                    peer.takes_video |= takes;
+                }
+                _ => {}
+            }
+        }
+        peer
+    }
+}
+
 fn is_direction(key: &str) -> bool {
     matches!(key, "sendrecv" | "sendonly" | "recvonly" | "inactive")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerMedia;
+
+    fn sdp(video: &str, audio: &str) -> gst_sdp::SDPMessage {
+        let text = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE video0 audio1\r\n\
+             {video}a=mid:video0\r\na=rtpmap:96 VP8/90000\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio1\r\n{audio}\
+             a=rtpmap:111 OPUS/48000/2\r\n"
+        );
+        gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap()
+    }
+
+    /// Chromium's answer with a stopped video transceiver: the video section inactive but
+    /// not rejected (port 9, the first of BUNDLE), audio sendrecv.
+    #[test]
+    fn an_inactive_video_section_neither_sends_nor_takes_video() {
+        let msg = sdp(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=inactive\r\n",
+            "a=sendrecv\r\n",
+        );
+        let peer = PeerMedia::of(&msg);
+        assert_eq!(peer, PeerMedia { sends_audio: true, sends_video: false, takes_video: false });
+    }
+
+    #[test]
+    fn directions_of_each_kind() {
+        let video = |dir: &str| {
+            format!("m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na={dir}\r\n")
+        };
+        let recvonly = PeerMedia::of(&sdp(&video("recvonly"), "a=recvonly\r\n"));
+        assert_eq!(
+            recvonly,
+            PeerMedia { sends_audio: false, sends_video: false, takes_video: true }
+        );
+        let sendonly = PeerMedia::of(&sdp(&video("sendonly"), "a=sendrecv\r\n"));
+        assert_eq!(
+            sendonly,
+            PeerMedia { sends_audio: true, sends_video: true, takes_video: false }
+        );
+        // Rejected (port 0): nothing either way, whatever its direction says.
+        let rejected = PeerMedia::of(&sdp(
+            "m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\n",
+            "",
+        ));
+        assert_eq!(
+            rejected,
+            PeerMedia { sends_audio: true, sends_video: false, takes_video: false }
+        );
+    }
 }

@@ -56,6 +56,22 @@ impl WilddogCall {
                     gst::PadProbeReturn::Ok
                 });
             }
+            // Video the peer takes none of (its section inactive or sendonly) stops before
+            // the encoder: webrtcbin would send it into the section all the same.
+            if stream.kind == StreamKind::Video
+                && let Some(sink) = bin.static_pad("sink")
+            {
+                let weak = self.obj().downgrade();
+                sink.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    move |_, _| match weak.upgrade() {
+                        Some(obj) if obj.imp().counters.video_unwanted.load(Ordering::Relaxed) => {
+                            gst::PadProbeReturn::Drop
+                        }
+                        _ => gst::PadProbeReturn::Ok,
+                    },
+                );
+            }
             // Between calls (no webrtcbin linked) the encoded packets go nowhere; nor before
             // the call's peer connection is connected: webrtcbin holds a packet until DTLS is
             // up (its transport's pad block), and with it this chain's streaming thread, so
