@@ -41,7 +41,9 @@ fn call_test_gets_its_own_media_back_from_echo() {
         return;
     }
     let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
-    let mut caller = start_caller("caller", &server, "alice", "echo", &["--hangup-after", "4"]);
+    // Long enough for a stats report after the first frame (one every 2 s from ACCEPTED)
+    // when the whole suite loads the machine and the media takes 2.7 s to flow.
+    let mut caller = start_caller("caller", &server, "alice", "echo", &["--hangup-after", "6"]);
     assert_eq!(caller.wait_exit(), ENDED, "caller exit code; stderr:\n{}", caller.stderr());
     assert_in_order(
         &caller,
