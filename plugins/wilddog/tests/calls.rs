@@ -91,6 +91,9 @@ fn callee_sends_media_in_its_next_call_too() {
         bob.wait_for("the caller's frames", T, is_video(640, 480));
         drop(c);
         bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(_)));
+        // The end of the call left bob's pipeline playing: its next sinks do not wait in
+        // PAUSED holding the next call's streams (nor its teardown).
+        bob.assert_playing(Duration::from_secs(5));
         bob.drain();
     }
     assert!(!bob.saw(|s| matches!(s, Seen::ElementError { .. })), "{:?}", bob.log);
@@ -111,6 +114,9 @@ fn close_gives_closed_and_eos_on_the_other_side() {
     std::thread::sleep(Duration::from_millis(300));
     alice.play();
     bob.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    // Both of alice's streams reached bob (a src pad the call never exposed gets no EOS at
+    // a callee: the audio one can come a little after the first video frames).
+    bob.wait_for("audio", T, |s| *s == Seen::AudioBuffer);
     alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
     alice.call.close();
     bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(r) if r == "remote-hangup"));
@@ -120,6 +126,12 @@ fn close_gives_closed_and_eos_on_the_other_side() {
     alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
     assert!(!alice.saw(|s| matches!(s, Seen::Closed(_))));
     assert_eq!(bob.call.state(), "idle");
+    // Ending the call is no error on either side, and leaves both pipelines playing.
+    bob.assert_playing(Duration::from_secs(5));
+    alice.assert_playing(Duration::from_secs(5));
+    for side in [&mut bob, &mut alice] {
+        assert!(!side.saw(|s| matches!(s, Seen::ElementError { .. })), "{:?}", side.log);
+    }
 }
 
 #[test]

@@ -9,9 +9,11 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Seen, TestServer};
+use common::{EndpointConfig, Seen, TestServer};
 use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -69,6 +71,105 @@ fn caller_with_a_stuck_sink_stops_after_a_restart() {
         // Deadlocked: leave it to the process's end.
         std::mem::forget(alice);
         panic!("alice's pipeline did not reach NULL within 15 s (deadlock)");
+    }
+    assert!(took.is_some_and(|t| t < Duration::from_secs(8)), "stopping took {took:?}");
+}
+
+/// A callee whose first call's remote streams go into sinks that hold their streaming
+/// threads when the call ends (`appsink max-buffers=1 drop=false` nobody pulls: what a sink
+/// prerolling in a pipeline that has not gone back to PLAYING does). The end of that call
+/// must not wait for them: the next caller gets the callee's media, and the callee decodes
+/// the next caller's. The callee's teardown of the first call waited on the media thread for
+/// the held streaming thread until the pipeline stopped, and the second call had no media.
+#[test]
+fn callee_whose_sinks_hold_a_call_takes_the_next_call_with_media() {
+    if !common::enter_netns("callee_whose_sinks_hold_a_call_takes_the_next_call_with_media") {
+        return;
+    }
+    let server = TestServer::start();
+    common::init();
+    let description = format!(
+        "wilddogcall name=c server={} app-id={} token={} dimension=240p \
+         ice-local-addresses=127.0.0.1 \
+         videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 ! \
+         c.video_sink audiotestsrc is-live=true ! c.audio_sink",
+        server.url,
+        wilddog_server::DEV_APP_ID,
+        server.token("bob"),
+    );
+    let bob = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let call = bob.by_name("c").unwrap();
+    // The first call's streams (one video, one audio pad) into sinks nobody pulls; the next
+    // call's into counting ones.
+    let pads_seen = Arc::new(AtomicU64::new(0));
+    let next_call_frames = Arc::new(AtomicU64::new(0));
+    let (weak, seen, frames) = (bob.downgrade(), pads_seen.clone(), next_call_frames.clone());
+    call.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else { return };
+        let first_call = seen.fetch_add(1, Ordering::SeqCst) < 2;
+        let sink = if first_call {
+            gst_app::AppSink::builder().sync(false).max_buffers(1).drop(false).build()
+        } else {
+            let frames = frames.clone();
+            let video = pad.name() == "video_src";
+            let sink = gst_app::AppSink::builder().sync(false).build();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let _ = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if video {
+                            frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            sink
+        };
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    });
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut alice = common::Endpoint::new(&server, EndpointConfig::new("alice").calling("bob"));
+    alice.play();
+    alice.wait_for("bob's video", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    while pads_seen.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Long enough for both sinks to be full and hold their streaming threads.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(alice);
+
+    let mut carol = common::Endpoint::new(&server, EndpointConfig::new("carol").calling("bob"));
+    carol.play();
+    carol.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    carol.wait_for("bob's 240p video", T, |s| {
+        matches!(s, Seen::VideoFrame { width: 320, height: 240 })
+    });
+    carol.wait_for("bob's audio", T, |s| *s == Seen::AudioBuffer);
+    let started = Instant::now();
+    while next_call_frames.load(Ordering::Relaxed) == 0 && started.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(next_call_frames.load(Ordering::Relaxed) > 0, "bob decoded none of carol's video");
+    drop(carol);
+
+    // The first call's peer connection, still going down, does not keep bob from stopping.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipeline = bob.clone();
+    let stopping = Instant::now();
+    std::thread::spawn(move || {
+        let _ = pipeline.set_state(gst::State::Null);
+        let _ = tx.send(stopping.elapsed());
+    });
+    let took = rx.recv_timeout(Duration::from_secs(15)).ok();
+    println!("bob stopped in {took:?}");
+    if took.is_none() {
+        std::mem::forget(bob);
+        panic!("bob's pipeline did not reach NULL within 15 s (deadlock)");
     }
     assert!(took.is_some_and(|t| t < Duration::from_secs(8)), "stopping took {took:?}");
 }

@@ -260,6 +260,10 @@ pub struct WilddogCall {
     /// Whether the current peer connection is connected (ICE and DTLS): until then the
     /// sending chains' packets are dropped before webrtcbin (`WilddogCall::build_encoders`).
     media_up: AtomicBool,
+    /// The webrtcbin and decoders of a peer connection being torn down, while they are still
+    /// children: their errors and warnings are the teardown's (a decoder ended before its
+    /// first frame, a stream unlinked from its decoder) and stay here (`handle_message`).
+    retiring: Mutex<Vec<gst::Element>>,
 }
 
 #[glib::object_subclass]
@@ -644,7 +648,45 @@ impl ElementImpl for WilddogCall {
     }
 }
 
-impl BinImpl for WilddogCall {}
+impl BinImpl for WilddogCall {
+    /// Errors and warnings of a peer connection being torn down do not reach the application:
+    /// an error marks every bin it passes as failed, and the application's pipeline, losing
+    /// its state for a sink it links to a src pad as the call ends (an async sink added to a
+    /// playing pipeline), never went back to PLAYING, or undid a state change that was on
+    /// its way: its sinks stayed in PAUSED holding our streaming threads, so that the teardown
+    /// and every later call waited on them, and a caller's pipeline never posted EOS.
+    fn handle_message(&self, message: gst::Message) {
+        if matches!(message.view(), gst::MessageView::Error(_) | gst::MessageView::Warning(_))
+            && self.posted_by_retiring(&message)
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "kept a message of a peer connection being torn down: {message:?}"
+            );
+            return;
+        }
+        self.parent_handle_message(message)
+    }
+}
+
+impl WilddogCall {
+    /// Whether `message` comes from (an element inside) a peer connection being torn down.
+    fn posted_by_retiring(&self, message: &gst::Message) -> bool {
+        let retiring = lock(&self.retiring);
+        if retiring.is_empty() {
+            return false;
+        }
+        let mut object = message.src().cloned();
+        while let Some(o) = object {
+            if retiring.iter().any(|e| e.upcast_ref::<gst::Object>() == &o) {
+                return true;
+            }
+            object = o.parent();
+        }
+        false
+    }
+}
 
 /// How the session task reaches the element.
 struct ElementDriver(glib::WeakRef<super::WilddogCall>);
@@ -1199,16 +1241,16 @@ fn remove_child(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
     let _ = bin.remove(child);
 }
 
-/// Takes a child out of a running bin, then sets it to NULL (our reference keeps it until
-/// then, so it is never disposed in PAUSED), for a child whose streaming threads may be held
-/// downstream (a peer connection replaced by a restart, going down on a thread of its own).
-/// Out of the bin first: a state change of the bin (the application stopping the pipeline)
-/// takes each child's state lock, and going to NULL holds it while it waits for the child's
-/// streaming threads, which may wait for the pipeline's sinks to change state (a sink
-/// prerolling in PAUSED holds the thread that pushes into it): with the child still in the
-/// bin, the bin's state change and our NULL would wait for each other for ever.
-fn remove_then_stop(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
+/// Takes a child out of a running bin without changing its state: the caller sets it to NULL
+/// afterwards (its reference keeps it until then, so it is never disposed in PAUSED), for a
+/// child whose streaming threads may be held downstream (a peer connection replaced by a
+/// restart, or a call's whose remote stream a sink still holds, going down on a thread of
+/// its own). Out of the bin first: a state change of the bin (the application stopping the
+/// pipeline) takes each child's state lock, and going to NULL holds it while it waits for
+/// the child's streaming threads, which may wait for the pipeline's sinks to change state (a
+/// sink prerolling in PAUSED holds the thread that pushes into it): with the child still in
+/// the bin, the bin's state change and our NULL would wait for each other for ever.
+fn take_out(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
     child.set_locked_state(true);
     let _ = bin.remove(child);
-    let _ = child.set_state(gst::State::Null);
 }

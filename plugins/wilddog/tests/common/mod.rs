@@ -464,6 +464,20 @@ impl Endpoint {
     }
 
     /// Drains what arrived so far into `log`.
+    /// Asserts that the pipeline is PLAYING with no state change pending or failed (within
+    /// `within`): an error posted through it marks it failed, and a pipeline that lost its
+    /// state for a sink linked to a src pad must get it back.
+    pub fn assert_playing(&mut self, within: Duration) {
+        let (result, current, pending) = self.pipeline.state(gst::ClockTime::try_from(within).ok());
+        self.drain();
+        assert!(
+            result.is_ok() && current == gst::State::Playing,
+            "{}: {result:?}, {current:?} (pending {pending:?}); saw {:?}",
+            self.pipeline.name(),
+            self.log
+        );
+    }
+
     pub fn drain(&mut self) {
         while let Ok(s) = self.seen.try_recv() {
             self.log.push(s);

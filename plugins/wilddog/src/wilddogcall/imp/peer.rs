@@ -198,6 +198,20 @@ impl WilddogCall {
         };
         self.media_up.store(false, Ordering::Release);
         let Some(media) = media else { return };
+        let retiring: Vec<gst::Element> = media
+            .decoders
+            .iter()
+            .map(|d| d.clone().upcast())
+            .chain(std::iter::once(media.webrtcbin.clone()))
+            .collect();
+        lock(&self.retiring).extend(retiring.iter().cloned());
+        // Out of the application's state changes from now on: an error of theirs that the
+        // teardown causes (kept in the element, `handle_message`) still marks them failed,
+        // and the pipeline going back to PLAYING (after a sink linked to a src pad prerolled)
+        // would fail on them and switch every element back to PAUSED.
+        for child in &retiring {
+            child.set_locked_state(true);
+        }
         self.end_congestion();
         // The encoders go on for the next call: unlinked between two buffers, they never see
         // the torn-down webrtcbin answer `flushing` (media::detach_sender). Not when the
@@ -218,15 +232,40 @@ impl WilddogCall {
                 eos_to.push(sink);
             }
         }
-        send_eos_without_waiting(eos_to);
+        let delivered = send_eos_without_waiting(eos_to);
         for pad in &media.src_pads {
             self.remove_src_pad(pad);
         }
-        for dec in &media.decoders {
-            remove_child(obj.upcast_ref(), dec);
+        if delivered || !keep_sending {
+            for dec in &media.decoders {
+                remove_child(obj.upcast_ref(), dec);
+            }
+            remove_child(obj.upcast_ref(), &media.webrtcbin);
+            self.retired(&retiring);
+            gst::debug!(CAT, imp = self, "peer connection torn down");
+            return;
         }
-        remove_child(obj.upcast_ref(), &media.webrtcbin);
-        gst::debug!(CAT, imp = self, "peer connection torn down");
+        // A remote stream's streaming thread is held downstream of its src pad (a sink
+        // prerolling in a pipeline that has not gone back to PLAYING, a full queue nobody
+        // drains): going to NULL here would wait for it, on the thread that sets up the
+        // next call, which then never got its media (the next caller saw nothing for as
+        // long as the sink held on). The old decoders and webrtcbin leave the element now
+        // (their pad names are free for the next call) and go to NULL on a thread of their
+        // own once the sink lets go; stopping the element waits for that.
+        gst::warning!(
+            CAT,
+            imp = self,
+            "a remote stream is still held downstream (a sink not playing?): the call's \
+             peer connection goes down in the background"
+        );
+        self.dispose_in_background(retiring.clone());
+        // Out of the element now: what they post reaches nobody.
+        self.retired(&retiring);
+    }
+
+    /// Children of a torn-down peer connection are out of the element: forget them.
+    fn retired(&self, children: &[gst::Element]) {
+        lock(&self.retiring).retain(|e| !children.contains(e));
     }
 
     /// Removes a remote stream's src pad if it is still ours: teardown and a remote stream
@@ -358,7 +397,12 @@ impl WilddogCall {
         let _ = obj.add_pad(&ghost);
         if self.webrtcbin().as_ref() != Some(webrtcbin) {
             // Torn down between recording the pad and adding it: teardown could not remove
-            // a pad that was not there yet (or did, if it came after add_pad).
+            // a pad that was not there yet (or did, if it came after add_pad), and its EOS
+            // went nowhere. The sink the application linked in pad-added gets one of its own:
+            // an async sink added to a playing pipeline holds the pipeline in PAUSED until it
+            // prerolls, and every sink linked to a later call's pads would wait there too.
+            end_linked_stream(&ghost, &format!("{}/{name}", obj.name()));
+            gst::debug!(CAT, imp = self, "{name} came as the call ended: EOS on its own");
             self.remove_src_pad(&ghost);
             return;
         }
@@ -423,22 +467,43 @@ impl WilddogCall {
 /// How long a teardown waits for the EOS it sends into the decoders.
 const EOS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// EOS into each pad (through the decoder, serialized after its last frame), on a thread of
-/// its own, waiting at most [`EOS_WAIT`]: a serialized event waits for the pad's streaming
-/// thread, which may be held downstream (a full queue before a sink prerolling while the
-/// application changes the pipeline's state) until the state change it would block goes on.
-fn send_eos_without_waiting(pads: Vec<gst::Pad>) {
-    if pads.is_empty() {
-        return;
-    }
+/// Ends the stream of a src pad that is linked but whose EOS went nowhere: stream-start,
+/// segment and EOS into its peer.
+fn end_linked_stream(pad: &gst::GhostPad, stream_id: &str) {
+    let Some(peer) = pad.peer() else { return };
+    let _ = peer.send_event(gst::event::StreamStart::new(stream_id));
+    let _ =
+        peer.send_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+    let _ = peer.send_event(gst::event::Eos::new());
+}
+
+/// EOS into each pad (through the decoder, serialized after its last frame), each on a
+/// thread of its own, waiting at most [`EOS_WAIT`]: a serialized event waits for the pad's
+/// streaming thread, which may be held downstream until the state change it would block goes
+/// on. One thread per pad: a sink holding one stream in preroll (added while the pipeline
+/// had lost its state for the other stream's sink) is let go once the other stream's sink
+/// prerolls, on its EOS, which must not wait behind the first one.
+/// Whether every EOS went through in time (no streaming thread held downstream).
+fn send_eos_without_waiting(pads: Vec<gst::Pad>) -> bool {
     let (done_tx, done) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("wilddog-eos".into()).spawn(move || {
-        for pad in pads {
+    let mut sent = 0;
+    for pad in pads {
+        let done_tx = done_tx.clone();
+        let spawned = std::thread::Builder::new().name("wilddog-eos".into()).spawn(move || {
             let _ = pad.send_event(gst::event::Eos::new());
+            let _ = done_tx.send(());
+        });
+        if spawned.is_ok() {
+            sent += 1;
         }
-        let _ = done_tx.send(());
-    });
-    if spawned.is_ok() && done.recv_timeout(EOS_WAIT).is_err() {
-        gst::debug!(CAT, "the EOS of the remote streams is still on its way");
     }
+    let deadline = std::time::Instant::now() + EOS_WAIT;
+    for _ in 0..sent {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done.recv_timeout(left).is_err() {
+            gst::debug!(CAT, "the EOS of the remote streams is still on its way");
+            return false;
+        }
+    }
+    true
 }

@@ -25,7 +25,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use wilddog_call::{CallState, Input};
 
-use super::{CAT, Media, WilddogCall, lock, remove_child, remove_then_stop};
+use super::{CAT, Media, WilddogCall, lock, remove_child, take_out};
 use crate::media::{self, StreamKind};
 
 /// Silence on a connection that carried media, after which its path counts as lost. Above the
@@ -297,18 +297,24 @@ impl WilddogCall {
             }
         }
         self.apply_ice_servers(&ice_servers);
-        self.dispose_in_background(old_webrtcbin);
+        self.dispose_in_background(vec![old_webrtcbin]);
         Ok(())
     }
 
-    /// Takes a webrtcbin out of the element on a thread of its own (going to NULL can block
-    /// for seconds); stopping waits for it.
-    fn dispose_in_background(&self, webrtcbin: gst::Element) {
+    /// Takes children (a webrtcbin, decoders) out of the element now and sets them to NULL on
+    /// a thread of their own (going to NULL can block for seconds, or for as long as a sink
+    /// downstream holds a streaming thread); stopping waits for it.
+    pub(super) fn dispose_in_background(&self, children: Vec<gst::Element>) {
         let obj = self.obj().clone();
+        for child in &children {
+            take_out(obj.upcast_ref(), child);
+        }
         let (done_tx, done) = std::sync::mpsc::channel();
         let spawned =
             std::thread::Builder::new().name("wilddog-teardown".into()).spawn(move || {
-                remove_then_stop(obj.upcast_ref(), &webrtcbin);
+                for child in children {
+                    let _ = child.set_state(gst::State::Null);
+                }
                 let _ = done_tx.send(());
             });
         match spawned {
