@@ -168,12 +168,13 @@ pub fn clock_stamp_pad(pad: &gst::Pad, sent: Arc<std::sync::atomic::AtomicU64>) 
     });
 }
 
-/// Builds `videoconvert ! appsink(I420)` in `pipeline` reading the clock-coded stamps of
-/// [`clock_stamp_pad`] (glass-to-glass = now − the stamp, modulo 65.536 s), and returns the
-/// convert's sink pad to link decoded video to.
-pub fn clock_stamp_reader(
+/// Builds `videoconvert ! appsink(I420)` in `pipeline` and gives `on_frame` each decoded
+/// frame as it arrives: the instant, and its luma plane as `(plane, stride, width, height)`
+/// (`None` for a frame that could not be mapped). Returns the convert's sink pad to link
+/// decoded video to. Every stamp reader of the benchmarks is one of these.
+pub fn luma_reader(
     pipeline: &gst::Bin,
-    arrivals: Arc<Mutex<Arrivals>>,
+    mut on_frame: impl FnMut(Instant, Option<(&[u8], usize, u32, u32)>) + Send + 'static,
 ) -> anyhow::Result<gst::Pad> {
     let convert = gst::ElementFactory::make("videoconvert").build()?;
     let sink = gst_app::AppSink::builder()
@@ -185,29 +186,23 @@ pub fn clock_stamp_reader(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let now = Instant::now();
-                let now_ms = monotonic_ms();
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                a.frames += 1;
-                if a.first_frame.is_none() {
-                    a.first_frame = Some(now);
-                }
-                let decoded = (|| {
-                    let caps = sample.caps()?;
-                    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
-                    let buffer = sample.buffer()?;
-                    let frame =
-                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
-                    let stride = frame.plane_stride()[0] as usize;
-                    read_code(frame.plane_data(0).ok()?, stride, info.width() as usize)
-                })();
-                match decoded {
-                    Some(code) => {
-                        let age = (now_ms as u16).wrapping_sub(code);
-                        a.g2g_ms.push(f64::from(age));
+                let info = sample.caps().and_then(|c| gst_video::VideoInfo::from_caps(c).ok());
+                let frame = match (&info, sample.buffer()) {
+                    (Some(info), Some(buffer)) => {
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()
                     }
-                    None => a.undecodable += 1,
-                }
+                    _ => None,
+                };
+                let luma = frame.as_ref().and_then(|f| {
+                    Some((
+                        f.plane_data(0).ok()?,
+                        f.plane_stride()[0] as usize,
+                        f.width(),
+                        f.height(),
+                    ))
+                });
+                on_frame(now, luma);
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
@@ -217,6 +212,29 @@ pub fn clock_stamp_reader(
     convert.sync_state_with_parent()?;
     sink.sync_state_with_parent()?;
     convert.static_pad("sink").ok_or_else(|| anyhow::anyhow!("videoconvert has no sink pad"))
+}
+
+/// A [`luma_reader`] reading the clock-coded stamps of [`clock_stamp_pad`] (glass-to-glass =
+/// now − the stamp, modulo 65.536 s).
+pub fn clock_stamp_reader(
+    pipeline: &gst::Bin,
+    arrivals: Arc<Mutex<Arrivals>>,
+) -> anyhow::Result<gst::Pad> {
+    luma_reader(pipeline, move |now, luma| {
+        let now_ms = monotonic_ms();
+        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        a.frames += 1;
+        if a.first_frame.is_none() {
+            a.first_frame = Some(now);
+        }
+        match luma.and_then(|(y, stride, width, _)| read_code(y, stride, width as usize)) {
+            Some(code) => {
+                let age = (now_ms as u16).wrapping_sub(code);
+                a.g2g_ms.push(f64::from(age));
+            }
+            None => a.undecodable += 1,
+        }
+    })
 }
 
 /// `videotestsrc is-live=true ! capsfilter(WIDTHxHEIGHT I420 @15)` in `pipeline`, stamped with
@@ -329,51 +347,24 @@ pub struct Arrivals {
     pub undecodable: u64,
 }
 
-/// Builds `videoconvert ! appsink(I420)` in `pipeline`, reading stamps of `stamper`'s frames,
-/// and returns the convert's sink pad to link decoded video to.
+/// A [`luma_reader`] reading the stamps of `stamper`'s frames.
 pub fn stamp_reader(
     pipeline: &gst::Bin,
     stamper: Arc<Stamper>,
     arrivals: Arc<Mutex<Arrivals>>,
 ) -> anyhow::Result<gst::Pad> {
-    let convert = gst::ElementFactory::make("videoconvert").build()?;
-    let sink = gst_app::AppSink::builder()
-        .caps(&gst::Caps::builder("video/x-raw").field("format", "I420").build())
-        .sync(false)
-        .build();
-    sink.set_property("async", false);
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let now = Instant::now();
-                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                a.frames += 1;
-                if a.first_frame.is_none() {
-                    a.first_frame = Some(now);
-                }
-                let decoded = (|| {
-                    let caps = sample.caps()?;
-                    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
-                    let buffer = sample.buffer()?;
-                    let frame =
-                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
-                    let stride = frame.plane_stride()[0] as usize;
-                    read_code(frame.plane_data(0).ok()?, stride, info.width() as usize)
-                })();
-                match decoded.and_then(|c| stamper.sent_at(c)) {
-                    Some(sent) => a.g2g_ms.push(now.duration_since(sent).as_secs_f64() * 1000.0),
-                    None => a.undecodable += 1,
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    pipeline.add_many([&convert, sink.upcast_ref()])?;
-    convert.link(&sink)?;
-    convert.sync_state_with_parent()?;
-    sink.sync_state_with_parent()?;
-    convert.static_pad("sink").ok_or_else(|| anyhow::anyhow!("videoconvert has no sink pad"))
+    luma_reader(pipeline, move |now, luma| {
+        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        a.frames += 1;
+        if a.first_frame.is_none() {
+            a.first_frame = Some(now);
+        }
+        let decoded = luma.and_then(|(y, stride, width, _)| read_code(y, stride, width as usize));
+        match decoded.and_then(|c| stamper.sent_at(c)) {
+            Some(sent) => a.g2g_ms.push(now.duration_since(sent).as_secs_f64() * 1000.0),
+            None => a.undecodable += 1,
+        }
+    })
 }
 
 /// `videotestsrc is-live=true ! capsfilter(640x480 I420 @15)` in `pipeline`, stamped by

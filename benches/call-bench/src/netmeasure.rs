@@ -137,59 +137,32 @@ pub struct Received {
     pub before: u64,
 }
 
-/// `videoconvert ! appsink(I420)` in `pipeline` recording what arrives into the returned
+/// A [`crate::measure::luma_reader`] in `pipeline` recording what arrives into the returned
 /// `Received`; returns the convert's sink pad to link decoded video to.
 pub fn receiver(pipeline: &gst::Bin) -> anyhow::Result<(gst::Pad, Arc<Mutex<Received>>)> {
     let received = Arc::new(Mutex::new(Received::default()));
-    let convert = gst::ElementFactory::make("videoconvert").build()?;
-    let sink = gst_app::AppSink::builder()
-        .caps(&gst::Caps::builder("video/x-raw").field("format", "I420").build())
-        .sync(false)
-        .build();
-    sink.set_property("async", false);
     let r = received.clone();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let now = Instant::now();
-                let now_ms = epoch_ms();
-                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let decoded = (|| {
-                    let caps = sample.caps()?;
-                    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
-                    let buffer = sample.buffer()?;
-                    let frame =
-                        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
-                    let stride = frame.plane_stride()[0] as usize;
-                    let code = read_code(frame.plane_data(0).ok()?, stride, info.width() as usize);
-                    Some((code, info.width(), info.height()))
-                })();
-                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(start) = r.start else {
-                    r.before += 1;
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                r.frames_s.push(now.duration_since(start).as_secs_f64());
-                match decoded {
-                    Some((code, w, h)) => {
-                        r.width = w;
-                        r.height = h;
-                        match code {
-                            Some(c) => r.g2g_ms.push(((now_ms as u16).wrapping_sub(c)) as f64),
-                            None => r.unreadable += 1,
-                        }
-                    }
+    let pad = crate::measure::luma_reader(pipeline, move |now, luma| {
+        let now_ms = epoch_ms();
+        let decoded = luma.map(|(y, stride, w, h)| (read_code(y, stride, w as usize), w, h));
+        let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(start) = r.start else {
+            r.before += 1;
+            return;
+        };
+        r.frames_s.push(now.duration_since(start).as_secs_f64());
+        match decoded {
+            Some((code, w, h)) => {
+                r.width = w;
+                r.height = h;
+                match code {
+                    Some(c) => r.g2g_ms.push(((now_ms as u16).wrapping_sub(c)) as f64),
                     None => r.unreadable += 1,
                 }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    pipeline.add_many([&convert, sink.upcast_ref()])?;
-    convert.link(&sink)?;
-    convert.sync_state_with_parent()?;
-    sink.sync_state_with_parent()?;
-    let pad = convert.static_pad("sink").ok_or_else(|| anyhow::anyhow!("no sink pad"))?;
+            }
+            None => r.unreadable += 1,
+        }
+    })?;
     Ok((pad, received))
 }
 
