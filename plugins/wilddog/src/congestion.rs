@@ -62,6 +62,9 @@ pub const ESTIMATE_BPS_START: u32 = 300_000;
 /// chosen for (on a 500 kbit/s link shared by both directions, 480p at 10 fps for 148 kbit/s
 /// froze for 16 s of 30).
 pub const FIT_MARGIN: f64 = 1.3;
+/// The smallest size at the full frame rate holds down to this share of its need (see
+/// [`Controller::fit_kbps`]).
+pub const LAST_FULL_RATE_FIT: f64 = 0.75;
 /// A step up needs this much more than the step's need (with [`FIT_MARGIN`] below full)...
 pub const UPGRADE_MARGIN: f64 = 1.25;
 /// ...for this long, without a step down in between.
@@ -305,10 +308,24 @@ impl Controller {
     }
 
     /// What the video's share must be to stay at step `level`, kbps: `min-bitrate` at full
-    /// quality, the step's need with [`FIT_MARGIN`] below.
+    /// quality, the step's need with [`FIT_MARGIN`] below; the smallest size at the full
+    /// frame rate at its bare need.
+    ///
+    /// Below that step the frame rate goes, which is what a viewer notices most; at the
+    /// smallest size the margin is a few kbit/s, which VP8's overshoot of its target never
+    /// needed. With the margin, a 250 kbit/s link shared by both directions (where each side's
+    /// estimate hovers around 50 kbit/s) spent most of the call at the reduced rate.
     pub fn fit_kbps(&self, level: usize) -> f64 {
         let need = f64::from(self.needed_kbps(level));
-        if level == 0 { need } else { need * FIT_MARGIN }
+        let last_at_full_rate =
+            self.steps.get(level + 1).is_some_and(|next| next.fps < self.steps[level].fps);
+        if level == 0 {
+            need
+        } else if last_at_full_rate {
+            need * LAST_FULL_RATE_FIT
+        } else {
+            need * FIT_MARGIN
+        }
     }
 
     /// The audio and video shares of an estimate (bit/s, kbps).
@@ -441,10 +458,12 @@ impl Controller {
             let from = self
                 .queue_cap_bps
                 .map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
-            let mut cap = f64::from(from) * QUEUE_CUT;
-            if let Some(acked) = queue.acked_bps {
-                cap = cap.min(f64::from(acked) * ACKED_SHARE);
-            }
+            // What the path delivered says where the bottleneck is (a queue that still
+            // stands after a cut takes another share off); without it, half.
+            let cap = match queue.acked_bps {
+                Some(acked) => f64::from(acked.min(from)) * ACKED_SHARE,
+                None => f64::from(from) * QUEUE_CUT,
+            };
             self.queue_cap_bps = Some((cap as u32).max(lowest));
             self.queue_cut_at = Some(now);
             self.queue_lift_at = Some(now);
@@ -751,11 +770,30 @@ mod tests {
     }
 
     #[test]
+    fn the_frame_rate_goes_only_under_three_quarters_of_the_smallest_sizes_need() {
+        // min-bitrate 200 at 480p: 120p at 15 fps needs 25 kbit/s, held down to 18.75; the
+        // video's floor is 20, so the frame rate stays.
+        let mut c = Controller::new(limits_480p());
+        let a = c.update(ESTIMATE_BPS_MIN, Instant::now());
+        assert_eq!((a.video_kbps, a.step.width, a.step.fps), (20, 160, 15));
+        // min-bitrate 500: 120p at 15 fps needs 62 kbit/s, held down to 47; 36 kbit/s of
+        // video (an estimate of 60 kbit/s) is 10 fps, and a little more does not bring 15
+        // back at once.
+        let mut c = Controller::new(SendLimits { min_video_kbps: 500, ..limits_480p() });
+        let a = c.update(60_000, Instant::now());
+        assert_eq!((a.step.width, a.step.fps), (160, 10), "{a:?}");
+        let a = c.update(80_000, Instant::now());
+        assert_eq!((a.step.width, a.step.fps), (160, 10), "{a:?}");
+    }
+
+    #[test]
     fn it_steps_back_up_one_step_at_a_time_after_a_hold() {
         let mut c = Controller::new(limits_480p());
-        let last = c.steps().len() - 1;
+        // The lowest estimate keeps the smallest size at 15 fps (LAST_FULL_RATE_FIT).
+        let last = c.steps().len() - 2;
         let t0 = Instant::now();
         assert_eq!(c.update(40_000, t0).level, last);
+        assert_eq!(c.steps()[last].fps, 15);
         // Capacity is back: not at once...
         assert_eq!(c.update(700_000, t0 + Duration::from_millis(100)).level, last);
         assert_eq!(c.update(700_000, t0 + Duration::from_secs(2)).level, last);
@@ -907,16 +945,16 @@ mod tests {
         assert!(first.note_feedback(&QueueReading { lossy: true, ..standing(125_000) }, t));
         // ...not again before the cut could show...
         assert!(!c.note_feedback(&standing(125_000), t + Duration::from_millis(100)));
-        // ...then half again while it stands.
+        // ...then another share off while it stands.
         assert!(c.note_feedback(&standing(125_000), t + QUEUE_CUT_INTERVAL));
-        assert_eq!(c.update(300_000, t).estimate_bps, 53_125);
+        assert_eq!(c.update(300_000, t).estimate_bps, 90_312);
         // The stats' round trip, which lags, does not cut while feedback comes.
         assert!(!c.note_round_trip(700));
         // Drained: a quarter up per lift interval, gone once over the estimate.
         let t = t + QUEUE_CUT_INTERVAL;
         assert!(!c.note_feedback(&drained, t + Duration::from_secs(1)));
         assert!(c.note_feedback(&drained, t + QUEUE_LIFT_INTERVAL));
-        assert_eq!(c.update(300_000, t).estimate_bps, 66_406);
+        assert_eq!(c.update(300_000, t).estimate_bps, 112_890);
         // The reports stop (lost in the queue): a cut per silence, none after a short gap.
         let heard = t + QUEUE_LIFT_INTERVAL;
         let ms = Duration::from_millis;
@@ -938,7 +976,7 @@ mod tests {
         assert!(!c.congested(heard + ms(300)));
         assert!(c.note_sending(heard + FEEDBACK_SILENCE));
         assert!(c.congested(heard + FEEDBACK_SILENCE));
-        assert_eq!(c.update(300_000, t).estimate_bps, 40_000);
+        assert_eq!(c.update(300_000, t).estimate_bps, 56_445);
         // A report: no longer silent.
         c.note_feedback(&drained, heard + ms(1100));
         assert!(!c.congested(heard + ms(1100)));

@@ -185,6 +185,7 @@ impl WilddogCall {
         };
         gst::log!(CAT, imp = self, "estimate {estimate_bps} bit/s: {adaptation:?}");
         self.apply_adaptation(&adaptation, previous.as_ref());
+        self.follow_estimate_in_rtcp(adaptation.estimate_bps);
         if quality_changed {
             self.post_quality(&adaptation);
         }

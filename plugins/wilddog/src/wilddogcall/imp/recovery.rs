@@ -20,6 +20,10 @@ use crate::recovery::{self, Fec};
 pub(super) struct Recovery {
     /// webrtcbin's rtprtxsend (what it retransmitted).
     rtxsend: Option<glib::WeakRef<gst::Element>>,
+    /// webrtcbin's rtpsession (its RTCP bandwidth follows the estimate).
+    rtpsession: Option<glib::WeakRef<gst::Element>>,
+    /// The session bandwidth set on it, bit/s (0: the start's).
+    rtcp_bandwidth: f64,
     /// When the receiver last saw loss (a NACK or a lost packet).
     last_loss: Option<Instant>,
     /// NACKs sent and packets lost at the last stats.
@@ -61,6 +65,14 @@ impl WilddogCall {
                 "rtpsession" => {
                     // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
                     element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
+                    // NACKs and key frame requests in time: see
+                    // crate::recovery::rtcp_session_bandwidth. It follows the estimate
+                    // (`follow_estimate_in_rtcp`); until there is one, the start's.
+                    element.set_property(
+                        "bandwidth",
+                        recovery::rtcp_session_bandwidth(recovery::RTCP_START_ESTIMATE_BPS),
+                    );
+                    lock(&obj.imp().recovery).rtpsession = Some(element.downgrade());
                     // A new source's packets go out at once, not after a second one in
                     // sequence: GStreamer (1.22) exempts retransmission streams from this
                     // probation only when their caps say `rtx` in lower case, and webrtcbin
@@ -128,6 +140,9 @@ impl WilddogCall {
                 // A gap shows when a later packet arrives: ask at once (see
                 // crate::recovery::RTX_DELAY_MS), not half a frame interval later.
                 jb.set_property("rtx-delay", recovery::RTX_DELAY_MS as i32);
+                // Ask again while a retransmission can still come: see
+                // crate::recovery::RTX_RETRY_PERIOD_MS.
+                jb.set_property("rtx-retry-period", recovery::RTX_RETRY_PERIOD_MS as i32);
                 let mut r = lock(&obj.imp().recovery);
                 if r.latency_ms > 0 {
                     jb.set_property("latency", r.latency_ms);
@@ -265,16 +280,9 @@ impl WilddogCall {
             Some(v) => (v.latency, v.fec),
             None => return,
         };
-        // What a retransmission took, from the jitterbuffer's request to its arrival (its
-        // average; it includes the time the request waited for its RTCP packet).
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
-        let rtx_rtt_ms = jitterbuffers
-            .iter()
-            .filter_map(|jb| jb.property::<gst::Structure>("stats").get::<u64>("rtx-rtt").ok())
-            .map(|ns| (ns / 1_000_000) as u32)
-            .max()
-            .unwrap_or(0);
+        let rtx_rtt_ms = retransmission_rtt_ms(&jitterbuffers);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
             let seen = (stats.nack_sent, stats.packets_lost);
@@ -339,9 +347,30 @@ impl WilddogCall {
         }
     }
 
-    /// Packets retransmitted so far (RTX), and the jitterbuffer latency now, ms.
-    pub(super) fn recovery_stats(&self) -> (u64, u32) {
+    /// A new estimate of what the path carries (all we send, bit/s): the RTCP bandwidth
+    /// follows it (see [`recovery::rtcp_session_bandwidth`]), when it moved by a tenth.
+    pub(super) fn follow_estimate_in_rtcp(&self, estimate_bps: u32) {
+        let wanted = recovery::rtcp_session_bandwidth(estimate_bps);
+        let session = {
+            let mut r = lock(&self.recovery);
+            if (wanted - r.rtcp_bandwidth).abs() < r.rtcp_bandwidth * 0.1 {
+                return;
+            }
+            r.rtcp_bandwidth = wanted;
+            r.rtpsession.as_ref().and_then(|w| w.upgrade())
+        };
+        if let Some(session) = session {
+            gst::debug!(CAT, imp = self, "RTCP sized for a session of {wanted} bit/s");
+            session.set_property("bandwidth", wanted);
+        }
+    }
+
+    /// Packets retransmitted so far (RTX), the jitterbuffer latency now, ms, and what a
+    /// retransmission we asked for took, ms (see [`retransmission_rtt_ms`]).
+    pub(super) fn recovery_stats(&self) -> (u64, u32, u32) {
         let r = lock(&self.recovery);
+        let jitterbuffers: Vec<gst::Element> =
+            r.video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let rtx = r
             .rtxsend
             .as_ref()
@@ -351,6 +380,18 @@ impl WilddogCall {
         let current = r.latency_ms;
         drop(r);
         let base = lock(&self.state).validated.as_ref().map(|v| v.latency).unwrap_or(0);
-        (rtx, if current == 0 { base } else { current })
+        (rtx, if current == 0 { base } else { current }, retransmission_rtt_ms(&jitterbuffers))
     }
+}
+
+/// What a retransmission took, ms, from the video jitterbuffer's request to its arrival (the
+/// jitterbuffers' running average, the longest of them; 0 before the first): a round trip,
+/// the time the request waited for its RTCP packet, and the sender's turnaround.
+fn retransmission_rtt_ms(jitterbuffers: &[gst::Element]) -> u32 {
+    jitterbuffers
+        .iter()
+        .filter_map(|jb| jb.property::<gst::Structure>("stats").get::<u64>("rtx-rtt").ok())
+        .map(|ns| (ns / 1_000_000) as u32)
+        .max()
+        .unwrap_or(0)
 }

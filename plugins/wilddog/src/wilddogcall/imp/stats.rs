@@ -144,7 +144,7 @@ impl WilddogCall {
             Some(cc) => cc,
             None => (0, max_bitrate.unwrap_or(0)),
         };
-        let (retransmitted, jitterbuffer_ms) = self.recovery_stats();
+        let (retransmitted, jitterbuffer_ms, retransmission_rtt_ms) = self.recovery_stats();
         let local = gst::Structure::builder("local")
             .field("bytesSent", l.bytes_sent)
             .field("bitSentRate", sent_kbps)
@@ -176,6 +176,7 @@ impl WilddogCall {
             .field("pliSent", l.pli_sent)
             .field("firSent", l.fir_sent)
             .field("jitterBufferLatency", jitterbuffer_ms)
+            .field("retransmissionRtt", retransmission_rtt_ms)
             .build();
         let s = gst::Structure::builder("wilddog-stats")
             .field("local", local)
