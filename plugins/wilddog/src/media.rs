@@ -1002,10 +1002,12 @@ fn key_frame_requests(depay: &gst::Element) {
     let (Some(sink), Some(src)) = (depay.static_pad("sink"), depay.static_pad("src")) else {
         return;
     };
-    // When the last request went out; `None` once a key frame came.
+    // When the last request went out (or the key frame it asked for last showed it is on its
+    // way); `None` once a key frame came.
     let asked = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     let count = std::sync::atomic::AtomicU32::new(1);
     let asked_in = asked.clone();
+    watch_key_frames_on_the_way(&sink, asked.clone());
     sink.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
         let Some(gst::PadProbeData::Event(event)) = &info.data else {
             return gst::PadProbeReturn::Ok;
@@ -1044,6 +1046,81 @@ fn key_frame_requests(depay: &gst::Element) {
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// While a key frame we asked for is arriving, its packets put off asking again: a VP8 key
+/// frame is seen by its first packet (the payload descriptor's S bit, partition 0, and the
+/// payload header's P bit clear), and every packet of the same RTP timestamp counts as
+/// [`KEY_FRAME_RETRY`] more to wait.
+///
+/// On a slow link a key frame takes longer to arrive than the retry interval. A Chromium
+/// tab keeping 640x480 (our SDK's `maintain-resolution`) sent 30 to 40 KB key frames into a
+/// 250 kbit/s link, a second each; asked again every 600 ms, it answered each request with
+/// another one (18 in 18 s), they filled the link, and its picture and ours stood still.
+fn watch_key_frames_on_the_way(
+    sink: &gst::Pad,
+    asked: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+) {
+    // The RTP timestamp of the key frame on its way (NONE: none).
+    const NONE: u64 = u64::MAX;
+    let on_the_way = std::sync::atomic::AtomicU64::new(NONE);
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+        if asked.is_none() {
+            on_the_way.store(NONE, ordering);
+            return gst::PadProbeReturn::Ok;
+        }
+        let vp8 = pad.current_caps().is_some_and(|c| {
+            c.structure(0)
+                .and_then(|s| s.get::<&str>("encoding-name").ok())
+                .is_some_and(|n| n.eq_ignore_ascii_case("VP8"))
+        });
+        let Some(rtp) =
+            vp8.then(|| gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok()).flatten()
+        else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let timestamp = rtp.timestamp();
+        let starts_key_frame = rtp.payload().ok().is_some_and(vp8_key_frame_start);
+        if starts_key_frame {
+            on_the_way.store(u64::from(timestamp), ordering);
+        }
+        if on_the_way.load(ordering) == u64::from(timestamp) {
+            *asked = Some(std::time::Instant::now());
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Whether a VP8 RTP payload (RFC 7741) is the first packet of a key frame.
+pub fn vp8_key_frame_start(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
+    if !start || partition != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if extended {
+        let Some(&x) = payload.get(1) else { return false };
+        at = 2;
+        if x & 0x80 != 0 {
+            // PictureID: 15 bits when its M bit is set, else 7.
+            let Some(&id) = payload.get(at) else { return false };
+            at += if id & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            at += 1; // TID/KEYIDX
+        }
+    }
+    // The VP8 payload header's P bit: 0 for a key frame.
+    payload.get(at).is_some_and(|header| header & 0x01 == 0)
 }
 
 /// How long a receiving chain that asked for a key frame waits for it before asking again:
@@ -1340,6 +1417,90 @@ pub fn add_recv_transceiver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A VP8 RTP packet: sequence number, timestamp, payload.
+    fn vp8_packet(seq: u16, timestamp: u32, payload: &[u8]) -> gst::Buffer {
+        use gst_rtp::prelude::RTPBufferExt;
+        let mut buffer = gst::Buffer::new_rtp_with_sizes(payload.len() as u32, 0, 0).unwrap();
+        {
+            let buffer = buffer.get_mut().unwrap();
+            let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(buffer).unwrap();
+            rtp.set_payload_type(96);
+            rtp.set_seq(seq);
+            rtp.set_timestamp(timestamp);
+            rtp.payload_mut().unwrap().copy_from_slice(payload);
+        }
+        buffer
+    }
+
+    #[test]
+    fn a_key_frame_on_its_way_puts_off_asking_again() {
+        gst::init().unwrap();
+        let depay = gst::ElementFactory::make("rtpvp8depay").build().unwrap();
+        key_frame_requests(&depay);
+        let sink = depay.static_pad("sink").unwrap();
+        let upstream = gst::Pad::builder(gst::PadDirection::Src).name("upstream").build();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = sent.clone();
+        upstream.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && gst_video::UpstreamForceKeyUnitEvent::parse(e).is_ok()
+            {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        upstream.set_active(true).unwrap();
+        upstream.link(&sink).unwrap();
+        depay.set_state(gst::State::Playing).unwrap();
+        assert!(upstream.push_event(gst::event::StreamStart::new("vp8")));
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("clock-rate", 90000i32)
+            .field("encoding-name", "VP8")
+            .field("payload", 96i32)
+            .build();
+        assert!(upstream.push_event(gst::event::Caps::new(&caps)));
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        assert!(upstream.push_event(gst::event::Segment::new(&segment)));
+        let ask = || {
+            let request = gst_video::UpstreamForceKeyUnitEvent::builder().build();
+            sink.push_event(request);
+            sent.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(ask(), 1);
+        // The key frame asked for starts to arrive (S bit, P bit clear), slowly: on a slow
+        // link it takes longer than KEY_FRAME_RETRY.
+        let _ = upstream.push(vp8_packet(1, 9000, &[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+        std::thread::sleep(ms(400));
+        let _ = upstream.push(vp8_packet(2, 9000, &[0x00, 0x55, 0x55]));
+        std::thread::sleep(ms(400));
+        // 800 ms after asking, but its packets still come: not again.
+        assert_eq!(ask(), 1);
+        // Nothing more of it for KEY_FRAME_RETRY: asked again.
+        std::thread::sleep(KEY_FRAME_RETRY + ms(50));
+        assert_eq!(ask(), 2);
+        depay.set_state(gst::State::Null).unwrap();
+    }
+
+    #[test]
+    fn finds_the_first_packet_of_a_vp8_key_frame() {
+        // S=1, partition 0, no extension; P=0: a key frame.
+        assert!(vp8_key_frame_start(&[0x10, 0x00, 0x9d]));
+        // P=1: an inter frame.
+        assert!(!vp8_key_frame_start(&[0x10, 0x01]));
+        // Not the start of the frame.
+        assert!(!vp8_key_frame_start(&[0x00, 0x00]));
+        // Extended, 15-bit PictureID, TL0PICIDX and TID: the header after them.
+        assert!(vp8_key_frame_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x00]));
+        assert!(!vp8_key_frame_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
+        // 7-bit PictureID (browsers' short form).
+        assert!(vp8_key_frame_start(&[0x90, 0x80, 0x12, 0x00]));
+        // Truncated: no.
+        assert!(!vp8_key_frame_start(&[0x90, 0x80]));
+        assert!(!vp8_key_frame_start(&[]));
+    }
 
     /// The offer webrtcbin made on 2026-11-25 before the video encoder's first caps: the
     /// audio section names a stream by ssrc, the video section none.

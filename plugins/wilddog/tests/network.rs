@@ -165,9 +165,10 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
 
 /// 3 % random loss: the receivers ask for the lost packets (NACK), the senders resend them
 /// (RTX), and at least 90 % of the frames of a clean link come through. Then a burst of
-/// 30 % loss that retransmissions cannot keep up with (the NACKs and retransmissions are
+/// 60 % loss that retransmissions cannot keep up with (the NACKs and retransmissions are
 /// lost too): frames are lost, and the receiver asks for key frames (PLI), which the sender
-/// gets.
+/// gets. (At 30 %, asked again until given up, retransmissions now repair some bursts whole:
+/// no frame lost, no key frame asked for.)
 #[test]
 fn three_percent_loss_is_repaired() {
     if !enter_netns("three_percent_loss_is_repaired") {
@@ -182,7 +183,7 @@ fn three_percent_loss_is_repaired() {
     let (_, _, settling_gap) = watch_gaps(&mut alice, Duration::from_secs(2));
     let (lossy, alice_stats, longest_gap) = watch_gaps(&mut alice, Duration::from_secs(16));
     let longest_gap = longest_gap.max(settling_gap);
-    shaping::lose_udp_percent(30);
+    shaping::lose_udp_percent(60);
     let _ = watch(&mut alice, Duration::from_secs(4));
     shaping::no_loss();
     // Stats that count every request of the burst.
@@ -212,7 +213,7 @@ fn three_percent_loss_is_repaired() {
         "clean: {clean} frames in 8 s; 3 % loss: {lossy} frames in 16 s (longest gap \
          {longest_gap:?}, a retransmission took {retransmission_rtt} ms); alice sent {nack_sent} \
          NACKs and {pli_sent} PLIs, bob got {nack_received} NACKs and resent {resent} packets; \
-         after a 30 % burst alice had sent {burst_requests} key frame requests, bob had got \
+         after a 60 % burst alice had sent {burst_requests} key frame requests, bob had got \
          {requests_received}"
     );
     assert!(
@@ -222,7 +223,7 @@ fn three_percent_loss_is_repaired() {
     assert!(resent > 0, "nothing retransmitted");
     // A frame lost anyway is asked for again as a key frame. At 3 % the retransmissions now
     // repair nearly every loss (0 to 3 PLIs in 16 s); in the burst, frames are lost.
-    assert!(burst_requests > 0, "no key frame request (PLI or FIR) in 4 s at 30 % loss");
+    assert!(burst_requests > 0, "no key frame request (PLI or FIR) in 4 s at 60 % loss");
     assert!(requests_received > 0, "bob got none of alice's {burst_requests} key frame requests");
     assert!(
         lossy as f64 >= 0.9 * 2.0 * clean as f64,
