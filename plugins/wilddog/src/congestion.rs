@@ -106,9 +106,9 @@ pub const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
 /// The shortest time between two lifts of the cap (the [`STANDING_QUEUE_LIFT`] of one stats
 /// period before).
 pub const QUEUE_LIFT_INTERVAL: Duration = Duration::from_secs(2);
-/// A cut for a standing queue goes at most to this share of what the path delivered to the
-/// peer (libwebrtc's delay-based back-off, β = 0.85 of the acknowledged rate): what the
-/// bottleneck gives this direction, less room for the queue to drain.
+/// A cut for a standing queue goes to this share of what the path delivered to the peer (of
+/// the estimate, when less) (libwebrtc's delay-based back-off, β = 0.85 of the acknowledged
+/// rate): what the bottleneck gives this direction, less room for the queue to drain.
 pub const ACKED_SHARE: f64 = 0.85;
 /// How much of the feedback the delivered rate is measured over.
 pub const ACKED_WINDOW: Duration = Duration::from_millis(500);
@@ -129,8 +129,8 @@ pub const LOSSY_REPORT: f64 = 0.1;
 /// they come late and irregularly (the first one 0.5 to 0.9 s after the first frame, then
 /// gaps over [`FEEDBACK_SILENCE`] on a loaded machine), which is no congestion.
 pub const FEEDBACK_REPORTS_ARMED: u32 = 20;
-/// What a standing queue seen in the feedback, or a silence of the feedback, cuts the cap to
-/// (at most): half. On a 250 kbit/s cap, both sides at 300 kbit/s lost one packet in three,
+/// What a silence of the feedback, or a standing queue in reports that say nothing of what
+/// the path delivered, cuts the cap to: half (with the delivered rate, [`ACKED_SHARE`]). On a 250 kbit/s cap, both sides at 300 kbit/s lost one packet in three,
 /// the reports among them; cuts to 0.7 took four of them, 2.5 s, to bring both directions
 /// under the capacity, and the picture stayed frozen until the queue drained.
 pub const QUEUE_CUT: f64 = 0.5;
@@ -309,7 +309,7 @@ impl Controller {
 
     /// What the video's share must be to stay at step `level`, kbps: `min-bitrate` at full
     /// quality, the step's need with [`FIT_MARGIN`] below; the smallest size at the full
-    /// frame rate at its bare need.
+    /// frame rate at [`LAST_FULL_RATE_FIT`] of its need.
     ///
     /// Below that step the frame rate goes, which is what a viewer notices most; at the
     /// smallest size the margin is a few kbit/s, which VP8's overshoot of its target never
@@ -430,8 +430,9 @@ impl Controller {
 
     /// What a transport-wide feedback report says about the bottleneck's queue (see
     /// [`QueueMonitor`]) at `now`: a standing one ([`QUEUE_DELAY_MS`], for [`QUEUE_PERSIST`])
-    /// cuts the estimate's cap to [`QUEUE_CUT`] of the estimate (of the cap, when there is
-    /// one) and at most to [`ACKED_SHARE`] of what the path delivered, again every
+    /// cuts the estimate's cap to [`ACKED_SHARE`] of what the path delivered or of the
+    /// estimate (of the cap, when there is one), whichever is less ([`QUEUE_CUT`] of the
+    /// latter when the report says nothing of what was delivered), again every
     /// [`QUEUE_CUT_INTERVAL`] while it stands; a drained one ([`QUEUE_DRAINED_MS`]) lifts
     /// the cap by [`STANDING_QUEUE_LIFT`] every [`QUEUE_LIFT_INTERVAL`] until the estimate is
     /// under it. Whether the cap changed.

@@ -1007,7 +1007,9 @@ fn key_frame_requests(depay: &gst::Element) {
     let asked = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     let count = std::sync::atomic::AtomicU32::new(1);
     let asked_in = asked.clone();
-    watch_key_frames_on_the_way(&sink, asked.clone());
+    if depay.factory().is_some_and(|f| f.name() == "rtpvp8depay") {
+        watch_key_frames_on_the_way(&sink, asked.clone());
+    }
     sink.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
         let Some(gst::PadProbeData::Event(event)) = &info.data else {
             return gst::PadProbeReturn::Ok;
@@ -1048,7 +1050,8 @@ fn key_frame_requests(depay: &gst::Element) {
     });
 }
 
-/// While a key frame we asked for is arriving, its packets put off asking again: a VP8 key
+/// While a key frame we asked for is arriving (on `sink`, a VP8 depayloader's), its packets
+/// put off asking again: a VP8 key
 /// frame is seen by its first packet (the payload descriptor's S bit, partition 0, and the
 /// payload header's P bit clear), and every packet of the same RTP timestamp counts as
 /// [`KEY_FRAME_RETRY`] more to wait.
@@ -1065,7 +1068,7 @@ fn watch_key_frames_on_the_way(
     const NONE: u64 = u64::MAX;
     let on_the_way = std::sync::atomic::AtomicU64::new(NONE);
     let ordering = std::sync::atomic::Ordering::Relaxed;
-    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
             return gst::PadProbeReturn::Ok;
         };
@@ -1074,14 +1077,7 @@ fn watch_key_frames_on_the_way(
             on_the_way.store(NONE, ordering);
             return gst::PadProbeReturn::Ok;
         }
-        let vp8 = pad.current_caps().is_some_and(|c| {
-            c.structure(0)
-                .and_then(|s| s.get::<&str>("encoding-name").ok())
-                .is_some_and(|n| n.eq_ignore_ascii_case("VP8"))
-        });
-        let Some(rtp) =
-            vp8.then(|| gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok()).flatten()
-        else {
+        let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buffer) else {
             return gst::PadProbeReturn::Ok;
         };
         let timestamp = rtp.timestamp();
@@ -1097,7 +1093,7 @@ fn watch_key_frames_on_the_way(
 }
 
 /// Whether a VP8 RTP payload (RFC 7741) is the first packet of a key frame.
-pub fn vp8_key_frame_start(payload: &[u8]) -> bool {
+fn vp8_key_frame_start(payload: &[u8]) -> bool {
     let Some(&first) = payload.first() else { return false };
     let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
     if !start || partition != 0 {
@@ -1473,10 +1469,12 @@ mod tests {
         // The key frame asked for starts to arrive (S bit, P bit clear), slowly: on a slow
         // link it takes longer than KEY_FRAME_RETRY.
         let _ = upstream.push(vp8_packet(1, 9000, &[0x10, 0x00, 0x9d, 0x01, 0x2a]));
-        std::thread::sleep(ms(400));
-        let _ = upstream.push(vp8_packet(2, 9000, &[0x00, 0x55, 0x55]));
-        std::thread::sleep(ms(400));
-        // 800 ms after asking, but its packets still come: not again.
+        for seq in 2..=3 {
+            std::thread::sleep(ms(250));
+            let _ = upstream.push(vp8_packet(seq, 9000, &[0x00, 0x55, 0x55]));
+        }
+        std::thread::sleep(ms(250));
+        // 750 ms after asking, but its packets still come: not again.
         assert_eq!(ask(), 1);
         // Nothing more of it for KEY_FRAME_RETRY: asked again.
         std::thread::sleep(KEY_FRAME_RETRY + ms(50));

@@ -83,8 +83,9 @@ pub fn rtcp_session_bandwidth(estimate_bps: u32) -> f64 {
 /// What the jitterbuffer waits beyond the round trips for a retransmission: a NACK rides on
 /// an RTCP packet, and rtpsession sends an early one (RFC 4585) only once between two regular
 /// ones, which the transport-wide feedback mostly takes: a NACK waited up to a regular
-/// interval (80 to 100 ms) before it left, and a lost NACK or retransmission (the link loses
-/// those too) is asked for again after another. Two such waits, and the sender's turnaround:
+/// interval (80 to 100 ms, before [`RTCP_BANDWIDTH_PER_ESTIMATE`] shortened the turns) before
+/// it left, and a lost NACK or retransmission (the link loses those too) is asked for again
+/// after another. Two such waits, and the sender's turnaround:
 /// with 100 ms, 3 % random loss on loopback still lost a frame every 2 to 3 s whose
 /// retransmission came 100 to 160 ms after the gap, each a key frame request and a freeze.
 pub const RTX_MARGIN_MS: u32 = 200;

@@ -58,21 +58,7 @@ fn caller_with_a_stuck_sink_stops_after_a_restart() {
     assert!(offers() >= 2, "alice made no restart offer");
     std::thread::sleep(Duration::from_millis(500));
 
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pipeline = alice.clone();
-    let stopping = Instant::now();
-    std::thread::spawn(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-        let _ = tx.send(stopping.elapsed());
-    });
-    let took = rx.recv_timeout(Duration::from_secs(15)).ok();
-    println!("alice stopped in {took:?}");
-    if took.is_none() {
-        // Deadlocked: leave it to the process's end.
-        std::mem::forget(alice);
-        panic!("alice's pipeline did not reach NULL within 15 s (deadlock)");
-    }
-    assert!(took.is_some_and(|t| t < Duration::from_secs(8)), "stopping took {took:?}");
+    stops_in_time("alice", alice);
 }
 
 /// A callee whose first call's remote streams go into sinks that hold their streaming
@@ -158,18 +144,25 @@ fn callee_whose_sinks_hold_a_call_takes_the_next_call_with_media() {
     drop(carol);
 
     // The first call's peer connection, still going down, does not keep bob from stopping.
+    stops_in_time("bob", bob);
+}
+
+/// Stops `pipeline` (NULL) on a thread of its own: it must get there within 8 s; not within
+/// 15 s is a deadlock.
+fn stops_in_time(who: &str, pipeline: gst::Pipeline) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let pipeline = bob.clone();
+    let stopping_pipeline = pipeline.clone();
     let stopping = Instant::now();
     std::thread::spawn(move || {
-        let _ = pipeline.set_state(gst::State::Null);
+        let _ = stopping_pipeline.set_state(gst::State::Null);
         let _ = tx.send(stopping.elapsed());
     });
     let took = rx.recv_timeout(Duration::from_secs(15)).ok();
-    println!("bob stopped in {took:?}");
+    println!("{who} stopped in {took:?}");
     if took.is_none() {
-        std::mem::forget(bob);
-        panic!("bob's pipeline did not reach NULL within 15 s (deadlock)");
+        // Deadlocked: leave it to the process's end.
+        std::mem::forget(pipeline);
+        panic!("{who}'s pipeline did not reach NULL within 15 s (deadlock)");
     }
     assert!(took.is_some_and(|t| t < Duration::from_secs(8)), "stopping took {took:?}");
 }

@@ -32,6 +32,8 @@ pub(super) struct Recovery {
     latency_ms: u32,
     /// The round trip the last stats measured (RTCP's, or what retransmissions took), ms.
     rtt_ms: u32,
+    /// What a retransmission took at the last stats, ms (see [`retransmission_rtt_ms`]).
+    retransmission_rtt_ms: u32,
     /// opusenc's `packet-loss-percentage` set.
     opus_loss: u32,
     /// The payload types of the remote description's video sections.
@@ -291,6 +293,7 @@ impl WilddogCall {
             }
             r.seen = seen;
             r.rtt_ms = stats.rtt_ms.max(rtx_rtt_ms);
+            r.retransmission_rtt_ms = rtx_rtt_ms;
             let lossy = r.last_loss.is_some_and(|t| now.duration_since(t) < recovery::LOSS_MEMORY);
             let wanted = if lossy {
                 recovery::retransmission_wait_ms(base_latency, stats.rtt_ms.max(rtx_rtt_ms))
@@ -366,21 +369,19 @@ impl WilddogCall {
     }
 
     /// Packets retransmitted so far (RTX), the jitterbuffer latency now, ms, and what a
-    /// retransmission we asked for took, ms (see [`retransmission_rtt_ms`]).
+    /// retransmission we asked for took, ms, as the last [`Self::recovery_tick`] read it.
     pub(super) fn recovery_stats(&self) -> (u64, u32, u32) {
         let r = lock(&self.recovery);
-        let jitterbuffers: Vec<gst::Element> =
-            r.video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let rtx = r
             .rtxsend
             .as_ref()
             .and_then(|w| w.upgrade())
             .map(|e| u64::from(e.property::<u32>("num-rtx-packets")))
             .unwrap_or(0);
-        let current = r.latency_ms;
+        let (current, retransmission_rtt_ms) = (r.latency_ms, r.retransmission_rtt_ms);
         drop(r);
         let base = lock(&self.state).validated.as_ref().map(|v| v.latency).unwrap_or(0);
-        (rtx, if current == 0 { base } else { current }, retransmission_rtt_ms(&jitterbuffers))
+        (rtx, if current == 0 { base } else { current }, retransmission_rtt_ms)
     }
 }
 
