@@ -227,10 +227,16 @@
   }
 
   /** Adds `x-google-min-bitrate`/`x-google-max-bitrate` (kbps) to the video codecs' fmtp
-   * lines. A Chrome peer reads them from the description we send: its encoder starts at the
-   * floor instead of ramping up from a low estimate (the original SDK did the same). */
+   * lines. A Chrome peer reads them from the description we send: it sends us within them. */
   function setVideoBitrateParams(sdp, minKbps, maxKbps) {
-    if (!minKbps && !maxKbps) return sdp;
+    return setVideoFmtpParams(sdp, { 'x-google-min-bitrate': minKbps, 'x-google-max-bitrate': maxKbps });
+  }
+
+  /** Sets fmtp parameters (name: value; a falsy value leaves the name alone) on every video
+   * codec of an SDP, replacing any value there; a codec without an fmtp line gets one. */
+  function setVideoFmtpParams(sdp, values) {
+    var names = Object.keys(values).filter(function (n) { return values[n]; });
+    if (!names.length) return sdp;
     var lines = sdp.split('\r\n');
     var inVideo = false;
     var codecPts = {};
@@ -240,14 +246,12 @@
       var m = inVideo && /^a=rtpmap:(\d+) (VP8|VP9|H264|AV1)\/90000/i.exec(lines[i]);
       if (m) codecPts[m[1]] = i;
     }
-    var params = [];
-    if (minKbps) params.push('x-google-min-bitrate=' + minKbps);
-    if (maxKbps) params.push('x-google-max-bitrate=' + maxKbps);
+    var params = names.map(function (n) { return n + '=' + values[n]; });
     var seen = {};
     for (i = 0; i < lines.length; i++) {
       var f = /^a=fmtp:(\d+) (.*)$/.exec(lines[i]);
       if (f && Object.prototype.hasOwnProperty.call(codecPts, f[1])) {
-        var kept = f[2].split(';').filter(function (p) { return p && !/^x-google-(min|max)-bitrate=/.test(p); });
+        var kept = f[2].split(';').filter(function (p) { return p && names.indexOf(p.split('=')[0]) < 0; });
         lines[i] = 'a=fmtp:' + f[1] + ' ' + kept.concat(params).join(';');
         seen[f[1]] = true;
       }
@@ -823,30 +827,32 @@
     return this._createPeer();
   };
 
-  /** Video sender settings from the local stream: the send cap (maxBitrateBps, kbps) and
-   * keeping the chosen `dimension` (under CPU or bandwidth pressure the frame rate drops, not
-   * the resolution the application asked for). */
+  /** Video sender settings: the send cap from the local stream (maxBitrateBps, kbps) and
+   * the scale `_fitSendSize` chose. The browser's own degradation is kept (for a camera, Chrome and Firefox keep the frame rate
+   * and lower the resolution under pressure, then raise it again): with
+   * `maintain-resolution`, a detailed 640x480 picture at 500 kbit/s went out at 2 fps, and on
+   * a 250 kbit/s link each 30-40 KB key frame filled the link for a second. */
   Conversation.prototype._applySenderBitrate = function () {
+    var self = this;
     var pc = this._pc;
     var kbps = this.localStream && this.localStream.maxBitrateBps;
     if (!pc || !pc.getSenders) return;
+    var scale = this._sendScale || 0;
     pc.getSenders().forEach(function (sender) {
-      if (!sender.track || sender.track.kind !== 'video' || !sender.getParameters) return;
+      if (!sender.track || !sender.getParameters) return;
       try {
         var params = sender.getParameters();
         if (!params.encodings || !params.encodings.length) return;
-        if (kbps) params.encodings[0].maxBitrate = kbps * 1000;
-        params.degradationPreference = 'maintain-resolution';
-        sender.setParameters(params).catch(function (e) {
-          // Older browsers refuse degradationPreference: keep the bitrate cap at least.
-          if (!kbps) return;
-          var p2 = sender.getParameters();
-          if (p2.encodings && p2.encodings.length) {
-            p2.encodings[0].maxBitrate = kbps * 1000;
-            sender.setParameters(p2).catch(function () {});
-          }
-          warn('setParameters:', e && e.message);
-        });
+        if (sender.track.kind === 'audio') {
+          // Opus gives way too on a link this narrow (as wilddogcall's does).
+          if (self._audioCapped) params.encodings[0].maxBitrate = AUDIO_CAPPED_BPS;
+          else if (params.encodings[0].maxBitrate) delete params.encodings[0].maxBitrate;
+          else return;
+        } else {
+          if (kbps) params.encodings[0].maxBitrate = kbps * 1000;
+          params.encodings[0].scaleResolutionDownBy = SEND_SCALES[scale];
+        }
+        sender.setParameters(params).catch(function (e) { warn('setParameters:', e && e.message); });
       } catch (e) { /* not negotiated yet */ }
     });
   };
@@ -857,6 +863,16 @@
     var ls = this.localStream;
     if (!ls) return sdp;
     return setVideoBitrateParams(setVideoBandwidth(sdp, ls.maxBitrateBps), ls.minBitrateBps, ls.maxBitrateBps);
+  };
+
+  /** The peer's SDP as applied here: `x-google-start-bitrate` at our stream's cap on the
+   * video codecs, so that Chrome starts sending at the dimension's rate and size. Its default
+   * start, 300 kbit/s, made it send 640x480 at a smaller size first and take about 20 s to
+   * grow; from the cap, its estimator backs off within a second on a slower link. */
+  Conversation.prototype._sdpFromPeer = function (sdp) {
+    var ls = this.localStream;
+    if (!ls || !ls.maxBitrateBps) return sdp;
+    return setVideoFmtpParams(sdp, { 'x-google-start-bitrate': ls.maxBitrateBps });
   };
 
   Conversation.prototype._chain = function (fn) {
@@ -956,7 +972,7 @@
           var pc = self._pc;
           if (!pc) return;
           if (renew) pc = self._renewPeer();
-          return pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp }).then(function () {
+          return pc.setRemoteDescription({ type: 'offer', sdp: self._sdpFromPeer(msg.sdp) }).then(function () {
             self._renewing = false;
             self._addPendingCandidates();
             return pc.createAnswer();
@@ -991,7 +1007,7 @@
             self._sendOffer('restart');
             return;
           }
-          return pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).then(function () {
+          return pc.setRemoteDescription({ type: 'answer', sdp: self._sdpFromPeer(msg.sdp) }).then(function () {
             self._addPendingCandidates();
             if (self._needRestart) {
               var again = self._needRestart;
@@ -1102,7 +1118,7 @@
     pc.getStats().then(function (report) {
       if (self._pc !== pc || self.status === S_CLOSED) return;
       var now = Date.now();
-      var out = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
+      var out = { bytes: 0, videoBytes: 0, limitation: '', frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
       var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0, packets: 0, nack: 0, pli: 0, fir: 0, repaired: 0, jbDelay: 0, jbCount: 0 };
       var pairId = null;
       var pairs = [];
@@ -1117,6 +1133,7 @@
           out.fir += s.firCount || 0;
           out.rtx += s.retransmittedPacketsSent || 0;
           if (s.kind === 'video' && s.targetBitrate != null) out.target = s.targetBitrate;
+          if (s.kind === 'video') { out.videoBytes += s.bytesSent || 0; out.limitation = s.qualityLimitationReason || ''; }
           if (s.kind === 'video') {
             out.frames += s.framesEncoded || 0;
             if (s.frameWidth) out.width = s.frameWidth;
@@ -1203,12 +1220,16 @@
           ? Math.round(((inn.jbDelay - last.jbDelay) / (inn.jbCount - last.jbCount)) * 1000) : 0
       };
       self._lastStats = {
-        time: now, outBytes: out.bytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames,
+        time: now, outBytes: out.bytes, outVideoBytes: out.videoBytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames,
         jbDelay: inn.jbDelay, jbCount: inn.jbCount
       };
       self._emit('local_stats', local);
       if (self.status !== S_CLOSED) self._emit('remote_stats', remote);
       self._checkQuality(local);
+      self._fitSendSize(local, {
+        videoKbps: rate(out.videoBytes, last ? last.outVideoBytes : out.videoBytes),
+        limitation: out.limitation
+      });
     }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
   };
 
@@ -1233,6 +1254,76 @@
       height: local.height,
       fps: local.fps
     });
+  };
+
+  /** How far our video sender may scale its picture down (scaleResolutionDownBy): 480p →
+   * 360p → 240p → 240x180 → 120p, as wilddogcall's ladder. */
+  var SEND_SCALES = [1, 4 / 3, 2, 8 / 3, 4];
+  /** Chrome's own adaptation (for a camera: keep the frame rate, lower the size) stops at
+   * about this many pixels (320x180: its quality scaler's floor). */
+  var BROWSER_MIN_PIXELS = 320 * 240;
+  /** The share of the stream's minBitrateBps, scaled to a size, under which the encoder's
+   * target alone moves the picture to a smaller size at once (Chrome's VP8 stops at
+   * quantizer 56 of 63; its own table wants 500 kbit/s to start 640x480): on a 250 kbit/s
+   * link its target fell to 30 kbit/s within 2 s, and its own adaptation took 10 s to leave
+   * 640x480, a key frame of 30-40 KB at a time. */
+  var SEND_SIZE_FIT = 1.5;
+  /** While the picture sent is this small (240x180) or smaller, by our scale or the
+   * browser's own, Opus is capped at AUDIO_CAPPED_BPS: its 32 kbit/s and headers were 40 % of
+   * a 250 kbit/s link that both directions share. */
+  var AUDIO_CAPPED_PIXELS = 240 * 180;
+  var AUDIO_CAPPED_BPS = 16000;
+
+  /**
+   * Takes the sent size below where the browser's own adaptation stops, and back. Chrome
+   * keeps the frame rate by lowering the size, but not under about 320x180: a detailed
+   * picture that still does not fit there went out at one frame a second or none (its VP8
+   * stops at quantizer 56 of 63), and at 250 kbit/s each key frame of 10-15 KB overflowed the
+   * link. So, on a stats tick (`statsInterval`):
+   * - down to the largest size whose share of minBitrateBps the target covers
+   *   (SEND_SIZE_FIT), when it does not cover the current one;
+   * - else down one scale step under the size sent when the sent frame rate is under two
+   *   thirds of maxFPS for want of bandwidth (not CPU) at or under that floor;
+   * - up one step when the frame rate is whole (90 %) and the encoder's target is at least
+   *   2.5 times what the video sends (the next size needs up to 2.25 times) and covers the
+   *   next size's share, two ticks in a row;
+   * then two ticks for the browser to settle. Opus is capped while the picture sent is at
+   * most AUDIO_CAPPED_PIXELS. Chrome only (Firefox reports no target).
+   */
+  Conversation.prototype._fitSendSize = function (local, video) {
+    var ls = this.localStream;
+    if (!ls || !ls.captureVideo || !local.targetBitrate || !local.width || this.status === S_CLOSED) return;
+    var audioCapped = local.width * local.height <= AUDIO_CAPPED_PIXELS;
+    if (audioCapped !== !!this._audioCapped) {
+      this._audioCapped = audioCapped;
+      this._applySenderBitrate();
+    }
+    if (this._sendSettle > 0) { this._sendSettle--; return; }
+    var at = this._sendScale || 0;
+    var to = at;
+    var fullWidth = DIMENSIONS[ls.dimension].width;
+    var needed = ls.minBitrateBps || DEFAULT_BITRATES[ls.dimension].min;
+    var need = function (i) { return needed / (SEND_SCALES[i] * SEND_SCALES[i]); };
+    if (local.targetBitrate < SEND_SIZE_FIT * need(at)) {
+      // The target alone says the size cannot be kept.
+      while (to < SEND_SCALES.length - 1 && local.targetBitrate < SEND_SIZE_FIT * need(to)) to++;
+      this._sendScaleUp = 0;
+    } else if (local.fps < (2 / 3) * ls.maxFPS && video.limitation !== 'cpu' && local.width * local.height <= BROWSER_MIN_PIXELS) {
+      while (to < SEND_SCALES.length - 1 && fullWidth / SEND_SCALES[to] >= local.width - 1) to++;
+      this._sendScaleUp = 0;
+    } else if (at > 0 && local.fps >= 0.9 * ls.maxFPS && local.targetBitrate >= 2.5 * video.videoKbps &&
+        local.targetBitrate >= SEND_SIZE_FIT * need(at - 1)) {
+      this._sendScaleUp = (this._sendScaleUp || 0) + 1;
+      if (this._sendScaleUp >= 2) to = at - 1;
+    } else {
+      this._sendScaleUp = 0;
+    }
+    if (to === at) return;
+    this._sendScale = to;
+    this._sendScaleUp = 0;
+    this._sendSettle = 2;
+    log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height, 'target', local.targetBitrate, 'kbit/s');
+    this._applySenderBitrate();
   };
 
   function asLocalStream(s) {

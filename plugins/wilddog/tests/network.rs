@@ -165,10 +165,12 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
 
 /// 3 % random loss: the receivers ask for the lost packets (NACK), the senders resend them
 /// (RTX), and at least 90 % of the frames of a clean link come through. Then a burst of
-/// 60 % loss that retransmissions cannot keep up with (the NACKs and retransmissions are
-/// lost too): frames are lost, and the receiver asks for key frames (PLI), which the sender
-/// gets. (At 30 %, asked again until given up, retransmissions now repair some bursts whole:
-/// no frame lost, no key frame asked for.)
+/// 60 % loss of the media that retransmissions cannot keep up with (they are lost too):
+/// frames are lost, and the receiver asks for key frames (PLI), which the sender gets. (At
+/// 30 %, asked again until given up, retransmissions now repair some bursts whole: no frame
+/// lost, no key frame asked for. The burst spares RTCP: when it took the requests too, all
+/// four of a burst were once lost, and the sender's next key frame, for a smaller size, made
+/// asking again needless.)
 #[test]
 fn three_percent_loss_is_repaired() {
     if !enter_netns("three_percent_loss_is_repaired") {
@@ -183,7 +185,7 @@ fn three_percent_loss_is_repaired() {
     let (_, _, settling_gap) = watch_gaps(&mut alice, Duration::from_secs(2));
     let (lossy, alice_stats, longest_gap) = watch_gaps(&mut alice, Duration::from_secs(16));
     let longest_gap = longest_gap.max(settling_gap);
-    shaping::lose_udp_percent(60);
+    shaping::lose_media_percent(60);
     let _ = watch(&mut alice, Duration::from_secs(4));
     shaping::no_loss();
     // Stats that count every request of the burst.

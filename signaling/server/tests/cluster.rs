@@ -340,11 +340,19 @@ async fn a_burst_bigger_than_redis_buffers_for_a_slow_reader_loses_no_frame() {
     live(&mut alice, "alice", &mut bob, "bob", "burst").await;
     let pad = "x".repeat(2000);
     const FRAMES: usize = 600;
-    // bob reads as the burst comes, as a client does (1.2 MB not read would overflow its
-    // outbound queue on its node, which then drops it as too slow: another limit).
+    // bob reads as the burst comes, as a client does, and alice keeps at most IN_FLIGHT
+    // frames (256 KB, sixteen times what Redis buffers here) ahead of him: more not read
+    // would overflow bob's outbound queue on his node (256 frames), which then drops him as
+    // too slow, another limit. (Sent all at once, the burst tripped it on a loaded machine.)
+    const IN_FLIGHT: usize = 128;
+    let received = std::cell::Cell::new(0usize);
     let send = async {
         use futures_util::SinkExt;
         for i in 0..FRAMES {
+            while i >= received.get() + IN_FLIGHT {
+                alice.ws.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let frame = json!({"type": "candidate", "cid": "burst", "to": "bob",
                 "msg": {"sdpMLineIndex": 0, "sdp": format!("{i} {pad}")}});
             let text = tokio_tungstenite::tungstenite::Message::text(frame.to_string());
@@ -358,6 +366,7 @@ async fn a_burst_bigger_than_redis_buffers_for_a_slow_reader_loses_no_frame() {
                 unreachable!()
             };
             assert!(c.sdp.starts_with(&format!("{i} ")), "frame {i}: {}", &c.sdp[..10]);
+            received.set(i + 1);
         }
     };
     tokio::join!(send, receive);

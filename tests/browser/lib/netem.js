@@ -11,6 +11,20 @@ function nft(args) {
 
 /** Drops `percent` % of UDP packets at random on every hop through `lo`. */
 export function loseUdp(percent) {
+  addLossRule(percent, []);
+}
+
+/**
+ * `loseUdp` sparing RTCP (a multiplexed packet whose second byte, its packet type, is 200 to
+ * 206; SRTCP leaves it in the clear): media is lost, key frame requests get through. For a
+ * test that asserts a request arrives: at 60 % loss of everything, all of a burst's few
+ * requests were sometimes lost on the way.
+ */
+export function loseMedia(percent) {
+  addLossRule(percent, ['@th,72,8', '!=', '200-206']);
+}
+
+function addLossRule(percent, spared) {
   if (process.env.WILDDOG_IN_NETNS !== '1') {
     throw new Error('loseUdp needs the private network namespace of run.js (WILDDOG_IN_NETNS=1): nftables rules there touch nothing else');
   }
@@ -18,7 +32,7 @@ export function loseUdp(percent) {
   try {
     nft(['add', 'table', 'inet', TABLE]);
     nft(['add', 'chain', 'inet', TABLE, 'input', '{ type filter hook input priority 0; }']);
-    nft(['add', 'rule', 'inet', TABLE, 'input', 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<', String(percent), 'drop']);
+    nft(['add', 'rule', 'inet', TABLE, 'input', 'meta', 'l4proto', 'udp', ...spared, 'numgen', 'random', 'mod', '100', '<', String(percent), 'drop']);
   } catch (e) {
     throw new Error(`nft failed (scripts/install-deps.sh installs nftables): ${e.stderr || e.message}`);
   }
@@ -30,5 +44,37 @@ export function noLoss() {
     nft(['delete', 'table', 'inet', TABLE]);
   } catch {
     // none
+  }
+}
+
+/**
+ * Caps `lo` at `kbit` kbit/s with `tc tbf` (a 16 kbit burst, packets queued up to 300 ms;
+ * both directions of a call share it), as tests/support/shaping.rs does. `lo`'s MTU becomes
+ * 1500: tbf drops every packet larger than its burst, and a DTLS handshake datagram with
+ * loopback's 64 KiB MTU would never pass.
+ */
+export function capKbit(kbit) {
+  if (process.env.WILDDOG_IN_NETNS !== '1') {
+    throw new Error('capKbit needs the private network namespace of run.js (WILDDOG_IN_NETNS=1): tc there touches nothing else');
+  }
+  try {
+    execFileSync('ip', ['link', 'set', 'lo', 'mtu', '1500'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('tc', ['qdisc', 'replace', 'dev', 'lo', 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '16kbit', 'latency', '300ms'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`tc failed (scripts/install-deps.sh installs iproute2): ${e.stderr || e.message}`);
+  }
+}
+
+/** Removes the cap (if any) and gives `lo` its MTU back. */
+export function uncap() {
+  try {
+    execFileSync('tc', ['qdisc', 'del', 'dev', 'lo', 'root'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch {
+    // none
+  }
+  try {
+    execFileSync('ip', ['link', 'set', 'lo', 'mtu', '65536'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch {
+    // leave it
   }
 }

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipelineFile, runPipeline, spawnRunner, startDemo, startEchoBot } from '../lib/gst-runner.js';
 import { screenshotPath } from '../lib/screenshots.js';
-import { loseUdp, noLoss } from '../lib/netem.js';
+import { capKbit, loseMedia, loseUdp, noLoss, uncap } from '../lib/netem.js';
+import { installCamera } from '../lib/textured-camera.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -226,6 +227,97 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await withVideoCodec('echo.toml', 'h264', (file) => callEchoBot('ours', 20_000, { file, mimeType: 'video/H264' }));
   });
 
+  // Issue 10: our SDK kept the application's dimension under pressure
+  // (`degradationPreference: 'maintain-resolution'`): a detailed 640x480 picture (the
+  // textured camera, which compresses like a real one; Chrome's fake camera is a still
+  // picture) reached the bot at about 2 fps on a clean link, libvpx dropping frames to stay
+  // under the 500 kbit/s cap. It now follows the browser's adaptation: a smaller picture at
+  // the full frame rate.
+  it('our SDK with a detailed camera → echo bot: the bot receives the page\'s 15 fps', async () => {
+    const { uid: echoUid, bot } = await echoBot();
+    const uid = uniqueUid('textured-caller');
+    const caller = await openSdkPage(browser, server, uid);
+    await waitEvent(caller, 'connected');
+    await caller.evaluate(installCamera, [640, 480]);
+    await caller.evaluate(() => T.preview({ dimension: '480p', maxFPS: 15 }));
+    await caller.evaluate((remote) => T.call(remote, 'textured'), echoUid);
+    await waitEvent(caller, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await bot.waitEvent('first_frame');
+    // Chrome starts at 640x480 (x-google-start-bitrate) and takes up to about 10 s to settle
+    // at a size this picture fits at 500 kbit/s; then six seconds of the bot's stats.
+    await sleep(12_000);
+    const from = bot.events.length;
+    await sleep(6_500);
+    const fps = bot.events.slice(from).filter((e) => e.event === 'stats').map((e) => e.remote.fps);
+    const sent = await caller.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      let r = null;
+      stats.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') r = { width: s.frameWidth, height: s.frameHeight, fps: s.framesPerSecond, limitation: s.qualityLimitationReason }; });
+      return r;
+    });
+    console.log('bot received fps', JSON.stringify(fps), 'page sent', JSON.stringify(sent));
+    assert.ok(fps.length >= 2, `the bot reported ${fps.length} stats in 6.5 s`);
+    assert.ok(Math.min(...fps) >= 12, `the bot received ${JSON.stringify(fps)} fps of the page's 15 (page sent ${JSON.stringify(sent)})`);
+    await caller.evaluate(() => T.conv.close());
+    await caller.close();
+    await bot.stop();
+  });
+
+  // Issue 10: at a 250 kbit/s cap that both directions share, Chrome's own adaptation keeps
+  // a detailed picture at 320x240 or more, where it made a frame a second or none. Our SDK
+  // scales its picture down further and caps Opus, as wilddogcall does, and the page keeps
+  // sending frames. (What the bot decodes of them is logged, not asserted: see
+  // docs/benchmarks.md, "Chromium", for what is still open there.)
+  it('our SDK with a detailed camera → echo bot at 250 kbit/s: the page sends a smaller picture, less audio, and keeps sending frames', async () => {
+    const { uid: echoUid, bot } = await echoBot();
+    const uid = uniqueUid('capped-caller');
+    const caller = await openSdkPage(browser, server, uid);
+    await waitEvent(caller, 'connected');
+    await caller.evaluate(installCamera, [640, 480]);
+    await caller.evaluate(() => T.preview({ dimension: '480p', maxFPS: 15 }));
+    await caller.evaluate((remote) => T.call(remote, 'capped'), echoUid);
+    await waitEvent(caller, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await bot.waitEvent('first_frame');
+    const sent = () => caller.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      const r = {};
+      stats.forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') r.video = { width: s.frameWidth, height: s.frameHeight, frames: s.framesSent, target: s.targetBitrate, keyFrames: s.keyFramesEncoded, pli: s.pliCount };
+        if (s.type === 'outbound-rtp' && s.kind === 'audio') r.audio = { target: s.targetBitrate };
+      });
+      return r;
+    });
+    let before;
+    let after;
+    let fps;
+    const audioTargets = [];
+    try {
+      capKbit(250);
+      await sleep(10_000);
+      before = await sent();
+      const from = bot.events.length;
+      // Opus is capped while the picture is at its smallest sizes, which the target may
+      // leave for a while: its lowest target over the period.
+      for (let i = 0; i < 17; i++) {
+        await sleep(500);
+        const now = await sent();
+        audioTargets.push(now.audio.target);
+      }
+      after = await sent();
+      fps = bot.events.slice(from).filter((e) => e.event === 'stats').map((e) => e.remote.fps);
+    } finally {
+      uncap();
+    }
+    const sentFps = (after.video.frames - before.video.frames) / 8.5;
+    console.log('at 250 kbit/s: page sent', JSON.stringify(after), `${sentFps.toFixed(1)} fps, Opus targets`, JSON.stringify(audioTargets), '; the bot received fps', JSON.stringify(fps));
+    assert.ok(after.video.width <= 240, `the page still sends ${after.video.width}x${after.video.height} at 250 kbit/s`);
+    assert.ok(Math.min(...audioTargets) <= 16000, `Opus never capped at 250 kbit/s: ${JSON.stringify(audioTargets)}`);
+    assert.ok(sentFps >= 2, `the page sent ${sentFps.toFixed(1)} fps at 250 kbit/s`);
+    await caller.evaluate(() => T.conv.close());
+    await caller.close();
+    await bot.stop();
+  });
+
   // Issue 10: a Chromium sender calling the echo bot under 3 % loss made one key frame in
   // 30 s, the bot answered none of its 1,453 NACKs and 9 PLIs, and the page decoded 38 of the
   // 331 frames it decodes without loss. Now, under 5 % random loss both ways: the bot NACKs
@@ -263,8 +355,9 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
       lossy1 = await rtp();
       // Retransmissions repair nearly all of 5 %: a 60 % burst loses frames for good, so
       // the bot must ask for a key frame (a 30 % one was sometimes repaired whole, once the
-      // bot asked for a packet again until it gave it up).
-      loseUdp(60);
+      // bot asked for a packet again until it gave it up). The burst spares RTCP: the test
+      // asserts that the requests arrive, and a burst that lost them all failed it.
+      loseMedia(60);
       await sleep(4000);
     } finally {
       noLoss();
@@ -284,8 +377,7 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     assert.ok(burst.out.keyFrames > lossy0.out.keyFrames, `the page made no key frame: ${JSON.stringify(burst.out)}`);
     // What the bot saw: NACKs from the page, and what it resent.
     assert.ok(stats.local.nackReceived > 0 && stats.local.retransmitted > 0, JSON.stringify(stats.local));
-    // The page's key frame requests were answered: it decoded a key frame after asking (the
-    // bot's own PLI counter may miss a request the 60 % burst dropped on the way).
+    // The page's key frame requests were answered: it decoded a key frame after asking.
     if (burst.in.pli > lossy1.in.pli) assert.ok(burst.in.keyFrames > lossy1.in.keyFrames, `the page asked for key frames and got none: ${JSON.stringify(burst.in)}`);
     // The echo keeps playing: per second, at least 40 % of the frames of the clean period
     // (it crosses the lossy link twice; before, 11 % came through at 3 % loss).
