@@ -827,11 +827,12 @@
     return this._createPeer();
   };
 
-  /** Video sender settings: the send cap from the local stream (maxBitrateBps, kbps) and
-   * the scale `_fitSendSize` chose. The browser's own degradation is kept (for a camera, Chrome and Firefox keep the frame rate
-   * and lower the resolution under pressure, then raise it again): with
-   * `maintain-resolution`, a detailed 640x480 picture at 500 kbit/s went out at 2 fps, and on
-   * a 250 kbit/s link each 30-40 KB key frame filled the link for a second. */
+  /** Sender settings: the video cap from the local stream (maxBitrateBps, kbps), and the
+   * video scale and Opus cap `_fitSendSize` chose. The browser's own degradation is kept
+   * (for a camera, Chrome and Firefox keep the frame rate and lower the resolution under
+   * pressure, then raise it again): with `maintain-resolution`, a detailed 640x480 picture
+   * at 500 kbit/s went out at 2 fps, and on a 250 kbit/s link each 30-40 KB key frame filled
+   * the link for a second. */
   Conversation.prototype._applySenderBitrate = function () {
     var self = this;
     var pc = this._pc;
@@ -866,9 +867,9 @@
   };
 
   /** The peer's SDP as applied here: `x-google-start-bitrate` at our stream's cap on the
-   * video codecs, so that Chrome starts sending at the dimension's rate and size. Its default
-   * start, 300 kbit/s, made it send 640x480 at a smaller size first and take about 20 s to
-   * grow; from the cap, its estimator backs off within a second on a slower link. */
+   * video codecs, so that Chrome starts sending at the dimension's rate and size. From its
+   * default start, 300 kbit/s, the demo page showed 640x480 after 22 s instead of 6 s; from
+   * the cap, its estimator backs off within a second on a slower link. */
   Conversation.prototype._sdpFromPeer = function (sdp) {
     var ls = this.localStream;
     if (!ls || !ls.maxBitrateBps) return sdp;
@@ -1133,8 +1134,9 @@
           out.fir += s.firCount || 0;
           out.rtx += s.retransmittedPacketsSent || 0;
           if (s.kind === 'video' && s.targetBitrate != null) out.target = s.targetBitrate;
-          if (s.kind === 'video') { out.videoBytes += s.bytesSent || 0; out.limitation = s.qualityLimitationReason || ''; }
           if (s.kind === 'video') {
+            out.videoBytes += s.bytesSent || 0;
+            out.limitation = s.qualityLimitationReason || '';
             out.frames += s.framesEncoded || 0;
             if (s.frameWidth) out.width = s.frameWidth;
             if (s.frameHeight) out.height = s.frameHeight;
@@ -1241,7 +1243,7 @@
   Conversation.prototype._checkQuality = function (local) {
     var ls = this.localStream;
     if (!ls || !ls.captureVideo || !local.targetBitrate || this.status === S_CLOSED) return;
-    var needed = ls.minBitrateBps || DEFAULT_BITRATES[ls.dimension].min;
+    var needed = neededKbps(ls);
     var low = local.targetBitrate < needed;
     if (low === !!this._qualityLow) return;
     this._qualityLow = low;
@@ -1259,14 +1261,14 @@
   /** How far our video sender may scale its picture down (scaleResolutionDownBy): 480p →
    * 360p → 240p → 240x180 → 120p, as wilddogcall's ladder. */
   var SEND_SCALES = [1, 4 / 3, 2, 8 / 3, 4];
-  /** Chrome's own adaptation (for a camera: keep the frame rate, lower the size) stops at
-   * about this many pixels (320x180: its quality scaler's floor). */
+  /** Chrome's own adaptation (for a camera: keep the frame rate, lower the size) went no
+   * further than 320x240 with a 4:3 picture here (getStats, 250 kbit/s). */
   var BROWSER_MIN_PIXELS = 320 * 240;
   /** The share of the stream's minBitrateBps, scaled to a size, under which the encoder's
-   * target alone moves the picture to a smaller size at once (Chrome's VP8 stops at
-   * quantizer 56 of 63; its own table wants 500 kbit/s to start 640x480): on a 250 kbit/s
-   * link its target fell to 30 kbit/s within 2 s, and its own adaptation took 10 s to leave
-   * 640x480, a key frame of 30-40 KB at a time. */
+   * target alone moves the picture to a smaller size at once (above wilddogcall's 0.75:
+   * Chrome's VP8 at its highest quantizers still made 1-2 KB frames of a detailed 160x120
+   * picture): on a 250 kbit/s link its target fell to 30 kbit/s within 2 s, and its own
+   * adaptation took 10 s to leave 640x480, a key frame of 30-40 KB at a time. */
   var SEND_SIZE_FIT = 1.5;
   /** While the picture sent is this small (240x180) or smaller, by our scale or the
    * browser's own, Opus is capped at AUDIO_CAPPED_BPS: its 32 kbit/s and headers were 40 % of
@@ -1276,10 +1278,9 @@
 
   /**
    * Takes the sent size below where the browser's own adaptation stops, and back. Chrome
-   * keeps the frame rate by lowering the size, but not under about 320x180: a detailed
-   * picture that still does not fit there went out at one frame a second or none (its VP8
-   * stops at quantizer 56 of 63), and at 250 kbit/s each key frame of 10-15 KB overflowed the
-   * link. So, on a stats tick (`statsInterval`):
+   * keeps the frame rate by lowering the size, but not under 320x240 here: a detailed
+   * picture that still did not fit there went out at 1 to 3 fps, and at 250 kbit/s each key
+   * frame of 10-15 KB overflowed the link. So, on a stats tick (`statsInterval`):
    * - down to the largest size whose share of minBitrateBps the target covers
    *   (SEND_SIZE_FIT), when it does not cover the current one;
    * - else down one scale step under the size sent when the sent frame rate is under two
@@ -1302,7 +1303,7 @@
     var at = this._sendScale || 0;
     var to = at;
     var fullWidth = DIMENSIONS[ls.dimension].width;
-    var needed = ls.minBitrateBps || DEFAULT_BITRATES[ls.dimension].min;
+    var needed = neededKbps(ls);
     var need = function (i) { return needed / (SEND_SCALES[i] * SEND_SCALES[i]); };
     if (local.targetBitrate < SEND_SIZE_FIT * need(at)) {
       // The target alone says the size cannot be kept.
@@ -1325,6 +1326,12 @@
     log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height, 'target', local.targetBitrate, 'kbit/s');
     this._applySenderBitrate();
   };
+
+  /** What a local stream's full dimension needs, kbps: its minBitrateBps, or the
+   * dimension's default floor. */
+  function neededKbps(ls) {
+    return ls.minBitrateBps || DEFAULT_BITRATES[ls.dimension].min;
+  }
 
   function asLocalStream(s) {
     if (s instanceof LocalStream) return s;

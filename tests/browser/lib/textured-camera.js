@@ -3,7 +3,7 @@
 // the pipelines' zone plate), stamped with the capture instant in epoch ms modulo 65536 in
 // call-bench's block code, so that a pipeline and a page read each other's stamps on one
 // clock. The shaped-network benchmark (benches/chromium/network.mjs) and the browser tests use
-// it: Chrome's fake camera (a still green picture) hides what a detailed picture costs.
+// it: Chrome's fake camera (a flat picture with a small moving shape) hides what a detailed picture costs.
 //
 //   await page.evaluate(installCamera, [640, 480]);  // before the page's getUserMedia
 //
