@@ -226,10 +226,13 @@
     return out.join('\r\n');
   }
 
-  /** Adds `x-google-min-bitrate`/`x-google-max-bitrate` (kbps) to the video codecs' fmtp
-   * lines. A Chrome peer reads them from the description we send: it sends us within them. */
-  function setVideoBitrateParams(sdp, minKbps, maxKbps) {
-    return setVideoFmtpParams(sdp, { 'x-google-min-bitrate': minKbps, 'x-google-max-bitrate': maxKbps });
+  /** Adds `x-google-max-bitrate` (kbps) to the video codecs' fmtp lines. A Chrome peer reads
+   * it from the description we send: it sends us no more. No `x-google-min-bitrate`, though
+   * the original SDK sends its minBitrateBps there: Chrome takes it as the floor of its
+   * estimate, and at the 200 kbit/s default a tab kept sending 200 kbit/s of video into a
+   * 250 kbit/s link (its availableOutgoingBitrate stood at 200,000) and the picture froze. */
+  function setVideoBitrateCap(sdp, maxKbps) {
+    return setVideoFmtpParams(sdp, { 'x-google-max-bitrate': maxKbps });
   }
 
   /** Sets fmtp parameters (name: value; a falsy value leaves the name alone) on every video
@@ -858,12 +861,12 @@
     });
   };
 
-  /** The SDP as sent to the peer: our stream's video bitrate range as `b=AS` (the cap) and
-   * Chrome's x-google-min/max-bitrate, which a Chrome peer applies to what it sends us. */
+  /** The SDP as sent to the peer: our stream's video cap as `b=AS` and as Chrome's
+   * x-google-max-bitrate, which a Chrome peer applies to what it sends us. */
   Conversation.prototype._sdpForPeer = function (sdp) {
     var ls = this.localStream;
     if (!ls) return sdp;
-    return setVideoBitrateParams(setVideoBandwidth(sdp, ls.maxBitrateBps), ls.minBitrateBps, ls.maxBitrateBps);
+    return setVideoBitrateCap(setVideoBandwidth(sdp, ls.maxBitrateBps), ls.maxBitrateBps);
   };
 
   /** The peer's SDP as applied here: `x-google-start-bitrate` at our stream's cap on the
@@ -1733,7 +1736,7 @@
     _setScriptUrl: function (url) { if (typeof url === 'string' && !scriptUrl) scriptUrl = url; },
     /** Internal, for tests: SDP bandwidth munging. */
     _setVideoBandwidth: setVideoBandwidth,
-    _setVideoBitrateParams: setVideoBitrateParams
+    _setVideoBitrateCap: setVideoBitrateCap
   };
 
   return wilddogVideo;

@@ -1296,13 +1296,17 @@ fn strip_google_params(m: &mut gst_sdp::SDPMediaRef) {
     }
 }
 
-/// Puts `x-google-min-bitrate=<min>;x-google-max-bitrate=<max>` (kbps) in the `a=fmtp` of each
-/// video codec of every video section, in place of any `x-google-*` parameter there, as the
-/// original Web SDK does with its `minBitrateBps`/`maxBitrateBps`. A Chrome peer takes these
-/// parameters of the description it receives as the range of what it sends us; other peers
-/// ignore them.
-pub fn set_video_bitrate_range(sdp: &mut gst_sdp::SDPMessageRef, min_kbps: u32, max_kbps: u32) {
-    let range = format!("x-google-min-bitrate={min_kbps};x-google-max-bitrate={max_kbps}");
+/// Puts `x-google-max-bitrate=<max>` (kbps) in the `a=fmtp` of each video codec of every
+/// video section, in place of any `x-google-*` parameter there. A Chrome peer takes it from
+/// the description it receives as the cap of what it sends us; other peers ignore it.
+///
+/// No `x-google-min-bitrate`, though the original Web SDK sends its `minBitrateBps` there:
+/// Chrome takes that as the floor of its estimate. With our 200 kbit/s default a Chromium
+/// tab kept sending at least 200 kbit/s of video into a 250 kbit/s link (its
+/// `availableOutgoingBitrate` stood at exactly 200,000), the queue stayed full and our echo
+/// bot decoded 0 to 2 fps of it; a soft picture beats a frozen one, as for our own sender.
+pub fn set_video_bitrate_cap(sdp: &mut gst_sdp::SDPMessageRef, max_kbps: u32) {
+    let range = format!("x-google-max-bitrate={max_kbps}");
     for m in sdp.medias_mut() {
         if m.media() != Some("video") {
             continue;
@@ -1514,7 +1518,7 @@ mod tests {
         a=rtpmap:97 VP8/90000\r\na=mid:video2\r\n";
 
     #[test]
-    fn video_codecs_get_the_bitrate_range_in_their_fmtp() {
+    fn video_codecs_get_the_bitrate_cap_and_no_floor_in_their_fmtp() {
         gst::init().unwrap();
         let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
             m=video 9 UDP/TLS/RTP/SAVPF 96 97 102\r\nc=IN IP4 0.0.0.0\r\n\
@@ -1524,7 +1528,7 @@ mod tests {
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
             a=rtpmap:111 OPUS/48000/2\r\na=fmtp:111 useinbandfec=1\r\n";
         let mut msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        set_video_bitrate_range(&mut msg, 300, 800);
+        set_video_bitrate_cap(&mut msg, 800);
         let fmtp = |m: usize| -> Vec<String> {
             msg.media(m as u32)
                 .unwrap()
@@ -1537,8 +1541,8 @@ mod tests {
             fmtp(0),
             [
                 "97 apt=96",
-                "102 packetization-mode=1;profile-level-id=42e01f;x-google-min-bitrate=300;x-google-max-bitrate=800",
-                "96 x-google-min-bitrate=300;x-google-max-bitrate=800",
+                "102 packetization-mode=1;profile-level-id=42e01f;x-google-max-bitrate=800",
+                "96 x-google-max-bitrate=800",
             ]
         );
         assert_eq!(fmtp(1), ["111 useinbandfec=1"]);

@@ -21,7 +21,8 @@
 //! and a margin, so that a lost retransmission is asked for once more), and falls back to
 //! `latency` after [`LOSS_MEMORY`] without loss. Audio keeps `latency`: it is not retransmitted.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 
@@ -120,6 +121,54 @@ pub fn retransmission_wait_ms(base_ms: u32, rtt_ms: u32) -> u32 {
         .max(base_ms)
 }
 
+/// The share of the congestion estimate retransmissions may take over a
+/// [`RTX_BUDGET_WINDOW`] (libwebrtc limits them with a rate limiter too). rtprtxsend answers
+/// every NACK: an echo bot at a 250 kbit/s cap, whose peer (Chromium) asked again for
+/// what a full queue had dropped, retransmitted 45 packets a second, 300 to 600 kbit/s in
+/// all, and kept the queue full for both directions.
+pub const RTX_BUDGET_SHARE: f64 = 0.25;
+/// The window the retransmission budget is counted over.
+pub const RTX_BUDGET_WINDOW: Duration = Duration::from_secs(1);
+/// What retransmissions may always take in a window, bytes: two full packets.
+pub const RTX_BUDGET_MIN_BYTES: u64 = 2 * 1200;
+
+/// The bytes retransmitted over the last [`RTX_BUDGET_WINDOW`], and whether another
+/// retransmission fits the budget.
+#[derive(Debug, Default)]
+pub struct RetransmissionBudget {
+    sent: VecDeque<(Instant, u64)>,
+    bytes: u64,
+}
+
+impl RetransmissionBudget {
+    /// A retransmission of `bytes` went out at `now`.
+    pub fn note_sent(&mut self, now: Instant, bytes: u64) {
+        self.forget_before(now);
+        self.sent.push_back((now, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Whether a retransmission may go out at `now` with the path estimated at
+    /// `estimate_bps`: while those of the window are under [`RTX_BUDGET_SHARE`] of it.
+    pub fn allows(&mut self, now: Instant, estimate_bps: u32) -> bool {
+        self.forget_before(now);
+        let budget = (f64::from(estimate_bps) / 8.0
+            * RTX_BUDGET_SHARE
+            * RTX_BUDGET_WINDOW.as_secs_f64()) as u64;
+        self.bytes < budget.max(RTX_BUDGET_MIN_BYTES)
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&(at, bytes)) = self.sent.front() {
+            if now.duration_since(at) < RTX_BUDGET_WINDOW {
+                break;
+            }
+            self.sent.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+}
+
 /// opusenc's `packet-loss-percentage` for the fraction of our audio packets the peer reports
 /// lost (0..1): a little above the loss, so that the in-band FEC is there when a packet goes;
 /// 0 on a clean link (FEC costs bits).
@@ -156,6 +205,28 @@ mod tests {
         assert_eq!(rtcp_session_bandwidth(50_000), 500_000.0);
         assert_eq!(rtcp_session_bandwidth(2_000_000), MAX_RTCP_SESSION_BANDWIDTH);
         assert_eq!(rtcp_session_bandwidth(0), 64_000.0);
+    }
+
+    #[test]
+    fn retransmissions_take_a_quarter_of_the_estimate_a_second() {
+        let mut b = RetransmissionBudget::default();
+        let t0 = Instant::now();
+        // 200 kbit/s: 6,250 bytes a second for retransmissions.
+        for i in 0..5 {
+            assert!(b.allows(t0, 200_000), "packet {i}");
+            b.note_sent(t0, 1200);
+        }
+        assert!(b.allows(t0, 200_000), "6,000 bytes: one more");
+        b.note_sent(t0, 1200);
+        assert!(!b.allows(t0 + Duration::from_millis(500), 200_000), "7,200 bytes in the window");
+        assert!(b.allows(t0 + RTX_BUDGET_WINDOW, 200_000), "the window moved on");
+        // A tiny estimate still lets two packets through.
+        let mut b = RetransmissionBudget::default();
+        assert!(b.allows(t0, 10_000));
+        b.note_sent(t0, 1200);
+        assert!(b.allows(t0, 10_000));
+        b.note_sent(t0, 1200);
+        assert!(!b.allows(t0, 10_000));
     }
 
     #[test]

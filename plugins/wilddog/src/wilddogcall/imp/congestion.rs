@@ -138,6 +138,25 @@ impl WilddogCall {
         }
     }
 
+    /// Codec preferences of a transceiver for our answer to `offer`: with `gcc` and an offer
+    /// that maps the TWCC header extension, that mapping, so that the answer has it.
+    ///
+    /// webrtcbin (1.22) takes an answer's `a=extmap` lines from the preferences only (the
+    /// offer's caps carry none), and `media::drop_unbacked_transport_cc` then takes out a
+    /// `transport-cc` without one: our answers to Chromium had neither, so Chromium sent us
+    /// no transport-wide feedback and no sequence numbers to give feedback on. Its sending
+    /// fell back on receiver reports alone (at a 250 kbit/s cap it kept the queue full),
+    /// and ours on the round trip of the stats.
+    pub(super) fn answer_caps(&self, caps: gst::Caps, offer: &gst_sdp::SDPMessageRef) -> gst::Caps {
+        if lock(&self.congestion).controller.is_none() {
+            return caps;
+        }
+        match media::twcc_extmap_id(offer) {
+            Some(id) => media::with_twcc_extmap(caps, id),
+            None => caps,
+        }
+    }
+
     /// A remote description (offer or answer): the payloaders write the TWCC header
     /// extension with its id, or none when the peer does not do TWCC.
     pub(super) fn follow_remote_twcc(&self, sdp: &gst_sdp::SDPMessageRef) {

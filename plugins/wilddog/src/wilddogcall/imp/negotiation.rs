@@ -41,8 +41,8 @@ impl WilddogCall {
     }
 
     /// The SDP text of a local offer or answer as it goes to the peer: `b=AS:<max-bitrate>`
-    /// and `x-google-{min,max}-bitrate` on the video section, and every sent section in one
-    /// MediaStream (`a=msid`).
+    /// and `x-google-max-bitrate` on the video section (no floor: `media::set_video_bitrate_cap`),
+    /// and every sent section in one MediaStream (`a=msid`).
     pub(super) fn outgoing_sdp(
         &self,
         sdp: &gst_sdp::SDPMessageRef,
@@ -50,7 +50,7 @@ impl WilddogCall {
         let (kbps, stream_id, fingerprint) = {
             let st = lock(&self.state);
             (
-                st.validated.as_ref().map(|v| (v.min_bitrate_kbps, v.video.bitrate_kbps)),
+                st.validated.as_ref().map(|v| v.video.bitrate_kbps),
                 st.media.as_ref().map(|m| m.stream_id.clone()),
                 st.media.as_ref().map(|m| m.connectivity.fingerprint.clone()),
             )
@@ -60,9 +60,9 @@ impl WilddogCall {
         if let Some(fingerprint) = fingerprint.filter(|f| !f.is_empty()) {
             crate::dtls::set_fingerprints(&mut msg, &fingerprint);
         }
-        if let Some((min, max)) = kbps {
+        if let Some(max) = kbps {
             media::set_video_bandwidth(&mut msg, max);
-            media::set_video_bitrate_range(&mut msg, min, max);
+            media::set_video_bitrate_cap(&mut msg, max);
         }
         if let Some(stream_id) = stream_id {
             media::label_media_stream(&mut msg, &stream_id);
@@ -231,7 +231,11 @@ impl WilddogCall {
             // The preferences first: a switched encoder's caps must fit them.
             if let Some(t) = &video_transceiver {
                 let pay = video_pay.as_ref().map(|(p, _)| p);
-                media::set_preferences_between_buffers(t, &caps, pay);
+                media::set_preferences_between_buffers(
+                    t,
+                    &self.answer_caps(caps.clone(), sdp),
+                    pay,
+                );
             }
             let switched = match &encoder_bin {
                 Some(bin) if codec != video.codec => {
@@ -271,15 +275,16 @@ impl WilddogCall {
         if let Some(pt) = media::payload_in_sdp(sdp, "audio", "OPUS") {
             if let Some(t) = &audio_transceiver {
                 let pay = audio_pay.as_ref().map(|(p, _)| p);
-                media::set_preferences_between_buffers(t, &media::audio_rtp_caps(pt), pay);
+                let caps = self.answer_caps(media::audio_rtp_caps(pt), sdp);
+                media::set_preferences_between_buffers(t, &caps, pay);
             }
             if let Some((pay, src)) = &audio_pay {
                 follow.push((pay.clone(), src.clone(), pt));
             }
         }
         // Congestion control and loss recovery follow the offer (imp/recovery.rs): the
-        // payloaders, a switched one too, write the offer's TWCC extension id, which
-        // webrtcbin copies into the answer.
+        // payloaders, a switched one too, write the offer's TWCC extension id, which the
+        // preferences above put into the answer (`answer_caps`).
         self.follow_remote_description(sdp, true);
         // Then the payloaders negotiate again, their new caps (payload type, extensions)
         // reaching webrtcbin before it answers.

@@ -40,6 +40,8 @@ pub(super) struct Recovery {
     video_payloads: Vec<u32>,
     /// The video jitterbuffers (those that ask for retransmissions).
     video_jitterbuffers: Vec<glib::WeakRef<gst::Element>>,
+    /// What the retransmissions of the last second took.
+    rtx_budget: recovery::RetransmissionBudget,
 }
 
 impl WilddogCall {
@@ -62,6 +64,7 @@ impl WilddogCall {
                 "rtprtxsend" => {
                     lock(&obj.imp().recovery).rtxsend = Some(element.downgrade());
                     obj.imp().hold_retransmissions_when_congested(&element);
+                    obj.imp().count_retransmissions(&element);
                 }
                 "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
                 "rtpsession" => {
@@ -91,7 +94,9 @@ impl WilddogCall {
 
     /// The peer's retransmission requests (NACKs, as rtpsession's upstream events to
     /// rtprtxsend) are not answered while congestion control sees the bottleneck congested
-    /// (see [`crate::congestion::Controller::congested`]).
+    /// (see [`crate::congestion::Controller::congested`]), nor once the retransmissions of
+    /// the last second took their share of the estimate (see
+    /// [`recovery::RetransmissionBudget`]).
     fn hold_retransmissions_when_congested(&self, rtxsend: &gst::Element) {
         let Some(src) = rtxsend.static_pad("src") else { return };
         let weak = self.obj().downgrade();
@@ -103,13 +108,69 @@ impl WilddogCall {
                 return gst::PadProbeReturn::Ok;
             }
             let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
-            if obj.imp().congested() {
-                gst::log!(CAT, imp = obj.imp(), "congested: retransmission request held");
+            let over_budget = obj.imp().congestion_stats().is_some_and(|(estimate_kbps, _)| {
+                !lock(&obj.imp().recovery)
+                    .rtx_budget
+                    .allows(Instant::now(), estimate_kbps.saturating_mul(1000))
+            });
+            if over_budget || obj.imp().congested() {
+                gst::log!(
+                    CAT,
+                    imp = obj.imp(),
+                    "retransmission request held ({})",
+                    if over_budget { "over the budget" } else { "congested" }
+                );
                 // Replaced, not dropped: GStreamer 1.22 unrefs a NULL event when a probe
                 // drops one given to gst_pad_push_event (see media::key_frame_requests).
                 info.data = Some(gst::PadProbeData::Event(gst::event::CustomUpstream::new(
                     gst::Structure::new_empty("wilddog-retransmission-request-held"),
                 )));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// Counts what rtprtxsend retransmits (its packets of an RTX payload type) into the
+    /// retransmission budget.
+    fn count_retransmissions(&self, rtxsend: &gst::Element) {
+        let Some(src) = rtxsend.static_pad("src") else { return };
+        let weak = self.obj().downgrade();
+        let rtx = rtxsend.downgrade();
+        // The payload types seen so far, and whether each is a retransmission's (from
+        // rtprtxsend's `payload-type-map`, media → RTX, which webrtcbin sets after it made
+        // the element).
+        let kinds: std::sync::Mutex<Vec<(u8, bool)>> = std::sync::Mutex::new(Vec::new());
+        src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(pt) =
+                gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok().map(|r| r.payload_type())
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut kinds = lock(&kinds);
+            let is_rtx = match kinds.iter().find(|(p, _)| *p == pt) {
+                Some(&(_, is_rtx)) => is_rtx,
+                None => {
+                    let Some(rtx) = rtx.upgrade() else { return gst::PadProbeReturn::Remove };
+                    let map = rtx.property::<Option<gst::Structure>>("payload-type-map");
+                    let is_rtx = map.is_some_and(|m| {
+                        m.iter().any(|(_, v)| v.get::<u32>().is_ok_and(|v| v == u32::from(pt)))
+                    });
+                    // Known only once the map is set: until then, nothing is retransmitted.
+                    if map_is_set(&rtx) {
+                        kinds.push((pt, is_rtx));
+                    }
+                    is_rtx
+                }
+            };
+            drop(kinds);
+            if is_rtx {
+                let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
+                lock(&obj.imp().recovery)
+                    .rtx_budget
+                    .note_sent(Instant::now(), buffer.size() as u64);
             }
             gst::PadProbeReturn::Ok
         });
@@ -383,6 +444,12 @@ impl WilddogCall {
         let base = lock(&self.state).validated.as_ref().map(|v| v.latency).unwrap_or(0);
         (rtx, if current == 0 { base } else { current }, retransmission_rtt_ms)
     }
+}
+
+/// Whether rtprtxsend has its payload type map yet (webrtcbin sets it once the description
+/// is negotiated).
+fn map_is_set(rtxsend: &gst::Element) -> bool {
+    rtxsend.property::<Option<gst::Structure>>("payload-type-map").is_some_and(|m| m.n_fields() > 0)
 }
 
 /// What a retransmission took, ms, from the video jitterbuffer's request to its arrival (the
