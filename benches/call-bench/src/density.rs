@@ -87,6 +87,14 @@ pub struct Point {
     pub cpu_pct_per_call: f64,
     /// Serving process CPU over the window, % of one core.
     pub cpu_pct: f64,
+    /// The load processes' (callers', consumers') CPU over the window, % of one core, mean
+    /// across them: what each call costs at its other end.
+    #[serde(default)]
+    pub load_cpu_pct_per_call: f64,
+    /// What a call costs on both ends, % of one core: the serving process's share plus one
+    /// load process ([`Self::cpu_pct_per_call`] + [`Self::load_cpu_pct_per_call`]).
+    #[serde(default)]
+    pub both_ends_cpu_pct_per_call: f64,
     /// Serving process resident memory minus the idle process's, per call, MiB.
     pub mib_per_call: f64,
     /// Serving process threads minus the idle process's, per call.
@@ -502,10 +510,18 @@ fn measure_point(
     }
     server.send("start");
     let before = measure::sample_process(server.pid()).context("the serving process is gone")?;
+    let loads_before: Vec<Option<f64>> = loads.iter().map(|l| load_cpu_s(l.pid())).collect();
     let started = Instant::now();
     std::thread::sleep(opts.window);
     let after = measure::sample_process(server.pid()).unwrap_or_default();
+    let loads_after: Vec<Option<f64>> = loads.iter().map(|l| load_cpu_s(l.pid())).collect();
     let secs = started.elapsed().as_secs_f64();
+    // Each load process's CPU over the window, % of one core (one that exited: not counted).
+    let load_cpu: Vec<f64> = loads_before
+        .iter()
+        .zip(&loads_after)
+        .filter_map(|(b, a)| Some((a.as_ref()? - b.as_ref()?) / secs * 100.0))
+        .collect();
     let load_avg = load_average();
     for load in &mut loads {
         load.send("stop");
@@ -530,7 +546,20 @@ fn measure_point(
         load.stop(Duration::from_secs(5));
     }
     server.stop(Duration::from_secs(15));
-    Ok(point(n, failure, (&before, &after), secs, idle, &results, producer.as_ref(), load_avg))
+    let mut p =
+        point(n, failure, (&before, &after), secs, idle, &results, producer.as_ref(), load_avg);
+    p.load_cpu_pct_per_call = if load_cpu.is_empty() {
+        f64::NAN
+    } else {
+        load_cpu.iter().sum::<f64>() / load_cpu.len() as f64
+    };
+    p.both_ends_cpu_pct_per_call = p.cpu_pct_per_call + p.load_cpu_pct_per_call;
+    Ok(p)
+}
+
+/// A load process's CPU seconds so far (user + system).
+fn load_cpu_s(pid: u32) -> Option<f64> {
+    measure::sample_process(pid).map(|s| s.cpu_s)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -581,6 +610,9 @@ fn point(
         failure,
         cpu_pct_per_call: per_call(cpu_pct),
         cpu_pct,
+        // Filled in by the caller, which sampled the load processes.
+        load_cpu_pct_per_call: f64::NAN,
+        both_ends_cpu_pct_per_call: f64::NAN,
         mib_per_call: per_call(after.rss_mib - idle.0),
         threads_per_call: per_call(after.threads as f64 - idle.1 as f64),
         rss_mib: after.rss_mib,
@@ -612,11 +644,13 @@ fn curve(system: &dyn System, dim: Dim, opts: &Options, dir: &Path) -> Result<Cu
         eprintln!("== {} {} N={n} ...", system.name(), dim.name);
         let p = measure_point(system, n, dim, opts, idle, dir)?;
         eprintln!(
-            "== {} {} N={n}: {} (CPU {:.1} %/call, fps p10 {:.1}, delivered min {:.0} %, g2g p95 {:.0} ms{})",
+            "== {} {} N={n}: {} (CPU {:.1} %/call, callers {:.1}, both ends {:.1}; fps p10 {:.1}, delivered min {:.0} %, g2g p95 {:.0} ms{})",
             system.name(),
             dim.name,
             if p.ok { "held" } else { "did not hold" },
             p.cpu_pct_per_call,
+            p.load_cpu_pct_per_call,
+            p.both_ends_cpu_pct_per_call,
             p.fps_p10,
             p.delivered_min * 100.0,
             p.g2g_p95_ms,
@@ -768,12 +802,12 @@ fn table(curves: &[Curve], opts: &Options) -> String {
         ));
         for s in &systems {
             out.push_str(&format!(
-                " {s}: CPU %/call | MiB/call | threads/call | fps p10 | delivered min | g2g p95 ms |"
+                " {s}: CPU %/call | caller CPU % | both ends % | MiB/call | threads/call | fps p10 | delivered min | g2g p95 ms |"
             ));
         }
         out.push_str("\n|---|");
         for _ in &systems {
-            out.push_str("---|---|---|---|---|---|");
+            out.push_str("---|---|---|---|---|---|---|---|");
         }
         out.push('\n');
         for n in ns {
@@ -781,8 +815,10 @@ fn table(curves: &[Curve], opts: &Options) -> String {
             for s in &systems {
                 match of(s).and_then(|c| c.points.iter().find(|p| p.n == n)) {
                     Some(p) => out.push_str(&format!(
-                        " {} | {} | {} | {} | {}{} | {} |",
+                        " {} | {} | {} | {} | {} | {} | {}{} | {} |",
                         fmt(p.cpu_pct_per_call, 1),
+                        fmt(p.load_cpu_pct_per_call, 1),
+                        fmt(p.both_ends_cpu_pct_per_call, 1),
                         fmt(p.mib_per_call, 1),
                         fmt(p.threads_per_call, 1),
                         fmt(p.fps_p10, 1),
@@ -790,7 +826,7 @@ fn table(curves: &[Curve], opts: &Options) -> String {
                         if p.ok { " %" } else { " % ✗" },
                         fmt(p.g2g_p95_ms, 0),
                     )),
-                    None => out.push_str(" | | | | | |"),
+                    None => out.push_str(" | | | | | | | |"),
                 }
             }
             out.push('\n');

@@ -351,15 +351,27 @@ pub const RAW_CAPS: &str = "raw-caps";
 /// [`crate::framerate::FrameRateLimiter`]); congestion control changes its `max-fps`.
 pub const FRAME_RATE: &str = "frame-rate";
 
+/// The largest frame (pixels) that a video encoder or decoder handles on one thread: 480p.
+const ONE_THREAD_PIXELS: u32 = 640 * 480;
+
+/// The threads a video encoder or decoder gets for frames of `width`x`height`: one up to
+/// 480p, two above. libvpx's worker threads sync rows by busy-waiting on each other
+/// (`vp8_atomic_spin_wait`); on two busy cores, with two threads, that spinning cost the
+/// encoder 4-5x the CPU and late or lost frames (docs/benchmarks.md, "Calls"), and the
+/// decoder more CPU for nothing (docs/benchmarks.md, "Density"). Larger frames need the
+/// second.
+pub fn codec_threads(width: u32, height: u32) -> u32 {
+    if width.saturating_mul(height) <= ONE_THREAD_PIXELS { 1 } else { 2 }
+}
+
 /// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
 /// encoder first, the payloader last.
 fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
     let keyframe_dist = params.max_fps.max(1) * 3;
-    // One encoder thread up to 480p: libvpx's worker threads busy-wait on each other, and on
-    // two busy cores that spinning cost 4-5x the CPU and late or lost frames
-    // (docs/benchmarks.md, "Calls"); x264's sliced threads split a small frame into slices
-    // that cost bits and buy nothing there. Larger frames need the second.
-    let threads = if params.width * params.height <= 640 * 480 { "1" } else { "2" };
+    // x264's sliced threads split a small frame into slices that cost bits and buy nothing
+    // up to 480p; libvpx's: see codec_threads.
+    let threads = codec_threads(params.width, params.height).to_string();
+    let threads = threads.as_str();
     let mut elements = Vec::with_capacity(3);
     match params.codec {
         VideoCodec::Vp8 | VideoCodec::Vp9 => {
@@ -938,7 +950,7 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
     let dec = make(dec)?;
     configure_loss_recovery(&depay, &dec, kind);
     if dec.find_property("threads").is_some() && kind == StreamKind::Video {
-        set_str(&dec, "threads", "2");
+        decoder_threads_follow_size(&dec);
     }
     // libav's default frame threading holds one frame per thread before output;
     // slice threads add no latency.
@@ -955,6 +967,35 @@ pub fn decoder_bin(rtp_caps: &gst::CapsRef) -> Result<(gst::Bin, StreamKind), Me
     link_all(&bin, &refs)?;
     ghost(&bin, &chain[0], &chain[chain.len() - 1])?;
     Ok((bin, kind))
+}
+
+/// Gives a libvpx decoder ([`codec_threads`]) the threads for the size of what it receives,
+/// which only the stream says: the depayloader's caps carry the size of the last key frame,
+/// and the decoder reads `threads` when it opens libvpx, at the first key frame after each
+/// new caps. Two until the caps say the size (the default on two cores).
+fn decoder_threads_follow_size(dec: &gst::Element) {
+    dec.set_property("threads", 2u32);
+    let Some(sink) = dec.static_pad("sink") else { return };
+    sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |pad, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else { return gst::PadProbeReturn::Ok };
+        let size = caps
+            .caps()
+            .structure(0)
+            .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)));
+        if let (Some((w, h)), Some(dec)) = (size, pad.parent_element())
+            && w > 0
+            && h > 0
+        {
+            let threads = codec_threads(w as u32, h as u32);
+            if dec.property::<u32>("threads") != threads {
+                dec.set_property("threads", threads);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// What a receiving chain does about lost packets (the jitterbuffer has given up on them:
@@ -1431,6 +1472,40 @@ mod tests {
             rtp.payload_mut().unwrap().copy_from_slice(payload);
         }
         buffer
+    }
+
+    /// A VP8 decoder gets one thread for what the depayloader says is up to 480p, two above
+    /// (libvpx reads it when it opens, at the first key frame after new caps).
+    #[test]
+    fn vp8_decoder_threads_follow_the_received_size() {
+        gst::init().unwrap();
+        let rtp = video_rtp_caps(VideoCodec::Vp8, 96);
+        let (bin, kind) = decoder_bin(&rtp).unwrap();
+        assert_eq!(kind, StreamKind::Video);
+        let dec = bin
+            .iterate_elements()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| f.name() == "vp8dec"))
+            .unwrap();
+        bin.set_state(gst::State::Paused).unwrap();
+        let sink = dec.static_pad("sink").unwrap();
+        assert!(sink.send_event(gst::event::StreamStart::new("vp8")));
+        let threads_for = |width: i32, height: i32| {
+            let caps = gst::Caps::builder("video/x-vp8")
+                .field("width", width)
+                .field("height", height)
+                .field("framerate", gst::Fraction::new(0, 1))
+                .build();
+            sink.send_event(gst::event::Caps::new(&caps));
+            dec.property::<u32>("threads")
+        };
+        assert_eq!(threads_for(640, 480), 1);
+        assert_eq!(threads_for(320, 240), 1);
+        assert_eq!(threads_for(1280, 720), 2);
+        assert_eq!(threads_for(640, 480), 1);
+        bin.set_state(gst::State::Null).unwrap();
+        assert_eq!((codec_threads(640, 480), codec_threads(1920, 1080)), (1, 2));
     }
 
     #[test]

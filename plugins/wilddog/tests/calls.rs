@@ -70,6 +70,28 @@ fn call_accepted_both_sides_decode_video_and_audio() {
         assert!(text.contains(field), "stats lack {field}: {text}");
     }
     assert!(alice.call.stats().is_some());
+    // Up to 480p each libvpx encoder and decoder runs on one thread (their worker threads
+    // busy-wait on each other): read back from the chains the call built.
+    for (who, ep) in [("alice", &alice), ("bob", &bob)] {
+        for factory in ["vp8enc", "vp8dec"] {
+            let threads = vpx_threads(&ep.call, factory);
+            assert_eq!(threads, vec![1], "{who}'s {factory} threads");
+        }
+    }
+}
+
+/// The `threads` of every `factory` element inside `call`.
+fn vpx_threads(call: &gstwilddog::WilddogCall, factory: &str) -> Vec<u32> {
+    call.iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.factory().is_some_and(|f| f.name() == factory))
+        .map(|e| {
+            // vp8enc's is a gint, vp8dec's a guint.
+            let v = e.property_value("threads");
+            v.get::<u32>().ok().or_else(|| v.get::<i32>().ok().map(|t| t as u32)).unwrap_or(0)
+        })
+        .collect()
 }
 
 /// A callee takes one call after another and sends media in each: the end of a call (its

@@ -161,6 +161,24 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
         "no wilddog-quality low: {:?}",
         alice.log
     );
+    // The estimator beside the path runs no pacing thread of its own (it woke every 5 ms
+    // for nothing, in both calls of this process).
+    let threads = thread_names();
+    assert!(
+        !threads.iter().any(|t| t.starts_with("rtpgccbwe")),
+        "an estimator's pacing thread runs: {threads:?}"
+    );
+}
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
 }
 
 /// 3 % random loss: the receivers ask for the lost packets (NACK), the senders resend them

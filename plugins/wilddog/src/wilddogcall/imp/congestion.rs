@@ -31,7 +31,7 @@ pub const TWCC_OFFER_ID: u32 = 3;
 #[derive(Debug, Default)]
 pub(super) struct Congestion {
     /// `rtpgccbwe`, once webrtcbin asked for its aux sender.
-    bwe: Option<gst::Element>,
+    bwe: Option<Estimator>,
     controller: Option<Controller>,
     last: Option<Adaptation>,
     /// The TWCC header extension id the payloaders write (0: none).
@@ -107,7 +107,7 @@ impl WilddogCall {
             }
         });
         gst::debug!(CAT, imp = self, "congestion control: {min}..{max} bit/s from {start}");
-        lock(&self.congestion).bwe = Some(bwe.clone());
+        lock(&self.congestion).bwe = Some(Estimator(bwe.clone()));
         let weak = self.obj().downgrade();
         let on_feedback = move |feedback: &gst::StructureRef| {
             if let Some(obj) = weak.upgrade() {
@@ -232,7 +232,7 @@ impl WilddogCall {
             let mut c = lock(&self.congestion);
             let Some(reading) = c.queue.update(&packets) else { return };
             gst::debug!(CAT, imp = self, "feedback: {reading:?}");
-            let Some(bwe) = c.bwe.clone() else { return };
+            let Some(bwe) = c.bwe.as_ref().map(|e| e.0.clone()) else { return };
             let Some(controller) = c.controller.as_mut() else { return };
             if !controller.note_feedback(&reading, Instant::now()) {
                 return;
@@ -266,7 +266,7 @@ impl WilddogCall {
                 crate::congestion::FEEDBACK_SILENCE.as_millis(),
                 controller.queue_cap()
             );
-            c.bwe.clone()
+            c.bwe.as_ref().map(|e| e.0.clone())
         };
         let Some(bwe) = bwe else { return };
         // On another thread: this is the sending chain's streaming thread (the encoder's,
@@ -376,7 +376,7 @@ impl WilddogCall {
                     controller.last_estimate()
                 );
             }
-            c.bwe.clone()
+            c.bwe.as_ref().map(|e| e.0.clone())
         };
         if let Some(bwe) = bwe {
             self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
@@ -426,6 +426,12 @@ impl WilddogCall {
 ///
 /// Each report then goes to `on_feedback` too (the standing-queue guard), and each packet
 /// sent calls `on_sent` (which notices feedback that fell silent).
+///
+/// rtpgccbwe is not in the pipeline: only its src pad is active, for the feedback events,
+/// without the pacing task that activating it starts. That task woke every 5 ms (its burst
+/// time) to pace the packets that never go through it here: 200 wake-ups a second per call,
+/// at both ends, for nothing (a thread per call, and about 0.5 % of a core per call on both
+/// ends together, docs/benchmarks.md "Density").
 fn estimator_beside_the_path(
     bwe: &gst::Element,
     on_feedback: impl Fn(&gst::StructureRef) + Send + Sync + 'static,
@@ -433,12 +439,14 @@ fn estimator_beside_the_path(
 ) -> Result<gst::Element, glib::BoolError> {
     let bin = gst::Bin::with_name("wilddog-congestion");
     let pass = gst::ElementFactory::make("identity").property("silent", true).build()?;
-    bin.add_many([&pass, bwe])?;
+    bin.add(&pass)?;
     let (Some(sink), Some(src), Some(bwe_src)) =
         (pass.static_pad("sink"), pass.static_pad("src"), bwe.static_pad("src"))
     else {
         return Err(glib::bool_error!("identity or rtpgccbwe without pads"));
     };
+    bwe_src.set_active(true)?;
+    bwe_src.stop_task()?;
     bin.add_pad(&gst::GhostPad::builder_with_target(&sink)?.name("sink").build())?;
     bin.add_pad(&gst::GhostPad::builder_with_target(&src)?.name("src").build())?;
     src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
@@ -455,4 +463,17 @@ fn estimator_beside_the_path(
         gst::PadProbeReturn::Ok
     });
     Ok(bin.upcast())
+}
+
+/// The estimator of a peer connection ([`estimator_beside_the_path`]): its src pad, which it
+/// activated itself, is deactivated with it.
+#[derive(Debug)]
+struct Estimator(gst::Element);
+
+impl Drop for Estimator {
+    fn drop(&mut self) {
+        if let Some(src) = self.0.static_pad("src") {
+            let _ = src.set_active(false);
+        }
+    }
 }
