@@ -5,7 +5,9 @@
 //!   as the floor of its estimate);
 //! - the answer maps the transport-wide congestion control extension of the offer, with
 //!   `transport-cc` feedback, on both sections (a browser that offers it sends its feedback
-//!   and sequence numbers only then);
+//!   and sequence numbers only then). Between two `wilddogcall`s it did so before the fix
+//!   for Chromium's offers too; that case is caught by the browser test "… at 250 kbit/s"
+//!   in tests/browser/test/gstreamer.test.js;
 //! - every sent section names the same MediaStream (`a=msid`), so that a browser puts the
 //!   audio and video tracks in one stream whether or not the encoder had made its caps when
 //!   the description was made (the original Web SDK shows only the first stream it gets).

@@ -42,6 +42,13 @@ pub(super) struct Congestion {
     queue: QueueMonitor,
 }
 
+impl Congestion {
+    /// rtpgccbwe, once there is one.
+    fn estimator(&self) -> Option<gst::Element> {
+        self.bwe.as_ref().map(|e| e.0.clone())
+    }
+}
+
 impl WilddogCall {
     /// A new peer connection: with `gcc`, webrtcbin gets `rtpgccbwe` as its aux sender, and
     /// the payloaders the TWCC header extension of our offers.
@@ -141,9 +148,11 @@ impl WilddogCall {
     /// Codec preferences of a transceiver for our answer to `offer`: with `gcc` and an offer
     /// that maps the TWCC header extension, that mapping, so that the answer has it.
     ///
-    /// webrtcbin (1.22) takes an answer's `a=extmap` lines from the preferences only (the
-    /// offer's caps carry none), and `media::drop_unbacked_transport_cc` then takes out a
-    /// `transport-cc` without one: our answers to Chromium had neither, so Chromium sent us
+    /// webrtcbin (1.22) builds an answer's section from the offer's caps, which carry no
+    /// extmap (its log showed them), and the transceiver's preferences, which
+    /// `follow_offer_payloads` sets to the offer's payload types; without the mapping there,
+    /// `media::drop_unbacked_transport_cc` then takes out a `transport-cc` without one: our
+    /// answers to Chromium had neither, so Chromium sent us
     /// no transport-wide feedback and no sequence numbers to give feedback on. Its sending
     /// fell back on receiver reports alone (at a 250 kbit/s cap it kept the queue full),
     /// and ours on the round trip of the stats.
@@ -232,7 +241,7 @@ impl WilddogCall {
             let mut c = lock(&self.congestion);
             let Some(reading) = c.queue.update(&packets) else { return };
             gst::debug!(CAT, imp = self, "feedback: {reading:?}");
-            let Some(bwe) = c.bwe.as_ref().map(|e| e.0.clone()) else { return };
+            let Some(bwe) = c.estimator() else { return };
             let Some(controller) = c.controller.as_mut() else { return };
             if !controller.note_feedback(&reading, Instant::now()) {
                 return;
@@ -266,7 +275,7 @@ impl WilddogCall {
                 crate::congestion::FEEDBACK_SILENCE.as_millis(),
                 controller.queue_cap()
             );
-            c.bwe.as_ref().map(|e| e.0.clone())
+            c.estimator()
         };
         let Some(bwe) = bwe else { return };
         // On another thread: this is the sending chain's streaming thread (the encoder's,
@@ -376,7 +385,7 @@ impl WilddogCall {
                     controller.last_estimate()
                 );
             }
-            c.bwe.as_ref().map(|e| e.0.clone())
+            c.estimator()
         };
         if let Some(bwe) = bwe {
             self.on_estimate(bwe.property::<u32>("estimated-bitrate"));

@@ -154,14 +154,16 @@ impl WilddogCall {
                 Some(&(_, is_rtx)) => is_rtx,
                 None => {
                     let Some(rtx) = rtx.upgrade() else { return gst::PadProbeReturn::Remove };
-                    let map = rtx.property::<Option<gst::Structure>>("payload-type-map");
-                    let is_rtx = map.is_some_and(|m| {
-                        m.iter().any(|(_, v)| v.get::<u32>().is_ok_and(|v| v == u32::from(pt)))
-                    });
-                    // Known only once the map is set: until then, nothing is retransmitted.
-                    if map_is_set(&rtx) {
-                        kinds.push((pt, is_rtx));
-                    }
+                    let Some(map) = rtx
+                        .property::<Option<gst::Structure>>("payload-type-map")
+                        .filter(|m| m.n_fields() > 0)
+                    else {
+                        // Not negotiated yet: nothing is retransmitted until then.
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let is_rtx =
+                        map.iter().any(|(_, v)| v.get::<u32>().is_ok_and(|v| v == u32::from(pt)));
+                    kinds.push((pt, is_rtx));
                     is_rtx
                 }
             };
@@ -444,12 +446,6 @@ impl WilddogCall {
         let base = lock(&self.state).validated.as_ref().map(|v| v.latency).unwrap_or(0);
         (rtx, if current == 0 { base } else { current }, retransmission_rtt_ms)
     }
-}
-
-/// Whether rtprtxsend has its payload type map yet (webrtcbin sets it once the description
-/// is negotiated).
-fn map_is_set(rtxsend: &gst::Element) -> bool {
-    rtxsend.property::<Option<gst::Structure>>("payload-type-map").is_some_and(|m| m.n_fields() > 0)
 }
 
 /// What a retransmission took, ms, from the video jitterbuffer's request to its arrival (the
