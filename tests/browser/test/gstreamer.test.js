@@ -282,7 +282,7 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
       const stats = await T.pc().getStats();
       const r = {};
       stats.forEach((s) => {
-        if (s.type === 'outbound-rtp' && s.kind === 'video') r.video = { width: s.frameWidth, height: s.frameHeight, frames: s.framesSent, target: s.targetBitrate, keyFrames: s.keyFramesEncoded, pli: s.pliCount };
+        if (s.type === 'outbound-rtp' && s.kind === 'video') r.video = { width: s.frameWidth, height: s.frameHeight, frames: s.framesSent, target: s.targetBitrate, keyFrames: s.keyFramesEncoded, pli: s.pliCount, limitation: s.qualityLimitationReason };
         if (s.type === 'outbound-rtp' && s.kind === 'audio') r.audio = { target: s.targetBitrate };
       });
       return r;
@@ -304,6 +304,7 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
         audioTargets.push(now.audio.target);
       }
       after = await sent();
+      after.sdkScale = await caller.evaluate(() => T.conv._sendScale);
       fps = bot.events.slice(from).filter((e) => e.event === 'stats').map((e) => e.remote.fps);
     } finally {
       uncap();
