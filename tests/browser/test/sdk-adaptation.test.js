@@ -10,20 +10,19 @@ const here = dirname(fileURLToPath(import.meta.url));
 const api = createRequire(import.meta.url)(join(here, '..', '..', '..', 'web', 'wilddog-video.js'));
 
 /** A live conversation sending a 480p, 15 fps stream (minBitrateBps: the dimension's
- * default, 200 kbit/s), whose sender settings are recorded instead of applied. */
+ * default, 200 kbit/s), whose sender settings are not applied (there is no peer). */
 function conversation() {
   const conv = Object.create(api.Conversation.prototype);
   conv.localStream = { captureVideo: true, dimension: '480p', maxFPS: 15, minBitrateBps: 0, maxBitrateBps: 500 };
   conv.status = 'connected';
   conv._client = { options: { debug: false } };
-  conv.applied = [];
-  conv._applySenderBitrate = function () { this.applied.push({ scale: this._sendScale || 0, audioCapped: !!this._audioCapped }); };
+  conv._applySenderBitrate = function () {};
   return conv;
 }
 
 /** One stats tick: what the encoder sends (kbit/s target, size, fps) and the video's rate. */
-function tick(conv, { target, width, height, fps, videoKbps }, limitation) {
-  conv._fitSendSize({ targetBitrate: target, width, height, fps }, { videoKbps, limitation });
+function tick(conv, { target, width, height, fps, videoKbps }) {
+  conv._fitSendSize({ targetBitrate: target, width, height, fps }, { videoKbps });
 }
 
 describe('SDK: the sent size on a narrow link', () => {
@@ -37,21 +36,19 @@ describe('SDK: the sent size on a narrow link', () => {
   });
 
   // A CI run of the 250 kbit/s browser test: the page stayed at 240x180, 1 fps, target 53
-  // kbit/s (over the fit for that size) for 18 s. The frame rate must move it down whatever
-  // reason Chrome gives for its limitation.
-  for (const limitation of ['bandwidth', 'cpu', 'none']) {
-    it(`a frame rate under two thirds of maxFPS at 240x180 takes it down one more step (limitation: ${limitation})`, () => {
-      const conv = conversation();
-      conv._sendScale = 3;
-      const stats = { target: 53, width: 240, height: 180, fps: 1, videoKbps: 45 };
-      for (let i = 0; i < 3 && conv._sendScale === 3; i++) tick(conv, stats, limitation);
-      assert.equal(conv._sendScale, 4, 'down to 160x120 within a tick');
-      // Then two ticks to settle before it moves again.
-      tick(conv, { ...stats, width: 160, height: 120 }, limitation);
-      tick(conv, { ...stats, width: 160, height: 120 }, limitation);
-      assert.equal(conv._sendScale, 4);
-    });
-  }
+  // kbit/s (over the fit for that size) for 18 s. The frame rate alone moves it down,
+  // whatever reason Chrome gives: the ladder skipped 'cpu' (this tick fails on that code).
+  it('a frame rate under two thirds of maxFPS at 240x180 takes it down one more step, CPU-limited too', () => {
+    const conv = conversation();
+    conv._sendScale = 3;
+    const stats = { target: 53, width: 240, height: 180, fps: 1, videoKbps: 45 };
+    conv._fitSendSize({ targetBitrate: 53, width: 240, height: 180, fps: 1 }, { videoKbps: 45, limitation: 'cpu' });
+    assert.equal(conv._sendScale, 4, 'down to 160x120 within a tick');
+    // Then two ticks to settle before it moves again.
+    tick(conv, { ...stats, width: 160, height: 120 });
+    tick(conv, { ...stats, width: 160, height: 120 });
+    assert.equal(conv._sendScale, 4);
+  });
 
   it('back up one step after two ticks at the whole frame rate with room for the next size', () => {
     const conv = conversation();
@@ -67,7 +64,7 @@ describe('SDK: the sent size on a narrow link', () => {
   it('a whole frame rate at a size the target covers stays where it is', () => {
     const conv = conversation();
     conv._sendScale = 2;
-    for (let i = 0; i < 5; i++) tick(conv, { target: 110, width: 320, height: 240, fps: 15, videoKbps: 100 }, 'cpu');
+    for (let i = 0; i < 5; i++) tick(conv, { target: 110, width: 320, height: 240, fps: 15, videoKbps: 100 });
     assert.equal(conv._sendScale, 2);
   });
 });
