@@ -184,15 +184,57 @@ fn link_all(bin: &gst::Bin, elements: &[&gst::Element]) -> Result<(), MediaError
 }
 
 fn ghost(bin: &gst::Bin, first: &gst::Element, last: &gst::Element) -> Result<(), MediaError> {
-    let sink = first.static_pad("sink").ok_or_else(|| MediaError::Link("no sink pad".into()))?;
     let src = last.static_pad("src").ok_or_else(|| MediaError::Link("no src pad".into()))?;
-    let gsink = gst::GhostPad::builder_with_target(&sink)
-        .map_err(|e| MediaError::Link(e.to_string()))?
-        .name("sink")
-        .build();
     let gsrc = gst::GhostPad::builder_with_target(&src)
         .map_err(|e| MediaError::Link(e.to_string()))?
         .name("src")
+        .build();
+    add_ghost_pads(bin, first, gsrc)
+}
+
+/// [`ghost`] for a sending chain, which outlives the peer connections it is linked to: what
+/// a torn-down webrtcbin answers a push (`flushing`, `not-linked`) comes back to the chain as
+/// `ok`. Answered `flushing`, the chain's queue paused and the user's source stopped for
+/// good, and every later call got no media from it. [`detach_sender`] unlinks a chain between
+/// two pushes so that this does not happen, but a push held in the webrtcbin longer than it
+/// waits (a loaded machine: a CI run) came back `flushing` when the webrtcbin went to NULL.
+fn ghost_sender(
+    bin: &gst::Bin,
+    first: &gst::Element,
+    last: &gst::Element,
+) -> Result<(), MediaError> {
+    fn outlive_the_peer(
+        flow: Result<gst::FlowSuccess, gst::FlowError>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match flow {
+            Err(gst::FlowError::Flushing | gst::FlowError::NotLinked) => Ok(gst::FlowSuccess::Ok),
+            other => other,
+        }
+    }
+    let src = last.static_pad("src").ok_or_else(|| MediaError::Link("no src pad".into()))?;
+    let gsrc = gst::GhostPad::builder_with_target(&src)
+        .map_err(|e| MediaError::Link(e.to_string()))?
+        .name("src")
+        .proxy_pad_chain_function(|pad, parent, buffer| {
+            outlive_the_peer(gst::ProxyPad::chain_default(pad, parent, buffer))
+        })
+        .proxy_pad_chain_list_function(|pad, parent, list| {
+            outlive_the_peer(gst::ProxyPad::chain_list_default(pad, parent, list))
+        })
+        .build();
+    add_ghost_pads(bin, first, gsrc)
+}
+
+/// Adds a sink ghost pad for `first` and `gsrc` to `bin`.
+fn add_ghost_pads(
+    bin: &gst::Bin,
+    first: &gst::Element,
+    gsrc: gst::GhostPad,
+) -> Result<(), MediaError> {
+    let sink = first.static_pad("sink").ok_or_else(|| MediaError::Link("no sink pad".into()))?;
+    let gsink = gst::GhostPad::builder_with_target(&sink)
+        .map_err(|e| MediaError::Link(e.to_string()))?
+        .name("sink")
         .build();
     bin.add_pad(&gsink).map_err(|e| MediaError::Link(e.to_string()))?;
     bin.add_pad(&gsrc).map_err(|e| MediaError::Link(e.to_string()))?;
@@ -293,7 +335,7 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     let mut chain = vec![&queue, &convert, &scale, &rate, &filter];
     chain.extend(codec.iter());
     link_all(&bin, &chain)?;
-    ghost(&bin, &queue, &codec[codec.len() - 1])?;
+    ghost_sender(&bin, &queue, &codec[codec.len() - 1])?;
     drop_when_unlinked(&bin);
     // No frame is encoded before the transceiver is negotiated (has a mid): webrtcbin would
     // hold the first one at its sink pad until then, and with it this chain's streaming
@@ -887,7 +929,7 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     let pay = make("rtpopuspay")?;
     set_str(&pay, "pt", &payload.to_string());
     link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
-    ghost(&bin, &queue, &pay)?;
+    ghost_sender(&bin, &queue, &pay)?;
     drop_when_unlinked(&bin);
     Ok(bin)
 }

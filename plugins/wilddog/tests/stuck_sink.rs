@@ -166,3 +166,60 @@ fn stops_in_time(who: &str, pipeline: gst::Pipeline) {
     }
     assert!(took.is_some_and(|t| t < Duration::from_secs(8)), "stopping took {took:?}");
 }
+
+/// The other direction: a call ends while the callee's video sending chain is inside the
+/// call's webrtcbin for longer than the teardown waits to detach it (2 s; a loaded machine).
+/// The next call must still carry the callee's video: the chain's thread comes back with
+/// `flushing` from the torn-down webrtcbin, which must not stop it, and the chain moves to
+/// the next peer connection once it is free, even when that one connected meanwhile.
+/// (A CI run saw a callee send audio and no video to its second caller.)
+#[test]
+fn callee_whose_video_push_outlasts_the_teardown_sends_video_in_the_next_call() {
+    if !common::enter_netns(
+        "callee_whose_video_push_outlasts_the_teardown_sends_video_in_the_next_call",
+    ) {
+        return;
+    }
+    common::init();
+    let server = TestServer::start();
+    let is_240p = |s: &Seen| matches!(s, Seen::VideoFrame { width: 320, height: 240 });
+    let mut bob =
+        common::Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "240p"));
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    let mut alice = common::Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "240p"),
+    );
+    alice.play();
+    alice.wait_for("bob's 240p video", T, is_240p);
+
+    // The next video packet bob sends stays in his webrtcbin for 5 s.
+    let call_bin = bob.call.clone().upcast::<gst::Bin>();
+    let into_webrtcbin = call_bin
+        .by_name("video-encoder")
+        .and_then(|bin| bin.static_pad("src")?.peer())
+        .expect("bob's video sending chain is linked to his webrtcbin");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    into_webrtcbin.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, _| {
+            if held_tx.send(()).is_ok() {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            gst::PadProbeReturn::Remove
+        },
+    );
+    held_rx.recv_timeout(T).expect("bob sent no video packet to hold");
+    drop(alice);
+    bob.wait_for("alice's hang-up", T, |s| matches!(s, Seen::Closed(_)));
+
+    let mut carol = common::Endpoint::new(
+        &server,
+        EndpointConfig::new("carol").calling("bob").prop("dimension", "240p"),
+    );
+    carol.play();
+    carol.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    carol.wait_for("bob's 240p video", T, is_240p);
+    bob.wait_for("carol's 240p video", T, is_240p);
+}

@@ -30,17 +30,43 @@ pub fn capture_remote_sdps() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let remote_sdps: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
     let store = remote_sdps.clone();
     gst::log::remove_default_log_function();
+    gst::log::set_default_threshold(gst::DebugLevel::Warning);
     gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, _level, _file, _func, _line, _obj, msg| {
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
+        let Some(text) = msg.get() else { return };
+        print_warnings_and_info(cat, level, obj, text.as_str());
         if cat.name() != "wilddogcall" {
             return;
         }
-        let Some(text) = msg.get() else { return };
         if text.starts_with("remote offer") || text.starts_with("remote answer") {
             store.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
         }
     });
     remote_sdps
+}
+
+/// What the default log function would have printed with
+/// `GST_DEBUG=1,default:2,webrtcbin:2,wilddogcall:4` (errors; warnings of webrtcbin, of our
+/// element and of our helpers; our element's info: codec switches, path changes), which a
+/// replaced log function would otherwise hide from a failed test's output. Seconds since
+/// the first line.
+fn print_warnings_and_info(
+    cat: gst::DebugCategory,
+    level: gst::DebugLevel,
+    obj: Option<&gst::log::LoggedObject>,
+    text: &str,
+) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let shown = match cat.name() {
+        "wilddogcall" => gst::DebugLevel::Info,
+        "default" | "webrtcbin" => gst::DebugLevel::Warning,
+        _ => gst::DebugLevel::Error,
+    };
+    if level <= shown {
+        let at = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+        let name = obj.map(|o| o.to_string()).unwrap_or_default();
+        eprintln!("{at:7.3} {level:?} {} {name}: {text}", cat.name());
+    }
 }
 
 /// The signaling frames each endpoint's element logged ("received offer from alice (cid)",
@@ -51,19 +77,18 @@ pub fn capture_signaling() -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::In
         Default::default();
     let store = lines.clone();
     gst::log::remove_default_log_function();
+    gst::log::set_default_threshold(gst::DebugLevel::Warning);
     gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
-        if cat.name() != "wilddogcall" {
-            return;
-        }
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
         let Some(text) = msg.get() else { return };
-        if text.starts_with("received ") || text.starts_with("sent ") {
+        print_warnings_and_info(cat, level, obj, text.as_str());
+        if cat.name() == "wilddogcall"
+            && (text.starts_with("received ") || text.starts_with("sent "))
+        {
             store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((std::time::Instant::now(), text.to_string()));
-        } else if level <= gst::DebugLevel::Info {
-            eprintln!("{level:?} {text}");
         }
     });
     lines
