@@ -755,6 +755,24 @@ pub fn set_video_step(bin: &gst::Bin, width: u32, height: u32, fps: u32) {
     }
 }
 
+/// Sets a running Opus encoder's frame duration, ms (20, 40 or 60), on its streaming thread,
+/// with the next buffer it gets. Set from any other thread, `frame-size` raced the encoder:
+/// opusenc (1.22) takes a buffer of the old duration from its adapter and encodes it with
+/// the new one, and a 60 ms buffer encoded at 40 ms fails its `bsize < bytes` assertion,
+/// which aborts the process (every call in it). Congestion control moves between 60 and 40
+/// ms as the estimate crosses 150 kbit/s (`congestion::AUDIO_FRAME_THRESHOLDS_BPS`).
+pub fn set_audio_frame_ms(encoder: &gst::Element, ms: u32) {
+    let Some(sink) = encoder.static_pad("sink") else { return };
+    let weak = encoder.downgrade();
+    let value = ms.to_string();
+    sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if let Some(encoder) = weak.upgrade() {
+            set_str(&encoder, "frame-size", &value);
+        }
+        gst::PadProbeReturn::Remove
+    });
+}
+
 /// The Opus encoder of an [`audio_encoder_bin`].
 pub fn audio_encoder(bin: &gst::Bin) -> Option<gst::Element> {
     bin.iterate_elements()

@@ -333,7 +333,7 @@ impl WilddogCall {
                 enc.set_property("bitrate", a.audio_bps as i32);
             }
             if changed(|a| a.audio_frame_ms) {
-                media::set_str(&enc, "frame-size", &a.audio_frame_ms.to_string());
+                media::set_audio_frame_ms(&enc, a.audio_frame_ms);
             }
         }
     }
