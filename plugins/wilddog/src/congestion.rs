@@ -134,6 +134,11 @@ pub const FEEDBACK_REPORTS_ARMED: u32 = 20;
 /// the reports among them; cuts to 0.7 took four of them, 2.5 s, to bring both directions
 /// under the capacity, and the picture stayed frozen until the queue drained.
 pub const QUEUE_CUT: f64 = 0.5;
+/// A queue that grew by [`QUEUE_GROWTH_MS`] over this long of troubled reports, while the
+/// path delivered less than [`ACKED_SHARE`] of what we send, is cut before it stands.
+pub const QUEUE_GROWTH_SPAN: Duration = Duration::from_millis(300);
+/// See [`QUEUE_GROWTH_SPAN`], ms.
+pub const QUEUE_GROWTH_MS: u32 = 30;
 /// A queue must stand in the reports this long before the first cut, unless they also lose
 /// packets: a receiver that did not run for a moment (a loaded machine) stamps a report's
 /// packets late, once, but loses none.
@@ -242,6 +247,8 @@ pub struct Controller {
     silent: bool,
     /// Since when the reports have shown a standing queue.
     queue_since: Option<Instant>,
+    /// Since when the reports say the path is in trouble, and the queue they read then, ms.
+    troubled_since: Option<(Instant, u32)>,
     /// Feedback reports so far.
     reports: u32,
     /// Whether the last report said the path is in trouble ([`QueueReading::troubled`]).
@@ -268,6 +275,7 @@ impl Controller {
             sending_since: None,
             silent: false,
             queue_since: None,
+            troubled_since: None,
             reports: 0,
             troubled: false,
         };
@@ -448,7 +456,30 @@ impl Controller {
         if queue.queue_ms < QUEUE_DELAY_MS {
             self.queue_since = None;
         }
-        if queue.queue_ms >= QUEUE_DELAY_MS {
+        let growing = if queue.troubled {
+            let (since_t, since_q) = *self.troubled_since.get_or_insert((now, queue.queue_ms));
+            now.duration_since(since_t) >= QUEUE_GROWTH_SPAN
+                && queue.queue_ms >= since_q.saturating_add(QUEUE_GROWTH_MS)
+        } else {
+            self.troubled_since = None;
+            false
+        };
+        let from_now =
+            self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+        // A queue still growing while the path delivers less than we send: the link is
+        // overrun now, and waiting for it to stand at QUEUE_DELAY_MS let it fill to the
+        // bottleneck's limit (tail drop) before the cut took effect.
+        let overrun = growing
+            && queue.acked_bps.is_some_and(|a| f64::from(a) < f64::from(from_now) * ACKED_SHARE)
+            && since(self.queue_cut_at) >= QUEUE_CUT_INTERVAL;
+        if overrun && queue.queue_ms < QUEUE_DELAY_MS {
+            let acked = queue.acked_bps.unwrap_or(from_now);
+            let cap = f64::from(acked.min(from_now)) * ACKED_SHARE;
+            self.queue_cap_bps = Some((cap as u32).max(lowest));
+            self.queue_cut_at = Some(now);
+            self.queue_lift_at = Some(now);
+            self.troubled_since = Some((now, queue.queue_ms));
+        } else if queue.queue_ms >= QUEUE_DELAY_MS {
             let standing = *self.queue_since.get_or_insert(now);
             let episode = since(self.queue_cut_at) < CONGESTION_EPISODE;
             if since(self.queue_cut_at) < QUEUE_CUT_INTERVAL
@@ -1000,6 +1031,46 @@ mod tests {
         assert!(c.feedback_is_fresh(t));
         c.forget_feedback();
         assert!(!c.feedback_is_fresh(t));
+    }
+
+    #[test]
+    fn a_growing_queue_is_cut_before_it_stands() {
+        let ms = Duration::from_millis;
+        let reading = |queue_ms, acked| QueueReading {
+            queue_ms,
+            acked_bps: Some(acked),
+            troubled: queue_ms >= QUEUE_DRAINED_MS,
+            lossy: false,
+        };
+        let t = Instant::now();
+        // The onset of a 500 kbit/s cap shared by both directions, as a benchmark run's
+        // reports read it (2026-12-01): the queue grew about 40 ms every 300 ms while the
+        // path delivered 160 of the 300 kbit/s sent; it reached 300 ms, and tail drop, 0.6 s
+        // after the standing-queue cut.
+        let mut c = Controller::new(limits_480p());
+        c.update(300_000, t);
+        assert!(!c.note_feedback(&reading(33, 160_000), t));
+        assert!(!c.note_feedback(&reading(50, 160_000), t + ms(150)));
+        assert!(!c.congested(t + ms(150)));
+        // Grown by QUEUE_GROWTH_MS over QUEUE_GROWTH_SPAN: cut to 85 % of what the path
+        // delivered at 70 ms of queue, before it stands at QUEUE_DELAY_MS.
+        assert!(c.note_feedback(&reading(70, 160_000), t + QUEUE_GROWTH_SPAN));
+        assert_eq!(c.update(300_000, t).estimate_bps, 136_000);
+        // Not again before the cut could show.
+        assert!(!c.note_feedback(&reading(90, 120_000), t + QUEUE_GROWTH_SPAN + ms(100)));
+        // A small queue that does not grow (a path's standing jitter)...
+        let mut steady = Controller::new(limits_480p());
+        steady.update(300_000, t);
+        for i in 0..10 {
+            assert!(!steady.note_feedback(&reading(40, 160_000), t + ms(100 * i)));
+        }
+        // ...or one that grows while the path delivers what we send (a key frame's burst):
+        // nothing.
+        let mut burst = Controller::new(limits_480p());
+        burst.update(300_000, t);
+        assert!(!burst.note_feedback(&reading(35, 290_000), t));
+        assert!(!burst.note_feedback(&reading(80, 290_000), t + QUEUE_GROWTH_SPAN));
+        assert_eq!(burst.update(300_000, t).estimate_bps, 300_000);
     }
 
     #[test]
