@@ -425,9 +425,7 @@ impl Controller {
         let (lowest, _, _) = self.estimate_range();
         let before = self.queue_cap_bps;
         if rtt_ms > min.saturating_add(STANDING_QUEUE_MS) {
-            let from = self
-                .queue_cap_bps
-                .map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+            let from = self.capped_estimate();
             self.queue_cap_bps = Some(((f64::from(from) * STANDING_QUEUE_CUT) as u32).max(lowest));
         } else if let Some(cap) = self.queue_cap_bps {
             let lifted = (f64::from(cap) * STANDING_QUEUE_LIFT) as u32;
@@ -464,17 +462,18 @@ impl Controller {
             self.troubled_since = None;
             false
         };
-        let from_now =
-            self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
-        // A queue still growing while the path delivers less than we send: the link is
-        // overrun now, and waiting for it to stand at QUEUE_DELAY_MS let it fill to the
-        // bottleneck's limit (tail drop) before the cut took effect.
-        let overrun = growing
-            && queue.acked_bps.is_some_and(|a| f64::from(a) < f64::from(from_now) * ACKED_SHARE)
-            && since(self.queue_cut_at) >= QUEUE_CUT_INTERVAL;
-        if overrun && queue.queue_ms < QUEUE_DELAY_MS {
-            let acked = queue.acked_bps.unwrap_or(from_now);
-            let cap = f64::from(acked.min(from_now)) * ACKED_SHARE;
+        let from = self.capped_estimate();
+        // A queue still growing while the path delivers less than we send (what it
+        // delivered): the link is overrun now, and waiting for it to stand at
+        // QUEUE_DELAY_MS let it fill to the bottleneck's limit (tail drop) before the cut
+        // took effect.
+        let overrun = queue.acked_bps.filter(|&acked| {
+            growing
+                && f64::from(acked) < f64::from(from) * ACKED_SHARE
+                && since(self.queue_cut_at) >= QUEUE_CUT_INTERVAL
+        });
+        if let Some(acked) = overrun.filter(|_| queue.queue_ms < QUEUE_DELAY_MS) {
+            let cap = f64::from(acked) * ACKED_SHARE;
             self.queue_cap_bps = Some((cap as u32).max(lowest));
             self.queue_cut_at = Some(now);
             self.queue_lift_at = Some(now);
@@ -487,9 +486,6 @@ impl Controller {
             {
                 return false;
             }
-            let from = self
-                .queue_cap_bps
-                .map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
             // What the path delivered says where the bottleneck is (a queue that still
             // stands after a cut takes another share off); without it, half.
             let cap = match queue.acked_bps {
@@ -538,8 +534,7 @@ impl Controller {
         self.silent = true;
         let (lowest, _, _) = self.estimate_range();
         let before = self.queue_cap_bps;
-        let from =
-            self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps));
+        let from = self.capped_estimate();
         self.queue_cap_bps = Some(((f64::from(from) * QUEUE_CUT) as u32).max(lowest));
         self.queue_cut_at = Some(now);
         self.queue_lift_at = Some(now);
@@ -581,6 +576,11 @@ impl Controller {
     /// The ceiling a standing queue put on the estimate, bit/s.
     pub fn queue_cap(&self) -> Option<u32> {
         self.queue_cap_bps
+    }
+
+    /// The last estimate under the standing queue's cap, bit/s: what a cut cuts from.
+    fn capped_estimate(&self) -> u32 {
+        self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps))
     }
 
     /// The last estimate given to [`Controller::update`], bit/s.
@@ -1045,7 +1045,7 @@ mod tests {
         let t = Instant::now();
         // The onset of a 500 kbit/s cap shared by both directions, as a benchmark run's
         // reports read it (2026-12-01): the queue grew about 40 ms every 300 ms while the
-        // path delivered 160 of the 300 kbit/s sent; it reached 300 ms, and tail drop, 0.6 s
+        // path delivered 160 of the 300 kbit/s sent; it reached 300 ms, and tail drop, 0.5 s
         // after the standing-queue cut.
         let mut c = Controller::new(limits_480p());
         c.update(300_000, t);

@@ -789,7 +789,8 @@ pub fn audio_encoder(bin: &gst::Bin) -> Option<gst::Element> {
 /// A push answered `not-linked` or `flushing` (a webrtcbin torn down at the end of a call)
 /// would pause the chain's queue and go back up to the user's source, which stops for good:
 /// a callee waiting for its next call would send no media in it. [`detach_sender`] unlinks
-/// between two buffers, so that no push is ever answered so.
+/// between two buffers, so that no push is normally answered so; [`ghost_sender`] turns the
+/// answer into `ok` for a push that outlasted it.
 ///
 /// What reaches it while webrtcbin has not yet connected its sink pad to the stream (no
 /// transceiver negotiated to send: webrtcbin's pad is a ghost pad without target) is dropped

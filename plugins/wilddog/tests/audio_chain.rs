@@ -1,8 +1,8 @@
 //! The audio sending chain while congestion control changes Opus's frame duration: every
 //! change is applied on the encoder's streaming thread. Set from another thread, opusenc
-//! (1.22) encoded a 60 ms buffer as a 40 ms frame and aborted the process on its
-//! `bsize < bytes` assertion (seen in a shaped-network benchmark run, where the estimate
-//! crossed 150 kbit/s both ways).
+//! (1.22) encoded a buffer of the old duration as a frame of the new one and aborted the
+//! process on its `bsize < bytes` or `size == bytes` assertion (seen in a shaped-network
+//! benchmark run, where the estimate crossed 150 kbit/s both ways).
 
 mod common;
 

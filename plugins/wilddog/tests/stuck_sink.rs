@@ -170,9 +170,8 @@ fn stops_in_time(who: &str, pipeline: gst::Pipeline) {
 /// The other direction: a call ends while the callee's video sending chain is inside the
 /// call's webrtcbin for longer than the teardown waits to detach it (2 s; a loaded machine).
 /// The next call must still carry the callee's video: the chain's thread comes back with
-/// `flushing` from the torn-down webrtcbin, which must not stop it, and the chain moves to
-/// the next peer connection once it is free, even when that one connected meanwhile.
-/// (A CI run saw a callee send audio and no video to its second caller.)
+/// `flushing` from the torn-down webrtcbin, which must not stop it. (A CI run saw a callee
+/// send audio and no video to its second caller.)
 #[test]
 fn callee_whose_video_push_outlasts_the_teardown_sends_video_in_the_next_call() {
     if !common::enter_netns(

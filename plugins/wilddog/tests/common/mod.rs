@@ -29,44 +29,12 @@ pub fn init() {
 pub fn capture_remote_sdps() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let remote_sdps: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
     let store = remote_sdps.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_default_threshold(gst::DebugLevel::Warning);
-    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
-        let Some(text) = msg.get() else { return };
-        print_warnings_and_info(cat, level, obj, text.as_str());
-        if cat.name() != "wilddogcall" {
-            return;
-        }
+    replace_log_function(move |text| {
         if text.starts_with("remote offer") || text.starts_with("remote answer") {
             store.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
         }
     });
     remote_sdps
-}
-
-/// What the default log function would have printed with
-/// `GST_DEBUG=1,default:2,webrtcbin:2,wilddogcall:4` (errors; warnings of webrtcbin, of our
-/// element and of our helpers; our element's info: codec switches, path changes), which a
-/// replaced log function would otherwise hide from a failed test's output. Seconds since
-/// the first line.
-fn print_warnings_and_info(
-    cat: gst::DebugCategory,
-    level: gst::DebugLevel,
-    obj: Option<&gst::log::LoggedObject>,
-    text: &str,
-) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let shown = match cat.name() {
-        "wilddogcall" => gst::DebugLevel::Info,
-        "default" | "webrtcbin" => gst::DebugLevel::Warning,
-        _ => gst::DebugLevel::Error,
-    };
-    if level <= shown {
-        let at = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-        let name = obj.map(|o| o.to_string()).unwrap_or_default();
-        eprintln!("{at:7.3} {level:?} {} {name}: {text}", cat.name());
-    }
 }
 
 /// The signaling frames each endpoint's element logged ("received offer from alice (cid)",
@@ -76,15 +44,8 @@ pub fn capture_signaling() -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::In
     let lines: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>> =
         Default::default();
     let store = lines.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_default_threshold(gst::DebugLevel::Warning);
-    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
-        let Some(text) = msg.get() else { return };
-        print_warnings_and_info(cat, level, obj, text.as_str());
-        if cat.name() == "wilddogcall"
-            && (text.starts_with("received ") || text.starts_with("sent "))
-        {
+    replace_log_function(move |text| {
+        if text.starts_with("received ") || text.starts_with("sent ") {
             store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -92,6 +53,32 @@ pub fn capture_signaling() -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::In
         }
     });
     lines
+}
+
+/// Replaces GStreamer's log function: each `wilddogcall` line (debug and up) goes to
+/// `element_line`, and stderr gets what the default function would have printed with
+/// `GST_DEBUG=1,default:2,webrtcbin:2,wilddogcall:4` (errors; warnings of webrtcbin, of our
+/// element and of our helpers; our element's info: codec switches, path changes), so that a
+/// failed test shows them. Seconds since the first line.
+fn replace_log_function(element_line: impl Fn(&str) + Send + Sync + 'static) {
+    gst::log::remove_default_log_function();
+    gst::log::set_default_threshold(gst::DebugLevel::Error);
+    gst::log::set_threshold_for_name("default", gst::DebugLevel::Warning);
+    gst::log::set_threshold_for_name("webrtcbin", gst::DebugLevel::Warning);
+    gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
+        let Some(text) = msg.get() else { return };
+        let ours = cat.name() == "wilddogcall";
+        if level <= gst::DebugLevel::Warning || (ours && level <= gst::DebugLevel::Info) {
+            let at = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+            let name = obj.map(|o| o.to_string()).unwrap_or_default();
+            eprintln!("{at:7.3} {level:?} {} {name}: {text}", cat.name());
+        }
+        if ours {
+            element_line(text.as_str());
+        }
+    });
 }
 
 use std::sync::mpsc;

@@ -161,13 +161,7 @@ impl WilddogCall {
         let current = self.webrtcbin();
         for (src, sink) in held {
             // Pads of a peer connection replaced or torn down meanwhile stay apart.
-            if sink.parent_element() != current || sink.is_linked() {
-                continue;
-            }
-            if src.is_linked() {
-                // Still in the old peer connection (a push it holds, longer than the
-                // teardown waited): it moves here once that push is back.
-                self.move_sender_when_idle(&src, &sink);
+            if sink.parent_element() != current || src.is_linked() {
                 continue;
             }
             // The first frame through is a key frame (media::video_encoder_bin).
@@ -175,35 +169,6 @@ impl WilddogCall {
                 gst::warning!(CAT, imp = self, "cannot give the new connection our media: {e}");
             }
         }
-    }
-
-    /// Moves a sending chain's `src` from the old peer connection it is still linked to onto
-    /// `sink`, of the current one, between two of its pushes. Left where it was, the chain
-    /// would send nothing in this call.
-    fn move_sender_when_idle(&self, src: &gst::Pad, sink: &gst::Pad) {
-        gst::warning!(
-            CAT,
-            imp = self,
-            "{} is still held by the previous peer connection: it follows when free",
-            src.parent().map(|p| p.name().to_string()).unwrap_or_default()
-        );
-        let weak = self.obj().downgrade();
-        let sink = sink.clone();
-        src.add_probe(gst::PadProbeType::IDLE, move |src, _| {
-            let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
-            if let Some(old) = src.peer()
-                && old != sink
-            {
-                let _ = src.unlink(&old);
-            }
-            if sink.parent_element() == obj.imp().webrtcbin()
-                && !src.is_linked()
-                && let Err(e) = src.link(&sink)
-            {
-                gst::warning!(CAT, obj = obj, "cannot give the new connection our media: {e}");
-            }
-            gst::PadProbeReturn::Remove
-        });
     }
 
     /// Counts the RTP packets of a remote stream (into its decoder), for [`Self::check_path`].
