@@ -253,6 +253,9 @@ pub struct Controller {
     reports: u32,
     /// Whether the last report said the path is in trouble ([`QueueReading::troubled`]).
     troubled: bool,
+    /// Whether a probe proved the path carries the estimate since the last update: the size
+    /// may go up more than one step at once, without [`UPGRADE_HOLD`].
+    probe_passed: bool,
 }
 
 impl Controller {
@@ -278,6 +281,7 @@ impl Controller {
             troubled_since: None,
             reports: 0,
             troubled: false,
+            probe_passed: false,
         };
         // Until the estimator says otherwise, the estimate is where it starts.
         controller.last_estimate_bps = controller.estimate_range().1;
@@ -376,9 +380,14 @@ impl Controller {
         let fits = (0..self.steps.len())
             .find(|&l| self.fit_kbps(l) <= f64::from(video_kbps))
             .unwrap_or(self.steps.len() - 1);
+        let probe_passed = std::mem::take(&mut self.probe_passed);
         if fits > self.level {
             self.level = fits;
             self.better_since = None;
+        } else if probe_passed && fits < self.level {
+            // What the hold waits for, a probe showed: the path carries the estimate now.
+            self.level = fits;
+            self.better_since = Some(now);
         } else if self.level > 0
             && f64::from(video_kbps) >= self.fit_kbps(self.level - 1) * UPGRADE_MARGIN
         {
@@ -578,8 +587,18 @@ impl Controller {
         self.queue_cap_bps
     }
 
+    /// A probe showed that the path carries `rate_bps` ([`crate::probe`]): a cap under it
+    /// goes, and the size may go up at once.
+    /// The next [`Controller::update`] goes straight to the step the estimate fits.
+    pub fn note_probe_passed(&mut self, rate_bps: u32) {
+        if self.queue_cap_bps.is_some_and(|cap| cap < rate_bps) {
+            self.queue_cap_bps = None;
+        }
+        self.probe_passed = true;
+    }
+
     /// The last estimate under the standing queue's cap, bit/s: what a cut cuts from.
-    fn capped_estimate(&self) -> u32 {
+    pub fn capped_estimate(&self) -> u32 {
         self.queue_cap_bps.map_or(self.last_estimate_bps, |c| c.min(self.last_estimate_bps))
     }
 
@@ -614,6 +633,8 @@ pub struct FeedbackPacket {
     pub arrived_ns: Option<u64>,
     /// Its size, bytes.
     pub size: u32,
+    /// Its payload type (a probe's padding is told by its retransmission payload type).
+    pub pt: u8,
 }
 
 /// Measures the bottleneck's queue and what the path delivers from transport-wide feedback,
@@ -785,6 +806,29 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_that_passed_takes_the_size_up_at_once_where_the_hold_takes_a_step_at_a_time() {
+        let t0 = Instant::now();
+        let (_, _, max) = Controller::new(limits_480p()).estimate_range();
+        for probed in [false, true] {
+            let mut c = Controller::new(limits_480p());
+            // 120p at 15 fps.
+            assert_eq!(c.update(ESTIMATE_BPS_MIN, t0).level, 4);
+            if probed {
+                c.note_probe_passed(max);
+            }
+            let a = c.update(max, t0 + Duration::from_millis(100));
+            if probed {
+                assert_eq!(a.level, 0, "{a:?}");
+            } else {
+                // One step per hold.
+                assert_eq!(a.level, 4, "{a:?}");
+                let a = c.update(max, t0 + Duration::from_millis(100) + UPGRADE_HOLD);
+                assert_eq!(a.level, 3, "{a:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_250_kbit_link_shared_by_both_directions_keeps_15_fps_at_a_smaller_size() {
         // About 110 kbit/s for each direction.
         let mut c = Controller::new(limits_480p());
@@ -915,6 +959,7 @@ mod tests {
             sent_ns: sent_ms * ms,
             arrived_ns: arrived_ms.map(|a| (a + 5000) * ms),
             size: 1000,
+            pt: 96,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod dtls;
 mod framerate;
 pub mod ice;
 pub mod media;
+pub mod probe;
 pub mod recovery;
 pub mod sdp_reject;
 mod session;

@@ -170,6 +170,76 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     );
 }
 
+/// A link that drops and comes back, as the benchmark's step link (2 Mbit/s, 300 kbit/s for
+/// 8 s, 2 Mbit/s again; both directions share it): the sender finds the capacity again by
+/// probing (`crate::probe`), and its video encoder's target is back over 80 % of
+/// `max-bitrate` (500 kbit/s) within 12 s of the step back up: 5 to 9 s here (stats every
+/// 2 s), the first probe after the step waiting out the backoff of those that failed on the
+/// capped link (up to 7.5 s). GCC alone grows its estimate at most 8 % a second: the
+/// benchmark's step link was never back at its rate within 10 s.
+/// The same probes take the call from the 300 kbit/s start to `max-bitrate` first (GCC alone
+/// would be at about 340 kbit/s of video after 8 s).
+#[test]
+fn a_link_that_comes_back_is_found_by_probing() {
+    if !enter_netns("a_link_that_comes_back_is_found_by_probing") {
+        return;
+    }
+    let server = TestServer::start();
+    shaping::cap_kbit(2000);
+    let (mut alice, _bob) = call(&server, &[]);
+    let (_, before) = watch(&mut alice, Duration::from_secs(8));
+    shaping::cap_kbit(300);
+    let (_, low) = watch(&mut alice, Duration::from_secs(8));
+    shaping::cap_kbit(2000);
+    let back = Instant::now();
+    // (seconds after the step up, video target kbit/s, probes passed) per stats report.
+    let mut after: Vec<(f32, u64, u64)> = Vec::new();
+    let mut recovered = None;
+    while recovered.is_none() && back.elapsed() < Duration::from_secs(14) {
+        match alice.seen.recv_timeout(Duration::from_millis(200)) {
+            Ok(Seen::Stats(text)) => {
+                let s = Stats::parse(&text);
+                let target = s.local_u64("targetBitrate");
+                after.push((back.elapsed().as_secs_f32(), target, s.local_u64("probesPassed")));
+                if target >= 400 {
+                    recovered = Some(back.elapsed());
+                }
+            }
+            Ok(other) if !is_frame(&other) => alice.log.push(other),
+            _ => {}
+        }
+    }
+    shaping::uncap();
+    let targets = |stats: &[Stats]| -> Vec<u64> {
+        stats.iter().map(|s| s.local_u64("targetBitrate")).collect()
+    };
+    let passed = |stats: &[Stats]| stats.last().map_or(0, |s| s.local_u64("probesPassed"));
+    println!(
+        "step link: targets at 2 Mbit/s {:?} ({} probes passed), at 300 kbit/s {:?} ({}), \
+         after the step up (s, target, probes passed) {after:?}",
+        targets(&before),
+        passed(&before),
+        targets(&low),
+        passed(&low)
+    );
+    assert!(
+        targets(&before).last().is_some_and(|&t| t >= 400),
+        "the call never got to max-bitrate on a 2 Mbit/s link: {:?}",
+        targets(&before)
+    );
+    assert!(
+        targets(&low).iter().any(|&t| t < 200),
+        "the target stayed at {:?} on a 300 kbit/s link",
+        targets(&low)
+    );
+    let recovered = recovered.expect("the target was not back over 400 kbit/s 14 s after");
+    assert!(recovered <= Duration::from_secs(12), "back only after {recovered:?}");
+    assert!(
+        after.last().is_some_and(|&(_, _, p)| p > passed(&low)),
+        "no probe passed after the step up: {after:?}"
+    );
+}
+
 /// The names of this process's threads.
 fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")

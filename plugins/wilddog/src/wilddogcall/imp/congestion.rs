@@ -23,9 +23,28 @@ use crate::congestion::{
     Adaptation, CongestionControl, Controller, FeedbackPacket, QueueMonitor, SendLimits,
 };
 use crate::media;
+use crate::probe::{PROBE_DURATION, Probe, ProbeAction, Prober, SentPacket, SentPackets};
+
+/// How often a probe's padding goes out.
+const PADDING_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The structure of a retransmission request for padding: rtprtxsend's
+/// `GstRTPRetransmissionRequest`, marked so that the hold on retransmissions lets it through
+/// (see `recovery::hold_retransmissions_when_congested`).
+pub(super) const PADDING_REQUEST_FIELD: &str = "wilddog-padding";
 
 /// The id our offers give the TWCC header extension (Chrome's).
 pub const TWCC_OFFER_ID: u32 = 3;
+
+/// A probe's padding so far (see `WilddogCall::send_padding`).
+struct Padding {
+    /// The last tick.
+    last: Instant,
+    /// The media's [`SentPackets::total_bytes`] then.
+    media_bytes: u64,
+    /// Bytes of padding owed.
+    credit: f64,
+}
 
 /// Congestion control of the current peer connection.
 #[derive(Debug, Default)]
@@ -40,6 +59,14 @@ pub(super) struct Congestion {
     constrained: bool,
     /// The bottleneck's queue, from each transport-wide feedback report.
     queue: QueueMonitor,
+    /// Probes for capacity over the estimate ([`crate::probe`]).
+    prober: Option<Prober>,
+    /// What we sent lately: the probes' padding resends some of it.
+    sent: SentPackets,
+    /// The aux sender's sink pad, whose peer is rtprtxsend: padding is asked for there.
+    padding_pad: Option<gst::Pad>,
+    /// The retransmissions' payload types: the padding's, in the feedback.
+    padding_pts: Vec<u8>,
 }
 
 impl Congestion {
@@ -77,6 +104,11 @@ impl WilddogCall {
                 audio,
             }));
             c.twcc_id = TWCC_OFFER_ID;
+            let ceiling = c.controller.as_ref().map_or(0, |ctl| ctl.estimate_range().2);
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.subsec_nanos().into());
+            c.prober = Some(Prober::new(ceiling, seed));
         }
         self.set_payloaders_twcc(Some(TWCC_OFFER_ID));
         let weak = self.obj().downgrade();
@@ -122,13 +154,16 @@ impl WilddogCall {
             }
         };
         let weak = self.obj().downgrade();
-        let on_sent = move || {
+        let on_sent = move |packets: &[SentPacket]| {
             if let Some(obj) = weak.upgrade() {
-                obj.imp().on_sent();
+                obj.imp().on_sent(packets);
             }
         };
         match estimator_beside_the_path(&bwe, on_feedback, on_sent) {
-            Ok(aux) => Some(aux),
+            Ok((aux, padding_pad)) => {
+                lock(&self.congestion).padding_pad = Some(padding_pad);
+                Some(aux)
+            }
             Err(e) => {
                 gst::warning!(CAT, imp = self, "cannot build the aux sender: {e}");
                 None
@@ -234,38 +269,195 @@ impl WilddogCall {
                     sent_ns: sent.nseconds(),
                     arrived_ns: arrived.map(gst::ClockTime::nseconds),
                     size: p.get::<u32>("size").unwrap_or(0),
+                    pt: p.get::<u8>("payload-type").unwrap_or(0),
                 })
             })
             .collect();
-        let (estimate, reading) = {
+        let now = Instant::now();
+        let (bwe, reading, cut, probe) = {
             let mut c = lock(&self.congestion);
             let Some(reading) = c.queue.update(&packets) else { return };
             gst::debug!(CAT, imp = self, "feedback: {reading:?}");
             let Some(bwe) = c.estimator() else { return };
+            let c = &mut *c;
             let Some(controller) = c.controller.as_mut() else { return };
-            if !controller.note_feedback(&reading, Instant::now()) {
+            let cap_before = controller.queue_cap();
+            let changed = controller.note_feedback(&reading, now);
+            let cut = controller.queue_cap().is_some_and(|cap| cap_before.is_none_or(|b| cap < b));
+            let estimate = controller.capped_estimate();
+            if let Some(prober) = c.prober.as_mut() {
+                prober.note_packets(&packets, &c.padding_pts);
+            }
+            let probe = match c.prober.as_mut() {
+                Some(prober) if cut => {
+                    if prober.note_cut(now) {
+                        ProbeAction::Failed
+                    } else {
+                        ProbeAction::None
+                    }
+                }
+                Some(prober) => prober.note_report(reading.queue_ms, reading.lossy, estimate, now),
+                None => ProbeAction::None,
+            };
+            if !changed && probe == ProbeAction::None {
                 return;
             }
-            (bwe, reading)
+            (bwe, reading, changed.then_some(cut), probe)
         };
-        gst::info!(
-            CAT,
-            imp = self,
-            "queue {} ms, {:?} bit/s delivered: estimate capped at {:?}",
-            reading.queue_ms,
-            reading.acked_bps,
-            lock(&self.congestion).controller.as_ref().and_then(Controller::queue_cap)
-        );
-        self.on_estimate(estimate.property::<u32>("estimated-bitrate"));
+        if let Some(cut) = cut {
+            gst::info!(
+                CAT,
+                imp = self,
+                "queue {} ms, {:?} bit/s delivered: estimate cap {} to {:?}",
+                reading.queue_ms,
+                reading.acked_bps,
+                if cut { "cut" } else { "lifted" },
+                lock(&self.congestion).controller.as_ref().and_then(Controller::queue_cap)
+            );
+        }
+        match probe {
+            ProbeAction::Start(probe) => self.start_probe(probe, now),
+            ProbeAction::Failed => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "probe failed: queue {} ms, lossy {}, {:?}",
+                    reading.queue_ms,
+                    reading.lossy,
+                    self.last_probe_measure()
+                );
+            }
+            ProbeAction::Passed(rate) if rate > bwe.property::<u32>("estimated-bitrate") => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "probe passed: the path carries {rate} bit/s, {:?}",
+                    self.last_probe_measure()
+                );
+                if let Some(controller) = lock(&self.congestion).controller.as_mut() {
+                    controller.note_probe_passed(rate);
+                }
+                // The estimator goes on from there (its increase is bounded by what it saw
+                // delivered, which the padding raised).
+                bwe.set_property("estimated-bitrate", rate);
+            }
+            ProbeAction::Passed(_) | ProbeAction::None => {}
+        }
+        self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
+    }
+
+    /// A probe starts: padding on top of the media for [`PROBE_DURATION`], from the plugin's
+    /// runtime, every [`PADDING_TICK`]: what the media sent since the last tick leaves of the
+    /// probe's rate. Only video packets that rtprtxsend keeps can be sent again: without any
+    /// (no RTX negotiated), the probe fails; while the media alone sends the probe's rate,
+    /// there is none.
+    fn start_probe(&self, probe: Probe, now: Instant) {
+        let (resendable, padding_pts) = self.retransmitted_payload_types();
+        let media_bytes = {
+            let mut c = lock(&self.congestion);
+            c.padding_pts = padding_pts;
+            if resendable.is_empty() || c.padding_pad.is_none() {
+                if let Some(prober) = c.prober.as_mut() {
+                    prober.note_cut(now);
+                }
+                gst::debug!(CAT, imp = self, "no packet to probe with");
+                return;
+            }
+            let media_bps = c.sent.rate_bps(now);
+            if media_bps >= probe.rate_bps {
+                gst::debug!(CAT, imp = self, "no probe: sending {media_bps} bit/s already");
+                if let Some(prober) = c.prober.as_mut() {
+                    prober.abandon(probe.id, now);
+                }
+                return;
+            }
+            gst::info!(
+                CAT,
+                imp = self,
+                "probing {} bit/s for {} ms (sending {media_bps} bit/s)",
+                probe.rate_bps,
+                PROBE_DURATION.as_millis()
+            );
+            c.sent.total_bytes()
+        };
+        let weak = self.obj().downgrade();
+        crate::runtime().spawn(async move {
+            let mut tick = tokio::time::interval(PADDING_TICK);
+            let mut padding = Padding { last: Instant::now(), media_bytes, credit: 0.0 };
+            loop {
+                tick.tick().await;
+                let Some(obj) = weak.upgrade() else { break };
+                if !obj.imp().send_padding(probe, &resendable, &mut padding) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// One tick of `probe`'s padding (see [`Self::start_probe`]): whether it goes on.
+    fn send_padding(&self, probe: Probe, resendable: &[u8], padding: &mut Padding) -> bool {
+        let now = Instant::now();
+        let (pad, packets) = {
+            let mut c = lock(&self.congestion);
+            let c = &mut *c;
+            let Some(prober) = c.prober.as_mut() else { return false };
+            let Some(rate) = prober.running(probe.id, now) else { return false };
+            let media_bytes = c.sent.total_bytes();
+            let due = f64::from(rate) / 8.0 * now.duration_since(padding.last).as_secs_f64();
+            let media = media_bytes.saturating_sub(padding.media_bytes) as f64;
+            padding.last = now;
+            padding.media_bytes = media_bytes;
+            // A key frame's burst owes the rest of the probe at most a tick's worth: the
+            // probe asks the path for its rate over its whole length.
+            padding.credit = (padding.credit + due - media).max(-due);
+            let packets = if padding.credit >= 1.0 {
+                c.sent.padding(padding.credit as u32, resendable)
+            } else {
+                vec![]
+            };
+            padding.credit -= f64::from(packets.iter().map(|p| p.size).sum::<u32>());
+            let Some(pad) = c.padding_pad.clone() else { return false };
+            (pad, packets)
+        };
+        for p in packets {
+            let request = gst::Structure::builder("GstRTPRetransmissionRequest")
+                .field("seqnum", u32::from(p.seq))
+                .field("ssrc", p.ssrc)
+                .field(PADDING_REQUEST_FIELD, true)
+                .build();
+            pad.push_event(gst::event::CustomUpstream::new(request));
+        }
+        true
+    }
+
+    /// From rtprtxsend's `payload-type-map` (media → RTX): the payload types it keeps
+    /// packets of (those a retransmission request can send again), and those of its
+    /// retransmissions.
+    fn retransmitted_payload_types(&self) -> (Vec<u8>, Vec<u8>) {
+        let Some(rtx) = self.rtx_sender() else { return (vec![], vec![]) };
+        let Some(map) = rtx.property::<Option<gst::Structure>>("payload-type-map") else {
+            return (vec![], vec![]);
+        };
+        map.iter()
+            .filter_map(|(name, rtx)| {
+                Some((name.parse::<u8>().ok()?, u8::try_from(rtx.get::<u32>().ok()?).ok()?))
+            })
+            .unzip()
     }
 
     /// A packet goes out: feedback that fell silent (lost in a full queue) cuts the estimate
     /// (see [`Controller::note_sending`]).
-    fn on_sent(&self) {
+    fn on_sent(&self, packets: &[SentPacket]) {
         let bwe = {
             let mut c = lock(&self.congestion);
+            let now = Instant::now();
+            // Media only: the rate a probe adds its padding to, and what padding resends.
+            let c = &mut *c;
+            for p in packets.iter().filter(|p| !c.padding_pts.contains(&p.pt)) {
+                c.sent.note(*p, now);
+            }
             let Some(controller) = c.controller.as_mut() else { return };
-            if !controller.note_sending(Instant::now()) {
+            if !controller.note_sending(now) {
                 return;
             }
             gst::info!(
@@ -406,6 +598,15 @@ impl WilddogCall {
         c.last.map(|a| (a.estimate_bps / 1000, a.video_kbps))
     }
 
+    fn last_probe_measure(&self) -> Option<crate::probe::ProbeMeasure> {
+        lock(&self.congestion).prober.as_ref().and_then(Prober::last_measure)
+    }
+
+    /// Bandwidth probes (see [`crate::probe`]) started and passed in this peer connection.
+    pub(super) fn probe_stats(&self) -> (u32, u32) {
+        lock(&self.congestion).prober.as_ref().map_or((0, 0), Prober::counts)
+    }
+
     /// The call is over: the sending chains, which serve the next call too, go back to full
     /// quality.
     pub(super) fn end_congestion(&self) {
@@ -444,8 +645,8 @@ impl WilddogCall {
 fn estimator_beside_the_path(
     bwe: &gst::Element,
     on_feedback: impl Fn(&gst::StructureRef) + Send + Sync + 'static,
-    on_sent: impl Fn() + Send + Sync + 'static,
-) -> Result<gst::Element, glib::BoolError> {
+    on_sent: impl Fn(&[SentPacket]) + Send + Sync + 'static,
+) -> Result<(gst::Element, gst::Pad), glib::BoolError> {
     let bin = gst::Bin::with_name("wilddog-congestion");
     let pass = gst::ElementFactory::make("identity").property("silent", true).build()?;
     bin.add(&pass)?;
@@ -458,8 +659,22 @@ fn estimator_beside_the_path(
     bwe_src.stop_task()?;
     bin.add_pad(&gst::GhostPad::builder_with_target(&sink)?.name("sink").build())?;
     bin.add_pad(&gst::GhostPad::builder_with_target(&src)?.name("src").build())?;
-    src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-        on_sent();
+    src.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let read = |buffer: &gst::BufferRef| {
+            let rtp = gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok()?;
+            Some(SentPacket {
+                pt: rtp.payload_type(),
+                ssrc: rtp.ssrc(),
+                seq: rtp.seq(),
+                size: buffer.size() as u32,
+            })
+        };
+        let packets: Vec<SentPacket> = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => read(buffer).into_iter().collect(),
+            Some(gst::PadProbeData::BufferList(list)) => list.iter().filter_map(read).collect(),
+            _ => Vec::new(),
+        };
+        on_sent(&packets);
         gst::PadProbeReturn::Ok
     });
     src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
@@ -471,7 +686,7 @@ fn estimator_beside_the_path(
         }
         gst::PadProbeReturn::Ok
     });
-    Ok(bin.upcast())
+    Ok((bin.upcast(), sink))
 }
 
 /// The estimator of a peer connection ([`estimator_beside_the_path`]): its src pad, which it

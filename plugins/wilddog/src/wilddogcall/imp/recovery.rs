@@ -92,6 +92,11 @@ impl WilddogCall {
         });
     }
 
+    /// webrtcbin's rtprtxsend, while there is one.
+    pub(super) fn rtx_sender(&self) -> Option<gst::Element> {
+        lock(&self.recovery).rtxsend.as_ref().and_then(|w| w.upgrade())
+    }
+
     /// The peer's retransmission requests (NACKs, as rtpsession's upstream events to
     /// rtprtxsend) are not answered while congestion control sees the bottleneck congested
     /// (see [`crate::congestion::Controller::congested`]), nor once the retransmissions of
@@ -104,7 +109,13 @@ impl WilddogCall {
             let Some(gst::PadProbeData::Event(event)) = &info.data else {
                 return gst::PadProbeReturn::Ok;
             };
-            if event.structure().is_none_or(|s| s.name() != "GstRTPRetransmissionRequest") {
+            let Some(request) =
+                event.structure().filter(|s| s.name() == "GstRTPRetransmissionRequest")
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            // A probe's padding: see crate::probe.
+            if request.has_field(super::congestion::PADDING_REQUEST_FIELD) {
                 return gst::PadProbeReturn::Ok;
             }
             let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };

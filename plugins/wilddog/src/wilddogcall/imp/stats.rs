@@ -145,6 +145,7 @@ impl WilddogCall {
             None => (0, max_bitrate.unwrap_or(0)),
         };
         let (retransmitted, jitterbuffer_ms, retransmission_rtt_ms) = self.recovery_stats();
+        let (probes, probes_passed) = self.probe_stats();
         let local = gst::Structure::builder("local")
             .field("bytesSent", l.bytes_sent)
             .field("bitSentRate", sent_kbps)
@@ -160,6 +161,8 @@ impl WilddogCall {
             .field("pliReceived", l.pli_received)
             .field("firReceived", l.fir_received)
             .field("retransmitted", retransmitted)
+            .field("probes", probes)
+            .field("probesPassed", probes_passed)
             .build();
         let remote = gst::Structure::builder("remote")
             .field("bytesReceived", l.bytes_received)
