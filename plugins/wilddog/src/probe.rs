@@ -529,44 +529,45 @@ mod tests {
         assert!(gaps.iter().all(|g| *g <= PROBE_BACKOFF_MAX.mul_f64(1.25) + 1200 * MS), "{gaps:?}");
     }
 
+    /// A prober that started a probe from 300 kbit/s after drained reports, and when.
+    fn started(seed: u64) -> (Prober, Instant, Probe) {
+        let t0 = Instant::now();
+        let mut prober = Prober::new(2_000_000, seed);
+        let actions = reports(&mut prober, t0, 1100 * MS, 0, 300_000);
+        let (at, ProbeAction::Start(probe)) = actions[0] else { panic!("{actions:?}") };
+        (prober, t0 + at, probe)
+    }
+
+    /// What quiet reports after a probe's end say of it, given the feedback `packets`.
+    fn verdict(seed: u64, packets: &[FeedbackPacket]) -> ProbeAction {
+        let (mut prober, at, _) = started(seed);
+        prober.note_packets(packets, &[97]);
+        let actions = reports(&mut prober, at + 100 * MS, 500 * MS, 0, 300_000);
+        actions.first().map_or(ProbeAction::None, |a| a.1)
+    }
+
     #[test]
     fn a_probe_with_too_few_packets_reported_fails() {
-        let t0 = Instant::now();
-        let mut prober = Prober::new(2_000_000, 5);
-        let actions = reports(&mut prober, t0, 1100 * MS, 0, 300_000);
-        let (at, ProbeAction::Start(_)) = actions[0] else { panic!("{actions:?}") };
-        prober.note_packets(&probe_packets(10)[..PROBE_MIN_PACKETS - 1], &[97]);
-        let actions = reports(&mut prober, t0 + at + 100 * MS, 500 * MS, 0, 300_000);
-        assert_eq!(actions[0].1, ProbeAction::Failed, "{actions:?}");
+        assert_eq!(verdict(5, &probe_packets(10)[..PROBE_MIN_PACKETS - 1]), ProbeAction::Failed);
+        assert_eq!(verdict(5, &probe_packets(10)), ProbeAction::Passed(450_000));
     }
 
     #[test]
     fn a_probe_the_path_delivered_slower_than_sent_fails() {
-        let t0 = Instant::now();
-        let mut prober = Prober::new(2_000_000, 5);
-        let actions = reports(&mut prober, t0, 1100 * MS, 0, 300_000);
-        let (at, ProbeAction::Start(_)) = actions[0] else { panic!("{actions:?}") };
         // Sent 10 ms apart, delivered 12 ms apart: the path carries 83 % of the rate, its
         // queue growing 2 ms a packet (under what the reports' least queue shows).
-        prober.note_packets(&probe_packets(12), &[97]);
-        let actions = reports(&mut prober, t0 + at + 100 * MS, 500 * MS, 0, 300_000);
-        assert_eq!(actions[0].1, ProbeAction::Failed, "{actions:?}");
+        assert_eq!(verdict(5, &probe_packets(12)), ProbeAction::Failed);
     }
 
     #[test]
     fn a_lossy_report_or_a_cut_fails_a_probe() {
-        let t0 = Instant::now();
-        let mut prober = Prober::new(2_000_000, 3);
-        let actions = reports(&mut prober, t0, 1100 * MS, 0, 300_000);
-        let (at, ProbeAction::Start(probe)) = actions[0] else { panic!("{actions:?}") };
-        assert_eq!(prober.note_report(0, true, 300_000, t0 + at + 100 * MS), ProbeAction::Failed);
-        assert_eq!(prober.running(probe.id, t0 + at + 150 * MS), None);
+        let (mut prober, at, probe) = started(3);
+        assert_eq!(prober.note_report(0, true, 300_000, at + 100 * MS), ProbeAction::Failed);
+        assert_eq!(prober.running(probe.id, at + 150 * MS), None);
 
-        let mut prober = Prober::new(2_000_000, 3);
-        let actions = reports(&mut prober, t0, 1100 * MS, 0, 300_000);
-        let (at, ProbeAction::Start(probe)) = actions[0] else { panic!("{actions:?}") };
-        assert!(prober.note_cut(t0 + at + 50 * MS));
-        assert_eq!(prober.running(probe.id, t0 + at + 100 * MS), None);
+        let (mut prober, at, probe) = started(3);
+        assert!(prober.note_cut(at + 50 * MS));
+        assert_eq!(prober.running(probe.id, at + 100 * MS), None);
     }
 
     #[test]

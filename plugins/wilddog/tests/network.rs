@@ -173,7 +173,7 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
 /// A link that drops and comes back, as the benchmark's step link (2 Mbit/s, 300 kbit/s for
 /// 8 s, 2 Mbit/s again; both directions share it): the sender finds the capacity again by
 /// probing (`crate::probe`), and its video encoder's target is back over 80 % of
-/// `max-bitrate` (500 kbit/s) within 12 s of the step back up: 5 to 9 s here (stats every
+/// `max-bitrate` (500 kbit/s) within 12 s of the step back up: 5.6 to 9.6 s here (stats every
 /// 2 s), the first probe after the step waiting out the backoff of those that failed on the
 /// capped link (up to 7.5 s). GCC alone grows its estimate at most 8 % a second: the
 /// benchmark's step link was never back at its rate within 10 s.
