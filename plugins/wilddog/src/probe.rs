@@ -18,7 +18,7 @@
 //! its packets at the rate they were sent at ([`PROBE_DELIVERED_SHARE`]): the estimate goes
 //! to that rate at once. A report with a queue or losses stops the padding at once, and the
 //! next probe waits longer ([`PROBE_BACKOFF_MIN`] doubling to [`PROBE_BACKOFF_MAX`]). A
-//! failed probe costs a few tens of milliseconds of queue and no media: what is lost of it
+//! failed probe costs queue (20 to 190 ms in debug logs) and no media: what is lost of it
 //! is a copy.
 //!
 //! [`Prober`] is the decision (sans I/O: reports and instants in, actions out);
@@ -54,7 +54,7 @@ pub const PROBE_CHAIN_GAP: Duration = Duration::from_millis(200);
 /// call share links, and probes of both at once each see the other's as a queue).
 pub const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(2);
 /// See [`PROBE_BACKOFF_MIN`]: on a link that stays capped, one probe every 5 s or so (a
-/// failed one costs a few tens of milliseconds of queue; a link that came back waits for
+/// failed one costs 20 to 190 ms of queue; a link that came back waits for
 /// the next).
 pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(6);
 /// No probe once the estimate is within this share of the ceiling (what full quality
@@ -90,8 +90,6 @@ pub struct Probe {
     pub id: u64,
     /// What the path is asked to carry, media and padding together, bit/s.
     pub rate_bps: u32,
-    /// The estimate it started from, bit/s.
-    pub from_bps: u32,
     /// When its padding stops.
     pub until: Instant,
 }
@@ -218,12 +216,7 @@ impl Prober {
             rate_bps = rate_bps.min(halfway.max(least));
         }
         let rate_bps = rate_bps.min(self.ceiling_bps);
-        let probe = Probe {
-            id: self.next_id,
-            rate_bps,
-            from_bps: estimate_bps,
-            until: now + PROBE_DURATION,
-        };
+        let probe = Probe { id: self.next_id, rate_bps, until: now + PROBE_DURATION };
         self.next_id += 1;
         self.probe = Some(probe);
         self.measured.clear();

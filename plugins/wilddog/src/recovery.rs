@@ -132,17 +132,42 @@ pub const RTX_BUDGET_WINDOW: Duration = Duration::from_secs(1);
 /// What retransmissions may always take in a window, bytes: two full packets.
 pub const RTX_BUDGET_MIN_BYTES: u64 = 2 * 1200;
 
+/// How many of a probe's padding requests are remembered (a probe sends a few tens of
+/// packets; rtprtxsend sends each within milliseconds).
+pub const PADDING_REMEMBERED: usize = 256;
+
 /// The bytes retransmitted over the last [`RTX_BUDGET_WINDOW`], and whether another
 /// retransmission fits the budget.
+///
+/// A bandwidth probe's padding ([`crate::probe`]) goes out as retransmissions too, but it is
+/// not counted: it is sent to measure the path, on top of the estimate, and counted it held
+/// the peer's NACKs for a second after each probe (a call under 3 % loss had its requests
+/// held right after a probe, and froze).
 #[derive(Debug, Default)]
 pub struct RetransmissionBudget {
     sent: VecDeque<(Instant, u64)>,
     bytes: u64,
+    /// The sequence numbers padding asked rtprtxsend for, oldest first, not yet sent.
+    padding: VecDeque<u16>,
 }
 
 impl RetransmissionBudget {
-    /// A retransmission of `bytes` went out at `now`.
-    pub fn note_sent(&mut self, now: Instant, bytes: u64) {
+    /// A probe asked for the packet of sequence number `seqnum` to be sent again as padding.
+    pub fn note_padding_requested(&mut self, seqnum: u16) {
+        if self.padding.len() == PADDING_REMEMBERED {
+            self.padding.pop_front();
+        }
+        self.padding.push_back(seqnum);
+    }
+
+    /// A retransmission of `bytes` went out at `now`, of the packet of sequence number
+    /// `seqnum` (its original's, read from the RTX payload), if known. One that padding
+    /// asked for is not counted.
+    pub fn note_sent(&mut self, now: Instant, bytes: u64, seqnum: Option<u16>) {
+        if let Some(i) = seqnum.and_then(|s| self.padding.iter().position(|&p| p == s)) {
+            self.padding.remove(i);
+            return;
+        }
         self.forget_before(now);
         self.sent.push_back((now, bytes));
         self.bytes += bytes;
@@ -214,19 +239,47 @@ mod tests {
         // 200 kbit/s: 6,250 bytes a second for retransmissions.
         for i in 0..5 {
             assert!(b.allows(t0, 200_000), "packet {i}");
-            b.note_sent(t0, 1200);
+            b.note_sent(t0, 1200, None);
         }
         assert!(b.allows(t0, 200_000), "6,000 bytes: one more");
-        b.note_sent(t0, 1200);
+        b.note_sent(t0, 1200, None);
         assert!(!b.allows(t0 + Duration::from_millis(500), 200_000), "7,200 bytes in the window");
         assert!(b.allows(t0 + RTX_BUDGET_WINDOW, 200_000), "the window moved on");
         // A tiny estimate still lets two packets through.
         let mut b = RetransmissionBudget::default();
         assert!(b.allows(t0, 10_000));
-        b.note_sent(t0, 1200);
+        b.note_sent(t0, 1200, None);
         assert!(b.allows(t0, 10_000));
-        b.note_sent(t0, 1200);
+        b.note_sent(t0, 1200, None);
         assert!(!b.allows(t0, 10_000));
+    }
+
+    #[test]
+    fn a_probes_padding_is_not_counted_in_the_budget() {
+        let mut b = RetransmissionBudget::default();
+        let t0 = Instant::now();
+        // 200 kbit/s: 6,250 bytes a second. A probe resends ten packets as padding.
+        for seqnum in 100..110 {
+            b.note_padding_requested(seqnum);
+        }
+        for seqnum in 100..110 {
+            b.note_sent(t0, 1200, Some(seqnum));
+        }
+        assert!(b.allows(t0, 200_000), "the padding took none of the budget");
+        // A NACK's retransmission of the same packet later counts: the request was used up.
+        for _ in 0..6 {
+            b.note_sent(t0, 1200, Some(100));
+        }
+        assert!(!b.allows(t0, 200_000), "six real retransmissions fill it");
+        // The oldest requests are forgotten past PADDING_REMEMBERED.
+        let mut b = RetransmissionBudget::default();
+        for seqnum in 0..=PADDING_REMEMBERED as u16 {
+            b.note_padding_requested(seqnum);
+        }
+        for _ in 0..6 {
+            b.note_sent(t0, 1200, Some(0));
+        }
+        assert!(!b.allows(t0, 200_000), "request 0 was forgotten");
     }
 
     #[test]

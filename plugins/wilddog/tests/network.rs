@@ -173,10 +173,15 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
 /// A link that drops and comes back, as the benchmark's step link (2 Mbit/s, 300 kbit/s for
 /// 8 s, 2 Mbit/s again; both directions share it): the sender finds the capacity again by
 /// probing (`crate::probe`), and its video encoder's target is back over 80 % of
-/// `max-bitrate` (500 kbit/s) within 12 s of the step back up: 5.6 to 9.6 s here (stats every
-/// 2 s), the first probe after the step waiting out the backoff of those that failed on the
-/// capped link (up to 7.5 s). GCC alone grows its estimate at most 8 % a second: the
-/// benchmark's step link was never back at its rate within 10 s.
+/// `max-bitrate` (500 kbit/s) within 20 s of the step back up: 5.6 to 9.6 s alone here, 13.7 s
+/// once in the full suite and 17.1 s once beside another call and a busy loop (stats every
+/// 2 s). The first probe after the step may wait out the backoff of those that failed on the
+/// capped link (up to 7.5 s), then a second of drained queue, then four or five probes passed
+/// (about 0.7 s each, from the 20 to 100 kbit/s the capped link leaves), then the next stats;
+/// on a loaded machine a probe can fail on a late report and wait out another backoff. GCC
+/// alone grows its estimate at most 8 % a second (20 s or more from 80 kbit/s to 400), and
+/// the benchmark's step link was never back at its rate within 10 s; the test also asks for
+/// probes passed after the step.
 /// The same probes take the call from the 300 kbit/s start to `max-bitrate` first (GCC alone
 /// would be at about 340 kbit/s of video after 8 s).
 #[test]
@@ -195,7 +200,7 @@ fn a_link_that_comes_back_is_found_by_probing() {
     // (seconds after the step up, video target kbit/s, probes passed) per stats report.
     let mut after: Vec<(f32, u64, u64)> = Vec::new();
     let mut recovered = None;
-    while recovered.is_none() && back.elapsed() < Duration::from_secs(14) {
+    while recovered.is_none() && back.elapsed() < Duration::from_secs(22) {
         match alice.seen.recv_timeout(Duration::from_millis(200)) {
             Ok(Seen::Stats(text)) => {
                 let s = Stats::parse(&text);
@@ -232,8 +237,8 @@ fn a_link_that_comes_back_is_found_by_probing() {
         "the target stayed at {:?} on a 300 kbit/s link",
         targets(&low)
     );
-    let recovered = recovered.expect("the target was not back over 400 kbit/s 14 s after");
-    assert!(recovered <= Duration::from_secs(12), "back only after {recovered:?}");
+    let recovered = recovered.expect("the target was not back over 400 kbit/s 22 s after");
+    assert!(recovered <= Duration::from_secs(20), "back only after {recovered:?}");
     assert!(
         after.last().is_some_and(|&(_, _, p)| p > passed(&low)),
         "no probe passed after the step up: {after:?}"

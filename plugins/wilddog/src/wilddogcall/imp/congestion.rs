@@ -285,18 +285,15 @@ impl WilddogCall {
             let changed = controller.note_feedback(&reading, now);
             let cut = controller.queue_cap().is_some_and(|cap| cap_before.is_none_or(|b| cap < b));
             let estimate = controller.capped_estimate();
-            if let Some(prober) = c.prober.as_mut() {
-                prober.note_packets(&packets, &c.padding_pts);
-            }
             let probe = match c.prober.as_mut() {
-                Some(prober) if cut => {
-                    if prober.note_cut(now) {
-                        ProbeAction::Failed
-                    } else {
-                        ProbeAction::None
-                    }
+                Some(prober) if cut => match prober.note_cut(now) {
+                    true => ProbeAction::Failed,
+                    false => ProbeAction::None,
+                },
+                Some(prober) => {
+                    prober.note_packets(&packets, &c.padding_pts);
+                    prober.note_report(reading.queue_ms, reading.lossy, estimate, now)
                 }
-                Some(prober) => prober.note_report(reading.queue_ms, reading.lossy, estimate, now),
                 None => ProbeAction::None,
             };
             if !changed && probe == ProbeAction::None {
@@ -419,6 +416,8 @@ impl WilddogCall {
             let Some(pad) = c.padding_pad.clone() else { return false };
             (pad, packets)
         };
+        // Kept out of the retransmission budget (before rtprtxsend can send them).
+        self.note_padding_requested(packets.iter().map(|p| p.seq));
         for p in packets {
             let request = gst::Structure::builder("GstRTPRetransmissionRequest")
                 .field("seqnum", u32::from(p.seq))

@@ -141,6 +141,15 @@ impl WilddogCall {
         });
     }
 
+    /// A probe's padding asked rtprtxsend for these packets again: not counted in the
+    /// retransmission budget (see [`recovery::RetransmissionBudget`]).
+    pub(super) fn note_padding_requested(&self, seqnums: impl Iterator<Item = u16>) {
+        let mut r = lock(&self.recovery);
+        for seqnum in seqnums {
+            r.rtx_budget.note_padding_requested(seqnum);
+        }
+    }
+
     /// Counts what rtprtxsend retransmits (its packets of an RTX payload type) into the
     /// retransmission budget.
     fn count_retransmissions(&self, rtxsend: &gst::Element) {
@@ -155,8 +164,17 @@ impl WilddogCall {
             let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
                 return gst::PadProbeReturn::Ok;
             };
-            let Some(pt) =
-                gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok().map(|r| r.payload_type())
+            // The payload type, and the original's sequence number: an RTX payload starts
+            // with it (RFC 4588).
+            let Some((pt, original_seqnum)) =
+                gst_rtp::RTPBuffer::from_buffer_readable(buffer).ok().map(|r| {
+                    let original = r
+                        .payload()
+                        .ok()
+                        .and_then(|p| p.get(..2))
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    (r.payload_type(), original)
+                })
             else {
                 return gst::PadProbeReturn::Ok;
             };
@@ -181,9 +199,11 @@ impl WilddogCall {
             drop(kinds);
             if is_rtx {
                 let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
-                lock(&obj.imp().recovery)
-                    .rtx_budget
-                    .note_sent(Instant::now(), buffer.size() as u64);
+                lock(&obj.imp().recovery).rtx_budget.note_sent(
+                    Instant::now(),
+                    buffer.size() as u64,
+                    original_seqnum,
+                );
             }
             gst::PadProbeReturn::Ok
         });
