@@ -306,14 +306,24 @@ pub fn run_network(a: &NetArgs) -> Result<()> {
             failures.iter().map(|f| f.0.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
-    // No frame at all is a measurement (a frozen call), not a missing figure.
+    // No frame at all is a measurement (a frozen call), not a missing figure; ten frames
+    // that arrived without one readable stamp are (every scenario stamps its frames; a frame
+    // or two of a starved call may be too blurred to read).
     let missing: Vec<String> = figures
         .iter()
-        .filter(|f| !f.sent_kbps.is_finite())
-        .map(|f| format!("{} on {}", f.scenario, f.link))
+        .filter_map(|f| {
+            let what = if !f.sent_kbps.is_finite() {
+                "no sent bitrate"
+            } else if f.frames >= 10 && f.g2g_samples == 0 {
+                "no glass-to-glass sample"
+            } else {
+                return None;
+            };
+            Some(format!("{} on {} ({what})", f.scenario, f.link))
+        })
         .collect();
     if !missing.is_empty() {
-        bail!("figures missing (no sent bitrate): {}", missing.join(", "));
+        bail!("figures missing: {}", missing.join(", "));
     }
     Ok(())
 }
@@ -478,6 +488,13 @@ fn table(figures: &[Figures], links: &[String]) -> String {
     out
 }
 
+/// How far under the best anchor's received fps ours may be and still "deliver at least its
+/// fps": two frames of a 30 s call. Both count every frame that arrived in the same 30 s
+/// window; where both get every frame of the 15 fps source, the window's edges alone moved
+/// the counts by two or three frames (a clean-link run: ours 452, webrtcsink 454, of a
+/// source that made 450 in the window).
+const FPS_TOLERANCE: f64 = 0.07;
+
 /// The issue's targets.
 fn targets(figures: &[Figures]) -> String {
     let of = |s: &str, l: &str| figures.iter().find(|f| f.scenario == s && f.link == l);
@@ -503,7 +520,7 @@ fn targets(figures: &[Figures]) -> String {
         out.push_str(&format!(
             "| {l}: fps >= best anchor's | {:.1} | {best_fps:.1} | {} |\n",
             ours.fps,
-            verdict((!best_fps.is_nan()).then_some(ours.fps >= best_fps - 0.05))
+            verdict((!best_fps.is_nan()).then_some(ours.fps >= best_fps - FPS_TOLERANCE))
         ));
         out.push_str(&format!(
             "| {l}: freeze time <= best anchor's | {:.1} s | {least_freeze:.1} s | {} |\n",

@@ -162,15 +162,16 @@ impl RetransmissionBudget {
 
     /// A retransmission of `bytes` went out at `now`, of the packet of sequence number
     /// `seqnum` (its original's, read from the RTX payload), if known. One that padding
-    /// asked for is not counted.
-    pub fn note_sent(&mut self, now: Instant, bytes: u64, seqnum: Option<u16>) {
+    /// asked for is not counted. Whether it was counted (a real retransmission).
+    pub fn note_sent(&mut self, now: Instant, bytes: u64, seqnum: Option<u16>) -> bool {
         if let Some(i) = seqnum.and_then(|s| self.padding.iter().position(|&p| p == s)) {
             self.padding.remove(i);
-            return;
+            return false;
         }
         self.forget_before(now);
         self.sent.push_back((now, bytes));
         self.bytes += bytes;
+        true
     }
 
     /// Whether a retransmission may go out at `now` with the path estimated at
@@ -239,18 +240,18 @@ mod tests {
         // 200 kbit/s: 6,250 bytes a second for retransmissions.
         for i in 0..5 {
             assert!(b.allows(t0, 200_000), "packet {i}");
-            b.note_sent(t0, 1200, None);
+            assert!(b.note_sent(t0, 1200, None));
         }
         assert!(b.allows(t0, 200_000), "6,000 bytes: one more");
-        b.note_sent(t0, 1200, None);
+        assert!(b.note_sent(t0, 1200, None));
         assert!(!b.allows(t0 + Duration::from_millis(500), 200_000), "7,200 bytes in the window");
         assert!(b.allows(t0 + RTX_BUDGET_WINDOW, 200_000), "the window moved on");
         // A tiny estimate still lets two packets through.
         let mut b = RetransmissionBudget::default();
         assert!(b.allows(t0, 10_000));
-        b.note_sent(t0, 1200, None);
+        assert!(b.note_sent(t0, 1200, None));
         assert!(b.allows(t0, 10_000));
-        b.note_sent(t0, 1200, None);
+        assert!(b.note_sent(t0, 1200, None));
         assert!(!b.allows(t0, 10_000));
     }
 
@@ -263,12 +264,12 @@ mod tests {
             b.note_padding_requested(seqnum);
         }
         for seqnum in 100..110 {
-            b.note_sent(t0, 1200, Some(seqnum));
+            assert!(!b.note_sent(t0, 1200, Some(seqnum)), "padding {seqnum}");
         }
         assert!(b.allows(t0, 200_000), "the padding took none of the budget");
         // A NACK's retransmission of the same packet later counts: the request was used up.
         for _ in 0..6 {
-            b.note_sent(t0, 1200, Some(100));
+            assert!(b.note_sent(t0, 1200, Some(100)));
         }
         assert!(!b.allows(t0, 200_000), "six real retransmissions fill it");
         // The oldest requests are forgotten past PADDING_REMEMBERED.
@@ -277,7 +278,7 @@ mod tests {
             b.note_padding_requested(seqnum);
         }
         for _ in 0..6 {
-            b.note_sent(t0, 1200, Some(0));
+            assert!(b.note_sent(t0, 1200, Some(0)));
         }
         assert!(!b.allows(t0, 200_000), "request 0 was forgotten");
     }

@@ -142,9 +142,11 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     shaping::uncap();
     let sent: Vec<u64> = stats.iter().map(|s| s.local_u64("bitSentRate")).collect();
     let targets: Vec<u64> = stats.iter().map(|s| s.local_u64("targetBitrate")).collect();
+    let widths: Vec<u64> = stats.iter().map(|s| s.local_u64("width")).collect();
     println!(
         "250 kbit/s: frames per second {per_second:?}, above 8 fps after {recovered:?}; then \
-         {frames} frames in 8 s, alice sent {sent:?} kbit/s, targets {targets:?}"
+         {frames} frames in 8 s, alice sent {sent:?} kbit/s, targets {targets:?}, widths \
+         {widths:?}"
     );
     let recovered = recovered.expect("the picture did not get above 8 fps in 25 s");
     assert!(recovered <= Duration::from_secs(10), "above 8 fps only after {recovered:?}");
@@ -153,6 +155,8 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     let mean = sent.iter().sum::<u64>() / sent.len().max(1) as u64;
     assert!(mean < 250, "alice sent {sent:?} kbit/s on a 250 kbit/s link");
     assert!(targets.iter().all(|&t| t < 200), "the encoder target stayed at {targets:?}");
+    // Under what 640x480 needs, the picture sent is smaller (the quality ladder).
+    assert!(widths.iter().all(|&w| w < 640), "alice still sends widths {widths:?} at 250 kbit/s");
     assert!(
         alice
             .log
@@ -214,6 +218,8 @@ fn a_link_that_comes_back_is_found_by_probing() {
             _ => {}
         }
     }
+    // (A `wilddog-quality` posted with that target may still be on its way.)
+    let _ = watch(&mut alice, Duration::from_secs(1));
     shaping::uncap();
     let targets = |stats: &[Stats]| -> Vec<u64> {
         stats.iter().map(|s| s.local_u64("targetBitrate")).collect()
@@ -242,6 +248,22 @@ fn a_link_that_comes_back_is_found_by_probing() {
     assert!(
         after.last().is_some_and(|&(_, _, p)| p > passed(&low)),
         "no probe passed after the step up: {after:?}"
+    );
+    // `wilddog-quality` said so: low on the capped link, good again once back.
+    let qualities: Vec<&str> = alice
+        .log
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Quality(q) if q.contains("quality=(string)low") => Some("low"),
+            Seen::Quality(q) if q.contains("quality=(string)good") => Some("good"),
+            _ => None,
+        })
+        .collect();
+    let low_at = qualities.iter().position(|&q| q == "low");
+    assert!(
+        low_at.is_some_and(|i| qualities[i..].contains(&"good"))
+            && qualities.last() == Some(&"good"),
+        "wilddog-quality went {qualities:?} (low on the capped link, then good)"
     );
 }
 
@@ -315,7 +337,11 @@ fn three_percent_loss_is_repaired() {
         nack_sent > 0 && nack_received > 0,
         "no NACK: {nack_sent} sent, {nack_received} received"
     );
+    // Retransmissions answering NACKs (a probe's padding, RTX too, is not counted), and
+    // what alice got of them in time.
     assert!(resent > 0, "nothing retransmitted");
+    let repaired = a.remote_u64("packetsRepaired");
+    assert!(repaired > 0, "alice repaired no packet with a retransmission ({resent} resent)");
     // A frame lost anyway is asked for again as a key frame. At 3 % the retransmissions now
     // repair nearly every loss (0 to 3 PLIs in 16 s); in the burst, frames are lost.
     assert!(burst_requests > 0, "no key frame request (PLI or FIR) in 4 s at 60 % loss");
@@ -324,6 +350,9 @@ fn three_percent_loss_is_repaired() {
         lossy as f64 >= 0.9 * 2.0 * clean as f64,
         "{lossy} frames in 16 s under 3 % loss against {clean} in 8 s on a clean link"
     );
+    // The clean reference comes after the burst, when bob may still send less: against the
+    // source too (15 fps).
+    assert!(lossy >= 216, "{lossy} frames in 16 s under 3 % loss of a 15 fps source (240)");
     // Repaired in time, the picture does not freeze: NACKs leave in an early RTCP packet
     // (crate::recovery::RTCP_BANDWIDTH_PER_ESTIMATE), and a retransmission takes 4 to 7 ms
     // here (the longest gap 150 to 470 ms, the latter a loss at the very start). When they
@@ -334,6 +363,73 @@ fn three_percent_loss_is_repaired() {
         longest_gap < Duration::from_millis(700),
         "the picture froze for {longest_gap:?} under 3 % loss"
     );
+}
+
+/// A key frame request from the receiver (what its depayloader sends when a frame is lost:
+/// a PLI, or a FIR to a peer that wants one) is answered with a key frame at once, not at
+/// the next periodic one (every 3 s), and with one every 500 ms at most however often it
+/// comes (`media::KEY_FRAME_MIN_INTERVAL`): a key frame is several frames' worth of bits.
+/// The requests are asked of alice's VP8 depayloader every 100 ms for 4 s, as a lossy link
+/// makes it ask; the key frames are counted as they leave it (no `DELTA_UNIT` flag).
+#[test]
+fn key_frame_requests_are_answered_at_once_and_at_most_every_500_ms() {
+    if !enter_netns("key_frame_requests_are_answered_at_once_and_at_most_every_500_ms") {
+        return;
+    }
+    let server = TestServer::start();
+    let (mut alice, mut bob) = call(&server, &[]);
+    let depay = alice
+        .call
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "rtpvp8depay"))
+        .expect("alice's VP8 depayloader");
+    let key_frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let seen = key_frames.clone();
+    let depay_src = depay.static_pad("src").expect("the depayloader's src pad");
+    depay_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+        {
+            seen.lock().unwrap().push(Instant::now());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    // Past the call's first key frames; bob's counts before the requests.
+    let _ = watch(&mut alice, Duration::from_secs(1));
+    let (_, bob_before) = watch(&mut bob, Duration::from_millis(2100));
+    let _ = watch(&mut alice, Duration::from_millis(100));
+    let requests_received = |stats: &[Stats]| {
+        let s = stats.last().expect("bob's stats");
+        s.local_u64("pliReceived") + s.local_u64("firReceived")
+    };
+    let before = requests_received(&bob_before);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        depay_src
+            .send_event(gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, bob_after) = watch(&mut bob, Duration::from_millis(2100));
+    let got: Vec<u128> = key_frames
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|&&t| t >= start && t <= start + Duration::from_millis(4300))
+        .map(|t| t.duration_since(start).as_millis())
+        .collect();
+    let requests = requests_received(&bob_after) - before;
+    println!("key frames at {got:?} ms after the first request; bob got {requests} requests");
+    assert!(
+        got.first().is_some_and(|&ms| ms < 400),
+        "the first key frame came {:?} ms after the first request",
+        got.first()
+    );
+    assert!(got.len() >= 5, "{} key frames in 4 s of requests: {got:?} ms", got.len());
+    let closest = got.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(u128::MAX);
+    assert!(closest >= 300, "two key frames {closest} ms apart: {got:?} ms");
+    assert!(requests >= 5, "bob got {requests} key frame requests in 4 s");
 }
 
 /// An echo of a 15 fps stream comes back at 15 fps: the sending chain's rate limiter lets a

@@ -15,6 +15,8 @@ window.T = {
   local: null,
   localStats: [],
   remoteStats: [],
+  // The conversation's 'quality' events (kept apart from 'events', whose order tests check).
+  quality: [],
   log(e, d) { T.events.push({ e, d: d === undefined ? null : d, t: Date.now() }); },
   // 'accept' | 'reject' | null: what to do on "called".
   onCalled: null,
@@ -26,6 +28,7 @@ window.T = {
     c.on('error', (e) => T.log('error', e.code));
     c.on('local_stats', (s) => T.localStats.push(s));
     c.on('remote_stats', (s) => T.remoteStats.push(s));
+    c.on('quality', (q) => T.quality.push(q));
   },
   async init(appId, token, opts) {
     T.video = wilddogVideo.getInstance().initialize(appId, token, opts || {});

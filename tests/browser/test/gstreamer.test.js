@@ -322,6 +322,13 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
       assert.match(section, /a=extmap:\d+ [^\r\n]*transport-wide-cc/, `the bot's answer: ${section}`);
     }
     assert.ok(after.video.target < 150_000, `the page's video target at 250 kbit/s: ${after.video.target}`);
+    // Both ends said so: the SDK's `quality` event and the runner's (the bot's wilddogcall's
+    // wilddog-quality), 'low' with the target under what 480p needs.
+    const pageQuality = await caller.evaluate(() => T.quality);
+    const low = pageQuality.find((q) => q.quality === 'low');
+    assert.ok(low && low.targetBitrate < low.neededBitrate && low.width > 0, `the page's quality events: ${JSON.stringify(pageQuality)}`);
+    const botQuality = bot.events.filter((e) => e.event === 'quality');
+    assert.ok(botQuality.some((e) => e.quality === 'low' && e.target_bitrate < e.needed_bitrate && e.conversation_id), `the bot's quality events: ${JSON.stringify(botQuality)}`);
     await caller.evaluate(() => T.conv.close());
     await caller.close();
     await bot.stop();

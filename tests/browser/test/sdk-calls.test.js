@@ -79,6 +79,11 @@ describe('our SDK, browser ↔ browser through our server', () => {
     const [ls, rs] = await a.page.evaluate(() => [T.localStats.at(-1), T.remoteStats.at(-1)]);
     for (const k of ['bytesSent', 'bitSentRate', 'fps', 'width', 'height', 'candidateType']) assert.ok(k in ls, `local_stats.${k}`);
     for (const k of ['bytesReceived', 'bitReceivedRate', 'fps', 'delay', 'width', 'height', 'candidateType']) assert.ok(k in rs, `remote_stats.${k}`);
+    // And what the network does (issue 10), as numbers, with wilddogcall's names.
+    for (const k of ['targetBitrate', 'estimatedBitrate', 'packetsSent', 'packetsLost', 'nackReceived', 'pliReceived', 'firReceived', 'retransmitted']) assert.equal(typeof ls[k], 'number', `local_stats.${k}: ${JSON.stringify(ls)}`);
+    for (const k of ['packetsReceived', 'packetsLost', 'packetsRepaired', 'nackSent', 'pliSent', 'firSent', 'jitterBufferLatency']) assert.equal(typeof rs[k], 'number', `remote_stats.${k}: ${JSON.stringify(rs)}`);
+    assert.ok(ls.targetBitrate > 0 && ls.estimatedBitrate > 0 && ls.packetsSent > 0, JSON.stringify(ls));
+    assert.ok(rs.packetsReceived > 0, JSON.stringify(rs));
     assert.equal(rs.width, 640);
     assert.equal(rs.height, 480);
     assert.ok(rs.bytesReceived > 0 && rs.bitReceivedRate > 0, JSON.stringify(rs));

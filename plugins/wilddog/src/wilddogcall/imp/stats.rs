@@ -115,6 +115,7 @@ impl WilddogCall {
             l.bytes_received = l.bytes_received.max(received);
         }
         self.recovery_tick(&l);
+        l.packets_repaired = l.packets_repaired.max(self.packets_repaired());
         self.congestion_tick(l.rtt_ms);
         let c = &self.counters;
         let local_frames = c.local_frames.load(Ordering::Relaxed);
