@@ -156,7 +156,10 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     assert!(mean < 250, "alice sent {sent:?} kbit/s on a 250 kbit/s link");
     assert!(targets.iter().all(|&t| t < 200), "the encoder target stayed at {targets:?}");
     // Under what 640x480 needs, the picture sent is smaller (the quality ladder).
-    assert!(widths.iter().all(|&w| w < 640), "alice still sends widths {widths:?} at 250 kbit/s");
+    assert!(
+        !widths.is_empty() && widths.iter().all(|&w| w < 640),
+        "alice still sends widths {widths:?} at 250 kbit/s"
+    );
     assert!(
         alice
             .log
@@ -197,6 +200,7 @@ fn a_link_that_comes_back_is_found_by_probing() {
     shaping::cap_kbit(2000);
     let (mut alice, _bob) = call(&server, &[]);
     let (_, before) = watch(&mut alice, Duration::from_secs(8));
+    let log_at_cap = alice.log.len();
     shaping::cap_kbit(300);
     let (_, low) = watch(&mut alice, Duration::from_secs(8));
     shaping::cap_kbit(2000);
@@ -250,8 +254,7 @@ fn a_link_that_comes_back_is_found_by_probing() {
         "no probe passed after the step up: {after:?}"
     );
     // `wilddog-quality` said so: low on the capped link, good again once back.
-    let qualities: Vec<&str> = alice
-        .log
+    let qualities: Vec<&str> = alice.log[log_at_cap..]
         .iter()
         .filter_map(|s| match s {
             Seen::Quality(q) if q.contains("quality=(string)low") => Some("low"),
@@ -263,7 +266,16 @@ fn a_link_that_comes_back_is_found_by_probing() {
     assert!(
         low_at.is_some_and(|i| qualities[i..].contains(&"good"))
             && qualities.last() == Some(&"good"),
-        "wilddog-quality went {qualities:?} (low on the capped link, then good)"
+        "wilddog-quality went {qualities:?} after the cap (low on the capped link, then good)"
+    );
+    // The probes' padding (RTX of packets the peer has) is not counted as retransmissions:
+    // on the 2 Mbit/s part, where probes ran and passed, nothing was resent unless asked.
+    let last = before.last().expect("alice's stats at 2 Mbit/s");
+    assert!(last.local_u64("probes") > 0, "no probe on the 2 Mbit/s part");
+    assert!(
+        last.local_u64("retransmitted") == 0 || last.local_u64("nackReceived") > 0,
+        "alice counted {} retransmissions with no NACK received (padding counted?)",
+        last.local_u64("retransmitted")
     );
 }
 
@@ -351,8 +363,8 @@ fn three_percent_loss_is_repaired() {
         "{lossy} frames in 16 s under 3 % loss against {clean} in 8 s on a clean link"
     );
     // The clean reference comes after the burst, when bob may still send less: against the
-    // source too (15 fps).
-    assert!(lossy >= 216, "{lossy} frames in 16 s under 3 % loss of a 15 fps source (240)");
+    // source too (15 fps; 85 %, room for the freeze allowed below and a loaded machine).
+    assert!(lossy >= 204, "{lossy} frames in 16 s under 3 % loss of a 15 fps source (240)");
     // Repaired in time, the picture does not freeze: NACKs leave in an early RTCP packet
     // (crate::recovery::RTCP_BANDWIDTH_PER_ESTIMATE), and a retransmission takes 4 to 7 ms
     // here (the longest gap 150 to 470 ms, the latter a loss at the very start). When they
@@ -396,10 +408,17 @@ fn key_frame_requests_are_answered_at_once_and_at_most_every_500_ms() {
         }
         gst::PadProbeReturn::Ok
     });
-    // Past the call's first key frames; bob's counts before the requests.
-    let _ = watch(&mut alice, Duration::from_secs(1));
+    // Bob's counts before the requests; then the requests start 1 s after a key frame, so
+    // that the periodic one (3 s after the last) does not come with the first answer.
     let (_, bob_before) = watch(&mut bob, Duration::from_millis(2100));
-    let _ = watch(&mut alice, Duration::from_millis(100));
+    let seen_before = key_frames.lock().unwrap().len();
+    let waited = Instant::now();
+    while key_frames.lock().unwrap().len() == seen_before
+        && waited.elapsed() < Duration::from_secs(4)
+    {
+        let _ = watch(&mut alice, Duration::from_millis(50));
+    }
+    let _ = watch(&mut alice, Duration::from_secs(1));
     let requests_received = |stats: &[Stats]| {
         let s = stats.last().expect("bob's stats");
         s.local_u64("pliReceived") + s.local_u64("firReceived")
@@ -428,7 +447,10 @@ fn key_frame_requests_are_answered_at_once_and_at_most_every_500_ms() {
     );
     assert!(got.len() >= 5, "{} key frames in 4 s of requests: {got:?} ms", got.len());
     let closest = got.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(u128::MAX);
-    assert!(closest >= 300, "two key frames {closest} ms apart: {got:?} ms");
+    // A request goes through 500 ms after the last one that did, and each is answered with
+    // the next frame (a frame is 66 ms): 434 ms apart at the least, less the arrivals'
+    // jitter on a loaded machine. Unthrottled, they came 200 ms apart.
+    assert!(closest >= 350, "two key frames {closest} ms apart: {got:?} ms");
     assert!(requests >= 5, "bob got {requests} key frame requests in 4 s");
 }
 
