@@ -377,47 +377,6 @@ fn three_percent_loss_is_repaired() {
     );
 }
 
-/// Opus's in-band FEC follows the path's loss (`recovery::opus_loss_percentage`, opusenc's
-/// `packet-loss-percentage`: 0 on a clean link, a little above the loss), and goes back to
-/// 0 once the link is clean. The loss is read from the transport-wide feedback (every
-/// packet, before a retransmission repaired it): from the receiver report's
-/// `fraction-lost`, which covers only the ~100 ms since the report before, it stayed at 0
-/// under 5 % loss.
-#[test]
-fn opus_fec_follows_the_loss() {
-    if !enter_netns("opus_fec_follows_the_loss") {
-        return;
-    }
-    let server = TestServer::start();
-    let (mut alice, bob) = call(&server, &[]);
-    let opus_loss = || -> Option<i32> {
-        bob.call
-            .iterate_recurse()
-            .into_iter()
-            .flatten()
-            .find(|e| e.factory().is_some_and(|f| f.name() == "opusenc"))
-            .map(|e| e.property::<i32>("packet-loss-percentage"))
-    };
-    let _ = watch(&mut alice, Duration::from_secs(3));
-    let clean_before = opus_loss();
-    shaping::lose_udp_percent(5);
-    let mut lossy = Vec::new();
-    for _ in 0..4 {
-        let _ = watch(&mut alice, Duration::from_secs(2));
-        lossy.push(opus_loss());
-    }
-    shaping::no_loss();
-    let _ = watch(&mut alice, Duration::from_secs(5));
-    let clean_after = opus_loss();
-    println!(
-        "bob's Opus packet-loss-percentage: clean {clean_before:?}, 5 % loss {lossy:?}, clean \
-         again {clean_after:?}"
-    );
-    assert_eq!(clean_before, Some(0), "on the clean link");
-    assert!(lossy.iter().flatten().any(|&p| p > 0), "under 5 % loss: {lossy:?}");
-    assert_eq!(clean_after, Some(0), "after the loss stopped");
-}
-
 /// A key frame request from the receiver (what its depayloader sends when a frame is lost:
 /// a PLI, or a FIR to a peer that wants one) is answered with a key frame at once, not at
 /// the next periodic one (every 3 s), and with one every 500 ms at most however often it

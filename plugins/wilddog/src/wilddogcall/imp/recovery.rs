@@ -381,8 +381,6 @@ impl WilddogCall {
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let rtx_rtt_ms = retransmission_rtt_ms(&jitterbuffers);
-        // The path's loss before repair (recovery::FeedbackLoss), or the receiver report's.
-        let path_loss = self.feedback_loss_fraction().unwrap_or(0.0);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
             let seen = (stats.nack_sent, stats.packets_lost);
@@ -403,7 +401,7 @@ impl WilddogCall {
                 r.latency_ms = wanted;
                 wanted
             });
-            let opus = recovery::opus_loss_percentage(path_loss.max(stats.audio_fraction_lost));
+            let opus = recovery::opus_loss_percentage(stats.audio_fraction_lost);
             let opus_loss = (opus != r.opus_loss).then(|| {
                 r.opus_loss = opus;
                 opus
@@ -441,7 +439,7 @@ impl WilddogCall {
         if fec == Fec::UlpfecRed
             && let Some(t) = video_transceiver
         {
-            let pct = recovery::ulpfec_percentage(path_loss.max(stats.video_fraction_lost));
+            let pct = recovery::ulpfec_percentage(stats.video_fraction_lost);
             if t.property::<u32>("fec-percentage") != pct {
                 t.set_property("fec-percentage", pct);
             }
