@@ -286,10 +286,13 @@ impl WilddogCall {
             let cut = controller.queue_cap().is_some_and(|cap| cap_before.is_none_or(|b| cap < b));
             let estimate = controller.capped_estimate();
             let probe = match c.prober.as_mut() {
-                Some(prober) if cut => match prober.note_cut(now) {
-                    true => ProbeAction::Failed,
-                    false => ProbeAction::None,
-                },
+                Some(prober) if cut => {
+                    if prober.note_cut(now) {
+                        ProbeAction::Failed
+                    } else {
+                        ProbeAction::None
+                    }
+                }
                 Some(prober) => {
                     prober.note_packets(&packets, &c.padding_pts);
                     prober.note_report(reading.queue_ms, reading.lossy, estimate, now)

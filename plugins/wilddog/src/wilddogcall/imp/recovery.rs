@@ -45,6 +45,8 @@ pub(super) struct Recovery {
     /// rtprtxsend's packets that were a probe's padding, not retransmissions (the stats'
     /// `retransmitted` leaves them out).
     padding_sent: u64,
+    /// Packets the video jitterbuffers repaired with a retransmission, at the last stats.
+    packets_repaired: u64,
 }
 
 impl WilddogCall {
@@ -380,7 +382,7 @@ impl WilddogCall {
         };
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
-        let rtx_rtt_ms = retransmission_rtt_ms(&jitterbuffers);
+        let (rtx_rtt_ms, packets_repaired) = jitterbuffer_retransmissions(&jitterbuffers);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
             let seen = (stats.nack_sent, stats.packets_lost);
@@ -390,6 +392,7 @@ impl WilddogCall {
             r.seen = seen;
             r.rtt_ms = stats.rtt_ms.max(rtx_rtt_ms);
             r.retransmission_rtt_ms = rtx_rtt_ms;
+            r.packets_repaired = packets_repaired;
             let lossy = r.last_loss.is_some_and(|t| now.duration_since(t) < recovery::LOSS_MEMORY);
             let wanted = if lossy {
                 recovery::retransmission_wait_ms(base_latency, stats.rtt_ms.max(rtx_rtt_ms))
@@ -464,11 +467,10 @@ impl WilddogCall {
         }
     }
 
-    /// Packets the video jitterbuffers repaired with a retransmission so far.
+    /// Packets the video jitterbuffers repaired with a retransmission, as the last
+    /// [`Self::recovery_tick`] read it.
     pub(super) fn packets_repaired(&self) -> u64 {
-        let jitterbuffers: Vec<gst::Element> =
-            lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
-        packets_repaired(&jitterbuffers)
+        lock(&self.recovery).packets_repaired
     }
 
     /// Packets retransmitted so far (RTX, a probe's padding left out), the jitterbuffer
@@ -489,26 +491,19 @@ impl WilddogCall {
     }
 }
 
-/// Packets a retransmission repaired so far: the video jitterbuffers' `rtx-success-count`
-/// (retransmissions that arrived for a packet still missing). webrtcbin 1.22's inbound-rtp
-/// `packets-repaired` stayed 0 in calls whose retransmissions repaired every loss.
-fn packets_repaired(jitterbuffers: &[gst::Element]) -> u64 {
-    jitterbuffers
-        .iter()
-        .filter_map(|jb| {
-            jb.property::<gst::Structure>("stats").get::<u64>("rtx-success-count").ok()
-        })
-        .sum()
-}
-
-/// What a retransmission took, ms, from the video jitterbuffer's request to its arrival (the
-/// jitterbuffers' running average, the longest of them; 0 before the first): a round trip,
-/// the time the request waited for its RTCP packet, and the sender's turnaround.
-fn retransmission_rtt_ms(jitterbuffers: &[gst::Element]) -> u32 {
-    jitterbuffers
-        .iter()
-        .filter_map(|jb| jb.property::<gst::Structure>("stats").get::<u64>("rtx-rtt").ok())
-        .map(|ns| (ns / 1_000_000) as u32)
-        .max()
-        .unwrap_or(0)
+/// From the video jitterbuffers' `stats` (read once each):
+/// - what a retransmission took, ms, from the request to its arrival (their running
+///   average, the longest of them; 0 before the first): a round trip, the time the request
+///   waited for its RTCP packet, and the sender's turnaround;
+/// - the packets a retransmission repaired so far (`rtx-success-count`: retransmissions that
+///   arrived for a packet still missing). webrtcbin 1.22's inbound-rtp `packets-repaired`
+///   stayed 0 in calls whose retransmissions repaired every loss.
+fn jitterbuffer_retransmissions(jitterbuffers: &[gst::Element]) -> (u32, u64) {
+    jitterbuffers.iter().map(|jb| jb.property::<gst::Structure>("stats")).fold(
+        (0, 0),
+        |(rtt_ms, repaired), stats| {
+            let rtt = stats.get::<u64>("rtx-rtt").map_or(0, |ns| (ns / 1_000_000) as u32);
+            (rtt_ms.max(rtt), repaired + stats.get::<u64>("rtx-success-count").unwrap_or(0))
+        },
+    )
 }
