@@ -762,12 +762,32 @@ pub fn set_video_step(bin: &gst::Bin, width: u32, height: u32, fps: u32) {
 /// which aborts the process (every call in it). Congestion control moves between 60 and 40
 /// ms as the estimate crosses 150 kbit/s (`congestion::AUDIO_FRAME_THRESHOLDS_BPS`).
 pub fn set_audio_frame_ms(encoder: &gst::Element, ms: u32) {
+    set_between_buffers(encoder, "frame-size", ms.to_string());
+}
+
+/// Sets a running Opus encoder's bitrate (bit/s) between two buffers, on its streaming
+/// thread: see [`set_between_buffers`].
+pub fn set_audio_bitrate(encoder: &gst::Element, bps: u32) {
+    set_between_buffers(encoder, "bitrate", bps.to_string());
+}
+
+/// Sets a running Opus encoder's expected packet loss, % (what its in-band FEC is sized
+/// for), between two buffers, on its streaming thread: see [`set_between_buffers`].
+pub fn set_audio_loss_percentage(encoder: &gst::Element, percent: u32) {
+    set_between_buffers(encoder, "packet-loss-percentage", percent.to_string());
+}
+
+/// Sets `property` of a running encoder from its own streaming thread, with the next buffer
+/// it gets. opusenc (1.22) applies `bitrate` and `packet-loss-percentage` to the libopus
+/// encoder state at once (`opus_multistream_encoder_ctl`, under its property lock) while
+/// `gst_opus_enc_encode` runs `opus_multistream_encode` on that same state without the
+/// lock: from another thread (our stats and feedback threads) the two race.
+fn set_between_buffers(encoder: &gst::Element, property: &'static str, value: String) {
     let Some(sink) = encoder.static_pad("sink") else { return };
     let weak = encoder.downgrade();
-    let value = ms.to_string();
     sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
         if let Some(encoder) = weak.upgrade() {
-            set_str(&encoder, "frame-size", &value);
+            set_str(&encoder, property, &value);
         }
         gst::PadProbeReturn::Remove
     });

@@ -383,6 +383,8 @@ impl WilddogCall {
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let (rtx_rtt_ms, packets_repaired) = jitterbuffer_retransmissions(&jitterbuffers);
+        // The path's loss before repair (recovery::FeedbackLoss), or the receiver report's.
+        let path_loss = self.feedback_loss_fraction().unwrap_or(0.0);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
             let seen = (stats.nack_sent, stats.packets_lost);
@@ -404,7 +406,7 @@ impl WilddogCall {
                 r.latency_ms = wanted;
                 wanted
             });
-            let opus = recovery::opus_loss_percentage(stats.audio_fraction_lost);
+            let opus = recovery::opus_loss_percentage(path_loss.max(stats.audio_fraction_lost));
             let opus_loss = (opus != r.opus_loss).then(|| {
                 r.opus_loss = opus;
                 opus
@@ -437,12 +439,12 @@ impl WilddogCall {
             (opus_loss, audio_bin.as_ref().and_then(media::audio_encoder))
         {
             gst::debug!(CAT, imp = self, "Opus FEC for {pct} % loss");
-            enc.set_property("packet-loss-percentage", pct as i32);
+            media::set_audio_loss_percentage(&enc, pct);
         }
         if fec == Fec::UlpfecRed
             && let Some(t) = video_transceiver
         {
-            let pct = recovery::ulpfec_percentage(stats.video_fraction_lost);
+            let pct = recovery::ulpfec_percentage(path_loss.max(stats.video_fraction_lost));
             if t.property::<u32>("fec-percentage") != pct {
                 t.set_property("fec-percentage", pct);
             }
