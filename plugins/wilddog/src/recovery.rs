@@ -196,7 +196,7 @@ impl RetransmissionBudget {
 }
 
 /// opusenc's `packet-loss-percentage` for the fraction of our packets the path loses
-/// lost (0..1): a little above the loss, so that the in-band FEC is there when a packet goes;
+/// (0..1, [`FeedbackLoss`]): a little above the loss, so that the in-band FEC is there when a packet goes;
 /// 0 on a clean link (FEC costs bits).
 pub fn opus_loss_percentage(fraction_lost: f64) -> u32 {
     if fraction_lost <= 0.0 || !fraction_lost.is_finite() {
