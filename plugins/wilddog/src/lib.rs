@@ -12,6 +12,7 @@ pub mod ice;
 pub mod media;
 pub mod probe;
 pub mod recovery;
+pub mod sdp_direction;
 pub mod sdp_reject;
 mod session;
 mod shared;

@@ -1489,8 +1489,9 @@ pub fn drop_unbacked_transport_cc(sdp: &mut gst_sdp::SDPMessageRef) {
 /// one, and its `<video>` stays 0x0 while frames are decoded. The track id is the one of the
 /// section's `a=ssrc:… msid:` line when it has one, its `a=mid` otherwise.
 pub fn label_media_stream(sdp: &mut gst_sdp::SDPMessageRef, stream_id: &str) {
+    let session = crate::sdp_direction::Direction::of_session(sdp);
     for m in sdp.medias_mut() {
-        let sends = !m.attributes().any(|a| matches!(a.key(), "recvonly" | "inactive"));
+        let sends = crate::sdp_direction::Direction::of_media(m, session).sends();
         if !sends || m.attribute_val("msid").is_some() {
             continue;
         }
@@ -1784,6 +1785,14 @@ mod tests {
         label_media_stream(&mut msg, "wilddog-other");
         assert_eq!(msg.media(0).unwrap().attributes().filter(|a| a.key() == "msid").count(), 1);
         assert_eq!(msg.media(0).unwrap().attribute_val("msid"), Some("wilddog-s1 video0"));
+
+        // A receive-only description stated once at the session level sends nothing.
+        let receive_only = OFFER_WITHOUT_VIDEO_SSRC
+            .replace("a=sendrecv\r\n", "")
+            .replacen("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n", 1);
+        let mut msg = gst_sdp::SDPMessage::parse_buffer(receive_only.as_bytes()).unwrap();
+        label_media_stream(&mut msg, "wilddog-s1");
+        assert!(msg.medias().all(|m| m.attribute_val("msid").is_none()), "{receive_only}");
     }
 
     #[test]

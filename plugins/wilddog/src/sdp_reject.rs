@@ -18,6 +18,8 @@
 
 use gst_sdp::{SDPMessage, SDPMessageRef};
 
+use crate::sdp_direction::Direction;
+
 /// The media type webrtcbin is shown for a rejected section: one it does not know, which it
 /// always rejects.
 const REJECTED_MEDIA: &str = "x-wilddog-rejected";
@@ -181,10 +183,8 @@ pub fn answer_for_webrtcbin(answer: &mut SDPMessageRef, offer: &SDPMessageRef) -
             }
         }
         for i in (0..m.attributes_len()).rev() {
-            let direction = m
-                .attribute(i)
-                .is_some_and(|a| matches!(a.key(), "sendrecv" | "sendonly" | "recvonly"));
-            if direction {
+            let direction = m.attribute(i).and_then(|a| Direction::from_attribute(a.key()));
+            if direction.is_some_and(|d| d != Direction::Inactive) {
                 let _ = m.remove_attribute(i);
             }
         }

@@ -27,6 +27,7 @@ use wilddog_call::{CallState, Input};
 
 use super::{CAT, Media, WilddogCall, lock, remove_child, take_out};
 use crate::media::{self, StreamKind};
+use crate::sdp_direction::Direction;
 
 /// Silence on a connection that carried media, after which its path counts as lost. Above the
 /// frame interval of a slow video and RTCP-only lulls, below what a user waits.
@@ -438,32 +439,21 @@ pub(crate) struct PeerMedia {
 
 impl PeerMedia {
     pub(crate) fn of(sdp: &gst_sdp::SDPMessageRef) -> PeerMedia {
-        let session_direction =
-            sdp.attributes().map(|a| a.key()).find(|k| is_direction(k)).unwrap_or("sendrecv");
+        let session = Direction::of_session(sdp);
         let mut peer = PeerMedia { sends_audio: false, sends_video: false, takes_video: false };
         for m in sdp.medias().filter(|m| m.port() != 0) {
-            let direction = m
-                .attributes()
-                .map(|a| a.key())
-                .find(|k| is_direction(k))
-                .unwrap_or(session_direction);
-            let sends = matches!(direction, "sendrecv" | "sendonly");
-            let takes = matches!(direction, "sendrecv" | "recvonly");
+            let direction = Direction::of_media(m, session);
             match m.media() {
-                Some("audio") => peer.sends_audio |= sends,
+                Some("audio") => peer.sends_audio |= direction.sends(),
                 Some("video") => {
-                    peer.sends_video |= sends;
-                    peer.takes_video |= takes;
+                    peer.sends_video |= direction.sends();
+                    peer.takes_video |= direction.receives();
                 }
                 _ => {}
             }
         }
         peer
     }
-}
-
-fn is_direction(key: &str) -> bool {
-    matches!(key, "sendrecv" | "sendonly" | "recvonly" | "inactive")
 }
 
 #[cfg(test)]
