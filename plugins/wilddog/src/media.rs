@@ -1787,9 +1787,11 @@ mod tests {
         assert_eq!(msg.media(0).unwrap().attribute_val("msid"), Some("wilddog-s1 video0"));
 
         // A receive-only description stated once at the session level sends nothing.
-        let receive_only = OFFER_WITHOUT_VIDEO_SSRC
-            .replace("a=sendrecv\r\n", "")
-            .replacen("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n", 1);
+        let receive_only = OFFER_WITHOUT_VIDEO_SSRC.replace("a=sendrecv\r\n", "").replacen(
+            "t=0 0\r\n",
+            "t=0 0\r\na=recvonly\r\n",
+            1,
+        );
         let mut msg = gst_sdp::SDPMessage::parse_buffer(receive_only.as_bytes()).unwrap();
         label_media_stream(&mut msg, "wilddog-s1");
         assert!(msg.medias().all(|m| m.attribute_val("msid").is_none()), "{receive_only}");

@@ -135,6 +135,9 @@ pub const RTX_BUDGET_MIN_BYTES: u64 = 2 * 1200;
 /// How many of a probe's padding requests are remembered (a probe sends a few tens of
 /// packets; rtprtxsend sends each within milliseconds).
 pub const PADDING_REMEMBERED: usize = 256;
+/// How long a padding request is remembered: rtprtxsend answers it within milliseconds, or
+/// never (the packet left its history), and a later NACK for that packet is a real one.
+pub const PADDING_REMEMBERED_FOR: Duration = Duration::from_secs(1);
 
 /// The bytes retransmitted over the last [`RTX_BUDGET_WINDOW`], and whether another
 /// retransmission fits the budget.
@@ -147,24 +150,29 @@ pub const PADDING_REMEMBERED: usize = 256;
 pub struct RetransmissionBudget {
     sent: VecDeque<(Instant, u64)>,
     bytes: u64,
-    /// The sequence numbers padding asked rtprtxsend for, oldest first, not yet sent.
-    padding: VecDeque<u16>,
+    /// The sequence numbers padding asked rtprtxsend for, and when, oldest first, not yet
+    /// sent.
+    padding: VecDeque<(Instant, u16)>,
 }
 
 impl RetransmissionBudget {
     /// A probe asked for the packet of sequence number `seqnum` to be sent again as padding.
-    pub fn note_padding_requested(&mut self, seqnum: u16) {
+    /// At `now`, a probe asked for the packet of sequence number `seqnum` to be sent again
+    /// as padding.
+    pub fn note_padding_requested(&mut self, now: Instant, seqnum: u16) {
+        self.forget_padding_before(now);
         if self.padding.len() == PADDING_REMEMBERED {
             self.padding.pop_front();
         }
-        self.padding.push_back(seqnum);
+        self.padding.push_back((now, seqnum));
     }
 
     /// A retransmission of `bytes` went out at `now`, of the packet of sequence number
     /// `seqnum` (its original's, read from the RTX payload), if known. One that padding
     /// asked for is not counted. Whether it was counted (a real retransmission).
     pub fn note_sent(&mut self, now: Instant, bytes: u64, seqnum: Option<u16>) -> bool {
-        if let Some(i) = seqnum.and_then(|s| self.padding.iter().position(|&p| p == s)) {
+        self.forget_padding_before(now);
+        if let Some(i) = seqnum.and_then(|s| self.padding.iter().position(|&(_, p)| p == s)) {
             self.padding.remove(i);
             return false;
         }
@@ -184,6 +192,16 @@ impl RetransmissionBudget {
         self.bytes < budget.max(RTX_BUDGET_MIN_BYTES)
     }
 
+    fn forget_padding_before(&mut self, now: Instant) {
+        while self
+            .padding
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) >= PADDING_REMEMBERED_FOR)
+        {
+            self.padding.pop_front();
+        }
+    }
+
     fn forget_before(&mut self, now: Instant) {
         while let Some(&(at, bytes)) = self.sent.front() {
             if now.duration_since(at) < RTX_BUDGET_WINDOW {
@@ -196,8 +214,8 @@ impl RetransmissionBudget {
 }
 
 /// opusenc's `packet-loss-percentage` for the fraction of our packets the path loses
-/// (0..1, [`FeedbackLoss`]): a little above the loss, so that the in-band FEC is there when a packet goes;
-/// 0 on a clean link (FEC costs bits).
+/// (0..1, [`FeedbackLoss`]): a little above the loss, so that the in-band FEC is there when a
+/// packet goes; 0 on a clean link (FEC costs bits).
 pub fn opus_loss_percentage(fraction_lost: f64) -> u32 {
     if fraction_lost <= 0.0 || !fraction_lost.is_finite() {
         return 0;
@@ -315,7 +333,7 @@ mod tests {
         let t0 = Instant::now();
         // 200 kbit/s: 6,250 bytes a second. A probe resends ten packets as padding.
         for seqnum in 100..110 {
-            b.note_padding_requested(seqnum);
+            b.note_padding_requested(t0, seqnum);
         }
         for seqnum in 100..110 {
             assert!(!b.note_sent(t0, 1200, Some(seqnum)), "padding {seqnum}");
@@ -329,12 +347,19 @@ mod tests {
         // The oldest requests are forgotten past PADDING_REMEMBERED.
         let mut b = RetransmissionBudget::default();
         for seqnum in 0..=PADDING_REMEMBERED as u16 {
-            b.note_padding_requested(seqnum);
+            b.note_padding_requested(t0, seqnum);
         }
         for _ in 0..6 {
             assert!(b.note_sent(t0, 1200, Some(0)));
         }
         assert!(!b.allows(t0, 200_000), "request 0 was forgotten");
+        // And those rtprtxsend never answered, after PADDING_REMEMBERED_FOR.
+        let mut b = RetransmissionBudget::default();
+        b.note_padding_requested(t0, 7);
+        let later = t0 + PADDING_REMEMBERED_FOR;
+        assert!(b.note_sent(later, 1200, Some(7)), "a NACK's, a second after the probe");
+        b.note_padding_requested(later, 8);
+        assert!(!b.note_sent(later + Duration::from_millis(5), 1200, Some(8)), "padding");
     }
 
     #[test]

@@ -149,9 +149,10 @@ impl WilddogCall {
     /// A probe's padding asked rtprtxsend for these packets again: not counted in the
     /// retransmission budget (see [`recovery::RetransmissionBudget`]).
     pub(super) fn note_padding_requested(&self, seqnums: impl Iterator<Item = u16>) {
+        let now = Instant::now();
         let mut r = lock(&self.recovery);
         for seqnum in seqnums {
-            r.rtx_budget.note_padding_requested(seqnum);
+            r.rtx_budget.note_padding_requested(now, seqnum);
         }
     }
 
