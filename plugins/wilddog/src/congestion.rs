@@ -5,9 +5,10 @@
 //! `wilddogcall/imp/congestion.rs`): the bit rate the path carries now, for everything the
 //! call sends. [`Controller`] splits it between Opus and the video encoder and, when the
 //! video's share falls below what the dimension needs (`min-bitrate` at the full size and
-//! `max-fps`), steps down the sent size and frame rate in the order of WebRTC's "balanced"
-//! degradation preference ([`ladder`]; webrtcsink's "mitigation modes"), and back up as
-//! capacity returns. On a link with less than
+//! `max-fps`), steps down the sent size and frame rate in the order the call's
+//! `degradation-preference` names ([`DegradationPreference`], WebRTC's: by default the size
+//! first, the frame rate only at the smallest size; [`ladder`]; webrtcsink's "mitigation
+//! modes"), and back up as capacity returns. On a link with less than
 //! `min-bitrate` the estimate wins: a soft picture beats a frozen one.
 //!
 //! Everything here is plain arithmetic over numbers, tested without GStreamer.
@@ -29,6 +30,30 @@ pub enum CongestionControl {
     /// Fixed rates: the video encoder at `max-bitrate`, Opus at its default.
     #[enum_value(name = "Disabled: send at max-bitrate whatever the network", nick = "disabled")]
     Disabled = 1,
+}
+
+/// What goes down first when the link gives less than full quality needs
+/// (`degradation-preference`): WebRTC's `RTCDegradationPreference`, what a browser page sets
+/// on its sender ([`ladder`] has the steps of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, glib::Enum, Default)]
+#[repr(i32)]
+#[enum_type(name = "GstWilddogDegradationPreference")]
+pub enum DegradationPreference {
+    /// The size goes down first, at the full frame rate; the rate only at the smallest size
+    /// (what Chrome does for a camera). A picture that moves on a slow link.
+    #[default]
+    #[enum_value(
+        name = "Maintain the frame rate: the size goes down first, the frame rate only at the smallest size",
+        nick = "maintain-framerate"
+    )]
+    MaintainFramerate = 0,
+    /// The frame rate goes down first (to two thirds, at least 10 fps), then the size at that
+    /// rate.
+    #[enum_value(
+        name = "Balanced: the frame rate goes down first (to two thirds, at least 10 fps), then the size",
+        nick = "balanced"
+    )]
+    Balanced = 1,
 }
 
 /// Opus bitrate on a link with room, bit/s (opusenc's default, what a call sends without
@@ -181,6 +206,8 @@ pub struct SendLimits {
     pub max_video_kbps: u32,
     /// Whether the call sends audio (whose share comes off the estimate first).
     pub audio: bool,
+    /// What goes down first (`degradation-preference`).
+    pub preference: DegradationPreference,
 }
 
 /// One step of the ladder: the size and rate sent.
@@ -329,8 +356,8 @@ impl Controller {
     /// estimate hovers around 50 kbit/s) spent most of the call at the reduced rate.
     pub fn fit_kbps(&self, level: usize) -> f64 {
         let need = f64::from(self.needed_kbps(level));
-        let last_at_full_rate =
-            self.steps.get(level + 1).is_some_and(|next| next.fps < self.steps[level].fps);
+        let last_at_full_rate = self.limits.preference == DegradationPreference::MaintainFramerate
+            && self.steps.get(level + 1).is_some_and(|next| next.fps < self.steps[level].fps);
         if level == 0 {
             need
         } else if last_at_full_rate {
@@ -698,29 +725,54 @@ pub fn audio_overhead_bps(frame_ms: u32) -> u32 {
     1000 / frame_ms.max(1) * PACKET_OVERHEAD_BYTES * 8
 }
 
-/// The steps for a call's settings, in the order of Chrome's degradation preference for a
-/// camera (libwebrtc's `MAINTAIN_FRAMERATE`, what a browser call does unless the page asks
-/// otherwise): the size goes down at the full rate, to three quarters, a half, three eighths
+/// The steps for a call's settings, full quality first, in the order of its
+/// `degradation-preference`.
+///
+/// `maintain-framerate` (the default; Chrome's for a camera, libwebrtc's `MAINTAIN_FRAMERATE`,
+/// what a browser call does unless the page asks otherwise): the size goes down at the full
+/// rate, to three quarters, a half, three eighths
 /// and a quarter of the dimension (none under 120 lines); only at the smallest size does the
 /// rate go down, to two thirds (at least [`REDUCED_FPS_FLOOR`]). A picture that moves is what
 /// a user watches on a slow link: 480p at 15 fps becomes 360p, 240p, 180p and 120p at 15, then
 /// 120p at 10. (An earlier ladder in libwebrtc's "balanced" order, 360p at 10 then 240p at 10,
 /// never gave more than 10 fps on a 250 kbit/s link, so any freeze on the way down put the
 /// call under it.)
+///
+/// `balanced` (the order "frame rate, then resolution"): the rate goes to two thirds (at least
+/// [`REDUCED_FPS_FLOOR`]) at the full size, then the size goes down at that rate: 480p at 15
+/// becomes 480p at 10, then 360p, 240p, 180p and 120p at 10.
+///
+/// No `maintain-resolution` (the size never goes down): measured on a 250 kbit/s link shared by
+/// both directions, 640x480 at 3 fps and 20 kbit/s decoded no frame in 14 s. Every key frame
+/// at that size (the answer to each request) was several times the frame's share, there is
+/// no pacer to spread it, so it overflowed the bottleneck's queue, was lost, and its loss
+/// asked for the next one.
 pub fn ladder(limits: &SendLimits) -> Vec<Step> {
     let (w, h, fps) = (limits.width.max(2), limits.height.max(2), limits.max_fps.max(1));
-    let mut steps = vec![Step { width: w, height: h, fps }];
-    for (num, den) in [(3, 4), (1, 2), (3, 8), (1, 4)] {
-        let (sw, sh) = (even(w * num / den), even(h * num / den));
-        if sh >= 120 {
-            steps.push(Step { width: sw, height: sh, fps });
-        }
-    }
+    let full = Step { width: w, height: h, fps };
     let reduced =
         if fps > REDUCED_FPS_FLOOR { (fps * 2).div_ceil(3).max(REDUCED_FPS_FLOOR) } else { fps };
-    if reduced < fps {
-        let smallest = steps[steps.len() - 1];
-        steps.push(Step { fps: reduced, ..smallest });
+    let sizes_at = |fps: u32| {
+        [(3, 4), (1, 2), (3, 8), (1, 4)].into_iter().filter_map(move |(num, den)| {
+            let (sw, sh) = (even(w * num / den), even(h * num / den));
+            (sh >= 120).then_some(Step { width: sw, height: sh, fps })
+        })
+    };
+    let mut steps = vec![full];
+    match limits.preference {
+        DegradationPreference::MaintainFramerate => {
+            steps.extend(sizes_at(fps));
+            if reduced < fps {
+                let smallest = steps[steps.len() - 1];
+                steps.push(Step { fps: reduced, ..smallest });
+            }
+        }
+        DegradationPreference::Balanced => {
+            if reduced < fps {
+                steps.push(Step { fps: reduced, ..full });
+            }
+            steps.extend(sizes_at(reduced));
+        }
     }
     steps
 }
@@ -741,7 +793,44 @@ mod tests {
             min_video_kbps: 200,
             max_video_kbps: 500,
             audio: true,
+            preference: DegradationPreference::MaintainFramerate,
         }
+    }
+
+    fn steps_of(limits: &SendLimits) -> Vec<(u32, u32, u32)> {
+        ladder(limits).iter().map(|s| (s.width, s.height, s.fps)).collect()
+    }
+
+    #[test]
+    fn balanced_lowers_the_frame_rate_then_the_size() {
+        let balanced = SendLimits { preference: DegradationPreference::Balanced, ..limits_480p() };
+        assert_eq!(
+            steps_of(&balanced),
+            [
+                (640, 480, 15),
+                (640, 480, 10),
+                (480, 360, 10),
+                (320, 240, 10),
+                (240, 180, 10),
+                (160, 120, 10)
+            ]
+        );
+        // At 10 fps or under there is no rate to give: the sizes only.
+        let ten = SendLimits { max_fps: 10, ..balanced };
+        assert_eq!(steps_of(&ten)[1], (480, 360, 10));
+        // The video's share of a 250 kbit/s link shared by both directions (about 80 kbit/s)
+        // is 320x240 at 10 fps (where maintain-framerate sends 240x180 at 15); with
+        // min-bitrate 500, 456 kbit/s of video keeps 640x480, at 10 fps.
+        let mut c = Controller::new(balanced);
+        let a = c.update(110_000, Instant::now());
+        assert_eq!((a.step.width, a.step.fps), (320, 10), "{a:?}");
+        let mut c = Controller::new(SendLimits {
+            preference: DegradationPreference::Balanced,
+            min_video_kbps: 500,
+            ..limits_480p()
+        });
+        let a = c.update(590_000, Instant::now());
+        assert_eq!((a.video_kbps, a.step.width, a.step.fps), (456, 640, 10), "{a:?}");
     }
 
     #[test]

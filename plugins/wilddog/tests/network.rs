@@ -177,6 +177,56 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     );
 }
 
+/// What a call sends on a 250 kbit/s cap mid-call with `degradation-preference` set to
+/// `preference`, once it settled (8 s after the cap): (width, fps) of each stats report of
+/// the next 6 s, and the width of what alice decoded from bob meanwhile.
+fn sent_under_a_250_kbit_cap(preference: &'static str) -> (Vec<(u64, u64)>, Vec<i32>) {
+    let server = TestServer::start();
+    let (mut alice, _bob) = call(&server, &[("degradation-preference", preference)]);
+    let _ = watch(&mut alice, MID_CALL);
+    shaping::cap_kbit(250);
+    let _ = watch(&mut alice, Duration::from_secs(8));
+    let (mut sent, mut decoded) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while let Ok(s) = alice.seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match s {
+            Seen::Stats(text) => {
+                let s = Stats::parse(&text);
+                sent.push((s.local_u64("width"), s.local_u64("fps")));
+            }
+            Seen::VideoFrame { width, .. } => decoded.push(width),
+            other => alice.log.push(other),
+        }
+    }
+    shaping::uncap();
+    println!(
+        "{preference} at 250 kbit/s: alice sent (width, fps) {sent:?}; decoded widths {:?}",
+        {
+            let mut widths = decoded.clone();
+            widths.dedup();
+            widths
+        }
+    );
+    (sent, decoded)
+}
+
+/// `degradation-preference=balanced`, the order "frame rate, then resolution": on a
+/// 250 kbit/s cap (each direction's video gets about 80 kbit/s) the rate is at two thirds
+/// (10 fps) and the size below 640x480 (320x240: 640x480 at 10 fps needs 173 kbit/s), where
+/// the default, `maintain-framerate`, keeps 15 fps at 240x180
+/// (`a_250_kbit_link_keeps_the_picture_moving`).
+#[test]
+fn balanced_degradation_lowers_the_frame_rate_then_the_size() {
+    if !enter_netns("balanced_degradation_lowers_the_frame_rate_then_the_size") {
+        return;
+    }
+    let (sent, decoded) = sent_under_a_250_kbit_cap("balanced");
+    assert!(sent.len() >= 2, "stats: {sent:?}");
+    // A 2 s window can count a frame more than 20: 11 fps.
+    assert!(sent.iter().all(|&(w, fps)| w < 640 && fps <= 11), "sent {sent:?}");
+    assert!(decoded.len() >= 24, "{} frames in 6 s", decoded.len());
+}
+
 /// A link that drops and comes back, as the benchmark's step link (2 Mbit/s, 300 kbit/s for
 /// 8 s, 2 Mbit/s again; both directions share it): the sender finds the capacity again by
 /// probing (`crate::probe`), and its video encoder's target is back over 80 % of

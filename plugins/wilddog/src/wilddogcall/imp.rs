@@ -28,7 +28,7 @@ use wilddog_call::{
 };
 use wilddog_client::{ClientConfig, ClientError};
 
-use crate::congestion::CongestionControl;
+use crate::congestion::{CongestionControl, DegradationPreference};
 use crate::ice::IceTransportPolicy;
 use crate::media::{self, StreamKind, VideoCodec, VideoParams};
 use crate::recovery::Fec;
@@ -75,6 +75,9 @@ pub const DEFAULT_ICE_TRANSPORT_POLICY: IceTransportPolicy = IceTransportPolicy:
 pub const DEFAULT_CONGESTION_CONTROL: CongestionControl = CongestionControl::Gcc;
 /// Default `fec`.
 pub const DEFAULT_FEC: Fec = Fec::None;
+/// Default `degradation-preference`: the size first, as Chrome does for a camera.
+pub const DEFAULT_DEGRADATION_PREFERENCE: DegradationPreference =
+    DegradationPreference::MaintainFramerate;
 /// How long stopping waits for `bye` to go out.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
@@ -118,6 +121,7 @@ struct Settings {
     turn_ca_file: Option<String>,
     latency: u32,
     congestion_control: CongestionControl,
+    degradation_preference: DegradationPreference,
     fec: Fec,
     service: bool,
 }
@@ -142,6 +146,7 @@ impl Default for Settings {
             turn_ca_file: None,
             latency: DEFAULT_LATENCY_MS,
             congestion_control: DEFAULT_CONGESTION_CONTROL,
+            degradation_preference: DEFAULT_DEGRADATION_PREFERENCE,
             fec: DEFAULT_FEC,
             service: DEFAULT_SERVICE,
         }
@@ -160,6 +165,7 @@ struct Validated {
     turn_tls: Arc<rustls::ClientConfig>,
     latency: u32,
     congestion_control: CongestionControl,
+    degradation_preference: DegradationPreference,
     fec: Fec,
     session: SessionConfig,
     remote_uid: Option<String>,
@@ -310,6 +316,9 @@ impl ObjectImpl for WilddogCall {
                 s.congestion_control = value.get().unwrap_or(DEFAULT_CONGESTION_CONTROL)
             }
             "fec" => s.fec = value.get().unwrap_or(DEFAULT_FEC),
+            "degradation-preference" => {
+                s.degradation_preference = value.get().unwrap_or(DEFAULT_DEGRADATION_PREFERENCE)
+            }
             "service" => s.service = value.get().unwrap_or(DEFAULT_SERVICE),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
@@ -339,6 +348,7 @@ impl ObjectImpl for WilddogCall {
             "latency" => s.latency.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
             "fec" => s.fec.to_value(),
+            "degradation-preference" => s.degradation_preference.to_value(),
             "service" => s.service.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
             "state" => lock(&self.state).call_state.unwrap_or(CallState::Idle).as_str().to_value(),
@@ -504,6 +514,16 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .blurb("gcc: Google Congestion Control on transport-wide feedback sets the video bitrate (up to max-bitrate), then lowers the size and the frame rate (not under 10 fps) when the link gives less than min-bitrate, and the Opus bitrate; disabled: send at max-bitrate whatever the network")
             .flags(ready)
             .build(),
+        // What goes down first on a slow link (with `congestion-control=gcc`): WebRTC's
+        // RTCDegradationPreference; the steps of each are in `congestion::ladder`.
+        glib::ParamSpecEnum::builder_with_default(
+            "degradation-preference",
+            DEFAULT_DEGRADATION_PREFERENCE,
+        )
+        .nick("Degradation preference")
+        .blurb("What goes down first when the link gives less than min-bitrate (congestion-control=gcc), as WebRTC's degradationPreference: maintain-framerate (the size, at the full frame rate; the rate only at the smallest size, to two thirds, at least 10 fps) or balanced (the frame rate to two thirds, at least 10 fps, then the size)")
+        .flags(ready)
+        .build(),
         glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)
             .nick("FEC")
             .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the peer reports). Audio always carries Opus in-band FEC")
@@ -813,6 +833,7 @@ impl WilddogCall {
             turn_tls,
             latency: s.latency,
             congestion_control: s.congestion_control,
+            degradation_preference: s.degradation_preference,
             fec: s.fec,
             session: SessionConfig {
                 client,

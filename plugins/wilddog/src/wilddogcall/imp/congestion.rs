@@ -104,6 +104,7 @@ impl WilddogCall {
                 min_video_kbps: validated.min_bitrate_kbps,
                 max_video_kbps: validated.video.bitrate_kbps,
                 audio,
+                preference: validated.degradation_preference,
             }));
             c.twcc_id = TWCC_OFFER_ID;
             let ceiling = c.controller.as_ref().map_or(0, |ctl| ctl.estimate_range().2);
