@@ -72,6 +72,8 @@ impl WilddogCall {
                     obj.imp().count_retransmissions(&element);
                 }
                 "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
+                // `fec=ulpfec-red`: see media::fix_red_twcc_extension_id.
+                "rtpredenc" => media::fix_red_twcc_extension_id(&element),
                 "rtpsession" => {
                     // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
                     element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
