@@ -635,3 +635,42 @@ fn ulpfec_red_repairs_what_retransmissions_do_not() {
     assert!(recovered + unrecovered > 0, "bob's jitterbuffer gave up no packet");
     assert!(recovered > 0, "ULPFEC recovered none of the {unrecovered} packets given up");
 }
+
+/// The ULPFEC redundancy follows the path's loss (`recovery::ulpfec_percentage`: 10 % on a
+/// clean link, 10 % and 5 times the loss under it, at most 50), read from the transport-wide
+/// feedback (`recovery::FeedbackLoss`): from the receiver report's `fraction-lost` it stayed
+/// at 10 % under 5 % loss.
+#[test]
+fn ulpfec_redundancy_follows_the_loss() {
+    if !enter_netns("ulpfec_redundancy_follows_the_loss") {
+        return;
+    }
+    let server = TestServer::start();
+    let (mut alice, bob) = call(&server, &[("fec", "ulpfec-red")]);
+    // The video's encoder (the audio's has no payload type: 255, passing through).
+    let encoders: Vec<gst::Element> = elements(&alice, "rtpulpfecenc")
+        .into_iter()
+        .filter(|e| e.property::<u32>("pt") != 255)
+        .collect();
+    let percentage = || encoders.iter().map(|e| e.property::<u32>("percentage")).max();
+    let _ = watch(&mut alice, Duration::from_secs(3));
+    let clean_before = percentage();
+    shaping::lose_udp_percent(5);
+    let mut lossy = Vec::new();
+    for _ in 0..4 {
+        let _ = watch(&mut alice, Duration::from_secs(2));
+        lossy.push(percentage());
+    }
+    shaping::no_loss();
+    let _ = watch(&mut alice, Duration::from_secs(5));
+    let clean_after = percentage();
+    let recovered: u32 =
+        elements(&bob, "rtpulpfecdec").iter().map(|d| d.property::<u32>("recovered")).sum();
+    println!(
+        "alice's ULPFEC redundancy: clean {clean_before:?} %, 5 % loss {lossy:?} %, clean again \
+         {clean_after:?} %; bob's decoder recovered {recovered} packets (NACKs on)"
+    );
+    assert_eq!(clean_before, Some(10), "on the clean link");
+    assert!(lossy.iter().flatten().any(|&p| p >= 20), "under 5 % loss: {lossy:?}");
+    assert_eq!(clean_after, Some(10), "after the loss stopped");
+}

@@ -67,6 +67,8 @@ pub(super) struct Congestion {
     padding_pad: Option<gst::Pad>,
     /// The retransmissions' payload types: the padding's, in the feedback.
     padding_pts: Vec<u8>,
+    /// The path's loss in the feedback: the ULPFEC redundancy follows it.
+    feedback_loss: crate::recovery::FeedbackLoss,
 }
 
 impl Congestion {
@@ -276,6 +278,8 @@ impl WilddogCall {
         let now = Instant::now();
         let (bwe, reading, cut, probe) = {
             let mut c = lock(&self.congestion);
+            let lost = packets.iter().filter(|p| p.arrived_ns.is_none()).count();
+            c.feedback_loss.note(now, packets.len() as u32, lost as u32);
             let Some(reading) = c.queue.update(&packets) else { return };
             gst::debug!(CAT, imp = self, "feedback: {reading:?}");
             let Some(bwe) = c.estimator() else { return };
@@ -590,6 +594,12 @@ impl WilddogCall {
     /// requests wait.
     pub(super) fn congested(&self) -> bool {
         lock(&self.congestion).controller.as_ref().is_some_and(|c| c.congested(Instant::now()))
+    }
+
+    /// The share of our packets the path lost lately, from the transport-wide feedback
+    /// (`None` without it, or with too few packets).
+    pub(super) fn feedback_loss_fraction(&self) -> Option<f64> {
+        lock(&self.congestion).feedback_loss.fraction(Instant::now())
     }
 
     /// The congestion fields of `wilddog-stats`' `local`: (estimate, video target) in kbps,

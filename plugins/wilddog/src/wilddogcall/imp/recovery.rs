@@ -387,6 +387,8 @@ impl WilddogCall {
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let (rtx_rtt_ms, packets_repaired) = jitterbuffer_retransmissions(&jitterbuffers);
+        // The path's loss before repair (recovery::FeedbackLoss), or the receiver report's.
+        let path_loss = self.feedback_loss_fraction().unwrap_or(0.0);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
             let seen = (stats.nack_sent, stats.packets_lost);
@@ -446,7 +448,7 @@ impl WilddogCall {
         if fec == Fec::UlpfecRed
             && let Some(t) = video_transceiver
         {
-            let pct = recovery::ulpfec_percentage(stats.video_fraction_lost);
+            let pct = recovery::ulpfec_percentage(path_loss.max(stats.video_fraction_lost));
             if t.property::<u32>("fec-percentage") != pct {
                 t.set_property("fec-percentage", pct);
             }
