@@ -734,9 +734,14 @@ pub fn fix_red_twcc_extension_id(redenc: &gst::Element) {
         return;
     }
     let Some(src) = redenc.static_pad("src") else { return };
-    // The negotiated id, from the caps (0: no caps seen yet; NONE: not negotiated).
-    const NONE: u8 = u8::MAX;
-    let twcc_id = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    // The TWCC id its caps give (UNKNOWN before caps; NOTHING: none, or 1 already).
+    const UNKNOWN: u8 = 0;
+    const NOTHING: u8 = u8::MAX;
+    let seen = |caps: Option<&gst::CapsRef>| {
+        caps.and_then(|c| c.structure(0)).and_then(twcc_id_to_fix).unwrap_or(NOTHING)
+    };
+    let twcc_id = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN));
+    let redenc = redenc.downgrade();
     src.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
         move |pad, info| {
@@ -744,22 +749,26 @@ pub fn fix_red_twcc_extension_id(redenc: &gst::Element) {
             match &mut info.data {
                 Some(gst::PadProbeData::Event(event)) => {
                     if let gst::EventView::Caps(c) = event.view() {
-                        let id = c.caps().structure(0).and_then(twcc_id_of_caps).unwrap_or(NONE);
-                        twcc_id.store(id, Relaxed);
+                        twcc_id.store(seen(Some(c.caps())), Relaxed);
                     }
                 }
                 Some(gst::PadProbeData::Buffer(buffer)) => {
                     let mut id = twcc_id.load(Relaxed);
-                    if id == 0 {
+                    if id == UNKNOWN {
                         // Caps that passed before the probe was there.
-                        id = pad
-                            .current_caps()
-                            .and_then(|c| c.structure(0).and_then(twcc_id_of_caps))
-                            .unwrap_or(NONE);
+                        id = seen(pad.current_caps().as_deref());
                         twcc_id.store(id, Relaxed);
                     }
-                    if id != NONE
-                        && id != REDENC_1_22_0_TWCC_ID
+                    if id == NOTHING {
+                        return gst::PadProbeReturn::Ok;
+                    }
+                    // Only the RED packets it made (its `pt`, 0 until negotiated): it passes
+                    // others through, with the payloader's extensions.
+                    let red_pt = redenc.upgrade().map_or(0, |e| e.property::<i32>("pt"));
+                    let mut header = [0u8; 2];
+                    if red_pt > 0
+                        && buffer.copy_to_slice(0, &mut header).is_ok()
+                        && i32::from(header[1] & 0x7f) == red_pt
                         && let Ok(mut map) = buffer.make_mut().map_writable()
                     {
                         rename_onebyte_extension(&mut map, REDENC_1_22_0_TWCC_ID, id);
@@ -772,12 +781,14 @@ pub fn fix_red_twcc_extension_id(redenc: &gst::Element) {
     );
 }
 
-/// The id `caps` give the TWCC header extension (`extmap-<id>`, 1 to 14: a one-byte header).
-fn twcc_id_of_caps(s: &gst::StructureRef) -> Option<u8> {
-    s.iter().find_map(|(name, value)| {
+/// The id rtpredenc's caps give the TWCC header extension (`extmap-<id>`, 1 to 14: a
+/// one-byte header), unless that is [`REDENC_1_22_0_TWCC_ID`] already.
+fn twcc_id_to_fix(s: &gst::StructureRef) -> Option<u8> {
+    let id = s.iter().find_map(|(name, value)| {
         let id = name.strip_prefix("extmap-")?.parse::<u8>().ok()?;
         (value.get::<&str>().ok()? == TWCC_URI && (1..=14).contains(&id)).then_some(id)
-    })
+    })?;
+    (id != REDENC_1_22_0_TWCC_ID).then_some(id)
 }
 
 /// Gives the element with id `from` and 2 bytes of data of an RTP packet's one-byte-header
@@ -1850,6 +1861,22 @@ mod tests {
         assert!(!rename_onebyte_extension(&mut truncated, 1, 3));
         let mut short = vec![0x90, 97, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xbe];
         assert!(!rename_onebyte_extension(&mut short, 1, 3));
+    }
+
+    #[test]
+    fn the_twcc_id_to_give_comes_from_the_caps() {
+        gst::init().unwrap();
+        let caps = |s: &str| s.parse::<gst::Caps>().unwrap();
+        let red = caps(&format!(
+            "application/x-rtp, media=video, encoding-name=VP8, payload=97, extmap-3={TWCC_URI}"
+        ));
+        assert_eq!(twcc_id_to_fix(red.structure(0).unwrap()), Some(3));
+        let id_1 = caps(&format!(
+            "application/x-rtp, media=video, encoding-name=VP8, payload=97, extmap-1={TWCC_URI}"
+        ));
+        assert_eq!(twcc_id_to_fix(id_1.structure(0).unwrap()), None);
+        let no_twcc = caps("application/x-rtp, media=video, encoding-name=VP8, payload=97");
+        assert_eq!(twcc_id_to_fix(no_twcc.structure(0).unwrap()), None);
     }
 
     #[test]
