@@ -714,7 +714,7 @@ pub fn set_twcc_extension(payloader: &gst::Element, id: Option<u32>) {
 
 /// The id rtpredenc of GStreamer 1.22.0 gives the TWCC header extension of every RED packet
 /// (and so of every packet of a `fec=ulpfec-red` video stream, FEC ones too), whatever id
-/// was negotiated: `gstrtpredenc.c:202` hardcodes 1 (fixed in 1.22.1, commit 3e83399103
+/// was negotiated: `gstrtpredenc.c:203` hardcodes 1 (fixed in 1.22.1, commit 3e83399103
 /// "redenc: fix setting of extension ID for twcc").
 const REDENC_1_22_0_TWCC_ID: u8 = 1;
 
