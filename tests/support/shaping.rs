@@ -86,3 +86,27 @@ fn add_loss_rule(percent: u32, spared: &[&str]) {
 pub fn no_loss() {
     let _ = Command::new("nft").args(["delete", "table", "inet", "wilddog_loss"]).output();
 }
+
+/// Also drops every RTP packet of the payload types `pts` (SRTP leaves the header in the
+/// clear: the second byte holds the payload type after the marker bit), on top of the loss
+/// rule [`lose_udp_percent`] set up: e.g. every retransmission (RTX), for a test of what
+/// repairs a loss when retransmissions cannot.
+pub fn drop_payload_types(pts: &[u8]) {
+    let set = format!("{{ {} }}", pts.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
+    run(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "wilddog_loss",
+            "input",
+            "meta",
+            "l4proto",
+            "udp",
+            "@th,73,7",
+            &set,
+            "drop",
+        ],
+    );
+}

@@ -72,6 +72,10 @@ impl WilddogCall {
                     obj.imp().count_retransmissions(&element);
                 }
                 "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
+                // ULPFEC repairs from it: see crate::recovery::FEC_STORAGE_NS.
+                "rtpstorage" => element.set_property("size-time", recovery::FEC_STORAGE_NS),
+                // `fec=ulpfec-red`: see media::fix_red_twcc_extension_id.
+                "rtpredenc" => media::fix_red_twcc_extension_id(&element),
                 "rtpsession" => {
                     // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
                     element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
