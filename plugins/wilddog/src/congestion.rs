@@ -283,6 +283,8 @@ pub struct Controller {
     /// Whether a probe proved the path carries the estimate since the last update: the size
     /// may go up more than one step at once, without [`UPGRADE_HOLD`].
     probe_passed: bool,
+    /// ULPFEC packets sent per 100 video packets (`fec=ulpfec-red`; 0 without).
+    redundancy_pct: u32,
 }
 
 impl Controller {
@@ -309,6 +311,7 @@ impl Controller {
             reports: 0,
             troubled: false,
             probe_passed: false,
+            redundancy_pct: 0,
         };
         // Until the estimator says otherwise, the estimate is where it starts.
         controller.last_estimate_bps = controller.estimate_range().1;
@@ -347,8 +350,8 @@ impl Controller {
     }
 
     /// What the video's share must be to stay at step `level`, kbps: `min-bitrate` at full
-    /// quality, the step's need with [`FIT_MARGIN`] below; the smallest size at the full
-    /// frame rate at [`LAST_FULL_RATE_FIT`] of its need.
+    /// quality, the step's need with [`FIT_MARGIN`] below; with `maintain-framerate`, the
+    /// smallest size at the full frame rate at [`LAST_FULL_RATE_FIT`] of its need.
     ///
     /// Below that step the frame rate goes, which is what a viewer notices most; at the
     /// smallest size the margin is a few kbit/s, which VP8's overshoot of its target never
@@ -367,7 +370,15 @@ impl Controller {
         }
     }
 
-    /// The audio and video shares of an estimate (bit/s, kbps).
+    /// ULPFEC sends `percent` FEC packets per 100 video packets on top of the video: the
+    /// encoder's share of the estimate is that much smaller from the next update on, so that
+    /// video and FEC together stay within it (at 50 %, the encoder gets two thirds).
+    pub fn set_redundancy(&mut self, percent: u32) {
+        self.redundancy_pct = percent;
+    }
+
+    /// The audio and video shares of an estimate (bit/s, kbps): the video's is the encoder's
+    /// target, FEC's redundancy left out.
     pub fn split(&self, estimate_bps: u32) -> (u32, u32) {
         let (audio_bps, audio_total) = if self.limits.audio {
             let bps = (estimate_bps / 10).clamp(AUDIO_BPS_MIN, AUDIO_BPS_MAX);
@@ -375,7 +386,8 @@ impl Controller {
         } else {
             (0, 0)
         };
-        let video_bps = f64::from(estimate_bps.saturating_sub(audio_total)) * VIDEO_SHARE;
+        let video_bps = f64::from(estimate_bps.saturating_sub(audio_total)) * VIDEO_SHARE * 100.0
+            / (100.0 + f64::from(self.redundancy_pct));
         let video_kbps = ((video_bps / 1000.0) as u32)
             .clamp(VIDEO_KBPS_FLOOR, self.limits.max_video_kbps.max(VIDEO_KBPS_FLOOR));
         (audio_bps, video_kbps)
@@ -874,6 +886,17 @@ mod tests {
             assert!(steps[..steps.len() - 1].iter().all(|s| s.fps == limits.max_fps), "{steps:?}");
             assert!(steps.iter().all(|s| s.height >= last.height), "{steps:?}");
         }
+    }
+
+    #[test]
+    fn the_encoder_leaves_room_for_the_fec_redundancy() {
+        let mut c = Controller::new(limits_480p());
+        let (_, without) = c.split(400_000);
+        c.set_redundancy(50);
+        let (_, with) = c.split(400_000);
+        assert_eq!(with, without * 2 / 3, "{with} of {without}");
+        c.set_redundancy(0);
+        assert_eq!(c.split(400_000).1, without);
     }
 
     #[test]

@@ -794,6 +794,10 @@ fn twcc_id_to_fix(s: &gst::StructureRef) -> Option<u8> {
 /// Gives the element with id `from` and 2 bytes of data of an RTP packet's one-byte-header
 /// extension block (RFC 8285) the id `to`; whether there was one.
 pub fn rename_onebyte_extension(packet: &mut [u8], from: u8, to: u8) -> bool {
+    // A one-byte header's ids are 1 to 14 (15 ends the block, 0 is padding).
+    if !(1..=14).contains(&to) {
+        return false;
+    }
     // Version 2 with the X bit.
     if packet.len() < 12 || packet[0] >> 6 != 2 || packet[0] & 0x10 == 0 {
         return false;
@@ -895,17 +899,50 @@ pub fn set_audio_loss_percentage(encoder: &gst::Element, percent: u32) {
     set_between_buffers(encoder, "packet-loss-percentage", percent.to_string());
 }
 
+/// Settings waiting for an encoder's next buffer: (property, value), one per property.
+type PendingSettings = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>;
+
+/// The object data key of an encoder's [`PendingSettings`].
+const PENDING_SETTINGS: &str = "wilddog-pending-settings";
+
 /// Sets `property` of a running encoder from its own streaming thread, with the next buffer
 /// it gets. opusenc (1.22) applies `bitrate` and `packet-loss-percentage` to the libopus
 /// encoder state at once (`opus_multistream_encoder_ctl`, under its property lock) while
 /// `gst_opus_enc_encode` runs `opus_multistream_encode` on that same state without the
 /// lock: from another thread (our stats and feedback threads) the two race.
+///
+/// The settings made before that buffer wait together, the last value of each property, for
+/// one probe: congestion control changes the bitrate with nearly every feedback report (15
+/// a second), and an encoder that gets no buffer for an hour (a muted source) would
+/// otherwise gather a probe per change, every one of them walked for each event.
 fn set_between_buffers(encoder: &gst::Element, property: &'static str, value: String) {
     let Some(sink) = encoder.static_pad("sink") else { return };
+    // SAFETY: the key is set once, to a PendingSettings, when the encoder is made
+    // (audio_encoder_bin), and never replaced or stolen: what is read under it is one, alive
+    // as long as the encoder.
+    let Some(pending) = (unsafe { encoder.data::<PendingSettings>(PENDING_SETTINGS) })
+        .map(|p| unsafe { p.as_ref() }.clone())
+    else {
+        gst::warning!(gst::CAT_DEFAULT, obj = encoder, "not our encoder: {property} not set");
+        return;
+    };
+    {
+        let mut list = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = !list.is_empty();
+        list.retain(|(p, _)| *p != property);
+        list.push((property, value));
+        // A probe is on its way already: it takes this with the rest.
+        if waiting {
+            return;
+        }
+    }
     let weak = encoder.downgrade();
     sink.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        let settings = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(encoder) = weak.upgrade() {
-            set_str(&encoder, property, &value);
+            for (property, value) in settings {
+                set_str(&encoder, property, &value);
+            }
         }
         gst::PadProbeReturn::Remove
     });
@@ -1083,6 +1120,9 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     set_str(&enc, "audio-type", "voice");
     set_str(&enc, "inband-fec", "true");
     set_str(&enc, "frame-size", "20");
+    // Before any thread can change a setting: see set_between_buffers.
+    // SAFETY: the key holds a PendingSettings, set once here, before the element is shared.
+    unsafe { enc.set_data(PENDING_SETTINGS, PendingSettings::default()) };
     let pay = make("rtpopuspay")?;
     set_str(&pay, "pt", &payload.to_string());
     link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
@@ -1882,6 +1922,21 @@ mod tests {
         assert!(!rename_onebyte_extension(&mut truncated, 1, 3));
         let mut short = vec![0x90, 97, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xbe];
         assert!(!rename_onebyte_extension(&mut short, 1, 3));
+        // After two CSRCs (CC = 2).
+        let mut csrcs = vec![0x92, 97, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2];
+        csrcs.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x11, 0, 0, 0]);
+        assert!(rename_onebyte_extension(&mut csrcs, 1, 3));
+        assert_eq!(csrcs[24], 0x31);
+        // Id 15 ends the block: what follows it is not an element.
+        let mut ended =
+            vec![0x90, 97, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xbe, 0xde, 0, 1, 0xf0, 0x11, 0, 0];
+        assert!(!rename_onebyte_extension(&mut ended, 1, 3));
+        // Ids a one-byte header cannot carry are never written.
+        let mut red = vec![0x90, 97, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7, 0xbe, 0xde, 0, 1, 0x11, 0, 0, 0];
+        for to in [0, 15, 16] {
+            assert!(!rename_onebyte_extension(&mut red, 1, to), "{to}");
+        }
+        assert_eq!(red[16], 0x11);
     }
 
     #[test]
@@ -1927,6 +1982,46 @@ mod tests {
             gst_sdp::SDPMessage::parse_buffer(b"v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
                 .unwrap();
         assert_eq!(twcc_extmap_id(&none), None);
+    }
+
+    #[test]
+    fn opus_settings_wait_together_for_the_next_buffer() {
+        gst::init().unwrap();
+        let bin = audio_encoder_bin(OPUS_PAYLOAD).unwrap();
+        let enc = audio_encoder(&bin).unwrap();
+        let pending = || {
+            let p = unsafe { enc.data::<PendingSettings>(PENDING_SETTINGS) }.unwrap();
+            unsafe { p.as_ref() }.lock().unwrap().clone()
+        };
+        // No buffer yet: a thousand changes wait as one per property.
+        for bps in 0..1000 {
+            set_audio_bitrate(&enc, 20_000 + bps);
+        }
+        set_audio_loss_percentage(&enc, 7);
+        assert_eq!(
+            pending(),
+            [("bitrate", "20999".to_owned()), ("packet-loss-percentage", "7".to_owned())]
+        );
+        assert_ne!(enc.property::<i32>("bitrate"), 20_999, "applied before a buffer");
+        let pipeline = gst::Pipeline::new();
+        let src =
+            gst::ElementFactory::make("audiotestsrc").property("num-buffers", 5).build().unwrap();
+        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+        pipeline.add_many([&src, bin.upcast_ref(), &sink]).unwrap();
+        gst::Element::link_many([&src, bin.upcast_ref(), &sink]).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(10),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("the pipeline ends");
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+        assert_eq!(enc.property::<i32>("bitrate"), 20_999);
+        assert_eq!(enc.property::<i32>("packet-loss-percentage"), 7);
+        assert!(pending().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   ask with it) when a frame is lost anyway or the decoder reports an error
 //!   (`crate::media::configure_loss_recovery`), answered by the encoder at once; optionally
 //!   ULPFEC in RED (`fec`).
-//! - audio: Opus in-band FEC, sized to the loss the peer reports, and packet loss
+//! - audio: Opus in-band FEC, sized to the loss the transport-wide feedback reports, and packet loss
 //!   concealment; no retransmission (a late audio packet is worth nothing).
 //!
 //! The jitterbuffer's `latency` is the longest it waits for a missing packet before it
@@ -36,7 +36,7 @@ pub enum Fec {
     #[enum_value(name = "No video FEC", nick = "none")]
     None = 0,
     /// ULPFEC (RFC 5109) in RED (RFC 2198), as Chrome does: repairs a loss without a round
-    /// trip, for redundancy that grows with the loss the peer reports.
+    /// trip, for redundancy that grows with the loss the transport-wide feedback reports.
     #[enum_value(name = "ULPFEC in RED", nick = "ulpfec-red")]
     UlpfecRed = 1,
 }
@@ -107,8 +107,10 @@ pub const RTX_RETRY_PERIOD_MS: u32 = MAX_RETRANSMISSION_WAIT_MS;
 /// The longest the jitterbuffer waits for a retransmission: past this a frame is better
 /// given up (and a key frame asked for) than waited for.
 pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
-/// How long the receiving rtpstorage keeps packets (`size-time`, ns): the longest the video
-/// jitterbuffer waits for a missing packet ([`MAX_RETRANSMISSION_WAIT_MS`]) and 100 ms.
+/// How long the receiving rtpstorage of a `fec=ulpfec-red` call keeps packets (`size-time`,
+/// ns), for a `latency` of `latency_ms`: the longest the video jitterbuffer waits for a
+/// missing packet ([`MAX_RETRANSMISSION_WAIT_MS`], or `latency` when longer: the wait never
+/// goes under it) and 100 ms.
 ///
 /// rtpulpfecdec repairs a packet only when the jitterbuffer gives it up (its
 /// `GstRTPPacketLost` event: the decoder sits after the jitterbuffer, gstrtpbin.c:3917 in
@@ -119,7 +121,11 @@ pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
 /// long after the FEC that covered it had left the storage: under 5 % loss with every
 /// retransmission lost, the decoder recovered 0 of the 9 to 15 packets given up in 10 s;
 /// sized so, 4 to 5 of 14 to 20 (at the 10 % redundancy of those runs).
-pub const FEC_STORAGE_NS: u64 = (MAX_RETRANSMISSION_WAIT_MS as u64 + 100) * 1_000_000;
+/// Without `fec` the storage is left as webrtcbin sized it: no FEC is negotiated, so it
+/// holds nothing anything reads.
+pub fn fec_storage_ns(latency_ms: u32) -> u64 {
+    (u64::from(latency_ms.max(MAX_RETRANSMISSION_WAIT_MS)) + 100) * 1_000_000
+}
 /// How long a seen loss keeps the longer wait.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(20);
 
@@ -169,7 +175,6 @@ pub struct RetransmissionBudget {
 }
 
 impl RetransmissionBudget {
-    /// A probe asked for the packet of sequence number `seqnum` to be sent again as padding.
     /// At `now`, a probe asked for the packet of sequence number `seqnum` to be sent again
     /// as padding.
     pub fn note_padding_requested(&mut self, now: Instant, seqnum: u16) {
@@ -237,7 +242,7 @@ pub fn opus_loss_percentage(fraction_lost: f64) -> u32 {
 }
 
 /// The transceiver's `fec-percentage` (ULPFEC packets per 100 media packets) for the fraction
-/// of our video packets the peer reports lost: 10 % on a clean link, up to 50 %.
+/// of our video packets the path loses ([`FeedbackLoss`]): 10 % on a clean link, up to 50 %.
 pub fn ulpfec_percentage(fraction_lost: f64) -> u32 {
     let loss = if fraction_lost.is_finite() { fraction_lost.max(0.0) } else { 0.0 };
     (10 + (loss * 500.0).round() as u32).min(50)
@@ -278,7 +283,7 @@ impl FeedbackLoss {
     }
 
     fn forget_before(&mut self, now: Instant) {
-        while self.reports.front().is_some_and(|r| now.duration_since(r.0) > LOSS_WINDOW) {
+        while self.reports.front().is_some_and(|r| now.duration_since(r.0) >= LOSS_WINDOW) {
             self.reports.pop_front();
         }
     }

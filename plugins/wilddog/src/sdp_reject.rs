@@ -184,6 +184,7 @@ pub fn answer_for_webrtcbin(answer: &mut SDPMessageRef, offer: &SDPMessageRef) -
         }
         for i in (0..m.attributes_len()).rev() {
             let direction = m.attribute(i).and_then(|a| Direction::from_attribute(a.key()));
+            // `inactive` stays: it is what the rejected section says (added below if absent).
             if direction.is_some_and(|d| d != Direction::Inactive) {
                 let _ = m.remove_attribute(i);
             }

@@ -177,54 +177,50 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     );
 }
 
-/// What a call sends on a 250 kbit/s cap mid-call with `degradation-preference` set to
-/// `preference`, once it settled (8 s after the cap): (width, fps) of each stats report of
-/// the next 6 s, and the width of what alice decoded from bob meanwhile.
-fn sent_under_a_250_kbit_cap(preference: &'static str) -> (Vec<(u64, u64)>, Vec<i32>) {
-    let server = TestServer::start();
-    let (mut alice, _bob) = call(&server, &[("degradation-preference", preference)]);
-    let _ = watch(&mut alice, MID_CALL);
-    shaping::cap_kbit(250);
-    let _ = watch(&mut alice, Duration::from_secs(8));
-    let (mut sent, mut decoded) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while let Ok(s) = alice.seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        match s {
-            Seen::Stats(text) => {
-                let s = Stats::parse(&text);
-                sent.push((s.local_u64("width"), s.local_u64("fps")));
-            }
-            Seen::VideoFrame { width, .. } => decoded.push(width),
-            other => alice.log.push(other),
-        }
-    }
-    shaping::uncap();
-    println!(
-        "{preference} at 250 kbit/s: alice sent (width, fps) {sent:?}; decoded widths {:?}",
-        {
-            let mut widths = decoded.clone();
-            widths.dedup();
-            widths
-        }
-    );
-    (sent, decoded)
-}
-
 /// `degradation-preference=balanced`, the order "frame rate, then resolution": on a
-/// 250 kbit/s cap (each direction's video gets about 80 kbit/s) the rate is at two thirds
-/// (10 fps) and the size below 640x480 (320x240: 640x480 at 10 fps needs 173 kbit/s), where
-/// the default, `maintain-framerate`, keeps 15 fps at 240x180
+/// 250 kbit/s cap (both directions share it; each side's video gets 20 to 80 kbit/s) the
+/// first step down that congestion control announces (`wilddog-quality` low) is already at
+/// two thirds of the rate, 10 fps, and so is what is sent after it, at a size under 640x480
+/// (640x480 at 10 fps needs 173 kbit/s): 160x120 or 240x180 at 10 fps in the runs, where the
+/// default, `maintain-framerate`, announces and sends 15 fps at those sizes
 /// (`a_250_kbit_link_keeps_the_picture_moving`).
 #[test]
 fn balanced_degradation_lowers_the_frame_rate_then_the_size() {
     if !enter_netns("balanced_degradation_lowers_the_frame_rate_then_the_size") {
         return;
     }
-    let (sent, decoded) = sent_under_a_250_kbit_cap("balanced");
+    let server = TestServer::start();
+    let (mut alice, _bob) = call(&server, &[("degradation-preference", "balanced")]);
+    let _ = watch(&mut alice, MID_CALL);
+    shaping::cap_kbit(250);
+    let _ = watch(&mut alice, Duration::from_secs(8));
+    let (frames, stats) = watch(&mut alice, Duration::from_secs(6));
+    shaping::uncap();
+    let sent: Vec<(u64, u64)> =
+        stats.iter().map(|s| (s.local_u64("width"), s.local_u64("fps"))).collect();
+    // (width, fps) of each step announced.
+    let announced: Vec<(u32, u32)> = alice
+        .log
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Quality(text) => {
+                let q: gst::Structure = text.parse().ok()?;
+                Some((q.get::<u32>("width").ok()?, q.get::<u32>("fps").ok()?))
+            }
+            _ => None,
+        })
+        .collect();
+    println!(
+        "balanced at 250 kbit/s: announced (width, fps) {announced:?}; then alice sent (width, \
+         fps) {sent:?}; alice decoded {frames} frames in 6 s"
+    );
+    let first_low = announced.iter().find(|&&(w, fps)| (w, fps) != (640, 15));
+    assert_eq!(first_low.map(|s| s.1), Some(10), "the first step down: {announced:?}");
     assert!(sent.len() >= 2, "stats: {sent:?}");
-    // A 2 s window can count a frame more than 20: 11 fps.
-    assert!(sent.iter().all(|&(w, fps)| w < 640 && fps <= 11), "sent {sent:?}");
-    assert!(decoded.len() >= 24, "{} frames in 6 s", decoded.len());
+    // Measured over a stats period: a frame late by a CPU stall can count in the next one.
+    let mean_fps = sent.iter().map(|s| s.1).sum::<u64>() as f64 / sent.len() as f64;
+    assert!(sent.iter().all(|&(w, _)| w < 640) && mean_fps <= 11.0, "sent {sent:?}");
+    assert!(frames >= 24, "{frames} frames in 6 s");
 }
 
 /// A link that drops and comes back, as the benchmark's step link (2 Mbit/s, 300 kbit/s for
@@ -459,7 +455,7 @@ fn opus_fec_follows_the_loss() {
         lossy.push(opus_loss());
     }
     shaping::no_loss();
-    let _ = watch(&mut alice, Duration::from_secs(5));
+    let _ = watch(&mut alice, Duration::from_secs(8));
     let clean_after = opus_loss();
     println!(
         "bob's Opus packet-loss-percentage: clean {clean_before:?}, 5 % loss {lossy:?}, clean \
@@ -640,7 +636,7 @@ fn count_feedback(ep: &Endpoint) -> std::sync::Arc<std::sync::atomic::AtomicU64>
 }
 
 /// `fec=ulpfec-red` keeps the transport-wide feedback coming, about as often as without it
-/// (a report per frame: 14 to 16 a second here under 5 % loss, with and without FEC), and
+/// (a report per frame: 16 to 17 a second here, with FEC as without), and
 /// congestion control's estimate moves with it (to 643 kbit/s within 2 to 4 s here). Before the fix
 /// (`media::fix_red_twcc_extension_id`), GStreamer 1.22.0's rtpredenc gave every video
 /// packet the TWCC slot under id 1, not the negotiated 3; rtpsession numbered none of them,
@@ -680,7 +676,7 @@ fn ulpfec_red_keeps_the_transport_wide_feedback() {
 /// jitterbuffer gives up. rtpulpfecdec repairs only then (on the jitterbuffer's
 /// `GstRTPPacketLost`, after the wait for retransmissions, 200 ms or more once loss is
 /// seen), from what rtpstorage still holds; webrtcbin kept 80 ms there, and it recovered
-/// none (0 of 9 to 15 in 10 s; 4 to 5 of 14 to 20 with `recovery::FEC_STORAGE_NS`).
+/// none (0 of 9 to 15 in 10 s; 4 to 5 of 14 to 20 with `recovery::fec_storage_ns`).
 #[test]
 fn ulpfec_red_repairs_what_retransmissions_do_not() {
     if !enter_netns("ulpfec_red_repairs_what_retransmissions_do_not") {
@@ -755,7 +751,7 @@ fn ulpfec_redundancy_follows_the_loss() {
         lossy.push(percentage());
     }
     shaping::no_loss();
-    let _ = watch(&mut alice, Duration::from_secs(5));
+    let _ = watch(&mut alice, Duration::from_secs(8));
     let clean_after = percentage();
     let recovered: u32 =
         elements(&bob, "rtpulpfecdec").iter().map(|d| d.property::<u32>("recovered")).sum();

@@ -526,7 +526,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         .build(),
         glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)
             .nick("FEC")
-            .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the peer reports). Audio always carries Opus in-band FEC")
+            .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the transport-wide feedback reports, taken off the video encoder's share). Audio always carries Opus in-band FEC")
             .flags(ready)
             .build(),
         // Protocol extension `connect.msg.service` (docs/protocol-extensions.md).

@@ -279,8 +279,13 @@ impl WilddogCall {
         let now = Instant::now();
         let (bwe, reading, cut, probe) = {
             let mut c = lock(&self.congestion);
-            let lost = packets.iter().filter(|p| p.arrived_ns.is_none()).count();
-            c.feedback_loss.note(now, packets.len() as u32, lost as u32);
+            // The media's packets: retransmissions and the probes' padding (RTX) are sent
+            // over the estimate at times, and their losses say more about that than the path.
+            let (media, lost) = packets
+                .iter()
+                .filter(|p| !c.padding_pts.contains(&p.pt))
+                .fold((0u32, 0u32), |(n, l), p| (n + 1, l + u32::from(p.arrived_ns.is_none())));
+            c.feedback_loss.note(now, media, lost);
             let Some(reading) = c.queue.update(&packets) else { return };
             gst::debug!(CAT, imp = self, "feedback: {reading:?}");
             let Some(bwe) = c.estimator() else { return };
@@ -595,6 +600,14 @@ impl WilddogCall {
     /// requests wait.
     pub(super) fn congested(&self) -> bool {
         lock(&self.congestion).controller.as_ref().is_some_and(|c| c.congested(Instant::now()))
+    }
+
+    /// The ULPFEC redundancy sent on top of the video, % of its packets: the encoder's share
+    /// of the estimate leaves room for it (see [`Controller::set_redundancy`]).
+    pub(super) fn set_fec_redundancy(&self, percent: u32) {
+        if let Some(c) = lock(&self.congestion).controller.as_mut() {
+            c.set_redundancy(percent);
+        }
     }
 
     /// The share of our packets the path lost lately, from the transport-wide feedback

@@ -2,7 +2,7 @@
 //! NACK/RTX and the optional ULPFEC on the video transceiver, the jitterbuffer's wait for
 //! retransmissions following the measured round trip once loss is seen, the peer's NACKs
 //! held while congestion control sees the bottleneck congested, and Opus's in-band FEC and
-//! ULPFEC's redundancy following the loss the peer reports.
+//! ULPFEC's redundancy following the loss the transport-wide feedback reports.
 
 use std::time::Instant;
 
@@ -72,8 +72,14 @@ impl WilddogCall {
                     obj.imp().count_retransmissions(&element);
                 }
                 "rtpjitterbuffer" => obj.imp().watch_jitterbuffer(&element),
-                // ULPFEC repairs from it: see crate::recovery::FEC_STORAGE_NS.
-                "rtpstorage" => element.set_property("size-time", recovery::FEC_STORAGE_NS),
+                // ULPFEC repairs from it: see crate::recovery::fec_storage_ns.
+                "rtpstorage" => {
+                    let validated =
+                        lock(&obj.imp().state).validated.as_ref().map(|v| (v.fec, v.latency));
+                    if let Some((Fec::UlpfecRed, latency)) = validated {
+                        element.set_property("size-time", recovery::fec_storage_ns(latency));
+                    }
+                }
                 // `fec=ulpfec-red`: see media::fix_red_twcc_extension_id.
                 "rtpredenc" => media::fix_red_twcc_extension_id(&element),
                 "rtpsession" => {
@@ -388,7 +394,8 @@ impl WilddogCall {
         let jitterbuffers: Vec<gst::Element> =
             lock(&self.recovery).video_jitterbuffers.iter().filter_map(|w| w.upgrade()).collect();
         let (rtx_rtt_ms, packets_repaired) = jitterbuffer_retransmissions(&jitterbuffers);
-        // The path's loss before repair (recovery::FeedbackLoss), or the receiver report's.
+        // The path's loss before repair (recovery::FeedbackLoss); the receiver report's when
+        // that is higher (or the only one: without congestion control, no feedback).
         let path_loss = self.feedback_loss_fraction().unwrap_or(0.0);
         let (latency, opus_loss) = {
             let mut r = lock(&self.recovery);
@@ -450,6 +457,7 @@ impl WilddogCall {
             && let Some(t) = video_transceiver
         {
             let pct = recovery::ulpfec_percentage(path_loss.max(stats.video_fraction_lost));
+            self.set_fec_redundancy(pct);
             if t.property::<u32>("fec-percentage") != pct {
                 t.set_property("fec-percentage", pct);
             }
