@@ -91,7 +91,9 @@ pub fn consumer(uri: &str) -> Result<()> {
             measure::clock_stamp_reader(pipeline.upcast_ref(), arrivals2.clone())
                 .and_then(|sink| Ok(pad.link(&sink).map(|_| ())?))
         } else {
-            measure::discard(pipeline.upcast_ref(), pad)
+            // Played, as our callers play theirs: decoded (webrtcsrc passes Opus through to
+            // a sink that takes it, and the consumers then decoded no audio at all).
+            measure::discard_decoded_audio(pipeline.upcast_ref(), pad)
         };
         if let Err(e) = linked {
             eprintln!("cannot link {}: {e}", pad.name());

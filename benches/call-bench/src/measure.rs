@@ -406,6 +406,25 @@ pub fn discard(pipeline: &gst::Bin, pad: &gst::Pad) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `fakesink` behind `audio/x-raw`, for received audio nobody measures but that is played
+/// all the same: a source that decodes only when downstream wants raw (webrtcsrc) decodes
+/// it, as a caller that plays the call's sound does.
+pub fn discard_decoded_audio(pipeline: &gst::Bin, pad: &gst::Pad) -> anyhow::Result<()> {
+    let raw = gst::ElementFactory::make("capsfilter")
+        .property("caps", gst::Caps::new_empty_simple("audio/x-raw"))
+        .build()?;
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
+    pipeline.add_many([&raw, &sink])?;
+    raw.link(&sink)?;
+    sink.sync_state_with_parent()?;
+    raw.sync_state_with_parent()?;
+    pad.link(&raw.static_pad("sink").ok_or_else(|| anyhow::anyhow!("no sink pad"))?)?;
+    Ok(())
+}
+
 /// CPU seconds (user + system) this process used so far.
 pub fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct it is given.
