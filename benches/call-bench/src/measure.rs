@@ -413,13 +413,9 @@ pub fn discard_decoded_audio(pipeline: &gst::Bin, pad: &gst::Pad) -> anyhow::Res
     let raw = gst::ElementFactory::make("capsfilter")
         .property("caps", gst::Caps::new_empty_simple("audio/x-raw"))
         .build()?;
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()?;
-    pipeline.add_many([&raw, &sink])?;
-    raw.link(&sink)?;
-    sink.sync_state_with_parent()?;
+    pipeline.add(&raw)?;
+    let raw_src = raw.static_pad("src").ok_or_else(|| anyhow::anyhow!("no src pad"))?;
+    discard(pipeline, &raw_src)?;
     raw.sync_state_with_parent()?;
     pad.link(&raw.static_pad("sink").ok_or_else(|| anyhow::anyhow!("no sink pad"))?)?;
     Ok(())

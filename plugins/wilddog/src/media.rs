@@ -741,7 +741,13 @@ pub fn fix_red_twcc_extension_id(redenc: &gst::Element) {
         caps.and_then(|c| c.structure(0)).and_then(twcc_id_to_fix).unwrap_or(NOTHING)
     };
     let twcc_id = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN));
-    let redenc = redenc.downgrade();
+    // Its RED payload type (`pt`, 0 until negotiated), followed as webrtcbin sets it rather
+    // than read for every packet.
+    let red_pt = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(redenc.property("pt")));
+    let followed = red_pt.clone();
+    redenc.connect_notify(Some("pt"), move |e, _| {
+        followed.store(e.property("pt"), std::sync::atomic::Ordering::Relaxed);
+    });
     src.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
         move |pad, info| {
@@ -762,9 +768,9 @@ pub fn fix_red_twcc_extension_id(redenc: &gst::Element) {
                     if id == NOTHING {
                         return gst::PadProbeReturn::Ok;
                     }
-                    // Only the RED packets it made (its `pt`, 0 until negotiated): it passes
-                    // others through, with the payloader's extensions.
-                    let red_pt = redenc.upgrade().map_or(0, |e| e.property::<i32>("pt"));
+                    // Only the RED packets it made (its `pt`): it passes others through, with
+                    // the payloader's extensions.
+                    let red_pt = red_pt.load(Relaxed);
                     let mut header = [0u8; 2];
                     if red_pt > 0
                         && buffer.copy_to_slice(0, &mut header).is_ok()
@@ -1647,9 +1653,10 @@ pub fn drop_unbacked_transport_cc(sdp: &mut gst_sdp::SDPMessageRef) {
 /// one, and its `<video>` stays 0x0 while frames are decoded. The track id is the one of the
 /// section's `a=ssrc:… msid:` line when it has one, its `a=mid` otherwise.
 pub fn label_media_stream(sdp: &mut gst_sdp::SDPMessageRef, stream_id: &str) {
-    let session = crate::sdp_direction::Direction::of_session(sdp);
+    use crate::sdp_direction::Direction;
+    let session = Direction::of_session(sdp);
     for m in sdp.medias_mut() {
-        let sends = crate::sdp_direction::Direction::of_media(m, session).sends();
+        let sends = Direction::of_media(m, session).sends();
         if !sends || m.attribute_val("msid").is_some() {
             continue;
         }
