@@ -1,8 +1,20 @@
 //! Media of a call: the original's dimensions and bitrates, and the encoder and decoder
 //! chains per codec that sit between the elements' raw pads and webrtcbin.
 
+use std::sync::LazyLock;
+
 use gst::glib;
 use gst::prelude::*;
+
+/// The sending and receiving chains' own decisions (key frame requests asked, held and
+/// answered), which no element of ours owns.
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "wilddogmedia",
+        gst::DebugColorFlags::empty(),
+        Some("Wilddog call media chains"),
+    )
+});
 
 /// The original's video sizes (`createLocalStream({dimension})`).
 pub const DIMENSIONS: &[(&str, u32, u32)] = &[
@@ -537,6 +549,11 @@ fn throttle_key_frames(encoder: &gst::Element) {
         let mut r = in_src.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
         if r.answered.is_some_and(|t| now.duration_since(t) < KEY_FRAME_MIN_INTERVAL) {
+            gst::debug!(
+                CAT,
+                "key frame request held (one answered {:?} ago)",
+                r.answered.map(|t| now.duration_since(t))
+            );
             r.held = true;
             // Replaced by an event nobody acts on, not dropped: GStreamer 1.22 unrefs a NULL
             // event when a probe drops one given to gst_pad_send_event (our own request at
@@ -544,6 +561,7 @@ fn throttle_key_frames(encoder: &gst::Element) {
             info.data = Some(gst::PadProbeData::Event(ignored_key_frame_request()));
             return gst::PadProbeReturn::Ok;
         }
+        gst::debug!(CAT, "key frame request answered");
         r.answered = Some(now);
         r.held = false;
         gst::PadProbeReturn::Ok
@@ -1316,6 +1334,7 @@ fn key_frame_requests(depay: &gst::Element) {
             }
             *asked = Some(now);
         }
+        gst::debug!(CAT, obj = pad, "asking for a key frame");
         let pli = pad
             .current_caps()
             .and_then(|c| c.structure(0).map(|s| s.has_field("rtcp-fb-nack-pli")))
@@ -1330,7 +1349,8 @@ fn key_frame_requests(depay: &gst::Element) {
         if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
             && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
         {
-            *asked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let was = asked.lock().unwrap_or_else(|e| e.into_inner()).take();
+            gst::debug!(CAT, "key frame received (asked: {was:?})");
         }
         gst::PadProbeReturn::Ok
     });

@@ -219,7 +219,9 @@ struct State {
     /// exposed get an EOS of their own when its call is over ([`WilddogCall::end_unexposed`]).
     exposed: Vec<&'static str>,
     last_stats: Option<gst::Structure>,
-    prev_stats: Option<(Instant, u64, u64, u64, u64)>,
+    /// The last report, for rates and for counters that never go back (see
+    /// [`stats::PreviousStats`]); cleared when a new webrtcbin starts its counters at 0.
+    prev_stats: Option<stats::PreviousStats>,
     /// Why the media failed, when we know better than the error's name: the message of
     /// the `wilddog-error` that ends the call.
     media_failure: Option<String>,

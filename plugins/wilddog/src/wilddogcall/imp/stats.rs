@@ -41,7 +41,40 @@ pub(super) struct LinkStats {
     pub video_fraction_lost: f64,
 }
 
+/// What the previous report of the same webrtcbin said.
+#[derive(Debug, Clone)]
+pub(super) struct PreviousStats {
+    pub at: Instant,
+    pub link: LinkStats,
+    pub local_frames: u64,
+    pub remote_frames: u64,
+}
+
 impl LinkStats {
+    /// Keeps every cumulative counter at least where `prev` had it. Now and then a reply
+    /// lacks a stream's entry (the RTX stream's, or one webrtcbin was updating): a counter
+    /// read from it would go back, a period would show no traffic, and a user reading
+    /// `nackReceived` would see 0 after 43 retransmissions.
+    pub fn keep_counters_from(&mut self, prev: &LinkStats) {
+        for (now, before) in [
+            (&mut self.bytes_sent, prev.bytes_sent),
+            (&mut self.bytes_received, prev.bytes_received),
+            (&mut self.packets_sent, prev.packets_sent),
+            (&mut self.packets_received, prev.packets_received),
+            (&mut self.nack_sent, prev.nack_sent),
+            (&mut self.pli_sent, prev.pli_sent),
+            (&mut self.fir_sent, prev.fir_sent),
+            (&mut self.packets_repaired, prev.packets_repaired),
+            (&mut self.nack_received, prev.nack_received),
+            (&mut self.pli_received, prev.pli_received),
+            (&mut self.fir_received, prev.fir_received),
+        ] {
+            *now = (*now).max(before);
+        }
+        self.packets_lost = self.packets_lost.max(prev.packets_lost);
+        self.remote_packets_lost = self.remote_packets_lost.max(prev.remote_packets_lost);
+    }
+
     /// Reads a reply of webrtcbin's `get-stats`.
     pub fn parse(reply: &gst::StructureRef) -> LinkStats {
         use gst_webrtc::WebRTCStatsType as T;
@@ -108,11 +141,8 @@ impl WilddogCall {
     /// Turns webrtcbin's stats into the original's `local_stats` / `remote_stats`.
     pub(super) fn report_stats(&self, reply: &gst::StructureRef) {
         let mut l = LinkStats::parse(reply);
-        // Now and then a reply lacks a stream's entry (the RTX stream's, or one webrtcbin
-        // was updating): the byte counters never go back, or a period would show no traffic.
-        if let Some((_, sent, received, _, _)) = lock(&self.state).prev_stats {
-            l.bytes_sent = l.bytes_sent.max(sent);
-            l.bytes_received = l.bytes_received.max(received);
+        if let Some(prev) = lock(&self.state).prev_stats.as_ref() {
+            l.keep_counters_from(&prev.link);
         }
         self.recovery_tick(&l);
         l.packets_repaired = l.packets_repaired.max(self.packets_repaired());
@@ -121,21 +151,26 @@ impl WilddogCall {
         let local_frames = c.local_frames.load(Ordering::Relaxed);
         let remote_frames = c.remote_frames.load(Ordering::Relaxed);
         let now = Instant::now();
-        let prev = lock(&self.state).prev_stats.replace((
-            now,
-            l.bytes_sent,
-            l.bytes_received,
+        let prev = lock(&self.state).prev_stats.replace(PreviousStats {
+            at: now,
+            link: l.clone(),
             local_frames,
             remote_frames,
-        ));
+        });
         let (sent_kbps, recv_kbps, local_fps, remote_fps) = match prev {
-            Some((at, ps, pr, plf, prf)) => {
-                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+            Some(p) => {
+                let secs = now.duration_since(p.at).as_secs_f64().max(0.001);
+                let kbps = |now: u64, before: u64| {
+                    (now.saturating_sub(before) as f64 * 8.0 / 1000.0 / secs) as u64
+                };
+                let fps = |now: u64, before: u64| {
+                    (now.saturating_sub(before) as f64 / secs).round() as u32
+                };
                 (
-                    (l.bytes_sent.saturating_sub(ps) as f64 * 8.0 / 1000.0 / secs) as u64,
-                    (l.bytes_received.saturating_sub(pr) as f64 * 8.0 / 1000.0 / secs) as u64,
-                    (local_frames.saturating_sub(plf) as f64 / secs).round() as u32,
-                    (remote_frames.saturating_sub(prf) as f64 / secs).round() as u32,
+                    kbps(l.bytes_sent, p.link.bytes_sent),
+                    kbps(l.bytes_received, p.link.bytes_received),
+                    fps(local_frames, p.local_frames),
+                    fps(remote_frames, p.remote_frames),
                 )
             }
             None => (0, 0, 0, 0),
@@ -188,5 +223,31 @@ impl WilddogCall {
             .build();
         lock(&self.state).last_stats = Some(s.clone());
         self.raise("wilddog-stats", s.clone(), &[&s]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkStats;
+
+    #[test]
+    fn counters_never_go_back_when_a_reply_lacks_a_stream() {
+        let before = LinkStats {
+            bytes_sent: 1000,
+            nack_received: 43,
+            pli_received: 2,
+            packets_lost: 7,
+            rtt_ms: 80,
+            ..LinkStats::default()
+        };
+        // A reply without the video stream's outbound entry: its counters read 0.
+        let mut now = LinkStats { bytes_sent: 1200, rtt_ms: 60, ..LinkStats::default() };
+        now.keep_counters_from(&before);
+        assert_eq!(now.bytes_sent, 1200);
+        assert_eq!(now.nack_received, 43);
+        assert_eq!(now.pli_received, 2);
+        assert_eq!(now.packets_lost, 7);
+        // What is not a counter follows the latest reply.
+        assert_eq!(now.rtt_ms, 60);
     }
 }
