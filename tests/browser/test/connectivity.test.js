@@ -11,6 +11,7 @@ import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
 import { startCoturn } from '../lib/coturn.js';
+import { loseUdp, noLoss } from '../lib/netem.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,6 +170,63 @@ describe('Firefox ESR ↔ GStreamer', () => {
       throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
     });
     await bot.waitEvent('first_frame');
+    await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+
+  // Issue 10, "against every peer": loss recovery with Firefox, both ways. Firefox NACKs
+  // what it loses of the bot's video and the bot resends it; the bot NACKs what it loses of
+  // Firefox's and Firefox resends; the echo keeps playing.
+  it('Firefox → echo bot under 5 % loss: NACKs answered both ways, the echo keeps playing', async () => {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid);
+    runners.push(bot);
+    const { page } = await firefoxPage('firefox-lossy');
+    await page.evaluate((uid) => T.call(uid, 'lossy'), echoUid);
+    await waitEvent(page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await page.bringToFront();
+    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
+    });
+    const rtp = () => page.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      const r = { in: { nack: 0, decoded: 0, lost: 0 }, out: { nack: 0, resent: 0 } };
+      stats.forEach((s) => {
+        if (s.kind !== 'video' && s.mediaType !== 'video') return;
+        if (s.type === 'inbound-rtp') r.in = { nack: s.nackCount ?? 0, decoded: s.framesDecoded ?? 0, lost: s.packetsLost ?? 0 };
+        if (s.type === 'outbound-rtp') r.out = { nack: s.nackCount ?? 0, resent: s.retransmittedPacketsSent ?? 0 };
+      });
+      return r;
+    });
+    await sleep(2000);
+    const clean0 = await rtp();
+    await sleep(6000);
+    const clean1 = await rtp();
+    let lossy0;
+    let lossy1;
+    try {
+      loseUdp(5);
+      await sleep(2000);
+      lossy0 = await rtp();
+      await sleep(12_000);
+      lossy1 = await rtp();
+    } finally {
+      noLoss();
+    }
+    await sleep(2500);
+    const stats = bot.events.filter((e) => e.event === 'stats').at(-1);
+    console.log('firefox clean', JSON.stringify([clean0, clean1]), 'lossy', JSON.stringify([lossy0, lossy1]), 'bot', JSON.stringify(stats));
+    // Firefox lost some of the bot's video and asked for it: the bot resent it.
+    assert.ok(lossy1.in.lost > lossy0.in.lost, `Firefox lost nothing under 5 % loss: ${JSON.stringify(lossy1.in)}`);
+    assert.ok(lossy1.in.nack > lossy0.in.nack, `Firefox sent no NACK: ${JSON.stringify(lossy1.in)}`);
+    assert.ok(stats.local.nackReceived > 0 && stats.local.retransmitted > 0, `the bot resent nothing: ${JSON.stringify(stats.local)}`);
+    // The bot asked Firefox for what it lost, and Firefox resent it.
+    assert.ok(stats.remote.nackSent > 0, `the bot sent no NACK: ${JSON.stringify(stats.remote)}`);
+    assert.ok(lossy1.out.nack > lossy0.out.nack, `no NACK reached Firefox: ${JSON.stringify(lossy1.out)}`);
+    // The echo keeps playing: it crosses the lossy link twice.
+    const cleanRate = (clean1.in.decoded - clean0.in.decoded) / 6;
+    const lossyRate = (lossy1.in.decoded - lossy0.in.decoded) / 12;
+    assert.ok(lossyRate >= 0.6 * cleanRate, `${lossyRate} frames/s decoded under 5 % loss against ${cleanRate} clean`);
     await page.evaluate(() => T.conv.close());
     await page.close();
   });
