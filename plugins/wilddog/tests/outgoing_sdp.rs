@@ -82,6 +82,9 @@ fn offer_and_answer_carry_bitrates_and_one_stream() {
     assert!(video_section(answer).contains("x-google-max-bitrate=300"), "{}", answer);
     for sdp in [offer, answer] {
         assert!(!sdp.contains("x-google-min-bitrate"), "{}", sdp);
+        // Without `fec`, no RED or ULPFEC: nothing behind them.
+        let video = video_section(sdp);
+        assert!(!video.contains("red/90000") && !video.contains("ulpfec/90000"), "{video}");
     }
     // Transport-wide congestion control both ways: each section of the answer maps the
     // extension and asks for its feedback, as the offer does.
