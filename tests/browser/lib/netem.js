@@ -38,6 +38,32 @@ function addLossRule(percent, spared) {
   }
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Reads `sample()` (a page's RTP stats) around a clean period and a lossy one: after
+ * `settleMs`, at the start and end of `cleanMs`; then under `percent` % UDP loss, after 2 s
+ * and after `lossyMs` more. `whileLossy` runs before the loss ends (a burst of its own, say);
+ * the loss is removed whatever happens. Returns `{ clean0, clean1, lossy0, lossy1 }`.
+ */
+export async function sampleCleanThenLossy(sample, { percent, cleanMs, lossyMs, settleMs = 2000, whileLossy }) {
+  await sleep(settleMs);
+  const clean0 = await sample();
+  await sleep(cleanMs);
+  const clean1 = await sample();
+  try {
+    loseUdp(percent);
+    await sleep(2000);
+    const lossy0 = await sample();
+    await sleep(lossyMs);
+    const lossy1 = await sample();
+    if (whileLossy) await whileLossy();
+    return { clean0, clean1, lossy0, lossy1 };
+  } finally {
+    noLoss();
+  }
+}
+
 /** Removes the loss rule (if any). */
 export function noLoss() {
   try {

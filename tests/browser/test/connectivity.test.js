@@ -11,7 +11,7 @@ import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
 import { startCoturn } from '../lib/coturn.js';
-import { loseUdp, noLoss } from '../lib/netem.js';
+import { sampleCleanThenLossy } from '../lib/netem.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -198,21 +198,7 @@ describe('Firefox ESR ↔ GStreamer', () => {
       });
       return r;
     });
-    await sleep(2000);
-    const clean0 = await rtp();
-    await sleep(6000);
-    const clean1 = await rtp();
-    let lossy0;
-    let lossy1;
-    try {
-      loseUdp(5);
-      await sleep(2000);
-      lossy0 = await rtp();
-      await sleep(12_000);
-      lossy1 = await rtp();
-    } finally {
-      noLoss();
-    }
+    const { clean0, clean1, lossy0, lossy1 } = await sampleCleanThenLossy(rtp, { percent: 5, cleanMs: 6000, lossyMs: 12_000 });
     await sleep(2500);
     const stats = bot.events.filter((e) => e.event === 'stats').at(-1);
     console.log('firefox clean', JSON.stringify([clean0, clean1]), 'lossy', JSON.stringify([lossy0, lossy1]), 'bot', JSON.stringify(stats));

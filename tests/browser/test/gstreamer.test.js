@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipelineFile, runPipeline, spawnRunner, startDemo, startEchoBot } from '../lib/gst-runner.js';
 import { screenshotPath } from '../lib/screenshots.js';
-import { capKbit, loseMedia, loseUdp, noLoss, uncap } from '../lib/netem.js';
+import { capKbit, loseMedia, sampleCleanThenLossy, uncap } from '../lib/netem.js';
 import { installCamera } from '../lib/textured-camera.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -393,27 +393,19 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
       });
       return r;
     });
-    await sleep(2000);
-    const clean0 = await rtp();
-    await sleep(8000);
-    const clean1 = await rtp();
-    let lossy0;
-    let lossy1;
-    try {
-      loseUdp(5);
-      await sleep(2000);
-      lossy0 = await rtp();
-      await sleep(16_000);
-      lossy1 = await rtp();
+    const { clean0, clean1, lossy0, lossy1 } = await sampleCleanThenLossy(rtp, {
+      percent: 5,
+      cleanMs: 8000,
+      lossyMs: 16_000,
       // Retransmissions repair nearly all of 5 %: a 60 % burst loses frames for good, so
       // the bot must ask for a key frame (a 30 % one was sometimes repaired whole, once the
       // bot asked for a packet again until it gave it up). The burst spares RTCP: the test
       // asserts that the requests arrive, and a burst that lost them all failed it.
-      loseMedia(60);
-      await sleep(4000);
-    } finally {
-      noLoss();
-    }
+      whileLossy: async () => {
+        loseMedia(60);
+        await sleep(4000);
+      },
+    });
     await sleep(3000);
     const burst = await rtp();
     const stats = bot.events.filter((e) => e.event === 'stats').at(-1);
