@@ -539,7 +539,7 @@ fn throttle_key_frames(encoder: &gst::Element) {
     }
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Requests::default()));
     let in_src = requests.clone();
-    src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+    src.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |pad, info| {
         let Some(gst::PadProbeData::Event(event)) = &info.data else {
             return gst::PadProbeReturn::Ok;
         };
@@ -551,6 +551,7 @@ fn throttle_key_frames(encoder: &gst::Element) {
         if r.answered.is_some_and(|t| now.duration_since(t) < KEY_FRAME_MIN_INTERVAL) {
             gst::debug!(
                 CAT,
+                obj = pad,
                 "key frame request held (one answered {:?} ago)",
                 r.answered.map(|t| now.duration_since(t))
             );
@@ -561,7 +562,7 @@ fn throttle_key_frames(encoder: &gst::Element) {
             info.data = Some(gst::PadProbeData::Event(ignored_key_frame_request()));
             return gst::PadProbeReturn::Ok;
         }
-        gst::debug!(CAT, "key frame request answered");
+        gst::debug!(CAT, obj = pad, "key frame request answered");
         r.answered = Some(now);
         r.held = false;
         gst::PadProbeReturn::Ok
@@ -1345,12 +1346,12 @@ fn key_frame_requests(depay: &gst::Element) {
         info.data = Some(gst::PadProbeData::Event(request));
         gst::PadProbeReturn::Ok
     });
-    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+    src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
             && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
         {
             let was = asked.lock().unwrap_or_else(|e| e.into_inner()).take();
-            gst::debug!(CAT, "key frame received (asked: {was:?})");
+            gst::debug!(CAT, obj = pad, "key frame received (asked: {was:?})");
         }
         gst::PadProbeReturn::Ok
     });

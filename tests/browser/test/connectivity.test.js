@@ -176,7 +176,7 @@ describe('Firefox ESR ↔ GStreamer', () => {
 
   // Issue 10, "against every peer": loss recovery with Firefox, both ways. Firefox NACKs
   // what it loses of the bot's video and the bot resends it; the bot NACKs what it loses of
-  // Firefox's and Firefox resends; the echo keeps playing.
+  // Firefox's and the NACKs reach Firefox; the echo keeps playing.
   it('Firefox → echo bot under 5 % loss: NACKs answered both ways, the echo keeps playing', async () => {
     const echoUid = uniqueUid('echo');
     const bot = await startEchoBot(server, echoUid);
@@ -206,7 +206,7 @@ describe('Firefox ESR ↔ GStreamer', () => {
     assert.ok(lossy1.in.lost > lossy0.in.lost, `Firefox lost nothing under 5 % loss: ${JSON.stringify(lossy1.in)}`);
     assert.ok(lossy1.in.nack > lossy0.in.nack, `Firefox sent no NACK: ${JSON.stringify(lossy1.in)}`);
     assert.ok(stats.local.nackReceived > 0 && stats.local.retransmitted > 0, `the bot resent nothing: ${JSON.stringify(stats.local)}`);
-    // The bot asked Firefox for what it lost, and Firefox resent it.
+    // The bot asked Firefox for what it lost, and the requests reached Firefox.
     assert.ok(stats.remote.nackSent > 0, `the bot sent no NACK: ${JSON.stringify(stats.remote)}`);
     assert.ok(lossy1.out.nack > lossy0.out.nack, `no NACK reached Firefox: ${JSON.stringify(lossy1.out)}`);
     // The echo keeps playing: it crosses the lossy link twice.

@@ -245,9 +245,9 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
   });
 
   // Issue 10: `fec=ulpfec-red` against a browser. Chromium keeps RED and ULPFEC in its
-  // answer, takes the RED-wrapped VP8 and the ULPFEC packets our sender adds (10 % of the
-  // video packets on a clean link) and decodes the picture. (The Chromium here reports no
-  // `fecPacketsReceived` for ULPFEC, so whether it repairs with them is not asserted.)
+  // answer and decodes the RED-wrapped VP8. (The Chromium here reports no
+  // `fecPacketsReceived` for ULPFEC, so neither that our FEC packets reach it nor that it
+  // repairs with them is asserted.)
   it('call-test with fec=ulpfec-red → our SDK page: RED and ULPFEC negotiated, the page decodes 640x480', async () => {
     await withCallProperties('call-test.toml', 'fec=ulpfec-red', (file) =>
       callTestCallsPage('ours', {
