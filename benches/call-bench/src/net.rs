@@ -472,8 +472,9 @@ fn table(figures: &[Figures], links: &[String]) -> String {
                 out.push_str(&format!(" {} |", fmt(*v)));
             }
             let ours = of("wilddog").map(get).unwrap_or(f64::NAN);
-            let anchors =
-                present.iter().zip(&values).filter(|(s, v)| ANCHORS.contains(s) && !v.is_nan());
+            let anchors = present.iter().zip(&values).filter(|(s, v)| {
+                ANCHORS.contains(s) && !v.is_nan() && !of(s).is_some_and(Figures::unshaped)
+            });
             let best = anchors.map(|(_, v)| *v).reduce(|a, b| {
                 if (*higher_better && b > a) || (!*higher_better && b < a) { b } else { a }
             });
@@ -495,6 +496,20 @@ fn table(figures: &[Figures], links: &[String]) -> String {
 /// that made 450 in the 30 s window). Frames, not fps: the same whatever `--secs`.
 const EDGE_FRAMES: usize = 4;
 
+/// Sent over capacity above which a row is not a measurement of its link: its packets missed
+/// the shaping. A sender may overshoot a capped link for a while (tbf drops the excess), but
+/// one that sent half as much again as the link carries, over a whole call, lost a third of
+/// its packets or was not shaped at all (a webrtcsink row once sent 2.2 times the 250 kbit/s
+/// cap and received 15 fps without a freeze). Such a row is shown, never judged against.
+const UNSHAPED_OVER: f64 = 1.5;
+
+impl Figures {
+    /// Whether this row sent more than its link can carry (see [`UNSHAPED_OVER`]).
+    fn unshaped(&self) -> bool {
+        self.sent_over_capacity > UNSHAPED_OVER
+    }
+}
+
 /// The issue's targets.
 fn targets(figures: &[Figures]) -> String {
     let of = |s: &str, l: &str| figures.iter().find(|f| f.scenario == s && f.link == l);
@@ -513,10 +528,10 @@ fn targets(figures: &[Figures]) -> String {
         let Some(ours) = of("wilddog", l) else { continue };
         let anchors: Vec<&Figures> = figures
             .iter()
-            .filter(|f| f.link == l && ANCHORS.contains(&f.scenario.as_str()))
+            .filter(|f| f.link == l && ANCHORS.contains(&f.scenario.as_str()) && !f.unshaped())
             .collect();
         let best_fps = anchors.iter().map(|f| f.fps).fold(f64::NAN, f64::max);
-        let best_frames = anchors.iter().map(|f| f.frames).max();
+        let best_frames = anchors.iter().map(|f| f.frames).max().filter(|_| !ours.unshaped());
         let least_freeze = anchors.iter().map(|f| f.freeze_s).fold(f64::NAN, f64::min);
         out.push_str(&format!(
             "| {l}: fps >= best anchor's | {:.1} | {best_fps:.1} | {} |\n",
@@ -526,7 +541,10 @@ fn targets(figures: &[Figures]) -> String {
         out.push_str(&format!(
             "| {l}: freeze time <= best anchor's | {:.1} s | {least_freeze:.1} s | {} |\n",
             ours.freeze_s,
-            verdict((!least_freeze.is_nan()).then_some(ours.freeze_s <= least_freeze))
+            verdict(
+                (!least_freeze.is_nan() && !ours.unshaped())
+                    .then_some(ours.freeze_s <= least_freeze)
+            )
         ));
     }
     if let Some(f) = of("wilddog", "250kbit") {
@@ -548,6 +566,13 @@ fn targets(figures: &[Figures]) -> String {
             100.0 * lossy.frames as f64 / clean.frames.max(1) as f64,
             clean.frames,
             verdict(Some(lossy.frames as f64 >= 0.9 * clean.frames as f64))
+        ));
+    }
+    for f in figures.iter().filter(|f| f.unshaped()) {
+        out.push_str(&format!(
+            "\n{} on {}: not judged, it sent {:.1} times the link's capacity (its \
+             packets missed the shaping).\n",
+            f.scenario, f.link, f.sent_over_capacity
         ));
     }
     out
@@ -748,4 +773,59 @@ pub fn endpoint(server_url: &str, token: &str, remote_uid: Option<&str>, secs: f
 /// Parses `--links` / `--scenarios` lists.
 pub fn list(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, frames: usize, freeze_s: f64, sent_over_capacity: f64) -> Figures {
+        Figures {
+            scenario: scenario.into(),
+            link: "250kbit".into(),
+            frames,
+            fps: frames as f64 / 30.0,
+            low_fps_share: 0.0,
+            freezes: usize::from(freeze_s > 0.0),
+            freeze_s,
+            sent_kbps: sent_over_capacity * 250.0,
+            sent_over_capacity,
+            g2g_p50: 150.0,
+            g2g_p95: 300.0,
+            g2g_samples: 100,
+            recovery_s: f64::NAN,
+        }
+    }
+
+    fn verdict_of(targets: &str, target: &str) -> String {
+        let line = targets.lines().find(|l| l.contains(target)).unwrap_or_default();
+        line.trim_end_matches('|').rsplit('|').next().unwrap_or_default().trim().to_string()
+    }
+
+    /// The 250 kbit/s row of webrtcsink that sent 2.2 times the cap at 15 fps with no freeze
+    /// (a job whose shaping missed its packets) is not the reference ours is judged by.
+    #[test]
+    fn an_anchor_row_sending_over_the_capacity_is_not_judged_against() {
+        let figures = [row("wilddog", 410, 0.6, 0.2), row("webrtcsink", 450, 0.0, 2.2)];
+        let t = targets(&figures);
+        assert_eq!(verdict_of(&t, "250kbit: fps >= best anchor's"), "n/a", "{t}");
+        assert_eq!(verdict_of(&t, "250kbit: freeze time <= best anchor's"), "n/a", "{t}");
+        assert!(t.contains("webrtcsink on 250kbit: not judged, it sent 2.2 times"), "{t}");
+        // A shaped anchor row that did better is still a miss.
+        let figures = [row("wilddog", 410, 0.6, 0.2), row("webrtcsink", 450, 0.0, 1.0)];
+        let t = targets(&figures);
+        assert_eq!(verdict_of(&t, "250kbit: fps >= best anchor's"), "MISSED", "{t}");
+        assert_eq!(verdict_of(&t, "250kbit: freeze time <= best anchor's"), "MISSED", "{t}");
+        assert!(!t.contains("not judged"), "{t}");
+    }
+
+    /// Ours sending over the capacity is no measurement of the link either.
+    #[test]
+    fn our_row_sending_over_the_capacity_is_not_judged() {
+        let figures = [row("wilddog", 450, 0.0, 1.8), row("webrtcsink", 300, 2.0, 0.9)];
+        let t = targets(&figures);
+        assert_eq!(verdict_of(&t, "250kbit: fps >= best anchor's"), "n/a", "{t}");
+        assert_eq!(verdict_of(&t, "250kbit: freeze time <= best anchor's"), "n/a", "{t}");
+        assert!(t.contains("wilddog on 250kbit: not judged"), "{t}");
+    }
 }

@@ -77,7 +77,10 @@ export function installCamera([WIDTH, HEIGHT]) {
     canvas.width = width;
     canvas.height = height;
     const ctx = canvas.getContext('2d');
-    const track = canvas.captureStream(0).getVideoTracks()[0];
+    const stream = canvas.captureStream(0);
+    const track = stream.getVideoTracks()[0];
+    // Chrome asks the track for a frame; Firefox the stream.
+    const requestFrame = track.requestFrame ? () => track.requestFrame() : () => stream.requestFrame();
     let n = 0;
     const timer = setInterval(() => {
       if (track.readyState === 'ended') { clearInterval(timer); return; }
@@ -86,7 +89,7 @@ export function installCamera([WIDTH, HEIGHT]) {
       ctx.drawImage(texture, ox, oy, width, height, 0, 0, width, height);
       n++;
       writeCode(ctx, Math.round(clock()) & 0xffff);
-      track.requestFrame();
+      requestFrame();
     }, 1000 / fps);
     return track;
   }

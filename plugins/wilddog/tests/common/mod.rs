@@ -60,17 +60,30 @@ pub fn capture_signaling() -> std::sync::Arc<std::sync::Mutex<Vec<(std::time::In
 /// `GST_DEBUG=1,default:2,webrtcbin:2,wilddogcall:4` (errors; warnings of webrtcbin, of our
 /// element and of our helpers; our element's info: codec switches, path changes), so that a
 /// failed test shows them. Seconds since the first line.
+///
+/// `WILDDOG_TEST_GST_DEBUG` (a `GST_DEBUG` string) prints, on top, every line that it lets
+/// through, for a failure that needs more than that (`GST_DEBUG` itself would not reach
+/// stderr: the default log function is removed).
 fn replace_log_function(element_line: impl Fn(&str) + Send + Sync + 'static) {
     gst::log::remove_default_log_function();
     gst::log::set_default_threshold(gst::DebugLevel::Error);
     gst::log::set_threshold_for_name("default", gst::DebugLevel::Warning);
     gst::log::set_threshold_for_name("webrtcbin", gst::DebugLevel::Warning);
     gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    let extra = std::env::var("WILDDOG_TEST_GST_DEBUG").ok();
+    if let Some(extra) = &extra {
+        gst::log::set_threshold_from_string(extra, false);
+        gst::log::set_threshold_for_name("wilddogcall", gst::DebugLevel::Debug);
+    }
+    let print_all = extra.is_some();
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
         let Some(text) = msg.get() else { return };
         let ours = cat.name() == "wilddogcall";
-        if level <= gst::DebugLevel::Warning || (ours && level <= gst::DebugLevel::Info) {
+        if print_all
+            || level <= gst::DebugLevel::Warning
+            || (ours && level <= gst::DebugLevel::Info)
+        {
             let at = START.get_or_init(Instant::now).elapsed().as_secs_f64();
             let name = obj.map(|o| o.to_string()).unwrap_or_default();
             eprintln!("{at:7.3} {level:?} {} {name}: {text}", cat.name());
