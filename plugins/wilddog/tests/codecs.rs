@@ -92,7 +92,22 @@ fn call_with_codec(codec: &str, encoding: &str) {
         EndpointConfig::new("carol").calling("bob").prop("dimension", "240p"),
     );
     carol.play();
-    carol.wait_for("320x240 frames from bob", T, is_240p);
+    // Once in several full suites (never alone, 45 runs), Bob's switch back to VP8 left him
+    // sending carol no video at all ("rtpvp8pay2 did not negotiate the offer's payload type
+    // 96"): what Bob saw then (his errors, his stats) goes with the failure.
+    let from_bob = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        carol.wait_for("320x240 frames from bob", T, is_240p);
+    }));
+    if let Err(failure) = from_bob {
+        bob.drain();
+        let seen: Vec<&Seen> = bob
+            .log
+            .iter()
+            .filter(|s| !matches!(s, Seen::VideoFrame { .. } | Seen::AudioBuffer))
+            .collect();
+        eprintln!("bob, who sent carol no video, saw: {seen:?}");
+        std::panic::resume_unwind(failure);
+    }
     bob.wait_for("320x240 frames from carol", T, is_240p);
     let sdps = remote_sdps.lock().unwrap().clone();
     let answer =
