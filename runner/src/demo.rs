@@ -115,6 +115,7 @@ fn execute(args: DemoArgs) -> anyhow::Result<bool> {
     let plan_of =
         |file: &pipeline_file::PipelineFile, uid: &str, role: Role| -> anyhow::Result<Plan> {
             Ok(Plan {
+                shared: None,
                 launch: file.spec.pipeline.get_ref().clone(),
                 role,
                 uid: uid.to_owned(),

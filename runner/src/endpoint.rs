@@ -41,6 +41,9 @@ pub type EventSink = Arc<dyn Fn(&str, Map<String, Value>) + Send + Sync>;
 pub struct Plan {
     /// The launch description of one call, with `${variables}` unexpanded.
     pub launch: String,
+    /// Media shared by every call (`shared_pipeline`), running: it feeds each call
+    /// pipeline's `appsrc`s of its `appsink`s' names.
+    pub shared: Option<Arc<crate::shared_media::SharedMedia>>,
     /// Answer calls, or place one.
     pub role: Role,
     /// This endpoint's uid.
@@ -600,6 +603,8 @@ fn run_instance_with<'a>(
         Err(e) => return error_end(format!("the pipeline does not parse: {e}")),
     };
     configure(&pipeline, plan, &placeholder);
+    // Fed until this instance returns (its pipeline is stopped by then).
+    let _shared = plan.shared.as_ref().map(|shared| shared.attach(&pipeline));
     let sinks = watch_sinks(&pipeline);
     let Some(bus) = pipeline.bus() else {
         return error_end("the pipeline has no bus".into());

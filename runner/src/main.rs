@@ -9,6 +9,7 @@ mod events;
 mod pipeline_file;
 mod run;
 mod serve;
+mod shared_media;
 mod token;
 
 /// Wilddog: one-to-one video calls. Runs the signaling server, mints tokens.

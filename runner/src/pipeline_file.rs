@@ -127,6 +127,10 @@ pub struct FileSpec {
     pub concurrent_calls: Option<Spanned<u32>>,
     /// The launch description of one call's media (`gst-launch-1.0` syntax).
     pub pipeline: Spanned<String>,
+    /// The launch description of media shared by every call (one camera, one file, one
+    /// source, made once): it runs for as long as the endpoint does, and each of its
+    /// `appsink name=NAME` feeds the `appsrc name=NAME` of every call's `pipeline`.
+    pub shared_pipeline: Option<Spanned<String>>,
 }
 
 /// A pipeline file, read and checked.
@@ -270,6 +274,24 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
             Some(pipeline_span.start),
             format!("`pipeline` has no wilddog element (one of {})", WILDDOG_ELEMENTS.join(", ")),
         ));
+    }
+    if let Some(shared) = &spec.shared_pipeline {
+        let at = Some(shared.span().start);
+        let shared_pipeline = build(shared.get_ref())
+            .map_err(|e| error(at, format!("`shared_pipeline` does not parse: {e}")))?;
+        let names = crate::shared_media::sink_names(&shared_pipeline);
+        let _ = shared_pipeline.set_state(gst::State::Null);
+        let names = names.map_err(|reason| error(at, reason))?;
+        let missing = crate::shared_media::missing_sources(&pipeline, &names);
+        if let Some(name) = missing.first() {
+            return Err(error(
+                Some(pipeline_span.start),
+                format!(
+                    "`shared_pipeline`'s `appsink name={name}` feeds the `appsrc name={name}` \
+                     of each call, and `pipeline` has none"
+                ),
+            ));
+        }
     }
     Ok(PipelineFile { path: path.to_owned(), spec })
 }

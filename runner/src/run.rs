@@ -20,6 +20,7 @@ use crate::events;
 use crate::pipeline_file::{
     self, AnswerPolicy, DEFAULT_RECORD_DIR, IceTransportPolicy, PipelineFile, Role,
 };
+use crate::shared_media::SharedMedia;
 
 /// Exit codes of `run` (documented in `docs/pipeline-files.md` and the README).
 pub mod exit {
@@ -203,8 +204,20 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
 
+    let stop = StopFlag::new();
+    // Before any call: a camera that cannot open fails the endpoint before it is reachable.
+    let shared = match &file.spec.shared_pipeline {
+        Some(launch) => {
+            let stop = stop.clone();
+            let media = SharedMedia::start(launch.get_ref(), move || stop.raise())?;
+            tracing::info!("shared_pipeline running: its media goes to every call");
+            Some(Arc::new(media))
+        }
+        None => None,
+    };
     let plan = Plan {
         launch: file.spec.pipeline.get_ref().clone(),
+        shared: shared.clone(),
         role: settings.role,
         uid: settings.uid,
         server,
@@ -221,7 +234,6 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         concurrent_calls: settings.concurrent_calls,
         exit_after_calls: args.exit_after_calls,
     };
-    let stop = StopFlag::new();
     runtime.spawn(stop_on_signal(stop.clone()));
     let sink: EventSink = Arc::new(events::emit);
     tracing::info!(
@@ -242,11 +254,26 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         Role::Answer => endpoint::run_callee(&plan, &stop, &sink),
         Role::Call => endpoint::run_caller(&plan, &stop, &sink),
     };
+    let mut code = exit_code(&outcome);
+    if let Some(shared) = shared {
+        shared.stop();
+        // The endpoint stopped because its shared media did: an error, whatever the calls did.
+        if let Some(reason) = shared.failure() {
+            events::emit(
+                "error",
+                events::fields([
+                    ("message", format!("shared_pipeline stopped: {reason}").into()),
+                    ("source", "shared_pipeline".into()),
+                ]),
+            );
+            code = exit::ERROR;
+        }
+    }
     if let Some(server) = embedded {
         server.stop();
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(exit_code(&outcome))
+    Ok(code)
 }
 
 /// "1 call" or "N calls".

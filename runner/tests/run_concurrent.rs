@@ -225,6 +225,126 @@ fn echo_serves_three_calls_at_once_the_fourth_is_busy() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes into `dir` an answering file whose calls all get one red 240p picture and one tone
+/// from `shared_pipeline` (made once), at most `calls` at once; with `frames`, the shared
+/// video ends after that many frames (and has no audio: the calls make their own).
+fn shared_red_file(dir: &Path, calls: u32, frames: Option<u32>) -> String {
+    let path = dir.join("shared-red.toml");
+    let (shared, audio) = match frames {
+        None => (
+            "videotestsrc is-live=true pattern=red ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video\n  \
+             audiotestsrc is-live=true volume=0.1 ! appsink name=audio"
+                .to_owned(),
+            "appsrc name=audio ! call.audio_sink",
+        ),
+        Some(n) => (
+            format!("videotestsrc is-live=true pattern=red num-buffers={n} ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video"),
+            "audiotestsrc is-live=true volume=0.1 ! call.audio_sink",
+        ),
+    };
+    let text = format!(
+        r#"# A test bot: every call gets the one shared red picture.
+uid = "cam"
+role = "answer"
+concurrent_calls = {calls}
+shared_pipeline = """
+{shared}
+"""
+pipeline = """
+wilddogcall name=call dimension=240p max-fps=15
+  appsrc name=video ! call.video_sink
+  {audio}
+  call.video_src ! fakesink
+  call.audio_src ! fakesink
+"""
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Waits for a caller's `stats` with decoded remote video and returns its (width, height, fps).
+fn remote_video(caller: &mut Runner) -> (u64, u64, u64) {
+    loop {
+        let stats = caller.wait_event("stats");
+        let remote = &stats["remote"];
+        if remote["fps"].as_u64().unwrap_or(0) > 0 {
+            let dim = |k: &str| remote[k].as_u64().unwrap_or(0);
+            return (dim("width"), dim("height"), dim("fps"));
+        }
+    }
+}
+
+#[test]
+fn shared_pipeline_sends_one_source_to_every_call() {
+    if !enter_netns("shared_pipeline_sends_one_source_to_every_call") {
+        return;
+    }
+    let dir = temp_dir("shared-source");
+    let (mut cam, server) = start_bot("cam", &shared_red_file(&dir, 2, None), &[]);
+    wait_count(&mut cam, "ready", 2);
+    // Two callers at once, each sending its own colour: both get the shared red back.
+    let mut green = start_colour_caller(&dir, &server, "green", "green", "cam");
+    let mut blue = start_colour_caller(&dir, &server, "blue", "blue", "cam");
+    accepted_cid(&mut green);
+    accepted_cid(&mut blue);
+    for caller in [&mut green, &mut blue] {
+        let (w, h, fps) = remote_video(caller);
+        assert_eq!((w, h), (320, 240), "[{}] decoded the shared picture's size", caller.label);
+        assert!(fps >= 10, "[{}] {fps} fps of the shared 15", caller.label);
+    }
+    wait_frames(&dir, "green", 30);
+    wait_frames(&dir, "blue", 30);
+    assert_colour(&dir, "green", 0);
+    assert_colour(&dir, "blue", 0);
+
+    // One hangs up; the next call on its slot's new pipeline gets the same source.
+    let mark = cam.seen.len();
+    green.signal("INT");
+    assert_eq!(green.wait_exit(), ENDED);
+    cam.wait_event_since("ready", mark);
+    let mut next = start_colour_caller(&dir, &server, "next", "green", "cam");
+    accepted_cid(&mut next);
+    wait_frames(&dir, "next", 15);
+    assert_colour(&dir, "next", 0);
+    // The call that stayed kept its picture meanwhile.
+    let before = frames_back(&dir, "blue");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(frames_back(&dir, "blue") >= before + 10, "blue still gets frames");
+
+    cam.signal("INT");
+    for caller in [&mut blue, &mut next] {
+        assert_eq!(caller.wait_event("closed")["reason"], "remote-hangup");
+        assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    }
+    assert_eq!(cam.wait_exit(), ENDED, "stderr:\n{}", cam.stderr());
+    assert!(!cam.stderr().contains("CRITICAL"), "stderr:\n{}", cam.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shared_pipeline_that_ends_stops_the_endpoint_with_an_error() {
+    if !enter_netns("shared_pipeline_that_ends_stops_the_endpoint_with_an_error") {
+        return;
+    }
+    let dir = temp_dir("shared-ends");
+    // 150 frames: 10 s of shared video, then its end.
+    let (mut cam, server) = start_bot("cam", &shared_red_file(&dir, 1, Some(150)), &[]);
+    let mut caller = start_colour_caller(&dir, &server, "green", "green", "cam");
+    accepted_cid(&mut caller);
+    // The call is hung up cleanly, and the endpoint says why and exits with an error.
+    let closed = caller.wait_event("closed");
+    assert_eq!(closed["reason"], "remote-hangup", "{closed}");
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    assert_eq!(cam.wait_exit(), 1, "stderr:\n{}", cam.stderr());
+    let error = events(&cam, "error")
+        .find(|e| e["source"] == "shared_pipeline")
+        .unwrap_or_else(|| panic!("no shared_pipeline error: {:?}", cam.names()));
+    assert!(error["message"].as_str().unwrap_or_default().contains("EOS"), "{error}");
+    assert_colour(&dir, "green", 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn two_runners_serving_one_uid_share_its_callers() {
     if !enter_netns("two_runners_serving_one_uid_share_its_callers") {

@@ -34,13 +34,17 @@ fn every_shipped_pipeline_file_is_accepted() {
         .filter(|n| n.ends_with(".toml"))
         .collect();
     names.sort();
-    assert_eq!(names, ["call-test.toml", "camera.toml", "echo.toml", "record.toml"]);
+    assert_eq!(
+        names,
+        ["call-test.toml", "camera-service.toml", "camera.toml", "echo.toml", "record.toml"]
+    );
     for (name, extra) in [
         ("echo.toml", vec![]),
         ("record.toml", vec![]),
         ("call-test.toml", vec![]),
         // The camera file names no one: the command line does (parse only: no devices here).
         ("camera.toml", vec!["--uid", "alice", "--remote-uid", "bob"]),
+        ("camera-service.toml", vec![]),
     ] {
         let (code, stderr) = check(&pipeline(name), &extra);
         assert_eq!(code, 0, "{name} refused: {stderr}");
@@ -50,7 +54,8 @@ fn every_shipped_pipeline_file_is_accepted() {
 
 #[test]
 fn every_shipped_file_says_what_it_is_for() {
-    for name in ["call-test.toml", "camera.toml", "echo.toml", "record.toml"] {
+    for name in ["call-test.toml", "camera-service.toml", "camera.toml", "echo.toml", "record.toml"]
+    {
         let text = std::fs::read_to_string(pipelines().join(name)).unwrap();
         let comment_lines = text.lines().take_while(|l| l.starts_with('#')).count();
         assert!(comment_lines >= 4, "{name} starts with a comment block of {comment_lines} lines");
@@ -189,5 +194,55 @@ fn a_bad_file_is_refused_before_anything_connects() {
     assert!(stdout.is_empty(), "events from a refused file: {stdout}");
     assert!(!stderr.contains("listening"), "a server started: {stderr}");
     assert!(Path::new(&dir).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file whose calls take their video from `shared_pipeline`.
+fn shared_file(shared: &str, call: &str) -> String {
+    format!(
+        "uid = \"cam\"\nrole = \"answer\"\nshared_pipeline = \"\"\"\n{shared}\n\"\"\"\npipeline = \"\"\"\n{call}\n\"\"\"\n"
+    )
+}
+
+#[test]
+fn shared_pipeline_appsink_without_its_appsrc_is_refused() {
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=camera",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.starts_with("error: FILE:6: `shared_pipeline`'s `appsink name=camera`"), "{err}");
+    assert!(err.contains("`appsrc name=camera`"), "{err}");
+}
+
+#[test]
+fn shared_pipeline_with_a_call_element_or_an_unnamed_appsink_is_refused() {
+    let err = refused(&shared_file(
+        "wilddogcall name=other videotestsrc ! appsink name=video",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.starts_with("error: FILE:3: `shared_pipeline` runs once"), "{err}");
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.contains("every appsink of `shared_pipeline` needs a name"), "{err}");
+    let err = refused(&shared_file(
+        "videotestsrc ! nosuchelement ! appsink name=video",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.starts_with("error: FILE:3: `shared_pipeline` does not parse"), "{err}");
+}
+
+#[test]
+fn shared_pipeline_feeding_every_appsrc_is_accepted() {
+    let dir = temp_dir("files");
+    let file = dir.join("shared.toml");
+    let text = shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  audiotestsrc is-live=true ! appsink name=audio",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink\n  appsrc name=audio ! call.audio_sink",
+    );
+    std::fs::write(&file, format!("concurrent_calls = 4\n{text}")).unwrap();
+    let (code, stderr) = check(&file.display().to_string(), &[]);
+    assert_eq!(code, 0, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -340,16 +340,22 @@ struct Wilddog {
     one_way: bool,
 }
 
-/// The serving pipeline of the one-way scenario: what webrtcsink is fed, without stamps.
+/// The serving pipeline of the one-way scenario: what webrtcsink is fed, without stamps, made
+/// once for every call as webrtcsink's producer makes it (`shared_pipeline`), each call
+/// encoding its own.
 fn one_way_toml(dim: Dim) -> String {
     format!(
-        r#"# call-bench --density, one way: a test pattern and a tone to every caller.
+        r#"# call-bench --density, one way: one test pattern and one tone to every caller.
 uid = "echo"
 role = "answer"
+shared_pipeline = """
+videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! appsink name=video
+audiotestsrc is-live=true volume=0.3 ! appsink name=audio
+"""
 pipeline = """
 wilddogcall name=call dimension={name} max-fps={fps}
-  videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! call.video_sink
-  audiotestsrc is-live=true volume=0.3 ! call.audio_sink
+  appsrc name=video ! call.video_sink
+  appsrc name=audio ! call.audio_sink
 """
 "#,
         name = dim.name,

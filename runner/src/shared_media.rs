@@ -1,0 +1,286 @@
+//! Media shared by every call of an endpoint (`shared_pipeline`): one camera, one microphone,
+//! one file or one test source, captured once and sent to every caller, instead of one per
+//! call's pipeline (a device opens once; a source costs once).
+//!
+//! The shared pipeline runs from the endpoint's start to its end. Each of its `appsink
+//! name=NAME` feeds the `appsrc name=NAME` of every call's pipeline that is running: each
+//! sample is pushed to every attached `appsrc` (the same memory; only the buffer's header is
+//! copied, to give it the call's own timestamps), from the shared pipeline's streaming thread.
+//! A call's `appsrc` is leaky with a short queue, so a call that stalls drops its own oldest
+//! media and never holds up the others or the source.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gst::prelude::*;
+
+use crate::pipeline_file;
+
+/// How much media a call's `appsrc` holds before it drops its oldest: a few frames. More only
+/// delays a call that cannot keep up.
+const CALL_QUEUE: gst::ClockTime = gst::ClockTime::from_mseconds(200);
+
+/// How long the shared pipeline may take to stop at the end.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The names of the `appsink`s of a shared pipeline, in order; an error when it has none, an
+/// `appsink` without a name of its own or two of one name, or a wilddog element (calls belong
+/// in `pipeline`).
+pub fn sink_names(pipeline: &gst::Pipeline) -> Result<Vec<String>, String> {
+    if let Some(element) = pipeline_file::wilddog_elements(pipeline).next() {
+        return Err(format!(
+            "`shared_pipeline` runs once for every call: it cannot hold a call's element ({})",
+            element.factory().map(|f| f.name().to_string()).unwrap_or_default()
+        ));
+    }
+    let mut names = Vec::new();
+    for element in pipeline.iterate_recurse().into_iter().filter_map(Result::ok) {
+        if element.factory().is_none_or(|f| f.name() != "appsink") {
+            continue;
+        }
+        let name = element.name().to_string();
+        // gst-launch names an unnamed element `appsink0`, `appsink1`, …
+        if name.starts_with("appsink") && name[7..].chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "every appsink of `shared_pipeline` needs a name (`appsink name=video`), the \
+                 name of the `appsrc` it feeds in `pipeline`; `{name}` has none"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("two appsinks named `{name}` in `shared_pipeline`"));
+        }
+        names.push(name);
+    }
+    names.sort();
+    if names.is_empty() {
+        return Err(
+            "`shared_pipeline` has no `appsink name=NAME`: nothing reaches the calls".into()
+        );
+    }
+    Ok(names)
+}
+
+/// The `appsrc` of a call's pipeline named `name`, if there is one.
+fn call_source(pipeline: &gst::Pipeline, name: &str) -> Option<gst_app::AppSrc> {
+    pipeline.by_name_recurse_up(name).and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+}
+
+/// Which of `names` have no `appsrc` of that name in `pipeline` (a file check).
+pub fn missing_sources(pipeline: &gst::Pipeline, names: &[String]) -> Vec<String> {
+    names.iter().filter(|n| call_source(pipeline, n).is_none()).cloned().collect()
+}
+
+/// One call's `appsrc`, fed by the shared `appsink` of its name.
+struct Attached {
+    id: u64,
+    name: String,
+    source: gst_app::AppSrc,
+    /// The caps last set on it, so it is told again only when they change.
+    caps: Option<gst::Caps>,
+}
+
+/// The shared pipeline, running, and the calls' `appsrc`s it feeds.
+pub struct SharedMedia {
+    pipeline: gst::Pipeline,
+    /// Its `appsink`s' names: a call's `appsrc` of one of these names is fed.
+    names: Vec<String>,
+    attached: Arc<Mutex<Vec<Attached>>>,
+    next_id: AtomicU64,
+    /// Why the shared pipeline stopped on its own (an error, or the end of its media).
+    failure: Arc<Mutex<Option<String>>>,
+    watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SharedMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMedia").field("pipeline", &self.pipeline.name()).finish()
+    }
+}
+
+impl SharedMedia {
+    /// Builds and starts the shared pipeline. `on_stop` is called once, from its bus thread,
+    /// when it fails or its media ends (the endpoint then stops: its calls would get nothing
+    /// more); its reason is in [`SharedMedia::failure`].
+    pub fn start(launch: &str, on_stop: impl FnOnce() + Send + 'static) -> anyhow::Result<Self> {
+        let pipeline =
+            pipeline_file::build(launch).map_err(anyhow::Error::msg).context("shared_pipeline")?;
+        let names = sink_names(&pipeline).map_err(anyhow::Error::msg)?;
+        let attached: Arc<Mutex<Vec<Attached>>> = Arc::default();
+        for name in &names {
+            let Some(sink) =
+                pipeline.by_name(name).and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            else {
+                bail!("shared_pipeline: no appsink `{name}`");
+            };
+            // As soon as a sample is made: the calls' pipelines keep their own time.
+            sink.set_sync(false);
+            sink.set_property("enable-last-sample", false);
+            let attached = Arc::clone(&attached);
+            let name = name.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        fan_out(&attached, &name, &sample);
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        let bus = pipeline.bus().context("shared_pipeline has no bus")?;
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let reason = first_error(&bus).unwrap_or_else(|| "it cannot start".into());
+            let _ = pipeline.set_state(gst::State::Null);
+            bail!("shared_pipeline: {reason}");
+        }
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let watcher = {
+            let failure = Arc::clone(&failure);
+            std::thread::Builder::new()
+                .name("shared-bus".into())
+                .spawn(move || watch_bus(&bus, &failure, on_stop))
+                .context("starting the shared pipeline's bus thread")?
+        };
+        Ok(Self {
+            pipeline,
+            names,
+            attached,
+            next_id: AtomicU64::new(1),
+            failure,
+            watcher: Mutex::new(Some(watcher)),
+        })
+    }
+
+    /// Feeds the `appsrc`s of a call's pipeline (those named like a shared `appsink`) until
+    /// the returned [`Attachment`] is dropped. Sets them up as live sources stamped with their
+    /// own pipeline's time.
+    pub fn attach(self: &Arc<Self>, pipeline: &gst::Pipeline) -> Attachment {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut attached = lock(&self.attached);
+        for name in &self.names {
+            let Some(source) = call_source(pipeline, name) else { continue };
+            source.set_is_live(true);
+            source.set_format(gst::Format::Time);
+            // The shared pipeline's timestamps mean nothing in this one: each buffer gets
+            // this pipeline's running time when its appsrc sends it.
+            source.set_do_timestamp(true);
+            source.set_max_bytes(0);
+            source.set_max_buffers(0);
+            source.set_max_time(CALL_QUEUE);
+            source.set_leaky_type(gst_app::AppLeakyType::Downstream);
+            attached.push(Attached { id, name: name.clone(), source, caps: None });
+        }
+        Attachment { media: Arc::clone(self), id }
+    }
+
+    /// Why the shared pipeline stopped on its own, if it did.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    /// Stops the shared pipeline (at the endpoint's end).
+    pub fn stop(&self) {
+        // The bus thread first: a pipeline going to NULL flushes its bus, and a message
+        // posted after that would never wake it.
+        if let Some(bus) = self.pipeline.bus() {
+            let _ =
+                bus.post(gst::message::Application::new(gst::Structure::new_empty(STOP_MESSAGE)));
+        }
+        if let Some(watcher) = lock(&self.watcher).take() {
+            let _ = watcher.join();
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let (_, state, _) =
+            self.pipeline.state(gst::ClockTime::from_seconds(STOP_TIMEOUT.as_secs()));
+        if state != gst::State::Null {
+            tracing::warn!("the shared pipeline did not stop within {STOP_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Detaches a call's `appsrc`s from the shared media when dropped.
+pub struct Attachment {
+    media: Arc<SharedMedia>,
+    id: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        lock(&self.media.attached).retain(|a| a.id != self.id);
+    }
+}
+
+/// The application message that ends the bus thread.
+const STOP_MESSAGE: &str = "wilddog-shared-stop";
+
+/// Sends one shared sample to every attached `appsrc` of its name.
+fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) {
+    let Some(buffer) = sample.buffer() else { return };
+    let caps = sample.caps_owned();
+    let mut attached = lock(attached);
+    for call in attached.iter_mut().filter(|a| a.name == name) {
+        if caps.is_some() && call.caps != caps {
+            call.source.set_caps(caps.as_ref());
+            call.caps.clone_from(&caps);
+        }
+        // A new header on the same memory: the call's appsrc stamps it.
+        let mut copy = buffer.copy();
+        {
+            let copy = copy.make_mut();
+            copy.set_pts(gst::ClockTime::NONE);
+            copy.set_dts(gst::ClockTime::NONE);
+        }
+        // Flushing (the call's pipeline is stopping) or ended: nothing to do; it is
+        // detached when it ends.
+        let _ = call.source.push_buffer(copy);
+    }
+}
+
+/// The shared pipeline's bus until it stops: an error or the end of its media is a failure
+/// of the endpoint (logged, kept, `on_stop` called).
+fn watch_bus(bus: &gst::Bus, failure: &Mutex<Option<String>>, on_stop: impl FnOnce()) {
+    let mut on_stop = Some(on_stop);
+    for message in bus.iter_timed(gst::ClockTime::NONE) {
+        let reason = match message.view() {
+            gst::MessageView::Error(e) => {
+                let source = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                match e.debug() {
+                    Some(debug) => format!("{source}: {} ({debug})", e.error()),
+                    None => format!("{source}: {}", e.error()),
+                }
+            }
+            gst::MessageView::Eos(_) => "its media ended (EOS)".to_owned(),
+            gst::MessageView::Warning(w) => {
+                tracing::warn!("shared_pipeline: {}", w.error());
+                continue;
+            }
+            gst::MessageView::Application(a)
+                if a.structure().is_some_and(|s| s.name() == STOP_MESSAGE) =>
+            {
+                return;
+            }
+            _ => continue,
+        };
+        tracing::error!("shared_pipeline stopped: {reason}");
+        lock(failure).get_or_insert(reason);
+        if let Some(on_stop) = on_stop.take() {
+            on_stop();
+        }
+    }
+}
+
+/// The first error on a bus, as text.
+fn first_error(bus: &gst::Bus) -> Option<String> {
+    while let Some(message) = bus.pop() {
+        if let gst::MessageView::Error(e) = message.view() {
+            return Some(e.error().to_string());
+        }
+    }
+    None
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
