@@ -219,9 +219,12 @@ struct State {
     /// exposed get an EOS of their own when its call is over ([`WilddogCall::end_unexposed`]).
     exposed: Vec<&'static str>,
     last_stats: Option<gst::Structure>,
-    /// The last report, for rates and for counters that never go back (see
-    /// [`stats::PreviousStats`]); cleared when a new webrtcbin starts its counters at 0.
+    /// The last report, for rates (see [`stats::PreviousStats`]); cleared when a new
+    /// webrtcbin starts its counters at 0.
     prev_stats: Option<stats::PreviousStats>,
+    /// The counters that never go back, summed from each stream's deltas (see
+    /// [`stats::CounterTotals`]); cleared with `prev_stats`.
+    counter_totals: stats::CounterTotals,
     /// Why the media failed, when we know better than the error's name: the message of
     /// the `wilddog-error` that ends the call.
     media_failure: Option<String>,
@@ -1168,6 +1171,7 @@ impl WilddogCall {
                     let mut st = lock(&self.state);
                     st.role = Some(role);
                     st.prev_stats = None;
+                    st.counter_totals = Default::default();
                     st.ice_servers = ice_servers.clone();
                 }
                 self.counters.remote_frames.store(0, Ordering::Relaxed);

@@ -5,6 +5,7 @@
 //! recovery (`recovery_tick`) and the congestion controller's periodic step
 //! (`congestion_tick`).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -50,60 +51,304 @@ pub(super) struct PreviousStats {
     pub remote_frames: u64,
 }
 
-impl LinkStats {
-    /// Keeps every cumulative counter at least where `prev` had it. Now and then a reply
-    /// lacks a stream's entry (the RTX stream's, or one webrtcbin was updating): a counter
-    /// read from it would go back, a period would show no traffic, and a user reading
-    /// `nackReceived` would see 0 after 43 retransmissions.
-    pub fn keep_counters_from(&mut self, prev: &LinkStats) {
-        for (now, before) in [
-            (&mut self.bytes_sent, prev.bytes_sent),
-            (&mut self.bytes_received, prev.bytes_received),
-            (&mut self.packets_sent, prev.packets_sent),
-            (&mut self.packets_received, prev.packets_received),
-            (&mut self.nack_sent, prev.nack_sent),
-            (&mut self.pli_sent, prev.pli_sent),
-            (&mut self.fir_sent, prev.fir_sent),
-            (&mut self.packets_repaired, prev.packets_repaired),
-            (&mut self.nack_received, prev.nack_received),
-            (&mut self.pli_received, prev.pli_received),
-            (&mut self.fir_received, prev.fir_received),
-        ] {
-            *now = (*now).max(before);
-        }
-        self.packets_lost = self.packets_lost.max(prev.packets_lost);
-        self.remote_packets_lost = self.remote_packets_lost.max(prev.remote_packets_lost);
+/// A cumulative counter of webrtcbin's stats entries, summed into [`LinkStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counter {
+    BytesSent,
+    PacketsSent,
+    NackReceived,
+    PliReceived,
+    FirReceived,
+    BytesReceived,
+    PacketsReceived,
+    PacketsLost,
+    PacketsRepaired,
+    NackSent,
+    PliSent,
+    FirSent,
+    RemotePacketsLost,
+}
+
+impl Counter {
+    const COUNT: usize = 13;
+    const ALL: [Counter; Counter::COUNT] = [
+        Counter::BytesSent,
+        Counter::PacketsSent,
+        Counter::NackReceived,
+        Counter::PliReceived,
+        Counter::FirReceived,
+        Counter::BytesReceived,
+        Counter::PacketsReceived,
+        Counter::PacketsLost,
+        Counter::PacketsRepaired,
+        Counter::NackSent,
+        Counter::PliSent,
+        Counter::FirSent,
+        Counter::RemotePacketsLost,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
     }
 
-    /// Reads a reply of webrtcbin's `get-stats`.
-    pub fn parse(reply: &gst::StructureRef) -> LinkStats {
+    /// Whether this counter going back means its stream started again from 0. Only the
+    /// traffic counters say so: they are in every entry of their kind and move with every
+    /// packet. A lost count goes back without a restart (a late packet, a duplicate in the
+    /// receiver report's cumulative loss), and a jitterbuffer's counters are missing now and
+    /// then (webrtcbin reads them only while it holds the jitterbuffer).
+    fn marks_restart(self) -> bool {
+        matches!(
+            self,
+            Counter::BytesSent
+                | Counter::PacketsSent
+                | Counter::BytesReceived
+                | Counter::PacketsReceived
+        )
+    }
+}
+
+/// What one stats entry (one SSRC's outbound, inbound or remote-inbound stream) counted so
+/// far, as one reply read it; `None` where the entry lacks the field.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct StreamReading {
+    /// The entry's id in the reply (`rtp-outbound-stream-stats_<ssrc>`, ...).
+    pub id: String,
+    values: [Option<u64>; Counter::COUNT],
+}
+
+impl StreamReading {
+    pub fn new(id: impl Into<String>) -> Self {
+        StreamReading { id: id.into(), values: [None; Counter::COUNT] }
+    }
+
+    /// The reading with `counter` at `value` (nothing when `value` is `None`).
+    pub fn with(mut self, counter: Counter, value: Option<u64>) -> Self {
+        if value.is_some() {
+            self.values[counter.index()] = value;
+        }
+        self
+    }
+}
+
+/// The running sums of the counters, one per [`Counter`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CounterSums([u64; Counter::COUNT]);
+
+impl CounterSums {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter.index()]
+    }
+}
+
+/// What [`CounterTotals`] remembers of one stream.
+#[derive(Debug, Clone)]
+struct StreamMemory {
+    last: [Option<u64>; Counter::COUNT],
+    /// The report ([`CounterTotals::reports`]) that last had this stream.
+    seen_in: u64,
+}
+
+/// Counters that never go back, summed from per-stream deltas.
+///
+/// The sums over a reply's streams go back whenever a stream leaves the reply: webrtcbin
+/// drops our video's entry once its sender was idle for 5 s or more (an echo bot with
+/// nothing to echo; see [`CounterTotals::fill_missing`]), and a stream ended or replaced by
+/// a new SSRC leaves for good, or starts again from 0 under the same id (a new source for
+/// that SSRC). Holding a total at the highest sum seen then hid all that was sent until the
+/// sum passed the old one: an echo bot's `bitSentRate` read 0 for the last 12 s of a call
+/// in which it sent video at 13-14 fps (`bytesSent` stuck at 259,749 while `packetsSent`
+/// grew: the small packets of the streams left passed their old sum first). Here each
+/// stream's delta counts: a stream whose traffic counter went back counts its new values,
+/// one missing from a reply counts nothing (and its next reading counts from where it was),
+/// so the totals still never go back.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CounterTotals {
+    streams: HashMap<String, StreamMemory>,
+    sums: CounterSums,
+    reports: u64,
+}
+
+impl CounterTotals {
+    /// Streams remembered at most: a peer changing SSRCs without end (each remote stream is
+    /// an entry) does not grow this without bound. The ones unseen longest are forgotten; one
+    /// coming back after that counts again from 0, which a real call never gets near.
+    const MAX_STREAMS: usize = 64;
+
+    /// Adds to `readings` the `fallback` reading of each stream an earlier reply had and this
+    /// one lacks: webrtcbin leaves a stream out of `get-stats` once rtpsession timed its
+    /// sender out (2 RTCP intervals, at least 5 s, without a packet: an echo bot's video with
+    /// nothing to echo), and does not bring it back when the stream sends again, while the
+    /// session's source keeps counting from where it was (GStreamer 1.22; see
+    /// [`session_readings`]). Without this the stream's traffic never counted again.
+    /// Streams never seen in a reply are left out (the RTX stream's, the session's own
+    /// RTCP-only source): the totals keep meaning what webrtcbin reports.
+    pub fn fill_missing(&self, readings: &mut Vec<StreamReading>, fallback: Vec<StreamReading>) {
+        for reading in fallback {
+            if self.streams.contains_key(&reading.id)
+                && !readings.iter().any(|r| r.id == reading.id)
+            {
+                readings.push(reading);
+            }
+        }
+    }
+
+    /// Adds one reply's readings; returns the totals so far.
+    pub fn advance(&mut self, readings: impl IntoIterator<Item = StreamReading>) -> CounterSums {
+        self.reports += 1;
+        for reading in readings {
+            let memory = self
+                .streams
+                .entry(reading.id)
+                .or_insert(StreamMemory { last: [None; Counter::COUNT], seen_in: 0 });
+            memory.seen_in = self.reports;
+            let restarted = Counter::ALL.iter().any(|c| {
+                let i = c.index();
+                c.marks_restart()
+                    && matches!((reading.values[i], memory.last[i]), (Some(now), Some(before)) if now < before)
+            });
+            for c in Counter::ALL {
+                let i = c.index();
+                let Some(now) = reading.values[i] else {
+                    // The new source's count starts from 0 when it turns up.
+                    if restarted {
+                        memory.last[i] = None;
+                    }
+                    continue;
+                };
+                let (delta, last) = match memory.last[i] {
+                    Some(before) if !restarted => (now.saturating_sub(before), now.max(before)),
+                    _ => (now, now),
+                };
+                memory.last[i] = Some(last);
+                self.sums.0[i] = self.sums.0[i].saturating_add(delta);
+            }
+        }
+        while self.streams.len() > Self::MAX_STREAMS {
+            let oldest =
+                self.streams.iter().min_by_key(|(_, m)| m.seen_in).map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => self.streams.remove(&id),
+                None => break,
+            };
+        }
+        self.sums
+    }
+}
+
+impl StreamReading {
+    /// Reads one source of an RTP session's `source-stats` as webrtcbin would report it (the
+    /// same fields, under the id webrtcbin gives the stream).
+    pub fn from_session_source(s: &gst::StructureRef) -> Option<StreamReading> {
+        let ssrc = s.get::<u32>("ssrc").ok()?;
+        let big = |field: &str| s.get::<u64>(field).ok();
+        let count = |field: &str| s.get::<u32>(field).ok().map(u64::from);
+        Some(if s.get::<bool>("internal").ok()? {
+            StreamReading::new(format!("rtp-outbound-stream-stats_{ssrc}"))
+                .with(Counter::BytesSent, big("octets-sent"))
+                .with(Counter::PacketsSent, big("packets-sent"))
+                .with(Counter::NackReceived, count("recv-nack-count"))
+                .with(Counter::PliReceived, count("recv-pli-count"))
+                .with(Counter::FirReceived, count("recv-fir-count"))
+        } else {
+            StreamReading::new(format!("rtp-inbound-stream-stats_{ssrc}"))
+                .with(Counter::BytesReceived, big("octets-received"))
+                .with(Counter::PacketsReceived, big("packets-received"))
+                .with(Counter::NackSent, count("sent-nack-count"))
+                .with(Counter::PliSent, count("sent-pli-count"))
+                .with(Counter::FirSent, count("sent-fir-count"))
+        })
+    }
+}
+
+/// The streams of `webrtcbin`'s RTP sessions, read from the sessions (see
+/// [`CounterTotals::fill_missing`]); empty when its rtpbin or sessions cannot be read.
+fn session_readings(webrtcbin: &gst::Element) -> Vec<StreamReading> {
+    /// Session ids tried: one per media section without bundling, 0 with it.
+    const MAX_SESSIONS: u32 = 8;
+    let Some(rtpbin) = webrtcbin.downcast_ref::<gst::Bin>().and_then(|bin| {
+        bin.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
+    }) else {
+        return Vec::new();
+    };
+    let mut readings = Vec::new();
+    for id in 0..MAX_SESSIONS {
+        let Some(session) = rtpbin.emit_by_name::<Option<glib::Object>>("get-session", &[&id])
+        else {
+            continue;
+        };
+        if session.find_property("stats").is_none() {
+            continue;
+        }
+        let Ok(stats) = session.property_value("stats").get::<gst::Structure>() else { continue };
+        let Ok(sources) = stats.get::<glib::ValueArray>("source-stats") else { continue };
+        readings.extend(
+            sources
+                .iter()
+                .filter_map(|v| v.get::<gst::Structure>().ok())
+                .filter_map(|s| StreamReading::from_session_source(&s)),
+        );
+    }
+    readings
+}
+
+impl LinkStats {
+    /// Sets the cumulative counters to `sums` ([`CounterTotals::advance`]).
+    pub fn set_counters(&mut self, sums: &CounterSums) {
+        let lost = |c| i64::try_from(sums.get(c)).unwrap_or(i64::MAX);
+        self.bytes_sent = sums.get(Counter::BytesSent);
+        self.packets_sent = sums.get(Counter::PacketsSent);
+        self.nack_received = sums.get(Counter::NackReceived);
+        self.pli_received = sums.get(Counter::PliReceived);
+        self.fir_received = sums.get(Counter::FirReceived);
+        self.bytes_received = sums.get(Counter::BytesReceived);
+        self.packets_received = sums.get(Counter::PacketsReceived);
+        self.packets_lost = lost(Counter::PacketsLost);
+        self.packets_repaired = sums.get(Counter::PacketsRepaired);
+        self.nack_sent = sums.get(Counter::NackSent);
+        self.pli_sent = sums.get(Counter::PliSent);
+        self.fir_sent = sums.get(Counter::FirSent);
+        self.remote_packets_lost = lost(Counter::RemotePacketsLost);
+    }
+
+    /// Reads a reply of webrtcbin's `get-stats`: what is not a counter, and each stream's
+    /// counters (for [`CounterTotals`]; the counters of the returned [`LinkStats`] are 0).
+    pub fn parse(reply: &gst::StructureRef) -> (LinkStats, Vec<StreamReading>) {
         use gst_webrtc::WebRTCStatsType as T;
         let mut l = LinkStats::default();
-        let count = |s: &gst::Structure, field: &str| u64::from(s.get::<u32>(field).unwrap_or(0));
-        for (_, value) in reply.iter() {
+        let mut readings = Vec::new();
+        let big = |s: &gst::Structure, field: &str| s.get::<u64>(field).ok();
+        let count = |s: &gst::Structure, field: &str| s.get::<u32>(field).ok().map(u64::from);
+        // A negative loss (more packets than expected: duplicates) counts as none.
+        let lost = |s: &gst::Structure| {
+            s.get::<i64>("packets-lost").ok().map(|n| u64::try_from(n).unwrap_or(0))
+        };
+        for (id, value) in reply.iter() {
             let Ok(s) = value.get::<gst::Structure>() else { continue };
+            let reading = StreamReading::new(id.as_str());
             match s.get::<T>("type") {
-                Ok(T::OutboundRtp) => {
-                    l.bytes_sent += s.get::<u64>("bytes-sent").unwrap_or(0);
-                    l.packets_sent += s.get::<u64>("packets-sent").unwrap_or(0);
-                    l.nack_received += count(&s, "nack-count");
-                    l.pli_received += count(&s, "pli-count");
-                    l.fir_received += count(&s, "fir-count");
-                }
-                Ok(T::InboundRtp) => {
-                    l.bytes_received += s.get::<u64>("bytes-received").unwrap_or(0);
-                    l.packets_received += s.get::<u64>("packets-received").unwrap_or(0);
-                    l.packets_lost += s.get::<i64>("packets-lost").unwrap_or(0).max(0);
-                    l.packets_repaired += s.get::<u64>("packets-repaired").unwrap_or(0);
-                    l.nack_sent += count(&s, "nack-count");
-                    l.pli_sent += count(&s, "pli-count");
-                    l.fir_sent += count(&s, "fir-count");
-                }
+                Ok(T::OutboundRtp) => readings.push(
+                    reading
+                        .with(Counter::BytesSent, big(&s, "bytes-sent"))
+                        .with(Counter::PacketsSent, big(&s, "packets-sent"))
+                        .with(Counter::NackReceived, count(&s, "nack-count"))
+                        .with(Counter::PliReceived, count(&s, "pli-count"))
+                        .with(Counter::FirReceived, count(&s, "fir-count")),
+                ),
+                Ok(T::InboundRtp) => readings.push(
+                    reading
+                        .with(Counter::BytesReceived, big(&s, "bytes-received"))
+                        .with(Counter::PacketsReceived, big(&s, "packets-received"))
+                        .with(Counter::PacketsLost, lost(&s))
+                        .with(Counter::PacketsRepaired, big(&s, "packets-repaired"))
+                        .with(Counter::NackSent, count(&s, "nack-count"))
+                        .with(Counter::PliSent, count(&s, "pli-count"))
+                        .with(Counter::FirSent, count(&s, "fir-count")),
+                ),
                 Ok(T::RemoteInboundRtp) => {
                     if let Ok(rtt) = s.get::<f64>("round-trip-time") {
                         l.rtt_ms = l.rtt_ms.max((rtt * 1000.0).round() as u32);
                     }
-                    l.remote_packets_lost += s.get::<i64>("packets-lost").unwrap_or(0).max(0);
+                    readings.push(reading.with(Counter::RemotePacketsLost, lost(&s)));
                     let lost = s.get::<f64>("fraction-lost").unwrap_or(0.0);
                     match s.get::<&str>("kind") {
                         Ok("audio") => l.audio_fraction_lost = l.audio_fraction_lost.max(lost),
@@ -122,7 +367,7 @@ impl LinkStats {
                 _ => {}
             }
         }
-        l
+        (l, readings)
     }
 }
 
@@ -130,20 +375,26 @@ impl WilddogCall {
     pub(super) fn request_stats(&self) {
         let Some(webrtcbin) = self.webrtcbin() else { return };
         let weak = self.obj().downgrade();
+        let weak_webrtcbin = webrtcbin.downgrade();
         let promise = gst::Promise::with_change_func(move |reply| {
             if let (Some(obj), Ok(Some(reply))) = (weak.upgrade(), reply) {
-                obj.imp().report_stats(reply);
+                obj.imp().report_stats(reply, weak_webrtcbin.upgrade().as_ref());
             }
         });
         webrtcbin.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
     }
 
-    /// Turns webrtcbin's stats into the original's `local_stats` / `remote_stats`.
-    pub(super) fn report_stats(&self, reply: &gst::StructureRef) {
-        let mut l = LinkStats::parse(reply);
-        if let Some(prev) = lock(&self.state).prev_stats.as_ref() {
-            l.keep_counters_from(&prev.link);
-        }
+    /// Turns webrtcbin's stats (`reply`, from `webrtcbin`) into the original's `local_stats` /
+    /// `remote_stats`.
+    pub(super) fn report_stats(&self, reply: &gst::StructureRef, webrtcbin: Option<&gst::Element>) {
+        let (mut l, mut readings) = LinkStats::parse(reply);
+        let fallback = webrtcbin.map(session_readings).unwrap_or_default();
+        let sums = {
+            let mut st = lock(&self.state);
+            st.counter_totals.fill_missing(&mut readings, fallback);
+            st.counter_totals.advance(readings)
+        };
+        l.set_counters(&sums);
         self.recovery_tick(&l);
         l.packets_repaired = l.packets_repaired.max(self.packets_repaired());
         self.congestion_tick(l.rtt_ms);
@@ -228,26 +479,175 @@ impl WilddogCall {
 
 #[cfg(test)]
 mod tests {
-    use super::LinkStats;
+    use super::{Counter, CounterTotals, StreamReading};
+
+    const VIDEO_OUT: &str = "rtp-outbound-stream-stats_1111";
+    const AUDIO_OUT: &str = "rtp-outbound-stream-stats_2222";
+
+    fn sent(id: &str, bytes: u64, packets: u64) -> StreamReading {
+        StreamReading::new(id)
+            .with(Counter::BytesSent, Some(bytes))
+            .with(Counter::PacketsSent, Some(packets))
+    }
+
+    /// Bytes sent since the previous report, as the rate is computed from the totals.
+    fn bytes_sent_delta(totals: &mut CounterTotals, readings: Vec<StreamReading>) -> u64 {
+        let before = totals.sums.get(Counter::BytesSent);
+        totals.advance(readings).get(Counter::BytesSent) - before
+    }
+
+    /// The rule this replaced: the sum over the streams, held at the highest sum seen.
+    fn held_at_max(previous: u64, readings: &[StreamReading]) -> u64 {
+        let i = Counter::BytesSent.index();
+        readings.iter().filter_map(|r| r.values[i]).sum::<u64>().max(previous)
+    }
 
     #[test]
-    fn counters_never_go_back_when_a_reply_lacks_a_stream() {
-        let before = LinkStats {
-            bytes_sent: 1000,
-            nack_received: 43,
-            pli_received: 2,
-            packets_lost: 7,
-            rtt_ms: 80,
-            ..LinkStats::default()
+    fn plain_growth_counts_the_differences() {
+        let mut t = CounterTotals::default();
+        assert_eq!(
+            bytes_sent_delta(&mut t, vec![sent(VIDEO_OUT, 1000, 2), sent(AUDIO_OUT, 100, 1)]),
+            1100
+        );
+        assert_eq!(
+            bytes_sent_delta(&mut t, vec![sent(VIDEO_OUT, 4000, 8), sent(AUDIO_OUT, 300, 3)]),
+            3200
+        );
+        let sums = t.advance(vec![sent(VIDEO_OUT, 9000, 20), sent(AUDIO_OUT, 600, 6)]);
+        assert_eq!(sums.get(Counter::BytesSent), 9600);
+        assert_eq!(sums.get(Counter::PacketsSent), 26);
+    }
+
+    #[test]
+    fn a_stream_starting_again_from_0_still_has_a_rate() {
+        // What an echo bot showed: its video idle for 6 s, then a new source with the same
+        // SSRC counting from 0 (its entry missing while idle).
+        let mut t = CounterTotals::default();
+        t.advance(vec![sent(VIDEO_OUT, 259_749, 508)]);
+        assert_eq!(bytes_sent_delta(&mut t, vec![]), 0);
+        let resumed = vec![sent(VIDEO_OUT, 20_000, 40)];
+        // The old rule held 259,749 until the new count passed it: no rate at all.
+        assert_eq!(held_at_max(259_749, &resumed), 259_749);
+        assert_eq!(bytes_sent_delta(&mut t, resumed), 20_000);
+        assert_eq!(bytes_sent_delta(&mut t, vec![sent(VIDEO_OUT, 50_000, 100)]), 30_000);
+        let sums = t.advance(vec![sent(VIDEO_OUT, 60_000, 120)]);
+        assert_eq!(sums.get(Counter::BytesSent), 259_749 + 60_000);
+        assert_eq!(sums.get(Counter::PacketsSent), 508 + 120);
+    }
+
+    #[test]
+    fn a_stream_replaced_by_a_new_ssrc_counts_from_its_start() {
+        let mut t = CounterTotals::default();
+        t.advance(vec![sent(VIDEO_OUT, 100_000, 200)]);
+        let replaced = vec![sent("rtp-outbound-stream-stats_3333", 5_000, 10)];
+        assert_eq!(held_at_max(100_000, &replaced), 100_000);
+        assert_eq!(bytes_sent_delta(&mut t, replaced), 5_000);
+        assert_eq!(
+            bytes_sent_delta(&mut t, vec![sent("rtp-outbound-stream-stats_3333", 9_000, 18)]),
+            4_000
+        );
+    }
+
+    #[test]
+    fn one_of_two_streams_going_back_counts_its_new_value() {
+        let mut t = CounterTotals::default();
+        t.advance(vec![sent(AUDIO_OUT, 10_000, 100), sent(VIDEO_OUT, 50_000, 100)]);
+        let now = vec![sent(AUDIO_OUT, 12_000, 120), sent(VIDEO_OUT, 3_000, 6)];
+        // The sum (15,000) is below the old one (60,000): the old rule saw nothing sent.
+        assert_eq!(held_at_max(60_000, &now), 60_000);
+        assert_eq!(bytes_sent_delta(&mut t, now), 2_000 + 3_000);
+    }
+
+    #[test]
+    fn a_reply_without_a_stream_neither_loses_nor_counts_it_twice() {
+        let mut t = CounterTotals::default();
+        let nacks = |id: &str, bytes, n| sent(id, bytes, 1).with(Counter::NackReceived, Some(n));
+        t.advance(vec![nacks(VIDEO_OUT, 1000, 43), sent(AUDIO_OUT, 500, 5)]);
+        // A reply without the video stream's outbound entry.
+        let sums = t.advance(vec![sent(AUDIO_OUT, 700, 7)]);
+        assert_eq!(sums.get(Counter::BytesSent), 1700);
+        assert_eq!(sums.get(Counter::NackReceived), 43);
+        // Back again: only what it counted meanwhile is new.
+        let sums = t.advance(vec![nacks(VIDEO_OUT, 1500, 44), sent(AUDIO_OUT, 800, 8)]);
+        assert_eq!(sums.get(Counter::BytesSent), 2300);
+        assert_eq!(sums.get(Counter::NackReceived), 44);
+    }
+
+    #[test]
+    fn a_restart_counts_every_counter_of_the_stream_anew() {
+        let mut t = CounterTotals::default();
+        let out = |bytes, nacks| sent(VIDEO_OUT, bytes, 1).with(Counter::NackReceived, Some(nacks));
+        t.advance(vec![out(10_000, 7)]);
+        let sums = t.advance(vec![out(2_000, 2)]);
+        assert_eq!(sums.get(Counter::BytesSent), 12_000);
+        assert_eq!(sums.get(Counter::NackReceived), 9);
+    }
+
+    #[test]
+    fn a_lost_count_going_back_is_not_a_restart() {
+        // The receiver report's cumulative loss goes down when a late packet arrives.
+        let mut t = CounterTotals::default();
+        let report = |lost| {
+            StreamReading::new("rtp-remote-inbound-stream-stats_1111")
+                .with(Counter::RemotePacketsLost, Some(lost))
         };
-        // A reply without the video stream's outbound entry: its counters read 0.
-        let mut now = LinkStats { bytes_sent: 1200, rtt_ms: 60, ..LinkStats::default() };
-        now.keep_counters_from(&before);
-        assert_eq!(now.bytes_sent, 1200);
-        assert_eq!(now.nack_received, 43);
-        assert_eq!(now.pli_received, 2);
-        assert_eq!(now.packets_lost, 7);
-        // What is not a counter follows the latest reply.
-        assert_eq!(now.rtt_ms, 60);
+        t.advance(vec![report(10)]);
+        assert_eq!(t.advance(vec![report(9)]).get(Counter::RemotePacketsLost), 10);
+        assert_eq!(t.advance(vec![report(12)]).get(Counter::RemotePacketsLost), 12);
+    }
+
+    #[test]
+    fn a_missing_field_is_not_a_restart() {
+        // webrtcbin reads the jitterbuffer's counters only while it holds the jitterbuffer.
+        let mut t = CounterTotals::default();
+        let inbound = |bytes, repaired| {
+            StreamReading::new("rtp-inbound-stream-stats_4444")
+                .with(Counter::BytesReceived, Some(bytes))
+                .with(Counter::PacketsRepaired, repaired)
+        };
+        t.advance(vec![inbound(1000, Some(5))]);
+        let sums = t.advance(vec![inbound(1500, None)]);
+        assert_eq!(sums.get(Counter::BytesReceived), 1500);
+        assert_eq!(sums.get(Counter::PacketsRepaired), 5);
+        let sums = t.advance(vec![inbound(2000, Some(6))]);
+        assert_eq!(sums.get(Counter::BytesReceived), 2000);
+        assert_eq!(sums.get(Counter::PacketsRepaired), 6);
+    }
+
+    #[test]
+    fn a_stream_webrtcbin_dropped_counts_from_its_session() {
+        // webrtcbin no longer reports the video after its sender timed out; the session's
+        // source goes on counting from where it was.
+        let mut t = CounterTotals::default();
+        t.advance(vec![sent(AUDIO_OUT, 10_000, 100), sent(VIDEO_OUT, 259_749, 508)]);
+        let session = || {
+            vec![
+                sent(AUDIO_OUT, 99_999, 999),
+                sent(VIDEO_OUT, 279_749, 548),
+                sent("rtp-outbound-stream-stats_5555", 7_000, 70),
+            ]
+        };
+        let mut readings = vec![sent(AUDIO_OUT, 12_000, 120)];
+        t.fill_missing(&mut readings, session());
+        // The reply's own reading stays; a stream never reported (RTX) stays out.
+        assert_eq!(readings, vec![sent(AUDIO_OUT, 12_000, 120), sent(VIDEO_OUT, 279_749, 548)]);
+        assert_eq!(bytes_sent_delta(&mut t, readings), 2_000 + 20_000);
+        // Without the session (its webrtcbin gone): nothing, and nothing lost.
+        let mut readings = vec![sent(AUDIO_OUT, 13_000, 130)];
+        t.fill_missing(&mut readings, vec![]);
+        assert_eq!(bytes_sent_delta(&mut t, readings), 1_000);
+    }
+
+    #[test]
+    fn streams_remembered_are_bounded() {
+        let mut t = CounterTotals::default();
+        for ssrc in 0..1000u32 {
+            t.advance(vec![sent(&format!("rtp-inbound-stream-stats_{ssrc}"), 10, 1)]);
+        }
+        assert_eq!(t.streams.len(), CounterTotals::MAX_STREAMS);
+        assert_eq!(t.sums.get(Counter::BytesSent), 10_000);
+        // The latest stays remembered: no double count.
+        let sums = t.advance(vec![sent("rtp-inbound-stream-stats_999", 15, 2)]);
+        assert_eq!(sums.get(Counter::BytesSent), 10_005);
     }
 }
