@@ -524,6 +524,7 @@
     this._statsTimer = null;
     this._lastStats = null;
     this._lossTicks = null;
+    this._minRtt = null;
     this._restartId = null;
     this._needRestart = false;
     this._sdpChain = Promise.resolve();
@@ -828,6 +829,7 @@
     this._pc = null;
     this._lastStats = null;
     this._lossTicks = null;
+    this._minRtt = null;
     log(this._client.options.debug, 'new peer connection for a restart', this.conversationId);
     return this._createPeer();
   };
@@ -1124,7 +1126,7 @@
     pc.getStats().then(function (report) {
       if (self._pc !== pc || self.status === S_CLOSED) return;
       var now = Date.now();
-      var out = { bytes: 0, videoBytes: 0, videoPackets: 0, videoLost: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
+      var out = { bytes: 0, videoBytes: 0, videoPackets: 0, videoLost: 0, videoRtt: null, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
       var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0, packets: 0, nack: 0, pli: 0, fir: 0, repaired: 0, jbDelay: 0, jbCount: 0 };
       var pairId = null;
       var pairs = [];
@@ -1149,7 +1151,10 @@
           }
         } else if (s.type === 'remote-inbound-rtp') {
           out.lost += Math.max(0, s.packetsLost || 0);
-          if (s.kind === 'video') out.videoLost += Math.max(0, s.packetsLost || 0);
+          if (s.kind === 'video') {
+            out.videoLost += Math.max(0, s.packetsLost || 0);
+            if (s.roundTripTime != null) out.videoRtt = s.roundTripTime;
+          }
         } else if (s.type === 'inbound-rtp') {
           inn.bytes += s.bytesReceived || 0;
           inn.packetsLost += s.packetsLost || 0;
@@ -1246,10 +1251,14 @@
       }] : []).slice(-NO_TARGET_LOSS_TICKS);
       var sentPackets = ticks.reduce(function (n, t) { return n + t.sent; }, 0);
       var lostPackets = ticks.reduce(function (n, t) { return n + t.lost; }, 0);
+      // The round trip the peer's last report gave, over the lowest this connection saw:
+      // the queue our packets wait in.
+      if (out.videoRtt != null && (self._minRtt == null || out.videoRtt < self._minRtt)) self._minRtt = out.videoRtt;
       self._fitSendSize(local, {
         videoKbps: rate(out.videoBytes, last ? last.outVideoBytes : out.videoBytes),
         lossFraction: ticks.length === NO_TARGET_LOSS_TICKS && sentPackets > 0 ? lostPackets / sentPackets : 0,
-        encodedFps: secs > 0 ? Math.max(0, (out.frames - last.outFrames) / secs) : null
+        encodedFps: secs > 0 ? Math.max(0, (out.frames - last.outFrames) / secs) : null,
+        rttRise: out.videoRtt != null ? out.videoRtt - self._minRtt : 0
       });
     }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
   };
@@ -1297,16 +1306,24 @@
   /** A browser that reports no encoder target (Firefox: no `targetBitrate`, no
    * `availableOutgoingBitrate`) moves by what the peer reports instead. The video's loss
    * (the packets remote-inbound-rtp reports lost over those sent, over the last
-   * NO_TARGET_LOSS_TICKS ticks) over NO_TARGET_LOSS_DOWN takes the picture one step down,
-   * as a frame rate encoded under two thirds of maxFPS at 320x240 or less does; back up one
-   * step after NO_TARGET_UP_TICKS ticks at the whole frame rate with loss under
-   * NO_TARGET_LOSS_UP. Firefox at a 250 kbit/s cap shared by both directions kept 320x240
-   * and its 32 kbit/s of Opus, lost a quarter of its packets, and the peer decoded nothing
-   * for 20 s. */
+   * NO_TARGET_LOSS_TICKS ticks) over NO_TARGET_LOSS_DOWN takes the picture one step down
+   * when the link is full: the round trip has grown by NO_TARGET_RTT_RISE (a queue) or the
+   * encoder starves (under two thirds of maxFPS); or when it lasts NO_TARGET_LOSSY_TICKS
+   * ticks in a row. Loss alone is not enough: Firefox sends about 15 packets a second of
+   * a 320x240 picture, and at 5 % random loss (RTT a few ms, 15 fps encoded) the three
+   * ticks' share read over 10 % often enough to step down in one run out of nine. A frame
+   * rate encoded under two thirds of maxFPS at 320x240 or less takes it one step down too;
+   * back up one step after NO_TARGET_UP_TICKS ticks at the whole frame rate with loss
+   * under NO_TARGET_LOSS_UP. Firefox at a 250 kbit/s cap shared by both directions kept
+   * 320x240 and its 32 kbit/s of Opus, lost a quarter of its packets, and the peer decoded
+   * nothing for 20 s; there the round trip grew by 480 to 690 ms and Firefox encoded 4 to
+   * 9 fps at 320x240. */
   var NO_TARGET_LOSS_DOWN = 0.1;
   var NO_TARGET_LOSS_UP = 0.02;
   var NO_TARGET_UP_TICKS = 5;
   var NO_TARGET_LOSS_TICKS = 3;
+  var NO_TARGET_RTT_RISE = 0.1;
+  var NO_TARGET_LOSSY_TICKS = 6;
 
   /**
    * Takes the sent size below where the browser's own adaptation stops, and back. Chrome
@@ -1325,7 +1342,7 @@
    *   next size's share, two ticks in a row;
    * then two ticks for the browser to settle. Opus is capped while the picture sent is at
    * most AUDIO_CAPPED_PIXELS. A browser with no target in its stats (Firefox) moves by the
-   * loss its peer reports instead (NO_TARGET_LOSS_DOWN).
+   * loss its peer reports with a queue or a starving encoder instead (NO_TARGET_LOSS_DOWN).
    */
   Conversation.prototype._fitSendSize = function (local, video) {
     var ls = this.localStream;
@@ -1349,7 +1366,11 @@
       // Firefox's framesPerSecond said 12 to 15 while it encoded 4 frames a second.
       var fps = video.encodedFps != null ? video.encodedFps : local.fps;
       var loss = video.lossFraction || 0;
-      if (loss > NO_TARGET_LOSS_DOWN || (fps < (2 / 3) * ls.maxFPS && local.width * local.height <= BROWSER_MIN_PIXELS)) {
+      var starving = fps < (2 / 3) * ls.maxFPS;
+      this._lossyTicks = loss > NO_TARGET_LOSS_DOWN ? (this._lossyTicks || 0) + 1 : 0;
+      var congested = loss > NO_TARGET_LOSS_DOWN &&
+        ((video.rttRise || 0) >= NO_TARGET_RTT_RISE || starving || this._lossyTicks >= NO_TARGET_LOSSY_TICKS);
+      if (congested || (starving && local.width * local.height <= BROWSER_MIN_PIXELS)) {
         oneStepUnder();
         this._sendScaleUp = 0;
       } else if (at > 0 && fps >= 0.9 * ls.maxFPS && loss < NO_TARGET_LOSS_UP) {
@@ -1375,8 +1396,12 @@
     if (to === at) return;
     this._sendScale = to;
     this._sendScaleUp = 0;
+    this._lossyTicks = 0;
     this._sendSettle = 2;
-    log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height, 'target', local.targetBitrate, 'kbit/s');
+    log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height,
+      local.targetBitrate ? 'target ' + local.targetBitrate + ' kbit/s'
+        : 'no target: ' + Math.round((video.lossFraction || 0) * 100) + ' % lost, ' + (video.encodedFps != null ? video.encodedFps.toFixed(1) : '?') +
+          ' fps encoded, round trip +' + Math.round((video.rttRise || 0) * 1000) + ' ms');
     this._applySenderBitrate();
   };
 
