@@ -523,6 +523,8 @@
     this._timers = {};
     this._statsTimer = null;
     this._lastStats = null;
+    this._lossTicks = null;
+    this._minRtt = null;
     this._restartId = null;
     this._needRestart = false;
     this._sdpChain = Promise.resolve();
@@ -826,6 +828,8 @@
     }
     this._pc = null;
     this._lastStats = null;
+    this._lossTicks = null;
+    this._minRtt = null;
     log(this._client.options.debug, 'new peer connection for a restart', this.conversationId);
     return this._createPeer();
   };
@@ -1122,7 +1126,7 @@
     pc.getStats().then(function (report) {
       if (self._pc !== pc || self.status === S_CLOSED) return;
       var now = Date.now();
-      var out = { bytes: 0, videoBytes: 0, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
+      var out = { bytes: 0, videoBytes: 0, videoPackets: 0, videoLost: 0, videoRtt: null, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
       var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0, packets: 0, nack: 0, pli: 0, fir: 0, repaired: 0, jbDelay: 0, jbCount: 0 };
       var pairId = null;
       var pairs = [];
@@ -1139,6 +1143,7 @@
           if (s.kind === 'video' && s.targetBitrate != null) out.target = s.targetBitrate;
           if (s.kind === 'video') {
             out.videoBytes += s.bytesSent || 0;
+            out.videoPackets += s.packetsSent || 0;
             out.frames += s.framesEncoded || 0;
             if (s.frameWidth) out.width = s.frameWidth;
             if (s.frameHeight) out.height = s.frameHeight;
@@ -1146,6 +1151,10 @@
           }
         } else if (s.type === 'remote-inbound-rtp') {
           out.lost += Math.max(0, s.packetsLost || 0);
+          if (s.kind === 'video') {
+            out.videoLost += Math.max(0, s.packetsLost || 0);
+            if (s.roundTripTime != null) out.videoRtt = s.roundTripTime;
+          }
         } else if (s.type === 'inbound-rtp') {
           inn.bytes += s.bytesReceived || 0;
           inn.packetsLost += s.packetsLost || 0;
@@ -1224,14 +1233,32 @@
           ? Math.round(((inn.jbDelay - last.jbDelay) / (inn.jbCount - last.jbCount)) * 1000) : 0
       };
       self._lastStats = {
-        time: now, outBytes: out.bytes, outVideoBytes: out.videoBytes, inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames,
+        time: now, outBytes: out.bytes, outVideoBytes: out.videoBytes, outVideoPackets: out.videoPackets, outVideoLost: out.videoLost,
+        inBytes: inn.bytes, outFrames: out.frames, inFrames: inn.frames,
         jbDelay: inn.jbDelay, jbCount: inn.jbCount
       };
       self._emit('local_stats', local);
       if (self.status !== S_CLOSED) self._emit('remote_stats', remote);
       self._checkQuality(local);
+      // The video's loss as the peer reports it (Firefox's fractionLost read 0 in most
+      // reports while its packetsLost grew), and the frames it encoded a second.
+      // Over the last NO_TARGET_LOSS_TICKS ticks: a receiver report covers a second or more,
+      // so one tick's share swung with where the reports fell (5 % random loss read over
+      // 10 % in single ticks, and a step down followed).
+      var ticks = self._lossTicks = (self._lossTicks || []).concat(last ? [{
+        lost: Math.max(0, out.videoLost - last.outVideoLost),
+        sent: Math.max(0, out.videoPackets - last.outVideoPackets)
+      }] : []).slice(-NO_TARGET_LOSS_TICKS);
+      var sentPackets = ticks.reduce(function (n, t) { return n + t.sent; }, 0);
+      var lostPackets = ticks.reduce(function (n, t) { return n + t.lost; }, 0);
+      // The round trip the peer's last report gave, over the lowest this connection saw:
+      // the queue our packets wait in.
+      if (out.videoRtt != null && (self._minRtt == null || out.videoRtt < self._minRtt)) self._minRtt = out.videoRtt;
       self._fitSendSize(local, {
-        videoKbps: rate(out.videoBytes, last ? last.outVideoBytes : out.videoBytes)
+        videoKbps: rate(out.videoBytes, last ? last.outVideoBytes : out.videoBytes),
+        lossFraction: ticks.length === NO_TARGET_LOSS_TICKS && sentPackets > 0 ? lostPackets / sentPackets : 0,
+        encodedFps: secs > 0 ? Math.max(0, (out.frames - last.outFrames) / secs) : null,
+        rttRise: out.videoRtt != null ? out.videoRtt - self._minRtt : 0
       });
     }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
   };
@@ -1276,6 +1303,27 @@
    * a 250 kbit/s link that both directions share. */
   var AUDIO_CAPPED_PIXELS = 240 * 180;
   var AUDIO_CAPPED_BPS = 16000;
+  /** A browser that reports no encoder target (Firefox: no `targetBitrate`, no
+   * `availableOutgoingBitrate`) moves by what the peer reports instead. The video's loss
+   * (the packets remote-inbound-rtp reports lost over those sent, over the last
+   * NO_TARGET_LOSS_TICKS ticks) over NO_TARGET_LOSS_DOWN takes the picture one step down
+   * when the link is full: the round trip has grown by NO_TARGET_RTT_RISE (a queue) or the
+   * encoder starves (under two thirds of maxFPS); or when it lasts NO_TARGET_LOSSY_TICKS
+   * ticks in a row. Loss alone is not enough: Firefox sends about 15 packets a second of
+   * a 320x240 picture, and at 5 % random loss (RTT a few ms, 15 fps encoded) the three
+   * ticks' share read over 10 % often enough to step down in one run out of nine. A frame
+   * rate encoded under two thirds of maxFPS at 320x240 or less takes it one step down too;
+   * back up one step after NO_TARGET_UP_TICKS ticks at the whole frame rate with loss
+   * under NO_TARGET_LOSS_UP. Firefox at a 250 kbit/s cap shared by both directions kept
+   * 320x240 and its 32 kbit/s of Opus, lost a quarter of its packets, and the peer decoded
+   * nothing for 20 s; there the round trip grew by 480 to 690 ms and Firefox encoded 4 to
+   * 9 fps at 320x240. */
+  var NO_TARGET_LOSS_DOWN = 0.1;
+  var NO_TARGET_LOSS_UP = 0.02;
+  var NO_TARGET_UP_TICKS = 5;
+  var NO_TARGET_LOSS_TICKS = 3;
+  var NO_TARGET_RTT_RISE = 0.1;
+  var NO_TARGET_LOSSY_TICKS = 6;
 
   /**
    * Takes the sent size below where the browser's own adaptation stops, and back. Chrome
@@ -1293,11 +1341,12 @@
    *   2.5 times what the video sends (the next size needs up to 2.25 times) and covers the
    *   next size's share, two ticks in a row;
    * then two ticks for the browser to settle. Opus is capped while the picture sent is at
-   * most AUDIO_CAPPED_PIXELS. Chrome only (Firefox reports no target).
+   * most AUDIO_CAPPED_PIXELS. A browser with no target in its stats (Firefox) moves by the
+   * loss its peer reports with a queue or a starving encoder instead (NO_TARGET_LOSS_DOWN).
    */
   Conversation.prototype._fitSendSize = function (local, video) {
     var ls = this.localStream;
-    if (!ls || !ls.captureVideo || !local.targetBitrate || !local.width || this.status === S_CLOSED) return;
+    if (!ls || !ls.captureVideo || !local.width || this.status === S_CLOSED) return;
     var audioCapped = local.width * local.height <= AUDIO_CAPPED_PIXELS;
     if (audioCapped !== !!this._audioCapped) {
       this._audioCapped = audioCapped;
@@ -1309,12 +1358,33 @@
     var fullWidth = DIMENSIONS[ls.dimension].width;
     var needed = neededKbps(ls);
     var need = function (i) { return needed / (SEND_SCALES[i] * SEND_SCALES[i]); };
-    if (local.targetBitrate < SEND_SIZE_FIT * need(at)) {
+    var slow = local.fps < (2 / 3) * ls.maxFPS && local.width * local.height <= BROWSER_MIN_PIXELS;
+    var oneStepUnder = function () {
+      while (to < SEND_SCALES.length - 1 && fullWidth / SEND_SCALES[to] >= local.width - 1) to++;
+    };
+    if (!local.targetBitrate) {
+      // Firefox's framesPerSecond said 12 to 15 while it encoded 4 frames a second.
+      var fps = video.encodedFps != null ? video.encodedFps : local.fps;
+      var loss = video.lossFraction || 0;
+      var starving = fps < (2 / 3) * ls.maxFPS;
+      this._lossyTicks = loss > NO_TARGET_LOSS_DOWN ? (this._lossyTicks || 0) + 1 : 0;
+      var congested = loss > NO_TARGET_LOSS_DOWN &&
+        ((video.rttRise || 0) >= NO_TARGET_RTT_RISE || starving || this._lossyTicks >= NO_TARGET_LOSSY_TICKS);
+      if (congested || (starving && local.width * local.height <= BROWSER_MIN_PIXELS)) {
+        oneStepUnder();
+        this._sendScaleUp = 0;
+      } else if (at > 0 && fps >= 0.9 * ls.maxFPS && loss < NO_TARGET_LOSS_UP) {
+        this._sendScaleUp = (this._sendScaleUp || 0) + 1;
+        if (this._sendScaleUp >= NO_TARGET_UP_TICKS) to = at - 1;
+      } else {
+        this._sendScaleUp = 0;
+      }
+    } else if (local.targetBitrate < SEND_SIZE_FIT * need(at)) {
       // The target alone says the size cannot be kept.
       while (to < SEND_SCALES.length - 1 && local.targetBitrate < SEND_SIZE_FIT * need(to)) to++;
       this._sendScaleUp = 0;
-    } else if (local.fps < (2 / 3) * ls.maxFPS && local.width * local.height <= BROWSER_MIN_PIXELS) {
-      while (to < SEND_SCALES.length - 1 && fullWidth / SEND_SCALES[to] >= local.width - 1) to++;
+    } else if (slow) {
+      oneStepUnder();
       this._sendScaleUp = 0;
     } else if (at > 0 && local.fps >= 0.9 * ls.maxFPS && local.targetBitrate >= 2.5 * video.videoKbps &&
         local.targetBitrate >= SEND_SIZE_FIT * need(at - 1)) {
@@ -1326,8 +1396,12 @@
     if (to === at) return;
     this._sendScale = to;
     this._sendScaleUp = 0;
+    this._lossyTicks = 0;
     this._sendSettle = 2;
-    log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height, 'target', local.targetBitrate, 'kbit/s');
+    log(this._client.options.debug, 'video sent at 1/' + SEND_SCALES[to].toFixed(2) + ' of its size:', local.fps, 'fps at', local.width + 'x' + local.height,
+      local.targetBitrate ? 'target ' + local.targetBitrate + ' kbit/s'
+        : 'no target: ' + Math.round((video.lossFraction || 0) * 100) + ' % lost, ' + (video.encodedFps != null ? video.encodedFps.toFixed(1) : '?') +
+          ' fps encoded, round trip +' + Math.round((video.rttRise || 0) * 1000) + ' ms');
     this._applySenderBitrate();
   };
 

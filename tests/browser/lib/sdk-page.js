@@ -48,6 +48,40 @@ window.T = {
   },
   call(uid, data) { T.watch(T.video.call(uid, T.local, data)); T.log('calling', uid); },
   pc() { return T.conv && T.conv._pc; },
+  // Frames the remote <video> presented since countPresented() (requestVideoFrameCallback):
+  // Firefox's inbound framesDecoded, nackCount and packetsLost started again from 0 when the
+  // page's own sender changed its parameters.
+  presented: 0,
+  countPresented() {
+    const v = document.getElementById('remote');
+    const onFrame = () => { T.presented++; v.requestVideoFrameCallback(onFrame); };
+    v.requestVideoFrameCallback(onFrame);
+  },
+  // The inbound video's nackCount and packetsLost since watchInbound(), summed over samples
+  // every 250 ms (and at each call) across those restarts: framesDecoded going down marks one.
+  inbound: null,
+  watchInbound() {
+    T.inbound = { nack: 0, lost: 0, restarts: 0, prev: null, chain: Promise.resolve() };
+    T.inboundTimer = setInterval(() => T.readInbound(), 250);
+  },
+  readInbound() {
+    const sum = T.inbound;
+    sum.chain = sum.chain.then(async () => {
+      const pc = T.pc();
+      if (!pc) return;
+      let cur = null;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') cur = { nack: s.nackCount || 0, lost: s.packetsLost || 0, decoded: s.framesDecoded || 0 };
+      });
+      if (!cur) return;
+      const prev = sum.prev;
+      const restarted = prev && cur.decoded < prev.decoded;
+      if (restarted) sum.restarts++;
+      for (const k of ['nack', 'lost']) sum[k] += !prev ? 0 : restarted ? cur[k] : cur[k] - prev[k];
+      sum.prev = cur;
+    });
+    return sum.chain.then(() => ({ nack: sum.nack, lost: sum.lost, restarts: sum.restarts }));
+  },
   // Frames decoded on the receiving RTCPeerConnection, from getStats() itself.
   async framesDecoded() {
     const pc = T.pc();

@@ -11,7 +11,8 @@ import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
 import { startCoturn } from '../lib/coturn.js';
-import { sampleCleanThenLossy } from '../lib/netem.js';
+import { capKbit, sampleCleanThenLossy, uncap } from '../lib/netem.js';
+import { installCamera } from '../lib/textured-camera.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,9 +151,42 @@ describe('Firefox ESR ↔ GStreamer', () => {
     await server?.stop();
   });
 
+  /** `page` calls the echo bot `echoUid` (`data`: the call's user data) and decodes its own
+   * video coming back at 640x480. */
+  async function callEchoBotAndSeeIt(page, echoUid, bot, data) {
+    await page.evaluate((uid, d) => T.call(uid, d), echoUid, data);
+    await waitEvent(page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await page.bringToFront();
+    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
+    });
+  }
+
+  /** Records, in `T.trace`, what the SDK's size ladder read on each stats tick (the size and
+   * frames encoded, the loss over its window, the scale before and after) and the bot's last
+   * receiver report of the video as getStats gives it (remote-inbound-rtp): which rule moved
+   * the picture, when one did. */
+  function traceLadder(page) {
+    return page.evaluate(() => {
+      T.trace = [];
+      const f = T.conv._fitSendSize;
+      T.conv._fitSendSize = function (local, video) {
+        const at = this._sendScale || 0;
+        const settle = this._sendSettle || 0;
+        f.call(this, local, video);
+        const row = { t: Date.now() % 100000, w: local.width, fps: local.fps, enc: video.encodedFps == null ? null : +video.encodedFps.toFixed(1), loss: +(video.lossFraction || 0).toFixed(3), ticks: (this._lossTicks || []).map((x) => `${x.lost}/${x.sent}`).join(' '), rttRise: +(video.rttRise || 0).toFixed(3), settle, at, to: this._sendScale || 0 };
+        T.trace.push(row);
+        T.pc()?.getStats().then((r) => r.forEach((s) => {
+          if (s.type === 'remote-inbound-rtp' && s.kind === 'video') row.rr = { ts: Math.round(s.timestamp) % 100000, lost: s.packetsLost, rcv: s.packetsReceived, fl: s.fractionLost, rtt: s.roundTripTime };
+          if (s.type === 'outbound-rtp' && s.kind === 'video') row.sent = s.packetsSent;
+        }));
+      };
+    });
+  }
+
   async function firefoxPage(name) {
     const uid = uniqueUid(name);
-    const page = await openSdkPage(browser, server, uid);
+    const page = await openSdkPage(browser, server, uid, { initOptions: { debug: true } });
     await waitEvent(page, 'connected');
     await page.evaluate(() => T.preview());
     return { uid, page };
@@ -182,19 +216,19 @@ describe('Firefox ESR ↔ GStreamer', () => {
     const bot = await startEchoBot(server, echoUid);
     runners.push(bot);
     const { page } = await firefoxPage('firefox-lossy');
-    await page.evaluate((uid) => T.call(uid, 'lossy'), echoUid);
-    await waitEvent(page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
-    await page.bringToFront();
-    await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
-      throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}`);
-    });
+    await callEchoBotAndSeeIt(page, echoUid, bot, 'lossy');
+    await traceLadder(page);
+    // Firefox's inbound counters (framesDecoded, nackCount, packetsLost) started again from 0
+    // when the SDK changed the page's sender: the frames its <video> presents, and the
+    // counters summed across restarts.
+    await page.evaluate(() => { T.countPresented(); T.watchInbound(); });
     const rtp = () => page.evaluate(async () => {
       const stats = await T.pc().getStats();
-      const r = { in: { nack: 0, decoded: 0, lost: 0 }, out: { nack: 0, resent: 0 } };
+      const r = { scale: T.conv._sendScale ?? 0, audioCapped: !!T.conv._audioCapped, in: { ...(await T.readInbound()), presented: T.presented }, out: { nack: 0, resent: 0 } };
       stats.forEach((s) => {
         if (s.kind !== 'video' && s.mediaType !== 'video') return;
-        if (s.type === 'inbound-rtp') r.in = { nack: s.nackCount ?? 0, decoded: s.framesDecoded ?? 0, lost: s.packetsLost ?? 0 };
-        if (s.type === 'outbound-rtp') r.out = { nack: s.nackCount ?? 0, resent: s.retransmittedPacketsSent ?? 0 };
+        if (s.type === 'inbound-rtp') r.in.raw = { nack: s.nackCount ?? 0, decoded: s.framesDecoded ?? 0, lost: s.packetsLost ?? 0, w: s.frameWidth };
+        if (s.type === 'outbound-rtp') r.out = { nack: s.nackCount ?? 0, resent: s.retransmittedPacketsSent ?? 0, w: s.frameWidth, frames: s.framesEncoded };
       });
       return r;
     });
@@ -202,6 +236,12 @@ describe('Firefox ESR ↔ GStreamer', () => {
     await sleep(2500);
     const stats = bot.events.filter((e) => e.event === 'stats').at(-1);
     console.log('firefox clean', JSON.stringify([clean0, clean1]), 'lossy', JSON.stringify([lossy0, lossy1]), 'bot', JSON.stringify(stats));
+    const trace = await page.evaluate(() => T.trace);
+    console.log('the SDK\'s ladder, tick by tick', JSON.stringify(trace));
+    // Random loss a NACK repairs is no reason to shrink the picture: with the SDK's ladder on
+    // the loss alone, it stepped down in one run out of nine (then Firefox's inbound counters
+    // started again, and this test failed on them).
+    assert.ok(trace.every((r) => r.to === 0), `the SDK stepped Firefox's picture down under 5 % random loss: ${JSON.stringify(trace)}`);
     // Firefox lost some of the bot's video and asked for it: the bot resent it.
     assert.ok(lossy1.in.lost > lossy0.in.lost, `Firefox lost nothing under 5 % loss: ${JSON.stringify(lossy1.in)}`);
     assert.ok(lossy1.in.nack > lossy0.in.nack, `Firefox sent no NACK: ${JSON.stringify(lossy1.in)}`);
@@ -210,9 +250,88 @@ describe('Firefox ESR ↔ GStreamer', () => {
     assert.ok(stats.remote.nackSent > 0, `the bot sent no NACK: ${JSON.stringify(stats.remote)}`);
     assert.ok(lossy1.out.nack > lossy0.out.nack, `no NACK reached Firefox: ${JSON.stringify(lossy1.out)}`);
     // The echo keeps playing: it crosses the lossy link twice.
-    const cleanRate = (clean1.in.decoded - clean0.in.decoded) / 6;
-    const lossyRate = (lossy1.in.decoded - lossy0.in.decoded) / 12;
-    assert.ok(lossyRate >= 0.6 * cleanRate, `${lossyRate} frames/s decoded under 5 % loss against ${cleanRate} clean`);
+    const cleanRate = (clean1.in.presented - clean0.in.presented) / 6;
+    const lossyRate = (lossy1.in.presented - lossy0.in.presented) / 12;
+    assert.ok(lossyRate >= 0.6 * cleanRate, `${lossyRate} frames/s shown under 5 % loss against ${cleanRate} clean`);
+    await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+
+  // Issue 10, "against every peer": Firefox at a 250 kbit/s cap that both directions share.
+  // Firefox reports no encoder target, so our SDK's size ladder stood still there: the page
+  // kept 320x240 and its full Opus rate, lost a quarter of its packets, and the bot decoded
+  // nothing for 20 s (0 fps, three runs). The SDK now steps the picture down by the loss the
+  // bot reports with the round trip it grows (the queue) and the frames Firefox encodes, and
+  // caps Opus at 240x180: the bot decodes the page's video again and the echo, which crosses
+  // the capped link twice, plays.
+  it('Firefox → echo bot at 250 kbit/s: the SDK takes Firefox\'s picture down, the bot decodes it, the echo plays', async () => {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid);
+    runners.push(bot);
+    const page = await openSdkPage(browser, server, uniqueUid('firefox-capped'), { initOptions: { debug: true } });
+    await waitEvent(page, 'connected');
+    await page.evaluate(installCamera, [640, 480]);
+    await page.evaluate(() => T.preview({ dimension: '480p', maxFPS: 15 }));
+    await callEchoBotAndSeeIt(page, echoUid, bot, 'capped');
+    await traceLadder(page);
+    const rtp = () => page.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      const r = { at: performance.now(), scale: T.conv._sendScale ?? 0, audioCapped: !!T.conv._audioCapped, out: { bytes: 0, frames: 0 }, in: { decoded: 0 } };
+      stats.forEach((s) => {
+        if (s.kind !== 'video' && s.mediaType !== 'video') return;
+        if (s.type === 'outbound-rtp') r.out = { bytes: s.bytesSent ?? 0, frames: s.framesEncoded ?? 0, width: s.frameWidth, nack: s.nackCount, pli: s.pliCount, packets: s.packetsSent, resent: s.retransmittedPacketsSent };
+        if (s.type === 'inbound-rtp') r.in = { decoded: s.framesDecoded ?? 0, packets: s.packetsReceived, lost: s.packetsLost, nack: s.nackCount, pli: s.pliCount };
+        if (s.type === 'remote-inbound-rtp') r.remoteIn = { lost: s.packetsLost, fraction: s.fractionLost, rtt: s.roundTripTime };
+      });
+      return r;
+    });
+    await sleep(3000);
+    const clean = await rtp();
+    let capped0;
+    let capped1;
+    const ladder = [];
+    const from = bot.events.length;
+    try {
+      capKbit(250);
+      // Settling: the SDK steps the picture down one size every three stats ticks (6 s),
+      // and the queue the larger sizes filled drains; the bot decoded again 10 to 16 s in.
+      // At a small enough size the link is clean and the SDK tries the next size up after
+      // five ticks (a suite run went back from 240x180 to 320x240 at 30 s): its ladder is
+      // read every 2 s.
+      for (let i = 0; i < 9; i++) {
+        await sleep(2000);
+        ladder.push(await page.evaluate(() => ({ scale: T.conv._sendScale ?? 0, audioCapped: !!T.conv._audioCapped })));
+      }
+      capped0 = await rtp();
+      // The frames the page's <video> presents (Firefox's framesDecoded started again from
+      // 0 when the SDK changed the sender's parameters).
+      await page.evaluate(() => NET.begin());
+      await sleep(10_000);
+      capped1 = await rtp();
+      capped1.presented = await page.evaluate(() => NET.frames.length);
+    } finally {
+      uncap();
+    }
+    const secs = (capped1.at - capped0.at) / 1000;
+    const sentKbps = ((capped1.out.bytes - capped0.out.bytes) * 8) / 1000 / secs;
+    const sentFps = (capped1.out.frames - capped0.out.frames) / secs;
+    const decodedFps = capped1.presented / secs;
+    const botStats = bot.events.slice(from).filter((e) => e.event === 'stats');
+    // The bot's 2 s windows within the judged 10 s.
+    const judged = botStats.slice(-5).map((e) => e.remote.fps);
+    const botQuality = bot.events.slice(from).filter((e) => e.event === 'quality');
+    console.log('bot stats at 250 kbit/s', JSON.stringify(botStats.map((e) => ({ local: e.local, remote: e.remote }))));
+    console.log('firefox at 250 kbit/s: sent', sentKbps.toFixed(0), 'kbit/s', sentFps.toFixed(1), 'fps; showed the echo at', decodedFps.toFixed(1), 'fps;', JSON.stringify({ clean, capped0, capped1 }), 'bot sent kbit/s', JSON.stringify(botStats.map((e) => e.local.bitSentRate)), 'bot received fps', JSON.stringify(botStats.map((e) => e.remote.fps)), 'bot quality', JSON.stringify(botQuality.map((e) => e.quality)));
+    console.log('the SDK\'s ladder, tick by tick', JSON.stringify(await page.evaluate(() => T.trace)));
+    // The SDK's ladder acted: 240x180 or smaller (scale index 3 or more) with Opus capped.
+    ladder.push(capped0, capped1);
+    assert.ok(ladder.some((l) => l.scale >= 3 && l.audioCapped), `the SDK's ladder under the cap: ${JSON.stringify(ladder.map((l) => [l.scale, l.audioCapped]))}`);
+    assert.ok(sentKbps < 150, `Firefox sent ${sentKbps.toFixed(0)} kbit/s of video over a 250 kbit/s link both directions share`);
+    // The bot decodes the page's video over the judged 10 s, and the page the echo.
+    const botFps = judged.reduce((a, b) => a + b, 0) / Math.max(1, judged.length);
+    assert.ok(judged.length >= 4 && botFps >= 8, `the bot decoded ${JSON.stringify(judged)} fps of Firefox's video at 250 kbit/s`);
+    assert.ok(decodedFps >= 5, `the page showed ${decodedFps.toFixed(1)} fps of the echo at 250 kbit/s`);
+    assert.ok(botQuality.some((e) => e.quality === 'low'), `the bot never said its quality was low: ${JSON.stringify(botQuality)}`);
     await page.evaluate(() => T.conv.close());
     await page.close();
   });

@@ -1,5 +1,6 @@
 // The SDK's sent-size ladder (`Conversation.prototype._fitSendSize`), fed the stats a
-// Chrome sender gives on a narrow link, without a browser: which scale it picks, tick by tick.
+// Chrome (or Firefox) sender gives on a narrow link, without a browser: which scale it picks,
+// tick by tick.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -59,6 +60,72 @@ describe('SDK: the sent size on a narrow link', () => {
     assert.equal(conv._sendScale, 4, 'one tick is not enough');
     tick(conv, stats);
     assert.equal(conv._sendScale, 3);
+  });
+
+  // Firefox reports no encoder target and no estimate: the ladder stood still there (it
+  // returned without a target), and a Firefox page at a 250 kbit/s cap kept 320x240 and its
+  // full Opus rate, lost a quarter of its packets, and the bot decoded nothing for 20 s.
+  // Firefox's framesPerSecond is no use (it said 12 to 15 while 4 frames a second went out):
+  // what counts is the frames encoded over the tick. `rttRise`: the round trip over the
+  // lowest seen, s (at the cap it went from 2 ms to 600 ms).
+  const firefoxTick = (conv) => (width, height, encodedFps, lossFraction, rttRise = 0) =>
+    conv._fitSendSize({ targetBitrate: 0, width, height, fps: 15 }, { videoKbps: 150, lossFraction, encodedFps, rttRise });
+
+  it('without a target (Firefox), the peer\'s loss with a queue takes the picture down one step at a time, and Opus is capped at 240x180', () => {
+    const conv = conversation();
+    const firefox = firefoxTick(conv);
+    firefox(640, 480, 15, 0.25, 0.6);
+    assert.equal(conv._sendScale, 1, '640x480 at 25 % loss: one step down, 480x360');
+    // Two ticks to settle, then the next step from the size sent.
+    firefox(480, 360, 15, 0.25, 0.6);
+    firefox(480, 360, 15, 0.25, 0.6);
+    assert.equal(conv._sendScale, 1);
+    firefox(480, 360, 15, 0.2, 0.5);
+    assert.equal(conv._sendScale, 2, '320x240');
+    conv._sendSettle = 0;
+    firefox(320, 240, 15, 0.2, 0.5);
+    assert.equal(conv._sendScale, 3, '240x180');
+    conv._sendSettle = 0;
+    firefox(240, 180, 15, 0.15, 0.4);
+    assert.equal(conv._audioCapped, true, 'Opus capped at 240x180');
+    assert.equal(conv._sendScale, 4, '160x120');
+  });
+
+  // The Firefox loss test (5 % random loss, RTT a few ms, 15 fps encoded): the three ticks'
+  // share read 12 % at times (about 15 packets a second), and the picture stepped down in
+  // one run out of nine.
+  it('without a target, loss over 10 % with no queue and a whole frame rate keeps the size until it lasts six ticks', () => {
+    const conv = conversation();
+    const firefox = firefoxTick(conv);
+    for (let i = 0; i < 20; i++) firefox(640, 480, 15, i % 3 === 0 ? 0.12 : 0.05, 0.01);
+    assert.equal(conv._sendScale ?? 0, 0, 'random loss a NACK repairs is no reason to shrink');
+    for (let i = 0; i < 5; i++) firefox(640, 480, 15, 0.15, 0.01);
+    assert.equal(conv._sendScale ?? 0, 0, 'five lossy ticks in a row are not enough');
+    firefox(640, 480, 15, 0.15, 0.01);
+    assert.equal(conv._sendScale, 1, 'the sixth: one step down');
+  });
+
+  it('without a target, loss over 10 % with a starving encoder takes it down at any size', () => {
+    const conv = conversation();
+    const firefox = firefoxTick(conv);
+    firefox(640, 480, 8, 0.05);
+    assert.equal(conv._sendScale ?? 0, 0, 'a slow frame rate over 320x240 with little loss: Firefox\'s own business');
+    firefox(640, 480, 8, 0.15);
+    assert.equal(conv._sendScale, 1);
+  });
+
+  it('without a target, 5 % loss keeps the size, a slow frame rate at 320x240 takes it down, and a whole clean one brings it back after five ticks', () => {
+    const conv = conversation();
+    const firefox = firefoxTick(conv);
+    for (let i = 0; i < 5; i++) firefox(640, 480, 15, 0.05);
+    assert.equal(conv._sendScale ?? 0, 0, 'random loss a NACK repairs is no reason to shrink');
+    firefox(320, 240, 4, 0);
+    assert.equal(conv._sendScale, 3, 'Firefox\'s own 320x240 at 4 fps: one step under it');
+    conv._sendSettle = 0;
+    for (let i = 0; i < 4; i++) firefox(240, 180, 15, 0.01);
+    assert.equal(conv._sendScale, 3, 'four clean ticks are not enough');
+    firefox(240, 180, 15, 0.01);
+    assert.equal(conv._sendScale, 2, 'back up after the fifth');
   });
 
   it('a whole frame rate at a size the target covers stays where it is', () => {
