@@ -5,7 +5,8 @@
 //! The shared pipeline runs from the endpoint's start to its end. Each of its `appsink
 //! name=NAME` feeds the `appsrc name=NAME` of every call's pipeline that is running: each
 //! sample is pushed to every attached `appsrc` (the same memory; only the buffer's header is
-//! copied, to give it the call's own timestamps), from the shared pipeline's streaming thread.
+//! copied, to give it the call's running time as its timestamp), from the shared pipeline's
+//! streaming thread.
 //! A call's `appsrc` is leaky with a short queue, so a call that stalls drops its own oldest
 //! media and never holds up the others or the source.
 
@@ -163,9 +164,9 @@ impl SharedMedia {
             let Some(source) = call_source(pipeline, name) else { continue };
             source.set_is_live(true);
             source.set_format(gst::Format::Time);
-            // The shared pipeline's timestamps mean nothing in this one: each buffer gets
-            // this pipeline's running time when its appsrc sends it.
-            source.set_do_timestamp(true);
+            // Stamped by fan_out with this pipeline's running time: the shared pipeline's
+            // timestamps mean nothing in this one.
+            source.set_do_timestamp(false);
             source.set_max_bytes(0);
             source.set_max_buffers(0);
             source.set_max_time(CALL_QUEUE);
@@ -225,17 +226,29 @@ fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) {
             call.source.set_caps(caps.as_ref());
             call.caps.clone_from(&caps);
         }
-        // A new header on the same memory: the call's appsrc stamps it.
+        // Its running time now: the shared pipeline's timestamps mean nothing in the call's,
+        // and the appsrc's 200 ms limit counts time from these (unstamped buffers would
+        // count none, and its queue would grow without bound behind a stalled call). A
+        // pipeline not playing yet has no running time: nothing to send it.
+        let Some(now) = running_time(&call.source) else { continue };
+        // A new header on the same memory.
         let mut copy = buffer.copy();
         {
             let copy = copy.make_mut();
-            copy.set_pts(gst::ClockTime::NONE);
+            copy.set_pts(now);
             copy.set_dts(gst::ClockTime::NONE);
         }
         // Flushing (the call's pipeline is stopping) or ended: nothing to do; it is
         // detached when it ends.
         let _ = call.source.push_buffer(copy);
     }
+}
+
+/// The running time of `element`'s pipeline now, when it has a clock (it is playing).
+fn running_time(element: &gst_app::AppSrc) -> Option<gst::ClockTime> {
+    let clock = element.clock()?;
+    let base = element.base_time()?;
+    clock.time().checked_sub(base)
 }
 
 /// The shared pipeline's bus until it stops: an error or the end of its media is a failure
@@ -283,4 +296,56 @@ fn first_error(bus: &gst::Bus) -> Option<String> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_call_holds_at_most_its_queue_and_the_source_goes_on() {
+        pipeline_file::init_gstreamer().unwrap();
+        let shared = Arc::new(
+            SharedMedia::start(
+                "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=30/1 \
+                 ! appsink name=video",
+                || {},
+            )
+            .unwrap(),
+        );
+        // Takes one frame in five of the thirty a second the source makes.
+        let slow = pipeline_file::build(
+            "appsrc name=video ! identity sleep-time=200000 ! fakesink name=out",
+        )
+        .unwrap();
+        let fast = pipeline_file::build("appsrc name=video ! fakesink name=out").unwrap();
+        let _slow_attached = shared.attach(&slow);
+        let _fast_attached = shared.attach(&fast);
+        for pipeline in [&slow, &fast] {
+            pipeline.set_state(gst::State::Playing).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let level = |p: &gst::Pipeline| {
+            let source = p.by_name("video").unwrap();
+            (
+                source.property::<u64>("current-level-buffers"),
+                source.property::<u64>("current-level-time"),
+            )
+        };
+        let (buffers, time) = level(&slow);
+        // 200 ms at 30 fps: 6 or 7 frames, whatever the consumer takes.
+        assert!(buffers <= 8, "the stalled call holds {buffers} frames ({time} ns)");
+        let frames = |p: &gst::Pipeline| {
+            let out = p.by_name("out").unwrap();
+            out.property::<Option<gst::Sample>>("last-sample").is_some()
+        };
+        assert!(frames(&fast) && frames(&slow), "both calls got frames");
+        let (fast_buffers, _) = level(&fast);
+        assert!(fast_buffers <= 2, "the other call keeps up: {fast_buffers} queued");
+        for pipeline in [&slow, &fast] {
+            pipeline.set_state(gst::State::Null).unwrap();
+        }
+        shared.stop();
+        assert_eq!(shared.failure(), None);
+    }
 }
