@@ -292,6 +292,23 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
                 ),
             ));
         }
+        // An appsrc nothing feeds sends nothing: a call without that stream, silently.
+        let unfed = pipeline
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.factory().is_some_and(|f| f.name() == "appsrc"))
+            .map(|e| e.name().to_string())
+            .find(|n| !names.contains(n));
+        if let Some(name) = unfed {
+            return Err(error(
+                Some(pipeline_span.start),
+                format!(
+                    "`pipeline`'s `appsrc name={name}` has no `appsink name={name}` in \
+                     `shared_pipeline` to feed it"
+                ),
+            ));
+        }
     }
     Ok(PipelineFile { path: path.to_owned(), spec })
 }

@@ -264,6 +264,7 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
                 events::fields([
                     ("message", format!("shared_pipeline stopped: {reason}").into()),
                     ("source", "shared_pipeline".into()),
+                    ("uid", plan.uid.clone().into()),
                 ]),
             );
             code = exit::ERROR;

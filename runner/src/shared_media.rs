@@ -127,6 +127,15 @@ impl SharedMedia {
                         fan_out(&attached, &name, &sample);
                         Ok(gst::FlowSuccess::Ok)
                     })
+                    // The end of one stream is the end: the pipeline says EOS only once every
+                    // stream ended, and a camera's video that ended under a live microphone
+                    // left every call with a frozen picture (and later calls with none).
+                    .eos(|sink| {
+                        let ended = gst::Structure::builder(ENDED_MESSAGE)
+                            .field("appsink", sink.name().as_str())
+                            .build();
+                        let _ = sink.post_message(gst::message::Application::new(ended));
+                    })
                     .build(),
             );
         }
@@ -216,6 +225,10 @@ impl Drop for Attachment {
 /// The application message that ends the bus thread.
 const STOP_MESSAGE: &str = "wilddog-shared-stop";
 
+/// The application message an `appsink` posts when its stream ended (field `appsink`: its
+/// name).
+const ENDED_MESSAGE: &str = "wilddog-shared-ended";
+
 /// Sends one shared sample to every attached `appsrc` of its name.
 fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) {
     let Some(buffer) = sample.buffer() else { return };
@@ -279,11 +292,14 @@ fn watch_bus(bus: &gst::Bus, failure: &Mutex<Option<String>>, on_stop: impl FnOn
                 tracing::warn!("shared_pipeline: {}", w.error());
                 continue;
             }
-            gst::MessageView::Application(a)
-                if a.structure().is_some_and(|s| s.name() == STOP_MESSAGE) =>
-            {
-                return;
-            }
+            gst::MessageView::Application(a) => match a.structure() {
+                Some(s) if s.name() == STOP_MESSAGE => return,
+                Some(s) if s.name() == ENDED_MESSAGE => format!(
+                    "its media ended (EOS at appsink `{}`)",
+                    s.get::<&str>("appsink").unwrap_or_default()
+                ),
+                _ => continue,
+            },
             _ => continue,
         };
         tracing::error!("shared_pipeline stopped: {reason}");

@@ -227,21 +227,15 @@ fn echo_serves_three_calls_at_once_the_fourth_is_busy() {
 
 /// Writes into `dir` an answering file whose calls all get one red 240p picture and one tone
 /// from `shared_pipeline` (made once), at most `calls` at once; with `frames`, the shared
-/// video ends after that many frames (and has no audio: the calls make their own).
+/// video ends after that many frames (its audio goes on).
 fn shared_red_file(dir: &Path, calls: u32, frames: Option<u32>) -> String {
     let path = dir.join("shared-red.toml");
-    let (shared, audio) = match frames {
-        None => (
-            "videotestsrc is-live=true pattern=red ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video\n  \
-             audiotestsrc is-live=true volume=0.1 ! appsink name=audio"
-                .to_owned(),
-            "appsrc name=audio ! call.audio_sink",
-        ),
-        Some(n) => (
-            format!("videotestsrc is-live=true pattern=red num-buffers={n} ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video"),
-            "audiotestsrc is-live=true volume=0.1 ! call.audio_sink",
-        ),
-    };
+    let ends = frames.map(|n| format!(" num-buffers={n}")).unwrap_or_default();
+    // The shared audio goes on when the video ends: the end of one stream is the end.
+    let shared = format!(
+        "videotestsrc is-live=true pattern=red{ends} ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video\n  \
+         audiotestsrc is-live=true volume=0.1 ! appsink name=audio"
+    );
     let text = format!(
         r#"# A test bot: every call gets the one shared red picture.
 uid = "cam"
@@ -253,7 +247,7 @@ shared_pipeline = """
 pipeline = """
 wilddogcall name=call dimension=240p max-fps=15
   appsrc name=video ! call.video_sink
-  {audio}
+  appsrc name=audio ! call.audio_sink
   call.video_src ! fakesink
   call.audio_src ! fakesink
 """
@@ -340,7 +334,8 @@ fn shared_pipeline_that_ends_stops_the_endpoint_with_an_error() {
     let error = events(&cam, "error")
         .find(|e| e["source"] == "shared_pipeline")
         .unwrap_or_else(|| panic!("no shared_pipeline error: {:?}", cam.names()));
-    assert!(error["message"].as_str().unwrap_or_default().contains("EOS"), "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("EOS at appsink `video`"), "{error}");
     assert_colour(&dir, "green", 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -215,6 +215,15 @@ fn shared_pipeline_appsink_without_its_appsrc_is_refused() {
 }
 
 #[test]
+fn an_appsrc_that_shared_pipeline_does_not_feed_is_refused() {
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink\n  appsrc name=mic ! call.audio_sink",
+    ));
+    assert!(err.starts_with("error: FILE:6: `pipeline`'s `appsrc name=mic` has no"), "{err}");
+}
+
+#[test]
 fn shared_pipeline_with_a_call_element_or_an_unnamed_appsink_is_refused() {
     let err = refused(&shared_file(
         "wilddogcall name=other videotestsrc ! appsink name=video",
