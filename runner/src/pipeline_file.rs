@@ -282,32 +282,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
         let names = crate::shared_media::sink_names(&shared_pipeline);
         let _ = shared_pipeline.set_state(gst::State::Null);
         let names = names.map_err(|reason| error(at, reason))?;
-        let missing = crate::shared_media::missing_sources(&pipeline, &names);
-        if let Some(name) = missing.first() {
-            return Err(error(
-                Some(pipeline_span.start),
-                format!(
-                    "`shared_pipeline`'s `appsink name={name}` feeds the `appsrc name={name}` \
-                     of each call, and `pipeline` has none"
-                ),
-            ));
-        }
-        // An appsrc nothing feeds sends nothing: a call without that stream, silently.
-        let unfed = pipeline
-            .iterate_recurse()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.factory().is_some_and(|f| f.name() == "appsrc"))
-            .map(|e| e.name().to_string())
-            .find(|n| !names.contains(n));
-        if let Some(name) = unfed {
-            return Err(error(
-                Some(pipeline_span.start),
-                format!(
-                    "`pipeline`'s `appsrc name={name}` has no `appsink name={name}` in \
-                     `shared_pipeline` to feed it"
-                ),
-            ));
+        if let Some(reason) = crate::shared_media::mismatch(&pipeline, &names) {
+            return Err(error(Some(pipeline_span.start), reason));
         }
     }
     Ok(PipelineFile { path: path.to_owned(), spec })

@@ -68,9 +68,28 @@ fn call_source(pipeline: &gst::Pipeline, name: &str) -> Option<gst_app::AppSrc> 
     pipeline.by_name_recurse_up(name).and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
 }
 
-/// Which of `names` have no `appsrc` of that name in `pipeline` (a file check).
-pub fn missing_sources(pipeline: &gst::Pipeline, names: &[String]) -> Vec<String> {
-    names.iter().filter(|n| call_source(pipeline, n).is_none()).cloned().collect()
+/// The first mismatch between a shared pipeline's `appsink`s (`names`) and the `appsrc`s of
+/// a call's `pipeline`, as the file check's message: every `appsink` needs its `appsrc`, and
+/// every `appsrc` its `appsink` (an `appsrc` nothing feeds sends nothing: the call would lack
+/// that stream, silently).
+pub fn mismatch(pipeline: &gst::Pipeline, names: &[String]) -> Option<String> {
+    if let Some(name) = names.iter().find(|n| call_source(pipeline, n).is_none()) {
+        return Some(format!(
+            "`shared_pipeline`'s `appsink name={name}` feeds the `appsrc name={name}` of each \
+             call, and `pipeline` has none"
+        ));
+    }
+    let unfed = pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.factory().is_some_and(|f| f.name() == "appsrc"))
+        .map(|e| e.name().to_string())
+        .find(|n| !names.contains(n))?;
+    Some(format!(
+        "`pipeline`'s `appsrc name={unfed}` has no `appsink name={unfed}` in `shared_pipeline` \
+         to feed it"
+    ))
 }
 
 /// One call's `appsrc`, fed by the shared `appsink` of its name.
@@ -124,7 +143,16 @@ impl SharedMedia {
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        fan_out(&attached, &name, &sample);
+                        if let Some(reason) = fan_out(&attached, &name, &sample) {
+                            // Every call's pipeline is the same: no call could take this
+                            // media, so the endpoint stops, saying why (before, each call
+                            // failed with "Internal data stream error" and its caller got
+                            // TIMEOUT).
+                            let refused = gst::Structure::builder(REFUSED_MESSAGE)
+                                .field("reason", reason)
+                                .build();
+                            let _ = sink.post_message(gst::message::Application::new(refused));
+                        }
                         Ok(gst::FlowSuccess::Ok)
                     })
                     // The end of one stream is the end: the pipeline says EOS only once every
@@ -229,20 +257,36 @@ const STOP_MESSAGE: &str = "wilddog-shared-stop";
 /// name).
 const ENDED_MESSAGE: &str = "wilddog-shared-ended";
 
-/// Sends one shared sample to every attached `appsrc` of its name.
-fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) {
-    let Some(buffer) = sample.buffer() else { return };
+/// The application message `fan_out`'s caller posts when a call's pipeline cannot take the
+/// shared media (field `reason`).
+const REFUSED_MESSAGE: &str = "wilddog-shared-refused";
+
+/// Sends one shared sample to every attached `appsrc` of its name. Returns why, when a call's
+/// pipeline refuses the sample's caps (what comes after its `appsrc` cannot take them: an
+/// encoded shared stream into a pipeline that expects raw media, say).
+fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) -> Option<String> {
+    let buffer = sample.buffer()?;
     let caps = sample.caps_owned();
+    let mut refused = None;
     let mut attached = lock(attached);
     for call in attached.iter_mut().filter(|a| a.name == name) {
-        if caps.is_some() && call.caps != caps {
-            call.source.set_caps(caps.as_ref());
-            call.caps.clone_from(&caps);
+        if let Some(new_caps) = caps.as_ref().filter(|c| call.caps.as_ref() != Some(*c)) {
+            call.caps = Some(new_caps.clone());
+            if !accepts(&call.source, new_caps) {
+                refused.get_or_insert_with(|| {
+                    format!(
+                        "`appsrc name={name}` of a call cannot pass on what `appsink \
+                         name={name}` gives ({new_caps}): what follows it in `pipeline` does \
+                         not take these caps (the calls' encoders take raw media: decode it \
+                         in `shared_pipeline`)"
+                    )
+                });
+            }
+            call.source.set_caps(Some(new_caps));
         }
         // Its running time now: the shared pipeline's timestamps mean nothing in the call's,
-        // and the appsrc's 200 ms limit counts time from these (unstamped buffers would
-        // count none, and its queue would grow without bound behind a stalled call). A
-        // pipeline not playing has no running time: nothing to send it.
+        // and the appsrc's 200 ms limit is counted in these. A pipeline not playing has no
+        // running time: nothing to send it.
         let Some(now) = running_time(&call.source) else { continue };
         // A new header on the same memory.
         let mut copy = buffer.copy();
@@ -255,6 +299,16 @@ fn fan_out(attached: &Mutex<Vec<Attached>>, name: &str, sample: &gst::Sample) {
         // detached when it ends.
         let _ = call.source.push_buffer(copy);
     }
+    refused
+}
+
+/// Whether what follows `source` takes `caps` (its peer's accept-caps query). Nothing
+/// linked after it answers yes: nothing to tell.
+fn accepts(source: &gst_app::AppSrc, caps: &gst::Caps) -> bool {
+    source
+        .static_pad("src")
+        .and_then(|pad| pad.peer())
+        .is_none_or(|peer| peer.query_accept_caps(caps))
 }
 
 /// The running time of `element`'s pipeline now, once the element plays.
@@ -298,6 +352,9 @@ fn watch_bus(bus: &gst::Bus, failure: &Mutex<Option<String>>, on_stop: impl FnOn
                     "its media ended (EOS at appsink `{}`)",
                     s.get::<&str>("appsink").unwrap_or_default()
                 ),
+                Some(s) if s.name() == REFUSED_MESSAGE => {
+                    s.get::<String>("reason").unwrap_or_else(|_| "a call refused its media".into())
+                }
                 _ => continue,
             },
             _ => continue,

@@ -229,11 +229,22 @@ fn echo_serves_three_calls_at_once_the_fourth_is_busy() {
 /// from `shared_pipeline` (made once), at most `calls` at once; with `frames`, the shared
 /// video ends after that many frames (its audio goes on).
 fn shared_red_file(dir: &Path, calls: u32, frames: Option<u32>) -> String {
-    let path = dir.join("shared-red.toml");
     let ends = frames.map(|n| format!(" num-buffers={n}")).unwrap_or_default();
+    shared_file(
+        dir,
+        calls,
+        &format!(
+            "videotestsrc is-live=true pattern=red{ends} ! video/x-raw,format=I420,width=320,height=240,framerate=15/1"
+        ),
+    )
+}
+
+/// A bot as [`shared_red_file`]'s whose shared video is `video` (a launch chain).
+fn shared_file(dir: &Path, calls: u32, video: &str) -> String {
+    let path = dir.join("shared-red.toml");
     // The shared audio goes on when the video ends: the end of one stream is the end.
     let shared = format!(
-        "videotestsrc is-live=true pattern=red{ends} ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video\n  \
+        "{video} ! appsink name=video\n  \
          audiotestsrc is-live=true volume=0.1 ! appsink name=audio"
     );
     let text = format!(
@@ -337,6 +348,33 @@ fn shared_pipeline_that_ends_stops_the_endpoint_with_an_error() {
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.contains("EOS at appsink `video`"), "{error}");
     assert_colour(&dir, "green", 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shared_encoded_media_a_call_cannot_take_stops_the_endpoint_saying_why() {
+    if !enter_netns("shared_encoded_media_a_call_cannot_take_stops_the_endpoint_saying_why") {
+        return;
+    }
+    let dir = temp_dir("shared-encoded");
+    // VP8 into a call pipeline whose `appsrc` goes straight to the element's raw video pad.
+    let video = "videotestsrc is-live=true pattern=red ! video/x-raw,width=320,height=240,framerate=15/1 ! vp8enc deadline=1";
+    let file = shared_file(&dir, 1, video);
+    let started = std::time::Instant::now();
+    let mut cam = Runner::start(
+        "cam",
+        &["run", &file, "--listen", "127.0.0.1:0", "--ice-local-addresses", "127.0.0.1"],
+    );
+    // The endpoint stops as soon as the shared media meets a call's pipeline (the one made
+    // for its first call), saying why: before, each call failed with GStreamer's "Internal
+    // data stream error" and its caller waited for TIMEOUT.
+    assert_eq!(cam.wait_exit(), 1, "stderr:\n{}", cam.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let error = events(&cam, "error")
+        .find(|e| e["source"] == "shared_pipeline")
+        .unwrap_or_else(|| panic!("no shared_pipeline error: {:?}", cam.names()));
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("appsrc name=video") && message.contains("video/x-vp8"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

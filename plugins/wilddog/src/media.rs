@@ -256,14 +256,23 @@ fn add_ghost_pads(
 /// How far ahead of the clock a buffer entering a sending chain may be stamped.
 const MAX_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 
+/// How far behind the clock the sending chain's offset may leave a buffer before it is
+/// taken back (see [`keep_to_the_clock`]): more than a live source's latency, so a stream
+/// stamped ahead on purpose (rtpbin's lip-sync offset) keeps its offset.
+const MAX_LAG: gst::ClockTime = gst::ClockTime::from_seconds(1);
+
 /// Keeps the timestamps of what enters a sending chain (at `queue`, its first element) from
 /// running ahead of the clock, in a live pipeline: webrtcbin (1.22) holds every buffer it
 /// sends until its time (a `clocksync` before rtpbin), and a chain fed from a receiving side
 /// (an echo, a gateway) gets buffers stamped hundreds of ms ahead (rtpbin's lip-sync offset):
 /// the chain's thread waited that long for each while its short leaky queue dropped what came
 /// meanwhile, so an echo sent a half or a third of the frames, that much later. A buffer more
-/// than [`MAX_LEAD`] ahead moves the stream's offset (only ever forward, so the stream stays
-/// continuous) to bring it back to the clock.
+/// than [`MAX_LEAD`] ahead moves the stream's offset forward to bring it back to the clock.
+///
+/// The offset goes back only when the buffers fall [`MAX_LAG`] behind the clock with it: one
+/// bogus buffer hours ahead (a source stamping with a clock's absolute time) otherwise set
+/// it to hours, every later buffer of the call was stamped 0, and the frame-rate limiter
+/// passed none of them: the call's video stopped for good.
 fn keep_to_the_clock(queue: &gst::Element) {
     let Some(pad) = queue.static_pad("sink") else { return };
     // (the upstream is live, the offset so far)
@@ -298,6 +307,11 @@ fn keep_to_the_clock(queue: &gst::Element) {
         let shifted = running.saturating_sub(state.1);
         if shifted > now + MAX_LEAD {
             state.1 += shifted - now;
+        } else if state.1 > gst::ClockTime::ZERO
+            && running.checked_sub(state.1).is_none_or(|shifted| shifted + MAX_LAG < now)
+        {
+            // The offset overshot: back to what brings this buffer to the clock.
+            state.1 = running.saturating_sub(now);
         }
         if state.1 > gst::ClockTime::ZERO
             && let Some(pts) = segment.position_from_running_time(running.saturating_sub(state.1))

@@ -129,14 +129,13 @@ fn a_frame_is_sent_without_waiting_for_the_next() {
     assert!(packets > 0, "the frame was held back: nothing sent within 5 s");
 }
 
-#[test]
-fn frames_stamped_ahead_of_the_clock_are_not_thinned() {
-    // What an echo gets from webrtcbin's receive side: decoded frames stamped hundreds of ms
-    // ahead of the clock (rtpbin's lip-sync offset), arriving in real time. webrtcbin 1.22
-    // holds each sent buffer until its time (a clocksync before rtpbin), so the chain's
-    // thread waited that long for every frame while its 2-frame queue dropped the ones that
-    // came meanwhile: an echo sent half or a third of what it got, at that much more
-    // latency. The chain now brings such timestamps back to the clock.
+/// Pushes `sent` live 160x120 frames at 15 fps in real time into the encoder bin followed by
+/// a `clocksync` (as webrtcbin 1.22 holds what it sends until its time), each stamped
+/// `stamp(i, now)`; returns the distinct timestamps of the RTP packets that came out.
+fn push_live(
+    sent: usize,
+    stamp: impl Fn(usize, gst::ClockTime) -> gst::ClockTime,
+) -> std::collections::BTreeSet<Option<gst::ClockTime>> {
     common::init();
     let (encoder, _) = media::video_encoder_bin(&params()).unwrap();
     let bin = gst::Bin::new();
@@ -159,14 +158,12 @@ fn frames_stamped_ahead_of_the_clock_are_not_thinned() {
     );
     let element = h.element().unwrap();
     let frame_size = 160 * 120 * 3 / 2;
-    let lead = gst::ClockTime::from_mseconds(300);
-    let sent = 45;
     let mut frames = std::collections::BTreeSet::new();
-    for _ in 0..sent {
+    for i in 0..sent {
         let clock = element.clock().expect("a clock");
         let now = clock.time() - element.base_time().unwrap_or(gst::ClockTime::ZERO);
         let mut buffer = gst::Buffer::from_mut_slice(vec![128u8; frame_size]);
-        buffer.get_mut().unwrap().set_pts(now + lead);
+        buffer.get_mut().unwrap().set_pts(stamp(i, now));
         let _ = h.push(buffer);
         std::thread::sleep(std::time::Duration::from_millis(66));
         while let Some(b) = h.try_pull() {
@@ -180,6 +177,37 @@ fn frames_stamped_ahead_of_the_clock_are_not_thinned() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    frames
+}
+
+#[test]
+fn frames_stamped_ahead_of_the_clock_are_not_thinned() {
+    // What an echo gets from webrtcbin's receive side: decoded frames stamped hundreds of ms
+    // ahead of the clock (rtpbin's lip-sync offset), arriving in real time. webrtcbin 1.22
+    // holds each sent buffer until its time (a clocksync before rtpbin), so the chain's
+    // thread waited that long for every frame while its 2-frame queue dropped the ones that
+    // came meanwhile: an echo sent half or a third of what it got, at that much more
+    // latency. The chain now brings such timestamps back to the clock.
+    let lead = gst::ClockTime::from_mseconds(300);
+    let sent = 45;
+    let frames = push_live(sent, |_, now| now + lead);
     println!("frames stamped 300 ms ahead, at 15 fps: {} of {sent} sent", frames.len());
     assert!(frames.len() >= sent * 85 / 100, "{} of {sent} frames sent", frames.len());
+}
+
+#[test]
+fn one_frame_stamped_hours_ahead_does_not_stop_the_video() {
+    // A source that stamps one buffer with a clock's absolute time (the shared pipeline of
+    // the runner did, while a call's pipeline was starting): the chain's offset jumped by
+    // hours, every later frame was stamped 0 and the frame-rate limiter passed none of them.
+    let sent = 45;
+    let frames =
+        push_live(
+            sent,
+            |i, now| {
+                if i == 5 { now + gst::ClockTime::from_seconds(5 * 3600) } else { now }
+            },
+        );
+    println!("one frame 5 h ahead among {sent}: {} frames sent", frames.len());
+    assert!(frames.len() >= sent * 80 / 100, "{} of {sent} frames sent", frames.len());
 }
