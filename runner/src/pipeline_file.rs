@@ -13,6 +13,8 @@ use gst::prelude::*;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::shared_media::Mismatch;
+
 /// Factory names of the wilddog elements: a pipeline file needs at least one.
 pub const WILDDOG_ELEMENTS: [&str; 3] = ["wilddogcall", "wilddogsink", "wilddogsrc"];
 
@@ -25,6 +27,9 @@ pub const MAX_CONCURRENT_CALLS: u32 = 256;
 
 /// The variables a launch description may use, as `${name}`.
 pub const VARIABLES: [&str; 3] = ["record_dir", "conversation_id", "uid"];
+
+/// The variables `shared_pipeline` may use: it belongs to no call, so no `${conversation_id}`.
+pub const SHARED_VARIABLES: [&str; 2] = ["record_dir", "uid"];
 
 /// What the endpoint does with calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -276,14 +281,38 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
         ));
     }
     if let Some(shared) = &spec.shared_pipeline {
-        let at = Some(shared.span().start);
-        let shared_pipeline = build(shared.get_ref())
-            .map_err(|e| error(at, format!("`shared_pipeline` does not parse: {e}")))?;
+        let shared_span = shared.span();
+        let shared_raw = text.get(shared_span.clone()).unwrap_or_default();
+        let at = |offset: Option<usize>| Some(shared_span.start + offset.unwrap_or(0));
+        let launch = expand(shared.get_ref(), |name| {
+            SHARED_VARIABLES.contains(&name).then(|| format!("wilddog-check-{name}"))
+        })
+        .map_err(|unknown| {
+            error(
+                at(shared_raw.find(&format!("${{{unknown}}}"))),
+                format!(
+                    "unknown variable `${{{unknown}}}` in `shared_pipeline` (known: {}; it \
+                     belongs to no call)",
+                    SHARED_VARIABLES.map(|v| format!("${{{v}}}")).join(", ")
+                ),
+            )
+        })?;
+        let shared_pipeline = build(&launch).map_err(|e| {
+            error(at(locate_in(shared_raw, &e)), format!("`shared_pipeline` does not parse: {e}"))
+        })?;
         let names = crate::shared_media::sink_names(&shared_pipeline);
         let _ = shared_pipeline.set_state(gst::State::Null);
-        let names = names.map_err(|reason| error(at, reason))?;
-        if let Some(reason) = crate::shared_media::mismatch(&pipeline, &names) {
-            return Err(error(Some(pipeline_span.start), reason));
+        let names = names.map_err(|reason| error(at(None), reason))?;
+        if let Some(mismatch) = crate::shared_media::mismatch(&pipeline, &names) {
+            // At the element the message names: the appsink without its appsrc, or the
+            // appsrc without its appsink.
+            let offset = match &mismatch {
+                Mismatch::NoSource(name) => at(find_name(shared_raw, name)),
+                Mismatch::NoSink(name) => {
+                    find_name(raw, name).map(|o| pipeline_span.start + o).or(at(None))
+                }
+            };
+            return Err(error(offset, mismatch.to_string()));
         }
     }
     Ok(PipelineFile { path: path.to_owned(), spec })
@@ -343,6 +372,17 @@ pub fn is_wilddog(element: &gst::Element) -> bool {
 
 /// Where in the raw launch text a GStreamer parse error points: the first word the error
 /// quotes (an element or property name) that the text contains.
+/// Where `name=NAME` (an element's name) is in a launch description's text.
+fn find_name(raw: &str, name: &str) -> Option<usize> {
+    let pattern = format!("name={name}");
+    raw.match_indices(&pattern)
+        .find(|(at, _)| {
+            let end = at + pattern.len();
+            raw[end..].chars().next().is_none_or(|c| c.is_whitespace() || c == '!')
+        })
+        .map(|(at, _)| at)
+}
+
 fn locate_in(raw: &str, message: &str) -> Option<usize> {
     message
         .split('"')

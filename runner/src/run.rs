@@ -208,8 +208,34 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
     // Before any call: a camera that cannot open fails the endpoint before it is reachable.
     let shared = match &file.spec.shared_pipeline {
         Some(launch) => {
+            let template = launch.get_ref();
+            let launch = pipeline_file::expand(template, |name| match name {
+                "record_dir" => Some(settings.record_dir.display().to_string()),
+                "uid" => Some(settings.uid.clone()),
+                _ => None,
+            })
+            .map_err(|name| anyhow::anyhow!("unknown variable ${{{name}}} in shared_pipeline"))?;
+            if template.contains("${record_dir}") {
+                std::fs::create_dir_all(&settings.record_dir).with_context(|| {
+                    format!("cannot create the record directory {}", settings.record_dir.display())
+                })?;
+            }
             let stop = stop.clone();
-            let media = SharedMedia::start(launch.get_ref(), move || stop.raise())?;
+            let media = match SharedMedia::start(&launch, move || stop.raise()) {
+                Ok(media) => media,
+                Err(e) => {
+                    // As when it fails mid-run: a consumer of the events learns why too.
+                    events::emit(
+                        "error",
+                        events::fields([
+                            ("message", format!("{e:#}").into()),
+                            ("source", "shared_pipeline".into()),
+                            ("uid", settings.uid.clone().into()),
+                        ]),
+                    );
+                    return Err(e);
+                }
+            };
             tracing::info!("shared_pipeline running: its media goes to every call");
             Some(Arc::new(media))
         }

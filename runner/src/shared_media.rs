@@ -68,28 +68,47 @@ fn call_source(pipeline: &gst::Pipeline, name: &str) -> Option<gst_app::AppSrc> 
     pipeline.by_name_recurse_up(name).and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
 }
 
-/// The first mismatch between a shared pipeline's `appsink`s (`names`) and the `appsrc`s of
-/// a call's `pipeline`, as the file check's message: every `appsink` needs its `appsrc`, and
-/// every `appsrc` its `appsink` (an `appsrc` nothing feeds sends nothing: the call would lack
-/// that stream, silently).
-pub fn mismatch(pipeline: &gst::Pipeline, names: &[String]) -> Option<String> {
-    if let Some(name) = names.iter().find(|n| call_source(pipeline, n).is_none()) {
-        return Some(format!(
-            "`shared_pipeline`'s `appsink name={name}` feeds the `appsrc name={name}` of each \
-             call, and `pipeline` has none"
-        ));
+/// A mismatch between a shared pipeline's `appsink`s and a call pipeline's `appsrc`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// An `appsink` of this name, and no `appsrc` of it in the call's pipeline.
+    NoSource(String),
+    /// An `appsrc` of this name in the call's pipeline that no `appsink` feeds (it would send
+    /// nothing: the call would lack that stream, silently).
+    NoSink(String),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSource(name) => write!(
+                f,
+                "`shared_pipeline`'s `appsink name={name}` feeds the `appsrc name={name}` of \
+                 each call, and `pipeline` has none"
+            ),
+            Self::NoSink(name) => write!(
+                f,
+                "`pipeline`'s `appsrc name={name}` has no `appsink name={name}` in \
+                 `shared_pipeline` to feed it"
+            ),
+        }
     }
-    let unfed = pipeline
+}
+
+/// The first mismatch between a shared pipeline's `appsink`s (`names`) and the `appsrc`s of
+/// a call's `pipeline`: every `appsink` needs its `appsrc`, and every `appsrc` its `appsink`.
+pub fn mismatch(pipeline: &gst::Pipeline, names: &[String]) -> Option<Mismatch> {
+    if let Some(name) = names.iter().find(|n| call_source(pipeline, n).is_none()) {
+        return Some(Mismatch::NoSource(name.clone()));
+    }
+    pipeline
         .iterate_recurse()
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.factory().is_some_and(|f| f.name() == "appsrc"))
         .map(|e| e.name().to_string())
-        .find(|n| !names.contains(n))?;
-    Some(format!(
-        "`pipeline`'s `appsrc name={unfed}` has no `appsink name={unfed}` in `shared_pipeline` \
-         to feed it"
-    ))
+        .find(|n| !names.contains(n))
+        .map(Mismatch::NoSink)
 }
 
 /// One call's `appsrc`, fed by the shared `appsink` of its name.
@@ -334,13 +353,7 @@ fn watch_bus(bus: &gst::Bus, failure: &Mutex<Option<String>>, on_stop: impl FnOn
     let mut on_stop = Some(on_stop);
     for message in bus.iter_timed(gst::ClockTime::NONE) {
         let reason = match message.view() {
-            gst::MessageView::Error(e) => {
-                let source = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-                match e.debug() {
-                    Some(debug) => format!("{source}: {} ({debug})", e.error()),
-                    None => format!("{source}: {}", e.error()),
-                }
-            }
+            gst::MessageView::Error(e) => error_text(&message, e),
             gst::MessageView::Eos(_) => "its media ended (EOS)".to_owned(),
             gst::MessageView::Warning(w) => {
                 tracing::warn!("shared_pipeline: {}", w.error());
@@ -371,10 +384,20 @@ fn watch_bus(bus: &gst::Bus, failure: &Mutex<Option<String>>, on_stop: impl FnOn
 fn first_error(bus: &gst::Bus) -> Option<String> {
     while let Some(message) = bus.pop() {
         if let gst::MessageView::Error(e) = message.view() {
-            return Some(e.error().to_string());
+            return Some(error_text(&message, e));
         }
     }
     None
+}
+
+/// An error message as text: the element that posted it, the error and its details (which
+/// file was not found, say: the error alone is "Resource not found.").
+fn error_text(message: &gst::Message, error: &gst::message::Error) -> String {
+    let source = message.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+    match error.debug() {
+        Some(debug) => format!("{source}: {} ({debug})", error.error()),
+        None => format!("{source}: {}", error.error()),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

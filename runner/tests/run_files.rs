@@ -210,7 +210,8 @@ fn shared_pipeline_appsink_without_its_appsrc_is_refused() {
         "videotestsrc is-live=true ! appsink name=camera",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
     ));
-    assert!(err.starts_with("error: FILE:6: `shared_pipeline`'s `appsink name=camera`"), "{err}");
+    // At the appsink (line 4), not at the key's first line.
+    assert!(err.starts_with("error: FILE:4: `shared_pipeline`'s `appsink name=camera`"), "{err}");
     assert!(err.contains("`appsrc name=camera`"), "{err}");
 }
 
@@ -220,7 +221,8 @@ fn an_appsrc_that_shared_pipeline_does_not_feed_is_refused() {
         "videotestsrc is-live=true ! appsink name=video",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink\n  appsrc name=mic ! call.audio_sink",
     ));
-    assert!(err.starts_with("error: FILE:6: `pipeline`'s `appsrc name=mic` has no"), "{err}");
+    // At the appsrc (line 9), not at the key's first line.
+    assert!(err.starts_with("error: FILE:9: `pipeline`'s `appsrc name=mic` has no"), "{err}");
 }
 
 #[test]
@@ -239,7 +241,58 @@ fn shared_pipeline_with_a_call_element_or_an_unnamed_appsink_is_refused() {
         "videotestsrc ! nosuchelement ! appsink name=video",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
     ));
-    assert!(err.starts_with("error: FILE:3: `shared_pipeline` does not parse"), "{err}");
+    assert!(err.starts_with("error: FILE:4: `shared_pipeline` does not parse"), "{err}");
+    // At the element that does not exist (line 5), not at the key's first line.
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  videotestsrc ! nosuchelement ! appsink name=other",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink\n  appsrc name=other ! fakesink",
+    ));
+    assert!(err.starts_with("error: FILE:5: `shared_pipeline` does not parse"), "{err}");
+}
+
+#[test]
+fn shared_pipeline_variables_are_checked_and_expanded() {
+    // No call owns the shared pipeline: `${conversation_id}` means nothing there.
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  audiotestsrc ! wavenc ! filesink location=${conversation_id}.wav",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(
+        err.starts_with(
+            "error: FILE:5: unknown variable `${conversation_id}` in `shared_pipeline`"
+        ),
+        "{err}"
+    );
+    // `${record_dir}` and `${uid}` are expanded: a missing file names its path, in an `error`
+    // event and on stderr, and the runner exits 1 before it is reachable.
+    let dir = temp_dir("files");
+    let file = dir.join("shared.toml");
+    let text = shared_file(
+        "filesrc location=${record_dir}/clip-${uid}.mkv ! decodebin ! videoconvert ! appsink name=video",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    );
+    std::fs::write(&file, text).unwrap();
+    let record_dir = dir.join("rec");
+    let (code, stdout, stderr) = runner(&[
+        "run",
+        &file.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--record-dir",
+        &record_dir.display().to_string(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let missing = format!("{}/clip-cam.mkv", record_dir.display());
+    assert!(stderr.contains(&missing), "{stderr}");
+    let error: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["event"] == "error")
+        .unwrap_or_else(|| panic!("no error event: {stdout}"));
+    assert_eq!(error["source"], "shared_pipeline", "{error}");
+    assert!(error["message"].as_str().unwrap_or_default().contains(&missing), "{error}");
+    assert!(!stdout.contains("\"ready\""), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
