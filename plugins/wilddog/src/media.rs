@@ -432,6 +432,89 @@ pub fn codec_threads(width: u32, height: u32) -> u32 {
     if width.saturating_mul(height) <= ONE_THREAD_PIXELS { 1 } else { 2 }
 }
 
+/// The longest gap between two frames that libvpx is shown (see [`hide_long_gaps`]): under
+/// the second after which its frame rate estimate breaks, over any real frame interval but
+/// a source's under about 1 fps.
+const MAX_ENCODER_GAP: gst::ClockTime = gst::ClockTime::from_mseconds(900);
+
+/// Shortens, for libvpx only, any gap of more than [`MAX_ENCODER_GAP`] between two frames
+/// (a paused source, a frozen incoming stream an echo or gateway sends on), and puts the
+/// timestamps back on what it encodes: the RTP timestamps still tell the real time.
+///
+/// Why: libvpx 1.12 (Debian 12) estimates the frame rate from the timestamps, and after a
+/// gap of more than a second its running average goes negative (`vp8_get_compressed_data`:
+/// the average duration, the gap's, times `interval - gap + duration`, with `interval` at
+/// most a second). VP8 then takes 30 fps for good, so each frame of a 15 fps stream got half
+/// its share: after one 1.1 s pause a 500 kbit/s call sent 250 kbit/s until its end (VP9
+/// resets its estimate and recovers).
+///
+/// The encoder encodes each frame within its `chain` (`lag-in-frames=0`), so what comes out
+/// of it belongs to the frame that went in last, and the shift then is that frame's.
+fn hide_long_gaps(encoder: &gst::Element) {
+    let (Some(sink), Some(src)) = (encoder.static_pad("sink"), encoder.static_pad("src")) else {
+        return;
+    };
+    #[derive(Default)]
+    struct Gaps {
+        /// The last frame's timestamp as the encoder saw it.
+        last: Option<gst::ClockTime>,
+        /// What was taken off every timestamp since the last long gap (all gaps so far).
+        shift: gst::ClockTime,
+    }
+    let gaps = std::sync::Arc::new(std::sync::Mutex::new(Gaps::default()));
+    // (the state is two numbers: a panic elsewhere leaves them usable)
+    let shift_now = |g: &std::sync::Mutex<Gaps>| {
+        g.lock().map(|g| g.shift).unwrap_or_else(|e| e.into_inner().shift)
+    };
+    {
+        let gaps = std::sync::Arc::clone(&gaps);
+        sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+            let mut gaps = gaps.lock().unwrap_or_else(|e| e.into_inner());
+            if pts < gaps.shift {
+                // Timestamps that went back (a new stream): start again.
+                *gaps = Gaps::default();
+            }
+            let mut seen = pts - gaps.shift;
+            if let Some(last) = gaps.last
+                && seen > last + MAX_ENCODER_GAP
+            {
+                gaps.shift += seen - last - MAX_ENCODER_GAP;
+                seen = last + MAX_ENCODER_GAP;
+            }
+            gaps.last = Some(seen);
+            if gaps.shift > gst::ClockTime::ZERO {
+                let shift = gaps.shift;
+                let buffer = buffer.make_mut();
+                buffer.set_pts(seen);
+                if let Some(dts) = buffer.dts() {
+                    buffer.set_dts(dts.saturating_sub(shift));
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let shift = shift_now(&gaps);
+        if shift > gst::ClockTime::ZERO {
+            let buffer = buffer.make_mut();
+            if let Some(pts) = buffer.pts() {
+                buffer.set_pts(pts + shift);
+            }
+            if let Some(dts) = buffer.dts() {
+                buffer.set_dts(dts + shift);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
 /// encoder first, the payloader last.
 fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
@@ -480,6 +563,7 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             // What a frame may overshoot its share by (Chrome's 15 %; libvpx's default 100 %
             // let rate control send twice the target for a while after the target fell).
             set_str(&enc, "overshoot", "15");
+            hide_long_gaps(&enc);
             let pay = make(pay)?;
             set_str(&pay, "picture-id-mode", "15-bit");
             elements.extend([enc, pay]);

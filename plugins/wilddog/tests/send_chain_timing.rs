@@ -211,3 +211,73 @@ fn one_frame_stamped_hours_ahead_does_not_stop_the_video() {
     println!("one frame 5 h ahead among {sent}: {} frames sent", frames.len());
     assert!(frames.len() >= sent * 80 / 100, "{} of {sent} frames sent", frames.len());
 }
+
+#[test]
+fn a_pause_in_the_source_does_not_halve_the_bitrate_after_it() {
+    // libvpx's frame rate estimate breaks after a gap of more than a second between two
+    // frames: a VP8 call sent half its bitrate from then on (a paused camera, a frozen
+    // incoming stream that an echo or a gateway sends on).
+    common::init();
+    // 1.5 Mbit/s: noise at 160x120 takes 0.5 at libvpx's coarsest quantizer.
+    let params = media::VideoParams { bitrate_kbps: 1500, ..params() };
+    let (bin, _encoder) = media::video_encoder_bin(&params).unwrap();
+    let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
+    h.set_live(false);
+    h.set_src_caps(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 160i32)
+            .field("height", 120i32)
+            .field("framerate", gst::Fraction::new(15, 1))
+            .build(),
+    );
+    // Noise, new every frame: the encoder needs far more than its 1.5 Mbit/s, so what it
+    // sends is what its rate control allows.
+    let mut seed = 1u32;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 24) as u8
+            })
+            .collect()
+    };
+    let frame_size = 160 * 120 * 3 / 2;
+    let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 15);
+    // 10 s, a 3 s pause, 12 s.
+    let stamps: Vec<gst::ClockTime> = (0..150u64).chain(195..375).map(|i| frame * i).collect();
+    let mut bytes_by_second = std::collections::BTreeMap::<u64, usize>::new();
+    let mut last_pts = gst::ClockTime::ZERO;
+    for pts in &stamps {
+        let mut buffer = gst::Buffer::from_mut_slice(noise(frame_size));
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(*pts);
+            b.set_duration(frame);
+        }
+        let _ = h.push(buffer);
+        // The chain's queue is leaky: give the encoder time for each frame.
+        std::thread::sleep(std::time::Duration::from_millis(12));
+        while let Some(b) = h.try_pull() {
+            let pts = b.pts().expect("a timestamp");
+            last_pts = last_pts.max(pts);
+            *bytes_by_second.entry(pts.seconds()).or_default() += b.size();
+        }
+    }
+    h.push_event(gst::event::Eos::new());
+    while let Ok(Some(b)) = h.pull_until_eos() {
+        let pts = b.pts().expect("a timestamp");
+        last_pts = last_pts.max(pts);
+        *bytes_by_second.entry(pts.seconds()).or_default() += b.size();
+    }
+    let rate = |from: u64, to: u64| {
+        (from..to).map(|s| bytes_by_second.get(&s).copied().unwrap_or(0)).sum::<usize>() * 8
+            / (to - from) as usize
+            / 1000
+    };
+    let (before, after) = (rate(3, 10), rate(16, 25));
+    println!("kbit/s by second: {bytes_by_second:?}; before the pause {before}, after {after}");
+    // The RTP timestamps still tell the real time: the last frame's, 25 s in.
+    assert_eq!(last_pts, frame * 374, "timestamps after the pause were changed");
+    assert!(after * 100 >= before * 80, "{after} kbit/s after the pause, {before} before");
+}
