@@ -188,6 +188,8 @@ pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
                     });
                     let end =
                         run_instance_with(plan, &pool.stop, events, Some(slot), Some(on_call_over));
+                    // The call's pipeline is gone: what it freed goes back to the system.
+                    crate::memory::release_free();
                     let _ = reports.send((index, id, Report::Ended(end)));
                 },
             );

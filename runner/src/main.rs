@@ -6,6 +6,7 @@ mod demo;
 mod embedded;
 mod endpoint;
 mod events;
+mod memory;
 mod pipeline_file;
 mod run;
 mod serve;
@@ -34,6 +35,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Demo(_)) {
+        // Before any thread: these serve call after call (memory.rs).
+        memory::limit_arenas();
+    }
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run(args),

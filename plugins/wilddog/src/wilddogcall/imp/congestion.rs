@@ -119,7 +119,7 @@ impl WilddogCall {
             // A typed NULL when there is none (the call ended meanwhile): the signal returns
             // a GstElement, and a missing value would abort the process.
             let bwe = weak.upgrade().and_then(|obj| obj.imp().make_estimator());
-            Some(bwe.to_value())
+            Some(bwe.map(floating).to_value())
         });
     }
 
@@ -713,6 +713,27 @@ fn estimator_beside_the_path(
         gst::PadProbeReturn::Ok
     });
     Ok((bin.upcast(), sink))
+}
+
+/// `element`, its only reference made floating, for webrtcbin's `request-aux-sender`.
+///
+/// webrtcbin before 1.24.4 (Debian 12 has 1.22) takes the returned element with
+/// `gst_object_ref_sink()` and drops that reference once it added the element to its bin:
+/// given the full reference a Rust element is (gstreamer-rs sinks every new element), it took
+/// one more reference that it never dropped, and each call's aux sender (our bin, its
+/// `identity`, bus and pads, and through a probe rtpgccbwe's src pad) outlived the call, one
+/// per call served (found with `GST_TRACERS=leaks`; upstream "request-aux-sender, only sink
+/// floating refs", 1.24.4). A floating reference is what every version sinks without adding
+/// one of its own.
+fn floating(element: gst::Element) -> gst::Element {
+    // SAFETY: the element is alive (we own a reference); g_object_force_floating only sets
+    // its floating flag, and the one reference handed to webrtcbin is the one it sinks.
+    unsafe {
+        glib::gobject_ffi::g_object_force_floating(
+            element.as_ptr() as *mut glib::gobject_ffi::GObject
+        );
+    }
+    element
 }
 
 /// The estimator of a peer connection ([`estimator_beside_the_path`]): its src pad, which it
