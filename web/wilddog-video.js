@@ -1126,7 +1126,7 @@
     pc.getStats().then(function (report) {
       if (self._pc !== pc || self.status === S_CLOSED) return;
       var now = Date.now();
-      var out = { bytes: 0, videoBytes: 0, videoPackets: 0, videoLost: 0, videoRtt: null, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0 };
+      var out = { bytes: 0, videoBytes: 0, videoPackets: 0, videoLost: 0, videoRtt: null, frames: 0, width: 0, height: 0, fps: null, packets: 0, target: null, nack: 0, pli: 0, fir: 0, rtx: 0, lost: 0, sourceFps: null };
       var inn = { bytes: 0, frames: 0, width: 0, height: 0, fps: null, packetsLost: 0, jitter: 0, packets: 0, nack: 0, pli: 0, fir: 0, repaired: 0, jbDelay: 0, jbCount: 0 };
       var pairId = null;
       var pairs = [];
@@ -1149,6 +1149,8 @@
             if (s.frameHeight) out.height = s.frameHeight;
             if (s.framesPerSecond != null) out.fps = s.framesPerSecond;
           }
+        } else if (s.type === 'media-source' && s.kind === 'video') {
+          if (s.framesPerSecond != null) out.sourceFps = s.framesPerSecond;
         } else if (s.type === 'remote-inbound-rtp') {
           out.lost += Math.max(0, s.packetsLost || 0);
           if (s.kind === 'video') {
@@ -1258,6 +1260,7 @@
         videoKbps: rate(out.videoBytes, last ? last.outVideoBytes : out.videoBytes),
         lossFraction: ticks.length === NO_TARGET_LOSS_TICKS && sentPackets > 0 ? lostPackets / sentPackets : 0,
         encodedFps: secs > 0 ? Math.max(0, (out.frames - last.outFrames) / secs) : null,
+        sourceFps: out.sourceFps,
         rttRise: out.videoRtt != null ? out.videoRtt - self._minRtt : 0
       });
     }).catch(function (e) { log(self._client.options.debug, 'getStats failed', e); });
@@ -1318,6 +1321,9 @@
    * 320x240 and its 32 kbit/s of Opus, lost a quarter of its packets, and the peer decoded
    * nothing for 20 s; there the round trip grew by 480 to 690 ms and Firefox encoded 4 to
    * 9 fps at 320x240. */
+  /** After a step down for a starving encoder, how long the size it left is not gone back
+   * to (ms): the target that allows it did not make it encode the frames. */
+  var SLOW_SIZE_HOLD_MS = 30000;
   var NO_TARGET_LOSS_DOWN = 0.1;
   var NO_TARGET_LOSS_UP = 0.02;
   var NO_TARGET_UP_TICKS = 5;
@@ -1333,7 +1339,11 @@
    * - down to the largest size whose share of minBitrateBps the target covers
    *   (SEND_SIZE_FIT), when it does not cover the current one;
    * - else down one scale step under the size sent when the sent frame rate is under two
-   *   thirds of maxFPS at or under that floor, whatever reason the browser gives (a smaller
+   *   thirds of maxFPS at or under that floor, or at any size when the camera gives the whole
+   *   frame rate (media-source) and the encoder drops frames (then to the size its frame rate
+   *   says fits, and that size is not gone back to for SLOW_SIZE_HOLD_MS: Chrome starts a
+   *   detailed 640x480 picture at 1 to 3 fps, a key frame at a time, and its own adaptation
+   *   took 10 s to reach 320x240), whatever reason the browser gives (a smaller
    *   picture helps a busy CPU too; when this rule skipped 'cpu', a CI run stayed at 240x180
    *   and 1 fps for the whole 18 s of a 250 kbit/s test, this rule being the only one left
    *   to move it);
@@ -1358,7 +1368,10 @@
     var fullWidth = DIMENSIONS[ls.dimension].width;
     var needed = neededKbps(ls);
     var need = function (i) { return needed / (SEND_SCALES[i] * SEND_SCALES[i]); };
-    var slow = local.fps < (2 / 3) * ls.maxFPS && local.width * local.height <= BROWSER_MIN_PIXELS;
+    // The encoder drops frames the camera gives it (a camera in low light gives fewer: not
+    // this). Chrome says 'none' as the reason then: its encoder's frame dropper.
+    var encoderStarving = local.fps < (2 / 3) * ls.maxFPS && video.sourceFps != null && video.sourceFps >= 0.9 * ls.maxFPS;
+    var slow = local.fps < (2 / 3) * ls.maxFPS && (local.width * local.height <= BROWSER_MIN_PIXELS || encoderStarving);
     var oneStepUnder = function () {
       while (to < SEND_SCALES.length - 1 && fullWidth / SEND_SCALES[to] >= local.width - 1) to++;
     };
@@ -1385,9 +1398,20 @@
       this._sendScaleUp = 0;
     } else if (slow) {
       oneStepUnder();
+      if (encoderStarving) {
+        // As many pixels as the frames it managed carry, twice over: at 2 to 3 fps of 15
+        // at 640x480, 320x240 at once rather than a step per settle (Chrome took 10 s).
+        var fit = local.width * local.height * Math.max(local.fps, 1) / ls.maxFPS * 2;
+        var fullHeight = DIMENSIONS[ls.dimension].height;
+        var pixels = function (i) { return (fullWidth / SEND_SCALES[i]) * (fullHeight / SEND_SCALES[i]); };
+        while (to < SEND_SCALES.length - 1 && pixels(to) > fit) to++;
+      }
       this._sendScaleUp = 0;
+      // The size it starved at is not tried again for a while (see SLOW_SIZE_HOLD_MS).
+      this._slowAt = { scale: at, time: Date.now() };
     } else if (at > 0 && local.fps >= 0.9 * ls.maxFPS && local.targetBitrate >= 2.5 * video.videoKbps &&
-        local.targetBitrate >= SEND_SIZE_FIT * need(at - 1)) {
+        local.targetBitrate >= SEND_SIZE_FIT * need(at - 1) &&
+        !(this._slowAt && this._slowAt.scale >= at - 1 && Date.now() - this._slowAt.time < SLOW_SIZE_HOLD_MS)) {
       this._sendScaleUp = (this._sendScaleUp || 0) + 1;
       if (this._sendScaleUp >= 2) to = at - 1;
     } else {

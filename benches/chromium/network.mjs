@@ -17,6 +17,9 @@
 // capture instant, so that a pipeline and a tab read each other's stamps on one clock.
 // Frames: requestVideoFrameCallback on the remote <video>. Sent bytes: getStats outbound-rtp.
 // Prints `NET-START` when measuring begins and `NET-RESULT {json}` lines (netmeasure.rs).
+// NET_STATS=1 also prints the sending tab's getStats every second on stderr (`NET-STATS`;
+// call-bench keeps stderr to itself: run one job by hand, `unshare --net` and `call-bench
+// --net-run LINK -- node benches/chromium/network.mjs ...`).
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { launchChromium } from '../../tests/browser/lib/chromium.js';
@@ -72,6 +75,38 @@ async function sample(sentBytes, t0) {
   return sent;
 }
 
+/**
+ * With NET_STATS set (a diagnosis, not a figure): every second, the sending tab's video
+ * `outbound-rtp` and path estimate, and the receiving tab's `inbound-rtp` (when it is a tab),
+ * as `NET-STATS {json}` lines on stderr.
+ */
+function watchStats(label, page, t0) {
+  if (!process.env.NET_STATS) return;
+  const timer = setInterval(async () => {
+    const s = await page.evaluate(async () => {
+      const pc = T.pc();
+      if (!pc) return null;
+      const out = {};
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video') {
+          Object.assign(out, {
+            w: r.frameWidth, enc: r.framesEncoded, sent: r.framesSent, key: r.keyFramesEncoded, target: r.targetBitrate,
+            bytes: r.bytesSent, rtxBytes: r.retransmittedBytesSent, nack: r.nackCount, pli: r.pliCount, fir: r.firCount,
+            qlr: r.qualityLimitationReason, huge: r.hugeFramesSent,
+          });
+        } else if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          Object.assign(out, { rxDec: r.framesDecoded, rxKey: r.keyFramesDecoded, rxLost: r.packetsLost, rxPli: r.pliCount, rxNack: r.nackCount, rxDrop: r.framesDropped, rxW: r.frameWidth });
+        } else if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
+          Object.assign(out, { aob: r.availableOutgoingBitrate, rtt: r.currentRoundTripTime });
+        }
+      });
+      return out;
+    }).catch(() => null);
+    if (s) console.error('NET-STATS ' + JSON.stringify({ label, t: (Date.now() - t0) / 1000, ...s }));
+  }, 1000);
+  return timer;
+}
+
 async function pageResult(page) {
   return page.evaluate(() => ({ frames: NET.frames, g2g: NET.g2g, unreadable: NET.unreadable }));
 }
@@ -92,7 +127,9 @@ if (mode === 'chromium') {
   await alice.page.evaluate(() => NET.begin());
   console.log('NET-START');
   const t0 = Date.now();
+  const stats = [watchStats('sender bob', bob.page, t0), watchStats('receiver alice', alice.page, t0)];
   const sent = await sample(() => bob.page.evaluate(() => NET.sentBytes()), t0);
+  stats.forEach((t) => t && clearInterval(t));
   emit('chromium', await pageResult(alice.page), sent, 'two Chromium tabs, our SDK, 480p 15 fps textured canvas camera');
 } else if (mode === 'mixed') {
   const callee = await tab('page');
@@ -110,6 +147,8 @@ if (mode === 'chromium') {
       console.log('NET-START');
       t0 = Date.now();
       samplerDone = sample(() => callee.page.evaluate(() => NET.sentBytes()), t0);
+      const stats = watchStats('tab', callee.page, t0);
+      if (stats) samplerDone.finally(() => clearInterval(stats));
     } else if (line.startsWith('NET-RESULT ')) {
       gst = JSON.parse(line.slice('NET-RESULT '.length));
     }

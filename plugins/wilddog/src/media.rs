@@ -515,10 +515,23 @@ fn hide_long_gaps(encoder: &gst::Element) {
     });
 }
 
+/// The most frames between two key frames the encoder makes unasked: libwebrtc's default
+/// (`keyFrameInterval` 3000, what Chrome's VP8 encoder uses), so in practice a key frame
+/// comes only when the peer asks for one (PLI/FIR, answered at once: see
+/// [`KEY_FRAME_MIN_INTERVAL`]).
+///
+/// It was 3 s. A key frame is several frames' worth of bits sent at once; on a link both
+/// directions share, each one queued the peer's packets too. A Chromium tab sending to our
+/// element on a 500 kbit/s link read every one of ours as congestion (its delay-based
+/// estimate fell to 0.85 times what it had sent within a second of each key frame it
+/// decoded, every 3 s), and its estimate went down from 230 to 65 kbit/s in 20 s on a link
+/// it used a third of.
+pub const KEY_FRAME_MAX_DIST: u32 = 3000;
+
 /// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
 /// encoder first, the payloader last.
 fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
-    let keyframe_dist = params.max_fps.max(1) * 3;
+    let keyframe_dist = KEY_FRAME_MAX_DIST;
     // x264's sliced threads split a small frame into slices that cost bits and buy nothing
     // up to 480p; libvpx's: see codec_threads.
     let threads = codec_threads(params.width, params.height).to_string();

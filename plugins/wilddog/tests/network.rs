@@ -471,11 +471,12 @@ fn opus_fec_follows_the_loss() {
 }
 
 /// A key frame request from the receiver (what its depayloader sends when a frame is lost:
-/// a PLI, or a FIR to a peer that wants one) is answered with a key frame at once, not at
-/// the next periodic one (every 3 s), and with one every 500 ms at most however often it
-/// comes (`media::KEY_FRAME_MIN_INTERVAL`): a key frame is several frames' worth of bits.
-/// The requests are asked of alice's VP8 depayloader every 100 ms for 4 s, as a lossy link
-/// makes it ask; the key frames are counted as they leave it (no `DELTA_UNIT` flag).
+/// a PLI, or a FIR to a peer that wants one) is answered with a key frame at once (the
+/// encoder makes none unasked: `media::KEY_FRAME_MAX_DIST`), and with one every 500 ms at
+/// most however often it comes (`media::KEY_FRAME_MIN_INTERVAL`): a key frame is several
+/// frames' worth of bits. The requests are asked of alice's VP8 depayloader every 100 ms for
+/// 4 s, as a lossy link makes it ask; the key frames are counted as they leave it (no
+/// `DELTA_UNIT` flag).
 #[test]
 fn key_frame_requests_are_answered_at_once_and_at_most_every_500_ms() {
     if !enter_netns("key_frame_requests_are_answered_at_once_and_at_most_every_500_ms") {
@@ -501,8 +502,9 @@ fn key_frame_requests_are_answered_at_once_and_at_most_every_500_ms() {
         }
         gst::PadProbeReturn::Ok
     });
-    // Bob's counts before the requests; then the requests start 1 s after a key frame, so
-    // that the periodic one (3 s after the last) does not come with the first answer.
+    // Bob's counts before the requests; then the requests start 1 s after a key frame (or 4
+    // s after the call's first, the encoder making none unasked), so that no key frame of
+    // the call's start comes with the first answer.
     let (_, bob_before) = watch(&mut bob, Duration::from_millis(2100));
     let seen_before = key_frames.lock().unwrap().len();
     let waited = Instant::now();

@@ -128,6 +128,29 @@ describe('SDK: the sent size on a narrow link', () => {
     assert.equal(conv._sendScale, 2, 'back up after the fifth');
   });
 
+  // Issue 10: Chrome starts a detailed 640x480 picture at 1 to 3 fps on any link, its
+  // target covering 640x480, and its own adaptation took 10 s to reach 320x240. When the
+  // camera gives the whole frame rate (media-source) and the encoder drops most of it, the
+  // SDK goes at once to the size that frame rate says fits, and not back for a while.
+  it('an encoder dropping the camera\'s frames at 640x480 takes the picture to 320x240 at once, and not back up soon', () => {
+    const conv = conversation();
+    conv._fitSendSize({ targetBitrate: 450, width: 640, height: 480, fps: 2 }, { videoKbps: 300, sourceFps: 15 });
+    assert.equal(conv._sendScale, 2, 'scale index 2: 320x240');
+    conv._sendSettle = 0;
+    // 15 fps at 320x240 with room: the ladder would go back to 480x360, which is held.
+    for (let i = 0; i < 4; i++) tick(conv, { target: 450, width: 320, height: 240, fps: 15, videoKbps: 150 });
+    assert.equal(conv._sendScale, 1, 'back up to 480x360, a size it did not starve at');
+    conv._sendSettle = 0;
+    for (let i = 0; i < 4; i++) tick(conv, { target: 450, width: 480, height: 360, fps: 15, videoKbps: 150 });
+    assert.equal(conv._sendScale, 1, 'not back to 640x480 within SLOW_SIZE_HOLD_MS');
+  });
+
+  it('a camera giving fewer frames (low light) is no reason to shrink the picture', () => {
+    const conv = conversation();
+    for (let i = 0; i < 3; i++) conv._fitSendSize({ targetBitrate: 450, width: 640, height: 480, fps: 7 }, { videoKbps: 300, sourceFps: 7 });
+    assert.equal(conv._sendScale ?? 0, 0);
+  });
+
   it('a whole frame rate at a size the target covers stays where it is', () => {
     const conv = conversation();
     conv._sendScale = 2;

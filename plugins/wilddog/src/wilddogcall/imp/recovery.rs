@@ -38,6 +38,8 @@ pub(super) struct Recovery {
     opus_loss: u32,
     /// The payload types of the remote description's video sections.
     video_payloads: Vec<u32>,
+    /// Those of its audio sections (see [`recovery::FeedbackClock`]).
+    audio_payloads: Vec<u32>,
     /// The video jitterbuffers (those that ask for retransmissions).
     video_jitterbuffers: Vec<glib::WeakRef<gst::Element>>,
     /// What the retransmissions of the last second took.
@@ -100,6 +102,19 @@ impl WilddogCall {
                     // one (150 ms and more, its frame long given up). SRTP already
                     // authenticates every packet; browsers do no probation either.
                     element.set_property("probation", 0u32);
+                    // Transport-wide feedback at least every 100 ms while audio arrives:
+                    // see crate::recovery::FeedbackClock.
+                    let weak = obj.downgrade();
+                    element.connect_pad_added(move |_, pad| {
+                        if pad.name().starts_with("recv_rtp_sink")
+                            && let Some(obj) = weak.upgrade()
+                        {
+                            obj.imp().pace_feedback(pad);
+                        }
+                    });
+                    if let Some(pad) = element.static_pad("recv_rtp_sink") {
+                        obj.imp().pace_feedback(&pad);
+                    }
                 }
                 _ => {}
             }
@@ -355,14 +370,58 @@ impl WilddogCall {
         transceiver.set_property("codec-preferences", &caps);
     }
 
-    /// A remote description: which payload types carry video.
+    /// A remote description: which payload types carry video, which audio.
     fn follow_remote_payloads(&self, sdp: &gst_sdp::SDPMessageRef) {
-        let pts = sdp
-            .medias()
-            .filter(|m| m.media() == Some("video"))
-            .flat_map(|m| (0..m.formats_len()).filter_map(|i| m.format(i)?.parse::<u32>().ok()))
-            .collect();
-        lock(&self.recovery).video_payloads = pts;
+        let pts = |kind: &str| -> Vec<u32> {
+            sdp.medias()
+                .filter(|m| m.media() == Some(kind))
+                .flat_map(|m| (0..m.formats_len()).filter_map(|i| m.format(i)?.parse::<u32>().ok()))
+                .collect()
+        };
+        let mut r = lock(&self.recovery);
+        r.video_payloads = pts("video");
+        r.audio_payloads = pts("audio");
+    }
+
+    /// Marks an audio packet on `pad` (rtpsession's `recv_rtp_sink`, after SRTP) as the end
+    /// of a frame when the transport-wide feedback has waited
+    /// [`recovery::TWCC_FEEDBACK_INTERVAL`] (see [`recovery::FeedbackClock`]).
+    fn pace_feedback(&self, pad: &gst::Pad) {
+        let weak = self.obj().downgrade();
+        let clock = std::sync::Mutex::new(recovery::FeedbackClock::default());
+        let mark = move |buffer: &mut gst::Buffer| {
+            let (marker, pt) = match gst_rtp::RTPBuffer::from_buffer_readable(buffer) {
+                Ok(rtp) => (rtp.is_marker(), rtp.payload_type()),
+                Err(_) => return,
+            };
+            let audio = !marker
+                && weak.upgrade().is_some_and(|obj| {
+                    lock(&obj.imp().recovery).audio_payloads.contains(&u32::from(pt))
+                });
+            let now = Instant::now();
+            if !lock(&clock).mark(now, marker, audio) {
+                return;
+            }
+            if let Ok(mut rtp) = gst_rtp::RTPBuffer::from_buffer_writable(buffer.make_mut()) {
+                rtp.set_marker(true);
+            }
+        };
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => mark(buffer),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.make_mut().foreach_mut(|mut buffer, _| {
+                            mark(&mut buffer);
+                            std::ops::ControlFlow::Continue(Some(buffer))
+                        });
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
 
     /// A new transceiver: video asks for and answers retransmissions (NACK/RTX), with ULPFEC
