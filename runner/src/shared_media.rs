@@ -153,14 +153,17 @@ impl SharedMedia {
             else {
                 bail!("shared_pipeline: no appsink `{name}`");
             };
-            // As soon as a sample is made: the calls' pipelines keep their own time.
+            // A live source's samples as soon as they are made: the calls' pipelines keep
+            // their own time (a source that is not live: pace_if_not_live).
             sink.set_sync(false);
             sink.set_property("enable-last-sample", false);
             let attached = Arc::clone(&attached);
             let name = name.clone();
+            let paced = std::sync::Once::new();
             sink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |sink| {
+                        paced.call_once(|| pace_if_not_live(sink));
                         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                         if let Some(reason) = fan_out(&attached, &name, &sample) {
                             // Every call's pipeline is the same: no call could take this
@@ -275,6 +278,23 @@ const STOP_MESSAGE: &str = "wilddog-shared-stop";
 /// The application message an `appsink` posts when its stream ended (field `appsink`: its
 /// name).
 const ENDED_MESSAGE: &str = "wilddog-shared-ended";
+
+/// Makes `sink` wait for the clock when what feeds it is not live (a file, a test pattern
+/// without `is-live`), asked at its first sample (each branch on its own: a file's video
+/// beside a live microphone). Unsynced, such a source ran as fast as the machine allowed: a
+/// 20 s clip ended half a second in, and an idle endpoint burned two cores. A live source's
+/// samples go out as soon as they are made (the calls' pipelines keep their own time).
+fn pace_if_not_live(sink: &gst_app::AppSink) {
+    let mut query = gst::query::Latency::new();
+    let answered = sink.static_pad("sink").is_some_and(|pad| pad.peer_query(&mut query));
+    if answered && !query.result().0 {
+        tracing::info!(
+            "shared_pipeline: appsink `{}` is fed by no live source: paced by the clock",
+            sink.name()
+        );
+        sink.set_sync(true);
+    }
+}
 
 /// The application message `fan_out`'s caller posts when a call's pipeline cannot take the
 /// shared media (field `reason`).

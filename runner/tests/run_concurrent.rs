@@ -379,6 +379,50 @@ fn shared_encoded_media_a_call_cannot_take_stops_the_endpoint_saying_why() {
 }
 
 #[test]
+fn shared_source_that_is_not_live_is_paced_by_the_clock() {
+    if !enter_netns("shared_source_that_is_not_live_is_paced_by_the_clock") {
+        return;
+    }
+    let dir = temp_dir("shared-not-live");
+    // A file's worth of media: 150 frames (10 s at 15 fps) and a tone, neither live. Unpaced
+    // they were gone within half a second of the start, and the caller got TIMEOUT.
+    let path = dir.join("shared-file.toml");
+    let text = r#"uid = "cam"
+role = "answer"
+shared_pipeline = """
+videotestsrc pattern=red num-buffers=150 ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 ! appsink name=video
+audiotestsrc volume=0.1 ! appsink name=audio
+"""
+pipeline = """
+wilddogcall name=call dimension=240p max-fps=15
+  appsrc name=video ! call.video_sink
+  appsrc name=audio ! call.audio_sink
+  call.video_src ! fakesink
+  call.audio_src ! fakesink
+"""
+"#;
+    std::fs::write(&path, text).unwrap();
+    let started = std::time::Instant::now();
+    let (mut cam, server) = start_bot("cam", &path.display().to_string(), &[]);
+    let mut caller = start_colour_caller(&dir, &server, "green", "green", "cam");
+    accepted_cid(&mut caller);
+    let (w, h, fps) = remote_video(&mut caller);
+    assert_eq!((w, h), (320, 240));
+    assert!(fps >= 10, "{fps} fps of the shared 15");
+    wait_frames(&dir, "green", 30);
+    assert_colour(&dir, "green", 0);
+    // Its end comes at its own pace: about 10 s in.
+    assert_eq!(cam.wait_exit(), 1, "stderr:\n{}", cam.stderr());
+    let error = events(&cam, "error")
+        .find(|e| e["source"] == "shared_pipeline")
+        .unwrap_or_else(|| panic!("no shared_pipeline error: {:?}", cam.names()));
+    assert!(error["message"].as_str().unwrap_or_default().contains("EOS at appsink"), "{error}");
+    assert!(started.elapsed() >= Duration::from_secs(8), "ended after {:?}", started.elapsed());
+    assert_eq!(caller.wait_event("closed")["reason"], "remote-hangup");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn two_runners_serving_one_uid_share_its_callers() {
     if !enter_netns("two_runners_serving_one_uid_share_its_callers") {
         return;
