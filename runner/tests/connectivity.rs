@@ -127,3 +127,72 @@ fn block_all_but_tcp_port(port: u16) {
     nft.stdin.take().expect("nft stdin").write_all(rules.as_bytes()).expect("nft rules");
     assert!(nft.wait().expect("nft").success(), "nft refused the rules");
 }
+
+/// A callee that sends no media (a recorder) dies with its in-process server (SIGKILL):
+/// the caller hears nothing from the path but its RTCP, which stops, and the signaling
+/// cannot come back. It ends with 41004 naming the silence, instead of streaming to nobody
+/// until someone stops it (11 minutes in a newcomer's try, then exit 0).
+#[test]
+fn a_recorder_that_dies_ends_its_callers_call_with_41004() {
+    if !enter_netns("a_recorder_that_dies_ends_its_callers_call_with_41004") {
+        return;
+    }
+    let dir = run_support::temp_dir("recorder-dies");
+    let dir_arg = dir.display().to_string();
+    let mut recorder = Runner::start(
+        "recorder",
+        &[
+            "run",
+            &pipeline("record.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--record-dir",
+            &dir_arg,
+        ],
+    );
+    let ready = recorder.wait_event("ready");
+    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    let file = pipeline("call-test.toml");
+    // A short call timeout: how long the caller waits for an ICE restart to bring the path
+    // back once it counts it as lost.
+    let mut caller = Runner::start(
+        "caller",
+        &[
+            "run",
+            &file,
+            "--server",
+            &server,
+            "--uid",
+            "alice",
+            "--remote-uid",
+            "recorder",
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--call-timeout",
+            "5",
+        ],
+    );
+    assert_eq!(caller.wait_event("response")["status"], "ACCEPTED");
+    // Connected, its RTCP flowing.
+    loop {
+        let stats = caller.wait_event("stats");
+        if stats["local"]["packetsSent"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    recorder.signal("KILL");
+    let killed = Instant::now();
+    assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
+    let took = killed.elapsed();
+    let error = caller.seen.iter().find(|e| e["event"] == "error").cloned().unwrap_or_else(|| {
+        panic!("no error event: {:?}", caller.names());
+    });
+    assert_eq!(error["code"], 41004, "{error}");
+    assert!(error["message"].as_str().unwrap_or_default().contains("no RTCP"), "{error}");
+    // 10 s of silence, then the 5 s the restart may take.
+    assert!(took < Duration::from_secs(30), "ended {took:?} after the recorder died");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -250,6 +250,9 @@ struct Counters {
     remote_height: AtomicU32,
     /// RTP packets of the remote streams, into the decoders (the path watch).
     remote_packets: AtomicU64,
+    /// RTCP packets from the peer, into rtpsession (the path watch of a peer that sends no
+    /// media).
+    remote_rtcp: AtomicU64,
     /// The peer's description takes no video from us: our frames stop before the encoder
     /// (`restart::PeerMedia::takes_video`).
     video_unwanted: std::sync::atomic::AtomicBool,

@@ -115,6 +115,19 @@ impl WilddogCall {
                     if let Some(pad) = element.static_pad("recv_rtp_sink") {
                         obj.imp().pace_feedback(&pad);
                     }
+                    // The peer's RTCP: the path watch of a peer that sends no media
+                    // (restart.rs, check_path).
+                    let weak = obj.downgrade();
+                    element.connect_pad_added(move |_, pad| {
+                        if pad.name().starts_with("recv_rtcp_sink")
+                            && let Some(obj) = weak.upgrade()
+                        {
+                            obj.imp().count_remote_rtcp(pad);
+                        }
+                    });
+                    if let Some(pad) = element.static_pad("recv_rtcp_sink") {
+                        obj.imp().count_remote_rtcp(&pad);
+                    }
                 }
                 _ => {}
             }

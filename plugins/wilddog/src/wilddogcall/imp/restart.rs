@@ -14,9 +14,10 @@
 //! to NULL on a thread of its own.
 //!
 //! The path is watched on the media worker: RTP packets counted into the decoders; a call
-//! that received media and then nothing for [`PATH_SILENCE`] reports
-//! [`Input::MediaDisconnected`] (libnice does not notice a black-holed path for a long time),
-//! and [`Input::MediaConnected`] when packets come again.
+//! that received media and then nothing for [`PATH_SILENCE`] (from a peer that sends no
+//! media: no RTCP for [`RTCP_SILENCE`]) reports [`Input::MediaDisconnected`] (libnice does
+//! not notice a black-holed path for a long time), and [`Input::MediaConnected`] when
+//! packets come again.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -33,6 +34,11 @@ use crate::sdp_direction::Direction;
 /// frame interval of a slow video and RTCP-only lulls, below what a user waits.
 pub(super) const PATH_SILENCE: Duration = Duration::from_millis(2000);
 
+/// Silence of the RTCP of a peer that sends no media, after which its path counts as lost.
+/// Over RTCP's longest regular interval (RFC 3550: 5 s at most, randomized to 1.5 times and
+/// compensated: about 9.1 s); WebRTC peers report every 0.1 to 1 s while they receive.
+pub(super) const RTCP_SILENCE: Duration = Duration::from_secs(10);
+
 /// How long stopping waits for the peer connections replaced by restarts to go down.
 const DISPOSAL_WAIT: Duration = Duration::from_secs(3);
 
@@ -48,7 +54,8 @@ pub(super) struct PathWatch {
     /// Whether the loss was reported (and not the way back yet).
     lost: bool,
     /// Whether the peer's description has no section it sends us media in (every section
-    /// rejected, inactive or recvonly): silence is then what the call is, not a lost path.
+    /// rejected, inactive or recvonly): its media's silence is then what the call is, not a
+    /// lost path, and its RTCP is watched instead ([`RTCP_SILENCE`]).
     peer_sends_nothing: bool,
 }
 
@@ -56,13 +63,19 @@ impl WilddogCall {
     /// Looks at the media path (the media worker calls it between actions): silence after
     /// media → [`Input::MediaDisconnected`]; media again → [`Input::MediaConnected`].
     pub(super) fn check_path(&self) {
-        let packets = self.counters.remote_packets.load(Ordering::Relaxed);
         let now = Instant::now();
         let report = {
             let mut st = lock(&self.state);
             let connected = st.call_state == Some(CallState::Connected);
             let watch = &mut st.path;
-            if !connected || watch.peer_sends_nothing {
+            // A peer that sends no media (a recorder) still sends RTCP (its reports on what
+            // it receives, its transport-wide feedback): that is what its path carries.
+            let (packets, silence, what) = if watch.peer_sends_nothing {
+                (self.counters.remote_rtcp.load(Ordering::Relaxed), RTCP_SILENCE, "RTCP")
+            } else {
+                (self.counters.remote_packets.load(Ordering::Relaxed), PATH_SILENCE, "media")
+            };
+            if !connected {
                 let peer_sends_nothing = watch.peer_sends_nothing;
                 *watch = PathWatch { packets, peer_sends_nothing, ..PathWatch::default() };
                 return;
@@ -75,10 +88,10 @@ impl WilddogCall {
                 if back {
                     st.media_failure = None;
                 }
-                back.then_some(Input::MediaConnected)
+                back.then_some((Input::MediaConnected, what, silence))
             } else {
                 let since = *watch.active_at.get_or_insert(now);
-                let silent = now.duration_since(since) >= PATH_SILENCE;
+                let silent = now.duration_since(since) >= silence;
                 let lost = (watch.received && !watch.lost && silent).then(|| {
                     watch.lost = true;
                     Input::MediaDisconnected
@@ -86,20 +99,19 @@ impl WilddogCall {
                 if lost.is_some() {
                     // The message of the 41004 should no restart bring the path back.
                     st.media_failure = Some(format!(
-                        "no path to the peer: no media for {PATH_SILENCE:?}, and no ICE restart \
+                        "no path to the peer: no {what} for {silence:?}, and no ICE restart \
                          brought it back"
                     ));
                 }
-                lost
+                lost.map(|input| (input, what, silence))
             }
         };
-        if let Some(input) = report {
+        if let Some((input, what, silence)) = report {
             match input {
                 Input::MediaDisconnected => gst::warning!(
                     CAT,
                     imp = self,
-                    "no media for {:?}: the path is lost, restarting",
-                    PATH_SILENCE
+                    "no {what} for {silence:?}: the path is lost, restarting"
                 ),
                 _ => gst::info!(CAT, imp = self, "media flows again"),
             }
@@ -117,7 +129,7 @@ impl WilddogCall {
     pub(super) fn watch_remote_senders(&self, sdp: &gst_sdp::SDPMessageRef) {
         let peer = PeerMedia::of(sdp);
         if !peer.sends_audio && !peer.sends_video {
-            gst::info!(CAT, imp = self, "the peer sends no media: the path is not watched");
+            gst::info!(CAT, imp = self, "the peer sends no media: its RTCP tells the path");
         }
         let was_unwanted = self.counters.video_unwanted.swap(!peer.takes_video, Ordering::Relaxed);
         if was_unwanted == peer.takes_video {
@@ -170,6 +182,20 @@ impl WilddogCall {
                 gst::warning!(CAT, imp = self, "cannot give the new connection our media: {e}");
             }
         }
+    }
+
+    /// Counts the peer's RTCP packets (into rtpsession), for [`Self::check_path`].
+    pub(super) fn count_remote_rtcp(&self, rtcp_sink: &gst::Pad) {
+        let weak = self.obj().downgrade();
+        rtcp_sink.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().counters.remote_rtcp.fetch_add(1, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
 
     /// Counts the RTP packets of a remote stream (into its decoder), for [`Self::check_path`].
