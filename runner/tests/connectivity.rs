@@ -196,3 +196,65 @@ fn a_recorder_that_dies_ends_its_callers_call_with_41004() {
     assert!(took < Duration::from_secs(30), "ended {took:?} after the recorder died");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A caller whose src pads go straight to sinks (no `queue`) calls an answerer that sends
+/// nothing: the pads it never gets a stream on are ended apart, so the call connects (it
+/// failed ICE: the EOS of one waited for the other's sink, and the element's worker with it).
+#[test]
+fn a_caller_without_queues_connects_to_an_answerer_that_sends_nothing() {
+    if !enter_netns("a_caller_without_queues_connects_to_an_answerer_that_sends_nothing") {
+        return;
+    }
+    let dir = run_support::temp_dir("no-queues");
+    let listener = dir.join("listener.toml");
+    std::fs::write(
+        &listener,
+        "uid = \"listener\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call\n  \
+         call.video_src ! fakesink\n  call.audio_src ! fakesink\n\"\"\"\n",
+    )
+    .unwrap();
+    let caller_file = dir.join("caller.toml");
+    std::fs::write(
+        &caller_file,
+        "uid = \"alice\"\nrole = \"call\"\npipeline = \"\"\"\nwilddogcall name=call\n  \
+         videotestsrc is-live=true ! call.video_sink\n  \
+         audiotestsrc is-live=true ! call.audio_sink\n  \
+         call.video_src ! fakesink sync=false\n  call.audio_src ! fakesink sync=false\n\"\"\"\n",
+    )
+    .unwrap();
+    let mut bot = Runner::start(
+        "listener",
+        &[
+            "run",
+            &listener.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--ice-local-addresses",
+            "127.0.0.1",
+        ],
+    );
+    let ready = bot.wait_event("ready");
+    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    let mut caller = Runner::start(
+        "caller",
+        &[
+            "run",
+            &caller_file.display().to_string(),
+            "--server",
+            &server,
+            "--remote-uid",
+            "listener",
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--hangup-after",
+            "5",
+        ],
+    );
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    let closed = caller.seen.iter().find(|e| e["event"] == "closed").cloned().unwrap();
+    assert_eq!(closed["media_connected"], true, "{closed}");
+    let got = bot.wait_event("closed");
+    assert!(got["received"]["video"].as_u64().unwrap_or(0) >= 30, "{got}");
+    assert!(got["received"]["audio"].as_u64().unwrap_or(0) >= 100, "{got}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

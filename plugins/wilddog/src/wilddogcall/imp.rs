@@ -1135,6 +1135,27 @@ impl WilddogCall {
         }
     }
 
+    /// [`Self::end_unexposed_pad`] on a thread of its own: the EOS may wait there (below).
+    ///
+    /// A sink prerolls on EOS and then, its pipeline not yet playing, waits for it to play,
+    /// which takes every sink's preroll: pushed one after the other from the media worker,
+    /// `audio_src`'s EOS waited for the `video_src` sink, whose EOS never came, and the
+    /// worker with it, so no candidate was added and ICE failed. Pipelines with a `queue`
+    /// after each src pad did not show it: the queues' threads waited instead.
+    pub(super) fn end_unexposed_pad_apart(&self, name: &'static str) {
+        let weak = self.obj().downgrade();
+        let spawned =
+            std::thread::Builder::new().name(format!("wilddog-end-{name}")).spawn(move || {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().end_unexposed_pad(name);
+                }
+            });
+        if let Err(e) = spawned {
+            gst::warning!(CAT, imp = self, "cannot end {name} apart ({e}): ending it here");
+            self.end_unexposed_pad(name);
+        }
+    }
+
     /// One src pad the call never exposed appears, carries EOS, and goes (a caller's; see
     /// [`Self::end_unexposed`]); once per call.
     fn end_unexposed_pad(&self, name: &'static str) {

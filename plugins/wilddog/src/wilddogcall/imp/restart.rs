@@ -156,7 +156,7 @@ impl WilddogCall {
             for (sends, name) in [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
             {
                 if !sends {
-                    self.end_unexposed_pad(name);
+                    self.end_unexposed_pad_apart(name);
                 }
             }
         }
