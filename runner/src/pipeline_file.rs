@@ -347,8 +347,37 @@ pub fn expand(template: &str, value: impl Fn(&str) -> Option<String>) -> Result<
 /// Builds a pipeline from a launch description; every error is fatal (an unknown property
 /// too, which plain `gst_parse_launch` would only warn about).
 pub fn build(launch: &str) -> Result<gst::Pipeline, String> {
-    let element = gst::parse::launch_full(launch, None, gst::ParseFlags::FATAL_ERRORS)
-        .map_err(|e| e.message().to_owned())?;
+    // A property value out of its range (`max-fps=99`) is no parse error: GObject warns on
+    // stderr and the element keeps its default, so a typo went unnoticed. The warnings of
+    // this thread while it parses are its errors.
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let handler = {
+        let warnings = std::sync::Arc::clone(&warnings);
+        let parsing = std::thread::current().id();
+        gst::glib::log_set_handler(
+            Some("GLib-GObject"),
+            gst::glib::LogLevels::LEVEL_WARNING | gst::glib::LogLevels::LEVEL_CRITICAL,
+            false,
+            false,
+            move |_, _, message| {
+                if std::thread::current().id() == parsing {
+                    warnings.lock().unwrap_or_else(|e| e.into_inner()).push(message.to_owned());
+                } else {
+                    eprintln!("GLib-GObject-WARNING: {message}");
+                }
+            },
+        )
+    };
+    let parsed = gst::parse::launch_full(launch, None, gst::ParseFlags::FATAL_ERRORS);
+    gst::glib::log_remove_handler(Some("GLib-GObject"), handler);
+    let element = parsed.map_err(|e| e.message().to_owned())?;
+    if let Some(warning) = warnings.lock().unwrap_or_else(|e| e.into_inner()).first() {
+        let _ = element.set_state(gst::State::Null);
+        // `value "99" of type 'guint' is invalid or out of range for property 'max-fps' of
+        // type 'guint'`: quoted for locate_in, which finds the property in the text.
+        let property = warning.split('\'').nth(3).unwrap_or_default();
+        return Err(format!("{warning} (property \"{property}\")"));
+    }
     match element.downcast::<gst::Pipeline>() {
         Ok(pipeline) => Ok(pipeline),
         Err(element) => {

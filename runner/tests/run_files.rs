@@ -308,3 +308,22 @@ fn shared_pipeline_feeding_every_appsrc_is_accepted() {
     assert_eq!(code, 0, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_property_value_out_of_range_is_refused_at_its_line() {
+    // GObject only warned and the element kept its default: `max-fps=99` ran at 30 fps.
+    let err = refused(
+        "uid = \"x\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call\n  max-fps=99\n  \
+         videotestsrc ! call.video_sink\n  call.video_src ! fakesink\n\"\"\"\n",
+    );
+    assert!(err.starts_with("error: FILE:5: `pipeline` does not parse"), "{err}");
+    assert!(err.contains("out of range for property 'max-fps'"), "{err}");
+    // And in the shared pipeline.
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  \
+         audiotestsrc is-live=true volume=20 ! appsink name=audio",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink\n  appsrc name=audio ! call.audio_sink",
+    ));
+    assert!(err.starts_with("error: FILE:5: `shared_pipeline` does not parse"), "{err}");
+    assert!(err.contains("'volume'"), "{err}");
+}
