@@ -267,6 +267,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
     };
 
     // The launch description must parse and hold a wilddog element.
+    if let Some((name, offset)) = duplicate_name(raw) {
+        return Err(error(
+            Some(pipeline_span.start + offset),
+            format!("two elements named `{name}` in `pipeline`: names must differ"),
+        ));
+    }
     let pipeline = build(&launch).map_err(|e| {
         let offset = locate_in(raw, &e).map(|o| pipeline_span.start + o);
         error(offset.or(Some(pipeline_span.start)), format!("`pipeline` does not parse: {e}"))
@@ -297,6 +303,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
                 ),
             )
         })?;
+        if let Some((name, offset)) = duplicate_name(shared_raw) {
+            return Err(error(
+                at(Some(offset)),
+                format!("two elements named `{name}` in `shared_pipeline`: names must differ"),
+            ));
+        }
         let shared_pipeline = build(&launch).map_err(|e| {
             error(at(locate_in(shared_raw, &e)), format!("`shared_pipeline` does not parse: {e}"))
         })?;
@@ -401,6 +413,32 @@ pub fn is_wilddog(element: &gst::Element) -> bool {
 
 /// Where in the raw launch text a GStreamer parse error points: the first word the error
 /// quotes (an element or property name) that the text contains.
+/// The first element name given twice in a launch description's text (`name=X`), and where
+/// its second `name=` is. GStreamer's own error for it named neither ("could not link
+/// videotestsrc1 to camera", the second element never being added).
+fn duplicate_name(raw: &str) -> Option<(String, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut from = 0;
+    while let Some(at) = raw[from..].find("name=").map(|a| from + a) {
+        from = at + "name=".len();
+        // A property whose name ends in `name` (`device-name=`) is not an element's name.
+        let before = raw[..at].chars().next_back();
+        if before.is_some_and(|c| !c.is_whitespace()) {
+            continue;
+        }
+        let value: String = raw[from..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '!')
+            .collect::<String>()
+            .trim_matches('"')
+            .to_owned();
+        if !value.is_empty() && !seen.insert(value.clone()) {
+            return Some((value, at));
+        }
+    }
+    None
+}
+
 /// Where `name=NAME` (an element's name) is in a launch description's text.
 fn find_name(raw: &str, name: &str) -> Option<usize> {
     let pattern = format!("name={name}");

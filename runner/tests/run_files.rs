@@ -327,3 +327,22 @@ fn a_property_value_out_of_range_is_refused_at_its_line() {
     assert!(err.starts_with("error: FILE:5: `shared_pipeline` does not parse"), "{err}");
     assert!(err.contains("'volume'"), "{err}");
 }
+
+#[test]
+fn two_elements_of_one_name_are_refused_at_the_second() {
+    // GStreamer's error named neither: "could not link videotestsrc1 to camera".
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=camera\n  \
+         videotestsrc is-live=true pattern=ball ! appsink name=camera",
+        "wilddogcall name=call\n  appsrc name=camera ! call.video_sink",
+    ));
+    assert_eq!(
+        err,
+        "error: FILE:5: two elements named `camera` in `shared_pipeline`: names must differ"
+    );
+    let err = refused(
+        "uid = \"x\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=call\n  \
+         videotestsrc device-name=a ! call.video_sink\n  call.video_src ! fakesink name=call\n\"\"\"\n",
+    );
+    assert!(err.starts_with("error: FILE:6: two elements named `call` in `pipeline`"), "{err}");
+}
