@@ -1045,7 +1045,7 @@ impl Instance<'_> {
     }
 
     /// Files whose name holds the `${conversation_id}` placeholder get the real id (or are
-    /// removed when no call happened).
+    /// removed when no call happened, or they are empty: a call that never carried media).
     fn rename_recordings(&self, placeholder: &str) {
         for element in self.pipeline.iterate_recurse().into_iter().filter_map(Result::ok) {
             if element
@@ -1062,7 +1062,9 @@ impl Instance<'_> {
             if !from.exists() {
                 continue;
             }
-            match (&self.conversation_id, self.had_call) {
+            // A call that never carried media recorded nothing: no file to keep or report.
+            let empty = std::fs::metadata(from).is_ok_and(|m| m.len() == 0);
+            match (&self.conversation_id, self.had_call && !empty) {
                 (Some(cid), true) => {
                     let to = PathBuf::from(location.replace(placeholder, cid));
                     match std::fs::rename(from, &to) {

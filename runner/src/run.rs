@@ -204,6 +204,7 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
 
+    recover_leftovers(&settings.record_dir);
     let stop = StopFlag::new();
     // Before any call: a camera that cannot open fails the endpoint before it is reachable.
     let shared = match &file.spec.shared_pipeline {
@@ -301,6 +302,32 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(code)
+}
+
+/// Recordings a runner that died (SIGKILL, a crash) left under their hidden placeholder
+/// name (`.wilddog-call-PID-N.ext`, renamed with the conversation id only at a call's end):
+/// made visible as `unfinished-PID-N.ext`, with a warning, so that they are neither lost
+/// from sight nor mistaken for finished ones (their container may lack its index).
+fn recover_leftovers(record_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(record_dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".wilddog-call-") else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        // A live process's (another runner serving from the same directory) is its own.
+        if pid.is_none_or(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        let to = record_dir.join(format!("unfinished-{rest}"));
+        match std::fs::rename(entry.path(), &to) {
+            Ok(()) => tracing::warn!(
+                "a recording left unfinished by a runner that died (pid {}): {}",
+                pid.unwrap_or_default(),
+                to.display()
+            ),
+            Err(e) => tracing::warn!("cannot rename the leftover {}: {e}", entry.path().display()),
+        }
+    }
 }
 
 /// "1 call" or "N calls".

@@ -346,3 +346,27 @@ fn two_elements_of_one_name_are_refused_at_the_second() {
     );
     assert!(err.starts_with("error: FILE:6: two elements named `call` in `pipeline`"), "{err}");
 }
+
+#[test]
+fn recordings_a_dead_runner_left_are_made_visible() {
+    let dir = temp_dir("leftovers");
+    // Above Linux's largest pid: that runner is surely gone. Ours is alive: left alone.
+    let dead = dir.join(".wilddog-call-4194999-0.mkv");
+    let alive = dir.join(format!(".wilddog-call-{}-0.mkv", std::process::id()));
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&alive, b"in progress").unwrap();
+    let dir_arg = dir.display().to_string();
+    let mut recorder = run_support::Runner::start(
+        "recorder",
+        &["run", &pipeline("record.toml"), "--listen", "127.0.0.1:0", "--record-dir", &dir_arg],
+    );
+    recorder.wait_event("ready");
+    recorder.signal("INT");
+    assert_eq!(recorder.wait_exit(), 0, "stderr:\n{}", recorder.stderr());
+    assert!(!dead.exists(), "the dead runner's recording is still hidden");
+    let visible = dir.join("unfinished-4194999-0.mkv");
+    assert_eq!(std::fs::read(&visible).unwrap_or_default(), b"partial");
+    assert!(recorder.stderr().contains("unfinished-4194999-0.mkv"), "{}", recorder.stderr());
+    assert!(alive.exists(), "a live runner's recording was moved");
+    let _ = std::fs::remove_dir_all(&dir);
+}
