@@ -215,8 +215,9 @@ struct State {
     call_began: Option<Instant>,
     first_frame_done: bool,
     stream_received: bool,
-    /// The src pads (`video_src`, `audio_src`) this call exposed: a caller's pads it never
-    /// exposed get an EOS of their own when its call is over ([`WilddogCall::end_unexposed`]).
+    /// The src pads (`video_src`, `audio_src`) this call exposed (or ended): a caller's pads
+    /// it never exposed get an EOS of their own when its call is over
+    /// ([`WilddogCall::end_unexposed`]), any role's when the peer sends no such stream.
     exposed: Vec<&'static str>,
     last_stats: Option<gst::Structure>,
     /// The last report, for rates (see [`stats::PreviousStats`]); cleared when a new
@@ -1132,8 +1133,8 @@ impl WilddogCall {
         }
     }
 
-    /// One src pad the call never exposed appears, carries EOS, and goes (a caller's; see
-    /// [`Self::end_unexposed`]); once per call.
+    /// One src pad the call never exposed appears, carries EOS, and goes (see
+    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call.
     fn end_unexposed_pad(&self, name: &'static str) {
         {
             let mut st = lock(&self.state);
@@ -1154,13 +1155,27 @@ impl WilddogCall {
             return;
         }
         let stream_id = format!("{}/{name}", obj.name());
-        let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
-        let _ = pad
-            .push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
-        let _ = pad.push_event(gst::event::Eos::new());
+        let weak = obj.downgrade();
+        // On a thread of its own: a sink still prerolling (its pipeline not yet PLAYING,
+        // which it is waiting for) holds the EOS until the pipeline plays, and the media
+        // worker, ending the pad while it applies the peer's offer, then never answered it:
+        // the call never connected.
+        let end = move || {
+            let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
+            let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()));
+            let _ = pad.push_event(gst::event::Eos::new());
+            let _ = pad.set_active(false);
+            if let Some(obj) = weak.upgrade() {
+                let _ = obj.remove_pad(&pad);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("wilddog-eos".into()).spawn(end) {
+            gst::warning!(CAT, imp = self, "cannot end {name}: {e}");
+            return;
+        }
         gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
-        let _ = pad.set_active(false);
-        let _ = obj.remove_pad(&pad);
     }
 
     fn on_media(&self, action: MediaAction) {
