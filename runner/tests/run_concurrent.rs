@@ -327,6 +327,47 @@ fn shared_pipeline_sends_one_source_to_every_call() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A call-test caller of a bot whose only media is shared 8 kHz audio hears it: at least
+/// 80 % of the time from its `stream_received` to its hang-up in decoded 20 ms buffers.
+/// It heard nothing, with no error: the answer's audio section did not intersect the
+/// offer's (`sprop-maxcapturerate` 8000 against 48000) and webrtcbin answered it `recvonly`.
+#[test]
+fn shared_8_khz_audio_is_heard() {
+    if !enter_netns("shared_8_khz_audio_is_heard") {
+        return;
+    }
+    let dir = temp_dir("shared-8k");
+    let file = dir.join("shared-8k.toml");
+    std::fs::write(
+        &file,
+        r#"uid = "cam"
+role = "answer"
+shared_pipeline = """
+audiotestsrc is-live=true ! audio/x-raw,channels=1,rate=8000,format=S16LE ! appsink name=microphone
+"""
+pipeline = """
+wilddogcall name=call
+  appsrc name=microphone ! call.audio_sink
+  call.video_src ! fakesink
+  call.audio_src ! fakesink
+"""
+"#,
+    )
+    .unwrap();
+    let (mut cam, server) = start_bot("cam", &file.display().to_string(), &[]);
+    let mut caller = start_caller("v1", &server, "v1", "cam", &["--hangup-after", "5"]);
+    let began = caller.wait_event("stream_received")["ts"].as_u64().unwrap();
+    let closed = caller.wait_event("closed");
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    let heard_ms = closed["received"]["audio"].as_u64().unwrap_or(0) * 20;
+    let span_ms = closed["ts"].as_u64().unwrap().saturating_sub(began);
+    println!("{heard_ms} ms of audio heard in {span_ms} ms: {closed}");
+    assert!(heard_ms * 10 >= span_ms * 8, "{heard_ms} ms heard in {span_ms} ms: {closed}");
+    cam.signal("INT");
+    assert_eq!(cam.wait_exit(), ENDED, "stderr:\n{}", cam.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn shared_pipeline_that_ends_stops_the_endpoint_with_an_error() {
     if !enter_netns("shared_pipeline_that_ends_stops_the_endpoint_with_an_error") {

@@ -1164,7 +1164,8 @@ pub fn follow_payload_type(payloader: &gst::Element, src: &gst::Pad, pt: u32) ->
         if pay_src.needs_reconfigure() {
             continue;
         }
-        let sent = pay_src.current_caps();
+        // Compared without what the audio chain takes out on the way (drop_sender_hints).
+        let sent = pay_src.current_caps().map(|c| without_sender_hints(&c));
         let received = received();
         let payload = received.as_ref().and_then(|c| c.structure(0)?.get::<i32>("payload").ok());
         if payload == Some(pt as i32) && received.is_some() && received == sent {
@@ -1261,10 +1262,48 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     unsafe { enc.set_data(PENDING_SETTINGS, PendingSettings::default()) };
     let pay = make("rtpopuspay")?;
     set_str(&pay, "pt", &payload.to_string());
+    drop_sender_hints(&pay);
     link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
     ghost_sender(&bin, &queue, &pay)?;
     drop_when_unlinked(&bin);
     Ok(bin)
+}
+
+/// Opus's declarative parameters (RFC 7587): what the sender captures (its rate, whether in
+/// stereo), hints for the receiver, never conditions on what it takes. `rtpopuspay` puts
+/// them into its caps from the input's rate and channels.
+const OPUS_SENDER_HINTS: [&str; 2] = ["sprop-maxcapturerate", "sprop-stereo"];
+
+/// `caps` without [`OPUS_SENDER_HINTS`]: what a sending chain gives webrtcbin.
+pub fn without_sender_hints(caps: &gst::CapsRef) -> gst::Caps {
+    let mut caps = caps.to_owned();
+    for s in caps.make_mut().iter_mut() {
+        for field in OPUS_SENDER_HINTS {
+            s.remove_field(field);
+        }
+    }
+    caps
+}
+
+/// Takes [`OPUS_SENDER_HINTS`] out of the caps `pay` sends. webrtcbin (1.22) answers an
+/// offer's section only with a transceiver whose sink pad's caps intersect the offer's:
+/// an answerer capturing at 8 kHz (`sprop-maxcapturerate=8000`) or in stereo
+/// (`sprop-stereo=1`) did not intersect a 48 kHz mono caller's offer, webrtcbin answered the
+/// audio section with a new `recvonly` transceiver, and our audio went nowhere, silently.
+fn drop_sender_hints(pay: &gst::Element) {
+    let Some(src) = pay.static_pad("src") else { return };
+    src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(c) = event.view() else { return gst::PadProbeReturn::Ok };
+        let hinted = c.caps().iter().any(|s| OPUS_SENDER_HINTS.iter().any(|f| s.has_field(*f)));
+        if hinted {
+            let caps = without_sender_hints(c.caps());
+            *event = gst::event::Caps::builder(&caps).seqnum(event.seqnum()).build();
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The kind of a received stream.

@@ -215,8 +215,9 @@ struct State {
     call_began: Option<Instant>,
     first_frame_done: bool,
     stream_received: bool,
-    /// The src pads (`video_src`, `audio_src`) this call exposed: a caller's pads it never
-    /// exposed get an EOS of their own when its call is over ([`WilddogCall::end_unexposed`]).
+    /// The src pads (`video_src`, `audio_src`) this call exposed (or ended): a caller's pads
+    /// it never exposed get an EOS of their own when its call is over
+    /// ([`WilddogCall::end_unexposed`]), any role's when the peer sends no such stream.
     exposed: Vec<&'static str>,
     last_stats: Option<gst::Structure>,
     /// The last report, for rates (see [`stats::PreviousStats`]); cleared when a new
@@ -238,6 +239,9 @@ struct State {
     /// Sending chains (src pad) and the sink pads of a restart's new peer connection they go
     /// to once it connects.
     held_senders: Vec<(gst::Pad, gst::Pad)>,
+    /// A callee's src pads of kinds the peer's offer does not send, ended once the call's
+    /// connection is up (`restart::watch_remote_senders`).
+    unsent_pads: Vec<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -1135,29 +1139,8 @@ impl WilddogCall {
         }
     }
 
-    /// [`Self::end_unexposed_pad`] on a thread of its own: the EOS may wait there (below).
-    ///
-    /// A sink prerolls on EOS and then, its pipeline not yet playing, waits for it to play,
-    /// which takes every sink's preroll: pushed one after the other from the media worker,
-    /// `audio_src`'s EOS waited for the `video_src` sink, whose EOS never came, and the
-    /// worker with it, so no candidate was added and ICE failed. Pipelines with a `queue`
-    /// after each src pad did not show it: the queues' threads waited instead.
-    pub(super) fn end_unexposed_pad_apart(&self, name: &'static str) {
-        let weak = self.obj().downgrade();
-        let spawned =
-            std::thread::Builder::new().name(format!("wilddog-end-{name}")).spawn(move || {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().end_unexposed_pad(name);
-                }
-            });
-        if let Err(e) = spawned {
-            gst::warning!(CAT, imp = self, "cannot end {name} apart ({e}): ending it here");
-            self.end_unexposed_pad(name);
-        }
-    }
-
-    /// One src pad the call never exposed appears, carries EOS, and goes (a caller's; see
-    /// [`Self::end_unexposed`]); once per call.
+    /// One src pad the call never exposed appears, carries EOS, and goes (see
+    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call.
     fn end_unexposed_pad(&self, name: &'static str) {
         {
             let mut st = lock(&self.state);
@@ -1178,13 +1161,27 @@ impl WilddogCall {
             return;
         }
         let stream_id = format!("{}/{name}", obj.name());
-        let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
-        let _ = pad
-            .push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
-        let _ = pad.push_event(gst::event::Eos::new());
+        let weak = obj.downgrade();
+        // On a thread of its own: a sink still prerolling (its pipeline not yet PLAYING,
+        // which it is waiting for) holds the EOS until the pipeline plays, and the media
+        // worker, ending the pad while it applies the peer's offer, then never answered it:
+        // the call never connected.
+        let end = move || {
+            let _ = pad.push_event(gst::event::StreamStart::new(&stream_id));
+            let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()));
+            let _ = pad.push_event(gst::event::Eos::new());
+            let _ = pad.set_active(false);
+            if let Some(obj) = weak.upgrade() {
+                let _ = obj.remove_pad(&pad);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("wilddog-eos".into()).spawn(end) {
+            gst::warning!(CAT, imp = self, "cannot end {name}: {e}");
+            return;
+        }
         gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
-        let _ = pad.set_active(false);
-        let _ = obj.remove_pad(&pad);
     }
 
     fn on_media(&self, action: MediaAction) {

@@ -122,7 +122,7 @@ impl WilddogCall {
     /// The peer's offer or answer: whether it sends us media at all (a section with a port,
     /// audio or video, neither `recvonly` nor `inactive`). Only such sections carry the RTP
     /// whose silence means a lost path. And what follows from the kinds it sends and takes:
-    /// a caller's src pad of a kind the peer never sends ends now
+    /// a src pad of a kind the peer never sends ends now
     /// ([`WilddogCall::end_unexposed_pad`]), and our video goes nowhere when the peer takes
     /// none (an `inactive` or `sendonly` video section: webrtcbin 1.22 sends what reaches its
     /// sink pad whatever the direction).
@@ -144,33 +144,42 @@ impl WilddogCall {
                 self.force_keyframe();
             }
         }
-        let caller = {
-            let mut st = lock(&self.state);
-            st.path.peer_sends_nothing = !peer.sends_audio && !peer.sends_video;
-            st.role == Some(wilddog_call::Role::Caller)
-        };
+        lock(&self.state).path.peer_sends_nothing = !peer.sends_audio && !peer.sends_video;
         // A sink waiting for a stream that never comes never prerolls, and keeps the whole
         // pipeline out of PLAYING: every other sink of it holds its first buffer, and the
         // remote audio stops at the jitterbuffer (which the path watch took for a lost path).
+        // A callee too: answering an audio-only caller (its video section `recvonly`), the
+        // sink of `video_src` kept the audio sink holding its first buffer for the whole
+        // call. Its pads all end (EOS) when the call does anyway, so this ends one sooner.
+        let unsent = [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
+            .into_iter()
+            .filter_map(|(sends, name)| (!sends).then_some(name));
+        let caller = lock(&self.state).role == Some(wilddog_call::Role::Caller);
         if caller {
-            for (sends, name) in [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
-            {
-                if !sends {
-                    self.end_unexposed_pad_apart(name);
-                }
+            for name in unsent {
+                self.end_unexposed_pad(name);
             }
+        } else {
+            // Once connected: a pad that appears makes an application that adds a sink for
+            // it in `pad-added` (a common way) take its pipeline through PAUSED again, and
+            // ended while the callee answered, that broke the connection in the making
+            // (`halves.rs`: ICE and DTLS failed in one run of two).
+            lock(&self.state).unsent_pads = unsent.collect();
         }
     }
 
     /// The current peer connection connected (ICE and DTLS): silence counts from now, and
     /// the sending chains held back by a restart go to it.
     pub(super) fn path_connected(&self) {
-        let held = {
+        let (held, unsent) = {
             let mut st = lock(&self.state);
             st.path.active_at = Some(Instant::now());
             st.path.lost = false;
-            std::mem::take(&mut st.held_senders)
+            (std::mem::take(&mut st.held_senders), std::mem::take(&mut st.unsent_pads))
         };
+        for name in unsent {
+            self.end_unexposed_pad(name);
+        }
         let current = self.webrtcbin();
         for (src, sink) in held {
             // Pads of a peer connection replaced or torn down meanwhile stay apart.
@@ -468,7 +477,14 @@ impl PeerMedia {
     pub(crate) fn of(sdp: &gst_sdp::SDPMessageRef) -> PeerMedia {
         let session = Direction::of_session(sdp);
         let mut peer = PeerMedia { sends_audio: false, sends_video: false, takes_video: false };
-        for m in sdp.medias().filter(|m| m.port() != 0) {
+        // Port 0 is a rejected section, but not with `a=bundle-only`: an offer's section
+        // carried in the BUNDLE (webrtcbin's max-bundle offers have every one but the first
+        // so). Read as rejected, a callee took the audio of a call-test offer for none and
+        // ended its `audio_src` before the stream came.
+        for m in sdp
+            .medias()
+            .filter(|m| m.port() != 0 || m.attributes().any(|a| a.key() == "bundle-only"))
+        {
             let direction = Direction::of_media(m, session);
             match m.media() {
                 Some("audio") => peer.sends_audio |= direction.sends(),
@@ -533,5 +549,20 @@ mod tests {
             rejected,
             PeerMedia { sends_audio: true, sends_video: false, takes_video: false }
         );
+    }
+
+    /// webrtcbin's max-bundle offer: every section but the first has port 0 and
+    /// `a=bundle-only`, and is not rejected.
+    #[test]
+    fn a_bundle_only_section_of_an_offer_counts() {
+        let msg = sdp(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n",
+            "a=bundle-only\r\na=sendrecv\r\n",
+        )
+        .to_string()
+        .replace("m=audio 9", "m=audio 0");
+        let msg = gst_sdp::SDPMessage::parse_buffer(msg.as_bytes()).unwrap();
+        let peer = PeerMedia::of(&msg);
+        assert_eq!(peer, PeerMedia { sends_audio: true, sends_video: false, takes_video: true });
     }
 }

@@ -1,0 +1,134 @@
+//! Audio heard over a call when one side's media is not the usual 48 kHz mono audio plus
+//! video, with gst-launch pipelines as users write them: src branches linked when the pads
+//! appear (`c.video_src ! fakesink`), synchronised sinks.
+//!
+//! - A callee answering an audio-only caller: its `video_src` never came, the sink waiting
+//!   for it never prerolled, so the pipeline never reached PLAYING and its audio sink held
+//!   its first buffer for the whole call (the caller looked as if it stopped sending).
+//! - An answerer capturing at 8 kHz, or in stereo: its Opus caps (`sprop-maxcapturerate`,
+//!   `sprop-stereo`) did not intersect a 48 kHz mono caller's offer, webrtcbin answered the
+//!   audio section `recvonly`, and the caller heard nothing, with no error.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use gst::prelude::*;
+
+/// How long the audio is measured once it flows.
+const WINDOW: Duration = Duration::from_secs(3);
+
+/// A `wilddogcall` pipeline from a gst-launch line (`c` is the element), on loopback.
+fn launch(server: &TestServer, uid: &str, props: &str, branches: &str) -> gst::Pipeline {
+    common::init();
+    let description = format!(
+        "wilddogcall name=c server={} app-id={} token={} ice-local-addresses=127.0.0.1 {props} \
+         {branches}",
+        server.url,
+        wilddog_server::DEV_APP_ID,
+        server.token(uid),
+    );
+    gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap()
+}
+
+/// The audio time (ns) that reached the sink named `name` so far.
+fn heard(pipeline: &gst::Pipeline, name: &str) -> Arc<AtomicU64> {
+    let total = Arc::new(AtomicU64::new(0));
+    let sink = pipeline.by_name(name).unwrap().static_pad("sink").unwrap();
+    let counted = total.clone();
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+            let ns = buffer.duration().map_or(0, gst::ClockTime::nseconds);
+            counted.fetch_add(ns, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    total
+}
+
+/// Plays `callee` then `caller` (which calls it), and asserts that the sink `heard` counts
+/// (in `listener`) gets at least 80 % of real time once audio flows.
+fn assert_heard(callee: &gst::Pipeline, caller: &gst::Pipeline, listener: &gst::Pipeline) {
+    let total = heard(listener, "heard");
+    callee.set_state(gst::State::Playing).unwrap();
+    // The callee registers before it is called.
+    std::thread::sleep(Duration::from_millis(500));
+    caller.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while total.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = total.load(Ordering::Relaxed);
+    std::thread::sleep(WINDOW);
+    let got = Duration::from_nanos(total.load(Ordering::Relaxed) - first);
+    let _ = caller.set_state(gst::State::Null);
+    let _ = callee.set_state(gst::State::Null);
+    println!("{got:?} of audio heard in {WINDOW:?} (first {first} ns)");
+    assert!(first > 0, "no audio heard at all");
+    assert!(got >= WINDOW.mul_f64(0.8), "{got:?} of audio heard in {WINDOW:?}");
+}
+
+#[test]
+fn a_callee_hears_an_audio_only_caller() {
+    if !common::enter_netns("a_callee_hears_an_audio_only_caller") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob =
+        launch(&server, "bob", "", "c.video_src ! fakesink c.audio_src ! fakesink name=heard");
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink",
+    );
+    assert_heard(&bob, &alice, &bob);
+}
+
+/// The caller: 48 kHz mono audio and video (as `call-test.toml`).
+fn caller_of_bob(server: &TestServer) -> gst::Pipeline {
+    launch(
+        server,
+        "alice",
+        "remote-uid=bob dimension=240p",
+        "videotestsrc is-live=true ! c.video_sink audiotestsrc is-live=true ! c.audio_sink \
+         c.video_src ! fakesink c.audio_src ! fakesink name=heard",
+    )
+}
+
+#[test]
+fn an_answerer_capturing_at_8_khz_is_heard() {
+    if !common::enter_netns("an_answerer_capturing_at_8_khz_is_heard") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "audiotestsrc is-live=true ! audio/x-raw,rate=8000,channels=1 ! c.audio_sink \
+         c.video_src ! fakesink c.audio_src ! fakesink",
+    );
+    let alice = caller_of_bob(&server);
+    assert_heard(&bob, &alice, &alice);
+}
+
+#[test]
+fn an_answerer_capturing_in_stereo_is_heard() {
+    if !common::enter_netns("an_answerer_capturing_in_stereo_is_heard") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "audiotestsrc is-live=true ! audio/x-raw,rate=48000,channels=2 ! c.audio_sink \
+         c.video_src ! fakesink c.audio_src ! fakesink",
+    );
+    let alice = caller_of_bob(&server);
+    assert_heard(&bob, &alice, &alice);
+}
