@@ -19,7 +19,7 @@
 //! not notice a black-holed path for a long time), and [`Input::MediaConnected`] when
 //! packets come again.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -195,30 +195,23 @@ impl WilddogCall {
 
     /// Counts the peer's RTCP packets (into rtpsession), for [`Self::check_path`].
     pub(super) fn count_remote_rtcp(&self, rtcp_sink: &gst::Pad) {
-        let weak = self.obj().downgrade();
-        rtcp_sink.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().counters.remote_rtcp.fetch_add(1, Ordering::Relaxed);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
+        self.count_buffers(rtcp_sink, |c| &c.remote_rtcp);
     }
 
     /// Counts the RTP packets of a remote stream (into its decoder), for [`Self::check_path`].
     pub(super) fn count_remote_packets(&self, decoder_sink: &gst::Pad) {
+        self.count_buffers(decoder_sink, |c| &c.remote_packets);
+    }
+
+    /// Adds one to `counter` of [`super::Counters`] for each buffer (or list) through `pad`.
+    fn count_buffers(&self, pad: &gst::Pad, counter: fn(&super::Counters) -> &AtomicU64) {
         let weak = self.obj().downgrade();
-        decoder_sink.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().counters.remote_packets.fetch_add(1, Ordering::Relaxed);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
+        pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+            if let Some(obj) = weak.upgrade() {
+                counter(&obj.imp().counters).fetch_add(1, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
     }
 
     /// Whether the current peer connection has begun negotiating (it has a local or remote
