@@ -242,7 +242,16 @@ fn half_open_signaling_socket_is_taken_over_and_the_restart_reaches_the_peer() {
             .iter()
             .find_map(|(at, l)| (*at > after && l.starts_with(prefix)).then_some(*at))
     };
-    let back_at = find("sent resume", frozen_at).expect("bob sent resume on his new connection");
+    // The `resume` is logged on the signaling thread, at about the time the event above
+    // is posted: waited for (on a loaded machine it came after the event).
+    let resume_by = Instant::now() + Duration::from_secs(3);
+    let back_at = loop {
+        if let Some(at) = find("sent resume", frozen_at) {
+            break at;
+        }
+        assert!(Instant::now() < resume_by, "bob sent no resume on his new connection");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let deadline = Instant::now() + Duration::from_secs(6);
     let restart_at = loop {
         if let Some(at) = find("received restartice from bob", back_at) {
