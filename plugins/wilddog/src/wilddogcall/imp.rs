@@ -239,9 +239,6 @@ struct State {
     /// Sending chains (src pad) and the sink pads of a restart's new peer connection they go
     /// to once it connects.
     held_senders: Vec<(gst::Pad, gst::Pad)>,
-    /// A callee's src pads of kinds the peer's offer does not send, ended once the call's
-    /// connection is up (`restart::watch_remote_senders`).
-    unsent_pads: Vec<&'static str>,
 }
 
 #[derive(Debug, Default)]
