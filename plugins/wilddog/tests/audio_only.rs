@@ -2,6 +2,10 @@
 //! video, with gst-launch pipelines as users write them: src branches linked when the pads
 //! appear (`c.video_src ! fakesink`), synchronised sinks.
 //!
+//! - A callee answering an audio-only caller: its `video_src` never came, the sink waiting
+//!   for it never prerolled, so the pipeline never reached PLAYING and its audio sink held
+//!   its first buffer for the whole call (the caller looked as if it stopped sending).
+//!   Such a pad that an echo loops back into the element is left idle, not ended.
 //! - An answerer capturing at 8 kHz, or in stereo: its Opus caps (`sprop-maxcapturerate`,
 //!   `sprop-stereo`) did not intersect a 48 kHz mono caller's offer, webrtcbin answered the
 //!   audio section `recvonly`, and the caller heard nothing, with no error.
@@ -66,6 +70,49 @@ fn assert_heard(callee: &gst::Pipeline, caller: &gst::Pipeline, listener: &gst::
     println!("{got:?} of audio heard in {WINDOW:?} (first {first} ns)");
     assert!(first > 0, "no audio heard at all");
     assert!(got >= WINDOW.mul_f64(0.8), "{got:?} of audio heard in {WINDOW:?}");
+}
+
+#[test]
+fn a_callee_hears_an_audio_only_caller() {
+    if !common::enter_netns("a_callee_hears_an_audio_only_caller") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob =
+        launch(&server, "bob", "", "c.video_src ! fakesink c.audio_src ! fakesink name=heard");
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink",
+    );
+    assert_heard(&bob, &alice, &bob);
+}
+
+/// An echo (`video_src` looped to `video_sink`, as `pipelines/echo.toml`) answering an
+/// audio-only caller: its `video_src` is exposed with no stream and loops back into the
+/// element. A reconfigure event once went round that loop until the echo's stack overflowed
+/// (SIGSEGV, which would end this test's process); now the caller hears its audio echoed.
+#[test]
+fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
+    if !common::enter_netns("an_echo_answering_an_audio_only_caller_echoes_its_audio") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "identity name=video_back ! c.video_sink identity name=audio_back ! c.audio_sink \
+         c.video_src ! video_back. c.audio_src ! audio_back.",
+    );
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard",
+    );
+    assert_heard(&bob, &alice, &alice);
 }
 
 /// The caller: 48 kHz mono audio and video (as `call-test.toml`).

@@ -102,7 +102,7 @@ describe('Chromium: offers with a rejected (stopped) video section', () => {
     assert.doesNotMatch(answered.m, /\r\nb=/, answer);
     assert.ok(!answered.bundle.includes('1'), `mid 1 out of BUNDLE: ${answer}`);
     await expectAudioFlowing(page).catch(async (e) => {
-      const pc = await page.evaluate(() => [T.pc().iceConnectionState, T.pc().connectionState]);
+      const pc = await page.evaluate(() => [T.pc()?.iceConnectionState, T.pc()?.connectionState]);
       throw new Error(`${e.message}; page pc ${pc.join('/')}; answer:\n${answer}\n${bot.describe()}`);
     });
     assert.ok(!(await events(page)).some((e) => e.startsWith('error')), (await events(page)).join(', '));

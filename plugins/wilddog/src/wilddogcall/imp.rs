@@ -239,6 +239,12 @@ struct State {
     /// Sending chains (src pad) and the sink pads of a restart's new peer connection they go
     /// to once it connects.
     held_senders: Vec<(gst::Pad, gst::Pad)>,
+    /// A callee's src pads of kinds the peer's offer does not send, ended once the call's
+    /// connection is up (`restart::watch_remote_senders`).
+    unsent_pads: Vec<&'static str>,
+    /// Src pads of kinds the peer does not send that loop back into this element (an echo):
+    /// exposed with no stream and nothing pushed, removed at the end of the call.
+    idle_src_pads: Vec<gst::Pad>,
 }
 
 #[derive(Debug, Default)]
@@ -1152,9 +1158,26 @@ impl WilddogCall {
             return;
         }
         let Some(templ) = obj.pad_template(name) else { return };
-        let pad = gst::Pad::builder_from_template(&templ).name(name).build();
+        // Nothing is forwarded: by default the events and queries coming up to a src pad go
+        // on to the element's sink pads, and an echo links this pad back to one of them
+        // (`video_src` to `video_sink`), so a reconfigure event went round that loop until
+        // the stack overflowed (a SIGSEGV).
+        let pad = gst::Pad::builder_from_template(&templ)
+            .name(name)
+            .event_function(|_, _, _| true)
+            .query_function(|_, _, _| false)
+            .build();
         let _ = pad.set_active(true);
         if obj.add_pad(&pad).is_err() {
+            return;
+        }
+        if feeds_back_into(&pad, obj.upcast_ref()) {
+            // An echo (`video_src` looped to `video_sink`): no sink waits on this pad, and an
+            // end pushed into our own sending chain made webrtcbin take up a video section the
+            // call had rejected (Chromium's stopped transceiver, `connectivity.test.js`). The
+            // pad stays, idle, until the call ends.
+            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
+            lock(&self.state).idle_src_pads.push(pad);
             return;
         }
         let stream_id = format!("{}/{name}", obj.name());
@@ -1179,6 +1202,24 @@ impl WilddogCall {
             return;
         }
         gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
+    }
+
+    /// Removes the src pads [`Self::end_unexposed_pad`] left idle: at the end of the call,
+    /// and before a stream of that kind is exposed under the same name.
+    pub(super) fn remove_idle_src_pads(&self, name: Option<&str>) {
+        let idle: Vec<gst::Pad> = {
+            let mut st = lock(&self.state);
+            let (gone, kept) = std::mem::take(&mut st.idle_src_pads)
+                .into_iter()
+                .partition(|p| name.is_none_or(|n| p.name() == n));
+            st.idle_src_pads = kept;
+            gone
+        };
+        let obj = self.obj();
+        for pad in idle {
+            let _ = pad.set_active(false);
+            let _ = obj.remove_pad(&pad);
+        }
     }
 
     fn on_media(&self, action: MediaAction) {
@@ -1298,4 +1339,25 @@ fn remove_child(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
 fn take_out(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
     child.set_locked_state(true);
     let _ = bin.remove(child);
+}
+
+/// Whether what `pad` feeds reaches `element` again (an echo pipeline links `video_src` back
+/// to `video_sink`). Follows src pads' peers element by element, through bins as wholes.
+fn feeds_back_into(pad: &gst::Pad, element: &gst::Element) -> bool {
+    // Deep enough for any file we ship; a bound against cycles elsewhere in the graph.
+    const MAX_ELEMENTS: usize = 64;
+    let mut seen: Vec<gst::Element> = Vec::new();
+    let mut todo: Vec<gst::Pad> = pad.peer().into_iter().collect();
+    while let Some(peer) = todo.pop() {
+        let Some(el) = peer.parent_element() else { continue };
+        if &el == element {
+            return true;
+        }
+        if seen.contains(&el) || seen.len() >= MAX_ELEMENTS {
+            continue;
+        }
+        todo.extend(el.src_pads().iter().filter_map(|p| p.peer()));
+        seen.push(el);
+    }
+    false
 }

@@ -236,6 +236,7 @@ impl WilddogCall {
         for pad in &media.src_pads {
             self.remove_src_pad(pad);
         }
+        self.remove_idle_src_pads(None);
         if delivered || !keep_sending {
             for dec in &media.decoders {
                 remove_child(obj.upcast_ref(), dec);
@@ -341,6 +342,9 @@ impl WilddogCall {
         let audio = caps.structure(0).and_then(|s| s.get::<&str>("media").ok()) == Some("audio");
         let (kind, name) =
             if audio { (StreamKind::Audio, "audio_src") } else { (StreamKind::Video, "video_src") };
+        // The peer sends a kind it first did not (a re-offer): the idle pad an echo left
+        // makes way for the stream's.
+        self.remove_idle_src_pads(Some(name));
         if obj.static_pad(name).is_some() {
             // A peer connection rebuilt for an ICE restart: its stream goes on behind the pad.
             if !self.continue_remote_stream(webrtcbin, pad, &caps, kind) {

@@ -151,31 +151,37 @@ impl WilddogCall {
         // A callee too: answering an audio-only caller (its video section `recvonly`), the
         // sink of `video_src` kept the audio sink holding its first buffer for the whole
         // call. Its pads all end (EOS) when the call does anyway, so this ends one sooner.
-        // Not a callee's: ending its `video_src` while a rejected video section leaves the
-        // call audio only made an echo's pipeline (`video_src` looped to `video_sink`) ask
-        // for a video sender mid-call, and Chromium's call with a stopped video transceiver
-        // ended (`connectivity.test.js`). So a callee answering an audio-only caller with a
-        // sink on `video_src` still holds its audio sink at the first buffer: open.
+        // Not a pad that loops back into this element (an echo): it is left idle
+        // (`end_unexposed_pad`).
+        let unsent = [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
+            .into_iter()
+            .filter_map(|(sends, name)| (!sends).then_some(name));
         let caller = lock(&self.state).role == Some(wilddog_call::Role::Caller);
         if caller {
-            for (sends, name) in [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
-            {
-                if !sends {
-                    self.end_unexposed_pad(name);
-                }
+            for name in unsent {
+                self.end_unexposed_pad(name);
             }
+        } else {
+            // Once connected: a pad that appears makes an application that adds a sink for
+            // it in `pad-added` (a common way) take its pipeline through PAUSED again, and
+            // ended while the callee answered, that broke the connection in the making
+            // (`halves.rs`: ICE and DTLS failed in one run of two).
+            lock(&self.state).unsent_pads = unsent.collect();
         }
     }
 
     /// The current peer connection connected (ICE and DTLS): silence counts from now, and
     /// the sending chains held back by a restart go to it.
     pub(super) fn path_connected(&self) {
-        let held = {
+        let (held, unsent) = {
             let mut st = lock(&self.state);
             st.path.active_at = Some(Instant::now());
             st.path.lost = false;
-            std::mem::take(&mut st.held_senders)
+            (std::mem::take(&mut st.held_senders), std::mem::take(&mut st.unsent_pads))
         };
+        for name in unsent {
+            self.end_unexposed_pad(name);
+        }
         let current = self.webrtcbin();
         for (src, sink) in held {
             // Pads of a peer connection replaced or torn down meanwhile stay apart.
