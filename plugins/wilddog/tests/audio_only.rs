@@ -53,6 +53,16 @@ fn heard(pipeline: &gst::Pipeline, name: &str) -> Arc<AtomicU64> {
 /// Plays `callee` then `caller` (which calls it), and asserts that the sink `heard` counts
 /// (in `listener`) gets at least 80 % of real time once audio flows.
 fn assert_heard(callee: &gst::Pipeline, caller: &gst::Pipeline, listener: &gst::Pipeline) {
+    assert_heard_after(callee, caller, listener, Duration::ZERO);
+}
+
+/// [`assert_heard`], measuring from `settle` after the first audio.
+fn assert_heard_after(
+    callee: &gst::Pipeline,
+    caller: &gst::Pipeline,
+    listener: &gst::Pipeline,
+    settle: Duration,
+) {
     let total = heard(listener, "heard");
     callee.set_state(gst::State::Playing).unwrap();
     // The callee registers before it is called.
@@ -62,6 +72,7 @@ fn assert_heard(callee: &gst::Pipeline, caller: &gst::Pipeline, listener: &gst::
     while total.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(settle);
     let first = total.load(Ordering::Relaxed);
     std::thread::sleep(WINDOW);
     let got = Duration::from_nanos(total.load(Ordering::Relaxed) - first);
@@ -113,6 +124,34 @@ fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
         "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard",
     );
     assert_heard(&bob, &alice, &alice);
+}
+
+/// The same echo called by an audio-only caller that has a sink for video too: the echo's
+/// answer says it sends video (it has a `video_sink`), but all it could send is the video it
+/// gets, none. The caller's `video_src` sink waited for it and held its audio sink at the
+/// first buffer; the stream announced and never sent is ended after a few seconds.
+#[test]
+fn a_caller_hears_an_echo_that_announces_video_it_never_sends() {
+    if !common::enter_netns("a_caller_hears_an_echo_that_announces_video_it_never_sends") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "identity name=video_back ! c.video_sink identity name=audio_back ! c.audio_sink \
+         c.video_src ! video_back. c.audio_src ! audio_back.",
+    );
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard \
+         c.video_src ! fakesink",
+    );
+    // The element waits 4 s (ANNOUNCED_STREAM_WAIT) for the stream, from the connection.
+    assert_heard_after(&bob, &alice, &alice, Duration::from_secs(5));
 }
 
 /// The caller: 48 kHz mono audio and video (as `call-test.toml`).

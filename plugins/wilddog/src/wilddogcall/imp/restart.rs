@@ -57,7 +57,19 @@ pub(super) struct PathWatch {
     /// rejected, inactive or recvonly): its media's silence is then what the call is, not a
     /// lost path, and its RTCP is watched instead ([`RTCP_SILENCE`]).
     peer_sends_nothing: bool,
+    /// The src pads of the kinds the peer's description says it sends, and since when the
+    /// call is connected: one still without a stream [`ANNOUNCED_STREAM_WAIT`] later ends.
+    announced: Vec<&'static str>,
+    announced_since: Option<Instant>,
 }
+
+/// How long a stream the peer announced (its section sends) may take to come once the
+/// connection is up and other media flows, before its src pad ends as one the peer never
+/// sends. An echo answers an audio-only caller with a video section it has nothing for; the
+/// caller's sink on `video_src` then never prerolled and held its audio sink at the first
+/// buffer for the whole call. A browser's camera track sends its first frame within a second
+/// of the connection; a stream later than this is still decoded, behind a new pad.
+pub(super) const ANNOUNCED_STREAM_WAIT: Duration = Duration::from_secs(4);
 
 impl WilddogCall {
     /// Looks at the media path (the media worker calls it between actions): silence after
@@ -76,10 +88,43 @@ impl WilddogCall {
                 (self.counters.remote_packets.load(Ordering::Relaxed), PATH_SILENCE, "media")
             };
             if !connected {
-                let peer_sends_nothing = watch.peer_sends_nothing;
-                *watch = PathWatch { packets, peer_sends_nothing, ..PathWatch::default() };
+                // What the peer announced stays: its description comes before the call
+                // connects.
+                let fresh = PathWatch {
+                    packets,
+                    peer_sends_nothing: watch.peer_sends_nothing,
+                    announced: std::mem::take(&mut watch.announced),
+                    ..PathWatch::default()
+                };
+                *watch = fresh;
                 return;
             }
+            // From the call's connection, not the path's: a sink held by the missing stream
+            // holds the other stream too, which the watch below takes for a lost path, and
+            // each ICE restart connects anew.
+            let since = *watch.announced_since.get_or_insert(now);
+            let announced_late = watch.received
+                && !watch.announced.is_empty()
+                && now.duration_since(since) >= ANNOUNCED_STREAM_WAIT;
+            if announced_late {
+                // A later description (a restart's) announcing more waits as long again.
+                watch.announced_since = Some(now);
+                let announced = std::mem::take(&mut watch.announced);
+                let missing: Vec<&'static str> =
+                    announced.into_iter().filter(|name| !st.exposed.contains(name)).collect();
+                drop(st);
+                for name in missing {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "the peer announced a stream for {name} but sent none in \
+                         {ANNOUNCED_STREAM_WAIT:?}: the pad ends"
+                    );
+                    self.end_unexposed_pad(name);
+                }
+                return;
+            }
+            let watch = &mut st.path;
             if packets != watch.packets {
                 watch.packets = packets;
                 watch.active_at = Some(now);
@@ -144,7 +189,14 @@ impl WilddogCall {
                 self.force_keyframe();
             }
         }
-        lock(&self.state).path.peer_sends_nothing = !peer.sends_audio && !peer.sends_video;
+        {
+            let mut st = lock(&self.state);
+            st.path.peer_sends_nothing = !peer.sends_audio && !peer.sends_video;
+            st.path.announced = [(peer.sends_video, "video_src"), (peer.sends_audio, "audio_src")]
+                .into_iter()
+                .filter_map(|(sends, name)| sends.then_some(name))
+                .collect();
+        }
         // A sink waiting for a stream that never comes never prerolls, and keeps the whole
         // pipeline out of PLAYING: every other sink of it holds its first buffer, and the
         // remote audio stops at the jitterbuffer (which the path watch took for a lost path).
