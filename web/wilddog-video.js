@@ -201,6 +201,26 @@
     });
   }
 
+  /** The caller's ICE servers with the TURN credential our server minted for it at the
+   * `accept` (an extension: the connack's may have expired since, on a page open for a day).
+   * Only entries in the TURN REST form (`expiry:user`) for the same user take it; a fixed
+   * entry keeps its own. */
+  function withFreshTurnCredential(servers, cred) {
+    function restUser(name) {
+      var m = /^(\d+):(.*)$/.exec(String(name || ''));
+      return m ? m[2] : null;
+    }
+    var user = cred && restUser(cred.username);
+    return (servers || []).map(function (s) {
+      var copy = merge(s, null);
+      if (user !== null && user !== undefined && restUser(s.username) === user) {
+        copy.username = cred.username;
+        copy.credential = cred.credential;
+      }
+      return copy;
+    });
+  }
+
   /** Puts `b=AS:kbps` in every video m-section of an SDP (replacing any b=AS/b=TIAS there). */
   function setVideoBandwidth(sdp, kbps) {
     if (!kbps) return sdp;
@@ -945,6 +965,9 @@
         this.status = S_ACCEPTED;
         this._emit('response', CallStatus.ACCEPTED);
         if (this.status !== S_ACCEPTED) return; // a listener closed it
+        if (msg.turnCredential && typeof msg.turnCredential === 'object') {
+          this._iceServers = withFreshTurnCredential(this._iceServers || this._client._iceServers, msg.turnCredential);
+        }
         try {
           this._createPeer();
         } catch (e) {

@@ -68,6 +68,17 @@ fn drop_rules(rules: &[String]) {
 
 /// Two relay-only endpoints call each other and decode video; their stats say `relay`.
 fn relayed_call(server: &TestServer, extra: &[(&str, &str)], coturn: &Coturn) {
+    relayed_call_after(server, extra, coturn, Duration::ZERO);
+}
+
+/// [`relayed_call`], the caller connected to the server (PAUSED: signaling only) for
+/// `connected_for` before it calls (PLAYING).
+fn relayed_call_after(
+    server: &TestServer,
+    extra: &[(&str, &str)],
+    coturn: &Coturn,
+    connected_for: Duration,
+) {
     let mut bob_cfg = EndpointConfig::new("bob").prop("dimension", "240p");
     let mut alice_cfg = EndpointConfig::new("alice").calling("bob").prop("dimension", "240p");
     for (k, v) in [("ice-transport-policy", "relay")].iter().chain(extra) {
@@ -77,6 +88,10 @@ fn relayed_call(server: &TestServer, extra: &[(&str, &str)], coturn: &Coturn) {
     let mut bob = Endpoint::new(server, bob_cfg);
     let mut alice = Endpoint::new(server, alice_cfg);
     bob.play();
+    if !connected_for.is_zero() {
+        alice.pipeline.set_state(gst::State::Paused).unwrap();
+        std::thread::sleep(connected_for);
+    }
     std::thread::sleep(Duration::from_millis(300));
     alice.play();
     alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
@@ -113,6 +128,29 @@ fn relay_only_call_over_turn_udp() {
     let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
     let server = TestServer::start_config("127.0.0.1:0", server_config(&[url], SECRET));
     relayed_call(&server, &[], &coturn);
+}
+
+/// Credentials live 2 s here; the caller calls 4 s after its `connack`, whose credential has
+/// expired by then. The server adds one minted for the caller to the `accept` it forwards
+/// (our extension), and the call goes through the relay. Before, the caller's allocation was
+/// refused and the call failed with 41004: a caller connected for a day failed so on every
+/// relayed call.
+#[test]
+fn a_caller_connected_longer_than_the_credential_lives_is_relayed() {
+    if !common::enter_netns("a_caller_connected_longer_than_the_credential_lives_is_relayed") {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let config = wilddog_server::ServerConfig::from_toml_str(&format!(
+        "[[apps]]\nid = \"{}\"\nsecret = \"{}\"\n[turn]\nurls = [\"{url}\"]\nsecret = \"{SECRET}\"\n\
+         ttl_secs = 2\n",
+        wilddog_server::DEV_APP_ID,
+        wilddog_server::DEV_APP_SECRET,
+    ))
+    .expect("test config");
+    let server = TestServer::start_config("127.0.0.1:0", config);
+    relayed_call_after(&server, &[], &coturn, Duration::from_secs(4));
 }
 
 #[test]

@@ -112,7 +112,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wilddog_protocol::{Body, CallMsg, CandidateMsg, Empty, ErrorCode, ResumeMsg, SdpMsg};
+use wilddog_protocol::{
+    AcceptMsg, Body, CallMsg, CandidateMsg, Empty, ErrorCode, ResumeMsg, SdpMsg, TurnCredential,
+};
 
 pub use id::new_conversation_id;
 pub use wilddog_protocol::{ClientFrame, IceServer, ServerFrame};
@@ -870,7 +872,7 @@ impl Endpoint {
         conv.deadline = Some(now + self.config.connect_timeout);
         conv.media_started = true;
         let ice_servers = conv.ice_servers.clone();
-        self.send(Body::Accept(Empty::default()));
+        self.send(Body::Accept(AcceptMsg::default()));
         self.media(MediaAction::Start { ice_servers, role: Role::Callee });
         self.set_state(CallState::Connecting);
     }
@@ -1194,10 +1196,13 @@ impl Endpoint {
             Body::Bye(_) => {
                 self.end(false, Some(Event::Closed { reason: CloseReason::RemoteHangup }))
             }
-            Body::Accept(_) if role == Role::Caller && state == CallState::Calling => {
+            Body::Accept(msg) if role == Role::Caller && state == CallState::Calling => {
                 conv.deadline = Some(now + self.config.connect_timeout);
                 conv.media_started = true;
-                let ice_servers = self.ice_servers.clone();
+                let ice_servers = match &msg.turn_credential {
+                    Some(fresh) => with_fresh_turn_credential(&self.ice_servers, fresh),
+                    None => self.ice_servers.clone(),
+                };
                 self.media(MediaAction::Start { ice_servers, role: Role::Caller });
                 self.media(MediaAction::CreateOffer { ice_restart: false });
                 self.event(Event::Response(Response::Accepted));
@@ -1296,6 +1301,30 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
         }
     }
     servers
+}
+
+/// The caller's ICE servers with the credential the server minted for it at the `accept`
+/// (our extension): its `connack`'s may have expired since (a client connected for a day).
+/// Only the entries the server minted take it: TURN entries whose user name has the TURN REST
+/// form (`expiry:user`, the TURN REST draft, draft-uberti-behave-turn-rest) for the same user; a fixed entry
+/// keeps its own.
+fn with_fresh_turn_credential(servers: &[IceServer], fresh: &TurnCredential) -> Vec<IceServer> {
+    fn rest_user(username: &str) -> Option<&str> {
+        let (expiry, user) = username.split_once(':')?;
+        (!expiry.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit())).then_some(user)
+    }
+    let Some(user) = rest_user(&fresh.username) else { return servers.to_vec() };
+    servers
+        .iter()
+        .cloned()
+        .map(|mut server| {
+            if server.username.as_deref().and_then(rest_user) == Some(user) {
+                server.username = Some(fresh.username.clone());
+                server.credential = Some(fresh.credential.clone());
+            }
+            server
+        })
+        .collect()
 }
 
 #[cfg(test)]

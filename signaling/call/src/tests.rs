@@ -1255,7 +1255,7 @@ fn frames_of_a_foreign_conversation_are_ignored() {
     let bodies = || {
         vec![
             Body::Bye(Empty::default()),
-            Body::Accept(Empty::default()),
+            Body::Accept(wilddog_protocol::AcceptMsg::default()),
             Body::Reject(Empty::default()),
             Body::Busy(Empty::default()),
             Body::RestartIce(Empty::default()),
@@ -1316,7 +1316,7 @@ fn frames_out_of_order_are_ignored() {
     w.run();
     w.take();
     // A repeated accept does not start the media twice.
-    w.inject("alice", from_bob(Body::Accept(Empty::default())));
+    w.inject("alice", from_bob(Body::Accept(wilddog_protocol::AcceptMsg::default())));
     w.input("bob", Input::Reject);
     w.expect(&[]);
 }
@@ -1523,4 +1523,36 @@ fn candidates_name_the_mid_of_the_local_description() {
         })
         .collect();
     assert_eq!(mids, vec![Some("audio1".to_owned()), None]);
+}
+
+#[test]
+fn the_callers_turn_entries_take_the_credential_of_the_accept() {
+    let turn = |urls: &str, username: &str, credential: &str| IceServer {
+        urls: Some(wilddog_protocol::Urls::One(urls.into())),
+        username: Some(username.into()),
+        credential: Some(credential.into()),
+        ..Default::default()
+    };
+    let stun = IceServer {
+        urls: Some(wilddog_protocol::Urls::One("stun:s:3478".into())),
+        ..Default::default()
+    };
+    let connack = vec![
+        stun.clone(),
+        // Minted at the connack, a day ago: expired.
+        turn("turn:ours:3478", "1000:alice", "old"),
+        // A fixed entry of the server's config.
+        turn("turn:other:3478", "static-user", "static-pass"),
+        // Another user's REST credential (not the caller's): left alone.
+        turn("turn:third:3478", "1000:someone-else", "theirs"),
+    ];
+    let fresh = TurnCredential { username: "90000:alice".into(), credential: "new".into() };
+    let got = with_fresh_turn_credential(&connack, &fresh);
+    assert_eq!(got[0], stun);
+    assert_eq!(got[1], turn("turn:ours:3478", "90000:alice", "new"));
+    assert_eq!(got[2], connack[2]);
+    assert_eq!(got[3], connack[3]);
+    // A credential not in the REST form changes nothing.
+    let odd = TurnCredential { username: "alice".into(), credential: "x".into() };
+    assert_eq!(with_fresh_turn_credential(&connack, &odd), connack);
 }

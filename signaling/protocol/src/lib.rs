@@ -265,13 +265,27 @@ pub struct CandidateMsg {
     pub extra: Extra,
 }
 
+/// `accept.msg`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptMsg {
+    /// Added by our server when it forwards the accept (an extension the original client
+    /// ignores): a TURN credential minted for the caller now. The caller's own one came with
+    /// its `connack`, maybe longer ago than it lives (`docs/protocol-extensions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_credential: Option<TurnCredential>,
+    /// Other fields.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// The body of a conversation frame: what passes between the two parties of a `cid`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// Caller → callee: ring.
     Call(CallMsg),
     /// Callee → caller: answered yes.
-    Accept(Empty),
+    Accept(AcceptMsg),
     /// Callee → caller: answered no.
     Reject(Empty),
     /// Callee → caller: already in a conversation.
@@ -307,11 +321,10 @@ impl Body {
     fn to_msg(&self) -> Value {
         let v = match self {
             Body::Call(m) => serde_json::to_value(m),
-            Body::Accept(m)
-            | Body::Reject(m)
-            | Body::Busy(m)
-            | Body::Bye(m)
-            | Body::RestartIce(m) => serde_json::to_value(m),
+            Body::Accept(m) => serde_json::to_value(m),
+            Body::Reject(m) | Body::Busy(m) | Body::Bye(m) | Body::RestartIce(m) => {
+                serde_json::to_value(m)
+            }
             Body::Offer(m) | Body::Answer(m) => serde_json::to_value(m),
             Body::Candidate(m) => serde_json::to_value(m),
         };

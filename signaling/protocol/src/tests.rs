@@ -190,7 +190,7 @@ fn call_data_as_text() {
 #[test]
 fn answers_to_a_call() {
     for (kind, body) in [
-        ("accept", Body::Accept(Empty::default())),
+        ("accept", Body::Accept(AcceptMsg::default())),
         ("reject", Body::Reject(Empty::default())),
         ("busy", Body::Busy(Empty::default())),
         ("bye", Body::Bye(Empty::default())),
@@ -205,6 +205,24 @@ fn answers_to_a_call() {
             ServerFrame::Conversation { cid: "c1".into(), from: "bob".into(), body },
         );
     }
+}
+
+#[test]
+fn forwarded_accept_with_the_callers_fresh_turn_credential() {
+    server(
+        r#"{"type":"accept","cid":"c1","from":"bob","msg":{"turnCredential":{"username":"1700000000:alice","credential":"c2VjcmV0"}}}"#,
+        ServerFrame::Conversation {
+            cid: "c1".into(),
+            from: "bob".into(),
+            body: Body::Accept(AcceptMsg {
+                turn_credential: Some(TurnCredential {
+                    username: "1700000000:alice".into(),
+                    credential: "c2VjcmV0".into(),
+                }),
+                ..Default::default()
+            }),
+        },
+    );
 }
 
 #[test]

@@ -1617,11 +1617,12 @@ impl Router {
                 out
             }
             (Party::Caller, Phase::Ringing(_), _) => out_of_order("before the callee accepted"),
-            (Party::RingingCallee, Phase::Ringing(ringing), Body::Accept(b)) => {
+            (Party::RingingCallee, Phase::Ringing(ringing), Body::Accept(mut b)) => {
                 let others: Vec<ConnId> = ringing.iter().copied().filter(|c| *c != conn).collect();
                 conv.phase = Phase::Live(conn);
                 let caller = conv.caller;
                 let caller_uid = conv.caller_uid.clone();
+                self.turn_credentials.fill_accept(&mut b, &caller_uid);
                 let mut out = vec![relay(caller, cid, &uid, Body::Accept(b))];
                 for other in others {
                     out.push(relay(other, cid, &caller_uid, bye()));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use wilddog_protocol::{CallMsg, IceServer, TurnCredential, Urls};
+use wilddog_protocol::{AcceptMsg, CallMsg, IceServer, TurnCredential, Urls};
 
 /// Default lifetime of a minted credential: a day, as coturn's documentation suggests. A
 /// connection older than this gets fresh ones by reconnecting, and a callee with every call.
@@ -117,6 +117,16 @@ impl TurnCredentials {
             }
         }
     }
+
+    /// Fills an `accept` forwarded to `caller`: with minted credentials, one minted for the
+    /// caller now (`turnCredential`, our extension). The caller's own came with its
+    /// `connack`, which a client connected for longer than the TTL got too long ago: its
+    /// TURN allocation would be refused. Fixed credentials do not age: nothing is added.
+    pub fn fill_accept(&self, msg: &mut AcceptMsg, caller: &str) {
+        if let TurnCredentials::Rest(rest) = self {
+            msg.turn_credential = Some(rest.credential(caller));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +158,17 @@ mod tests {
         assert_eq!(s.credential, Some(rest_credential("s", "bob", 1600).credential));
         assert_eq!(s.url.as_deref(), Some("turn:t.example:3478"));
         assert_eq!(s.kind.as_deref(), Some("turn"));
+    }
+
+    #[test]
+    fn forwarded_accept_gets_the_callers_fresh_credential() {
+        let mut msg = AcceptMsg::default();
+        TurnCredentials::Rest(rest(5000)).fill_accept(&mut msg, "alice");
+        assert_eq!(msg.turn_credential, Some(rest_credential("s", "alice", 5600)));
+        let mut fixed = AcceptMsg::default();
+        let cred = TurnCredential { username: "u".into(), credential: "p".into() };
+        TurnCredentials::Fixed(cred).fill_accept(&mut fixed, "alice");
+        assert_eq!(fixed.turn_credential, None);
     }
 
     #[test]

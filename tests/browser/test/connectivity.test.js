@@ -404,6 +404,7 @@ describe('Firefox ESR ↔ GStreamer', () => {
 describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay)', () => {
   const SECRET = 'browser-coturn-secret';
   const APP = 'relay-app';
+  const TTL_SECS = 4;
   let coturn;
   let server;
   let browser;
@@ -416,7 +417,9 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     config = join(dir, 'server.toml');
     writeFileSync(
       config,
-      `[[apps]]\nid = "${APP}"\nsecret = "relay-app-secret"\n[turn]\nurls = ["turn:127.0.0.1:${coturn.port}?transport=udp"]\nsecret = "${SECRET}"\n`,
+      // Credentials live 4 s: the page calls 5 s after its connack, whose credential has
+      // expired by then; the server's `accept` brings the page a fresh one (our extension).
+      `[[apps]]\nid = "${APP}"\nsecret = "relay-app-secret"\n[turn]\nurls = ["turn:127.0.0.1:${coturn.port}?transport=udp"]\nsecret = "${SECRET}"\nttl_secs = ${TTL_SECS}\n`,
     );
     server = await startServer({ config });
     browser = await launchChromium();
@@ -429,7 +432,7 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a page calls the echo bot with {iceTransportPolicy: "relay"}: video through the relay, stats say relay', async () => {
+  it('a page connected longer than its TURN credential lives calls the echo bot with {iceTransportPolicy: "relay"}: video through the relay, stats say relay', async () => {
     const echoUid = uniqueUid('echo');
     const bot = await startEchoBot(server, echoUid, ['--config', config, '--app-id', APP]);
     bots.push(bot);
@@ -438,6 +441,7 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     const page = await openSdkPage(browser, server, uid, { token, appId: APP });
     await waitEvent(page, 'connected');
     await page.evaluate(() => T.preview());
+    await new Promise((r) => setTimeout(r, (TTL_SECS + 1) * 1000));
     await page.evaluate((to) => T.call(to, { iceTransportPolicy: 'relay' }), echoUid);
     await waitEvent(page, 'response', { d: 'ACCEPTED' });
     await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {

@@ -102,7 +102,7 @@ fn accepted_lifecycle_relays_everything_with_from_stamped() {
     );
     assert_eq!(r.conversation_count(), 1);
 
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     assert_eq!(relayed(&out).0, 1);
     let out = r.handle(1, frame("c1", "bob", offer()), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &offer()));
@@ -146,7 +146,7 @@ fn caller_cancels_before_answer() {
     let out = r.handle(1, frame("c1", "bob", Body::Bye(empty())), now());
     assert_eq!(relayed(&out), (2, "c1", "alice", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::UnknownConversation);
 }
 
@@ -154,7 +154,7 @@ fn caller_cancels_before_answer() {
 fn disconnect_mid_call_sends_bye_to_the_other_party() {
     let mut r = three();
     r.handle(1, call("c1", "bob"), now());
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     let out = close(&mut r, 2);
     assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Bye(empty())));
     assert_eq!(r.conversation_count(), 0);
@@ -176,7 +176,7 @@ fn several_clients_of_one_uid_ring_and_first_answer_decides() {
     let mut rung: Vec<ConnId> = out.iter().map(|(c, _)| *c).collect();
     rung.sort();
     assert_eq!(rung, vec![2, 4, 5]);
-    let out = r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
+    let out = r.handle(4, frame("c1", "alice", Body::Accept(Default::default())), now());
     assert_eq!(out.len(), 3, "{out:?}");
     assert!(
         matches!(&out[0], (1, ServerFrame::Conversation { body: Body::Accept(_), from, .. }) if from == "bob")
@@ -191,7 +191,7 @@ fn several_clients_of_one_uid_ring_and_first_answer_decides() {
     byes.sort();
     assert_eq!(byes, vec![2, 5]);
     // The losers are no longer parties.
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::NotParty);
     let out = r.handle(1, frame("c1", "bob", offer()), now());
     assert_eq!(relayed(&out).0, 4);
@@ -223,7 +223,7 @@ fn busy_from_one_of_several_keeps_ringing_the_others() {
 fn third_party_and_wrong_to_are_refused() {
     let mut r = three();
     r.handle(1, call("c1", "bob"), now());
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     // carol is no party, whatever `to` she names.
     for to in ["alice", "bob"] {
         let out = r.handle(3, frame("c1", to, cand(0)), now());
@@ -295,10 +295,10 @@ fn out_of_order_frames_are_refused() {
     assert_eq!(error_code(&out, 1), ErrorCode::OutOfOrder);
     let out = r.handle(2, frame("c1", "alice", cand(0)), now());
     assert_eq!(error_code(&out, 2), ErrorCode::OutOfOrder);
-    let out = r.handle(1, frame("c1", "bob", Body::Accept(empty())), now());
+    let out = r.handle(1, frame("c1", "bob", Body::Accept(Default::default())), now());
     assert_eq!(error_code(&out, 1), ErrorCode::OutOfOrder);
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
-    let out = r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
+    let out = r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     assert_eq!(error_code(&out, 2), ErrorCode::OutOfOrder);
     assert_eq!(r.conversation_count(), 1);
 }
@@ -368,7 +368,7 @@ fn conversations_per_connection_are_bounded() {
 fn state_is_released_after_everyone_leaves() {
     let mut r = three();
     r.handle(1, call("c1", "bob"), now());
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     for c in [1, 2, 3] {
         close(&mut r, c);
     }
@@ -395,7 +395,7 @@ fn restart_offer() -> Body {
 fn live() -> Router {
     let mut r = three();
     r.handle(1, call("c1", "bob"), now());
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     r
 }
 
@@ -485,7 +485,7 @@ fn zero_grace_is_the_immediate_behaviour() {
     r.connect(1, APP, "alice");
     r.connect(2, APP, "bob");
     r.handle(1, call("c1", "bob"), now());
-    r.handle(2, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(2, frame("c1", "alice", Body::Accept(Default::default())), now());
     let (out, until) = lose(&mut r, 2, Instant::now());
     assert_eq!((out, until), (vec![bye_frame(1, "c1", "bob")], None));
     assert_eq!((r.conversation_count(), r.away_count()), (0, 0));
@@ -749,7 +749,7 @@ fn a_call_to_a_service_uid_rings_one_free_endpoint_least_recently_used() {
     r.handle(5, frame("c2", "carol", Body::Reject(empty())), now());
     let out = r.handle(7, call("c4", "bob"), now());
     assert_eq!(relayed(&out).0, 5, "5 is free again");
-    r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(4, frame("c1", "alice", Body::Accept(Default::default())), now());
     r.handle(1, frame("c1", "bob", Body::Bye(empty())), now());
     // 4 is free and rung longest ago.
     let out = r.handle(3, call("c5", "bob"), now());
@@ -778,7 +778,7 @@ fn a_service_slot_is_freed_however_the_conversation_ends() {
         let out = r.handle(1, call(cid, "bob"), t0);
         assert_eq!(relayed(&out).0, 4, "{cid}");
         assert_eq!(r.handle(3, call("probe", "bob"), t0), vec![busy_frame(3, "probe", "bob")]);
-        r.handle(4, frame(cid, "alice", Body::Accept(empty())), t0);
+        r.handle(4, frame(cid, "alice", Body::Accept(Default::default())), t0);
     };
     // bye from either side
     live(&mut r, "a");
@@ -810,7 +810,7 @@ fn a_lost_service_endpoint_keeps_its_call_and_stays_busy_when_back() {
     close(&mut r, 2);
     r.connect_with(4, APP, "bob", true);
     r.handle(1, call("c1", "bob"), now());
-    r.handle(4, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(4, frame("c1", "alice", Body::Accept(Default::default())), now());
     lose(&mut r, 4, now());
     // No service connection registered: nobody to ring.
     let out = r.handle(3, call("c2", "bob"), now());
@@ -1114,8 +1114,8 @@ fn a_call_rings_remote_connections_and_their_frames_come_back_forwarded() {
     let out = r.handle_with(1, call("c1", "bob"), &[bob], now());
     assert_eq!(relayed(&out).0, bob);
     // bob's node forwards his accept: the conversation is live, and recorded.
-    let out = r.handle(bob, frame("c1", "alice", Body::Accept(empty())), now());
-    assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Accept(empty())));
+    let out = r.handle(bob, frame("c1", "alice", Body::Accept(Default::default())), now());
+    assert_eq!(relayed(&out), (1, "c1", "bob", &Body::Accept(Default::default())));
     let effects = r.take_effects();
     assert!(
         matches!(&effects[..], [Effect::Record { caller: (1, _), callee: (c, _), .. }] if *c == bob),
@@ -1140,7 +1140,7 @@ fn a_lost_party_back_on_another_node_gets_its_queued_frames_at_once() {
     let bob = on_b(1);
     r.connect_remote(bob, APP, "bob", false);
     r.handle_with(1, call("c1", "bob"), &[bob], now());
-    r.handle(bob, frame("c1", "alice", Body::Accept(empty())), now());
+    r.handle(bob, frame("c1", "alice", Body::Accept(Default::default())), now());
     r.disconnect(bob, Departure::Lost, now());
     let cand = || Body::Candidate(CandidateMsg { sdp: "x".into(), ..Default::default() });
     assert!(r.handle(1, frame("c1", "bob", cand()), now()).is_empty(), "queued while away");
@@ -1191,13 +1191,13 @@ fn a_party_of_a_conversation_homed_elsewhere_forwards_and_reports_leaving() {
     };
     assert_eq!(r.deliver(1, B, call_frame.clone(), None), Some(vec![(1, call_frame)]));
     assert_eq!(r.needs_lookup(1, &frame("c1", "alice", cand(0))), None, "linked");
-    assert!(r.handle(1, frame("c1", "alice", Body::Accept(empty())), now()).is_empty());
+    assert!(r.handle(1, frame("c1", "alice", Body::Accept(Default::default())), now()).is_empty());
     assert_eq!(
         r.take_effects(),
         vec![Effect::Forward {
             home: B,
             conn: 1,
-            frame: frame("c1", "alice", Body::Accept(empty())),
+            frame: frame("c1", "alice", Body::Accept(Default::default())),
             number: 1,
         }]
     );
