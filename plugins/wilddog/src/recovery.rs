@@ -317,9 +317,11 @@ pub struct FeedbackClock {
 }
 
 impl FeedbackClock {
-    /// A packet arrives at `now` with `marker` set or not; `audio`: it is not video (marking
-    /// it ends no frame). Whether to set its marker bit.
-    pub fn mark(&mut self, now: Instant, marker: bool, audio: bool) -> bool {
+    /// A packet arrives at `now` with `marker` set or not; `audio` tells whether it is not
+    /// video (marking it ends no frame), asked only when the interval has passed: the
+    /// element's lock it takes stays off the path of almost every packet. Whether to set its
+    /// marker bit.
+    pub fn mark(&mut self, now: Instant, marker: bool, audio: impl FnOnce() -> bool) -> bool {
         if marker {
             self.last_marker = Some(now);
             return false;
@@ -328,7 +330,7 @@ impl FeedbackClock {
             self.last_marker = Some(now);
             return false;
         };
-        if !audio || now.duration_since(last) < TWCC_FEEDBACK_INTERVAL {
+        if now.duration_since(last) < TWCC_FEEDBACK_INTERVAL || !audio() {
             return false;
         }
         self.last_marker = Some(now);
@@ -345,18 +347,23 @@ mod tests {
         let mut clock = FeedbackClock::default();
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        assert!(!clock.mark(t0, false, true), "the first packet starts the clock");
+        let audio = || true;
+        let video = || false;
+        assert!(!clock.mark(t0, false, audio), "the first packet starts the clock");
         // Video frames ending every 66 ms: no audio packet is marked.
         for i in 1..10 {
-            assert!(!clock.mark(ms(i * 66), true, false));
-            assert!(!clock.mark(ms(i * 66 + 10), false, true));
+            assert!(!clock.mark(ms(i * 66), true, video));
+            assert!(!clock.mark(ms(i * 66 + 10), false, audio));
         }
         // The video stops: every 100 ms an audio packet (20 ms apart) ends a "frame".
         let marked: Vec<u64> =
-            (0..30).map(|i| 600 + i * 20).filter(|&t| clock.mark(ms(t), false, true)).collect();
+            (0..30).map(|i| 600 + i * 20).filter(|&t| clock.mark(ms(t), false, audio)).collect();
         assert_eq!(marked, [700, 800, 900, 1000, 1100]);
         // A video packet inside a frame is never marked, however long the wait.
-        assert!(!clock.mark(ms(5000), false, false));
+        assert!(!clock.mark(ms(5000), false, video));
+        assert!(clock.mark(ms(5020), false, audio));
+        // Within the interval the kind is not even asked.
+        assert!(!clock.mark(ms(5030), false, || unreachable!("asked within the interval")));
     }
 
     #[test]

@@ -875,3 +875,30 @@ fn sent_bitrate_counts_video_again_after_a_pause() {
     // The audio sent through the pause counted too (the held sum stood still there as well).
     assert!(audio_only > 0, "alice's stats counted nothing in the pause: {paused:?}");
 }
+
+/// A peer that sends audio alone gets transport-wide feedback at least every 100 ms
+/// (`recovery::FeedbackClock`): GStreamer 1.22's rtpsession reports only at a packet with the
+/// marker bit, which Opus sets at a talk spurt's start, so such a sender got almost none (and
+/// a browser's video encoder, dropping frames on a slow link, none between its frames).
+#[test]
+fn an_audio_only_sender_gets_feedback_every_100_ms() {
+    if !enter_netns("an_audio_only_sender_gets_feedback_every_100_ms") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = Endpoint::new(&server, EndpointConfig::new("bob"));
+    let mut alice_cfg = EndpointConfig::new("alice").calling("bob");
+    alice_cfg.send_video = false;
+    let mut alice = Endpoint::new(&server, alice_cfg);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("a decoded frame", T, is_frame);
+    let feedback = count_feedback(&alice);
+    std::thread::sleep(Duration::from_secs(3));
+    let reports = feedback.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{reports} transport-wide feedback reports in 3 s for audio alone");
+    // 30 at one per 100 ms; a loaded machine delays some.
+    assert!(reports >= 20, "{reports} feedback reports in 3 s for audio alone");
+    drop(bob);
+}

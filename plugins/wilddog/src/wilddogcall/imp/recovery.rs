@@ -102,31 +102,18 @@ impl WilddogCall {
                     // one (150 ms and more, its frame long given up). SRTP already
                     // authenticates every packet; browsers do no probation either.
                     element.set_property("probation", 0u32);
-                    // Transport-wide feedback at least every 100 ms while audio arrives:
-                    // see crate::recovery::FeedbackClock.
+                    // Its receiving pads, now or when requested: the RTP's for transport-wide
+                    // feedback at least every 100 ms while audio arrives (see
+                    // crate::recovery::FeedbackClock), the RTCP's for the path watch of a
+                    // peer that sends no media (restart.rs, check_path).
                     let weak = obj.downgrade();
                     element.connect_pad_added(move |_, pad| {
-                        if pad.name().starts_with("recv_rtp_sink")
-                            && let Some(obj) = weak.upgrade()
-                        {
-                            obj.imp().pace_feedback(pad);
+                        if let Some(obj) = weak.upgrade() {
+                            obj.imp().watch_rtpsession_sink(pad);
                         }
                     });
-                    if let Some(pad) = element.static_pad("recv_rtp_sink") {
-                        obj.imp().pace_feedback(&pad);
-                    }
-                    // The peer's RTCP: the path watch of a peer that sends no media
-                    // (restart.rs, check_path).
-                    let weak = obj.downgrade();
-                    element.connect_pad_added(move |_, pad| {
-                        if pad.name().starts_with("recv_rtcp_sink")
-                            && let Some(obj) = weak.upgrade()
-                        {
-                            obj.imp().count_remote_rtcp(pad);
-                        }
-                    });
-                    if let Some(pad) = element.static_pad("recv_rtcp_sink") {
-                        obj.imp().count_remote_rtcp(&pad);
+                    for pad in element.sink_pads() {
+                        obj.imp().watch_rtpsession_sink(&pad);
                     }
                 }
                 _ => {}
@@ -396,6 +383,17 @@ impl WilddogCall {
         r.audio_payloads = pts("audio");
     }
 
+    /// What a receiving pad of rtpsession carries is watched: see [`Self::pace_feedback`] and
+    /// [`Self::count_remote_rtcp`].
+    fn watch_rtpsession_sink(&self, pad: &gst::Pad) {
+        let name = pad.name();
+        if name.starts_with("recv_rtp_sink") {
+            self.pace_feedback(pad);
+        } else if name.starts_with("recv_rtcp_sink") {
+            self.count_remote_rtcp(pad);
+        }
+    }
+
     /// Marks an audio packet on `pad` (rtpsession's `recv_rtp_sink`, after SRTP) as the end
     /// of a frame when the transport-wide feedback has waited
     /// [`recovery::TWCC_FEEDBACK_INTERVAL`] (see [`recovery::FeedbackClock`]).
@@ -407,12 +405,12 @@ impl WilddogCall {
                 Ok(rtp) => (rtp.is_marker(), rtp.payload_type()),
                 Err(_) => return,
             };
-            let audio = !marker
-                && weak.upgrade().is_some_and(|obj| {
+            let audio = || {
+                weak.upgrade().is_some_and(|obj| {
                     lock(&obj.imp().recovery).audio_payloads.contains(&u32::from(pt))
-                });
-            let now = Instant::now();
-            if !lock(&clock).mark(now, marker, audio) {
+                })
+            };
+            if !lock(&clock).mark(Instant::now(), marker, audio) {
                 return;
             }
             if let Ok(mut rtp) = gst_rtp::RTPBuffer::from_buffer_writable(buffer.make_mut()) {
