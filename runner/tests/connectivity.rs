@@ -111,6 +111,67 @@ fn a_call_whose_media_never_arrived_is_not_a_success() {
     );
 }
 
+/// A recorder whose call never carried media (every datagram dropped): no file is left, not
+/// even an empty or hidden one, and no `recorded` event says 0 bytes. The call fails at the
+/// caller, and the recorder goes on answering.
+#[test]
+fn a_recorded_call_that_never_carried_media_leaves_no_file() {
+    if !enter_netns("a_recorded_call_that_never_carried_media_leaves_no_file") {
+        return;
+    }
+    let dir = run_support::temp_dir("recorder-no-media");
+    let dir_arg = dir.display().to_string();
+    let mut recorder = Runner::start(
+        "recorder",
+        &[
+            "run",
+            &pipeline("record.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--uid",
+            "echo",
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--record-dir",
+            &dir_arg,
+        ],
+    );
+    let ready = recorder.wait_event("ready");
+    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    let port = server
+        .trim_start_matches("ws://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {server}"));
+    block_all_but_tcp_port(port);
+    let mut caller = caller(&server, &["--hangup-after", "4"]);
+    assert_eq!(
+        caller.wait_exit(),
+        ERROR,
+        "stderr:
+{}",
+        caller.stderr()
+    );
+    // The recorder's call is over, and it answers again.
+    let over = recorder.seen.len();
+    recorder.wait_event_since("ready", over.min(1));
+    recorder.signal("INT");
+    recorder.wait_exit();
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "files left by a call without media: {left:?}");
+    assert!(
+        !recorder.names().iter().any(|n| n == "recorded"),
+        "a `recorded` event for a call without media: {:?}",
+        recorder.seen
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Drops every UDP datagram and every TCP segment but those to or from `port`, in this
 /// test's own network namespace.
 fn block_all_but_tcp_port(port: u16) {
