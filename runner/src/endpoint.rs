@@ -776,8 +776,23 @@ fn run_instance_with<'a>(
             me.on_element_message(s);
         }
     }
+    unlink_wilddog_src_pads(&pipeline);
     let _ = pipeline.set_state(gst::State::Null);
     me.finish(&placeholder)
+}
+
+/// Unlinks what the wilddog elements' src pads feed, before the pipeline stops: an echo loops
+/// them back into the element (`video_src` → `video_sink`), and GStreamer printed "loop
+/// detected in the graph of bin" at each state change of the stop, on every call's end. The
+/// call is over: nothing flows there any more.
+fn unlink_wilddog_src_pads(pipeline: &gst::Pipeline) {
+    for element in pipeline_file::wilddog_elements(pipeline) {
+        for pad in element.src_pads() {
+            if let Some(peer) = pad.peer() {
+                let _ = pad.unlink(&peer);
+            }
+        }
+    }
 }
 
 impl Instance<'_> {

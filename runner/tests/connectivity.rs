@@ -35,12 +35,18 @@ fn loopback_only_host_calls_without_ice_local_addresses() {
     if !enter_netns("loopback_only_host_calls_without_ice_local_addresses") {
         return;
     }
-    let (_echo, server) = echo_bot();
+    let (mut echo, server) = echo_bot();
     let mut caller = caller(&server, &["--hangup-after", "4"]);
     assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
     let closed = caller.seen.iter().find(|e| e["event"] == "closed").cloned().unwrap();
     assert_eq!(closed["media_connected"], true, "{closed}");
     assert!(closed["received"]["video"].as_u64().unwrap_or(0) >= 10, "video back: {closed}");
+    // The echo's pipeline, which loops `video_src` back to `video_sink`, stopped after its
+    // call without GStreamer's "loop detected in the graph" warnings.
+    echo.wait_event_since("ready", 1);
+    echo.signal("INT");
+    echo.wait_exit();
+    assert!(!echo.stderr().contains("loop detected"), "echo stderr:\n{}", echo.stderr());
 }
 
 /// ICE told to gather on an address no interface has (TEST-NET-1): no candidate at all.
