@@ -314,7 +314,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
         })?;
         let names = crate::shared_media::sink_names(&shared_pipeline);
         let _ = shared_pipeline.set_state(gst::State::Null);
-        let names = names.map_err(|reason| error(at(None), reason))?;
+        let names =
+            names.map_err(|reason| error(at(reason.offset_in(shared_raw)), reason.to_string()))?;
         if let Some(mismatch) = crate::shared_media::mismatch(&pipeline, &names) {
             // At the element the message names: the appsink without its appsrc, or the
             // appsrc without its appsink.

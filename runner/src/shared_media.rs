@@ -26,14 +26,77 @@ const CALL_QUEUE: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 /// How long the shared pipeline may take to stop at the end.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What makes a shared pipeline's `appsink`s unusable (see [`sink_names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkError {
+    /// A wilddog element (its factory name): calls belong in `pipeline`.
+    CallElement(String),
+    /// An `appsink` without a name of its own (gst-launch's `appsinkN`).
+    Unnamed(String),
+    /// Two `appsink`s of this name.
+    Duplicate(String),
+    /// No `appsink` at all.
+    NoSink,
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CallElement(factory) => write!(
+                f,
+                "`shared_pipeline` runs once for every call: it cannot hold a call's element \
+                 ({factory})"
+            ),
+            Self::Unnamed(name) => write!(
+                f,
+                "every appsink of `shared_pipeline` needs a name (`appsink name=video`), the \
+                 name of the `appsrc` it feeds in `pipeline`; `{name}` has none"
+            ),
+            Self::Duplicate(name) => write!(f, "two appsinks named `{name}` in `shared_pipeline`"),
+            Self::NoSink => f.write_str(
+                "`shared_pipeline` has no `appsink name=NAME`: nothing reaches the calls",
+            ),
+        }
+    }
+}
+
+impl SinkError {
+    /// Where in the launch text `raw` the element at fault is written, if it can be told: a
+    /// check error points at its line, not at the key's first.
+    pub fn offset_in(&self, raw: &str) -> Option<usize> {
+        match self {
+            Self::CallElement(factory) => word_offsets(raw, factory).next(),
+            // The first `appsink` given no `name=` before its link or line ends.
+            Self::Unnamed(_) => word_offsets(raw, "appsink").find(|&at| {
+                let rest = &raw[at..];
+                let end = rest.find(['!', '\n']).unwrap_or(rest.len());
+                !rest[..end].contains("name=")
+            }),
+            Self::Duplicate(name) => {
+                raw.match_indices(&format!("name={name}")).nth(1).map(|(at, _)| at)
+            }
+            Self::NoSink => None,
+        }
+    }
+}
+
+/// Where `word` stands in `text` as a word of its own (not inside `appsink_x` or `myappsink`).
+fn word_offsets<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    text.match_indices(word).map(|(at, _)| at).filter(move |&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(is_name_char) && !after.is_some_and(is_name_char)
+    })
+}
+
 /// The names of the `appsink`s of a shared pipeline, in order; an error when it has none, an
 /// `appsink` without a name of its own or two of one name, or a wilddog element (calls belong
 /// in `pipeline`).
-pub fn sink_names(pipeline: &gst::Pipeline) -> Result<Vec<String>, String> {
+pub fn sink_names(pipeline: &gst::Pipeline) -> Result<Vec<String>, SinkError> {
     if let Some(element) = pipeline_file::wilddog_elements(pipeline).next() {
-        return Err(format!(
-            "`shared_pipeline` runs once for every call: it cannot hold a call's element ({})",
-            element.factory().map(|f| f.name().to_string()).unwrap_or_default()
+        return Err(SinkError::CallElement(
+            element.factory().map(|f| f.name().to_string()).unwrap_or_default(),
         ));
     }
     let mut names = Vec::new();
@@ -44,21 +107,16 @@ pub fn sink_names(pipeline: &gst::Pipeline) -> Result<Vec<String>, String> {
         let name = element.name().to_string();
         // gst-launch names an unnamed element `appsink0`, `appsink1`, …
         if name.starts_with("appsink") && name[7..].chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "every appsink of `shared_pipeline` needs a name (`appsink name=video`), the \
-                 name of the `appsrc` it feeds in `pipeline`; `{name}` has none"
-            ));
+            return Err(SinkError::Unnamed(name));
         }
         if names.contains(&name) {
-            return Err(format!("two appsinks named `{name}` in `shared_pipeline`"));
+            return Err(SinkError::Duplicate(name));
         }
         names.push(name);
     }
     names.sort();
     if names.is_empty() {
-        return Err(
-            "`shared_pipeline` has no `appsink name=NAME`: nothing reaches the calls".into()
-        );
+        return Err(SinkError::NoSink);
     }
     Ok(names)
 }
@@ -145,7 +203,7 @@ impl SharedMedia {
     pub fn start(launch: &str, on_stop: impl FnOnce() + Send + 'static) -> anyhow::Result<Self> {
         let pipeline =
             pipeline_file::build(launch).map_err(anyhow::Error::msg).context("shared_pipeline")?;
-        let names = sink_names(&pipeline).map_err(anyhow::Error::msg)?;
+        let names = sink_names(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
         let attached: Arc<Mutex<Vec<Attached>>> = Arc::default();
         for name in &names {
             let Some(sink) =

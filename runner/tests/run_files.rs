@@ -231,12 +231,23 @@ fn shared_pipeline_with_a_call_element_or_an_unnamed_appsink_is_refused() {
         "wilddogcall name=other videotestsrc ! appsink name=video",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
     ));
-    assert!(err.starts_with("error: FILE:3: `shared_pipeline` runs once"), "{err}");
+    assert!(err.starts_with("error: FILE:4: `shared_pipeline` runs once"), "{err}");
     let err = refused(&shared_file(
         "videotestsrc is-live=true ! appsink",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
     ));
     assert!(err.contains("every appsink of `shared_pipeline` needs a name"), "{err}");
+    // Each at its element's line (5), not at the key's first.
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  audiotestsrc is-live=true ! appsink",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.starts_with("error: FILE:5: every appsink of `shared_pipeline`"), "{err}");
+    let err = refused(&shared_file(
+        "videotestsrc is-live=true ! appsink name=video\n  wilddogsink name=w",
+        "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
+    ));
+    assert!(err.starts_with("error: FILE:5: `shared_pipeline` runs once"), "{err}");
     let err = refused(&shared_file(
         "videotestsrc ! nosuchelement ! appsink name=video",
         "wilddogcall name=call\n  appsrc name=video ! call.video_sink",
