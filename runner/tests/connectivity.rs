@@ -30,6 +30,41 @@ fn caller(server: &str, extra: &[&str]) -> Runner {
     Runner::start("caller", &args)
 }
 
+/// A recorder (`record.toml`) answering as `uid` with its own server, recording into a new
+/// directory; returns it, its server's URL and the directory.
+fn recorder(uid: &str, dir_label: &str) -> (Runner, String, std::path::PathBuf) {
+    let dir = run_support::temp_dir(dir_label);
+    let dir_arg = dir.display().to_string();
+    let mut recorder = Runner::start(
+        "recorder",
+        &[
+            "run",
+            &pipeline("record.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--uid",
+            uid,
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--record-dir",
+            &dir_arg,
+        ],
+    );
+    let ready = recorder.wait_event("ready");
+    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    (recorder, server, dir)
+}
+
+/// The port of a `ws://127.0.0.1:PORT/ws` URL.
+fn port_of(server: &str) -> u16 {
+    server
+        .trim_start_matches("ws://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {server}"))
+}
+
 #[test]
 fn loopback_only_host_calls_without_ice_local_addresses() {
     if !enter_netns("loopback_only_host_calls_without_ice_local_addresses") {
@@ -100,13 +135,7 @@ fn a_call_whose_media_never_arrived_is_not_a_success() {
         return;
     }
     let (_echo, server) = echo_bot();
-    let port = server
-        .trim_start_matches("ws://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("no port in {server}"));
-    block_all_but_tcp_port(port);
+    block_all_but_tcp_port(port_of(&server));
     let mut caller = caller(&server, &["--hangup-after", "4"]);
     assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
     assert!(caller.seen.iter().any(|e| e["event"] == "stats"), "no stats: {:?}", caller.names());
@@ -125,32 +154,8 @@ fn a_recorded_call_that_never_carried_media_leaves_no_file() {
     if !enter_netns("a_recorded_call_that_never_carried_media_leaves_no_file") {
         return;
     }
-    let dir = run_support::temp_dir("recorder-no-media");
-    let dir_arg = dir.display().to_string();
-    let mut recorder = Runner::start(
-        "recorder",
-        &[
-            "run",
-            &pipeline("record.toml"),
-            "--listen",
-            "127.0.0.1:0",
-            "--uid",
-            "echo",
-            "--ice-local-addresses",
-            "127.0.0.1",
-            "--record-dir",
-            &dir_arg,
-        ],
-    );
-    let ready = recorder.wait_event("ready");
-    let server = ready["server"].as_str().expect("ready.server").to_owned();
-    let port = server
-        .trim_start_matches("ws://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("no port in {server}"));
-    block_all_but_tcp_port(port);
+    let (mut recorder, server, dir) = recorder("echo", "recorder-no-media");
+    block_all_but_tcp_port(port_of(&server));
     let mut caller = caller(&server, &["--hangup-after", "4"]);
     assert_eq!(
         caller.wait_exit(),
@@ -204,23 +209,7 @@ fn a_recorder_that_dies_ends_its_callers_call_with_41004() {
     if !enter_netns("a_recorder_that_dies_ends_its_callers_call_with_41004") {
         return;
     }
-    let dir = run_support::temp_dir("recorder-dies");
-    let dir_arg = dir.display().to_string();
-    let mut recorder = Runner::start(
-        "recorder",
-        &[
-            "run",
-            &pipeline("record.toml"),
-            "--listen",
-            "127.0.0.1:0",
-            "--ice-local-addresses",
-            "127.0.0.1",
-            "--record-dir",
-            &dir_arg,
-        ],
-    );
-    let ready = recorder.wait_event("ready");
-    let server = ready["server"].as_str().expect("ready.server").to_owned();
+    let (recorder, server, dir) = recorder("recorder", "recorder-dies");
     let file = pipeline("call-test.toml");
     // A short call timeout: how long the caller waits for an ICE restart to bring the path
     // back once it counts it as lost.

@@ -100,29 +100,42 @@ fn a_callee_hears_an_audio_only_caller() {
     assert_heard(&bob, &alice, &bob);
 }
 
-/// An echo (`video_src` looped to `video_sink`, as `pipelines/echo.toml`) answering an
-/// audio-only caller: its `video_src` is exposed with no stream and loops back into the
-/// element. A reconfigure event once went round that loop until the echo's stack overflowed
-/// (SIGSEGV, which would end this test's process); now the caller hears its audio echoed.
-#[test]
-fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
-    if !common::enter_netns("an_echo_answering_an_audio_only_caller_echoes_its_audio") {
-        return;
-    }
-    let server = TestServer::start();
+/// Bob as an echo (`video_src` looped to `video_sink`, as `pipelines/echo.toml`), called by
+/// alice, who sends audio alone and hears it (`heard`) with `alice_also` in her pipeline.
+fn echo_and_audio_only_caller(
+    server: &TestServer,
+    alice_also: &str,
+) -> (gst::Pipeline, gst::Pipeline) {
     let bob = launch(
-        &server,
+        server,
         "bob",
         "",
         "identity name=video_back ! c.video_sink identity name=audio_back ! c.audio_sink \
          c.video_src ! video_back. c.audio_src ! audio_back.",
     );
     let alice = launch(
-        &server,
+        server,
         "alice",
         "remote-uid=bob",
-        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard",
+        &format!(
+            "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard \
+             {alice_also}"
+        ),
     );
+    (bob, alice)
+}
+
+/// An echo answering an audio-only caller: its `video_src` is exposed with no stream and
+/// loops back into the element. A reconfigure event once went round that loop until the
+/// echo's stack overflowed (SIGSEGV, which would end this test's process); now the caller
+/// hears its audio echoed.
+#[test]
+fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
+    if !common::enter_netns("an_echo_answering_an_audio_only_caller_echoes_its_audio") {
+        return;
+    }
+    let server = TestServer::start();
+    let (bob, alice) = echo_and_audio_only_caller(&server, "");
     assert_heard(&bob, &alice, &alice);
 }
 
@@ -136,20 +149,7 @@ fn a_caller_hears_an_echo_that_announces_video_it_never_sends() {
         return;
     }
     let server = TestServer::start();
-    let bob = launch(
-        &server,
-        "bob",
-        "",
-        "identity name=video_back ! c.video_sink identity name=audio_back ! c.audio_sink \
-         c.video_src ! video_back. c.audio_src ! audio_back.",
-    );
-    let alice = launch(
-        &server,
-        "alice",
-        "remote-uid=bob",
-        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard \
-         c.video_src ! fakesink",
-    );
+    let (bob, alice) = echo_and_audio_only_caller(&server, "c.video_src ! fakesink");
     // The element waits 4 s (ANNOUNCED_STREAM_WAIT) for the stream, from the connection.
     assert_heard_after(&bob, &alice, &alice, Duration::from_secs(5));
 }
