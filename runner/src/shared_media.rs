@@ -214,6 +214,11 @@ impl SharedMedia {
             // A live source's samples as soon as they are made: the calls' pipelines keep
             // their own time (a source that is not live: pace_if_not_live).
             sink.set_sync(false);
+            // Each stream on its own: a sink that prerolls holds its first sample until the
+            // pipeline plays, which it does only once every sink has one, so a camera that
+            // started late (or not at all) held back the microphone too, and every call sent
+            // nothing until the camera's first frame.
+            sink.set_property("async", false);
             sink.set_property("enable-last-sample", false);
             let attached = Arc::clone(&attached);
             let name = name.clone();

@@ -368,6 +368,47 @@ wilddogcall name=call
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A shared camera that starts late (its first frame 6 s after the shared pipeline) holds
+/// back nothing else: the caller gets the shared audio at once, the video when it starts.
+/// Before, the audio `appsink` held its first sample until the video one had its first (the
+/// shared pipeline reached PLAYING only once every sink prerolled): the call connected at
+/// once and sent nothing until the camera started.
+#[test]
+fn shared_video_that_starts_late_holds_back_no_audio() {
+    if !enter_netns("shared_video_that_starts_late_holds_back_no_audio") {
+        return;
+    }
+    let dir = temp_dir("shared-late-video");
+    // The queue lets no frame through before it holds 6 s of them (events go on: the caps
+    // reach the appsink at once).
+    let video = "videotestsrc is-live=true pattern=red \
+        ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 \
+        ! queue min-threshold-time=6000000000 max-size-time=0 max-size-buffers=0 max-size-bytes=0";
+    let (mut cam, server) = start_bot("cam", &shared_file(&dir, 1, video), &[]);
+    let mut caller = start_caller("v1", &server, "v1", "cam", &["--hangup-after", "9"]);
+    let response = caller.wait_event("response");
+    assert_eq!(response["status"], "ACCEPTED", "{response}");
+    let accepted = response["ts"].as_u64().unwrap();
+    // The first remote stream (the audio) comes with the connection.
+    let received = caller.wait_event("stream_received")["ts"].as_u64().unwrap();
+    let first_frame = caller.wait_event("first_frame");
+    println!("stream received {} ms after ACCEPTED; {first_frame}", received - accepted);
+    assert!(received - accepted < 3000, "no remote stream for {} ms", received - accepted);
+    // The video did start late, and came: decoded by the caller's element. call-test.toml's
+    // sink gets none of it: its `video_src` ended 4 s after the connection with no video
+    // (`ANNOUNCED_STREAM_WAIT`), and the late stream comes behind a new pad it does not link.
+    let late_ms = first_frame["ts"].as_u64().unwrap().saturating_sub(accepted);
+    assert!(late_ms >= 3000, "the first frame {late_ms} ms after ACCEPTED: not late");
+    assert_eq!(
+        (first_frame["width"].as_u64(), first_frame["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
+    cam.signal("INT");
+    assert_eq!(cam.wait_exit(), ENDED, "stderr:\n{}", cam.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn shared_pipeline_that_ends_stops_the_endpoint_with_an_error() {
     if !enter_netns("shared_pipeline_that_ends_stops_the_endpoint_with_an_error") {

@@ -9,6 +9,9 @@
 //! - An answerer capturing at 8 kHz, or in stereo: its Opus caps (`sprop-maxcapturerate`,
 //!   `sprop-stereo`) did not intersect a 48 kHz mono caller's offer, webrtcbin answered the
 //!   audio section `recvonly`, and the caller heard nothing, with no error.
+//! - A callee whose video source starts late (a camera): its audio goes out from the
+//!   connection on, its video once the source starts (a shared source's audio waited for
+//!   the video: the runner's `shared_pipeline`, `run_concurrent.rs`).
 
 mod common;
 
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{Endpoint, EndpointConfig, Seen, TestServer};
 use gst::prelude::*;
 
 /// How long the audio is measured once it flows.
@@ -197,4 +200,45 @@ fn an_answerer_capturing_in_stereo_is_heard() {
     );
     let alice = caller_of_bob(&server);
     assert_heard(&bob, &alice, &alice);
+}
+
+#[test]
+fn a_callee_whose_video_starts_late_is_heard_at_once() {
+    if !common::enter_netns("a_callee_whose_video_starts_late_is_heard_at_once") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "dimension=240p",
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=15/1 \
+         ! valve name=gate drop=true ! c.video_sink audiotestsrc is-live=true ! c.audio_sink \
+         c.video_src ! fakesink c.audio_src ! fakesink",
+    );
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Its sinks are added as the pads come: none waits for a stream that is not there yet.
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("dimension", "240p"),
+    );
+    alice.play();
+    alice.wait_for(
+        "ACCEPTED",
+        Duration::from_secs(10),
+        |s| matches!(s, Seen::Response(r) if r == "ACCEPTED"),
+    );
+    let accepted = Instant::now();
+    alice.wait_for("bob's audio", Duration::from_secs(3), |s| matches!(s, Seen::AudioBuffer));
+    println!("bob heard {:?} after ACCEPTED", accepted.elapsed());
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(accepted.elapsed()));
+    assert_eq!(alice.frames(), 0, "video before bob's source started");
+    bob.by_name("gate").unwrap().set_property("drop", false);
+    alice.wait_for("bob's video", Duration::from_secs(5), |s| {
+        matches!(s, Seen::VideoFrame { width: 320, height: 240 })
+    });
+    println!("bob seen {:?} after ACCEPTED", accepted.elapsed());
+    drop(alice);
+    let _ = bob.set_state(gst::State::Null);
 }
