@@ -394,15 +394,21 @@ fn shared_video_that_starts_late_holds_back_no_audio() {
     let first_frame = caller.wait_event("first_frame");
     println!("stream received {} ms after ACCEPTED; {first_frame}", received - accepted);
     assert!(received - accepted < 3000, "no remote stream for {} ms", received - accepted);
-    // The video did start late, and came: decoded by the caller's element. call-test.toml's
-    // sink gets none of it: its `video_src` ended 4 s after the connection with no video
-    // (`ANNOUNCED_STREAM_WAIT`), and the late stream comes behind a new pad it does not link.
+    // The video did start late, and came: decoded by the caller's element, and shown by
+    // call-test.toml's sink, linked to `video_src` from the file's start: 4 s after the
+    // connection with no video (`ANNOUNCED_STREAM_WAIT`) the pad appeared with a gap, and
+    // the late stream went on behind it.
     let late_ms = first_frame["ts"].as_u64().unwrap().saturating_sub(accepted);
     assert!(late_ms >= 3000, "the first frame {late_ms} ms after ACCEPTED: not late");
     assert_eq!(
         (first_frame["width"].as_u64(), first_frame["height"].as_u64()),
         (Some(320), Some(240))
     );
+    let closed = caller.wait_event("closed");
+    // 9 s of call, the video from about 6 s on: some 45 frames.
+    let shown = closed["received"]["video"].as_u64().unwrap_or(0);
+    assert!(shown >= 20, "the caller's video sink got {shown} frames: {closed}");
+    assert!(closed["received"]["audio"].as_u64().unwrap_or(0) >= 150, "{closed}");
     assert_eq!(caller.wait_exit(), ENDED, "stderr:\n{}", caller.stderr());
     cam.signal("INT");
     assert_eq!(cam.wait_exit(), ENDED, "stderr:\n{}", cam.stderr());

@@ -245,6 +245,10 @@ struct State {
     /// Src pads of kinds the peer does not send that loop back into this element (an echo):
     /// exposed with no stream and nothing pushed, removed at the end of the call.
     idle_src_pads: Vec<gst::Pad>,
+    /// Src pads (ghost pads with no target yet) of streams the peer announced but has not
+    /// sent: their sinks got a gap, and the stream, should it come, goes on behind them
+    /// ([`WilddogCall::hold_unexposed_pad`]).
+    placeholder_src_pads: Vec<gst::GhostPad>,
 }
 
 #[derive(Debug, Default)]
@@ -1202,6 +1206,81 @@ impl WilddogCall {
             return;
         }
         gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
+    }
+
+    /// A stream the peer announced is late (`restart::ANNOUNCED_STREAM_WAIT`): its src pad
+    /// appears as a ghost pad with no target yet and carries a gap, which its sink takes as
+    /// its preroll, so the pipeline plays and the other stream's sink no longer holds its
+    /// first buffer. Should the stream come, it goes on behind this same pad (the
+    /// `gst-launch-1.0` branch linked to it gets it); if not, the pad ends with the call.
+    /// A pad that loops back into the element (an echo) is left idle, as in
+    /// [`Self::end_unexposed_pad`].
+    pub(super) fn hold_unexposed_pad(&self, name: &'static str) {
+        {
+            let mut st = lock(&self.state);
+            if st.exposed.contains(&name) {
+                return;
+            }
+            st.exposed.push(name);
+        }
+        let obj = self.obj();
+        if obj.static_pad(name).is_some() {
+            return;
+        }
+        let Some(templ) = obj.pad_template(name) else { return };
+        let ghost = gst::GhostPad::builder_from_template(&templ).name(name).build();
+        let _ = ghost.set_active(true);
+        if obj.add_pad(&ghost).is_err() {
+            return;
+        }
+        if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
+            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
+            lock(&self.state).idle_src_pads.push(ghost.upcast());
+            return;
+        }
+        lock(&self.state).placeholder_src_pads.push(ghost.clone());
+        let stream_id = format!("{}/{name}/awaited", obj.name());
+        // On a thread of its own, as an end (see end_unexposed_pad): a prerolling sink holds
+        // the gap until the pipeline plays.
+        let gap = move || {
+            let _ = ghost.push_event(gst::event::StreamStart::new(&stream_id));
+            let _ = ghost.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()));
+            let _ = ghost.push_event(gst::event::Gap::builder(gst::ClockTime::ZERO).build());
+        };
+        if let Err(e) = std::thread::Builder::new().name("wilddog-gap".into()).spawn(gap) {
+            gst::warning!(CAT, imp = self, "cannot hold {name}: {e}");
+            return;
+        }
+        gst::debug!(CAT, imp = self, "{name}'s stream is late: a gap until it comes");
+    }
+
+    /// The placeholder of `name` ([`Self::hold_unexposed_pad`]), taken for the stream that
+    /// came at last.
+    pub(super) fn take_placeholder(&self, name: &str) -> Option<gst::GhostPad> {
+        let mut st = lock(&self.state);
+        let at = st.placeholder_src_pads.iter().position(|p| p.name() == name)?;
+        Some(st.placeholder_src_pads.remove(at))
+    }
+
+    /// The call is over: the placeholders no stream came behind end (EOS, on threads of their
+    /// own) and go.
+    pub(super) fn end_placeholders(&self) {
+        let placeholders = std::mem::take(&mut lock(&self.state).placeholder_src_pads);
+        for ghost in placeholders {
+            let weak = self.obj().downgrade();
+            let end = move || {
+                let _ = ghost.push_event(gst::event::Eos::new());
+                let _ = ghost.set_active(false);
+                if let Some(obj) = weak.upgrade() {
+                    let _ = obj.remove_pad(&ghost);
+                }
+            };
+            if let Err(e) = std::thread::Builder::new().name("wilddog-eos".into()).spawn(end) {
+                gst::warning!(CAT, imp = self, "cannot end a placeholder pad: {e}");
+            }
+        }
     }
 
     /// Removes the src pads [`Self::end_unexposed_pad`] left idle: at the end of the call,

@@ -237,6 +237,7 @@ impl WilddogCall {
             self.remove_src_pad(pad);
         }
         self.remove_idle_src_pads(None);
+        self.end_placeholders();
         if delivered || !keep_sending {
             for dec in &media.decoders {
                 remove_child(obj.upcast_ref(), dec);
@@ -345,7 +346,9 @@ impl WilddogCall {
         // The peer sends a kind it first did not (a re-offer): the idle pad an echo left
         // makes way for the stream's.
         self.remove_idle_src_pads(Some(name));
-        if obj.static_pad(name).is_some() {
+        // A stream that came late: behind the pad that held its place.
+        let placeholder = self.take_placeholder(name);
+        if placeholder.is_none() && obj.static_pad(name).is_some() {
             // A peer connection rebuilt for an ICE restart: its stream goes on behind the pad.
             if !self.continue_remote_stream(webrtcbin, pad, &caps, kind) {
                 gst::warning!(CAT, imp = self, "a second remote {name} stream: ignored");
@@ -372,11 +375,25 @@ impl WilddogCall {
             gst::warning!(CAT, imp = self, "cannot link the remote stream: {e}");
             return;
         }
-        let Some(templ) = obj.pad_template(name) else { return };
-        let Ok(ghost) = gst::GhostPad::builder_from_template_with_target(&templ, &dec_src) else {
-            return;
+        let late = placeholder.is_some();
+        let ghost = match placeholder {
+            Some(ghost) => {
+                if let Err(e) = ghost.set_target(Some(&dec_src)) {
+                    gst::warning!(CAT, imp = self, "cannot give {name} its late stream: {e}");
+                    return;
+                }
+                gst::debug!(CAT, imp = self, "{name}'s late stream came: behind its pad");
+                ghost
+            }
+            None => {
+                let Some(templ) = obj.pad_template(name) else { return };
+                let Ok(ghost) = gst::GhostPad::builder_from_template_with_target(&templ, &dec_src)
+                else {
+                    return;
+                };
+                ghost.name(name).build()
+            }
         };
-        let ghost = ghost.name(name).build();
         self.count_remote_packets(&dec_sink);
         self.watch_decoded(&dec_src, &ghost, kind);
         let _ = ghost.set_active(true);
@@ -398,7 +415,9 @@ impl WilddogCall {
             }
             !std::mem::replace(&mut st.stream_received, true)
         };
-        let _ = obj.add_pad(&ghost);
+        if !late {
+            let _ = obj.add_pad(&ghost);
+        }
         if self.webrtcbin().as_ref() != Some(webrtcbin) {
             // Torn down between recording the pad and adding it: teardown could not remove
             // a pad that was not there yet (or did, if it came after add_pad), and its EOS

@@ -118,9 +118,9 @@ impl WilddogCall {
                         CAT,
                         imp = self,
                         "the peer announced a stream for {name} but sent none in \
-                         {ANNOUNCED_STREAM_WAIT:?}: the pad ends"
+                         {ANNOUNCED_STREAM_WAIT:?}: a gap until it comes"
                     );
-                    self.end_unexposed_pad(name);
+                    self.hold_unexposed_pad(name);
                 }
                 return;
             }
