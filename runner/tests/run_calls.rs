@@ -156,6 +156,66 @@ fn record_writes_a_playable_file_per_call() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A caller that announces video and never sends any (its camera held by a closed valve):
+/// the recorder's `video_src` got a gap 4 s into the call (ANNOUNCED_STREAM_WAIT), which its
+/// muxer took for nothing, so it wrote nothing of the audio either and the call left no
+/// file. A stream late into a muxer ends instead: the file has the call's audio.
+#[test]
+fn a_recording_of_a_caller_whose_video_never_comes_has_its_audio() {
+    if !enter_netns("a_recording_of_a_caller_whose_video_never_comes_has_its_audio") {
+        return;
+    }
+    let dir = temp_dir("record-no-video");
+    let dir_arg = dir.display().to_string();
+    let (mut recorder, server) =
+        start_bot("record", &pipeline("record.toml"), &["--record-dir", &dir_arg]);
+    let caller_file = dir.join("no-video.toml");
+    std::fs::write(
+        &caller_file,
+        "role = \"call\"\npipeline = \"\"\"\nwilddogcall name=call\n  \
+         videotestsrc is-live=true ! valve drop=true ! call.video_sink\n  \
+         audiotestsrc is-live=true ! call.audio_sink\n  call.video_src ! fakesink\n  \
+         call.audio_src ! fakesink\n\"\"\"\n",
+    )
+    .unwrap();
+    let caller_path = caller_file.display().to_string();
+    let mut caller = Runner::start(
+        "caller",
+        &[
+            "run",
+            &caller_path,
+            "--server",
+            &server,
+            "--uid",
+            "alice",
+            "--remote-uid",
+            "recorder",
+            "--ice-local-addresses",
+            "127.0.0.1",
+            "--hangup-after",
+            "7",
+        ],
+    );
+    assert_eq!(caller.wait_exit(), ENDED, "caller; stderr:\n{}", caller.stderr());
+    let recorded = recorder.wait_event("recorded");
+    let path = recorded["path"].as_str().unwrap_or_default().to_owned();
+    let out = Command::new("gst-discoverer-1.0").arg(&path).output().expect("gst-discoverer-1.0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("audio #") && text.contains("Opus"), "the call's audio: {text}");
+    assert!(!text.contains("video #"), "no video was sent: {text}");
+    let duration = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Duration: "))
+        .unwrap_or_else(|| panic!("no duration: {text}"));
+    let parts: Vec<f64> = duration.split(':').filter_map(|p| p.parse().ok()).collect();
+    let secs = parts.iter().fold(0.0, |acc, p| acc * 60.0 + p);
+    assert!(secs >= 5.0, "{secs} s of audio recorded for a 7 s call");
+    recorder.signal("TERM");
+    assert_eq!(recorder.wait_exit(), ENDED);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn ctrl_c_at_the_recorder_hangs_up_and_finalizes_the_file() {
     if !enter_netns("ctrl_c_at_the_recorder_hangs_up_and_finalizes_the_file") {

@@ -1184,6 +1184,13 @@ impl WilddogCall {
             lock(&self.state).idle_src_pads.push(pad);
             return;
         }
+        self.end_pad(pad, name);
+        gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
+    }
+
+    /// Ends `pad` (exposed as `name`): stream-start, segment and EOS, then it goes.
+    fn end_pad(&self, pad: gst::Pad, name: &str) {
+        let obj = self.obj();
         let stream_id = format!("{}/{name}", obj.name());
         let weak = obj.downgrade();
         // On a thread of its own: a sink still prerolling (its pipeline not yet PLAYING,
@@ -1203,9 +1210,7 @@ impl WilddogCall {
         };
         if let Err(e) = std::thread::Builder::new().name("wilddog-eos".into()).spawn(end) {
             gst::warning!(CAT, imp = self, "cannot end {name}: {e}");
-            return;
         }
-        gst::debug!(CAT, imp = self, "{name} never had a stream: EOS on its own");
     }
 
     /// A stream the peer announced is late (`restart::ANNOUNCED_STREAM_WAIT`): its src pad
@@ -1236,6 +1241,14 @@ impl WilddogCall {
         if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
             gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
             lock(&self.state).idle_src_pads.push(ghost.upcast());
+            return;
+        }
+        if feeds_a_muxer(ghost.upcast_ref()) {
+            // A muxer (a recorder's) takes no gap for data: it waited for this stream and
+            // wrote nothing of the other one (an empty file). It goes on with what it has
+            // once this one ends.
+            gst::debug!(CAT, imp = self, "{name}'s stream is late and feeds a muxer: ended");
+            self.end_pad(ghost.upcast(), name);
             return;
         }
         lock(&self.state).placeholder_src_pads.push(ghost.clone());
@@ -1423,13 +1436,29 @@ fn take_out(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
 /// Whether what `pad` feeds reaches `element` again (an echo pipeline links `video_src` back
 /// to `video_sink`). Follows src pads' peers element by element, through bins as wholes.
 fn feeds_back_into(pad: &gst::Pad, element: &gst::Element) -> bool {
+    feeds(pad, |el| el == element)
+}
+
+/// Whether what `pad` feeds reaches a muxer (an aggregator, or a factory of the class
+/// `Muxer`, as `matroskamux` in 1.22).
+fn feeds_a_muxer(pad: &gst::Pad) -> bool {
+    feeds(pad, |el| {
+        el.is::<gst_base::Aggregator>()
+            || el.factory().is_some_and(|f| {
+                f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Muxer"))
+            })
+    })
+}
+
+/// Whether an element downstream of `pad` is one `wanted` says.
+fn feeds(pad: &gst::Pad, wanted: impl Fn(&gst::Element) -> bool) -> bool {
     // Deep enough for any file we ship; a bound against cycles elsewhere in the graph.
     const MAX_ELEMENTS: usize = 64;
     let mut seen: Vec<gst::Element> = Vec::new();
     let mut todo: Vec<gst::Pad> = pad.peer().into_iter().collect();
     while let Some(peer) = todo.pop() {
         let Some(el) = peer.parent_element() else { continue };
-        if &el == element {
+        if wanted(&el) {
             return true;
         }
         if seen.contains(&el) || seen.len() >= MAX_ELEMENTS {
