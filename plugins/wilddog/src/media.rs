@@ -273,8 +273,15 @@ const MAX_LAG: gst::ClockTime = gst::ClockTime::from_seconds(1);
 /// bogus buffer hours ahead (a source stamping with a clock's absolute time) otherwise set
 /// it to hours, every later buffer of the call was stamped 0, and the frame-rate limiter
 /// passed none of them: the call's video stopped for good.
-fn keep_to_the_clock(queue: &gst::Element) {
+///
+/// A source that is not live (a file, a test pattern without `is-live`) is paced instead, by
+/// `pace` (a `clocksync` before the queue, made to sync at the first buffer): it pushed as
+/// fast as the machine allowed, the short leaky queue passed a few frames stamped ever
+/// further ahead, and webrtcbin's own wait for their time held the chain: a call with such a
+/// source sent ten video packets, or no audio at all, and looked healthy.
+fn keep_to_the_clock(queue: &gst::Element, pace: &gst::Element) {
     let Some(pad) = queue.static_pad("sink") else { return };
+    let pace = pace.downgrade();
     // (the upstream is live, the offset so far)
     let state: std::sync::Mutex<(Option<bool>, gst::ClockTime)> =
         std::sync::Mutex::new((None, gst::ClockTime::ZERO));
@@ -285,9 +292,19 @@ fn keep_to_the_clock(queue: &gst::Element) {
         let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         let live = *state.0.get_or_insert_with(|| {
-            // A file played into a call is paced by those very waits: leave it alone.
             let mut query = gst::query::Latency::new();
-            pad.peer_query(&mut query) && query.result().0
+            let answered = pad.peer_query(&mut query);
+            let live = answered && query.result().0;
+            // Only a source that says it is not live: one that does not answer (a test
+            // harness pushing on a clock of its own) is left alone.
+            if answered
+                && !live
+                && let Some(pace) = pace.upgrade()
+            {
+                gst::info!(gst::CAT_DEFAULT, obj = pad, "a source that is not live: paced");
+                pace.set_property("sync", true);
+            }
+            live
         });
         if !live {
             return gst::PadProbeReturn::Ok;
@@ -322,8 +339,16 @@ fn keep_to_the_clock(queue: &gst::Element) {
     });
 }
 
-/// The video sending chain, raw video in, RTP out:
-/// `queue ! videoconvert ! videoscale ! <frame-rate limiter> ! capsfilter ! <encoder> ! <payloader>`.
+/// The first element of a sending chain: a `clocksync` that passes everything until
+/// [`keep_to_the_clock`] finds the source is not live, and paces it from then on.
+fn pacer() -> Result<gst::Element, MediaError> {
+    let pace = make("clocksync")?;
+    set_str(&pace, "sync", "false");
+    Ok(pace)
+}
+
+/// The video sending chain, raw video in, RTP out: `clocksync ! queue ! videoconvert !
+/// videoscale ! <frame-rate limiter> ! capsfilter ! <encoder> ! <payloader>`.
 /// Returns the bin and its encoder (for bitrate changes and key frame requests).
 pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element), MediaError> {
     let bin = gst::Bin::with_name("video-encoder");
@@ -333,7 +358,8 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
     set_str(&queue, "max-size-bytes", "0");
     set_str(&queue, "max-size-time", "0");
     set_str(&queue, "leaky", "downstream");
-    keep_to_the_clock(&queue);
+    let pace = pacer()?;
+    keep_to_the_clock(&queue, &pace);
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     // A token bucket over the timestamps (crate::framerate), not `videorate`: a fixed output
@@ -358,10 +384,10 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
             .build(),
     );
     let codec = codec_elements(params)?;
-    let mut chain = vec![&queue, &convert, &scale, &rate, &filter];
+    let mut chain = vec![&pace, &queue, &convert, &scale, &rate, &filter];
     chain.extend(codec.iter());
     link_all(&bin, &chain)?;
-    ghost_sender(&bin, &queue, &codec[codec.len() - 1])?;
+    ghost_sender(&bin, &pace, &codec[codec.len() - 1])?;
     drop_when_unlinked(&bin);
     // No frame is encoded before the transceiver is negotiated (has a mid): webrtcbin would
     // hold the first one at its sink pad until then, and with it this chain's streaming
@@ -1250,7 +1276,8 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     let queue = make("queue")?;
     set_str(&queue, "max-size-time", "200000000");
     set_str(&queue, "leaky", "downstream");
-    keep_to_the_clock(&queue);
+    let pace = pacer()?;
+    keep_to_the_clock(&queue, &pace);
     let convert = make("audioconvert")?;
     let resample = make("audioresample")?;
     let enc = make("opusenc")?;
@@ -1263,8 +1290,8 @@ pub fn audio_encoder_bin(payload: u32) -> Result<gst::Bin, MediaError> {
     let pay = make("rtpopuspay")?;
     set_str(&pay, "pt", &payload.to_string());
     drop_sender_hints(&pay);
-    link_all(&bin, &[&queue, &convert, &resample, &enc, &pay])?;
-    ghost_sender(&bin, &queue, &pay)?;
+    link_all(&bin, &[&pace, &queue, &convert, &resample, &enc, &pay])?;
+    ghost_sender(&bin, &pace, &pay)?;
     drop_when_unlinked(&bin);
     Ok(bin)
 }

@@ -242,3 +242,40 @@ fn a_callee_whose_video_starts_late_is_heard_at_once() {
     drop(alice);
     let _ = bob.set_state(gst::State::Null);
 }
+
+/// A caller whose sources are not live (`audiotestsrc`, `videotestsrc` without `is-live`, as
+/// a file would be): they pushed as fast as the machine allowed, the sending chains passed a
+/// few buffers stamped ever further ahead and then waited for their time in webrtcbin, and
+/// the call sent no audio at all and ten video packets, and looked healthy. They are paced
+/// by the clock now: the callee hears real time and gets the video's frame rate.
+#[test]
+fn a_caller_with_sources_that_are_not_live_is_heard_and_seen() {
+    if !common::enter_netns("a_caller_with_sources_that_are_not_live_is_heard_and_seen") {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "c.video_src ! fakesink name=seen c.audio_src ! fakesink name=heard",
+    );
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob dimension=240p max-fps=15",
+        "audiotestsrc ! c.audio_sink videotestsrc ! video/x-raw,framerate=15/1 ! c.video_sink",
+    );
+    let frames = Arc::new(AtomicU64::new(0));
+    let seen = bob.by_name("seen").unwrap().static_pad("sink").unwrap();
+    let counted = frames.clone();
+    seen.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    // Audio heard over WINDOW (3 s) once it flows; the call lasts that long and more.
+    assert_heard(&bob, &alice, &bob);
+    let shown = frames.load(Ordering::Relaxed);
+    println!("{shown} video frames in the call");
+    assert!(shown >= 30, "{shown} video frames from a 15 fps source that is not live");
+}

@@ -44,6 +44,11 @@ fn gst_inspect_lists_the_three_elements() {
     for element in ["wilddogcall", "wilddogsink", "wilddogsrc"] {
         assert!(text.contains(element), "gst-inspect-1.0 wilddog does not list {element}:\n{text}");
     }
+    // The project's license (LICENSE: MIT), in GStreamer's spelling of it; it said MPL.
+    assert!(
+        text.lines().any(|l| l.split_whitespace().eq(["License", "MIT/X11"])),
+        "gst-inspect-1.0 wilddog names another license:\n{text}"
+    );
     let call = inspect(&["wilddogcall"]);
     for needle in [
         "server",

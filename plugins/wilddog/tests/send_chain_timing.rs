@@ -19,6 +19,38 @@ fn params() -> media::VideoParams {
     }
 }
 
+/// Releases, from a thread of its own until dropped, every wait on the harness's test clock
+/// at once, moving the clock to its time: a chain fed by a source that is not live (as these
+/// tests push) paces it by the clock (media::keep_to_the_clock), and the test clock moves
+/// only when told to.
+struct Cranked {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cranked {
+    fn new(h: &gst_check::Harness) -> Cranked {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clock = h.testclock().expect("the harness's test clock");
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if clock.peek_next_pending_id().is_some() {
+                    clock.crank();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        });
+        Cranked { stop }
+    }
+}
+
+impl Drop for Cranked {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Pushes `timestamps_ms` as I420 160x120 frames with no duration into the encoder bin
 /// under VFR caps and returns how many RTP packets and frames came out.
 fn push_vfr(timestamps_ms: &[u64]) -> (usize, usize) {
@@ -28,6 +60,7 @@ fn push_vfr(timestamps_ms: &[u64]) -> (usize, usize) {
     // Pushed faster than their timestamps: as a file would be, not a live source (whose
     // timestamps the chain would bring back to the clock, see the last test).
     h.set_live(false);
+    let _cranked = Cranked::new(&h);
     h.set_src_caps(
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
@@ -223,6 +256,7 @@ fn a_pause_in_the_source_does_not_halve_the_bitrate_after_it() {
     let (bin, _encoder) = media::video_encoder_bin(&params).unwrap();
     let mut h = gst_check::Harness::with_element(&bin, Some("sink"), Some("src"));
     h.set_live(false);
+    let _cranked = Cranked::new(&h);
     h.set_src_caps(
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
