@@ -100,7 +100,7 @@ fn readme_gst_launch_lines_make_a_call() {
     if !common::enter_netns("readme_gst_launch_lines_make_a_call") {
         return;
     }
-    let commands = readme_commands("Bob answers every call");
+    let commands = readme_commands("Bob answers calls and shows");
     assert_eq!(commands.len(), 2, "README should show Bob's and Alice's lines: {commands:?}");
     let substitute = |c: &str| {
         c.replace("autovideosink", "fakesink sync=false")
