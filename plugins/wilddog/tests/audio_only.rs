@@ -145,7 +145,8 @@ fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
 /// The same echo called by an audio-only caller that has a sink for video too: the echo's
 /// answer says it sends video (it has a `video_sink`), but all it could send is the video it
 /// gets, none. The caller's `video_src` sink waited for it and held its audio sink at the
-/// first buffer; the stream announced and never sent is ended after a few seconds.
+/// first buffer; the pad of the stream announced and never sent now comes after a few
+/// seconds with a gap, which the sink takes as its preroll.
 #[test]
 fn a_caller_hears_an_echo_that_announces_video_it_never_sends() {
     if !common::enter_netns("a_caller_hears_an_echo_that_announces_video_it_never_sends") {

@@ -1146,22 +1146,28 @@ impl WilddogCall {
         }
     }
 
-    /// One src pad the call never exposed appears, carries EOS, and goes (see
-    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call.
-    fn end_unexposed_pad(&self, name: &'static str) {
+    /// The template of src pad `name` if the call has not exposed it (nor ended it) yet, and
+    /// marks it exposed: once per call.
+    fn claim_unexposed(&self, name: &'static str) -> Option<gst::PadTemplate> {
         {
             let mut st = lock(&self.state);
             if st.exposed.contains(&name) {
-                return;
+                return None;
             }
-            // Ended: not again at the end of the call.
             st.exposed.push(name);
         }
         let obj = self.obj();
         if obj.static_pad(name).is_some() {
-            return;
+            return None;
         }
-        let Some(templ) = obj.pad_template(name) else { return };
+        obj.pad_template(name)
+    }
+
+    /// One src pad the call never exposed appears, carries EOS, and goes (see
+    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call.
+    fn end_unexposed_pad(&self, name: &'static str) {
+        let Some(templ) = self.claim_unexposed(name) else { return };
+        let obj = self.obj();
         // Nothing is forwarded: by default the events and queries coming up to a src pad go
         // on to the element's sink pads, and an echo links this pad back to one of them
         // (`video_src` to `video_sink`), so a reconfigure event went round that loop until
@@ -1221,18 +1227,8 @@ impl WilddogCall {
     /// A pad that loops back into the element (an echo) is left idle, as in
     /// [`Self::end_unexposed_pad`].
     pub(super) fn hold_unexposed_pad(&self, name: &'static str) {
-        {
-            let mut st = lock(&self.state);
-            if st.exposed.contains(&name) {
-                return;
-            }
-            st.exposed.push(name);
-        }
+        let Some(templ) = self.claim_unexposed(name) else { return };
         let obj = self.obj();
-        if obj.static_pad(name).is_some() {
-            return;
-        }
-        let Some(templ) = obj.pad_template(name) else { return };
         let ghost = gst::GhostPad::builder_from_template(&templ).name(name).build();
         let _ = ghost.set_active(true);
         if obj.add_pad(&ghost).is_err() {
