@@ -7,7 +7,7 @@ mod run_support;
 
 use std::time::{Duration, Instant};
 
-use run_support::{Runner, enter_netns, pipeline};
+use run_support::{Runner, enter_netns, pipeline, start_caller_file};
 
 const ENDED: i32 = 0;
 const ERROR: i32 = 1;
@@ -213,23 +213,8 @@ fn a_recorder_that_dies_ends_its_callers_call_with_41004() {
     let file = pipeline("call-test.toml");
     // A short call timeout: how long the caller waits for an ICE restart to bring the path
     // back once it counts it as lost.
-    let mut caller = Runner::start(
-        "caller",
-        &[
-            "run",
-            &file,
-            "--server",
-            &server,
-            "--uid",
-            "alice",
-            "--remote-uid",
-            "recorder",
-            "--ice-local-addresses",
-            "127.0.0.1",
-            "--call-timeout",
-            "5",
-        ],
-    );
+    let mut caller =
+        start_caller_file("caller", &file, &server, "alice", "recorder", &["--call-timeout", "5"]);
     assert_eq!(caller.wait_event("response")["status"], "ACCEPTED");
     // Connected, its RTCP flowing.
     loop {

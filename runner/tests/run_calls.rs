@@ -7,7 +7,9 @@ mod run_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use run_support::{Runner, enter_netns, pipeline, start_bot, start_caller, temp_dir};
+use run_support::{
+    Runner, enter_netns, pipeline, start_bot, start_caller, start_caller_file, temp_dir,
+};
 use serde_json::Value;
 
 /// Exit codes of `run` (docs/pipeline-files.md).
@@ -179,22 +181,13 @@ fn a_recording_of_a_caller_whose_video_never_comes_has_its_audio() {
     )
     .unwrap();
     let caller_path = caller_file.display().to_string();
-    let mut caller = Runner::start(
+    let mut caller = start_caller_file(
         "caller",
-        &[
-            "run",
-            &caller_path,
-            "--server",
-            &server,
-            "--uid",
-            "alice",
-            "--remote-uid",
-            "recorder",
-            "--ice-local-addresses",
-            "127.0.0.1",
-            "--hangup-after",
-            "7",
-        ],
+        &caller_path,
+        &server,
+        "alice",
+        "recorder",
+        &["--hangup-after", "7"],
     );
     assert_eq!(caller.wait_exit(), ENDED, "caller; stderr:\n{}", caller.stderr());
     let recorded = recorder.wait_event("recorded");

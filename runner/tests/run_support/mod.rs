@@ -225,10 +225,21 @@ pub fn start_bot(label: &str, file: &str, extra: &[&str]) -> (Runner, String) {
 
 /// Starts `call-test.toml` as `uid`, calling `remote` through `server`.
 pub fn start_caller(label: &str, server: &str, uid: &str, remote: &str, extra: &[&str]) -> Runner {
-    let file = pipeline("call-test.toml");
+    start_caller_file(label, &pipeline("call-test.toml"), server, uid, remote, extra)
+}
+
+/// Starts the calling pipeline file `file` as `uid`, calling `remote` through `server`.
+pub fn start_caller_file(
+    label: &str,
+    file: &str,
+    server: &str,
+    uid: &str,
+    remote: &str,
+    extra: &[&str],
+) -> Runner {
     let mut args = vec![
         "run",
-        &file,
+        file,
         "--server",
         server,
         "--uid",

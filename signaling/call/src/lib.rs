@@ -1306,8 +1306,8 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
 /// The caller's ICE servers with the credential the server minted for it at the `accept`
 /// (our extension): its `connack`'s may have expired since (a client connected for a day).
 /// Only the entries the server minted take it: TURN entries whose user name has the TURN REST
-/// form (`expiry:user`, the TURN REST draft, draft-uberti-behave-turn-rest) for the same user; a fixed entry
-/// keeps its own.
+/// form (`expiry:user`, draft-uberti-behave-turn-rest) for the same user; a fixed entry keeps
+/// its own.
 fn with_fresh_turn_credential(servers: &[IceServer], fresh: &TurnCredential) -> Vec<IceServer> {
     fn rest_user(username: &str) -> Option<&str> {
         let (expiry, user) = username.split_once(':')?;

@@ -1278,17 +1278,8 @@ impl WilddogCall {
     pub(super) fn end_placeholders(&self) {
         let placeholders = std::mem::take(&mut lock(&self.state).placeholder_src_pads);
         for ghost in placeholders {
-            let weak = self.obj().downgrade();
-            let end = move || {
-                let _ = ghost.push_event(gst::event::Eos::new());
-                let _ = ghost.set_active(false);
-                if let Some(obj) = weak.upgrade() {
-                    let _ = obj.remove_pad(&ghost);
-                }
-            };
-            if let Err(e) = std::thread::Builder::new().name("wilddog-eos".into()).spawn(end) {
-                gst::warning!(CAT, imp = self, "cannot end a placeholder pad: {e}");
-            }
+            let name = ghost.name();
+            self.end_pad(ghost.upcast(), &name);
         }
     }
 

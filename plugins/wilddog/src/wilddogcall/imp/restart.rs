@@ -58,17 +58,18 @@ pub(super) struct PathWatch {
     /// lost path, and its RTCP is watched instead ([`RTCP_SILENCE`]).
     peer_sends_nothing: bool,
     /// The src pads of the kinds the peer's description says it sends, and since when the
-    /// call is connected: one still without a stream [`ANNOUNCED_STREAM_WAIT`] later ends.
+    /// call is connected: one still without a stream [`ANNOUNCED_STREAM_WAIT`] later is held
+    /// with a gap ([`WilddogCall::hold_unexposed_pad`]).
     announced: Vec<&'static str>,
     announced_since: Option<Instant>,
 }
 
-/// How long a stream the peer announced (its section sends) may take to come once the
-/// connection is up and other media flows, before its src pad ends as one the peer never
-/// sends. An echo answers an audio-only caller with a video section it has nothing for; the
-/// caller's sink on `video_src` then never prerolled and held its audio sink at the first
-/// buffer for the whole call. A browser's camera track sends its first frame within a second
-/// of the connection; a stream later than this is still decoded, behind a new pad.
+/// How long a stream the peer announced (its section sends) may take to come once the call
+/// is connected and other media flows, before its src pad appears with a gap
+/// ([`WilddogCall::hold_unexposed_pad`]). An echo answers an audio-only caller with a video
+/// section it has nothing for; the caller's sink on `video_src` then never prerolled and held
+/// its audio sink at the first buffer for the whole call. A stream later than this still goes
+/// on behind that pad (unless the pad feeds a muxer: it ends).
 pub(super) const ANNOUNCED_STREAM_WAIT: Duration = Duration::from_secs(4);
 
 impl WilddogCall {
