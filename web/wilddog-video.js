@@ -201,15 +201,17 @@
     });
   }
 
-  /** The caller's ICE servers with the TURN credential our server minted for it at the
-   * `accept` (an extension: the connack's may have expired since, on a page open for a day).
-   * Only entries in the TURN REST form (`expiry:user`) for the same user take it; a fixed
-   * entry keeps its own. */
+  /** The user of a TURN REST user name (`expiry:user`), or null. */
+  function restUser(name) {
+    var m = /^(\d+):(.*)$/.exec(String(name || ''));
+    return m ? m[2] : null;
+  }
+
+  /** ICE servers with a TURN credential our server minted for us later than theirs (at the
+   * `accept`, or in a `turn` frame: extensions; theirs may have expired since, on a page open
+   * for a day or in a long call). Only entries in the TURN REST form (`expiry:user`) for the
+   * same user take it; a fixed entry keeps its own. */
   function withFreshTurnCredential(servers, cred) {
-    function restUser(name) {
-      var m = /^(\d+):(.*)$/.exec(String(name || ''));
-      return m ? m[2] : null;
-    }
     var user = cred && restUser(cred.username);
     return (servers || []).map(function (s) {
       var copy = merge(s, null);
@@ -965,8 +967,10 @@
         this.status = S_ACCEPTED;
         this._emit('response', CallStatus.ACCEPTED);
         if (this.status !== S_ACCEPTED) return; // a listener closed it
+        // Set for the call from now on: `turn` frames keep its credential fresh.
+        this._iceServers = this._iceServers || this._client._iceServers;
         if (msg.turnCredential && typeof msg.turnCredential === 'object') {
-          this._iceServers = withFreshTurnCredential(this._iceServers || this._client._iceServers, msg.turnCredential);
+          this._iceServers = withFreshTurnCredential(this._iceServers, msg.turnCredential);
         }
         try {
           this._createPeer();
@@ -1081,6 +1085,25 @@
         }
         return;
       default:
+    }
+  };
+
+  /** A fresh TURN credential for our uid (a `turn` frame, a reconnect's connack): the
+   * conversation's TURN entries minted for us take it, and so does the peer connection, for
+   * its next gathering (an ICE restart: `createOffer({iceRestart})` or the answer to the
+   * peer's restart gather with the servers of its configuration; a renewed peer connection
+   * is made from `_iceServers`). */
+  Conversation.prototype._freshTurnCredential = function (cred) {
+    if (this.status === S_CLOSED || !this._iceServers) return;
+    this._iceServers = withFreshTurnCredential(this._iceServers, cred);
+    var pc = this._pc;
+    if (!pc || typeof pc.setConfiguration !== 'function') return;
+    try {
+      var config = pc.getConfiguration();
+      config.iceServers = toRtcIceServers(this._iceServers);
+      pc.setConfiguration(config);
+    } catch (e) {
+      warn('setConfiguration refused the fresh TURN credential:', e && e.message);
     }
   };
 
@@ -1671,6 +1694,12 @@
       case 'call':
         this._onIncomingCall(frame, msg);
         return;
+      case 'turn':
+        // Our server's fresh TURN credential (an extension), before the last one expires.
+        if (typeof msg.username === 'string' && typeof msg.credential === 'string') {
+          this._freshTurnCredential({ username: msg.username, credential: msg.credential });
+        }
+        return;
       case 'error':
         warn('server refused a frame:', msg.code, msg.reason, msg.ref ? '(' + msg.ref + ')' : '');
         this._emit('server_error', { cid: frame.cid, code: msg.code, reason: msg.reason, ref: msg.ref });
@@ -1708,6 +1737,15 @@
       }
       var reconnected = this._everReady;
       this._iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+      // Minted now: the live call's media (its restart below) takes them too.
+      var conv = this._conversation;
+      if (reconnected && conv) {
+        this._iceServers.forEach(function (s) {
+          if (s && restUser(s.username) !== null && typeof s.credential === 'string') {
+            conv._freshTurnCredential({ username: s.username, credential: s.credential });
+          }
+        });
+      }
       this.state = C_READY;
       this._everReady = true;
       this._reconnectDelay = this.options.reconnect.initial;
@@ -1721,6 +1759,13 @@
     this._dropSocket();
     var err = msg.code === 2 ? makeError('TOKEN_EXPIRED') : makeError('TOKEN_INVALID', msg.code === 1 ? undefined : 'connack code ' + msg.code);
     this._emit('token_error', err);
+  };
+
+  /** A fresh TURN credential for our uid (`turn`): the connack's entries minted for us take
+   * it (a later call sends them), and so does the live conversation. */
+  Client.prototype._freshTurnCredential = function (cred) {
+    this._iceServers = withFreshTurnCredential(this._iceServers, cred);
+    if (this._conversation) this._conversation._freshTurnCredential(cred);
   };
 
   Client.prototype._onIncomingCall = function (frame, msg) {

@@ -124,24 +124,6 @@ fn signaling_resets_under_a_live_callee_then_caller_keep_the_call() {
     bob.wait_for("closed", T, |s| *s == Seen::Closed("remote-hangup".into()));
 }
 
-/// Every UDP port bound in this namespace now but `keep`'s: the candidates of the peer
-/// connections of the call (the namespace holds nothing else).
-fn bound_udp_ports(keep: u16) -> Vec<u16> {
-    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
-    let mut ports: Vec<u16> = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let local = line.split_whitespace().nth(1)?;
-            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
-        })
-        .filter(|p| *p != keep)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 fn nft(args: &str) {
     let status = std::process::Command::new("sh")
         .args(["-c", &format!("nft {args}")])
@@ -162,7 +144,7 @@ fn black_holed_path_is_restarted_and_media_comes_back() {
     media_flows(&[&alice, &bob], Duration::from_secs(1), Duration::from_millis(500), "before");
 
     // Every packet of the current path is dropped: new ports (a new path) are not.
-    let ports = bound_udp_ports(server.addr().port());
+    let ports = common::bound_udp_ports(&[server.addr().port()]);
     assert!(!ports.is_empty(), "the call's candidates are bound");
     let set = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
     nft("add table inet blackhole");

@@ -32,6 +32,17 @@ fn server_config(urls: &[String], secret: &str) -> wilddog_server::ServerConfig 
     .expect("test config")
 }
 
+/// [`server_config`] for one URL, with credentials that live `ttl_secs`.
+fn short_lived_config(url: &str, ttl_secs: u64) -> wilddog_server::ServerConfig {
+    wilddog_server::ServerConfig::from_toml_str(&format!(
+        "[[apps]]\nid = \"{}\"\nsecret = \"{}\"\n[turn]\nurls = [\"{url}\"]\nsecret = \"{SECRET}\"\n\
+         ttl_secs = {ttl_secs}\n",
+        wilddog_server::DEV_APP_ID,
+        wilddog_server::DEV_APP_SECRET,
+    ))
+    .expect("test config")
+}
+
 /// Runs `nft` with `args`, panicking with its output when it fails (nftables missing:
 /// `apt-get install nftables`).
 fn nft(script: &str) {
@@ -64,6 +75,14 @@ fn drop_rules(rules: &[String]) {
     }
     script.push_str(" }\n}\n");
     nft(&script);
+}
+
+/// What `e` saw but media: its events, for a failure's message.
+fn events(e: &mut Endpoint) -> Vec<Seen> {
+    e.drain();
+    let media =
+        |s: &Seen| matches!(s, Seen::VideoFrame { .. } | Seen::AudioBuffer | Seen::Stats(_));
+    e.log.iter().filter(|s| !media(s)).cloned().collect()
 }
 
 /// Two relay-only endpoints call each other and decode video; their stats say `relay`.
@@ -142,15 +161,81 @@ fn a_caller_connected_longer_than_the_credential_lives_is_relayed() {
     }
     let coturn = Coturn::start(SECRET, None);
     let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
-    let config = wilddog_server::ServerConfig::from_toml_str(&format!(
-        "[[apps]]\nid = \"{}\"\nsecret = \"{}\"\n[turn]\nurls = [\"{url}\"]\nsecret = \"{SECRET}\"\n\
-         ttl_secs = 2\n",
-        wilddog_server::DEV_APP_ID,
-        wilddog_server::DEV_APP_SECRET,
-    ))
-    .expect("test config");
-    let server = TestServer::start_config("127.0.0.1:0", config);
+    let server = TestServer::start_config("127.0.0.1:0", short_lived_config(&url, 2));
     relayed_call_after(&server, &[], &coturn, Duration::from_secs(4));
+}
+
+/// Credentials live 4 s here. A relay-only call connects; 5 s after the accept, when every
+/// credential minted for the call's setup (`connack`, `call`, `accept`) has expired, its
+/// path is black-holed. Each side's ICE restart (a new peer connection) gathers with the
+/// credential the server last pushed (`turn`, every 2 s), and the media comes back through
+/// the relay. Before, the restart gathered with the setup's credential, coturn refused it,
+/// no candidate was gathered, and the call ended with 41004.
+#[test]
+fn a_relayed_call_comes_back_from_a_path_loss_after_its_credential_expired() {
+    if !common::enter_netns(
+        "a_relayed_call_comes_back_from_a_path_loss_after_its_credential_expired",
+    ) {
+        return;
+    }
+    let coturn = Coturn::start(SECRET, None);
+    let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let server = TestServer::start_config("127.0.0.1:0", short_lived_config(&url, 4));
+    let relay_only = |cfg: EndpointConfig<'static>| {
+        cfg.prop("ice-transport-policy", "relay").prop("dimension", "120p")
+    };
+    let mut bob = Endpoint::new(&server, relay_only(EndpointConfig::new("bob")));
+    let mut alice = Endpoint::new(&server, relay_only(EndpointConfig::new("alice").calling("bob")));
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    let accepted_at = Instant::now();
+    let video = |s: &Seen| matches!(s, Seen::VideoFrame { .. });
+    alice.wait_for("relayed video", T, video);
+    bob.wait_for("relayed video", T, video);
+    let until = |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    until(accepted_at + Duration::from_secs(4));
+    let before = (alice.frames(), bob.frames());
+    until(accepted_at + Duration::from_secs(5));
+    // The allocations outlive the credentials they were made with (coturn checks a REST
+    // credential when a session first authenticates, not on its refreshes).
+    assert!(
+        alice.frames() > before.0 && bob.frames() > before.1,
+        "media flows until the black hole"
+    );
+
+    // The peers' sockets and coturn's relays of this call: a new path (new sockets, new
+    // allocations) gets through, through coturn's own port.
+    let ports = common::bound_udp_ports(&[coturn.port, server.addr().port()]);
+    let set = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    drop_rules(&[format!("udp dport {{ {set} }}"), format!("udp sport {{ {set} }}")]);
+    let holed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let stalled = (alice.frames(), bob.frames());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        alice.frames() <= stalled.0 + 2 && bob.frames() <= stalled.1 + 2,
+        "the black hole stops the media"
+    );
+    let back = |e: &Endpoint, at: u64| e.frames() > at + 10;
+    while !(back(&alice, stalled.0) && back(&bob, stalled.1)) {
+        if holed_at.elapsed() > Duration::from_secs(12) {
+            eprintln!("coturn log:\n{}", coturn.log());
+            let (a, b) = (events(&mut alice), events(&mut bob));
+            panic!("no media within 12 s of the black hole; alice {a:?}\nbob {b:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("media back through the relay {:?} after the black hole", holed_at.elapsed());
+    let failed = |s: &Seen| matches!(s, Seen::WilddogError(_) | Seen::Closed(_));
+    assert!(
+        !alice.saw(failed) && !bob.saw(failed),
+        "{:?}\n{:?}",
+        events(&mut alice),
+        events(&mut bob)
+    );
+    assert_eq!(alice.call.state(), "connected");
 }
 
 #[test]

@@ -84,6 +84,12 @@
 //!   come back within [`CallConfig::connect_timeout`] ends the call with
 //!   [`WilddogError::ConnectFailed`] (and `bye`). A failed attempt never ends a call by itself.
 //!
+//! A restart gathers again, and a TURN server refuses an expired credential: the endpoint
+//! keeps the TURN credentials of its ICE servers fresh. A `turn` frame (our server's, sent
+//! before the last credential expires) or a reconnect's `connack` gives the TURN entries
+//! minted for the same user (`EXPIRY:USER`) a new credential, and media that runs gets the
+//! conversation's new list ([`MediaAction::IceServers`]) before any later restart.
+//!
 //! After a reconnect, an `error` `not_party` or `unknown_conversation` for the live `cid`
 //! (the server has not handed the conversation over yet, or does not know it) makes the
 //! endpoint send `resume` and its restart again after each of [`RESUME_RETRY_DELAYS`]; when
@@ -450,6 +456,14 @@ pub enum MediaAction {
         /// The answer's SDP.
         sdp: String,
     },
+    /// Use these ICE servers from now on: the server sent a fresh TURN credential (`turn`, or
+    /// a reconnect's `connack`) while the media runs. A peer connection made later (an ICE
+    /// restart's) must gather with them: the ones it was started with may have expired, and
+    /// the TURN server refuses an expired credential. Only emitted when the list changed.
+    IceServers {
+        /// The conversation's ICE servers with the fresh credential.
+        ice_servers: Vec<IceServer>,
+    },
     /// Add a remote ICE candidate (only ever after the remote description was applied).
     AddRemoteCandidate {
         /// Index of its m-line.
@@ -540,7 +554,8 @@ struct Conversation {
     state: CallState,
     /// When the current phase's timer fires.
     deadline: Option<Instant>,
-    /// Callee: the ICE servers of the incoming `call`.
+    /// The ICE servers the media uses (callee: those of the incoming `call`; caller: its
+    /// `connack`'s with the `accept`'s fresh credential), kept fresh by `turn` frames.
     ice_servers: Vec<IceServer>,
     /// Whether [`MediaAction::Start`] was emitted (so `Stop` is owed).
     media_started: bool,
@@ -632,7 +647,8 @@ impl Conversation {
 #[derive(Debug)]
 pub struct Endpoint {
     config: CallConfig,
-    /// The ICE servers of the last `connack`.
+    /// The ICE servers of the last `connack`, with the fresh TURN credential of any later
+    /// `turn` frame.
     ice_servers: Vec<IceServer>,
     /// Whether a `connack` was seen before (so the next one is a reconnect).
     connected_before: bool,
@@ -680,7 +696,7 @@ impl Endpoint {
         self.conversation.as_ref().map(|c| c.role)
     }
 
-    /// The ICE servers of the last `connack`.
+    /// The ICE servers of the last `connack`, with the credential of any later `turn` frame.
     pub fn ice_servers(&self) -> &[IceServer] {
         &self.ice_servers
     }
@@ -894,17 +910,59 @@ impl Endpoint {
     }
 
     fn connected(&mut self, now: Instant, ice_servers: Vec<IceServer>) {
+        // A reconnect's `connack` carries credentials minted now: the live conversation's
+        // media (its next ICE restart) takes them too.
+        let fresh: Vec<TurnCredential> = ice_servers
+            .iter()
+            .filter_map(|s| {
+                let username = s.username.as_ref().filter(|u| rest_user(u).is_some())?;
+                let credential = s.credential.clone()?;
+                Some(TurnCredential { username: username.clone(), credential })
+            })
+            .collect();
         self.ice_servers = ice_servers;
+        let first_output = self.outputs.len();
+        for credential in &fresh {
+            self.fresh_turn_credential(credential, false);
+        }
+        // The fresh servers must reach the media before the restart below, yet frames come
+        // first (the documented order): the restart's media actions go after them.
+        let refreshed: Vec<Output> = self.outputs.drain(first_output..).collect();
         let reconnect = std::mem::replace(&mut self.connected_before, true);
+        if let Some(conv) = &mut self.conversation
+            && reconnect
+            && conv.state.has_media()
+        {
+            conv.reconnected = true;
+            // Refusals counted for the previous connection mean nothing for this one.
+            conv.resume_retry_at = None;
+            conv.resume_retries = 0;
+            self.resume(now);
+        }
+        let media_at = (first_output..self.outputs.len())
+            .find(|&i| matches!(self.outputs[i], Output::Media(_)))
+            .unwrap_or(self.outputs.len());
+        for (offset, output) in refreshed.into_iter().enumerate() {
+            self.outputs.insert(media_at + offset, output);
+        }
+    }
+
+    /// A fresh TURN credential for our uid: the TURN entries minted for the same user take it
+    /// (the `connack`'s when `ours_too`, and the live conversation's), and media that runs
+    /// gets the conversation's new list for its next gathering.
+    fn fresh_turn_credential(&mut self, fresh: &TurnCredential, ours_too: bool) {
+        if ours_too {
+            self.ice_servers = with_fresh_turn_credential(&self.ice_servers, fresh);
+        }
         let Some(conv) = &mut self.conversation else { return };
-        if !reconnect || !conv.state.has_media() {
+        let ice_servers = with_fresh_turn_credential(&conv.ice_servers, fresh);
+        if ice_servers == conv.ice_servers {
             return;
         }
-        conv.reconnected = true;
-        // Refusals counted for the previous connection mean nothing for this one.
-        conv.resume_retry_at = None;
-        conv.resume_retries = 0;
-        self.resume(now);
+        conv.ice_servers = ice_servers.clone();
+        if conv.media_started {
+            self.media(MediaAction::IceServers { ice_servers });
+        }
     }
 
     /// `resume`, then the restart that fits: resync or ICE restart.
@@ -1159,6 +1217,7 @@ impl Endpoint {
                     self.refused(now, msg.code, msg.reason);
                 }
             }
+            ServerFrame::Turn(fresh) => self.fresh_turn_credential(&fresh, true),
             ServerFrame::Error { cid: None, .. }
             | ServerFrame::Connack { .. }
             | ServerFrame::TelemetryAck { .. }
@@ -1203,6 +1262,7 @@ impl Endpoint {
                     Some(fresh) => with_fresh_turn_credential(&self.ice_servers, fresh),
                     None => self.ice_servers.clone(),
                 };
+                conv.ice_servers = ice_servers.clone();
                 self.media(MediaAction::Start { ice_servers, role: Role::Caller });
                 self.media(MediaAction::CreateOffer { ice_restart: false });
                 self.event(Event::Response(Response::Accepted));
@@ -1303,16 +1363,12 @@ fn callee_ice_servers(msg: &CallMsg, own: &[IceServer]) -> Vec<IceServer> {
     servers
 }
 
-/// The caller's ICE servers with the credential the server minted for it at the `accept`
-/// (our extension): its `connack`'s may have expired since (a client connected for a day).
-/// Only the entries the server minted take it: TURN entries whose user name has the TURN REST
-/// form (`expiry:user`, draft-uberti-behave-turn-rest) for the same user; a fixed entry keeps
-/// its own.
+/// ICE servers with a credential the server minted for us later than theirs (at the
+/// `accept`, in a `turn` frame, our extensions): theirs may have expired since (a client
+/// connected for a day, a call that lasts). Only the entries the server minted take it: TURN
+/// entries whose user name has the TURN REST form (`expiry:user`,
+/// draft-uberti-behave-turn-rest) for the same user; a fixed entry keeps its own.
 fn with_fresh_turn_credential(servers: &[IceServer], fresh: &TurnCredential) -> Vec<IceServer> {
-    fn rest_user(username: &str) -> Option<&str> {
-        let (expiry, user) = username.split_once(':')?;
-        (!expiry.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit())).then_some(user)
-    }
     let Some(user) = rest_user(&fresh.username) else { return servers.to_vec() };
     servers
         .iter()
@@ -1325,6 +1381,12 @@ fn with_fresh_turn_credential(servers: &[IceServer], fresh: &TurnCredential) -> 
             server
         })
         .collect()
+}
+
+/// The user of a TURN REST user name (`expiry:user`), if it has that form.
+fn rest_user(username: &str) -> Option<&str> {
+    let (expiry, user) = username.split_once(':')?;
+    (!expiry.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit())).then_some(user)
 }
 
 #[cfg(test)]

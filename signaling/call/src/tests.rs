@@ -98,6 +98,9 @@ fn render(output: &Output) -> String {
         Output::Media(MediaAction::AddRemoteCandidate { sdp_mline_index, candidate }) => {
             format!("media candidate {sdp_mline_index} {candidate}")
         }
+        Output::Media(MediaAction::IceServers { ice_servers }) => {
+            format!("media ice-servers {}", render_servers(ice_servers))
+        }
         Output::Media(MediaAction::Stop) => "media stop".into(),
     }
 }
@@ -1555,4 +1558,95 @@ fn the_callers_turn_entries_take_the_credential_of_the_accept() {
     // A credential not in the REST form changes nothing.
     let odd = TurnCredential { username: "alice".into(), credential: "x".into() };
     assert_eq!(with_fresh_turn_credential(&connack, &odd), connack);
+}
+
+/// A TURN entry of our server's, with a REST credential (`expiry:user`).
+fn rest_turn(username: &str, credential: &str) -> IceServer {
+    IceServer { username: Some(username.into()), credential: Some(credential.into()), ..turn() }
+}
+
+fn fresh(username: &str, credential: &str) -> ServerFrame {
+    ServerFrame::Turn(TurnCredential { username: username.into(), credential: credential.into() })
+}
+
+#[test]
+fn a_turn_frame_gives_the_callers_media_its_fresh_credential_before_the_restart() {
+    let mut w = World::new();
+    let expired = rest_turn("1000:alice", "old");
+    w.input("alice", Input::Connected { ice_servers: vec![stun(), expired] });
+    connected_call_with_transports(&mut w);
+    w.inject("alice", fresh("2000:alice", "new"));
+    w.expect(&["alice: media ice-servers stun:127.0.0.1:3478,turn:127.0.0.1:3478(2000:alice:new)"]);
+    // The same credential again changes nothing; another user's is not ours.
+    w.inject("alice", fresh("2000:alice", "new"));
+    w.inject("alice", fresh("2000:bob", "theirs"));
+    w.expect(&[]);
+    // The restart's peer connection is made after the media got them.
+    w.input("alice", Input::MediaDisconnected);
+    w.expect(&["alice: media offer restart"]);
+    // A later call carries them too.
+    w.input("alice", Input::Close);
+    w.call("alice", "carol", "cid2");
+    let sent = w.take();
+    assert!(
+        sent.contains(
+            &"alice: send cid2->carol call data=hi servers=stun:127.0.0.1:3478,\
+              turn:127.0.0.1:3478(2000:alice:new)"
+                .to_owned()
+        ),
+        "{sent:#?}"
+    );
+}
+
+#[test]
+fn a_turn_frame_gives_the_callees_media_its_fresh_credential() {
+    let mut w = World::new();
+    // As our server forwards a call: its TURN entry holds a credential minted for bob.
+    let call =
+        CallMsg { ice_servers: Some(vec![rest_turn("1000:bob", "old")]), ..CallMsg::default() };
+    w.inject(
+        "bob",
+        ServerFrame::Conversation {
+            cid: "cid1".into(),
+            from: "alice".into(),
+            body: Body::Call(call),
+        },
+    );
+    // While it rings there is no media yet: the accept's start takes the fresh one.
+    w.inject("bob", fresh("1500:bob", "ringing"));
+    w.input("bob", Input::Accept);
+    w.inject("bob", fresh("2000:bob", "new"));
+    w.expect(&[
+        "bob: called cid1 from=alice data=-",
+        "bob: state ringing",
+        "bob: send cid1->alice accept",
+        "bob: media start callee servers=turn:127.0.0.1:3478(1500:bob:ringing)",
+        "bob: state connecting",
+        "bob: media ice-servers turn:127.0.0.1:3478(2000:bob:new)",
+    ]);
+}
+
+#[test]
+fn a_reconnects_credential_reaches_the_media_before_the_restart_after_the_frames() {
+    let mut w = World::new();
+    w.input("alice", Input::Connected { ice_servers: vec![rest_turn("1000:alice", "old")] });
+    connected_call_with_transports(&mut w);
+    // The path is lost; the restart's offer went out and was answered, the path is still
+    // lost when the signaling comes back.
+    w.input("alice", Input::MediaDisconnected);
+    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
+    w.run();
+    w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
+    w.run();
+    w.take();
+    w.input("alice", Input::Disconnected);
+    w.input("alice", Input::Connected { ice_servers: vec![rest_turn("3000:alice", "reconnect")] });
+    assert_eq!(
+        take_short(&mut w),
+        [
+            r#"alice: send {"type":"resume","cid":"cid1","to":"bob","msg":{"role":"caller"}}"#,
+            "alice: media ice-servers turn:127.0.0.1:3478(3000:alice:reconnect)",
+            "alice: media offer restart",
+        ]
+    );
 }

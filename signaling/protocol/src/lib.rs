@@ -15,7 +15,9 @@
 //! not connected, so that it can fail at once instead of waiting for its timeout;
 //! [`ClientFrame::Resume`] (`"type":"resume"`) re-announces a live conversation after a
 //! reconnect; [`Connect::service`] (`connect.msg.service`) declares a connection one endpoint
-//! of a pool serving its uid. `docs/protocol-extensions.md` tells the rules.
+//! of a pool serving its uid; [`ServerFrame::Turn`] (`"type":"turn"`) hands a connection a
+//! fresh TURN credential before its last one expires. `docs/protocol-extensions.md` tells the
+//! rules.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -192,7 +194,8 @@ impl IceServer {
     }
 }
 
-/// TURN credential that the server adds to a forwarded `call`.
+/// TURN credential that the server adds to a forwarded `call` (and, our extensions, to a
+/// forwarded `accept` and in a `turn` frame).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnCredential {
     /// User name.
@@ -541,6 +544,10 @@ pub enum ServerFrame {
         /// Code and reason.
         msg: ErrorMsg,
     },
+    /// Extension: a TURN credential minted for this connection's uid, sent before the last
+    /// one expires (`{"type":"turn","msg":{"username":…,"credential":…}}`); it replaces the
+    /// credential of the TURN entries minted for the same user (`EXPIRY:UID`).
+    Turn(TurnCredential),
     /// A type this crate does not know.
     Unknown(UnknownFrame),
 }
@@ -746,6 +753,13 @@ impl ServerFrame {
                 })?;
                 return Ok(ServerFrame::Error { cid: raw.cid, msg });
             }
+            "turn" => {
+                let msg = serde_json::from_value(raw.msg).map_err(|e| FrameError::BadMsg {
+                    kind: raw.kind.clone(),
+                    reason: e.to_string(),
+                })?;
+                return Ok(ServerFrame::Turn(msg));
+            }
             _ => {}
         }
         if let Some(tk) = TelemetryKind::from_ack_kind(kind) {
@@ -775,6 +789,7 @@ impl ServerFrame {
             ServerFrame::TelemetryAck { kind, .. } => kind.ack_kind().unwrap_or("ack"),
             ServerFrame::Unreachable { .. } => "unreachable",
             ServerFrame::Error { .. } => "error",
+            ServerFrame::Turn(_) => "turn",
             ServerFrame::Unknown(u) => &u.kind,
         }
     }
@@ -825,6 +840,15 @@ impl ServerFrame {
                 from: None,
                 url: None,
                 msg: serde_json::to_value(msg).unwrap_or(Value::Null),
+            }
+            .to_json(),
+            ServerFrame::Turn(credential) => RawFrameOut {
+                kind: "turn",
+                cid: None,
+                to: None,
+                from: None,
+                url: None,
+                msg: serde_json::to_value(credential).unwrap_or(Value::Null),
             }
             .to_json(),
             ServerFrame::Unknown(u) => RawFrameOut {

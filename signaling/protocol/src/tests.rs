@@ -323,6 +323,15 @@ fn extension_frames() {
             },
         },
     );
+    server(
+        r#"{"type":"turn","msg":{"username":"1700000000:alice","credential":"c2VjcmV0"}}"#,
+        ServerFrame::Turn(TurnCredential {
+            username: "1700000000:alice".into(),
+            credential: "c2VjcmV0".into(),
+        }),
+    );
+    let no_credential = ServerFrame::from_json(r#"{"type":"turn","msg":{"username":"1:a"}}"#);
+    assert!(matches!(no_credential, Err(FrameError::BadMsg { .. })), "{no_credential:?}");
     let newer =
         ServerFrame::from_json(r#"{"type":"error","msg":{"code":"brand_new","reason":"x"}}"#)
             .unwrap();

@@ -345,7 +345,7 @@ fn frame_cid(frame: &ServerFrame) -> Option<&str> {
     match frame {
         ServerFrame::Conversation { cid, .. } | ServerFrame::Unreachable { cid, .. } => Some(cid),
         ServerFrame::Error { cid, .. } | ServerFrame::TelemetryAck { cid, .. } => cid.as_deref(),
-        ServerFrame::Connack { .. } | ServerFrame::Unknown(_) => None,
+        ServerFrame::Connack { .. } | ServerFrame::Turn(_) | ServerFrame::Unknown(_) => None,
     }
 }
 

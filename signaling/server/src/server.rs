@@ -1,7 +1,9 @@
 //! Socket I/O: one task per WebSocket, a [`Hub`] that owns the [`Router`] behind a mutex
 //! held only for the pure call, one bounded outbound queue per connection, one task
 //! ([`expire_graces`]) that ends reconnect graces when they run out, and one short task per
-//! takeover probe ([`Effect::Probe`]).
+//! takeover probe ([`Effect::Probe`]). With minted TURN credentials each connection's task
+//! also sends its client a fresh one (`turn`) at half their lifetime, so that a client never
+//! holds only an expired one (an ICE restart of a live call gathers with it).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -62,11 +64,14 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Cancelled when draining closes the sessions (1012, their calls keep the grace).
     pub drain: CancellationToken,
+    /// `[turn]`: mints the credentials each connection is sent again before they expire.
+    pub turn: Option<crate::turn::RestTurn>,
 }
 
 impl Shared {
     pub fn new(config: ServerConfig, local_addr: SocketAddr) -> Result<Self, crate::ServerError> {
         let (turn, grace) = (config.turn_credentials(), config.limits.reconnect_grace);
+        let turn_minter = config.turn.as_ref().map(|t| t.minter());
         let cluster = match &config.cluster {
             Some(c) => Some(
                 Cluster::new(&c.redis_url, c.node_ttl)
@@ -92,6 +97,7 @@ impl Shared {
             cluster,
             draining: AtomicBool::new(false),
             drain: CancellationToken::new(),
+            turn: turn_minter,
         })
     }
 
@@ -682,6 +688,7 @@ pub(crate) async fn serve_socket(
         refused_in_a_row: 0,
         failed_auth: 0,
         departure: Departure::Lost,
+        turn_refresh: None,
     };
     let close = session.run(&mut ws).await;
     if session.mailbox.is_some() {
@@ -747,6 +754,16 @@ struct Session<'a> {
     /// What ending the connection means for its live conversations: [`Departure::Lost`]
     /// unless the client closed on purpose or the server closed it by policy or shutdown.
     departure: Departure,
+    /// Minted TURN credentials: when this authenticated connection gets its next one.
+    turn_refresh: Option<TurnRefresh>,
+}
+
+/// The next `turn` frame of a connection.
+struct TurnRefresh {
+    /// When it is sent: half the credential's lifetime after the last one was minted.
+    due: Instant,
+    /// The uid it is minted for.
+    uid: Box<str>,
 }
 
 async fn woken(mailbox: &Option<Arc<Mailbox>>) {
@@ -856,8 +873,9 @@ impl Session<'_> {
                         return close;
                     }
                     if !was_authenticated && self.mailbox.is_some() {
-                        // From now on the timer watches idleness, not the connect deadline.
-                        timer.as_mut().reset(now + limits.idle_timeout / 2);
+                        // From now on the timer watches idleness (and the TURN credential's
+                        // age), not the connect deadline.
+                        timer.as_mut().reset(self.with_turn_refresh(now + limits.idle_timeout / 2));
                     }
                 }
                 _ = &mut timer => {
@@ -872,6 +890,9 @@ impl Session<'_> {
                         timer.as_mut().reset(opened + limits.connect_timeout);
                         continue;
                     }
+                    if !Box::pin(self.refresh_turn(ws, now)).await {
+                        return None;
+                    }
                     let idle = limits.idle_timeout;
                     if now >= last_heard + idle {
                         // The peer stopped answering pings: lost, not gone on purpose.
@@ -885,10 +906,31 @@ impl Session<'_> {
                         }
                     }
                     let next = if pinged { last_heard + idle } else { last_heard + idle / 2 };
-                    timer.as_mut().reset(next);
+                    timer.as_mut().reset(self.with_turn_refresh(next));
                 }
             }
         }
+    }
+
+    /// `at`, or the next TURN refresh if that comes first.
+    fn with_turn_refresh(&self, at: Instant) -> Instant {
+        self.turn_refresh.as_ref().map_or(at, |r| r.due.min(at))
+    }
+
+    /// Sends the client a fresh TURN credential when it is due (`turn`, our extension): the
+    /// last one it got (`connack`, a forwarded `call` or `accept`, a `turn`) is then half
+    /// through its lifetime. Whether the socket is still good.
+    async fn refresh_turn(&mut self, ws: &mut WebSocket, now: Instant) -> bool {
+        let (Some(refresh), Some(turn)) = (&mut self.turn_refresh, &self.shared.turn) else {
+            return true;
+        };
+        if now < refresh.due {
+            return true;
+        }
+        refresh.due = now + turn.ttl / 2;
+        let frame = ServerFrame::Turn(turn.credential(&refresh.uid));
+        tracing::trace!(conn = self.conn, "fresh TURN credential sent");
+        self.reply(ws, &frame).await
     }
 
     /// Sends one frame straight to this socket (answers to this connection's own frames).
@@ -1042,6 +1084,10 @@ impl Session<'_> {
                 let identity = (claims.app_id.as_str(), claims.uid.as_str(), connect.service);
                 shared.register(self.conn, identity, mailbox.clone());
                 self.mailbox = Some(mailbox);
+                self.turn_refresh = shared.turn.as_ref().map(|turn| TurnRefresh {
+                    due: Instant::now() + turn.ttl / 2,
+                    uid: claims.uid.as_str().into(),
+                });
                 shared.metrics.authenticated.inc();
                 tracing::debug!(
                     conn = self.conn,

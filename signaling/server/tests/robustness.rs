@@ -327,3 +327,38 @@ async fn configured_ice_servers_and_builtin_stun_in_connack() {
     let cred = call.turn_credential.unwrap();
     assert_eq!((cred.username.as_str(), cred.credential.as_str()), ("tu", "tc"));
 }
+
+/// With `[turn]`, every authenticated connection is sent a credential minted for its uid
+/// (`turn`, our extension) at half the credentials' lifetime, and again and again: a client
+/// never holds only an expired one (an ICE restart late in a call gathers with it).
+#[tokio::test]
+async fn minted_turn_credentials_are_renewed_at_half_their_lifetime() {
+    let config = ServerConfig::from_toml_str(
+        "[[apps]]\nid = \"a\"\nsecret = \"s\"\n[turn]\nurls = \"turn:t.example:3478\"\n\
+         secret = \"north\"\nttl_secs = 1\n",
+    )
+    .unwrap();
+    let server = TestServer::start(config.clone()).await;
+    let mut c = Client::open(&server.url()).await;
+    let token = wilddog_server::mint_token(&config, "a", "alice", Duration::from_secs(60)).unwrap();
+    c.connect("a", &token).await;
+    let connected_at = std::time::Instant::now();
+    for n in 1..=2u32 {
+        let frame = c.recv_json().await;
+        let after = connected_at.elapsed();
+        let username = frame["msg"]["username"].as_str().unwrap_or_default().to_owned();
+        let expiry: u64 = username.strip_suffix(":alice").and_then(|e| e.parse().ok()).unwrap_or(0);
+        let credential = wilddog_server::rest_credential("north", "alice", expiry).credential;
+        assert_eq!(
+            frame,
+            json!({"type": "turn", "msg": {"username": username, "credential": credential}})
+        );
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert!(expiry >= now.as_secs(), "minted now, for the TTL: {username}");
+        let half = Duration::from_millis(500) * n;
+        assert!(
+            after + Duration::from_millis(100) >= half && after < half + Duration::from_secs(1),
+            "turn #{n} after {after:?}"
+        );
+    }
+}

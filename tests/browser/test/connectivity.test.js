@@ -10,6 +10,7 @@ import { launchFirefox } from '../lib/firefox.js';
 import { startServer, uniqueUid } from '../lib/server.js';
 import { events, expectRemoteVideo, openSdkPage, waitEvent } from '../lib/sdk-page.js';
 import { runPipeline, startEchoBot } from '../lib/gst-runner.js';
+import { blackHole, callPorts, videoBack } from '../lib/black-hole.js';
 import { startCoturn } from '../lib/coturn.js';
 import { capKbit, sampleCleanThenLossy, uncap } from '../lib/netem.js';
 import { installCamera } from '../lib/textured-camera.js';
@@ -432,7 +433,7 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a page connected longer than its TURN credential lives calls the echo bot with {iceTransportPolicy: "relay"}: video through the relay, stats say relay', async () => {
+  it('a page connected longer than its TURN credential lives calls the echo bot with {iceTransportPolicy: "relay"}: video through the relay, stats say relay; the path lost after the call\'s credentials expired comes back', async () => {
     const echoUid = uniqueUid('echo');
     const bot = await startEchoBot(server, echoUid, ['--config', config, '--app-id', APP]);
     bots.push(bot);
@@ -444,6 +445,7 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     await new Promise((r) => setTimeout(r, (TTL_SECS + 1) * 1000));
     await page.evaluate((to) => T.call(to, { iceTransportPolicy: 'relay' }), echoUid);
     await waitEvent(page, 'response', { d: 'ACCEPTED' });
+    const acceptedAt = Date.now();
     await expectRemoteVideo(page, { width: 640, height: 480, timeout: 30_000 }).catch(async (e) => {
       throw new Error(`${e.message}; page events: ${(await events(page)).join(', ')}; ${bot.describe()}; coturn: ${coturn.log().slice(-3000)}`);
     });
@@ -458,6 +460,21 @@ describe('Chromium relay-only through coturn (our SDK, iceTransportPolicy: relay
     await page.waitForFunction(() => T.localStats.length > 0, null, { timeout: 10_000 });
     const reported = await page.evaluate(() => T.localStats[T.localStats.length - 1].candidateType);
     assert.equal(reported, 'relay', 'local_stats.candidateType');
+    // Every credential of the call's setup has expired; then the bot's path is black-holed.
+    // The page's ICE restart gathers with the credential the server pushed since (`turn`,
+    // setConfiguration): the video comes back through the relay. Before, coturn refused the
+    // restart's allocation and the call ended with 41004.
+    await new Promise((r) => setTimeout(r, Math.max(0, acceptedAt + (TTL_SECS + 1) * 1000 - Date.now())));
+    const hole = blackHole(callPorts(bot.child.pid, Number(new URL(server.base).port)));
+    try {
+      const took = await videoBack(page, Date.now(), 20_000, bot);
+      console.log(`# relay-only page: video back through the relay ${took} ms after the black hole`);
+    } catch (e) {
+      throw new Error(`${e.message}; coturn: ${coturn.log().slice(-3000)}`);
+    } finally {
+      hole.clear();
+    }
+    assert.ok(!(await events(page)).some((e) => e.startsWith('error')), (await events(page)).join(', '));
     await page.evaluate(() => T.conv.close());
     await page.close();
   });

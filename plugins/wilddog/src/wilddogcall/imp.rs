@@ -230,7 +230,8 @@ struct State {
     /// the `wilddog-error` that ends the call.
     media_failure: Option<String>,
     media_worker: Option<worker::MediaWorker>,
-    /// The call's ICE servers, for a peer connection rebuilt by a restart.
+    /// The call's ICE servers, for a peer connection rebuilt by a restart: the start's, or
+    /// the latest the state machine gave (a fresh TURN credential, `MediaAction::IceServers`).
     ice_servers: Vec<wilddog_call::IceServer>,
     /// What the media worker knows of the media path.
     path: restart::PathWatch,
@@ -1332,6 +1333,14 @@ impl WilddogCall {
                 self.answer_media(&sdp, ice_restart)
             }
             MediaAction::ApplyRemoteAnswer { sdp } => self.apply_answer(&sdp),
+            // For the next peer connection: an ICE restart's (restart.rs). The current one
+            // keeps what it was made with: libnice takes the TURN servers when webrtcbin
+            // creates its ICE stream, and neither `add-turn-server` nor `turn-server` reaches
+            // a stream made before; an ICE restart gathers in a new webrtcbin anyway.
+            MediaAction::IceServers { ice_servers } => {
+                gst::debug!(CAT, imp = self, "fresh TURN credential for the next peer connection");
+                lock(&self.state).ice_servers = ice_servers;
+            }
             MediaAction::AddRemoteCandidate { sdp_mline_index, candidate } => {
                 if candidate.is_empty() {
                     return;
@@ -1387,6 +1396,7 @@ fn media_action_name(action: &MediaAction) -> &'static str {
         MediaAction::ApplyRemoteOffer { .. } => "apply-remote-offer",
         MediaAction::ApplyRemoteAnswer { .. } => "apply-remote-answer",
         MediaAction::AddRemoteCandidate { .. } => "add-remote-candidate",
+        MediaAction::IceServers { .. } => "ice-servers",
         MediaAction::Stop => "stop",
     }
 }

@@ -99,6 +99,24 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+/// Every UDP port bound in this namespace now but those in `keep`: the candidates of the peer
+/// connections of the call (and a TURN server's relays; the namespace holds nothing else).
+pub fn bound_udp_ports(keep: &[u16]) -> Vec<u16> {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let mut ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let local = line.split_whitespace().nth(1)?;
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+        .filter(|p| !keep.contains(p))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// A signaling server running in-process on 127.0.0.1:0, on its own runtime.
 pub struct TestServer {
     /// `ws://127.0.0.1:PORT/ws`.
