@@ -1059,17 +1059,23 @@ fn failed_restart_attempts_are_retried_and_never_end_the_call_as_41007() {
     assert_eq!(w.ep("alice").state(), CallState::Connected);
 }
 
-#[test]
-fn path_that_does_not_come_back_ends_with_41004_after_the_connect_timeout() {
-    let config = CallConfig { connect_timeout: 10 * SECOND, ..CallConfig::default() };
-    let mut w = World::with(&[("alice", config), ("bob", config)]);
-    connected_call_with_transports(&mut w);
+/// alice finds the path lost; her restart's offer goes out and bob answers it; the path is
+/// still lost.
+fn lost_path_whose_restart_was_answered(w: &mut World) {
     w.input("alice", Input::MediaDisconnected);
     w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
     w.run();
     w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
     w.run();
     w.take();
+}
+
+#[test]
+fn path_that_does_not_come_back_ends_with_41004_after_the_connect_timeout() {
+    let config = CallConfig { connect_timeout: 10 * SECOND, ..CallConfig::default() };
+    let mut w = World::with(&[("alice", config), ("bob", config)]);
+    connected_call_with_transports(&mut w);
+    lost_path_whose_restart_was_answered(&mut w);
     // Each attempt that does not bring the path back is made again…
     w.advance(RESTART_RETRY);
     w.expect(&["alice: media offer restart"]);
@@ -1631,14 +1637,8 @@ fn a_reconnects_credential_reaches_the_media_before_the_restart_after_the_frames
     let mut w = World::new();
     w.input("alice", Input::Connected { ice_servers: vec![rest_turn("1000:alice", "old")] });
     connected_call_with_transports(&mut w);
-    // The path is lost; the restart's offer went out and was answered, the path is still
-    // lost when the signaling comes back.
-    w.input("alice", Input::MediaDisconnected);
-    w.input("alice", Input::LocalOffer { sdp: sdp("o2") });
-    w.run();
-    w.input("bob", Input::LocalAnswer { sdp: sdp("a2") });
-    w.run();
-    w.take();
+    // The path is still lost when the signaling comes back.
+    lost_path_whose_restart_was_answered(&mut w);
     w.input("alice", Input::Disconnected);
     w.input("alice", Input::Connected { ice_servers: vec![rest_turn("3000:alice", "reconnect")] });
     assert_eq!(
