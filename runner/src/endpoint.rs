@@ -281,10 +281,14 @@ struct InstanceEnd {
 }
 
 /// Media seen by the sinks outside the wilddog elements: a test or a user sees that frames
-/// arrived without looking inside the pipeline.
+/// arrived without looking inside the pipeline. And the media out of the wilddog elements'
+/// src pads, for the kinds no such sink takes raw (an echo sends its media back into the
+/// element, a recorder muxes it into a file).
 #[derive(Default)]
 struct SinkWatch {
     sinks: Mutex<BTreeMap<String, SinkCount>>,
+    /// The src pads of the wilddog elements (`element/pad`), counted the same way.
+    call_pads: Mutex<BTreeMap<String, SinkCount>>,
 }
 
 #[derive(Default, Clone)]
@@ -302,17 +306,29 @@ impl SinkWatch {
         sinks.values().all(|s| s.eos || !s.started)
     }
 
-    /// `{"video": frames, "audio": buffers}` received by the sinks, summed by kind.
+    /// `{"video": frames, "audio": buffers}` received, by kind: what the raw sinks got,
+    /// summed; a kind no raw sink got, what left the wilddog elements' src pads (the decoded
+    /// media the call gave the pipeline). Each kind is counted in one place only: a frame
+    /// out of `video_src` into a sink is counted once.
     fn received(&self) -> Map<String, Value> {
-        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-        for s in sinks.values() {
-            if !s.kind.is_empty() {
-                *totals.entry(s.kind).or_default() += s.buffers;
-            }
+        let mut totals = totals_by_kind(&self.sinks);
+        for (kind, buffers) in totals_by_kind(&self.call_pads) {
+            totals.entry(kind).or_insert(buffers);
         }
         totals.into_iter().map(|(k, v)| (k.to_owned(), Value::from(v))).collect()
     }
+}
+
+/// The buffers of `counts` summed by kind (`video`, `audio`), for those whose caps told it.
+fn totals_by_kind(counts: &Mutex<BTreeMap<String, SinkCount>>) -> BTreeMap<&'static str, u64> {
+    let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for c in counts.values() {
+        if !c.kind.is_empty() {
+            *totals.entry(c.kind).or_default() += c.buffers;
+        }
+    }
+    totals
 }
 
 /// Whether `element` is inside (or is) a wilddog element.
@@ -327,10 +343,21 @@ fn inside_wilddog(element: &gst::Element) -> bool {
     false
 }
 
-/// Counts buffers and notes EOS on every sink element outside the wilddog elements.
+/// Counts buffers and notes EOS on every sink element outside the wilddog elements, and
+/// counts the buffers out of the outermost wilddog elements' src pads (`video_src`,
+/// `audio_src`: sometimes pads, watched as they appear).
 fn watch_sinks(pipeline: &gst::Pipeline) -> Arc<SinkWatch> {
     let watch = Arc::new(SinkWatch::default());
     for element in pipeline.iterate_recurse().into_iter().filter_map(Result::ok) {
+        if pipeline_file::is_wilddog(&element)
+            && !element
+                .parent()
+                .and_then(|p| p.downcast::<gst::Element>().ok())
+                .is_some_and(|p| inside_wilddog(&p))
+        {
+            watch_call_pads(&watch, &element);
+            continue;
+        }
         if !element.element_flags().contains(gst::ElementFlags::SINK)
             || element.is::<gst::Bin>()
             || inside_wilddog(&element)
@@ -344,45 +371,80 @@ fn watch_sinks(pipeline: &gst::Pipeline) -> Arc<SinkWatch> {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.clone(), SinkCount::default());
         for pad in element.sink_pads() {
-            let watch = watch.clone();
-            let name = name.clone();
-            pad.add_probe(
-                gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-                move |_, info| {
-                    let mut sinks = watch.sinks.lock().unwrap_or_else(|e| e.into_inner());
-                    let Some(count) = sinks.get_mut(&name) else { return gst::PadProbeReturn::Ok };
-                    match &info.data {
-                        Some(gst::PadProbeData::Buffer(_)) => {
-                            count.started = true;
-                            count.buffers += 1;
-                        }
-                        Some(gst::PadProbeData::Event(event)) => match event.view() {
-                            gst::EventView::StreamStart(_) => count.started = true,
-                            gst::EventView::Eos(_) => count.eos = true,
-                            gst::EventView::Caps(caps) => {
-                                let media = caps
-                                    .caps()
-                                    .structure(0)
-                                    .map(|s| s.name().to_string())
-                                    .unwrap_or_default();
-                                count.kind = if media == "video/x-raw" {
-                                    "video"
-                                } else if media == "audio/x-raw" {
-                                    "audio"
-                                } else {
-                                    ""
-                                };
-                            }
-                            _ => {}
-                        },
-                        _ => {}
-                    }
-                    gst::PadProbeReturn::Ok
-                },
-            );
+            count_into(&watch, |w| &w.sinks, name.clone(), &pad);
         }
     }
     watch
+}
+
+/// Counts what leaves the src pads of wilddog element `element`, those it has and those it
+/// adds (a call's `video_src`/`audio_src` appear with its streams).
+fn watch_call_pads(watch: &Arc<SinkWatch>, element: &gst::Element) {
+    let watch_pad = |watch: &Arc<SinkWatch>, element: &gst::Element, pad: &gst::Pad| {
+        if pad.direction() != gst::PadDirection::Src {
+            return;
+        }
+        // A pad name comes back in each call's pipeline, and within a call when the peer
+        // connection is rebuilt (an ICE restart keeps the pad): one count per name.
+        let name = format!("{}/{}", element.name(), pad.name());
+        watch.call_pads.lock().unwrap_or_else(|e| e.into_inner()).entry(name.clone()).or_default();
+        count_into(watch, |w| &w.call_pads, name, pad);
+    };
+    for pad in element.src_pads() {
+        watch_pad(watch, element, &pad);
+    }
+    let weak = Arc::downgrade(watch);
+    element.connect_pad_added(move |element, pad| {
+        if let Some(watch) = weak.upgrade() {
+            watch_pad(&watch, element, pad);
+        }
+    });
+}
+
+/// Counts the buffers through `pad` into the entry `name` of the map `counts` of `watch`
+/// picks, the kind from the caps (raw video or audio), and notes its stream's start and EOS.
+fn count_into(
+    watch: &Arc<SinkWatch>,
+    counts: fn(&SinkWatch) -> &Mutex<BTreeMap<String, SinkCount>>,
+    name: String,
+    pad: &gst::Pad,
+) {
+    let watch = Arc::downgrade(watch);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let Some(watch) = watch.upgrade() else { return gst::PadProbeReturn::Remove };
+            let mut counts = counts(&watch).lock().unwrap_or_else(|e| e.into_inner());
+            let Some(count) = counts.get_mut(&name) else { return gst::PadProbeReturn::Ok };
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(_)) => {
+                    count.started = true;
+                    count.buffers += 1;
+                }
+                Some(gst::PadProbeData::Event(event)) => match event.view() {
+                    gst::EventView::StreamStart(_) => count.started = true,
+                    gst::EventView::Eos(_) => count.eos = true,
+                    gst::EventView::Caps(caps) => {
+                        let media = caps
+                            .caps()
+                            .structure(0)
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default();
+                        count.kind = if media == "video/x-raw" {
+                            "video"
+                        } else if media == "audio/x-raw" {
+                            "audio"
+                        } else {
+                            ""
+                        };
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// Sets a property when the element has it: strings as they are, anything else (enum nicks,

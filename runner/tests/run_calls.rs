@@ -83,6 +83,10 @@ fn call_test_gets_its_own_media_back_from_echo() {
     assert_eq!(called["conversation_id"], cid.as_str());
     let bot_closed = echo.wait_event("closed");
     assert_eq!(bot_closed["reason"], "remote-hangup", "{bot_closed}");
+    // The echo has no sink of its own: what it received is what left its `video_src` and
+    // `audio_src` (and went back to alice).
+    assert!(received(&bot_closed, "video") > 0, "video frames the echo got: {bot_closed}");
+    assert!(received(&bot_closed, "audio") > 0, "audio buffers the echo got: {bot_closed}");
     echo.wait_event("ready");
     echo.signal("INT");
     assert_eq!(echo.wait_exit(), ENDED);
@@ -117,6 +121,11 @@ fn record_writes_a_playable_file_per_call() {
     let cid =
         recorder.seen.iter().find(|e| e["event"] == "called").unwrap()["conversation_id"].clone();
     assert_eq!(recorded["conversation_id"], cid);
+    // Its only sink writes the file: what it received is what left its `video_src` and
+    // `audio_src` (into the encoders and the muxer).
+    let closed = recorder.seen.iter().find(|e| e["event"] == "closed").cloned().unwrap();
+    assert!(received(&closed, "video") > 0, "video frames the recorder got: {closed}");
+    assert!(received(&closed, "audio") > 0, "audio buffers the recorder got: {closed}");
     assert!(
         path.ends_with(&format!("{}.mkv", cid.as_str().unwrap())),
         "named by conversation id: {path}"
@@ -336,6 +345,10 @@ fn signaling_blip_keeps_the_call() {
     assert!(received(&closed, "video") >= 30, "video frames back: {closed}");
     let bot_closed = echo.wait_event("closed");
     assert_eq!(bot_closed["reason"], "remote-hangup", "{bot_closed}");
+    // The echo has no sink of its own: what it received is what left its `video_src` and
+    // `audio_src` (and went back to alice).
+    assert!(received(&bot_closed, "video") > 0, "video frames the echo got: {bot_closed}");
+    assert!(received(&bot_closed, "audio") > 0, "audio buffers the echo got: {bot_closed}");
     echo.signal("INT");
     assert_eq!(echo.wait_exit(), ENDED);
 }

@@ -142,20 +142,85 @@ fn an_echo_answering_an_audio_only_caller_echoes_its_audio() {
     assert_heard(&bob, &alice, &alice);
 }
 
-/// The same echo called by an audio-only caller that has a sink for video too: the echo's
-/// answer says it sends video (it has a `video_sink`), but all it could send is the video it
-/// gets, none. The caller's `video_src` sink waited for it and held its audio sink at the
-/// first buffer; the pad of the stream announced and never sent now comes after a few
-/// seconds with a gap, which the sink takes as its preroll.
+/// An audio-only caller that has a sink for video too, called back by a callee that
+/// announces video (it has a `video_sink`, fed by a source) but sends none (its valve drops
+/// every frame) and echoes the audio. The caller's `video_src` sink waited for that video and
+/// held its audio sink at the first buffer; the pad of the stream announced and never sent
+/// now comes after a few seconds with a gap, which the sink takes as its preroll. (An echo
+/// announced such video once: it now answers it `inactive`, the test below.)
 #[test]
-fn a_caller_hears_an_echo_that_announces_video_it_never_sends() {
-    if !common::enter_netns("a_caller_hears_an_echo_that_announces_video_it_never_sends") {
+fn a_caller_hears_a_callee_that_announces_video_it_never_sends() {
+    if !common::enter_netns("a_caller_hears_a_callee_that_announces_video_it_never_sends") {
         return;
     }
     let server = TestServer::start();
-    let (bob, alice) = echo_and_audio_only_caller(&server, "c.video_src ! fakesink");
+    let bob = launch(
+        &server,
+        "bob",
+        "",
+        "videotestsrc is-live=true ! valve drop=true ! c.video_sink \
+         identity name=audio_back ! c.audio_sink c.audio_src ! audio_back. \
+         c.video_src ! fakesink",
+    );
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! c.audio_sink c.audio_src ! fakesink name=heard \
+         c.video_src ! fakesink",
+    );
     // The element waits 4 s (ANNOUNCED_STREAM_WAIT) for the stream, from the connection.
     assert_heard_after(&bob, &alice, &alice, Duration::from_secs(5));
+}
+
+/// The same again, timed: the echo's answer says it sends no video (its section
+/// `inactive`: all the echo's `video_sink` gets is what its own `video_src` would, and the
+/// caller sends none), so the caller's `video_src` ends at once and its sink does not hold
+/// the audio: the caller hears its echo from the connection on (more than 1 s of it in the
+/// first 2 s), not after the 4 s an announced stream is waited for (`ANNOUNCED_STREAM_WAIT`),
+/// as when the echo answered `sendonly`.
+#[test]
+fn an_echo_announces_no_video_to_an_audio_only_caller_who_hears_it_at_once() {
+    if !common::enter_netns(
+        "an_echo_announces_no_video_to_an_audio_only_caller_who_hears_it_at_once",
+    ) {
+        return;
+    }
+    common::init();
+    let remote_sdps = common::capture_remote_sdps();
+    let server = TestServer::start();
+    let (bob, alice) = echo_and_audio_only_caller(&server, "c.video_src ! fakesink");
+    let total = heard(&alice, "heard");
+    let call = alice.by_name("c").unwrap();
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    alice.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while call.property::<String>("state") != "connected" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The audio of the first 2 s: a sink held at its first buffer (the pipeline waiting for
+    // `video_src`'s sink to preroll) lets one 20 ms buffer through in that time.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = Duration::from_nanos(total.load(Ordering::Relaxed));
+    let _ = alice.set_state(gst::State::Null);
+    let _ = bob.set_state(gst::State::Null);
+    println!("alice heard {got:?} of her echo in the 2 s after connecting");
+    let sdps = remote_sdps.lock().unwrap().clone();
+    let answer = sdps.iter().find(|t| t.starts_with("remote answer")).expect("alice got an answer");
+    let video = answer
+        .split("\nm=")
+        .find(|section| section.starts_with("video"))
+        .unwrap_or_else(|| panic!("a video section in {answer}"));
+    println!("the echo's answer (video):\nm={video}");
+    assert!(
+        !video.contains("a=sendonly") && !video.contains("a=sendrecv"),
+        "the echo announces video it never sends:\nm={video}"
+    );
+    assert!(
+        got >= Duration::from_secs(1),
+        "alice heard {got:?} of her echo in the 2 s after connecting"
+    );
 }
 
 /// The caller: 48 kHz mono audio and video (as `call-test.toml`).

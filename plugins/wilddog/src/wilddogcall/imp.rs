@@ -1165,8 +1165,15 @@ impl WilddogCall {
     }
 
     /// One src pad the call never exposed appears, carries EOS, and goes (see
-    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call.
+    /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call. A pad that holds
+    /// the place of a stream that has not come ([`Self::hold_unexposed_pad`],
+    /// [`Self::expose_for_answer`]) ends too.
     fn end_unexposed_pad(&self, name: &'static str) {
+        if let Some(ghost) = self.take_placeholder(name) {
+            gst::debug!(CAT, imp = self, "{name} had no stream: its placeholder ends");
+            self.end_pad(ghost.upcast(), name);
+            return;
+        }
         let Some(templ) = self.claim_unexposed(name) else { return };
         let obj = self.obj();
         // Nothing is forwarded: by default the events and queries coming up to a src pad go
@@ -1264,6 +1271,56 @@ impl WilddogCall {
             return;
         }
         gst::debug!(CAT, imp = self, "{name}'s stream is late: a gap until it comes");
+    }
+
+    /// Whether this side's sink pad of `kind` is fed by its own src pad of that kind and by
+    /// nothing else (an echo: `c.video_src ! … ! c.video_sink`), looked at as the peer's
+    /// offer sends none of that kind: what it could send is then only what it never gets.
+    /// The src pad the walk needs is exposed for it now ([`Self::expose_for_answer`]) when
+    /// nothing else feeds the sink: a gst-launch line links `c.video_src ! video_back.` only
+    /// once the pad appears.
+    pub(super) fn sends_only_its_own(&self, kind: StreamKind) -> bool {
+        let sink = {
+            let st = lock(&self.state);
+            let stream = if kind == StreamKind::Video { &st.video_in } else { &st.audio_in };
+            stream.as_ref().map(|s| s.ghost.clone())
+        };
+        let Some(sink) = sink else { return false };
+        let src_name = if kind == StreamKind::Video { "video_src" } else { "audio_src" };
+        let obj = self.obj();
+        let feeds = || upstream_of(sink.upcast_ref(), obj.upcast_ref(), src_name);
+        match feeds() {
+            Upstream { other: true, .. } => false,
+            Upstream { own: true, .. } => true,
+            Upstream { .. } => {
+                self.expose_for_answer(src_name);
+                feeds() == Upstream { own: true, other: false }
+            }
+        }
+    }
+
+    /// Src pad `name` of a kind the peer's offer does not send appears before the answer
+    /// (a ghost pad with no target, nothing pushed), for [`Self::sends_only_its_own`] to
+    /// see what it feeds. If it loops back into this element it is left idle, as
+    /// [`Self::end_unexposed_pad`] leaves it; if not, it holds its place until the call
+    /// connects and then ends (`end_unexposed_pad`), as the pad of any kind the peer does not
+    /// send, or ends with the call; a stream of its kind that comes after all (a new offer)
+    /// goes on behind it.
+    fn expose_for_answer(&self, name: &'static str) {
+        let Some(templ) = self.claim_unexposed(name) else { return };
+        let obj = self.obj();
+        let ghost = gst::GhostPad::builder_from_template(&templ).name(name).build();
+        let _ = ghost.set_active(true);
+        if obj.add_pad(&ghost).is_err() {
+            return;
+        }
+        if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
+            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
+            lock(&self.state).idle_src_pads.push(ghost.upcast());
+            return;
+        }
+        gst::debug!(CAT, imp = self, "{name} exposed for the answer: it ends once connected");
+        lock(&self.state).placeholder_src_pads.push(ghost);
     }
 
     /// The placeholder of `name` ([`Self::hold_unexposed_pad`]), taken for the stream that
@@ -1434,6 +1491,52 @@ fn take_out(bin: &gst::Bin, child: &impl IsA<gst::Element>) {
 /// to `video_sink`). Follows src pads' peers element by element, through bins as wholes.
 fn feeds_back_into(pad: &gst::Pad, element: &gst::Element) -> bool {
     feeds(pad, |el| el == element)
+}
+
+/// What feeds a sink pad ([`upstream_of`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Upstream {
+    /// The element's own src pad of the wanted name.
+    own: bool,
+    /// Anything else that makes media: a source element (or a bin holding one), another
+    /// src pad of the element, or more elements than the walk follows.
+    other: bool,
+}
+
+/// What feeds `pad` (a sink pad of `element`): follows sink pads' peers upstream element by
+/// element, through bins as wholes, up to `element`'s own src pad `own_src`, a source, or
+/// an unlinked sink pad (which feeds nothing).
+fn upstream_of(pad: &gst::Pad, element: &gst::Element, own_src: &str) -> Upstream {
+    // As in `feeds`: a bound against cycles elsewhere in the graph.
+    const MAX_ELEMENTS: usize = 64;
+    let mut found = Upstream::default();
+    let mut seen: Vec<gst::Element> = Vec::new();
+    let mut todo: Vec<gst::Pad> = pad.peer().into_iter().collect();
+    while let Some(peer) = todo.pop() {
+        let Some(el) = peer.parent_element() else { continue };
+        if &el == element {
+            if peer.name() == own_src {
+                found.own = true;
+            } else {
+                found.other = true;
+            }
+            continue;
+        }
+        if seen.contains(&el) {
+            continue;
+        }
+        let sinks = el.sink_pads();
+        if seen.len() >= MAX_ELEMENTS
+            || sinks.is_empty()
+            || el.element_flags().contains(gst::ElementFlags::SOURCE)
+        {
+            found.other = true;
+            return found;
+        }
+        todo.extend(sinks.iter().filter_map(|p| p.peer()));
+        seen.push(el);
+    }
+    found
 }
 
 /// Whether what `pad` feeds reaches a muxer (an aggregator, or a factory of the class

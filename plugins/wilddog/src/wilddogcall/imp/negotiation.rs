@@ -9,7 +9,7 @@ use gst::subclass::prelude::*;
 use wilddog_call::Input;
 
 use super::{CAT, WilddogCall, lock};
-use crate::media::{self, VideoParams};
+use crate::media::{self, StreamKind, VideoParams};
 
 impl WilddogCall {
     pub(super) fn create_offer(&self, ice_restart: bool) {
@@ -111,6 +111,7 @@ impl WilddogCall {
         );
         self.follow_offer_payloads(desc.sdp());
         self.watch_remote_senders(desc.sdp());
+        let send_nothing = self.kinds_to_send_nothing_of(desc.sdp());
         let weak = self.obj().downgrade();
         let webrtc_weak = webrtcbin.downgrade();
         let promise = gst::Promise::with_change_func(move |reply| {
@@ -132,6 +133,16 @@ impl WilddogCall {
                     Ok(answer) => {
                         let mut sdp = answer.sdp().to_owned();
                         crate::sdp_reject::own_fingerprint_in_rejected(&mut sdp);
+                        for media in &send_nothing {
+                            if crate::sdp_direction::stop_sending(&mut sdp, media) {
+                                gst::info!(
+                                    CAT,
+                                    imp = imp,
+                                    "answering {media} without sending: the peer sends none, \
+                                     and all our {media}_sink gets is what our {media}_src would"
+                                );
+                            }
+                        }
                         let answer = gst_webrtc::WebRTCSessionDescription::new(
                             gst_webrtc::WebRTCSDPType::Answer,
                             sdp,
@@ -157,6 +168,27 @@ impl WilddogCall {
             webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
         });
         webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+    }
+
+    /// Answerer: the kinds (`video`, `audio`) the answer must not say it sends although
+    /// this side has their sink pad. The offer sends none of the kind (its section
+    /// `recvonly` or `inactive`), and the sink is fed only by this element's own src pad of
+    /// that kind (an echo, `pipelines/echo.toml`), which will never get a stream: webrtcbin
+    /// answers such a section `sendonly` (the transceiver has a sink pad), and a caller
+    /// waited for the stream announced, its sink on `video_src` holding its audio sink for
+    /// [`super::restart::ANNOUNCED_STREAM_WAIT`]. Not through the transceiver's direction:
+    /// webrtcbin 1.22 rejects (port 0) a section whose offered and own directions are both
+    /// `recvonly` instead of answering it `inactive`, so the answer is changed after it is made.
+    fn kinds_to_send_nothing_of(&self, offer: &gst_sdp::SDPMessageRef) -> Vec<&'static str> {
+        let peer = super::restart::PeerMedia::of(offer);
+        [
+            (peer.sends_video, StreamKind::Video, "video"),
+            (peer.sends_audio, StreamKind::Audio, "audio"),
+        ]
+        .into_iter()
+        .filter(|&(sends, kind, _)| !sends && self.sends_only_its_own(kind))
+        .map(|(_, _, media)| media)
+        .collect()
     }
 
     /// Caller: sets the peer's answer as remote description.

@@ -66,9 +66,11 @@ pub(super) struct PathWatch {
 
 /// How long a stream the peer announced (its section sends) may take to come once the call
 /// is connected and other media flows, before its src pad appears with a gap
-/// ([`WilddogCall::hold_unexposed_pad`]). An echo answers an audio-only caller with a video
-/// section it has nothing for; the caller's sink on `video_src` then never prerolled and held
-/// its audio sink at the first buffer for the whole call. A stream later than this still goes
+/// ([`WilddogCall::hold_unexposed_pad`]). A peer may announce video it never sends (a
+/// callee whose video source never starts; an echo once answered an audio-only caller so,
+/// and now answers that section `inactive`: `negotiation::kinds_to_send_nothing_of`); the
+/// caller's sink on `video_src` then never prerolled and held its audio sink at the first
+/// buffer for the whole call. A stream later than this still goes
 /// on behind that pad (unless the pad feeds a muxer: it ends).
 pub(super) const ANNOUNCED_STREAM_WAIT: Duration = Duration::from_secs(4);
 
