@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step prints the time since the start, so that a CI log shows where its minutes went.
+started=$SECONDS
+step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*" >&2; }
 
 step "format"
 cargo fmt --all -- --check
@@ -57,3 +59,5 @@ if [ -f tests/browser/package.json ]; then
   PUPPETEER_SKIP_DOWNLOAD=1 npm --prefix tests/browser ci --no-audit --no-fund
   npm --prefix tests/browser test
 fi
+
+step "done"

@@ -142,12 +142,19 @@ fn close_gives_closed_and_eos_on_the_other_side() {
     alice.wait_for("frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
     alice.call.close();
     bob.wait_for("closed", T, |s| matches!(s, Seen::Closed(r) if r == "remote-hangup"));
-    bob.wait_for("video EOS", T, |s| *s == Seen::VideoEos);
-    bob.wait_for("audio EOS", T, |s| *s == Seen::AudioEos);
     // The side that closes gets no `closed`, and its stream ends.
     alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
     assert!(!alice.saw(|s| matches!(s, Seen::Closed(_))));
     assert_eq!(bob.call.state(), "idle");
+    // Bob answers further calls: his src pads stay for the next one, with no EOS.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!bob.saw(|s| matches!(s, Seen::VideoEos | Seen::AudioEos)), "{:?}", bob.log);
+    assert!(bob.call.static_pad("video_src").is_some_and(|p| p.is_linked()));
+    // Once he takes no more calls (as the runner makes a pipeline whose call is over), they
+    // end.
+    bob.call.set_property_from_str("answer", "busy");
+    bob.wait_for("video EOS", T, |s| *s == Seen::VideoEos);
+    bob.wait_for("audio EOS", T, |s| *s == Seen::AudioEos);
     // Ending the call is no error on either side, and leaves both pipelines playing.
     bob.assert_playing(Duration::from_secs(5));
     alice.assert_playing(Duration::from_secs(5));
@@ -419,4 +426,143 @@ fn echo_callee_sends_decoded_video_back() {
     alice.call.close();
     alice.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
     echo.set_state(gst::State::Null).unwrap();
+}
+
+/// An answerer as the README's `gst-launch-1.0` line makes it (its src branches linked
+/// once, when the pads first appear, into synchronised sinks through `videoconvert`) shows
+/// every call it answers, not only the first: its pads stay between calls, the second
+/// caller's smaller video goes to the same sinks (new caps through `videoconvert`,
+/// timestamps on the pipeline's clock: the synchronised sink neither waits nor gets it
+/// late), and the pipeline posts no EOS in between. The pads used to get EOS and go at the
+/// end of each call; the next call's were new pads nobody linked.
+#[test]
+fn an_answerer_linked_once_shows_every_call() {
+    if !common::enter_netns("an_answerer_linked_once_shows_every_call") {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let server = TestServer::start();
+    common::init();
+    // Keeping the pads leaves GStreamer nothing to complain about (a probe dropping the
+    // teardown's EOS made GStreamer 1.22 unref it twice).
+    let criticals = Arc::new(AtomicU64::new(0));
+    let counted = criticals.clone();
+    gst::glib::log_set_handler(
+        Some("GStreamer"),
+        gst::glib::LogLevels::LEVEL_CRITICAL,
+        false,
+        false,
+        move |_, _, message| {
+            eprintln!("GStreamer-CRITICAL: {message}");
+            counted.fetch_add(1, Ordering::Relaxed);
+        },
+    );
+    let bob = gst::parse::launch(&format!(
+        "wilddogcall name=c server={} app-id={} token={} answer=accept \
+           ice-local-addresses=127.0.0.1 \
+         c.video_src ! queue ! videoconvert ! appsink name=video sync=true \
+         c.audio_src ! queue ! audioconvert ! appsink name=audio sync=true",
+        server.url,
+        wilddog_server::config::DEV_APP_ID,
+        server.token("bob"),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let bob_call = bob.by_name("c").unwrap();
+    // Each decoded frame's size, and how far behind the clock it reached its sink (ms).
+    let frames: Arc<Mutex<Vec<(i32, i32, i64)>>> = Default::default();
+    let audio_buffers = Arc::new(AtomicU64::new(0));
+    let video_sink = bob.by_name("video").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let seen = frames.clone();
+    video_sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let s = sample.caps().and_then(|c| c.structure(0).map(|s| s.to_owned()));
+                let size = s.map(|s| (s.get("width").unwrap_or(0), s.get("height").unwrap_or(0)));
+                let behind = (|| {
+                    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+                    let at = segment.to_running_time(sample.buffer()?.pts()?)?;
+                    let now = sink.current_running_time()?;
+                    Some((now.nseconds() as i64 - at.nseconds() as i64) / 1_000_000)
+                })();
+                let (w, h) = size.unwrap_or((0, 0));
+                seen.lock().unwrap().push((w, h, behind.unwrap_or(i64::MAX)));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let heard = audio_buffers.clone();
+    bob.by_name("audio").unwrap().downcast::<gst_app::AppSink>().unwrap().set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                heard.fetch_add(1, Ordering::Relaxed);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let bus = bob.bus().unwrap();
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let of_size = |w: i32, h: i32| {
+        let frames = frames.clone();
+        move || frames.lock().unwrap().iter().filter(|f| f.0 == w && f.1 == h).count()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !done() {
+            assert!(Instant::now() < deadline, "bob: no {what} within {T:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    for (caller, dimension, (w, h)) in
+        [("alice", "240p", (320, 240)), ("carol", "120p", (160, 120))]
+    {
+        let audio_before = audio_buffers.load(Ordering::Relaxed);
+        let frames_before = frames.lock().unwrap().len();
+        let mut c = Endpoint::new(
+            &server,
+            EndpointConfig::new(caller).calling("bob").prop("dimension", dimension),
+        );
+        c.play();
+        c.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+        let sized = of_size(w, h);
+        wait(&format!("{caller}'s {w}x{h} frames"), &|| sized() >= 10);
+        wait(&format!("{caller}'s audio"), &|| {
+            audio_buffers.load(Ordering::Relaxed) >= audio_before + 10
+        });
+        // The frames of this call reached the synchronised sink on time: timestamps of the
+        // pipeline's running time, not of a clock that started with the call.
+        let mut behind: Vec<i64> =
+            frames.lock().unwrap()[frames_before..].iter().map(|f| f.2).collect();
+        behind.sort_unstable();
+        let median = behind[behind.len() / 2];
+        println!("{caller}: {} frames, median {median} ms behind the clock", behind.len());
+        assert!((-1000..1000).contains(&median), "{caller}'s frames {median} ms behind");
+        c.call.close();
+        c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+        drop(c);
+        wait("end of the call", &|| {
+            bob_call.property::<Option<String>>("state").as_deref() == Some("idle")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // The pads stay, linked, for the next call.
+        for name in ["video_src", "audio_src"] {
+            let pad = bob_call.static_pad(name);
+            assert!(pad.is_some_and(|p| p.is_linked()), "bob's {name} is gone after {caller}");
+        }
+    }
+    // Between and after the calls: no EOS (gst-launch-1.0 would have exited), no error.
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        panic!("bob's pipeline posted {msg:?}");
+    }
+    let (result, state, _) = bob.state(gst::ClockTime::from_seconds(1));
+    assert!(result.is_ok() && state == gst::State::Playing, "bob: {result:?} {state:?}");
+    bob.set_state(gst::State::Null).unwrap();
+    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
 }

@@ -67,6 +67,9 @@ fn caller_with_a_stuck_sink_stops_after_a_restart() {
 /// must not wait for them: the next caller gets the callee's media, and the callee decodes
 /// the next caller's. The callee's teardown of the first call waited on the media thread for
 /// the held streaming thread until the pipeline stopped, and the second call had no media.
+/// The callee keeps its src pads between calls: the application replaces the held sinks by
+/// counting ones for the next call (stopping a held sink lets the first call's thread go:
+/// until then it holds the pad, and the next call's stream behind it would wait).
 #[test]
 fn callee_whose_sinks_hold_a_call_takes_the_next_call_with_media() {
     if !common::enter_netns("callee_whose_sinks_hold_a_call_takes_the_next_call_with_media") {
@@ -85,33 +88,13 @@ fn callee_whose_sinks_hold_a_call_takes_the_next_call_with_media() {
     );
     let bob = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
     let call = bob.by_name("c").unwrap();
-    // The first call's streams (one video, one audio pad) into sinks nobody pulls; the next
-    // call's into counting ones.
+    // The first call's streams (one video, one audio pad) into sinks nobody pulls.
     let pads_seen = Arc::new(AtomicU64::new(0));
-    let next_call_frames = Arc::new(AtomicU64::new(0));
-    let (weak, seen, frames) = (bob.downgrade(), pads_seen.clone(), next_call_frames.clone());
+    let (weak, seen) = (bob.downgrade(), pads_seen.clone());
     call.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak.upgrade() else { return };
-        let first_call = seen.fetch_add(1, Ordering::SeqCst) < 2;
-        let sink = if first_call {
-            gst_app::AppSink::builder().sync(false).max_buffers(1).drop(false).build()
-        } else {
-            let frames = frames.clone();
-            let video = pad.name() == "video_src";
-            let sink = gst_app::AppSink::builder().sync(false).build();
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let _ = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        if video {
-                            frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-            sink
-        };
+        seen.fetch_add(1, Ordering::SeqCst);
+        let sink = gst_app::AppSink::builder().sync(false).max_buffers(1).drop(false).build();
         pipeline.add(&sink).unwrap();
         sink.sync_state_with_parent().unwrap();
         pad.link(&sink.static_pad("sink").unwrap()).unwrap();
@@ -128,14 +111,53 @@ fn callee_whose_sinks_hold_a_call_takes_the_next_call_with_media() {
     // Long enough for both sinks to be full and hold their streaming threads.
     std::thread::sleep(Duration::from_millis(500));
     drop(alice);
+    let started = Instant::now();
+    while call.property::<Option<String>>("state").as_deref() != Some("idle")
+        && started.elapsed() < T
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
-    let mut carol = common::Endpoint::new(&server, EndpointConfig::new("carol").calling("bob"));
+    let mut carol = common::Endpoint::new(
+        &server,
+        EndpointConfig::new("carol").calling("bob").prop("dimension", "240p"),
+    );
     carol.play();
     carol.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
     carol.wait_for("bob's 240p video", T, |s| {
         matches!(s, Seen::VideoFrame { width: 320, height: 240 })
     });
     carol.wait_for("bob's audio", T, |s| *s == Seen::AudioBuffer);
+    // Only now (the held sinks did not keep carol from bob's media): the next call's video
+    // (320x240: alice sent 640x480) into a counting sink.
+    let next_call_frames = Arc::new(AtomicU64::new(0));
+    for name in ["video_src", "audio_src"] {
+        let pad = call.static_pad(name).expect("the pad stays for the next call");
+        let held = pad.peer().expect("the pad stays linked");
+        pad.unlink(&held).unwrap();
+        let held = held.parent_element().unwrap();
+        held.set_state(gst::State::Null).unwrap();
+        bob.remove(&held).unwrap();
+        let frames = next_call_frames.clone();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let width =
+                        sample.caps().and_then(|c| c.structure(0)?.get::<i32>("width").ok());
+                    if width == Some(320) {
+                        frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        bob.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+    }
+
     let started = Instant::now();
     while next_call_frames.load(Ordering::Relaxed) == 0 && started.elapsed() < T {
         std::thread::sleep(Duration::from_millis(50));

@@ -283,6 +283,14 @@ pub struct WilddogCall {
     /// GStreamer-CRITICAL "does not belong to element"), or it and the exposing thread both
     /// removed it.
     src_pads: Mutex<()>,
+    /// Held while deciding whether the src pads outlive the call ([`Self::keeps_src_pads`])
+    /// and keeping or ending them: a teardown keeping the pads and `answer` set to `busy` at
+    /// the same time (the runner does so as the call ends) ended none of them, and the
+    /// pipeline waited for EOS for good.
+    keeping_pads: Mutex<()>,
+    /// Every sink pad got EOS: the element is done, its src pads end with the call (or now,
+    /// between calls).
+    inputs_ended: AtomicBool,
     /// Whether the current peer connection is connected (ICE and DTLS): until then the
     /// sending chains' packets are dropped before webrtcbin (`WilddogCall::build_encoders`).
     media_up: AtomicBool,
@@ -341,6 +349,11 @@ impl ObjectImpl for WilddogCall {
             }
             "service" => s.service = value.get().unwrap_or(DEFAULT_SERVICE),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+        drop(s);
+        if pspec.name() == "answer" {
+            // `busy` or `reject`: no further call, so the pads kept between calls end.
+            self.end_src_pads_unless_kept();
         }
     }
 
@@ -885,6 +898,7 @@ impl WilddogCall {
             st.called = false;
             st.call_state = Some(CallState::Idle);
         }
+        self.inputs_ended.store(false, Ordering::Release);
         if let Err(e) = self.build_encoders(&validated) {
             gst::element_imp_error!(
                 self,
@@ -1132,6 +1146,10 @@ impl WilddogCall {
                     // A caller element makes one call: when it is over, so is the stream.
                     self.end_unexposed();
                     let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+                } else if state == CallState::Idle {
+                    // A call that ends with no media torn down (rung, never accepted) after
+                    // `answer` became `busy`: the pads kept from an earlier call end now.
+                    self.end_src_pads_unless_kept();
                 }
             }
         }
@@ -1168,7 +1186,16 @@ impl WilddogCall {
     /// [`Self::end_unexposed`] and `watch_remote_senders`); once per call. A pad that holds
     /// the place of a stream that has not come ([`Self::hold_unexposed_pad`],
     /// [`Self::expose_for_answer`]) ends too.
+    ///
+    /// An element that keeps its src pads between calls ([`Self::keeps_src_pads`]) holds the
+    /// pad instead ([`Self::hold_unexposed_pad`]; one already held stays): its EOS would end
+    /// the branch for every later call (a `gst-launch-1.0` line links it once), and with
+    /// every sink at EOS the pipeline would post EOS.
     fn end_unexposed_pad(&self, name: &'static str) {
+        if self.keeps_src_pads() {
+            self.hold_unexposed_pad(name);
+            return;
+        }
         if let Some(ghost) = self.take_placeholder(name) {
             gst::debug!(CAT, imp = self, "{name} had no stream: its placeholder ends");
             self.end_pad(ghost.upcast(), name);
@@ -1233,7 +1260,9 @@ impl WilddogCall {
     /// first buffer. Should the stream come, it goes on behind this same pad (the
     /// `gst-launch-1.0` branch linked to it gets it); if not, the pad ends with the call.
     /// A pad that loops back into the element (an echo) is left idle, as in
-    /// [`Self::end_unexposed_pad`].
+    /// [`Self::end_unexposed_pad`]; kept for the next call's stream, by an element that keeps
+    /// its pads (nothing is pushed into it either way, and a ghost pad with no target forwards
+    /// no event or query: no loop).
     pub(super) fn hold_unexposed_pad(&self, name: &'static str) {
         let Some(templ) = self.claim_unexposed(name) else { return };
         let obj = self.obj();
@@ -1243,8 +1272,7 @@ impl WilddogCall {
             return;
         }
         if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
-            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
-            lock(&self.state).idle_src_pads.push(ghost.upcast());
+            self.leave_looped_pad_idle(ghost);
             return;
         }
         if feeds_a_muxer(ghost.upcast_ref()) {
@@ -1270,7 +1298,7 @@ impl WilddogCall {
             gst::warning!(CAT, imp = self, "cannot hold {name}: {e}");
             return;
         }
-        gst::debug!(CAT, imp = self, "{name}'s stream is late: a gap until it comes");
+        gst::debug!(CAT, imp = self, "{name} has no stream: a gap until one comes");
     }
 
     /// Whether this side's sink pad of `kind` is fed by its own src pad of that kind and by
@@ -1315,12 +1343,30 @@ impl WilddogCall {
             return;
         }
         if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
-            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
-            lock(&self.state).idle_src_pads.push(ghost.upcast());
+            self.leave_looped_pad_idle(ghost);
             return;
         }
         gst::debug!(CAT, imp = self, "{name} exposed for the answer: it ends once connected");
         lock(&self.state).placeholder_src_pads.push(ghost);
+    }
+
+    /// `ghost`, a src pad with no stream that loops back into this element (an echo), stays
+    /// idle: nothing is pushed into it, and with no target it forwards no event or query (a
+    /// reconfigure event going round the loop overflowed the stack). It goes with the call,
+    /// or, by an element that keeps its pads ([`Self::keeps_src_pads`]), waits for the next
+    /// call's stream.
+    fn leave_looped_pad_idle(&self, ghost: gst::GhostPad) {
+        let name = ghost.name();
+        let _guard = lock(&self.keeping_pads);
+        let answer = lock(&self.settings).answer;
+        let mut st = lock(&self.state);
+        if self.keeps_src_pads_with(&st, answer) {
+            gst::debug!(CAT, imp = self, "{name} loops back into this element: kept idle");
+            st.placeholder_src_pads.push(ghost);
+        } else {
+            gst::debug!(CAT, imp = self, "{name} loops back into this element: left idle");
+            st.idle_src_pads.push(ghost.upcast());
+        }
     }
 
     /// The placeholder of `name` ([`Self::hold_unexposed_pad`]), taken for the stream that
@@ -1329,6 +1375,71 @@ impl WilddogCall {
         let mut st = lock(&self.state);
         let at = st.placeholder_src_pads.iter().position(|p| p.name() == name)?;
         Some(st.placeholder_src_pads.remove(at))
+    }
+
+    /// Whether the src pads outlive the call: the element answers further calls (no
+    /// `remote-uid`, `answer` `accept` or `manual`), runs, and its inputs have not all ended.
+    /// Its pads then stay between calls, ghost pads with no target that carry nothing (the
+    /// sinks keep their last frame, nothing tells them the stream ended), and the next call's
+    /// streams go on behind them ([`Self::take_placeholder`]), with their own stream-start,
+    /// caps and segment: a `gst-launch-1.0` line, which links them once, shows every call.
+    /// Not a pad that feeds a muxer: a recording is finalized by EOS
+    /// (`peer::teardown_media`).
+    pub(super) fn keeps_src_pads(&self) -> bool {
+        let answer = lock(&self.settings).answer;
+        let st = lock(&self.state);
+        self.keeps_src_pads_with(&st, answer)
+    }
+
+    /// [`Self::keeps_src_pads`] with the state locked and `answer` read before (never the
+    /// settings under the state: `property` takes them the other way round).
+    fn keeps_src_pads_with(&self, st: &State, answer: AnswerPolicy) -> bool {
+        matches!(answer, AnswerPolicy::Accept | AnswerPolicy::Manual)
+            && st.running
+            && st.validated.as_ref().is_some_and(|v| v.remote_uid.is_none())
+            && !self.inputs_ended.load(Ordering::Acquire)
+    }
+
+    /// The element no longer keeps its src pads (`answer` turned `busy` or `reject`, every
+    /// input ended): those kept between calls end now (EOS). Not during a call: its
+    /// teardown ends its pads.
+    pub(super) fn end_src_pads_unless_kept(&self) {
+        let _guard = lock(&self.keeping_pads);
+        let answer = lock(&self.settings).answer;
+        {
+            let st = lock(&self.state);
+            let between_calls = st.call_state.is_none_or(|s| s == CallState::Idle);
+            if !between_calls
+                || st.placeholder_src_pads.is_empty()
+                || self.keeps_src_pads_with(&st, answer)
+            {
+                return;
+            }
+        }
+        gst::debug!(CAT, imp = self, "no further call: the src pads kept between calls end");
+        self.end_placeholders();
+    }
+
+    /// `pad` (kept, its stream gone) waits for the next call's stream; or ends, when the
+    /// element no longer keeps its pads.
+    pub(super) fn keep_or_end(&self, pad: gst::GhostPad) {
+        let _ = pad.set_target(None::<&gst::Pad>);
+        let _guard = lock(&self.keeping_pads);
+        let answer = lock(&self.settings).answer;
+        let mut st = lock(&self.state);
+        if self.keeps_src_pads_with(&st, answer) {
+            st.placeholder_src_pads.push(pad);
+            return;
+        }
+        drop(st);
+        let name = pad.name();
+        self.end_pad(pad.upcast(), &name);
+    }
+
+    /// Whether `pad` waits for a stream ([`Self::hold_unexposed_pad`], or kept by the end of
+    /// a call).
+    pub(super) fn is_placeholder(&self, pad: &gst::GhostPad) -> bool {
+        lock(&self.state).placeholder_src_pads.contains(pad)
     }
 
     /// The call is over: the placeholders no stream came behind end (EOS, on threads of their

@@ -3,8 +3,10 @@
 //! Raw video/audio into the request pads `video_sink`/`audio_sink` is scaled to
 //! `dimension`, given the fixed rate `max-fps`, encoded (VP8/H.264/VP9, Opus) and sent through a
 //! `webrtcbin`; the remote party's media leaves decoded through the sometimes pads
-//! `video_src`/`audio_src`, which get EOS when the call ends. The element speaks the
-//! Wilddog wire protocol to `server` (see `signaling/protocol`).
+//! `video_src`/`audio_src`: a caller's get EOS when its call ends; an element that answers
+//! further calls keeps them, and each call's streams go on behind them (docs/elements.md,
+//! "At the end of a call"). The element speaks the Wilddog wire protocol to `server` (see
+//! `signaling/protocol`).
 //!
 //! ```text
 //! # call bob, send a test pattern, show what bob sends

@@ -9,7 +9,8 @@
 //!
 //! With a `wilddogsink` of the same `conversation` in the same process, the two are one
 //! two-way call (see `wilddogsink`). The sometimes pads `video_src`/`audio_src` carry the
-//! decoded remote media and get EOS when the call ends.
+//! decoded remote media and get EOS when the call ends, or, answering further calls, stay
+//! for the next one (as `wilddogcall`'s).
 
 mod imp;
 

@@ -10,7 +10,7 @@ use gst::subclass::prelude::*;
 use gst_webrtc::WebRTCRTPTransceiverDirection as Direction;
 use wilddog_call::Input;
 
-use super::{CAT, Media, WilddogCall, caps_size, lock, remove_child};
+use super::{CAT, Media, WilddogCall, caps_size, feeds_a_muxer, lock, remove_child};
 use crate::media::{self, StreamKind};
 
 impl WilddogCall {
@@ -223,6 +223,8 @@ impl WilddogCall {
             }
         }
         let obj = self.obj();
+        // Before the EOS: what the kept pads' decoders send from now on goes nowhere.
+        let (ended_pads, keeping) = self.keep_src_pads(&media.src_pads, keep_sending);
         let mut eos_to = Vec::new();
         for dec in &media.decoders {
             if let Some(sink) = dec.static_pad("sink") {
@@ -233,11 +235,13 @@ impl WilddogCall {
             }
         }
         let delivered = send_eos_without_waiting(eos_to);
-        for pad in &media.src_pads {
+        for pad in &ended_pads {
             self.remove_src_pad(pad);
         }
         self.remove_idle_src_pads(None);
-        self.end_placeholders();
+        if !keeping {
+            self.end_placeholders();
+        }
         if delivered || !keep_sending {
             for dec in &media.decoders {
                 remove_child(obj.upcast_ref(), dec);
@@ -263,6 +267,47 @@ impl WilddogCall {
         self.dispose_in_background(retiring.clone());
         // Out of the element now: what they post reaches nobody.
         self.retired(&retiring);
+    }
+
+    /// The call's src pads that outlive it, when the element keeps them
+    /// ([`WilddogCall::keeps_src_pads`]; `keep_sending`: it goes on to the next call): each
+    /// loses its decoder, whose output (the EOS of the teardown too) goes nowhere from now
+    /// on, and waits for the next call's stream. A sink behind it gets nothing: no EOS, which
+    /// would end the branch (and, with every sink at EOS, the pipeline) for good, and no
+    /// gap, which a sink that already prerolled does not need. Not a pad that feeds a muxer:
+    /// the recording of this call is finalized by its EOS. The pads that end, and whether
+    /// the element keeps its pads (the placeholders then stay too).
+    fn keep_src_pads(
+        &self,
+        pads: &[gst::GhostPad],
+        keep_sending: bool,
+    ) -> (Vec<gst::GhostPad>, bool) {
+        let _guard = lock(&self.keeping_pads);
+        if !keep_sending || !self.keeps_src_pads() {
+            return (pads.to_vec(), false);
+        }
+        let mut ended = Vec::new();
+        let mut kept = Vec::new();
+        for pad in pads {
+            if feeds_a_muxer(pad.upcast_ref()) {
+                ended.push(pad.clone());
+                continue;
+            }
+            // Its frames are dropped (not `not-linked`, which would stop the decoder with an
+            // error); its events (the EOS) go nowhere on the unlinked pad. Not dropped in a
+            // probe: GStreamer 1.22 unrefs a dropped event twice (a CRITICAL each).
+            if let Some(decoded) = pad.target() {
+                decoded.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    |_, _| gst::PadProbeReturn::Drop,
+                );
+            }
+            let _ = pad.set_target(None::<&gst::Pad>);
+            gst::debug!(CAT, imp = self, "{} stays for the next call", pad.name());
+            kept.push(pad.clone());
+        }
+        lock(&self.state).placeholder_src_pads.extend(kept);
+        (ended, true)
     }
 
     /// Children of a torn-down peer connection are out of the element: forget them.
@@ -346,7 +391,8 @@ impl WilddogCall {
         // The peer sends a kind it first did not (a re-offer): the idle pad an echo left
         // makes way for the stream's.
         self.remove_idle_src_pads(Some(name));
-        // A stream that came late: behind the pad that held its place.
+        // A stream that came late, or the next call's (the element keeps its pads): behind
+        // the pad that held its place.
         let placeholder = self.take_placeholder(name);
         if placeholder.is_none() && obj.static_pad(name).is_some() {
             // A peer connection rebuilt for an ICE restart: its stream goes on behind the pad.
@@ -382,7 +428,7 @@ impl WilddogCall {
                     gst::warning!(CAT, imp = self, "cannot give {name} its late stream: {e}");
                     return;
                 }
-                gst::debug!(CAT, imp = self, "{name}'s late stream came: behind its pad");
+                gst::debug!(CAT, imp = self, "{name}'s stream came: behind its waiting pad");
                 ghost
             }
             None => {
@@ -406,10 +452,14 @@ impl WilddogCall {
                     st.exposed.push(name);
                 }
                 // The call was torn down meanwhile: nobody would remove this decoder, and
-                // the next call's stream would find its pad name taken.
+                // the next call's stream would find its pad name taken. A waiting pad given
+                // to it waits again (or ends).
                 _ => {
                     drop(st);
                     remove_child(obj.upcast_ref(), &dec);
+                    if late {
+                        self.keep_or_end(ghost);
+                    }
                     return;
                 }
             }
@@ -419,6 +469,10 @@ impl WilddogCall {
             let _ = obj.add_pad(&ghost);
         }
         if self.webrtcbin().as_ref() != Some(webrtcbin) {
+            if self.is_placeholder(&ghost) {
+                // The teardown kept it for the next call: it stays, with no stream.
+                return;
+            }
             // Torn down between recording the pad and adding it: teardown could not remove
             // a pad that was not there yet (or did, if it came after add_pad), and its EOS
             // went nowhere. The sink the application linked in pad-added gets one of its own:

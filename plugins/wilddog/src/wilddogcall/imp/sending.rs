@@ -134,6 +134,10 @@ impl WilddogCall {
             };
             if all_eos {
                 gst::info!(CAT, imp = self, "every sink pad got EOS: hanging up");
+                // The element is done: its src pads end with this call (its teardown), or
+                // now if there is none.
+                self.inputs_ended.store(true, Ordering::Release);
+                self.end_src_pads_unless_kept();
                 self.input(Input::Close);
                 // The element is done: let the pipeline see EOS.
                 let obj = self.obj();
