@@ -312,10 +312,11 @@ fn expect_connect_failure(server: &TestServer, extra: &[(&str, &str)]) {
         bob_cfg = bob_cfg.prop(k, v);
         alice_cfg = alice_cfg.prop(k, v);
     }
-    let bob = Endpoint::new(server, bob_cfg);
+    let mut bob = Endpoint::new(server, bob_cfg);
     let mut alice = Endpoint::new(server, alice_cfg);
     bob.play();
-    std::thread::sleep(Duration::from_millis(300));
+    // Bob online before Alice calls: a call to a uid not connected yet ends at once.
+    bob.wait_for("bob connected", T, |s| *s == Seen::Signaling(true));
     let began = Instant::now();
     alice.play();
     alice.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
