@@ -147,10 +147,18 @@ fn record_writes_a_playable_file_per_call() {
         let parts: Vec<f64> = duration.split(':').map(|p| p.parse().unwrap()).collect();
         parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
     };
-    // The call was accepted at once and hung up 4 s later.
+    // The file holds the media of the whole call: from its first stream (`stream_received`)
+    // to the hang-up, give or take the last frames on their way. Not judged against the 4 s
+    // of the call: on a loaded machine the media came up to 2 s after `called`, and the
+    // recorder cannot record what has not come.
+    let at = |event: &str| {
+        let e = recorder.seen.iter().find(|e| e["event"] == event);
+        e.and_then(|e| e["ts"].as_f64()).unwrap_or_else(|| panic!("no {event} event"))
+    };
+    let media_secs = (at("closed") - at("stream_received")) / 1000.0;
     assert!(
-        (2.5..=call_secs + 0.5).contains(&secs),
-        "recording of {secs} s for a 4 s call ({call_secs:.1} s in all)"
+        (media_secs - 0.7..=call_secs + 0.5).contains(&secs) && secs >= 1.0,
+        "recording of {secs} s for {media_secs:.1} s of media in a 4 s call ({call_secs:.1} s in all)"
     );
 
     // Nothing but the finished recording is left in the directory. (The next call's
