@@ -178,7 +178,7 @@ fn a_caller_hears_a_callee_that_announces_video_it_never_sends() {
 /// caller sends none), so the caller's `video_src` ends at once and its sink does not hold
 /// the audio: the caller hears its echo from the connection on (more than 1 s of it in the
 /// first 2 s), not after the 4 s an announced stream is waited for (`ANNOUNCED_STREAM_WAIT`),
-/// as when the echo answered `sendonly`.
+/// as when the echo answered `sendonly`. The answer names the SSRC of the audio it sends.
 #[test]
 fn an_echo_announces_no_video_to_an_audio_only_caller_who_hears_it_at_once() {
     if !common::enter_netns(
@@ -217,6 +217,14 @@ fn an_echo_announces_no_video_to_an_audio_only_caller_who_hears_it_at_once() {
         !video.contains("a=sendonly") && !video.contains("a=sendrecv"),
         "the echo announces video it never sends:\nm={video}"
     );
+    // The audio it sends has its SSRC named: a browser given no `a=ssrc` routes the audio by
+    // its payload type alone, which Chrome does not do with the video section inactive (it
+    // dropped every packet; tests/browser/lib/audio-only.js).
+    let audio = answer
+        .split("\nm=")
+        .find(|section| section.starts_with("audio"))
+        .unwrap_or_else(|| panic!("an audio section in {answer}"));
+    assert!(audio.contains("\na=ssrc:"), "the echo's answer names no audio SSRC:\nm={audio}");
     assert!(
         got >= Duration::from_secs(1),
         "alice heard {got:?} of her echo in the 2 s after connecting"

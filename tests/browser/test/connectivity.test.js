@@ -2,7 +2,8 @@
 // its first offer and in a re-offer, gets an answer it applies and its audio flows; Firefox
 // ESR (puppeteer-core over WebDriver BiDi) calls the echo bot and a callee whose live sources
 // run before the call (it follows Firefox's payload types), and is called by call-test, all
-// decoding video (our endpoint as DTLS client and server with a stack that is not Chromium's).
+// decoding video (our endpoint as DTLS client and server with a stack that is not Chromium's);
+// it calls the echo bot with an audio-only stream too (lib/audio-only.js) and hears itself.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchChromium } from '../lib/chromium.js';
@@ -14,6 +15,7 @@ import { blackHole, callPorts, videoBack } from '../lib/black-hole.js';
 import { startCoturn } from '../lib/coturn.js';
 import { capKbit, sampleCleanThenLossy, uncap } from '../lib/netem.js';
 import { installCamera } from '../lib/textured-camera.js';
+import { callEchoAudioOnly } from '../lib/audio-only.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +208,17 @@ describe('Firefox ESR ↔ GStreamer', () => {
     });
     await bot.waitEvent('first_frame');
     await page.evaluate(() => T.conv.close());
+    await page.close();
+  });
+
+  it('Firefox with an audio-only stream → echo bot: ACCEPTED, `stream_received` with audio alone, the audio echoed, no video, a clean close', async () => {
+    const echoUid = uniqueUid('echo');
+    const bot = await startEchoBot(server, echoUid);
+    runners.push(bot);
+    const callerUid = uniqueUid('firefox-audio-only');
+    const page = await openSdkPage(browser, server, callerUid);
+    await waitEvent(page, 'connected');
+    await callEchoAudioOnly(page, { callerUid, echoUid, bot, label: 'firefox' });
     await page.close();
   });
 

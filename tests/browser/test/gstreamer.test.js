@@ -15,6 +15,7 @@ import { pipelineFile, runPipeline, spawnRunner, startDemo, startEchoBot } from 
 import { screenshotPath } from '../lib/screenshots.js';
 import { capKbit, loseMedia, sampleCleanThenLossy, uncap } from '../lib/netem.js';
 import { installCamera } from '../lib/textured-camera.js';
+import { callEchoAudioOnly } from '../lib/audio-only.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -230,6 +231,18 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
 
   it('our SDK → echo bot: ACCEPTED, the page decodes its video echoed at 640x480, close() → the bot prints `closed`', async () => {
     await callEchoBot('ours', 20_000);
+  });
+
+  // A page with a microphone and no camera: its offer sends audio and receives video; the
+  // echo answers the video inactive and sends the audio back. Chromium dropped that audio
+  // (no inbound-rtp at all) until the answer named its SSRC (lib/audio-only.js).
+  it('our SDK with an audio-only stream → echo bot: ACCEPTED, `stream_received` with audio alone, the audio echoed, no video, a clean close', async () => {
+    const { uid: echoUid, bot } = await echoBot();
+    const callerUid = uniqueUid('audio-only');
+    const caller = await openSdkPage(browser, server, callerUid);
+    await waitEvent(caller, 'connected');
+    await callEchoAudioOnly(caller, { callerUid, echoUid, bot, label: 'chromium' });
+    await caller.close();
   });
 
   it('call-test → our SDK page that accepts: 640x480 decoded, `closed`; runner exits 0 with response, first_frame, closed', async () => {

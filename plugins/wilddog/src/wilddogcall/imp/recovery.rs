@@ -352,30 +352,40 @@ impl WilddogCall {
         }
     }
 
-    /// An answerer's video codec preferences name the SSRC its payloader sends with.
+    /// An answerer's codec preferences name the SSRC each of its payloaders sends with, so
+    /// that the answer's `a=ssrc` lines name the streams we send.
     ///
     /// webrtcbin (1.22) takes the SSRC of an answer's `a=ssrc` lines and of its RTX group
     /// from the answer's caps, which come from the codec preferences, not from the sink pad
     /// as in an offer. Without it, an answer with RTX listed only a stray RTX SSRC: Chrome
     /// took that for the section's stream and the real one for an unsignaled stream of no
-    /// track, and decoded our video without ever showing it (a 0x0 `<video>`).
+    /// track, and decoded our video without ever showing it (a 0x0 `<video>`). Audio the
+    /// same: with no `a=ssrc` Chrome routes our audio by its payload type alone, which it
+    /// does not do for a caller of an audio-only stream whose video section we answer
+    /// `inactive` (an echo): it dropped every packet ("Failed to demux RTP packet"), and
+    /// the page heard nothing, with no error.
     fn answer_with_our_ssrc(&self) {
-        let (transceiver, payloader) = {
+        let senders = {
             let st = lock(&self.state);
-            (
-                st.media.as_ref().and_then(|m| m.video_transceiver.clone()),
-                st.video_in.as_ref().and_then(|s| s.payloader.clone()),
-            )
+            let Some(m) = st.media.as_ref() else { return };
+            let payloader = |s: Option<&super::SendStream>| s.and_then(|s| s.payloader.clone());
+            [
+                (m.video_transceiver.clone(), payloader(st.video_in.as_ref())),
+                (m.audio_transceiver.clone(), payloader(st.audio_in.as_ref())),
+            ]
         };
-        let (Some(transceiver), Some(payloader)) = (transceiver, payloader) else { return };
-        let Some(ssrc) = media::payloader_ssrc(&payloader) else { return };
-        let Some(mut caps) = transceiver.property::<Option<gst::Caps>>("codec-preferences") else {
-            return;
-        };
-        for s in caps.make_mut().iter_mut() {
-            s.set("ssrc", ssrc);
+        for (transceiver, payloader) in senders {
+            let (Some(transceiver), Some(payloader)) = (transceiver, payloader) else { continue };
+            let Some(ssrc) = media::payloader_ssrc(&payloader) else { continue };
+            let Some(mut caps) = transceiver.property::<Option<gst::Caps>>("codec-preferences")
+            else {
+                continue;
+            };
+            for s in caps.make_mut().iter_mut() {
+                s.set("ssrc", ssrc);
+            }
+            transceiver.set_property("codec-preferences", &caps);
         }
-        transceiver.set_property("codec-preferences", &caps);
     }
 
     /// A remote description: which payload types carry video, which audio.
