@@ -1264,17 +1264,7 @@ impl WilddogCall {
     /// its pads (nothing is pushed into it either way, and a ghost pad with no target forwards
     /// no event or query: no loop).
     pub(super) fn hold_unexposed_pad(&self, name: &'static str) {
-        let Some(templ) = self.claim_unexposed(name) else { return };
-        let obj = self.obj();
-        let ghost = gst::GhostPad::builder_from_template(&templ).name(name).build();
-        let _ = ghost.set_active(true);
-        if obj.add_pad(&ghost).is_err() {
-            return;
-        }
-        if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
-            self.leave_looped_pad_idle(ghost);
-            return;
-        }
+        let Some(ghost) = self.add_waiting_src_pad(name) else { return };
         if feeds_a_muxer(ghost.upcast_ref()) {
             // A muxer (a recorder's) takes no gap for data: it waited for this stream and
             // wrote nothing of the other one (an empty file). It goes on with what it has
@@ -1284,7 +1274,7 @@ impl WilddogCall {
             return;
         }
         lock(&self.state).placeholder_src_pads.push(ghost.clone());
-        let stream_id = format!("{}/{name}/awaited", obj.name());
+        let stream_id = format!("{}/{name}/awaited", self.obj().name());
         // On a thread of its own, as an end (see end_unexposed_pad): a prerolling sink holds
         // the gap until the pipeline plays.
         let gap = move || {
@@ -1335,19 +1325,25 @@ impl WilddogCall {
     /// send, or ends with the call; a stream of its kind that comes after all (a new offer)
     /// goes on behind it.
     fn expose_for_answer(&self, name: &'static str) {
-        let Some(templ) = self.claim_unexposed(name) else { return };
+        let Some(ghost) = self.add_waiting_src_pad(name) else { return };
+        gst::debug!(CAT, imp = self, "{name} exposed for the answer: it ends once connected");
+        lock(&self.state).placeholder_src_pads.push(ghost);
+    }
+
+    /// Src pad `name`, not exposed yet, appears as a ghost pad with no target, for a stream
+    /// still to come; `None` if it was claimed already, could not be added, or loops back
+    /// into this element (then left idle: [`Self::leave_looped_pad_idle`]).
+    fn add_waiting_src_pad(&self, name: &'static str) -> Option<gst::GhostPad> {
+        let templ = self.claim_unexposed(name)?;
         let obj = self.obj();
         let ghost = gst::GhostPad::builder_from_template(&templ).name(name).build();
         let _ = ghost.set_active(true);
-        if obj.add_pad(&ghost).is_err() {
-            return;
-        }
+        obj.add_pad(&ghost).ok()?;
         if feeds_back_into(ghost.upcast_ref(), obj.upcast_ref()) {
             self.leave_looped_pad_idle(ghost);
-            return;
+            return None;
         }
-        gst::debug!(CAT, imp = self, "{name} exposed for the answer: it ends once connected");
-        lock(&self.state).placeholder_src_pads.push(ghost);
+        Some(ghost)
     }
 
     /// `ghost`, a src pad with no stream that loops back into this element (an echo), stays
