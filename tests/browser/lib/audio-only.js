@@ -19,7 +19,7 @@ export function direction(section) {
 
 /** What the page received so far (getStats inbound-rtp): per kind, its packets, bytes, and
  * for audio the samples and energy played out; `null` for a kind with no inbound-rtp. */
-function inbound(page) {
+export function inbound(page) {
   return page.evaluate(async () => {
     const out = { audio: null, video: null };
     (await T.pc().getStats()).forEach((s) => {
