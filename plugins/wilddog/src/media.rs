@@ -996,10 +996,23 @@ pub fn rename_onebyte_extension(packet: &mut [u8], from: u8, to: u8) -> bool {
     false
 }
 
-/// The SSRC a running payloader sends with (its `stats`).
+/// The SSRC a running payloader sends with (its `stats`); `None` before it is PAUSED (it
+/// picks its SSRC going there, and says 0 until then).
 pub fn payloader_ssrc(payloader: &gst::Element) -> Option<u32> {
     payloader.find_property("stats")?;
+    if payloader.current_state() < gst::State::Paused {
+        return None;
+    }
     payloader.property::<gst::Structure>("stats").get::<u32>("ssrc").ok()
+}
+
+/// `caps` naming `ssrc` in every structure: webrtcbin writes an `a=ssrc` line (and, with
+/// retransmissions, the RTX group) for it in its offers and answers.
+pub fn with_ssrc(mut caps: gst::Caps, ssrc: u32) -> gst::Caps {
+    for s in caps.make_mut().iter_mut() {
+        s.set("ssrc", ssrc);
+    }
+    caps
 }
 
 /// Sets a video encoder's target bitrate (vp8enc/vp9enc in bit/s, x264enc in kbit/s,

@@ -353,3 +353,58 @@ fn a_caller_with_sources_that_are_not_live_is_heard_and_seen() {
     println!("{shown} video frames in the call");
     assert!(shown >= 30, "{shown} video frames from a 15 fps source that is not live");
 }
+
+/// A caller whose audio had not started when the call was accepted (a microphone or a
+/// network source slow to start: no caps had reached its payloader) names the SSRC of that
+/// audio in its offer all the same. Its offer named none, and Chromium answering with no
+/// video to receive (its video section `inactive` or `sendonly`) dropped every packet of
+/// that audio: its user heard nothing (tests/browser/test/gstreamer.test.js, "… whose
+/// audio starts late …"). The audio, once it starts, is heard.
+#[test]
+fn a_callers_offer_names_the_ssrc_of_audio_that_has_not_started() {
+    if !common::enter_netns("a_callers_offer_names_the_ssrc_of_audio_that_has_not_started") {
+        return;
+    }
+    common::init();
+    let remote_sdps = common::capture_remote_sdps();
+    let server = TestServer::start();
+    let bob =
+        launch(&server, "bob", "", "c.video_src ! fakesink c.audio_src ! fakesink name=heard");
+    // The valve drops the caps with the buffers: nothing reaches the element until it opens.
+    let alice = launch(
+        &server,
+        "alice",
+        "remote-uid=bob",
+        "audiotestsrc is-live=true ! valve name=gate drop=true ! c.audio_sink \
+         c.video_src ! fakesink c.audio_src ! fakesink",
+    );
+    let total = heard(&bob, "heard");
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    alice.set_state(gst::State::Playing).unwrap();
+    let offer = || {
+        let sdps = remote_sdps.lock().unwrap();
+        sdps.iter().find(|t| t.starts_with("remote offer")).cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offer().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let offer = offer();
+    alice.by_name("gate").unwrap().set_property("drop", false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while total.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = Duration::from_nanos(total.load(Ordering::Relaxed));
+    let _ = alice.set_state(gst::State::Null);
+    let _ = bob.set_state(gst::State::Null);
+    let offer = offer.expect("bob got an offer");
+    let audio = offer
+        .split("\nm=")
+        .find(|section| section.starts_with("audio"))
+        .unwrap_or_else(|| panic!("an audio section in {offer}"));
+    println!("alice's offer (audio):\nm={audio}");
+    assert!(audio.contains("\na=ssrc:"), "the offer names no audio SSRC:\nm={audio}");
+    assert!(got > Duration::ZERO, "bob heard nothing once alice's audio started");
+}

@@ -15,7 +15,8 @@ import { pipelineFile, runPipeline, spawnRunner, startDemo, startEchoBot } from 
 import { screenshotPath } from '../lib/screenshots.js';
 import { capKbit, loseMedia, sampleCleanThenLossy, uncap } from '../lib/netem.js';
 import { installCamera } from '../lib/textured-camera.js';
-import { callEchoAudioOnly } from '../lib/audio-only.js';
+import { blackHole, callPorts } from '../lib/black-hole.js';
+import { callEchoAudioOnly, callTestCallsPageWithoutVideo, mediaSection, withAudioOnlyCallTest } from '../lib/audio-only.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -243,6 +244,94 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await waitEvent(caller, 'connected');
     await callEchoAudioOnly(caller, { callerUid, echoUid, bot, label: 'chromium' });
     await caller.close();
+  });
+
+  // A GStreamer caller with a microphone and no camera: its offer sends audio and receives
+  // video. The page's user must hear it, whether the page answers with its camera (video
+  // sendonly) or without (video inactive: what made Chromium drop the echo's audio of an
+  // unnamed SSRC, lib/audio-only.js).
+  it('an audio-only call-test → our SDK page with camera and microphone: the page hears the caller, the runner gets audio and video', async () => {
+    await callTestCallsPageWithoutVideo(browser, server, callTest, { callerVideo: false, pageVideo: true });
+  });
+
+  it('an audio-only call-test → our SDK page with an audio-only stream: the page hears the caller, the runner gets its audio', async () => {
+    await callTestCallsPageWithoutVideo(browser, server, callTest, { callerVideo: false, pageVideo: false });
+  });
+
+  // The same with a microphone that gives its first buffer 3 s after the runner starts,
+  // after the call is accepted and offered (a microphone or a network source slow to
+  // start): no caps had reached the payloader, and the offer named no audio SSRC. Chromium
+  // answering with no video to receive then dropped every packet of that audio (no
+  // inbound-rtp at all), camera or not. The offer names it now.
+  it('an audio-only call-test whose audio starts late → our SDK page with camera and microphone: the page hears the caller', async () => {
+    await callTestCallsPageWithoutVideo(browser, server, callTest, { callerVideo: false, pageVideo: true, audioLateMs: 3000 });
+  });
+
+  it('an audio-only call-test whose audio starts late → our SDK page with an audio-only stream: the page hears the caller', async () => {
+    await callTestCallsPageWithoutVideo(browser, server, callTest, { callerVideo: false, pageVideo: false, audioLateMs: 3000 });
+  });
+
+  // An ICE restart of the caller makes a new peer connection, and the SDK answers its offer
+  // from a new RTCPeerConnection: the offer must name the audio's SSRC again, although the
+  // sending chain waits unlinked (held back until the new connection is up) when it is made.
+  it('an audio-only call-test that loses its path and restarts → our SDK page with camera and microphone: the page hears the caller again', async () => {
+    const calleeUid = uniqueUid('restart-audio-callee');
+    const callee = await openSdkPage(browser, server, calleeUid);
+    await waitEvent(callee, 'connected');
+    await callee.evaluate(() => T.preview());
+    await callee.evaluate(() => (T.onCalled = 'accept'));
+    await withAudioOnlyCallTest(async (file) => {
+      const { runner } = callTest(calleeUid, 40, file);
+      await waitEvent(callee, 'stream_received', { timeout: 15_000 });
+      // Audio on the peer connection `pc` (the page's current one when it is null) for 1 s,
+      // within `timeout` ms: its inbound audio before and after that second.
+      const audioFlows = async (timeout, pc) => {
+        const deadline = Date.now() + timeout;
+        const read = () => callee.evaluate(async (old) => {
+          const cur = T.pc();
+          if (!cur || (old && cur === window.__oldPc)) return null;
+          let r = null;
+          (await cur.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') r = { packets: s.packetsReceived || 0, samples: s.totalSamplesReceived || 0 }; });
+          return r;
+        }, pc);
+        let first = await read();
+        while (!(first?.packets > 0) && Date.now() < deadline) {
+          await sleep(100);
+          first = await read();
+        }
+        await sleep(1000);
+        return [first, await read()];
+      };
+      const [a0, a1] = await audioFlows(5_000, false);
+      assert.ok(a1?.packets - a0?.packets >= 25, `the page hears the caller before the path loss: ${JSON.stringify([a0, a1])}; ${runner.describe()}`);
+      await callee.evaluate(() => (window.__oldPc = T.pc()));
+      const hole = blackHole(callPorts(runner.child.pid, Number(new URL(server.base).port)));
+      const t0 = Date.now();
+      let back;
+      try {
+        // The runner finds the path lost (2 s of silence), restarts on a new peer connection,
+        // and the page answers from a new RTCPeerConnection, on new ports.
+        back = await audioFlows(15_000, true);
+      } finally {
+        hole.clear();
+      }
+      const offer = await callee.evaluate(() => T.pc().remoteDescription?.sdp || '');
+      const [b0, b1] = back;
+      const message = `the page's audio on its new peer connection: ${JSON.stringify(back)}; the restart offer:\n${offer}\npage events: ${(await events(callee)).join(', ')}; ${runner.describe()}`;
+      assert.ok(b0?.packets > 0, `the page heard nothing within 15 s of the path loss: ${message}`);
+      assert.ok(b1.packets - b0.packets >= 25 && b1.samples - b0.samples >= 24_000, `audio packets and samples in 1 s: ${message}`);
+      assert.match(mediaSection(offer, 'audio'), /\r\na=ssrc:\d+ /, `the restart offer names the audio SSRC: ${message}`);
+      console.log(`audio-only call-test restart: the page hears the caller again ${Date.now() - t0 - 1000} ms after the path loss; ${JSON.stringify(back)}`);
+      await callee.evaluate(() => T.conv.close());
+      await runner.waitEvent('closed', { timeout: 15_000 });
+      assert.equal(await runner.exit(15_000), 0, runner.describe());
+    });
+    await callee.close();
+  });
+
+  // The reverse: the page has no camera and answers our video `recvonly`.
+  it('call-test → our SDK page with an audio-only stream: the page hears the caller and decodes 640x480, the runner gets its audio', async () => {
+    await callTestCallsPageWithoutVideo(browser, server, callTest, { callerVideo: true, pageVideo: false });
   });
 
   it('call-test → our SDK page that accepts: 640x480 decoded, `closed`; runner exits 0 with response, first_frame, closed', async () => {

@@ -13,6 +13,15 @@ use wilddog_call::Input;
 use super::{CAT, Media, WilddogCall, caps_size, feeds_a_muxer, lock, remove_child};
 use crate::media::{self, StreamKind};
 
+/// A sending chain to link to a new peer connection.
+struct Sender {
+    kind: StreamKind,
+    /// The chain's src pad (its encoder bin's).
+    src: gst::Pad,
+    /// The SSRC its payloader sends with, once it runs ([`media::payloader_ssrc`]).
+    ssrc: Option<u32>,
+}
+
 impl WilddogCall {
     /// Makes the peer connection for the next call: webrtcbin with UPnP off and ICE
     /// restricted, the encoders linked to its sink pads (transceivers ready before any
@@ -78,12 +87,18 @@ impl WilddogCall {
             src_pads: Vec::new(),
             connectivity,
         };
-        let senders: Vec<(StreamKind, gst::Pad)> = {
+        let senders: Vec<Sender> = {
             let st = lock(&self.state);
             [st.video_in.as_ref(), st.audio_in.as_ref()]
                 .into_iter()
                 .flatten()
-                .filter_map(|s| Some((s.kind, s.encoder_bin.as_ref()?.static_pad("src")?)))
+                .filter_map(|s| {
+                    Some(Sender {
+                        kind: s.kind,
+                        src: s.encoder_bin.as_ref()?.static_pad("src")?,
+                        ssrc: s.payloader.as_ref().and_then(media::payloader_ssrc),
+                    })
+                })
                 .collect()
         };
         let links = match self.request_send_pads(&webrtcbin, &mut media, &senders, &validated) {
@@ -132,15 +147,26 @@ impl WilddogCall {
     /// section the peer made inactive never releases) is not among them: it waits with the
     /// chains held back by the restart ([`WilddogCall::path_connected`]), so that the new
     /// peer connection is made anyway.
+    ///
+    /// The preferences name the SSRC the chain's payloader sends with, so that our offers
+    /// have their `a=ssrc` lines whatever the chain did so far. webrtcbin (1.22) takes them
+    /// from the caps its sink pad received, or else from the payloader's caps, and a chain
+    /// whose source had not given its first buffer when the call was accepted (a microphone
+    /// or a network source slow to start), or that waits unlinked for an ICE restart's new
+    /// peer connection, had neither: the offer named no SSRC. Chromium answering such an
+    /// offer with no video to receive (a page without a camera, or with one: its video
+    /// `inactive` or `sendonly`) then did not route our audio by its payload type: no
+    /// inbound-rtp at all, and its user heard nothing (as with the echo's answers,
+    /// `answer_with_our_ssrc`).
     fn request_send_pads(
         &self,
         webrtcbin: &gst::Element,
         media: &mut Media,
-        senders: &[(StreamKind, gst::Pad)],
+        senders: &[Sender],
         validated: &super::Validated,
     ) -> Result<Vec<(gst::Pad, gst::Pad)>, String> {
         let mut links = Vec::new();
-        for (kind, src) in senders {
+        for Sender { kind, src, ssrc } in senders {
             let caps = self.offer_caps(match kind {
                 StreamKind::Video => {
                     media::video_rtp_caps(validated.video.codec, validated.video.payload)
@@ -156,6 +182,10 @@ impl WilddogCall {
                         .unwrap_or(media::OPUS_PAYLOAD),
                 ),
             });
+            let caps = match ssrc {
+                Some(ssrc) => media::with_ssrc(caps, *ssrc),
+                None => caps,
+            };
             let (pad, transceiver) = media::request_send_pad(webrtcbin, &caps, Direction::Sendrecv)
                 .map_err(|e| e.to_string())?;
             // The ssrc-level msid lines name the same stream as our media-level ones.

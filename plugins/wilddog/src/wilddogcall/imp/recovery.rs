@@ -377,14 +377,10 @@ impl WilddogCall {
         for (transceiver, payloader) in senders {
             let (Some(transceiver), Some(payloader)) = (transceiver, payloader) else { continue };
             let Some(ssrc) = media::payloader_ssrc(&payloader) else { continue };
-            let Some(mut caps) = transceiver.property::<Option<gst::Caps>>("codec-preferences")
-            else {
+            let Some(caps) = transceiver.property::<Option<gst::Caps>>("codec-preferences") else {
                 continue;
             };
-            for s in caps.make_mut().iter_mut() {
-                s.set("ssrc", ssrc);
-            }
-            transceiver.set_property("codec-preferences", &caps);
+            transceiver.set_property("codec-preferences", media::with_ssrc(caps, ssrc));
         }
     }
 
