@@ -340,6 +340,20 @@ struct Wilddog {
     one_way: bool,
 }
 
+/// Experiment knob (`call-bench --density --wilddogcall-props "cpu-adaptation=false"`, in this
+/// environment variable): properties of the serving runner's `wilddogcall`, comma-separated,
+/// to see what a setting costs or buys.
+pub const WILDDOGCALL_PROPS_ENV: &str = "CALL_BENCH_WILDDOGCALL_PROPS";
+
+/// The serving `wilddogcall`'s settings: the dimension, the frame rate, and any of
+/// [`WILDDOGCALL_PROPS_ENV`].
+fn wilddogcall_line(dim: Dim) -> String {
+    let extra = std::env::var(WILDDOGCALL_PROPS_ENV).unwrap_or_default().replace(',', " ");
+    format!("wilddogcall name=call dimension={} max-fps={} {extra}", dim.name, measure::FPS)
+        .trim_end()
+        .to_owned()
+}
+
 /// The serving pipeline of the one-way scenario: what webrtcsink is fed, without stamps, made
 /// once for every call as webrtcsink's producer makes it (`shared_pipeline`), each call
 /// encoding its own.
@@ -353,12 +367,12 @@ videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width={w},heig
 audiotestsrc is-live=true volume=0.3 ! appsink name=audio
 """
 pipeline = """
-wilddogcall name=call dimension={name} max-fps={fps}
+{call}
   appsrc name=video ! call.video_sink
   appsrc name=audio ! call.audio_sink
 """
 "#,
-        name = dim.name,
+        call = wilddogcall_line(dim),
         fps = measure::FPS,
         w = dim.width,
         h = dim.height,
@@ -375,11 +389,7 @@ impl System for Wilddog {
         let text = if self.one_way {
             one_way_toml(dim)
         } else {
-            let text = ECHO_TOML.replacen(
-                "wilddogcall name=call",
-                &format!("wilddogcall name=call dimension={} max-fps={}", dim.name, measure::FPS),
-                1,
-            );
+            let text = ECHO_TOML.replacen("wilddogcall name=call", &wilddogcall_line(dim), 1);
             if text == ECHO_TOML {
                 bail!("pipelines/echo.toml has no `wilddogcall name=call` to set the dimension on");
             }
