@@ -111,6 +111,10 @@ pub struct Point {
     pub cpu_by_thread: Vec<(String, f64)>,
     /// The machine's 1-minute load average when the window ended.
     pub load_average: f64,
+    /// Our serving runner's video encoders at the window's end (each call's last `stats`
+    /// event): their speed (`encoderSpeed`, VP8 `cpu-used`, `cpu-adaptation`), sorted.
+    #[serde(default)]
+    pub encoder_speeds: Vec<i64>,
 }
 
 /// One system at one size: every N tried, and the largest that held.
@@ -254,6 +258,11 @@ impl Proc {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines it printed that nobody read yet.
+    fn unread(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
     }
 
     /// The next line for which `pick` says something, within `timeout`.
@@ -539,6 +548,7 @@ fn measure_point(
         .filter_map(|(b, a)| Some((a.as_ref()? - b.as_ref()?) / secs * 100.0))
         .collect();
     let load_avg = load_average();
+    let speeds = encoder_speeds(&server.unread());
     for load in &mut loads {
         load.send("stop");
     }
@@ -570,7 +580,28 @@ fn measure_point(
         load_cpu.iter().sum::<f64>() / load_cpu.len() as f64
     };
     p.both_ends_cpu_pct_per_call = p.cpu_pct_per_call + p.load_cpu_pct_per_call;
+    if !speeds.is_empty() {
+        eprintln!("   encoder speeds (cpu-used) at the window's end: {speeds:?}");
+    }
+    p.encoder_speeds = speeds;
     Ok(p)
+}
+
+/// Each call's last `encoderSpeed` in the runner's `stats` events among `lines`, sorted.
+fn encoder_speeds(lines: &[String]) -> Vec<i64> {
+    let mut last = std::collections::BTreeMap::new();
+    for line in lines {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if event["event"] != "stats" {
+            continue;
+        }
+        if let Some(speed) = event["local"]["encoderSpeed"].as_i64() {
+            last.insert(event["conversation_id"].as_str().unwrap_or_default().to_owned(), speed);
+        }
+    }
+    let mut speeds: Vec<i64> = last.into_values().collect();
+    speeds.sort_unstable();
+    speeds
 }
 
 /// A load process's CPU seconds so far (user + system).
@@ -643,6 +674,7 @@ fn point(
             .filter(|(_, pct)| *pct >= 0.5)
             .collect(),
         load_average,
+        encoder_speeds: Vec::new(),
     }
 }
 
