@@ -111,6 +111,10 @@ pub struct Point {
     pub cpu_by_thread: Vec<(String, f64)>,
     /// The machine's 1-minute load average when the window ended.
     pub load_average: f64,
+    /// Our serving runner's video encoders at the window's end (each call's last `stats`
+    /// event): their speed (`encoderSpeed`, VP8 `cpu-used`, `cpu-adaptation`), sorted.
+    #[serde(default)]
+    pub encoder_speeds: Vec<i64>,
 }
 
 /// One system at one size: every N tried, and the largest that held.
@@ -256,6 +260,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// The lines it printed that nobody read yet.
+    fn unread(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// The next line for which `pick` says something, within `timeout`.
     fn wait_line<T>(
         &self,
@@ -340,6 +349,20 @@ struct Wilddog {
     one_way: bool,
 }
 
+/// Experiment knob (`call-bench --density --wilddogcall-props "cpu-adaptation=false"`, in this
+/// environment variable): properties of the serving runner's `wilddogcall`, comma-separated,
+/// to see what a setting costs or buys.
+pub const WILDDOGCALL_PROPS_ENV: &str = "CALL_BENCH_WILDDOGCALL_PROPS";
+
+/// The serving `wilddogcall`'s settings: the dimension, the frame rate, and any of
+/// [`WILDDOGCALL_PROPS_ENV`].
+fn wilddogcall_line(dim: Dim) -> String {
+    let extra = std::env::var(WILDDOGCALL_PROPS_ENV).unwrap_or_default().replace(',', " ");
+    format!("wilddogcall name=call dimension={} max-fps={} {extra}", dim.name, measure::FPS)
+        .trim_end()
+        .to_owned()
+}
+
 /// The serving pipeline of the one-way scenario: what webrtcsink is fed, without stamps, made
 /// once for every call as webrtcsink's producer makes it (`shared_pipeline`), each call
 /// encoding its own.
@@ -353,12 +376,12 @@ videotestsrc is-live=true pattern=smpte ! video/x-raw,format=I420,width={w},heig
 audiotestsrc is-live=true volume=0.3 ! appsink name=audio
 """
 pipeline = """
-wilddogcall name=call dimension={name} max-fps={fps}
+{call}
   appsrc name=video ! call.video_sink
   appsrc name=audio ! call.audio_sink
 """
 "#,
-        name = dim.name,
+        call = wilddogcall_line(dim),
         fps = measure::FPS,
         w = dim.width,
         h = dim.height,
@@ -375,11 +398,7 @@ impl System for Wilddog {
         let text = if self.one_way {
             one_way_toml(dim)
         } else {
-            let text = ECHO_TOML.replacen(
-                "wilddogcall name=call",
-                &format!("wilddogcall name=call dimension={} max-fps={}", dim.name, measure::FPS),
-                1,
-            );
+            let text = ECHO_TOML.replacen("wilddogcall name=call", &wilddogcall_line(dim), 1);
             if text == ECHO_TOML {
                 bail!("pipelines/echo.toml has no `wilddogcall name=call` to set the dimension on");
             }
@@ -529,6 +548,7 @@ fn measure_point(
         .filter_map(|(b, a)| Some((a.as_ref()? - b.as_ref()?) / secs * 100.0))
         .collect();
     let load_avg = load_average();
+    let speeds = encoder_speeds(&server.unread());
     for load in &mut loads {
         load.send("stop");
     }
@@ -560,7 +580,28 @@ fn measure_point(
         load_cpu.iter().sum::<f64>() / load_cpu.len() as f64
     };
     p.both_ends_cpu_pct_per_call = p.cpu_pct_per_call + p.load_cpu_pct_per_call;
+    if !speeds.is_empty() {
+        eprintln!("   encoder speeds (cpu-used) at the window's end: {speeds:?}");
+    }
+    p.encoder_speeds = speeds;
     Ok(p)
+}
+
+/// Each call's last `encoderSpeed` in the runner's `stats` events among `lines`, sorted.
+fn encoder_speeds(lines: &[String]) -> Vec<i64> {
+    let mut last = std::collections::BTreeMap::new();
+    for line in lines {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if event["event"] != "stats" {
+            continue;
+        }
+        if let Some(speed) = event["local"]["encoderSpeed"].as_i64() {
+            last.insert(event["conversation_id"].as_str().unwrap_or_default().to_owned(), speed);
+        }
+    }
+    let mut speeds: Vec<i64> = last.into_values().collect();
+    speeds.sort_unstable();
+    speeds
 }
 
 /// A load process's CPU seconds so far (user + system).
@@ -633,6 +674,7 @@ fn point(
             .filter(|(_, pct)| *pct >= 0.5)
             .collect(),
         load_average,
+        encoder_speeds: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@
 //!            [--anchor-bin PATH] [--chromium-net-script benches/chromium/network.mjs] [--out DIR]
 //! call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH] [--dims 480p,240p]
 //!            [--counts 1,2,4,8,16] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
-//!            [--scenarios wilddog,wilddog-one-way,webrtcsink]
+//!            [--scenarios wilddog,wilddog-one-way,webrtcsink] [--wilddogcall-props K=V,...]
 //! ```
 //!
 //! `--network`: the shaped-network benchmark (`net.rs`).
@@ -182,12 +182,17 @@ fn parse_args() -> Result<Args> {
                 // SAFETY: single-threaded here, before anything reads the environment.
                 unsafe { std::env::set_var(scenarios::VP8ENC_PROPS_ENV, v) };
             }
+            "--wilddogcall-props" => {
+                let v = value("--wilddogcall-props")?;
+                // SAFETY: single-threaded here, before anything reads the environment.
+                unsafe { std::env::set_var(density::WILDDOGCALL_PROPS_ENV, v) };
+            }
             "-h" | "--help" => {
                 println!(
                     "call-bench [--quick] [--calls N (20; quick 3)] [--call-secs S (10; quick 3)] [--out DIR (bench-out)] [--anchor-bin PATH] [--chromium-script benches/chromium/anchor.mjs] [--vp8enc-props K=V,... (experiment: set on our scenarios' vp8enc)]"
                 );
                 println!(
-                    "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR] [--scenarios wilddog,wilddog-one-way,webrtcsink]"
+                    "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR] [--scenarios wilddog,wilddog-one-way,webrtcsink] [--wilddogcall-props K=V,... (experiment: set on the serving runner's wilddogcall)]"
                 );
                 std::process::exit(0);
             }

@@ -386,6 +386,7 @@ fn add_senders(pipeline: &gst::Bin, webrtc: &gst::Element, stamper: &Arc<Stamper
         max_fps: measure::FPS as u32,
         bitrate_kbps: 500,
         payload: 96,
+        cpu_adaptation: true,
     };
     let video = measure::stamped_video_source(pipeline, stamper)?;
     let (enc, _) = media::video_encoder_bin(&params)?;

@@ -6,6 +6,7 @@
 #![allow(clippy::new_without_default)]
 
 pub mod congestion;
+pub mod cpu_adaptation;
 pub mod dtls;
 mod framerate;
 pub mod ice;

@@ -119,6 +119,9 @@ pub struct VideoParams {
     pub bitrate_kbps: u32,
     /// RTP payload type.
     pub payload: u32,
+    /// Whether the encoder's speed follows its CPU load (`cpu-adaptation`, see
+    /// [`crate::cpu_adaptation`]); off, it keeps the slowest (Chrome's desktop speed).
+    pub cpu_adaptation: bool,
 }
 
 /// The RTP caps a video transceiver prefers (its `codec-preferences`).
@@ -572,12 +575,14 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             };
             let enc = make(enc).map_err(|_| MediaError::NoEncoder(params.codec))?;
             set_str(&enc, "deadline", "1");
-            // A fixed speed, Chrome's on desktops (-6). A positive value lets libvpx pick
-            // the slowest speed that fits that share of the frame interval (8: half of it),
-            // so with cores to spare each call spent 1.5x the CPU for 0.6 dB of PSNR
-            // (480p zone plate at 500 kbit/s: 39.8 dB against 39.2; webrtcsink's -16, the
-            // fastest, 33.7 dB); docs/benchmarks.md, "Density".
-            set_str(&enc, "cpu-used", "-6");
+            // A speed we choose, Chrome's on desktops (-6) to start with, and faster ones
+            // while the encoder overuses the CPU (`cpu-adaptation`: crate::cpu_adaptation).
+            // A positive value lets libvpx pick the slowest speed that fits that share of the
+            // frame interval (8: half of it), so with cores to spare each call spent 1.5x the
+            // CPU for 0.6 dB of PSNR (480p zone plate at 500 kbit/s: 39.8 dB against 39.2;
+            // webrtcsink's -16, the fastest, 33.7 dB); docs/benchmarks.md, "Density".
+            let speed = crate::cpu_adaptation::speeds(params.codec).first().copied().unwrap_or(-6);
+            set_str(&enc, "cpu-used", &speed.to_string());
             // Blocks that did not change are skipped before motion search (Chrome's
             // VP8E_SET_STATIC_THRESHOLD of 1): a mostly still picture (a face, a slide, a
             // test pattern) costs a quarter less to encode, and nothing visible changes.
@@ -646,6 +651,7 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
         }
     }
     throttle_key_frames(&elements[0]);
+    crate::cpu_adaptation::watch_encoder(&elements[0], params.codec, params.cpu_adaptation);
     let pay = &elements[elements.len() - 1];
     set_str(pay, "pt", &params.payload.to_string());
     set_str(pay, "mtu", "1200");

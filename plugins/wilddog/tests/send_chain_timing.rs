@@ -16,6 +16,7 @@ fn params() -> media::VideoParams {
         max_fps: 15,
         bitrate_kbps: 200,
         payload: 96,
+        cpu_adaptation: true,
     }
 }
 

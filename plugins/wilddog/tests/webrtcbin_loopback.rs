@@ -32,6 +32,7 @@ fn two_webrtcbins_on_loopback_decode_vp8() {
         max_fps: 15,
         bitrate_kbps: 300,
         payload: 96,
+        cpu_adaptation: true,
     };
     let (enc, _encoder) = media::video_encoder_bin(&params).unwrap();
     let offerer = make_webrtcbin("offerer");

@@ -75,6 +75,8 @@ pub const DEFAULT_ICE_TRANSPORT_POLICY: IceTransportPolicy = IceTransportPolicy:
 pub const DEFAULT_CONGESTION_CONTROL: CongestionControl = CongestionControl::Gcc;
 /// Default `fec`.
 pub const DEFAULT_FEC: Fec = Fec::None;
+/// Default `cpu-adaptation`: on, as in Chrome.
+pub const DEFAULT_CPU_ADAPTATION: bool = true;
 /// Default `degradation-preference`: the size first, as Chrome does for a camera.
 pub const DEFAULT_DEGRADATION_PREFERENCE: DegradationPreference =
     DegradationPreference::MaintainFramerate;
@@ -123,6 +125,7 @@ struct Settings {
     congestion_control: CongestionControl,
     degradation_preference: DegradationPreference,
     fec: Fec,
+    cpu_adaptation: bool,
     service: bool,
 }
 
@@ -148,6 +151,7 @@ impl Default for Settings {
             congestion_control: DEFAULT_CONGESTION_CONTROL,
             degradation_preference: DEFAULT_DEGRADATION_PREFERENCE,
             fec: DEFAULT_FEC,
+            cpu_adaptation: DEFAULT_CPU_ADAPTATION,
             service: DEFAULT_SERVICE,
         }
     }
@@ -344,6 +348,7 @@ impl ObjectImpl for WilddogCall {
                 s.congestion_control = value.get().unwrap_or(DEFAULT_CONGESTION_CONTROL)
             }
             "fec" => s.fec = value.get().unwrap_or(DEFAULT_FEC),
+            "cpu-adaptation" => s.cpu_adaptation = value.get().unwrap_or(DEFAULT_CPU_ADAPTATION),
             "degradation-preference" => {
                 s.degradation_preference = value.get().unwrap_or(DEFAULT_DEGRADATION_PREFERENCE)
             }
@@ -381,6 +386,7 @@ impl ObjectImpl for WilddogCall {
             "latency" => s.latency.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
             "fec" => s.fec.to_value(),
+            "cpu-adaptation" => s.cpu_adaptation.to_value(),
             "degradation-preference" => s.degradation_preference.to_value(),
             "service" => s.service.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
@@ -560,6 +566,13 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecEnum::builder_with_default("fec", DEFAULT_FEC)
             .nick("FEC")
             .blurb("Forward error correction of the sent video: none (lost packets are retransmitted, NACK/RTX), or ulpfec-red (ULPFEC in RED, redundancy growing with the loss the transport-wide feedback reports, taken off the video encoder's share). Audio always carries Opus in-band FEC")
+            .flags(ready)
+            .build(),
+        // Chrome's CPU overuse detection of the video encoder: crate::cpu_adaptation.
+        glib::ParamSpecBoolean::builder("cpu-adaptation")
+            .nick("CPU adaptation")
+            .blurb("Make the video encoder faster when it cannot keep up (its encode time above 85 % of the frame interval for 1.5 s: a full machine), and slower again when it has room (under 42 %, after 10 s or more): VP8 cpu-used -6 (Chrome's desktop speed) to -10 and -16, VP9 -6 to -8; H.264 (x264 ultrafast) stays. The speed and usage are in wilddog-stats (encoderSpeed, encodeUsage). false: always -6")
+            .default_value(DEFAULT_CPU_ADAPTATION)
             .flags(ready)
             .build(),
         // Protocol extension `connect.msg.service` (docs/protocol-extensions.md).
@@ -859,6 +872,7 @@ impl WilddogCall {
                 max_fps: s.max_fps.clamp(1, MAX_MAX_FPS),
                 bitrate_kbps: max,
                 payload: s.video_codec.default_payload(),
+                cpu_adaptation: s.cpu_adaptation,
             },
             min_bitrate_kbps: min,
             local_addresses,

@@ -433,6 +433,11 @@ impl WilddogCall {
         };
         let (retransmitted, jitterbuffer_ms, retransmission_rtt_ms) = self.recovery_stats();
         let (probes, probes_passed) = self.probe_stats();
+        let video_encoder = lock(&self.state).video_in.as_ref().and_then(|v| v.encoder.clone());
+        let (encoder_speed, encode_usage) = video_encoder
+            .as_ref()
+            .and_then(crate::cpu_adaptation::encoder_load)
+            .unwrap_or((None, 0));
         let local = gst::Structure::builder("local")
             .field("bytesSent", l.bytes_sent)
             .field("bitSentRate", sent_kbps)
@@ -450,6 +455,8 @@ impl WilddogCall {
             .field("retransmitted", retransmitted)
             .field("probes", probes)
             .field("probesPassed", probes_passed)
+            .field("encodeUsage", encode_usage)
+            .field_if_some("encoderSpeed", encoder_speed)
             .build();
         let remote = gst::Structure::builder("remote")
             .field("bytesReceived", l.bytes_received)
