@@ -125,7 +125,9 @@ fn dev_token_access(development: bool, peer: SocketAddr) -> Result<(), (StatusCo
     if !development {
         return Err((StatusCode::NOT_FOUND, "no /dev/token: this server runs configured apps\n"));
     }
-    if !peer.ip().is_loopback() {
+    // A server listening on `[::]` sees an IPv4 client as `::ffff:a.b.c.d`: 127.0.0.1 so
+    // mapped is loopback too (the demo page opened at http://127.0.0.1:PORT/ signs in).
+    if !peer.ip().to_canonical().is_loopback() {
         return Err((StatusCode::FORBIDDEN, "/dev/token answers loopback clients only\n"));
     }
     Ok(())
@@ -179,7 +181,14 @@ mod tests {
         assert!(dev_token_access(true, peer("127.0.0.1:5000")).is_ok());
         assert!(dev_token_access(true, peer("127.8.9.10:5000")).is_ok());
         assert!(dev_token_access(true, peer("[::1]:5000")).is_ok());
-        for remote in ["192.168.1.2:5000", "10.0.0.1:1", "[2001:db8::1]:5000", "0.0.0.0:1"] {
+        assert!(dev_token_access(true, peer("[::ffff:127.0.0.1]:5000")).is_ok());
+        for remote in [
+            "192.168.1.2:5000",
+            "10.0.0.1:1",
+            "[2001:db8::1]:5000",
+            "0.0.0.0:1",
+            "[::ffff:192.168.1.2]:5000",
+        ] {
             assert_eq!(dev_token_access(true, peer(remote)).unwrap_err().0, StatusCode::FORBIDDEN);
         }
         assert_eq!(
