@@ -1704,6 +1704,13 @@
         warn('server refused a frame:', msg.code, msg.reason, msg.ref ? '(' + msg.ref + ')' : '');
         this._emit('server_error', { cid: frame.cid, code: msg.code, reason: msg.reason, ref: msg.ref });
         var cur = this._conversation;
+        if (cur && cur.isCaller && cur.status === S_CALLING && frame.cid === cur.conversationId && msg.ref === 'call' &&
+            (msg.code === 'too_large' || msg.code === 'cid_in_use' || msg.code === 'not_party')) {
+          // The server dropped our `call` (its data over the frame limit, say): nobody is
+          // rung, so say so now rather than TIMEOUT when the call timer runs out.
+          cur._fail(makeError('CONVERSATION_CONNECT_FAILED', 'the server refused the call: ' + msg.reason), false);
+          return;
+        }
         if (cur && (msg.code === 'unknown_conversation' || msg.code === 'not_party') && frame.cid === cur.conversationId && cur.status !== S_CLOSED) {
           cur._onRefused(msg.code);
         }

@@ -1036,7 +1036,20 @@ impl Instance<'_> {
                     self.media_connected = true;
                 }
                 self.add_call_fields(&mut map);
+                let refused = s.get::<String>("reason").is_ok_and(|r| r == "refused");
+                let message = s.get::<String>("message").ok();
                 self.emit(&name, map);
+                if refused {
+                    // The server dropped the call (or its resume): nobody answered it, and
+                    // it is no success (exit code 1 with the server's reason).
+                    self.outcome.get_or_insert(Outcome::Error {
+                        code: None,
+                        message: format!(
+                            "the server refused the call: {}",
+                            message.as_deref().unwrap_or("no reason given")
+                        ),
+                    });
+                }
                 self.outcome.get_or_insert(Outcome::Ended);
                 self.begin_ending();
                 return;

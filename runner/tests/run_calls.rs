@@ -14,6 +14,7 @@ use serde_json::Value;
 
 /// Exit codes of `run` (docs/pipeline-files.md).
 const ENDED: i32 = 0;
+const ERROR: i32 = 1;
 const REJECTED: i32 = 3;
 const BUSY: i32 = 4;
 const TIMEOUT: i32 = 5;
@@ -373,4 +374,37 @@ fn calling_nobody_gives_timeout_and_its_exit_code() {
     assert_eq!(caller.seen[1]["status"], "TIMEOUT");
     echo.signal("INT");
     assert_eq!(echo.wait_exit(), ENDED);
+}
+
+/// A call whose user data puts its `call` frame over the server's frame limit (256 KiB) is
+/// refused by the server: the caller ends at once with `closed` (reason `refused`, the
+/// server's reason) and exit code 1, where it waited 30 s for TIMEOUT; the bot is not rung.
+#[test]
+fn a_call_over_the_servers_frame_limit_fails_at_once() {
+    if !enter_netns("a_call_over_the_servers_frame_limit_fails_at_once") {
+        return;
+    }
+    let (mut echo, server) = start_bot("echo", &pipeline("echo.toml"), &[]);
+    let dir = temp_dir("big-call");
+    let file = dir.join("big.toml");
+    let text = std::fs::read_to_string(pipeline("call-test.toml")).expect("call-test.toml");
+    let big = "x".repeat(300_000);
+    let text =
+        text.replace("user_data = \"wilddog-runner call-test\"", &format!("user_data = \"{big}\""));
+    assert!(text.contains(&big), "call-test.toml sets user_data");
+    std::fs::write(&file, text).expect("write the pipeline file");
+    let started = Instant::now();
+    let mut caller =
+        start_caller_file("caller", &file.display().to_string(), &server, "alice", "echo", &[]);
+    assert_eq!(caller.wait_exit(), ERROR, "stderr:\n{}", caller.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let closed = caller.seen.iter().find(|e| e["event"] == "closed").expect("closed");
+    assert_eq!(closed["reason"], "refused", "{closed}");
+    let message = closed["message"].as_str().unwrap_or_default();
+    assert!(message.contains("over the limit"), "{closed}");
+    assert!(!caller.names().contains(&"response".to_owned()), "{:?}", caller.names());
+    echo.signal("INT");
+    assert_eq!(echo.wait_exit(), ENDED);
+    assert!(!echo.names().contains(&"called".to_owned()), "{:?}", echo.names());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1204,9 +1204,13 @@ impl Endpoint {
                 }
             }
             ServerFrame::Error { cid: Some(cid), msg } => {
+                // A `call` over the server's frame limit (its `data`) is refused too.
                 let refused = matches!(
                     msg.code,
-                    ErrorCode::NotParty | ErrorCode::UnknownConversation | ErrorCode::CidInUse
+                    ErrorCode::NotParty
+                        | ErrorCode::UnknownConversation
+                        | ErrorCode::CidInUse
+                        | ErrorCode::TooLarge
                 );
                 if refused && self.is_calling(&cid) {
                     let reason = CloseReason::Refused { code: msg.code, reason: msg.reason };

@@ -1332,7 +1332,12 @@ fn frames_out_of_order_are_ignored() {
 
 #[test]
 fn server_refusing_the_call_closes_it() {
-    for code in [ErrorCode::NotParty, ErrorCode::UnknownConversation, ErrorCode::CidInUse] {
+    for code in [
+        ErrorCode::NotParty,
+        ErrorCode::UnknownConversation,
+        ErrorCode::CidInUse,
+        ErrorCode::TooLarge,
+    ] {
         let mut w = World::new();
         w.call("alice", "bob", "cid1");
         w.take();

@@ -734,6 +734,14 @@ async fn within_send_timeout<E>(write: impl Future<Output = Result<(), E>>) -> b
     matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
 }
 
+/// The `type` and `cid` of a frame refused before it was read whole (`too_large`).
+#[derive(Default, serde::Deserialize)]
+struct FrameHead {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    cid: Option<String>,
+}
+
 /// Writes `frames`, then flushes once.
 async fn write_batch(ws: &mut WebSocket, frames: VecDeque<Utf8Bytes>) -> Result<(), axum::Error> {
     for text in frames {
@@ -992,13 +1000,17 @@ impl Session<'_> {
         }
         let max = self.shared.config.limits.max_frame_bytes;
         if text.len() > max {
+            // The error names the frame's cid and type when it has them, so that a client
+            // whose `call` was refused ends it at once (as the call state machine does)
+            // instead of waiting for its answer timeout. Only those two fields are kept.
+            let head = serde_json::from_str::<FrameHead>(text.as_str()).unwrap_or_default();
             return self
                 .refuse(
                     ws,
-                    None,
+                    head.cid,
                     ErrorCode::TooLarge,
                     format!("frame of {} bytes is over the limit of {max} bytes", text.len()),
-                    None,
+                    head.kind,
                 )
                 .await;
         }

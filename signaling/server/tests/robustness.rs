@@ -149,8 +149,12 @@ async fn large_sdp_passes_oversized_frames_are_refused() {
     // Over the limit: an error frame, the session goes on.
     let big = "x".repeat(100 * 1024);
     alice.say("offer", "c1", "bob", json!({"sdp": big})).await;
-    let reason = alice.recv_error(ErrorCode::TooLarge).await;
-    assert!(reason.contains("65536"), "{reason}");
+    let (cid, msg) = alice.recv_error_frame().await;
+    assert_eq!(msg.code, ErrorCode::TooLarge, "{msg:?}");
+    assert!(msg.reason.contains("65536"), "{msg:?}");
+    // It names the refused frame, so that a client knows which of its frames it was.
+    assert_eq!(cid.as_deref(), Some("c1"));
+    assert_eq!(msg.refers_to.as_deref(), Some("offer"));
     alice.say("candidate", "c1", "bob", json!({"sdp": "candidate:1"})).await;
     assert_eq!(bob.recv_conv().await.0, "candidate");
     // Far over it: the socket is closed with 1009, the peer gets bye.

@@ -177,6 +177,20 @@ describe('our SDK, browser ↔ browser through our server', () => {
     await closeAll(a);
   });
 
+  it('a call whose data is over the server\'s frame limit fails at once with an error, not TIMEOUT after 30 s', async () => {
+    const a = await user('caller');
+    const b = await user('callee');
+    const t0 = Date.now();
+    // 300,000 characters: over the server's default 262,144-byte frame limit (too_large).
+    await a.page.evaluate((uid) => T.call(uid, 'x'.repeat(300000)), b.uid);
+    // 41004 CONVERSATION_CONNECT_FAILED, with the server's reason.
+    await waitEvent(a.page, 'error', { d: 41004, timeout: 5000 });
+    assert.ok(Date.now() - t0 < 5000, `the error came after ${Date.now() - t0} ms`);
+    const callee = await events(b.page);
+    assert.ok(!callee.some((e) => e.startsWith('called')), `the callee was rung: ${callee}`);
+    await closeAll(a, b);
+  });
+
   it('a new call() hangs up the previous conversation (live, then ringing)', async () => {
     const a = await user('caller');
     const b = await user('first');

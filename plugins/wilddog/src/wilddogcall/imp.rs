@@ -24,7 +24,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use tokio::sync::mpsc;
 use wilddog_call::{
-    CallConfig, CallState, Endpoint, Event, Input, MediaAction, Role, WilddogError,
+    CallConfig, CallState, CloseReason, Endpoint, Event, Input, MediaAction, Role, WilddogError,
 };
 use wilddog_client::{ClientConfig, ClientError};
 
@@ -1120,10 +1120,15 @@ impl WilddogCall {
                     gst::Structure::builder("wilddog-response").field("status", &status).build();
                 self.raise("wilddog-response", s, &[&status]);
             }
-            Event::Closed { reason } => {
-                let reason = reason.as_str().to_owned();
-                let s = gst::Structure::builder("wilddog-closed").field("reason", &reason).build();
-                self.raise("wilddog-closed", s, &[&reason]);
+            Event::Closed { reason: closed } => {
+                let reason = closed.as_str().to_owned();
+                let mut s = gst::Structure::builder("wilddog-closed").field("reason", &reason);
+                // What the server said when it refused the call (a `call` over its frame
+                // limit, a cid in use): the user's only clue.
+                if let CloseReason::Refused { .. } = &closed {
+                    s = s.field("message", closed.to_string());
+                }
+                self.raise("wilddog-closed", s.build(), &[&reason]);
             }
             Event::Error(e) => {
                 let why = lock(&self.state).media_failure.take();

@@ -276,6 +276,14 @@ impl Client {
         }
     }
 
+    /// Expects an error frame; returns its cid and msg.
+    pub async fn recv_error_frame(&mut self) -> (Option<String>, wilddog_protocol::ErrorMsg) {
+        match self.recv().await {
+            ServerFrame::Error { cid, msg } => (cid, msg),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+
     /// Expects the server to close the socket with `code`; returns the reason.
     pub async fn recv_close(&mut self, code: u16) -> String {
         loop {
