@@ -1118,9 +1118,17 @@ impl Instance<'_> {
             self.conversation_id = conversation_id(&self.pipeline);
         }
         let failed_before = matches!(self.outcome, Some(Outcome::Error { .. }));
-        if !self.closed_reported && self.had_call && !failed_before {
-            let reason =
-                if self.local_hangup || self.ended_by_eos { "local-hangup" } else { "ended" };
+        // Every call that began ends with `closed`, a failed one too (reason `error`, after
+        // its `error` event): an application waiting for `closed` and its `received` counts
+        // gets them however the call ended.
+        if !self.closed_reported && self.had_call {
+            let reason = if failed_before {
+                "error"
+            } else if self.local_hangup || self.ended_by_eos {
+                "local-hangup"
+            } else {
+                "ended"
+            };
             let mut map = fields([("reason", Value::from(reason))]);
             self.add_call_fields(&mut map);
             self.emit("closed", map);

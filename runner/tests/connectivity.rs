@@ -125,6 +125,19 @@ fn relay_policy_without_turn_ends_the_call_with_41004() {
     assert_eq!(error["code"], 41004, "{error}");
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.contains("ice-transport-policy=relay"), "{message}");
+    assert_closed_after_error(&caller.seen, false);
+}
+
+/// A failed call still ends with `closed`, reason `error`, after its `error` event.
+fn assert_closed_after_error(seen: &[serde_json::Value], media_connected: bool) {
+    let error = seen.iter().position(|e| e["event"] == "error");
+    let closed = seen.iter().position(|e| e["event"] == "closed");
+    let (Some(error), Some(closed)) = (error, closed) else {
+        panic!("an error, then closed: {seen:?}");
+    };
+    assert!(error < closed, "error, then closed: {seen:?}");
+    assert_eq!(seen[closed]["reason"], "error", "{}", seen[closed]);
+    assert_eq!(seen[closed]["media_connected"], media_connected, "{}", seen[closed]);
 }
 
 /// Every packet but the signaling connection's dropped (nftables): the call is accepted and
@@ -235,6 +248,7 @@ fn a_recorder_that_dies_ends_its_callers_call_with_41004() {
     assert!(error["message"].as_str().unwrap_or_default().contains("no RTCP"), "{error}");
     // 10 s of silence, then the 5 s the restart may take.
     assert!(took < Duration::from_secs(30), "ended {took:?} after the recorder died");
+    assert_closed_after_error(&caller.seen, true);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
