@@ -401,3 +401,58 @@ fn policy_all_falls_back_to_the_relay_when_udp_is_blocked() {
     println!("alice stats: {text}");
     assert!(text.contains("relay"), "the relay carries it: {text}");
 }
+
+/// A `wss://` signaling server with a self-signed certificate (`CA:TRUE`, as `openssl req
+/// -x509` makes it): refused with the system's and the web's roots alone, reached once
+/// `server-ca-file` names that certificate, and a call goes through it.
+#[test]
+fn wss_signaling_with_a_self_signed_certificate_named_in_server_ca_file() {
+    if !common::enter_netns("wss_signaling_with_a_self_signed_certificate_named_in_server_ca_file")
+    {
+        return;
+    }
+    common::init();
+    let dir = std::env::temp_dir().join(format!("wilddog-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let mut config = wilddog_server::ServerConfig::development();
+    config.tls = Some(wilddog_server::config::TlsConfig { cert: cert_path.clone(), key: key_path });
+    let server = TestServer::start_config("127.0.0.1:0", config);
+    let wss = server.url.replace("ws://", "wss://");
+    let ca = cert_path.display().to_string();
+
+    // Without it: an error that says why, no connection.
+    let mut stranger = Endpoint::new(&server, EndpointConfig::new("carol").prop("server", &wss));
+    stranger.play();
+    let seen = stranger.wait_for("carol's error", T, |s| matches!(s, Seen::ElementError { .. }));
+    let Seen::ElementError { message, .. } = seen else { unreachable!() };
+    assert!(message.contains("certificate"), "{message}");
+    assert!(!stranger.log.contains(&Seen::Signaling(true)), "{:?}", stranger.log);
+    drop(stranger);
+
+    let mut bob = Endpoint::new(
+        &server,
+        EndpointConfig::new("bob").prop("server", &wss).prop("server-ca-file", &ca),
+    );
+    bob.play();
+    bob.wait_for("bob connected", T, |s| *s == Seen::Signaling(true));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice")
+            .calling("bob")
+            .prop("server", &wss)
+            .prop("server-ca-file", &ca),
+    );
+    alice.play();
+    alice.wait_for("accepted", T, |s| *s == Seen::Response("ACCEPTED".into()));
+    alice.wait_for("bob's video", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    drop(alice);
+    drop(bob);
+    let _ = std::fs::remove_dir_all(&dir);
+}

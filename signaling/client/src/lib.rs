@@ -132,6 +132,10 @@ pub struct ClientConfig {
     /// PEM text of root certificates to trust for `wss://` besides the public web roots
     /// (e.g. a private or test CA).
     pub root_ca_pem: Option<String>,
+    /// The TLS client for `wss://`, made by the caller (its own roots and verifier: the
+    /// GStreamer element's trust the system's roots and `server-ca-file`); when set,
+    /// [`ClientConfig::root_ca_pem`] is not used. Unset by default.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Connect as one service endpoint of a pool serving this uid (`connect.msg.service`,
     /// sent on every connect and reconnect): a call to the uid rings one free service
     /// endpoint instead of every connection, and the server answers BUSY when all are busy.
@@ -172,6 +176,7 @@ impl Default for ClientConfig {
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             root_ca_pem: None,
+            tls: None,
             service: false,
         }
     }
@@ -280,7 +285,10 @@ impl Client {
     pub async fn connect(
         config: ClientConfig,
     ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>, Vec<IceServer>), ClientError> {
-        let tls = tls_config(&config)?;
+        let tls = match &config.tls {
+            Some(tls) => tls.clone(),
+            None => tls_config(&config)?,
+        };
         let (socket, url, ice_servers) = establish(&config, &tls, config.server.clone()).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();

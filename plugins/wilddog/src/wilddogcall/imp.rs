@@ -121,6 +121,7 @@ struct Settings {
     ice_local_addresses: Option<String>,
     ice_transport_policy: IceTransportPolicy,
     turn_ca_file: Option<String>,
+    server_ca_file: Option<String>,
     latency: u32,
     congestion_control: CongestionControl,
     degradation_preference: DegradationPreference,
@@ -147,6 +148,7 @@ impl Default for Settings {
             ice_local_addresses: None,
             ice_transport_policy: DEFAULT_ICE_TRANSPORT_POLICY,
             turn_ca_file: None,
+            server_ca_file: None,
             latency: DEFAULT_LATENCY_MS,
             congestion_control: DEFAULT_CONGESTION_CONTROL,
             degradation_preference: DEFAULT_DEGRADATION_PREFERENCE,
@@ -343,6 +345,7 @@ impl ObjectImpl for WilddogCall {
                 s.ice_transport_policy = value.get().unwrap_or(DEFAULT_ICE_TRANSPORT_POLICY)
             }
             "turn-ca-file" => s.turn_ca_file = string(),
+            "server-ca-file" => s.server_ca_file = string(),
             "latency" => s.latency = value.get().unwrap_or(DEFAULT_LATENCY_MS),
             "congestion-control" => {
                 s.congestion_control = value.get().unwrap_or(DEFAULT_CONGESTION_CONTROL)
@@ -383,6 +386,7 @@ impl ObjectImpl for WilddogCall {
             "ice-local-addresses" => s.ice_local_addresses.to_value(),
             "ice-transport-policy" => s.ice_transport_policy.to_value(),
             "turn-ca-file" => s.turn_ca_file.to_value(),
+            "server-ca-file" => s.server_ca_file.to_value(),
             "latency" => s.latency.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
             "fec" => s.fec.to_value(),
@@ -534,6 +538,14 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecEnum::builder_with_default("ice-transport-policy", DEFAULT_ICE_TRANSPORT_POLICY)
             .nick("ICE transport policy")
             .blurb("Candidates the call may use: all, or relay (TURN relay only: the media goes through the TURN server)")
+            .flags(ready)
+            .build(),
+        // The signaling server's `wss://` certificate is checked against the system's roots
+        // (SSL_CERT_FILE / SSL_CERT_DIR too), the web's public roots and this file: a server
+        // with a private CA's certificate, or its own self-signed one, is reachable.
+        glib::ParamSpecString::builder("server-ca-file")
+            .nick("Signaling server CA file")
+            .blurb("PEM file of CA certificates (or the server's own certificate, self-signed too) trusted for a wss:// signaling server, besides the system's and the web's public roots")
             .flags(ready)
             .build(),
         glib::ParamSpecString::builder("turn-ca-file")
@@ -859,6 +871,15 @@ impl WilddogCall {
         let timeout = Duration::from_millis(u64::from(s.call_timeout_ms));
         let mut client = ClientConfig::new(server, app_id, token);
         client.service = s.service;
+        client.tls = Some(crate::turn_tls::client_config(s.server_ca_file.as_deref()).map_err(
+            |e| match e {
+                crate::turn_tls::TunnelError::CaFile { path, reason } => gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    ("server-ca-file {}: {}", path, reason)
+                ),
+                other => gst::error_msg!(gst::LibraryError::Settings, ("{}", other)),
+            },
+        )?);
         client.client_info = serde_json::json!({
             "sdk": "gst-plugin-wilddog",
             "version": env!("CARGO_PKG_VERSION"),
