@@ -49,7 +49,11 @@
 //!   the sender as the party of its role, and a placeholder, away for the reconnect grace,
 //!   for the other party: the first connection of the peer's uid that connects, resumes or
 //!   speaks on the `cid` binds it and receives what was kept for it; nobody within the grace
-//!   → the resumed party gets `bye`;
+//!   → the resumed party gets `bye`. Such a conversation is provisional until the peer's party
+//!   resumes or speaks on it (anyone may resume a made-up `cid` naming anyone): a service
+//!   endpoint is not bound to it by connecting (it would be busy, every caller turned away),
+//!   and when the peer has not shown within the grace it ends, the resumed party (and a
+//!   connection bound by connecting) getting `bye`;
 //! - a `cid` that ended recently (remembered at least [`MIN_ENDED_MEMORY`]) is not
 //!   re-created: a `resume` on it gets `bye` from the peer it names (the conversation ended
 //!   while the sender was away, e.g. the peer's `bye` went to a half-open socket), an old
@@ -360,6 +364,10 @@ struct Away {
     until: Instant,
     /// Frames for it, in order, delivered to whoever takes it over.
     queue: FrameQueue,
+    /// The placeholder of a party of a conversation re-created by the other party's resume:
+    /// nothing shows it was ever in that call, so a service endpoint of its uid is not bound
+    /// to it by merely connecting (only by resuming or speaking on the `cid` itself).
+    provisional: bool,
 }
 
 /// A takeover probe in progress: the connection is pinged; meanwhile frames for it, and the
@@ -440,6 +448,11 @@ pub struct Router {
     dead_nodes: VecDeque<NodeId>,
     /// Cluster mode: the pool's choice for the `call` being handled ([`Router::handle_call`]).
     pool_pick: Option<PoolPick>,
+    /// Conversations re-created by one party's resume whose other party (of this role) has
+    /// not resumed or spoken on them yet, and when they end if it does not by then (the end
+    /// of the reconnect grace). Anyone can resume a made-up `cid` naming anyone: until the
+    /// named party shows it was in the call, the conversation is the resumer's claim only.
+    unproven: HashMap<AppCid, (Role, Instant)>,
 }
 
 /// Dead nodes remembered at most.
@@ -500,6 +513,7 @@ impl Router {
             links: HashMap::new(),
             dead_nodes: VecDeque::new(),
             pool_pick: None,
+            unproven: HashMap::new(),
         }
     }
 
@@ -569,11 +583,17 @@ impl Router {
 
     /// `conn` takes over the conversations of the away parties of its (app, uid): the frames
     /// queued for them, now for `conn`.
+    ///
+    /// A service endpoint does not take over the placeholder of a conversation re-created by
+    /// the other party's resume ([`Away::provisional`]): a free endpoint would be busy with a
+    /// call it never had (anyone may resume a made-up `cid` naming the pool's uid) and turn
+    /// every caller away. It binds it by resuming it, as our clients do after a reconnect.
     fn take_over_away(&mut self, conn: ConnId, app: &str, uid: &str) -> Outbox {
+        let service = self.connections.get(&conn).is_some_and(|c| c.service);
         let mut returning: Vec<ConnId> = self
             .away
             .iter()
-            .filter(|(_, a)| &*a.app == app && &*a.uid == uid)
+            .filter(|(_, a)| &*a.app == app && &*a.uid == uid && !(service && a.provisional))
             .map(|(id, _)| *id)
             .collect();
         returning.sort_unstable();
@@ -772,7 +792,8 @@ impl Router {
 
     /// When the earliest reconnect grace ends: call [`Router::expire`] then.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.away.values().map(|a| a.until).min()
+        let unproven = self.unproven.values().map(|(_, until)| *until);
+        self.away.values().map(|a| a.until).chain(unproven).min()
     }
 
     /// Conversations ringing or live.
@@ -1301,6 +1322,7 @@ impl Router {
                             cids: vec![cid_key.clone()],
                             until: now.checked_add(self.reconnect_grace).unwrap_or(now),
                             queue: FrameQueue::default(),
+                            provisional: false,
                         },
                     );
                     placeholder
@@ -1431,7 +1453,17 @@ impl Router {
             return out;
         }
         self.confirm(conn, cid);
+        self.prove(&app, cid, role);
         out
+    }
+
+    /// The party of `role` of conversation `cid` resumed or spoke on it: if the conversation
+    /// was re-created by the other party's resume, both were in it; it is a call like any.
+    fn prove(&mut self, app: &Arc<str>, cid: &str, role: Role) {
+        let key = (app.clone(), Arc::from(cid));
+        if self.unproven.get(&key).is_some_and(|(r, _)| *r == role) {
+            self.unproven.remove(&key);
+        }
     }
 
     /// Speaking on a conversation confirms it as this connection's: another connection of
@@ -1491,14 +1523,18 @@ impl Router {
         if let Some(me) = self.connections.get_mut(&conn) {
             me.cids.push(cid_key.clone());
         }
+        let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
+        let unproven = if role == Role::Caller { Role::Callee } else { Role::Caller };
+        self.unproven.insert((app.clone(), cid_key.clone()), (unproven, until));
         self.put_away(
             placeholder,
             Away {
                 app: app.clone(),
                 uid: peer_uid,
                 cids: vec![cid_key],
-                until: now.checked_add(self.reconnect_grace).unwrap_or(now),
+                until,
                 queue: FrameQueue::default(),
+                provisional: true,
             },
         );
         self.record(app, cid);
@@ -1606,6 +1642,16 @@ impl Router {
                 kind,
             )];
         }
+        if !self.unproven.is_empty() {
+            match role {
+                Party::Caller => self.prove(&app, cid, Role::Caller),
+                Party::Callee => self.prove(&app, cid, Role::Callee),
+                Party::RingingCallee => {}
+            }
+        }
+        let Some(conv) = self.apps.get_mut(&app).and_then(|s| s.conversations.get_mut(cid)) else {
+            return Vec::new();
+        };
         let out_of_order = |why: &str| {
             vec![error(conn, Some(cid), ErrorCode::OutOfOrder, format!("`{kind}` {why}"), kind)]
         };
@@ -1811,6 +1857,7 @@ impl Router {
             return;
         };
         self.conversation_count -= 1;
+        self.unproven.remove(&(app.clone(), cid_key.clone()));
         if self.clustered {
             let callees = match &conv.phase {
                 Phase::Ringing(list) => list.as_slice(),
@@ -1948,7 +1995,8 @@ impl Router {
         } else {
             let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
             let Connection { app, uid, .. } = me;
-            self.put_away(conn, Away { app, uid, cids: kept, until, queue: FrameQueue::default() });
+            let queue = FrameQueue::default();
+            self.put_away(conn, Away { app, uid, cids: kept, until, queue, provisional: false });
             Some(until)
         };
         let out = self.divert(out);
@@ -2047,6 +2095,31 @@ impl Router {
         }
         // A peer whose grace ended too is gone: nothing for it.
         out.retain(|(to, _)| !due.contains(to));
+        // Re-created conversations whose other party never showed within the grace (a
+        // connection of its uid that connected meanwhile may be bound to it, without having
+        // said a word on it): both ends get `bye`, each from the other party's uid.
+        let mut unproven: Vec<AppCid> = self
+            .unproven
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        unproven.sort_unstable();
+        for (app, cid) in unproven {
+            self.unproven.remove(&(app.clone(), cid.clone()));
+            let conv = self.apps.get(&app).and_then(|s| s.conversations.get(&cid));
+            let Some(Conversation { caller, caller_uid, callee_uid, phase, .. }) = conv else {
+                continue;
+            };
+            if let Phase::Live(callee) = phase {
+                for (to, from) in [(*caller, callee_uid), (*callee, caller_uid)] {
+                    if to < FIRST_PLACEHOLDER {
+                        out.push(relay(to, &cid, from, bye()));
+                    }
+                }
+            }
+            self.end(&app, &cid, now);
+        }
         let out = self.divert(out);
         self.release_empty_apps();
         out

@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Client, TestServer};
 use serde_json::json;
+use wilddog_server::ServerConfig;
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -76,5 +77,50 @@ async fn without_service_endpoints_every_connection_rings_as_before() {
     alice.call("c1", "bob").await;
     rung(&mut bob1, "c1", "alice").await;
     rung(&mut bob2, "c1", "alice").await;
+    server.shutdown().await;
+}
+
+/// Anyone may resume a made-up conversation naming a pool's uid (a `resume`, or an old
+/// client's restart `offer`): before, the conversation the server re-created took the pool's
+/// next endpoint to connect, and every caller heard `busy` for as long as the forger stayed.
+#[tokio::test]
+async fn a_forged_resume_of_a_made_up_call_never_takes_a_service_endpoint() {
+    let mut config = ServerConfig::development();
+    let grace = Duration::from_secs(2);
+    config.limits.reconnect_grace = grace;
+    let server = TestServer::start(config).await;
+    let bot1 = server.login_service("bot").await;
+    let mut mallory = server.login("mallory").await;
+    let forged_at = Instant::now();
+    let resume = json!({"type": "resume", "cid": "fake1", "to": "bot", "msg": {"role": "caller"}});
+    mallory.send_json(resume).await;
+    mallory.say("offer", "fake2", "bot", json!({"sdp": "v=0\r\n", "restartId": "r1"})).await;
+    mallory.expect_silence(QUIET).await;
+    // The bot's runner reconnects (a new socket after a network blip): its endpoint is free.
+    bot1.abort();
+    let mut bot2 = server.login_service("bot").await;
+    bot2.expect_silence(QUIET).await;
+
+    // A real caller is rung on it, not told `busy`.
+    let mut alice = server.login("alice").await;
+    alice.call("c1", "bot").await;
+    rung(&mut bot2, "c1", "alice").await;
+    bot2.say("accept", "c1", "alice", json!({})).await;
+    assert_eq!(alice.recv_conv().await.0, "accept");
+
+    // Nobody of `bot` ever resumed mallory's conversations: they end after the grace, and
+    // she hears `bye` from bot for each.
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        let (kind, cid, from, _) = mallory.recv_conv().await;
+        assert_eq!((kind.as_str(), from.as_str()), ("bye", "bot"));
+        ended.push(cid);
+    }
+    ended.sort();
+    assert_eq!(ended, ["fake1", "fake2"]);
+    assert!(forged_at.elapsed() >= grace, "not before the grace: a real peer may come back");
+    assert_eq!(server.metric("wilddog_conversations").await, 1, "alice's call only");
+    bot2.expect_silence(Duration::ZERO).await;
+    alice.expect_silence(Duration::ZERO).await;
     server.shutdown().await;
 }

@@ -1363,3 +1363,97 @@ fn an_adoption_binds_its_local_party_to_a_conversation_a_resume_re_created_first
     let out = r.handle_stamped(bob, frame("c1", "alice", answer()), 3, t0);
     assert_eq!(relayed(&out).0, 1);
 }
+
+/// mallory = 1, a service endpoint of `echo` = 10.
+fn mallory_and_echo() -> Router {
+    let mut r = router();
+    r.connect(1, APP, "mallory");
+    r.connect_with(10, APP, "echo", true);
+    r
+}
+
+#[test]
+fn a_forged_resume_naming_a_service_uid_never_holds_its_endpoints() {
+    let mut r = mallory_and_echo();
+    let t0 = Instant::now();
+    // Made-up cids: a `resume`, and an old client's restart offer.
+    assert!(r.handle(1, resume("fake1", "echo", Role::Caller), t0).is_empty());
+    assert!(r.handle(1, frame("fake2", "echo", restart_offer()), t0).is_empty());
+    // The endpoint connected before is free; so is the one connecting after: it is bound to
+    // neither, and hears nothing of them.
+    assert!(r.connect_with(11, APP, "echo", true).is_empty());
+    r.connect(3, APP, "carol");
+    let out = r.handle(3, call("c1", "echo"), t0);
+    assert_eq!(relayed(&out).0, 10);
+    let out = r.handle(3, call("c2", "echo"), t0);
+    assert_eq!(relayed(&out).0, 11, "the newer endpoint rings too, not busy");
+    // Nobody of echo resumed them: mallory hears `bye` at the end of the grace, once each.
+    assert!(r.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
+    let mut out = r.expire(t0 + GRACE);
+    out.sort_by_key(|(_, f)| format!("{f:?}"));
+    assert_eq!(out, vec![bye_frame(1, "fake1", "echo"), bye_frame(1, "fake2", "echo")]);
+    assert!(r.expire(t0 + GRACE * 2).is_empty());
+    assert_eq!((r.conversation_count(), r.away_count()), (2, 0), "carol's two calls");
+}
+
+#[test]
+fn a_service_endpoint_binds_a_re_created_conversation_by_resuming_it() {
+    // A real restart: alice's call with echo's endpoint lives on after both resume.
+    let mut r = router();
+    let t0 = Instant::now();
+    r.connect(1, APP, "alice");
+    assert!(r.handle(1, resume("c1", "echo", Role::Caller), t0).is_empty());
+    assert!(r.handle(1, frame("c1", "echo", restart_offer()), t0).is_empty());
+    assert!(r.connect_with(10, APP, "echo", true).is_empty(), "not bound by connecting");
+    let out = r.handle(10, resume("c1", "alice", Role::Callee), t0);
+    assert_eq!(relayed(&out), (10, "c1", "alice", &restart_offer()));
+    let out = r.handle(10, frame("c1", "alice", answer()), t0);
+    assert_eq!(relayed(&out).0, 1);
+    // A call like any: busy for the next caller, and no end at the grace.
+    r.connect(3, APP, "carol");
+    let out = r.handle(3, call("c2", "echo"), t0);
+    assert_eq!(
+        out,
+        vec![(
+            3,
+            ServerFrame::Conversation {
+                cid: "c2".into(),
+                from: "echo".into(),
+                body: Body::Busy(empty()),
+            }
+        )]
+    );
+    assert_eq!(r.next_expiry(), None);
+    assert!(r.expire(t0 + GRACE * 2).is_empty());
+    assert_eq!(r.conversation_count(), 1);
+}
+
+#[test]
+fn a_peer_bound_by_connecting_but_never_resuming_is_let_go_after_the_grace() {
+    let mut r = router();
+    let t0 = Instant::now();
+    r.connect(1, APP, "mallory");
+    r.handle(1, resume("fake", "bob", Role::Caller), t0);
+    r.handle(1, frame("fake", "bob", restart_offer()), t0);
+    // bob (not a pool) connects: bound, as an old client that waits for the offer would be.
+    let out = r.connect(2, APP, "bob");
+    assert_eq!(relayed(&out), (2, "fake", "mallory", &restart_offer()));
+    assert_eq!(r.next_expiry(), Some(t0 + GRACE));
+    // He never resumes nor answers: at the grace both hear `bye`, from each other.
+    let mut out = r.expire(t0 + GRACE);
+    out.sort_by_key(|(to, _)| *to);
+    assert_eq!(out, vec![bye_frame(1, "fake", "bob"), bye_frame(2, "fake", "mallory")]);
+    assert_eq!((r.conversation_count(), r.away_count(), r.next_expiry()), (0, 0, None));
+    assert!(!r.is_party(2, "fake"));
+
+    // Had he answered (an old client), the call would be his: it lives on.
+    let mut r = router();
+    r.connect(1, APP, "alice");
+    r.handle(1, frame("c1", "bob", restart_offer()), t0);
+    r.connect(2, APP, "bob");
+    let out = r.handle(2, frame("c1", "alice", answer()), t0);
+    assert_eq!(relayed(&out).0, 1);
+    assert_eq!(r.next_expiry(), None);
+    assert!(r.expire(t0 + GRACE).is_empty());
+    assert_eq!(r.conversation_count(), 1);
+}
