@@ -186,8 +186,27 @@ pub fn run_callee(plan: &Plan, stop: &StopFlag, events: &EventSink) -> Outcome {
                     let on_call_over: CallOver<'_> = Box::new(move || {
                         let _ = over.send((index, id, Report::CallOver));
                     });
-                    let end =
-                        run_instance_with(plan, &pool.stop, events, Some(slot), Some(on_call_over));
+                    // A panic of a pipeline (a bug) must not take the slot away unseen: the
+                    // thread that starts them would wait for its report forever, Ctrl-C
+                    // included. It ends the endpoint as an error instead.
+                    let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_instance_with(plan, &pool.stop, events, Some(slot), Some(on_call_over))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        InstanceEnd {
+                            outcome: Outcome::Error {
+                                code: None,
+                                message: format!("the pipeline of slot {index} panicked: {what}"),
+                            },
+                            was_ready: false,
+                            had_call: false,
+                        }
+                    });
                     // The call's pipeline is gone: what it freed goes back to the system.
                     crate::memory::release_free();
                     let _ = reports.send((index, id, Report::Ended(end)));
@@ -448,17 +467,11 @@ fn count_into(
 }
 
 /// Sets a property when the element has it: strings as they are, anything else (enum nicks,
-/// numbers) from its text form. A value the property refuses is logged, never a panic.
+/// numbers) from its text form. A value the property refuses is logged, never a panic (the
+/// file check refuses the values users give before this: `pipeline_file`).
 fn set_text_property(element: &gst::Element, name: &str, value: &str) {
-    use gst::prelude::GstValueExt;
-    let Some(pspec) = element.find_property(name) else { return };
-    if pspec.value_type() == String::static_type() {
-        element.set_property(name, value);
-        return;
-    }
-    match gst::glib::Value::deserialize_with_pspec(value, &pspec) {
-        Ok(v) => element.set_property(name, v),
-        Err(e) => tracing::error!("{}: cannot set {name}={value}: {e}", element.name()),
+    if let Err(e) = gstwilddog::media::try_set_str(element, name, value) {
+        tracing::error!("{}: cannot set {name}={value}: {e}", element.name());
     }
 }
 

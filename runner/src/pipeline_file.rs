@@ -117,7 +117,7 @@ pub struct FileSpec {
     /// User data sent with the call.
     pub user_data: Option<String>,
     /// Caller: seconds the callee may ring before TIMEOUT (the element's default: 30).
-    pub call_timeout: Option<u32>,
+    pub call_timeout: Option<Spanned<u32>>,
     /// Caller: hang up this many seconds after the call was accepted.
     pub hangup_after: Option<f64>,
     /// Local addresses ICE gathers from (e.g. `["127.0.0.1"]`); default: every interface
@@ -188,6 +188,30 @@ pub fn init_gstreamer() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
+/// Whether the wilddog elements take `ms` as their `call-timeout`: checked against the
+/// property itself (GStreamer initialized), so that a file or a flag is refused before
+/// anything connects rather than when its pipeline is configured. The error says the range
+/// in seconds, the unit of the file and the flag.
+pub fn check_call_timeout_ms(ms: u32) -> Result<(), String> {
+    let class = gst::glib::object::ObjectClass::from_type(gstwilddog::WilddogCall::static_type());
+    let Some(pspec) = class.as_ref().and_then(|c| c.find_property("call-timeout")) else {
+        return Ok(());
+    };
+    if gstwilddog::media::property_value(&pspec, &ms.to_string()).is_ok() {
+        return Ok(());
+    }
+    let (min, max) = pspec
+        .downcast_ref::<gst::glib::ParamSpecUInt>()
+        .map(|p| (p.minimum(), p.maximum()))
+        .unwrap_or((0, u32::MAX));
+    Err(format!(
+        "must be {} to {} seconds, not {}",
+        f64::from(min) / 1000.0,
+        f64::from(max) / 1000.0,
+        f64::from(ms) / 1000.0
+    ))
+}
+
 /// Reads and checks a pipeline file from disk.
 pub fn load(path: &Path) -> Result<PipelineFile, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError {
@@ -229,6 +253,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
             None,
             format!("`hangup_after` must be a positive number of seconds, not {secs}"),
         ));
+    }
+
+    if let Some(secs) = &spec.call_timeout
+        && let Err(e) = check_call_timeout_ms(secs.get_ref().saturating_mul(1000))
+    {
+        return Err(error(Some(secs.span().start), format!("`call_timeout`: {e}")));
     }
 
     if let Some(n) = &spec.concurrent_calls {

@@ -454,8 +454,15 @@ impl Settings {
                 bail!("--call-timeout must be positive seconds")
             }
             Some(secs) => Some((secs * 1000.0).round().min(f64::from(u32::MAX)) as u32),
-            None => spec.call_timeout.map(|s| s.saturating_mul(1000)),
+            None => spec.call_timeout.as_ref().map(|s| s.get_ref().saturating_mul(1000)),
         };
+        // Positive is not enough: the element refuses under 0.1 s, and a pipeline given a
+        // value it refuses would only find out once running.
+        if let (Some(ms), Some(_)) = (call_timeout_ms, args.call_timeout)
+            && let Err(e) = crate::pipeline_file::check_call_timeout_ms(ms)
+        {
+            bail!("--call-timeout {e}");
+        }
         let hangup_after = match args.hangup_after.or(spec.hangup_after) {
             Some(secs) if !(secs.is_finite() && secs > 0.0) => {
                 bail!("--hangup-after must be positive seconds")

@@ -381,3 +381,23 @@ fn recordings_a_dead_runner_left_are_made_visible() {
     assert!(alive.exists(), "a live runner's recording was moved");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn call_timeout_the_element_refuses_is_refused_before_anything_runs() {
+    // `call_timeout = 0` passed the check, then the runner panicked setting the element's
+    // `call-timeout` (100 ms at least): an answering runner hung without slots.
+    let err = refused(&format!(
+        "uid = \"a\"\nrole = \"call\"\nremote_uid = \"b\"\ncall_timeout = 0\n{GOOD_PIPELINE}"
+    ));
+    assert!(err.starts_with("error: FILE:4: `call_timeout`: must be 0.1 to "), "{err}");
+    assert!(err.ends_with("seconds, not 0"), "{err}");
+    let caller = pipeline("call-test.toml");
+    let echo = pipeline("echo.toml");
+    for (file, flag) in [(&caller, "0.05"), (&echo, "0.05"), (&echo, "0")] {
+        let (code, stderr) = check(file, &["--call-timeout", flag]);
+        assert_eq!(code, 2, "{file} --call-timeout {flag}: {stderr}");
+        assert!(stderr.contains("--call-timeout"), "{stderr}");
+    }
+    let (code, stderr) = check(&caller, &["--call-timeout", "0.1"]);
+    assert_eq!(code, 0, "{stderr}");
+}

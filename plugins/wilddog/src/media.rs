@@ -175,14 +175,80 @@ pub enum MediaError {
     NoDecoder(String),
 }
 
+/// Why a property cannot take a value given as text.
+#[derive(Debug, thiserror::Error)]
+pub enum PropertyError {
+    /// The text is not a value of the property's type (a word for a number, an unknown nick).
+    #[error("`{value}` is not a valid value for {name}")]
+    Parse { name: String, value: String },
+    /// The value is of the right type but outside what the property accepts (its range).
+    #[error("{value} is out of range for {name}")]
+    OutOfRange { name: String, value: String },
+    /// The property cannot be set after construction.
+    #[error("{name} is not writable")]
+    NotWritable { name: String },
+}
+
+/// `text` as a value of `pspec`, checked the way GObject checks a value set: a value that
+/// parses but is out of the property's range is refused here, where glib's `set_property`
+/// would panic on it ("can't be set from given value, it is invalid or out of range").
+/// Strings are taken as they are.
+pub fn property_value(pspec: &glib::ParamSpec, text: &str) -> Result<glib::Value, PropertyError> {
+    use glib::translate::{ToGlibPtr, ToGlibPtrMut};
+    let name = pspec.name();
+    let flags = pspec.flags();
+    if !flags.contains(glib::ParamFlags::WRITABLE)
+        || flags.contains(glib::ParamFlags::CONSTRUCT_ONLY)
+    {
+        return Err(PropertyError::NotWritable { name: name.to_owned() });
+    }
+    let value = if pspec.value_type() == glib::Type::STRING {
+        text.to_value()
+    } else {
+        glib::Value::deserialize_with_pspec(text, pspec)
+            .ok()
+            .filter(|v| v.type_().is_a(pspec.value_type()))
+            .ok_or_else(|| PropertyError::Parse { name: name.to_owned(), value: text.to_owned() })?
+    };
+    // What `set_property` checks before it panics: whether validating the value against the
+    // ParamSpec changes it. `ParamSpec::value_is_valid` does this without unsafe code but
+    // needs glib's `v2_74` feature, which would rebuild the whole GStreamer binding stack.
+    let mut probe = value.clone();
+    // SAFETY: both pointers are valid for the call: `pspec` is borrowed, and `probe` is an
+    // owned, initialized GValue of the ParamSpec's type (checked above) that only this
+    // function sees.
+    let changed = unsafe {
+        glib::gobject_ffi::g_param_value_validate(
+            pspec.to_glib_none().0,
+            probe.to_glib_none_mut().0,
+        ) != glib::ffi::GFALSE
+    };
+    if changed && !flags.contains(glib::ParamFlags::LAX_VALIDATION) {
+        return Err(PropertyError::OutOfRange { name: name.to_owned(), value: text.to_owned() });
+    }
+    Ok(value)
+}
+
+/// Sets a property of `object` from its text form, never panicking: `Ok(false)` when it has
+/// no such property, an error when the property refuses the value (see [`property_value`]).
+pub fn try_set_str(
+    object: &impl IsA<glib::Object>,
+    name: &str,
+    value: &str,
+) -> Result<bool, PropertyError> {
+    let Some(pspec) = object.find_property(name) else { return Ok(false) };
+    let v = property_value(&pspec, value)?;
+    object.set_property_from_value(name, &v);
+    Ok(true)
+}
+
 /// Sets a property from its string form when the element has it: element versions differ
-/// in property types (gint vs guint), and a missing tuning knob must never fail a call.
+/// in property types (gint vs guint), and a missing tuning knob must never fail a call. A
+/// value the property refuses (a payload type a peer chose out of range) is logged: a panic
+/// here would kill the thread building the media, and with it every later call.
 pub fn set_str(element: &gst::Element, name: &str, value: &str) {
-    if let Some(pspec) = element.find_property(name) {
-        match glib::Value::deserialize_with_pspec(value, &pspec) {
-            Ok(v) => element.set_property_from_value(name, &v),
-            Err(_) => gst::warning!(gst::CAT_DEFAULT, obj = element, "cannot set {name}={value}"),
-        }
+    if let Err(e) = try_set_str(element, name, value) {
+        gst::warning!(gst::CAT_DEFAULT, obj = element, "cannot set {name}={value}: {e}");
     }
 }
 
@@ -1650,7 +1716,7 @@ pub fn answer_video_codec(
 ) -> Option<(VideoCodec, u32, gst::Caps)> {
     let media = sdp.medias().find(|m| m.media() == Some("video"))?;
     let offered: Vec<(VideoCodec, u32)> = (0..media.formats_len())
-        .filter_map(|i| media.format(i)?.parse::<u32>().ok())
+        .filter_map(|i| rtp_payload_type(media.format(i)?))
         .filter_map(|pt| {
             let name = rtpmap_name(media, pt)?;
             let codec = [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9]
@@ -1709,12 +1775,20 @@ pub fn answer_video_codec(
 }
 
 /// The payload types of an m-section with their encoding names (its `a=rtpmap` lines;
-/// malformed ones are skipped).
+/// malformed ones are skipped, and so are payload types RTP cannot carry: see
+/// [`rtp_payload_type`]).
 fn rtpmaps(media: &gst_sdp::SDPMediaRef) -> impl Iterator<Item = (u32, &str)> {
     media.attributes().filter(|a| a.key() == "rtpmap").filter_map(|a| {
         let (pt, rest) = a.value()?.split_once(' ')?;
-        Some((pt.trim().parse().ok()?, rest.split('/').next().unwrap_or("")))
+        Some((rtp_payload_type(pt)?, rest.split('/').next().unwrap_or("")))
     })
+}
+
+/// A payload type of an SDP (an `m=` format, an `a=rtpmap`), when RTP can carry it: the RTP
+/// header has 7 bits for it (0..=127). A peer's offer can name any number; one out of range
+/// set on a payloader's `pt` would be refused, so such a codec is treated as not offered.
+pub fn rtp_payload_type(text: &str) -> Option<u32> {
+    text.trim().parse::<u32>().ok().filter(|pt| *pt <= 127)
 }
 
 /// The encoding name of a payload type of an m-section (its `a=rtpmap`).

@@ -29,7 +29,7 @@ const REJECTED_MEDIA: &str = "x-wilddog-rejected";
 pub enum Reason {
     /// Offered with port 0.
     PortZero,
-    /// Audio or video with no codec this host decodes.
+    /// Audio or video with no codec this host decodes (under a payload type RTP can carry).
     NoCodec,
 }
 
@@ -48,7 +48,8 @@ pub struct Rejected {
 
 /// The sections of `offer` to reject: port 0 (but a bundle-only section of the BUNDLE
 /// group, which has port 0 too: webrtcbin and Firefox offer every section but the first so),
-/// or audio/video of which `decodes(media, encoding name)` accepts no `a=rtpmap` codec.
+/// or audio/video of which `decodes(media, encoding name)` accepts no `a=rtpmap` codec with a
+/// payload type of 0..=127.
 pub fn rejected_sections(
     offer: &SDPMessageRef,
     decodes: impl Fn(&str, &str) -> bool,
@@ -62,9 +63,11 @@ pub fn rejected_sections(
         let reason = if m.port() == 0 && !bundle_only {
             Some(Reason::PortZero)
         } else if matches!(media.as_str(), "audio" | "video") {
+            // A codec under a payload type RTP cannot carry (over 127) is no codec at all.
             let any = m.attributes().filter(|a| a.key() == "rtpmap").any(|a| {
                 a.value()
                     .and_then(|v| v.split_once(' '))
+                    .filter(|(pt, _)| crate::media::rtp_payload_type(pt).is_some())
                     .map(|(_, enc)| enc.split('/').next().unwrap_or(""))
                     .is_some_and(|enc| decodes(&media, enc))
             });
@@ -385,6 +388,18 @@ mod tests {
         );
         let r = rejected_sections(&parse(UNDECODABLE_VIDEO), ours);
         assert_eq!(r.len(), 1);
+        assert_eq!((r[0].index, r[0].reason), (0, Reason::NoCodec));
+    }
+
+    #[test]
+    fn a_codec_under_a_payload_type_over_127_is_no_codec() {
+        gst::init().unwrap();
+        let pt300 = UNDECODABLE_VIDEO
+            .replace("SAVPF 45\r\n", "SAVPF 300\r\n")
+            .replace("a=rtpmap:45 AV1/90000", "a=rtpmap:300 VP8/90000");
+        assert!(pt300.contains("a=rtpmap:300 VP8/90000"), "{pt300}");
+        let r = rejected_sections(&parse(&pt300), ours);
+        assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!((r[0].index, r[0].reason), (0, Reason::NoCodec));
     }
 

@@ -316,8 +316,11 @@ impl MemberSettings {
                     Some((_, Some(text))) if pspec.value_type() == glib::Type::STRING => {
                         text.to_value()
                     }
-                    Some((_, Some(text))) => glib::Value::deserialize_with_pspec(text, pspec)
-                        .unwrap_or_else(|_| pspec.default_value().clone()),
+                    Some((_, Some(text))) => match glib::Value::deserialize_with_pspec(text, pspec)
+                    {
+                        Ok(v) if v.type_().is_a(pspec.value_type()) => v,
+                        _ => pspec.default_value().clone(),
+                    },
                     _ => pspec.default_value().clone(),
                 }
             }
@@ -336,8 +339,9 @@ fn set_serialized(obj: &glib::Object, name: &str, text: Option<&str>) {
     if pspec.value_type() == glib::Type::STRING {
         obj.set_property(name, text);
     } else if let Some(text) = text
-        && let Ok(v) = glib::Value::deserialize_with_pspec(text, &pspec)
+        && let Err(e) = crate::media::try_set_str(obj, name, text)
     {
-        obj.set_property_from_value(name, &v);
+        // Values a member took once, so refused only by a differing element version.
+        gst::warning!(gst::CAT_DEFAULT, obj = obj, "cannot set {name}={text}: {e}");
     }
 }

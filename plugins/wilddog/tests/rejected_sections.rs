@@ -42,12 +42,27 @@ fn undecodable_video() -> String {
     )
 }
 
+/// A hostile offer: its video section's only codec is under payload type 300, which RTP
+/// cannot carry (7 bits). Set on a payloader's `pt`, it panicked the thread building the
+/// media, and the callee took every later call without media.
+fn payload_type_300_video() -> String {
+    undecodable_video()
+        .replace("SAVPF 45\r\n", "SAVPF 300\r\n")
+        .replace("a=rtpmap:45 AV1/90000", "a=rtpmap:300 VP8/90000")
+}
+
 /// A scripted caller calls bob and offers `offer`; returns bob's answer.
 fn answer_to(offer: String) -> String {
     let server = TestServer::start();
     let mut bob = Endpoint::new(&server, EndpointConfig::new("bob"));
     bob.play();
     bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    offer_to(&server, &mut bob, offer)
+}
+
+/// A scripted caller (alice) calls `bob` (connected) and offers `offer`, then hangs up;
+/// returns bob's answer.
+fn offer_to(server: &TestServer, bob: &mut Endpoint, offer: String) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let answer = rt.block_on(async {
         let config = wilddog_client::ClientConfig::new(
@@ -131,4 +146,35 @@ fn undecodable_video_section_is_answered_rejected() {
     assert_eq!(bundle(&answer), vec!["a"]);
     let audio = section(&answer, "a");
     assert!(audio.starts_with("audio 9 ") && audio.contains("a=sendrecv"), "{audio}");
+}
+
+#[test]
+fn payload_type_over_127_is_answered_rejected_and_the_next_call_has_media() {
+    if !common::enter_netns(
+        "payload_type_over_127_is_answered_rejected_and_the_next_call_has_media",
+    ) {
+        return;
+    }
+    let offer = payload_type_300_video();
+    assert!(offer.contains("m=video 9 UDP/TLS/RTP/SAVPF 300\r\n"), "{offer}");
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob"));
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    let answer = offer_to(&server, &mut bob, offer);
+    println!("answer:\n{answer}");
+    let video = section(&answer, "v");
+    assert!(video.contains("video 0 "), "{video}");
+    assert!(video.contains("a=inactive"), "{video}");
+    assert_eq!(bundle(&answer), vec!["a"]);
+    let audio = section(&answer, "a");
+    assert!(audio.starts_with("audio 9 ") && audio.contains("a=sendrecv"), "{audio}");
+    bob.wait_for("the hostile call closed", T, |s| matches!(s, Seen::Closed(_)));
+    bob.drain();
+    // The same element takes the next, ordinary call with media both ways.
+    let mut carol = Endpoint::new(&server, EndpointConfig::new("carol").calling("bob"));
+    carol.play();
+    carol.wait_for("bob's frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    bob.wait_for("carol's frames", T, |s| matches!(s, Seen::VideoFrame { .. }));
+    assert!(!bob.saw(|s| matches!(s, Seen::ElementError { .. })), "{:?}", bob.log);
 }
