@@ -30,16 +30,41 @@ pub use wilddogsrc::WilddogSrc;
 use std::sync::OnceLock;
 
 /// The plugin's single tokio runtime: one worker thread drives every call's signaling.
+///
+/// Every socket the plugin itself writes to (the signaling WebSocket, the TURN-over-TLS
+/// tunnel) is written on this runtime's threads, and they block SIGPIPE
+/// ([`block_sigpipe`]).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(RUNTIME_THREAD)
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("cannot start the wilddog tokio runtime: {e}"))
     })
+}
+
+/// Blocks SIGPIPE in the calling thread (the runtime's worker and blocking threads).
+///
+/// A write to a TCP connection its peer closed raises SIGPIPE, whose default action kills
+/// the process: a C or Python host (`gst-launch-1.0`) died without a word when the signaling
+/// server closed the connection under a TLS handshake (rustls writes its alert with
+/// `writev`, which has no `MSG_NOSIGNAL`). Rust programs ignore SIGPIPE, C programs do not,
+/// and a plugin must not change the host's process-wide disposition. The kernel sends this
+/// SIGPIPE to the writing thread: blocked there, it stays pending on that thread and the
+/// write fails with EPIPE, which the connection reports as an error like any other.
+fn block_sigpipe() {
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use, and
+    // pthread_sigmask only changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Name of the runtime's worker thread.
