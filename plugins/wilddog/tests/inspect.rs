@@ -3,31 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use gst::prelude::*;
 
-/// The directory of the built `libgstwilddog.so` (next to this test binary).
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
-        if dir.join("libgstwilddog.so").exists() {
-            return dir;
-        }
-    }
-    panic!("libgstwilddog.so not found near {}", exe.display());
-}
-
 fn inspect(args: &[&str]) -> String {
-    let out = Command::new("gst-inspect-1.0")
+    let out = common::with_built_plugin(Command::new("gst-inspect-1.0"), "inspect")
         .args(args)
-        .env("GST_PLUGIN_PATH", plugin_dir())
-        .env(
-            "GST_REGISTRY",
-            std::env::temp_dir().join(format!("wilddog-registry-{}.bin", std::process::id())),
-        )
         .output()
         .expect("gst-inspect-1.0 runs (gstreamer1.0-tools)");
     assert!(

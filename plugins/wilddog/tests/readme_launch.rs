@@ -14,19 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 
-/// The directory of the built `libgstwilddog.so` (`cargo test` builds the cdylib next to
-/// the test binary's `deps/`).
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
-        if dir.join("libgstwilddog.so").exists() {
-            return dir;
-        }
-    }
-    panic!("libgstwilddog.so not found near {}: build the crate first", exe.display());
-}
-
 /// The `gst-launch-1.0` commands of the README's block after `marker`, continuation lines
 /// joined.
 fn readme_commands(marker: &str) -> Vec<String> {
@@ -52,16 +39,10 @@ fn launch(
     who: &'static str,
     lines: mpsc::Sender<(&'static str, String)>,
 ) -> Child {
-    let mut child = Command::new("sh")
+    let mut child = common::with_built_plugin(Command::new("sh"), "readme")
         .arg("-c")
         .arg(format!("exec {command}"))
         .env(env.0, env.1)
-        .env("GST_PLUGIN_PATH", plugin_dir())
-        .env(
-            "GST_REGISTRY",
-            std::env::temp_dir()
-                .join(format!("wilddog-readme-registry-{}.bin", std::process::id())),
-        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

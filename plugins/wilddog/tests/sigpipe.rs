@@ -9,35 +9,15 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 
-/// The directory of the built `libgstwilddog.so` (`cargo test` builds the cdylib next to
-/// the test binary's `deps/`).
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap().to_path_buf();
-    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
-        if dir.join("libgstwilddog.so").exists() {
-            return dir;
-        }
-    }
-    panic!("libgstwilddog.so not found near {}: build the crate first", exe.display());
-}
-
 /// Runs `gst-launch-1.0 args…` to its end (killed after `within`): its status and output.
 fn gst_launch(args: &str, within: Duration) -> (ExitStatus, String) {
-    let mut child = Command::new("gst-launch-1.0")
+    let mut child = common::with_built_plugin(Command::new("gst-launch-1.0"), "sigpipe")
         .args(args.split_whitespace())
-        .env("GST_PLUGIN_PATH", plugin_dir())
-        .env(
-            "GST_REGISTRY",
-            std::env::temp_dir()
-                .join(format!("wilddog-sigpipe-registry-{}.bin", std::process::id())),
-        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

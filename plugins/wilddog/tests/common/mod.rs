@@ -14,6 +14,29 @@ pub mod tcp_proxy;
 /// whole 500 kbit/s for it, like a camera's picture (a static test pattern needs 50).
 pub const CAMERA_LIKE: &str = "pattern=zone-plate kx2=20 ky2=20 kt=1";
 
+/// The directory of the built `libgstwilddog.so` (`cargo test` builds the cdylib next to
+/// the test binary's `deps/`, or in the profile directory above it).
+pub fn plugin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    for dir in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
+        if dir.join("libgstwilddog.so").exists() {
+            return dir;
+        }
+    }
+    panic!("libgstwilddog.so not found near {}: build the crate first", exe.display());
+}
+
+/// `command` (a GStreamer tool: `gst-launch-1.0`, `gst-inspect-1.0`, or a shell running
+/// one) made to load the built plugin, with a registry of its own named after `tag` and
+/// this process, so that parallel test binaries never share or rebuild each other's.
+pub fn with_built_plugin(mut command: std::process::Command, tag: &str) -> std::process::Command {
+    let registry =
+        std::env::temp_dir().join(format!("wilddog-{tag}-registry-{}.bin", std::process::id()));
+    command.env("GST_PLUGIN_PATH", plugin_dir()).env("GST_REGISTRY", registry);
+    command
+}
+
 /// Initializes GStreamer and registers the plugin statically, once per process.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
