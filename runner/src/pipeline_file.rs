@@ -307,13 +307,26 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineFile, FileError> {
         let offset = locate_in(raw, &e).map(|o| pipeline_span.start + o);
         error(offset.or(Some(pipeline_span.start)), format!("`pipeline` does not parse: {e}"))
     })?;
-    let has_wilddog = wilddog_elements(&pipeline).next().is_some();
+    let wilddog: Vec<gst::Element> = wilddog_elements(&pipeline).collect();
+    let calls =
+        wilddog.iter().filter(|e| e.factory().is_some_and(|f| f.name() == "wilddogcall")).count();
     // Nothing ran: the elements were only made.
     let _ = pipeline.set_state(gst::State::Null);
-    if !has_wilddog {
+    if wilddog.is_empty() {
         return Err(error(
             Some(pipeline_span.start),
             format!("`pipeline` has no wilddog element (one of {})", WILDDOG_ELEMENTS.join(", ")),
+        ));
+    }
+    // The runner drives one call per pipeline (its events, exit code and hang-up are that
+    // call's): a second `wilddogcall` would sign in as the same uid and never be driven.
+    if calls > 1 {
+        return Err(error(
+            Some(pipeline_span.start),
+            format!(
+                "`pipeline` has {calls} wilddogcall elements: a pipeline is one call (answer \
+                 several at once with `concurrent_calls`)"
+            ),
         ));
     }
     if let Some(shared) = &spec.shared_pipeline {

@@ -119,6 +119,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             exit::ERROR
         }
     };
+    // Not while OpenSSL makes the prewarmed key in another thread (see `execute`).
+    gstwilddog::wait_dtls_prewarm();
     std::process::exit(code);
 }
 
@@ -166,6 +168,10 @@ fn execute(args: RunArgs) -> anyhow::Result<i32> {
         );
         return Ok(exit::ENDED);
     }
+    // GStreamer's per-process DTLS key (RSA-2048, seconds on a loaded machine) is made while
+    // the runner connects, not inside the first call's offer or answer: a caller started
+    // on a busy machine otherwise spent its first seconds of `hangup_after` without media.
+    gstwilddog::prewarm_dtls_certificate();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -424,6 +430,10 @@ impl Settings {
                 bail!(
                     "role = \"call\" needs whom to call: set `remote_uid` in the file or pass --remote-uid"
                 )
+            }
+            // The server would refuse it only once connected; say it before anything runs.
+            Role::Call if remote_uid.as_deref() == Some(uid.as_str()) => {
+                bail!("`{uid}` cannot call itself: `remote_uid` is the uid this file signs in as")
             }
             Role::Answer if args.remote_uid.is_some() => {
                 bail!(

@@ -568,8 +568,10 @@ fn recorder_with_two_slots_writes_two_playable_files_at_once_and_ctrl_c_finalize
         &["--record-dir", &dir_arg, "--concurrent-calls", "2"],
     );
     wait_count(&mut recorder, "ready", 2);
-    // Alice hangs up after 4 s; Bob's call is still live when the recorder gets Ctrl-C.
-    let mut alice = start_caller("alice", &server, "alice", "recorder", &["--hangup-after", "4"]);
+    // Alice hangs up after 6 s; Bob's call is still live when the recorder gets Ctrl-C. (4 s
+    // was sometimes too short for ICE and DTLS on a loaded machine: Alice's call then never
+    // carried media, and she exited 1.)
+    let mut alice = start_caller("alice", &server, "alice", "recorder", &["--hangup-after", "6"]);
     let mut bob = start_caller("bob", &server, "bob", "recorder", &[]);
     // (The recorder sends nothing back: no first frame to wait for.)
     assert_eq!(bob.wait_event("response")["status"], "ACCEPTED");

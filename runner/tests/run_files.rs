@@ -142,7 +142,19 @@ fn a_caller_needs_someone_to_call() {
     assert!(stderr.contains("--remote-uid"), "{stderr}");
     let (code, stderr) = check(&file.display().to_string(), &["--remote-uid", "bob"]);
     assert_eq!(code, 0, "{stderr}");
+    // Not itself: refused before anything connects, saying why.
+    let (code, stderr) = check(&file.display().to_string(), &["--remote-uid", "a"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`a` cannot call itself"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pipeline_of_two_calls_is_refused() {
+    let text = "uid = \"a\"\nrole = \"answer\"\npipeline = \"\"\"\nwilddogcall name=one\nwilddogcall name=two\n\"\"\"\n";
+    let stderr = refused(text);
+    assert!(stderr.contains("2 wilddogcall elements"), "{stderr}");
+    assert!(stderr.contains("concurrent_calls"), "{stderr}");
 }
 
 #[test]

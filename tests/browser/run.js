@@ -1,39 +1,91 @@
 #!/usr/bin/env node
-// Runs the browser test suite inside a private network namespace that has only loopback
+// Runs the browser test suite inside private network namespaces that have only loopback
 // (shared/docs/testing-on-loopback.md, fact 2): Chromium then gathers 127.0.0.1 candidates
 // only, and no packet of a test can leave the machine, whatever interfaces it has.
 // Needs root or unprivileged user namespaces; otherwise fails saying why.
-// WILDDOG_BROWSER_NO_NETNS=1 runs in the current namespace instead (debugging against a
-// server started by hand, WILDDOG_SERVER=...).
-import { spawnSync } from 'node:child_process';
-import { dirname } from 'node:path';
+//
+// `node run.js` runs every test file, WILDDOG_BROWSER_JOBS (default 2) at a time, each in a
+// namespace of its own: a file shapes and breaks its own `lo` (tc, nftables), so two files
+// never share one. A file's output is printed whole when it ends, then a summary.
+// `node run.js ARGS...` passes ARGS to one `node --test` in one namespace (a file, a
+// --test-name-pattern). WILDDOG_BROWSER_NO_NETNS=1 runs in the current namespace instead
+// (debugging against a server started by hand, WILDDOG_SERVER=...), one file at a time.
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
-const testArgs = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...(args.length ? args : ['test/'])];
+const nodeTest = (files) => ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files];
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+const unshareFlags = isRoot ? ['--net'] : ['--net', '--map-root-user'];
+const enterNetns = 'ip link set lo up && exec "$0" "$@"';
 
-function runTests() {
-  const r = spawnSync(process.execPath, testArgs, { cwd: here, stdio: 'inherit', env: process.env });
-  if (r.error) throw r.error;
+/** The command running `node --test testArgs` in a new namespace (or here). */
+function command(testArgs) {
+  if (process.env.WILDDOG_IN_NETNS === '1' || process.env.WILDDOG_BROWSER_NO_NETNS === '1') {
+    return [process.execPath, testArgs];
+  }
+  return ['unshare', [...unshareFlags, '--', 'sh', '-c', enterNetns, process.execPath, ...testArgs]];
+}
+
+function cannotUnshare(e) {
+  console.error(`run.js: cannot run unshare (${e.message}): install util-linux and iproute2, or set WILDDOG_BROWSER_NO_NETNS=1`);
+  process.exit(1);
+}
+
+const env = { ...process.env, WILDDOG_IN_NETNS: process.env.WILDDOG_BROWSER_NO_NETNS === '1' ? '' : '1' };
+
+if (args.length) {
+  const [cmd, cmdArgs] = command(nodeTest(args));
+  const r = spawnSync(cmd, cmdArgs, { cwd: here, stdio: 'inherit', env });
+  if (r.error) cannotUnshare(r.error);
   process.exit(r.status ?? 1);
 }
 
-if (process.env.WILDDOG_IN_NETNS === '1' || process.env.WILDDOG_BROWSER_NO_NETNS === '1') runTests();
+// The longest files first, so that the last to end is a short one (durations of a run on
+// 2 cores, in seconds: gstreamer 176, connectivity 102, restart 71, original-sdk 35,
+// sdk-calls 34, the others under 20).
+const longest = ['gstreamer', 'connectivity', 'restart', 'original-sdk', 'sdk-calls'];
+const rank = (f) => {
+  const i = longest.indexOf(f.replace(/\.test\.js$/, ''));
+  return i < 0 ? longest.length : i;
+};
+const files = readdirSync(join(here, 'test'))
+  .filter((f) => f.endsWith('.test.js'))
+  .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+const separate = process.env.WILDDOG_BROWSER_NO_NETNS !== '1';
+const jobs = separate ? Math.max(1, Number(process.env.WILDDOG_BROWSER_JOBS || 2)) : 1;
 
-const script = 'ip link set lo up && exec "$0" "$@"';
-const env = { ...process.env, WILDDOG_IN_NETNS: '1' };
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const attempts = isRoot ? [['--net']] : [['--net', '--map-root-user']];
-for (const flags of attempts) {
-  const r = spawnSync('unshare', [...flags, '--', 'sh', '-c', script, process.execPath, fileURLToPath(import.meta.url), ...args], {
-    cwd: here,
-    stdio: 'inherit',
-    env,
+function runFile(file) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const [cmd, cmdArgs] = command(nodeTest([join('test', file)]));
+    const child = spawn(cmd, cmdArgs, { cwd: here, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = [];
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => out.push(d));
+    child.on('error', cannotUnshare);
+    child.on('close', (code, signal) => {
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      process.stdout.write(`\n=== ${file} (${seconds} s) ===\n${Buffer.concat(out).toString()}`);
+      resolve({ file, seconds, ok: code === 0, status: signal ?? code });
+    });
   });
-  if (r.error) {
-    console.error(`run.js: cannot run unshare (${r.error.message}): install util-linux and iproute2, or set WILDDOG_BROWSER_NO_NETNS=1`);
-    process.exit(1);
-  }
-  process.exit(r.status ?? 1);
+}
+
+const queue = [...files];
+const results = [];
+await Promise.all(
+  Array.from({ length: Math.min(jobs, files.length) }, async () => {
+    while (queue.length) results.push(await runFile(queue.shift()));
+  }),
+);
+console.log(`\n=== browser tests: ${files.length} files, ${jobs} at a time ===`);
+for (const r of results) console.log(`${r.ok ? 'ok    ' : 'FAILED'} ${r.file} (${r.seconds} s${r.ok ? '' : `, exit ${r.status}`})`);
+const failed = results.filter((r) => !r.ok);
+if (failed.length) {
+  console.log(`${failed.length} of ${files.length} files failed: ${failed.map((r) => r.file).join(', ')}`);
+  process.exit(1);
 }

@@ -80,13 +80,17 @@ static DTLS_PREWARM: std::sync::LazyLock<(std::sync::Mutex<Option<bool>>, std::s
     std::sync::LazyLock::new(Default::default);
 
 /// Makes the process's DTLS certificate now, in the background: GStreamer's DTLS elements
-/// generate one RSA key per process on first use, which took ~0.5 s inside the first
-/// call's `create-offer`. Called when a `wilddogcall` goes to READY.
+/// generate one RSA-2048 key per process on first use, inside the first call's
+/// `create-offer` or `create-answer`. That takes 0.2 to 2 s on an idle 2-core machine and
+/// several seconds on a loaded one (`openssl genrsa 2048`: 4 to 12 s at load 40), all of it
+/// added to the first call's setup. Called when a `wilddogcall` goes to READY; an
+/// application that knows it will call (wilddog-runner) calls it at start, before it
+/// connects, and then [`wait_dtls_prewarm`] before it exits.
 ///
 /// Our peer connections present their own ECDSA certificate ([`crate::dtls`]), but this is
 /// still needed: `dtlsdec`'s instance init (GStreamer 1.22) makes its default agent, and so
 /// the RSA key, before the `pem` property replaces it.
-pub(crate) fn prewarm_dtls_certificate() {
+pub fn prewarm_dtls_certificate() {
     let (lock, _) = &*DTLS_PREWARM;
     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
     if state.is_some() {
@@ -104,10 +108,11 @@ pub(crate) fn prewarm_dtls_certificate() {
     }
 }
 
-/// Waits (20 s at most: key generation on a loaded machine can take seconds) for the certificate of [`prewarm_dtls_certificate`]: a
-/// process must not exit while OpenSSL generates a key in another thread (its exit
-/// handlers free what that thread uses). Called when a `wilddogcall` goes back to NULL.
-pub(crate) fn wait_dtls_prewarm() {
+/// Waits (20 s at most: key generation on a loaded machine can take seconds) for the
+/// certificate of [`prewarm_dtls_certificate`], if one is being made: a process must not exit
+/// while OpenSSL generates a key in another thread (its exit handlers free what that thread
+/// uses). Called when a `wilddogcall` goes back to NULL.
+pub fn wait_dtls_prewarm() {
     let (lock, cvar) = &*DTLS_PREWARM;
     let state = lock.lock().unwrap_or_else(|e| e.into_inner());
     let _ =
