@@ -213,7 +213,7 @@ declare namespace wilddogVideo {
   interface ClientEvents {
     /** An incoming call (not raised while a conversation is live: that caller gets BUSY). */
     called: (conversation: Conversation) => void;
-    /** 41001 (expired) or 41002 (invalid); the client stops until setToken(). */
+    /** 41001 (expired), 41002 (invalid) or 41008 (an app id the server does not have); the client stops until setToken(). */
     token_error: (error: WilddogError) => void;
     /** Extension: a good connack (also after each reconnect). */
     connected: () => void;

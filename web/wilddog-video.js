@@ -1764,7 +1764,10 @@
     // A token the server refuses will not get better by retrying: stop until setToken().
     this.state = C_STOPPED;
     this._dropSocket();
-    var err = msg.code === 2 ? makeError('TOKEN_EXPIRED') : makeError('TOKEN_INVALID', msg.code === 1 ? undefined : 'connack code ' + msg.code);
+    // Code 1 with `appIdInvalid` (our server's extension): the app id, not the token, is wrong.
+    var err = msg.code === 2 ? makeError('TOKEN_EXPIRED')
+      : msg.code === 1 && msg.appIdInvalid ? makeError('APPID_INVALID')
+      : makeError('TOKEN_INVALID', msg.code === 1 ? undefined : 'connack code ' + msg.code);
     this._emit('token_error', err);
   };
 

@@ -355,6 +355,22 @@ fn bad_token_is_error_41002() {
 }
 
 #[test]
+fn unknown_app_id_is_error_41008() {
+    if !common::enter_netns("unknown_app_id_is_error_41008") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice").calling("bob").prop("app-id", "no-such-app"),
+    );
+    alice.play();
+    alice.wait_for("wilddog-error 41008", T, |s| *s == Seen::WilddogError(41008));
+    let err = alice.wait_for("element error", T, |s| matches!(s, Seen::ElementError { .. }));
+    assert!(matches!(err, Seen::ElementError { code: Some(41008), .. }), "{err:?}");
+}
+
+#[test]
 fn server_killed_mid_call_media_goes_on() {
     if !common::enter_netns("server_killed_mid_call_media_goes_on") {
         return;

@@ -197,6 +197,10 @@ pub enum ClientError {
     /// `connack` code 1 (41002 TOKEN_INVALID).
     #[error("the server refused the token (41002 TOKEN_INVALID)")]
     TokenInvalid,
+    /// `connack` code 1 with `appIdInvalid`: the app id is not an app of the server (41008
+    /// APPID_INVALID).
+    #[error("the server has no app of this app id (41008 APPID_INVALID)")]
+    AppIdInvalid,
     /// `connack` code 2 (41001 TOKEN_EXPIRED).
     #[error("the token has expired (41001 TOKEN_EXPIRED)")]
     TokenExpired,
@@ -212,11 +216,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The original's error code for this error (41001, 41002), if it has one.
+    /// The original's error code for this error (41001, 41002, 41008), if it has one.
     pub fn wilddog_code(&self) -> Option<u32> {
         match self {
             ClientError::TokenExpired => Some(41001),
             ClientError::TokenInvalid => Some(41002),
+            ClientError::AppIdInvalid => Some(41008),
             _ => None,
         }
     }
@@ -228,6 +233,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::TokenInvalid
+                | ClientError::AppIdInvalid
                 | ClientError::TokenExpired
                 | ClientError::Refused(_)
                 | ClientError::InvalidUrl(_)
@@ -453,6 +459,9 @@ async fn handshake(
             Ok(ServerFrame::Connack { url: None, msg }) => {
                 return match msg.code {
                     connack_code::OK => Ok(Handshake::Accepted(Box::new(socket), msg.ice_servers)),
+                    connack_code::TOKEN_INVALID if msg.app_id_invalid => {
+                        Err(ClientError::AppIdInvalid)
+                    }
                     connack_code::TOKEN_INVALID => Err(ClientError::TokenInvalid),
                     connack_code::TOKEN_EXPIRED => Err(ClientError::TokenExpired),
                     code => Err(ClientError::Refused(code)),

@@ -187,6 +187,22 @@ async fn bad_token_is_token_invalid() {
 }
 
 #[tokio::test]
+async fn unknown_app_id_is_appid_invalid() {
+    let mut server = TestServer::start().await;
+    let url = server.url.clone();
+    let connecting = tokio::spawn(Client::connect(config(&url)));
+    let mut ws = server.next_socket().await;
+    let _connect = read_json(&mut ws).await;
+    let mut refused = connack(connack_code::TOKEN_INVALID, "stun:127.0.0.1:3478");
+    refused["msg"]["appIdInvalid"] = json!(true);
+    send_json(&mut ws, refused).await;
+    let error = connecting.await.unwrap().unwrap_err();
+    assert_eq!(error, ClientError::AppIdInvalid);
+    assert_eq!(error.wilddog_code(), Some(41008));
+    assert!(error.is_fatal());
+}
+
+#[tokio::test]
 async fn expired_token_is_token_expired() {
     let mut server = TestServer::start().await;
     let url = server.url.clone();

@@ -115,7 +115,7 @@ impl ResumeMsg {
 pub mod connack_code {
     /// The token was accepted.
     pub const OK: i64 = 0;
-    /// Bad signature, malformed token, unknown app id.
+    /// Bad signature, malformed token, unknown app id (then with `appIdInvalid`).
     pub const TOKEN_INVALID: i64 = 1;
     /// The token's expiry has passed.
     pub const TOKEN_EXPIRED: i64 = 2;
@@ -134,6 +134,11 @@ pub struct Connack {
     /// Whether the app is stopped (always false here).
     #[serde(default)]
     pub stopped: bool,
+    /// Extension, with code 1: the app id is not an app of this server (41008
+    /// APPID_INVALID), rather than a bad token (41002). Absent otherwise; old clients ignore
+    /// it and report code 1 as TOKEN_INVALID.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub app_id_invalid: bool,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,

@@ -119,6 +119,7 @@ fn connack_ok_with_ice_servers() {
                         extra: Extra::new(),
                     },
                 ],
+                app_id_invalid: false,
                 extra: Extra::new(),
             },
         },
@@ -132,6 +133,18 @@ fn connack_codes_and_redirect() {
         ServerFrame::Connack {
             url: None,
             msg: Connack { code: connack_code::TOKEN_EXPIRED, ..Default::default() },
+        },
+    );
+    // Extension: code 1 for an app id the server does not have (41008, not 41002).
+    server(
+        r#"{"type":"connack","msg":{"code":1,"iceServers":[],"stopped":false,"appIdInvalid":true}}"#,
+        ServerFrame::Connack {
+            url: None,
+            msg: Connack {
+                code: connack_code::TOKEN_INVALID,
+                app_id_invalid: true,
+                ..Default::default()
+            },
         },
     );
     server(

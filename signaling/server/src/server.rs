@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::router::{
     ConnId, Departure, Effect, LinkedConversation, NodeId, Outbox, PoolPick, Router, node_of,
 };
-use crate::token::verify_token;
+use crate::token::{AuthError, verify_token};
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
@@ -1116,6 +1116,7 @@ impl Session<'_> {
                             .config
                             .connack_ice_servers(&self.stun_host_port, &claims.uid),
                         stopped: false,
+                        app_id_invalid: false,
                         extra: Default::default(),
                     },
                 };
@@ -1125,7 +1126,11 @@ impl Session<'_> {
                 shared.metrics.auth_failures.inc();
                 self.failed_auth += 1;
                 tracing::debug!(conn = self.conn, app = connect.app_id, "connect refused: {e}");
-                let mut msg = Connack { code: e.connack_code(), ..Default::default() };
+                let mut msg = Connack {
+                    code: e.connack_code(),
+                    app_id_invalid: matches!(e, AuthError::UnknownApp(_)),
+                    ..Default::default()
+                };
                 msg.extra.insert("reason".into(), serde_json::Value::String(e.to_string()));
                 if !self.reply(ws, &ServerFrame::Connack { url: None, msg }).await {
                     return Some(None);

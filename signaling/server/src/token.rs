@@ -40,9 +40,12 @@ pub enum TokenError {
 /// Why a `connect` was refused; maps to a `connack` code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// Unknown app, bad signature, malformed token, token of another app: code 1.
+    /// Bad signature, malformed token, token of another app: code 1.
     #[error("token invalid: {0}")]
     Invalid(String),
+    /// The `connect`'s app id is not configured: code 1 with `appIdInvalid` (41008).
+    #[error("app id `{0}` is not an app of this server")]
+    UnknownApp(String),
     /// Good signature, but past its `exp`: code 2.
     #[error("token expired")]
     Expired,
@@ -52,7 +55,7 @@ impl AuthError {
     /// The `connack.code` for this failure.
     pub fn connack_code(&self) -> i64 {
         match self {
-            AuthError::Invalid(_) => connack_code::TOKEN_INVALID,
+            AuthError::Invalid(_) | AuthError::UnknownApp(_) => connack_code::TOKEN_INVALID,
             AuthError::Expired => connack_code::TOKEN_EXPIRED,
         }
     }
@@ -98,9 +101,8 @@ pub fn mint_token(
 
 /// Checks the token of a `connect` for `app_id` and returns its claims.
 pub fn verify_token(config: &ServerConfig, app_id: &str, token: &str) -> Result<Claims, AuthError> {
-    let secret = config
-        .app_secret(app_id)
-        .ok_or_else(|| AuthError::Invalid(format!("unknown app id `{app_id}`")))?;
+    let secret =
+        config.app_secret(app_id).ok_or_else(|| AuthError::UnknownApp(app_id.to_owned()))?;
     let mut validation = Validation::new(Algorithm::HS256);
     // The server that checks is the one whose config minted: no clock skew to allow for.
     validation.leeway = 0;
@@ -164,6 +166,7 @@ mod tests {
         let e = verify_token(&c, "other", &t).unwrap_err();
         assert_eq!(e.connack_code(), 1, "{e}");
         let e = verify_token(&c, "nope", &t).unwrap_err();
+        assert_eq!(e, AuthError::UnknownApp("nope".into()));
         assert_eq!(e.connack_code(), 1, "{e}");
         let e = verify_token(&c, DEV_APP_ID, "not.a.token").unwrap_err();
         assert_eq!(e.connack_code(), 1, "{e}");

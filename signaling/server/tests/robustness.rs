@@ -23,11 +23,16 @@ async fn bad_expired_and_wrong_app_tokens() {
     // Change the signature's first character (its last may hold only ignored padding bits).
     let (head, sig) = good.rsplit_once('.').unwrap();
     let tampered = format!("{head}.{}{}", if sig.starts_with('A') { 'B' } else { 'A' }, &sig[1..]);
-    assert_eq!(c.connect_code(DEV_APP_ID, &tampered).await.code, 1, "bad signature");
+    let refused = c.connect_code(DEV_APP_ID, &tampered).await;
+    assert_eq!(refused.code, 1, "bad signature");
+    assert!(!refused.app_id_invalid, "a bad token of a good app is not 41008");
     let mut c = server.open().await;
     assert_eq!(c.connect_code(DEV_APP_ID, "garbage").await.code, 1, "malformed");
     let mut c = server.open().await;
-    assert_eq!(c.connect_code("some-other-app", &good).await.code, 1, "unknown app");
+    // Code 1 as the original, and our extension saying that the app id is the fault (41008).
+    let refused = c.connect_code("some-other-app", &good).await;
+    assert_eq!(refused.code, 1, "unknown app");
+    assert!(refused.app_id_invalid, "unknown app: appIdInvalid");
     let mut other = ServerConfig::development();
     other.apps[0].secret = "another secret".into();
     let foreign =

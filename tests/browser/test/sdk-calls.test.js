@@ -221,6 +221,15 @@ describe('our SDK, browser ↔ browser through our server', () => {
     await page.close();
   });
 
+  it('token_error 41008 for an app id the server does not have', async () => {
+    const uid = uniqueUid('noapp');
+    const { token } = await server.token(uid);
+    const page = await openSdkPage(browser, server, uid, { appId: 'no-such-app', token });
+    await waitEvent(page, 'token_error', { d: 41008 });
+    assert.ok(!(await events(page)).includes('connected'));
+    await page.close();
+  });
+
   it('token_error 41001 for an expired token', async () => {
     const uid = uniqueUid('expired');
     const { appId } = await server.token(uid);
