@@ -87,7 +87,9 @@ describe('our SDK, browser ↔ browser through our server', () => {
     assert.equal(rs.width, 640);
     assert.equal(rs.height, 480);
     assert.ok(rs.bytesReceived > 0 && rs.bitReceivedRate > 0, JSON.stringify(rs));
-    assert.ok(ls.bytesSent > 0 && ls.width === 640, JSON.stringify(ls));
+    // Sent at 640 wide, or less when Chromium's own CPU adaptation scaled its encoder down
+    // (it sent 240x180 once, two test files at a time on a machine still compiling).
+    assert.ok(ls.bytesSent > 0 && ls.width > 0 && ls.width <= 640, JSON.stringify(ls));
     assert.equal(rs.candidateType, 'host');
     assert.ok(rs.fps > 0, JSON.stringify(rs));
 
