@@ -34,8 +34,10 @@ cargo fmt --manifest-path benches/anchors/Cargo.toml -- --check
 # the time (linking, calls that run in real time). On a clean clone (2026-12-03) the
 # anchors were done 22 minutes in, before the Rust tests ended; run in line the anchors took
 # 5 minutes of a CI run and the workspace lints 2m21s. The workspace lints share the
-# anchors' target dir: 237 of this workspace's crates are theirs too, already checked.
-# The quick benchmarks, last, wait for all of it.
+# anchors' target dir (the two lockfiles have 237 crate versions in common; how many of their
+# check results the lints reuse was not measured: features can differ). The quick
+# benchmarks, last, wait for all of it: on a clean clone of eda50a2 the lints were still
+# compiling 29.5 minutes in, so there part of the 2m21s came back as a wait.
 #
 # It runs in a session of its own, so that a failing step can stop it with every rustc it
 # started. On a kernel with autogroup scheduling (Debian's, and CI's) a new session is a
