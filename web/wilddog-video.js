@@ -1316,19 +1316,24 @@
    * `quality`, as wilddogcall's `wilddog-quality`: 'low' when the browser's video encoder
    * target (which follows its congestion control) falls below what the local stream's
    * dimension needs (its minBitrateBps, kbps), 'good' when it is back. Only on a change.
+   * A browser that reports no target (Firefox) gets it from the size ladder instead
+   * (`_fitSendSize`).
    */
   Conversation.prototype._checkQuality = function (local) {
     var ls = this.localStream;
     if (!ls || !ls.captureVideo || !local.targetBitrate || this.status === S_CLOSED) return;
-    var needed = neededKbps(ls);
-    var low = local.targetBitrate < needed;
+    this._setQuality(local.targetBitrate < neededKbps(ls), local);
+  };
+
+  /** Emits `quality` when `low` changed. */
+  Conversation.prototype._setQuality = function (low, local) {
     if (low === !!this._qualityLow) return;
     this._qualityLow = low;
     this._emit('quality', {
       quality: low ? 'low' : 'good',
       estimatedBitrate: local.estimatedBitrate,
       targetBitrate: local.targetBitrate,
-      neededBitrate: needed,
+      neededBitrate: neededKbps(this.localStream),
       width: local.width,
       height: local.height,
       fps: local.fps
@@ -1465,6 +1470,10 @@
     }
     if (to === at) return;
     this._sendScale = to;
+    // Without an encoder target (Firefox) the link is judged by the ladder's own inputs:
+    // the picture taken down for the link (loss with a queue, or frames the encoder could
+    // not make) is what 'low' says, and back at its full size, 'good'.
+    if (!local.targetBitrate && ls.captureVideo) this._setQuality(to > 0, local);
     this._sendScaleUp = 0;
     this._lossyTicks = 0;
     this._sendSettle = 2;

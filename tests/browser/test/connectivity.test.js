@@ -269,6 +269,9 @@ describe('Firefox ESR ↔ GStreamer', () => {
     // the loss alone, it stepped down in one run out of nine (then Firefox's inbound counters
     // started again, and this test failed on them).
     assert.ok(trace.every((r) => r.to === 0), `the SDK stepped Firefox's picture down under 5 % random loss: ${JSON.stringify(trace)}`);
+    // Nor to say the page's quality is low (Firefox has no encoder target: the ladder says it).
+    const quality = await page.evaluate(() => T.quality.map((q) => q.quality));
+    assert.ok(!quality.includes('low'), `the page said its quality was low under 5 % random loss: ${JSON.stringify(quality)}`);
     // Firefox lost some of the bot's video and asked for it: the bot resent it.
     assert.ok(lossy1.in.lost > lossy0.in.lost, `Firefox lost nothing under 5 % loss: ${JSON.stringify(lossy1.in)}`);
     assert.ok(lossy1.in.nack > lossy0.in.nack, `Firefox sent no NACK: ${JSON.stringify(lossy1.in)}`);
@@ -359,6 +362,9 @@ describe('Firefox ESR ↔ GStreamer', () => {
     assert.ok(judged.length >= 4 && botFps >= 8, `the bot decoded ${JSON.stringify(judged)} fps of Firefox's video at 250 kbit/s`);
     assert.ok(decodedFps >= 5, `the page showed ${decodedFps.toFixed(1)} fps of the echo at 250 kbit/s`);
     assert.ok(botQuality.some((e) => e.quality === 'low'), `the bot never said its quality was low: ${JSON.stringify(botQuality)}`);
+    // The page said so too, from its ladder (Firefox reports no encoder target).
+    const pageQuality = await page.evaluate(() => T.quality);
+    assert.ok(pageQuality.some((q) => q.quality === 'low' && q.width > 0), `the page never said its quality was low: ${JSON.stringify(pageQuality)}`);
     await page.evaluate(() => T.conv.close());
     await page.close();
   });
