@@ -10,7 +10,8 @@ use gst::subclass::prelude::*;
 use gst_webrtc::WebRTCRTPTransceiverDirection as Direction;
 use wilddog_call::Input;
 
-use super::{CAT, Media, WilddogCall, caps_size, feeds_a_muxer, lock, remove_child};
+use super::pads::feeds_a_muxer;
+use super::{CAT, Media, WilddogCall, caps_size, lock, remove_child};
 use crate::media::{self, StreamKind};
 
 /// A sending chain to link to a new peer connection.

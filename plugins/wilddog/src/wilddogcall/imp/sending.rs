@@ -8,7 +8,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use wilddog_call::Input;
 
-use super::{CAT, Validated, WilddogCall, caps_size, last_element, lock};
+use super::{CAT, Validated, WilddogCall, caps_size, lock};
 use crate::media::{self, StreamKind};
 
 impl WilddogCall {
@@ -148,4 +148,9 @@ impl WilddogCall {
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
+}
+
+fn last_element(bin: &gst::Bin) -> Option<gst::Element> {
+    let src = bin.static_pad("src")?.downcast::<gst::GhostPad>().ok()?.target()?;
+    src.parent_element()
 }

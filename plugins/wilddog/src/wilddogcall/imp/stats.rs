@@ -482,6 +482,11 @@ impl WilddogCall {
         lock(&self.state).last_stats = Some(s.clone());
         self.raise("wilddog-stats", s.clone(), &[&s]);
     }
+
+    /// The last stats structure.
+    pub fn last_stats(&self) -> Option<gst::Structure> {
+        lock(&self.state).last_stats.clone()
+    }
 }
 
 #[cfg(test)]
