@@ -556,6 +556,46 @@ describe('browser ↔ GStreamer (wilddog-runner run) through our server', () => 
     await bot.stop();
   });
 
+  // Issue 10, "against every peer, the original SDK too": the original service's SDK,
+  // unmodified, calls the echo bot under 5 % random loss both ways. Its RTCPeerConnection is
+  // Chromium's, configured by that SDK's own offer: the bot's NACKs reach it and it resends;
+  // its NACKs are answered; the echo keeps playing.
+  it('the original SDK → echo bot under 5 % loss: NACKs answered both ways, the echo keeps playing', async () => {
+    const { uid: echoUid, bot } = await echoBot();
+    const caller = await page('original', 'original-lossy');
+    await caller.page.evaluate((uid) => T.call(uid, 'lossy'), echoUid);
+    await waitEvent(caller.page, 'response', { d: 'ACCEPTED', timeout: 20_000 });
+    await expectRemoteVideo(caller.page, { timeout: 20_000 });
+    const rtp = () => caller.page.evaluate(async () => {
+      const stats = await T.pc().getStats();
+      const r = { out: { nack: 0, resent: 0 }, in: { nack: 0, repaired: 0, decoded: 0 } };
+      stats.forEach((s) => {
+        if (s.kind !== 'video') return;
+        if (s.type === 'outbound-rtp') r.out = { nack: s.nackCount ?? 0, resent: s.retransmittedPacketsSent ?? 0 };
+        if (s.type === 'inbound-rtp') r.in = { nack: s.nackCount ?? 0, repaired: s.retransmittedPacketsReceived ?? 0, decoded: s.framesDecoded ?? 0 };
+      });
+      return r;
+    });
+    const { clean0, clean1, lossy0, lossy1 } = await sampleCleanThenLossy(rtp, { percent: 5, cleanMs: 6000, lossyMs: 12_000 });
+    await sleep(2500);
+    const stats = bot.events.filter((e) => e.event === 'stats').at(-1);
+    console.log('original SDK clean', JSON.stringify([clean0, clean1]), 'lossy', JSON.stringify([lossy0, lossy1]), 'bot', JSON.stringify(stats));
+    // The bot NACKed what it lost of the page's video, and the page resent it.
+    assert.ok(lossy1.out.nack > lossy0.out.nack, `the bot's NACKs never reached the page: ${JSON.stringify(lossy1.out)}`);
+    assert.ok(lossy1.out.resent > lossy0.out.resent, `the page resent nothing: ${JSON.stringify(lossy1.out)}`);
+    // The page's NACKs were answered: retransmissions arrived.
+    assert.ok(lossy1.in.nack > lossy0.in.nack, `the page sent no NACK: ${JSON.stringify(lossy1.in)}`);
+    assert.ok(lossy1.in.repaired > lossy0.in.repaired, `no retransmission reached the page: ${JSON.stringify(lossy1.in)}`);
+    assert.ok(stats.local.nackReceived > 0 && stats.local.retransmitted > 0, `the bot resent nothing: ${JSON.stringify(stats.local)}`);
+    // The echo, across the lossy link twice, keeps playing (as our SDK's test: 40 %).
+    const cleanRate = (clean1.in.decoded - clean0.in.decoded) / 6;
+    const lossyRate = (lossy1.in.decoded - lossy0.in.decoded) / 12;
+    assert.ok(lossyRate >= 0.4 * cleanRate, `${lossyRate} frames/s decoded under 5 % loss against ${cleanRate} clean`);
+    await caller.page.evaluate(() => T.conv.close());
+    await caller.page.close();
+    await bot.stop();
+  });
+
   it('call-test → our SDK page that rejects: runner exits 3 with response REJECTED', async () => {
     const callee = await page('ours', 'rejecter');
     await callee.page.evaluate(() => (T.onCalled = 'reject'));

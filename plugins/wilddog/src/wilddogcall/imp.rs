@@ -1200,7 +1200,8 @@ impl WilddogCall {
                 {
                     let mut st = lock(&self.state);
                     st.role = Some(role);
-                    st.prev_stats = None;
+                    let local_frames = self.counters.local_frames.load(Ordering::Relaxed);
+                    st.prev_stats = Some(stats::PreviousStats::baseline(local_frames, 0));
                     st.counter_totals = Default::default();
                     st.ice_servers = ice_servers.clone();
                 }
