@@ -2099,6 +2099,67 @@ mod tests {
         depay.set_state(gst::State::Null).unwrap();
     }
 
+    /// What a key frame request becomes on its way to rtpsession: a PLI (`all-headers`
+    /// false) for a peer that takes PLIs (`rtcp-fb-nack-pli` in the caps), else a FIR
+    /// (`all-headers` true) whose count moves at every request, so that rtpsession gives each
+    /// FIR a new sequence number and the peer answers it (RFC 5104).
+    #[test]
+    fn key_frame_requests_are_a_pli_or_a_fresh_fir_by_what_the_peer_takes() {
+        gst::init().unwrap();
+        for takes_pli in [true, false] {
+            let depay = gst::ElementFactory::make("rtpvp8depay").build().unwrap();
+            key_frame_requests(&depay);
+            let sink = depay.static_pad("sink").unwrap();
+            let upstream = gst::Pad::builder(gst::PadDirection::Src).name("upstream").build();
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let recorded = seen.clone();
+            upstream.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data
+                    && let Ok(request) = gst_video::UpstreamForceKeyUnitEvent::parse(e)
+                {
+                    recorded.lock().unwrap().push((request.all_headers, request.count));
+                }
+                gst::PadProbeReturn::Ok
+            });
+            upstream.set_active(true).unwrap();
+            upstream.link(&sink).unwrap();
+            depay.set_state(gst::State::Playing).unwrap();
+            assert!(upstream.push_event(gst::event::StreamStart::new("vp8")));
+            let mut caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("clock-rate", 90000i32)
+                .field("encoding-name", "VP8")
+                .field("payload", 96i32)
+                .field("rtcp-fb-ccm-fir", true);
+            if takes_pli {
+                caps = caps.field("rtcp-fb-nack-pli", true);
+            }
+            assert!(upstream.push_event(gst::event::Caps::new(&caps.build())));
+            let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+            assert!(upstream.push_event(gst::event::Segment::new(&segment)));
+            // As rtpvp8depay asks: all-headers and count 0, every time.
+            let ask = || {
+                let request = gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .count(0)
+                    .build();
+                sink.push_event(request);
+            };
+            ask();
+            // A key frame came (no DELTA_UNIT flag): the next request goes out at once.
+            let _ = upstream.push(vp8_packet(1, 9000, &[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+            std::thread::sleep(KEY_FRAME_RETRY + std::time::Duration::from_millis(50));
+            ask();
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 2, "pli {takes_pli}: {seen:?}");
+            assert!(seen.iter().all(|(all_headers, _)| *all_headers != takes_pli), "{seen:?}");
+            if !takes_pli {
+                assert!(seen[1].1 > seen[0].1, "each FIR a new count: {seen:?}");
+            }
+            depay.set_state(gst::State::Null).unwrap();
+        }
+    }
+
     #[test]
     fn finds_the_first_packet_of_a_vp8_key_frame() {
         // S=1, partition 0, no extension; P=0: a key frame.
