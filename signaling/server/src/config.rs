@@ -126,6 +126,12 @@ struct ClusterFile {
 pub const MAX_TAKEOVER_PROBE: Duration = Duration::from_secs(60);
 /// Largest [`Limits::reconnect_grace`] accepted.
 pub const MAX_RECONNECT_GRACE: Duration = Duration::from_secs(3600);
+/// Largest [`Limits::max_frame_bytes`] accepted (16 MiB: its hard limit, 4 times it, is
+/// 64 MiB). A frame header announcing up to the hard limit makes the server reserve that
+/// much for the frame; without a ceiling a configured limit of 2^61 or more let a header
+/// announcing 2^63 bytes through the check and the connection's task died on the
+/// allocation ("capacity overflow"), and large ones let each client reserve gigabytes.
+pub const MAX_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -252,8 +258,9 @@ pub struct TlsConfig {
 /// Limits that protect the server from clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest text frame accepted, in bytes. A larger one (up to 4 times this) is refused
-    /// with an error frame `too_large`; anything larger still closes the socket (1009).
+    /// Largest text frame accepted, in bytes (1024 to [`MAX_MAX_FRAME_BYTES`]). A larger one
+    /// (up to 4 times this) is refused with an error frame `too_large`; anything larger still
+    /// closes the socket (1009).
     pub max_frame_bytes: usize,
     /// Frames per second one connection may sustain.
     pub rate_limit_per_sec: u32,
@@ -526,6 +533,12 @@ impl ServerConfig {
                 l.max_frame_bytes
             ));
         }
+        if l.max_frame_bytes > MAX_MAX_FRAME_BYTES {
+            return invalid(format!(
+                "limits.max_frame_bytes = {} is over {MAX_MAX_FRAME_BYTES} (16 MiB)",
+                l.max_frame_bytes
+            ));
+        }
         if l.rate_limit_per_sec == 0 || l.rate_limit_burst == 0 {
             return invalid("limits.rate_limit_per_sec and rate_limit_burst must be > 0".into());
         }
@@ -710,6 +723,12 @@ mod tests {
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nreconnect_grace_secs=7200", "linger"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nidle_timeout_secs=1e300", "idle_timeout"),
             ("[[apps]]\nid='a'\nsecret='x'\nbogus=1", "bogus"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nmax_frame_bytes=1000", "below 1024"),
+            ("[[apps]]\nid='a'\nsecret='x'\n[limits]\nmax_frame_bytes=16777217", "16 MiB"),
+            (
+                "[[apps]]\nid='a'\nsecret='x'\n[limits]\nmax_frame_bytes=4611686018427387904",
+                "16 MiB",
+            ),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=0", "takeover_probe"),
             ("[[apps]]\nid='a'\nsecret='x'\n[limits]\ntakeover_probe_ms=-5", "takeover_probe"),
             ("[[apps]]\nid='a'\nsecret='x'\n[turn]\nurls=[]\nsecret='s'", "turn.urls is empty"),

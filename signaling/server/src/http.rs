@@ -87,6 +87,10 @@ async fn websocket(
     let stun = stun_host_port(shared.local_addr, host_header(&headers));
     // Frames up to 4x the limit are read and refused with an error frame; larger ones close
     // the socket without being buffered whole.
+    // tungstenite checks a frame's announced length against `max_frame_size` as soon as its
+    // header is read, before it reserves anything for the payload: a header announcing
+    // exabytes is refused at once (1009). `limits.max_frame_bytes` is capped in the config
+    // check (`MAX_MAX_FRAME_BYTES`) so that this bound stays small.
     let hard_limit = shared.config.limits.max_frame_bytes.saturating_mul(4);
     let tracker = shared.tracker.clone();
     upgrade

@@ -45,8 +45,8 @@ pub mod turn;
 
 pub use config::{
     AppConfig, ClusterConfig, ConfigError, DEFAULT_RECONNECT_GRACE, DEFAULT_TAKEOVER_PROBE,
-    DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, ServerConfig, TlsConfig, TurnConfig,
-    UrlList,
+    DEV_APP_ID, DEV_APP_SECRET, IceServerConfig, Limits, MAX_MAX_FRAME_BYTES, ServerConfig,
+    TlsConfig, TurnConfig, UrlList,
 };
 pub use http::DEV_TOKEN_TTL;
 pub use server::close_code;

@@ -371,3 +371,109 @@ async fn minted_turn_credentials_are_renewed_at_half_their_lifetime() {
         );
     }
 }
+
+/// Does the WebSocket upgrade of `/ws` by hand on a raw TCP socket: the bytes after it are
+/// whatever the test writes, frame headers no WebSocket library would send.
+async fn raw_upgrade(server: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The response head, byte by byte so that nothing after it is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(common::WAIT, tcp.read(&mut byte)).await.unwrap().unwrap();
+        assert_eq!(n, 1, "upgrade response cut short: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// What the server does within `within` after the test wrote its frame: the close code of
+/// its first frame if that is a close frame, `None` if it dropped the connection, or a
+/// panic when it does neither (or sends another frame first).
+async fn close_code_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 256];
+        // A close frame from the server: 0x88, a length under 126, no mask, the code first.
+        while got.len() < 4 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "neither a close frame nor the connection closed within {within:?}");
+    if got.is_empty() {
+        return None;
+    }
+    assert!(got.len() >= 4 && got[0] == 0x88, "expected a close frame, got {got:02x?}");
+    Some(u16::from_be_bytes([got[2], got[3]]))
+}
+
+/// A frame header announcing 2^63 - 1 bytes (64-bit extended length) is refused as soon as
+/// the header is read: a close 1009 within a second, nothing allocated for it, and the server
+/// goes on serving everyone else.
+#[tokio::test]
+async fn a_frame_header_announcing_exabytes_is_closed_with_1009_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::dev().await;
+    let mut alice = server.login("alice").await;
+    for authenticated in [false, true] {
+        let mut tcp = raw_upgrade(&server).await;
+        let mut header = vec![0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        header.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]); // the mask key
+        if authenticated {
+            // A connected session first (masked text frame carrying `connect`).
+            let connect = json!({"type": "connect", "msg": {
+                "token": server.token("raw"), "appId": DEV_APP_ID, "clientInfo": {"sdk": "test"}
+            }})
+            .to_string();
+            let mut frame = vec![0x81, 0xFE];
+            frame.extend_from_slice(&u16::try_from(connect.len()).unwrap().to_be_bytes());
+            frame.extend_from_slice(&[0, 0, 0, 0]); // a zero mask key: the payload as is
+            frame.extend_from_slice(connect.as_bytes());
+            tcp.write_all(&frame).await.unwrap();
+            let mut ack = [0u8; 4];
+            tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut ack).await.unwrap();
+            assert_eq!(ack[0], 0x81, "a text frame (connack) first: {ack:02x?}");
+            let len = match ack[1] {
+                126 => usize::from(u16::from_be_bytes([ack[2], ack[3]])),
+                n => usize::from(n) - 2,
+            };
+            let mut rest = vec![0u8; len];
+            tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut rest).await.unwrap();
+        }
+        tcp.write_all(&header).await.unwrap();
+        let started = std::time::Instant::now();
+        let code = close_code_within(&mut tcp, Duration::from_secs(1)).await;
+        assert_eq!(code, Some(close_code::TOO_BIG), "authenticated: {authenticated}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // Everyone else is served: a call between two sessions, one opened before, one after.
+    let mut bob = server.login("bob").await;
+    alice.call("c1", "bob").await;
+    assert_eq!(bob.recv_conv().await.0, "call");
+    assert_eq!(server.http_get("/healthz").await.0, 200);
+
+    // The check holds for any configured limit: one so large that 4 times it is over 2^63
+    // let that header through, and the connection's task died allocating for it ("capacity
+    // overflow"). Such a limit is refused before the server starts.
+    let mut huge = ServerConfig::development();
+    huge.limits.max_frame_bytes = 1 << 62;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = wilddog_server::run(listener, huge, async {}).await;
+    let error = refused.expect_err("a frame limit of 2^62 bytes is refused").to_string();
+    assert!(error.contains("max_frame_bytes") && error.contains("16 MiB"), "{error}");
+}
