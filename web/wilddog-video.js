@@ -76,6 +76,16 @@
 
   // Frames queued while the socket is down; beyond this the oldest are dropped.
   var MAX_QUEUED_FRAMES = 500;
+  // The largest frame sent to a server whose connack does not say (`maxFrameBytes`, our
+  // server's extension): our server's default hard limit, over which it closes the socket
+  // (1009) and the call would end in TIMEOUT after a reconnect.
+  var DEFAULT_FRAME_LIMIT = 1048576;
+
+  /** Bytes of `text` in UTF-8, as the server counts a frame. */
+  function utf8Length(text) {
+    if (typeof TextEncoder === 'function') return new TextEncoder().encode(text).length;
+    return unescape(encodeURIComponent(text)).length;
+  }
   // Interruptions, as the Rust clients (signaling/call): a `disconnected` ICE state lasting
   // this long is a lost path; a restart that did not bring it back is made again after
   // RESTART_RETRY_MS; a `restartice` this soon after one answered by a resync asks for an
@@ -1529,6 +1539,7 @@
     this._ws = null;
     this._queue = [];
     this._iceServers = [];
+    this._maxFrameBytes = DEFAULT_FRAME_LIMIT;
     this._conversation = null;
     this._reconnectDelay = this.options.reconnect.initial;
     this._reconnectTimer = null;
@@ -1668,11 +1679,21 @@
     this._heartbeatCounter = 0;
   };
 
-  /** Sends a frame (or a function making one at send time), queueing it until `connack`. */
+  /** Sends a frame (or a function making one at send time), queueing it until `connack`.
+   * A frame over the server's frame limit is not sent: the client gets, at once, the error
+   * the server gives such a frame (`too_large`), and the socket stays up. */
   Client.prototype._send = function (frame) {
     var ws = this._ws;
     if (this.state === C_READY && ws && ws.readyState === 1) {
-      ws.send(JSON.stringify(typeof frame === 'function' ? frame() : frame));
+      var f = typeof frame === 'function' ? frame() : frame;
+      var text = JSON.stringify(f);
+      // Up to 3 UTF-8 bytes per UTF-16 unit: most frames need no count.
+      var size = text.length * 3 > this._maxFrameBytes ? utf8Length(text) : text.length;
+      if (size > this._maxFrameBytes) {
+        this._refuseLocally(f, size);
+        return;
+      }
+      ws.send(text);
       return;
     }
     this._queue.push(frame);
@@ -1685,6 +1706,22 @@
     for (var i = 0; i < q.length; i++) this._send(q[i]);
   };
 
+  /** A frame over the server's limit, not sent: handled as the server's refusal of it (a
+   * `call` fails with 41004), after the code that sent it has run, as an answer would. */
+  Client.prototype._refuseLocally = function (f, size) {
+    var self = this;
+    var refusal = {
+      type: 'error',
+      cid: f && typeof f.cid === 'string' ? f.cid : undefined,
+      msg: {
+        code: 'too_large',
+        reason: 'frame of ' + size + ' bytes is over the limit of ' + this._maxFrameBytes + ' bytes (not sent)',
+        ref: f && typeof f.type === 'string' ? f.type : undefined
+      }
+    };
+    setTimeout(function () { self._onServerFrame(refusal); }, 0);
+  };
+
   Client.prototype._onText = function (text) {
     var frame;
     try {
@@ -1693,6 +1730,10 @@
       warn('ignored a frame that is not JSON');
       return;
     }
+    this._onServerFrame(frame);
+  };
+
+  Client.prototype._onServerFrame = function (frame) {
     if (!frame || typeof frame !== 'object' || typeof frame.type !== 'string') return;
     log(this.options.debug, '<-', frame.type, frame.cid || '');
     var msg = frame.msg && typeof frame.msg === 'object' ? frame.msg : {};
@@ -1753,6 +1794,10 @@
       }
       var reconnected = this._everReady;
       this._iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+      // Our server says how large a frame it takes (an extension); frames over it are
+      // refused here, before they are sent.
+      this._maxFrameBytes = typeof msg.maxFrameBytes === 'number' && msg.maxFrameBytes > 0
+        ? msg.maxFrameBytes : DEFAULT_FRAME_LIMIT;
       // Minted now: the live call's media (its restart below) takes them too.
       var conv = this._conversation;
       if (reconnected && conv) {

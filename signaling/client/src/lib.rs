@@ -9,6 +9,15 @@
 //! the next good `connack`; a `connack` carrying a top-level `url` makes it reconnect to that
 //! address at once.
 //!
+//! A frame larger than the server takes (`connack.msg.maxFrameBytes`, our server's
+//! extension; [`DEFAULT_FRAME_LIMIT`] from a server that does not say) is not sent: the
+//! server would refuse it (`too_large`), or close the socket (1009) on one over 4 times its
+//! limit, and the client would reconnect. The client delivers instead, at once, the error
+//! frame the server gives a frame over its limit, [`ServerFrame::Error`] with
+//! [`ErrorCode::TooLarge`] naming the frame's `cid` and `type`: a `call` whose user data is too
+//! large ends at once (the call state machine closes it, `refused`), and the connection
+//! stays up.
+//!
 //! A socket that dies silently (a dead Wi-Fi, a NAT that forgot the connection: no FIN, no
 //! reset) is noticed by a liveness check: a WebSocket ping every
 //! [`ClientConfig::ping_interval`] that the server must answer (a pong, or any frame) within
@@ -49,9 +58,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
-use wilddog_protocol::{Connect, connack_code};
+use wilddog_protocol::{Connack, Connect, ErrorMsg, connack_code};
 
-pub use wilddog_protocol::{ClientFrame, IceServer, ServerFrame};
+pub use wilddog_protocol::{ClientFrame, ErrorCode, IceServer, ServerFrame};
 
 /// The original's heartbeat period.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
@@ -64,6 +73,11 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many `connack` redirects (`url`) one connection attempt follows.
 pub const MAX_REDIRECTS: usize = 5;
+/// The largest frame sent to a server whose `connack` does not say how large a frame it
+/// takes (`maxFrameBytes`): our server's default hard limit (1 MiB), over which it closes
+/// the socket. Smaller frames over that server's own limit get its `too_large` error.
+pub const DEFAULT_FRAME_LIMIT: usize =
+    wilddog_protocol::hard_frame_limit(wilddog_protocol::DEFAULT_MAX_FRAME_BYTES);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -250,7 +264,10 @@ pub enum ClientEvent {
         /// Its ICE servers.
         ice_servers: Vec<IceServer>,
     },
-    /// A frame from the server (never `connack`).
+    /// A frame from the server (never `connack`); or, for a frame given to [`Client::send`]
+    /// that is over the server's frame limit and was not sent, the error the server gives
+    /// such a frame: [`ServerFrame::Error`], [`ErrorCode::TooLarge`], the frame's `cid` and
+    /// `type` (`ref`).
     Frame(ServerFrame),
     /// The socket was lost.
     Disconnected {
@@ -295,7 +312,8 @@ impl Client {
             Some(tls) => tls.clone(),
             None => tls_config(&config)?,
         };
-        let (socket, url, ice_servers) = establish(&config, &tls, config.server.clone()).await?;
+        let (socket, url, welcome) = establish(&config, &tls, config.server.clone()).await?;
+        let Welcome { ice_servers, frame_limit } = welcome;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let _ = events_tx.send(ClientEvent::Connected { ice_servers: ice_servers.clone() });
@@ -307,6 +325,7 @@ impl Client {
             commands: commands_rx,
             queue: VecDeque::new(),
             heartbeat: 0,
+            frame_limit,
         };
         tokio::spawn(task.run(socket));
         let shared = Arc::new(Shared { commands: commands_tx, closed: AtomicBool::new(false) });
@@ -314,8 +333,9 @@ impl Client {
     }
 
     /// Sends a frame without waiting. While the client reconnects, frames are queued and sent
-    /// after the next good `connack`. Fails with [`ClientError::Closed`] after
-    /// [`Client::close`] or once the client gave up.
+    /// after the next good `connack`. A frame over the server's frame limit is not sent: the
+    /// events get the server's `too_large` error for it instead (see [`ClientEvent::Frame`]).
+    /// Fails with [`ClientError::Closed`] after [`Client::close`] or once the client gave up.
     pub fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -363,19 +383,37 @@ fn tls_config(config: &ClientConfig) -> Result<Arc<rustls::ClientConfig>, Client
     Ok(Arc::new(tls))
 }
 
+/// What a good `connack` said.
+struct Welcome {
+    /// Its ICE servers.
+    ice_servers: Vec<IceServer>,
+    /// The largest frame this server takes, in bytes.
+    frame_limit: usize,
+}
+
+impl Welcome {
+    fn new(connack: Connack) -> Welcome {
+        // The server's word (our extension), else the default server's hard limit.
+        let frame_limit = connack
+            .max_frame_bytes
+            .map_or(DEFAULT_FRAME_LIMIT, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        Welcome { ice_servers: connack.ice_servers, frame_limit }
+    }
+}
+
 /// What one attempt's `connack` said.
 enum Handshake {
-    Accepted(Box<Socket>, Vec<IceServer>),
+    Accepted(Box<Socket>, Welcome),
     Redirect(String),
 }
 
-/// Connects to `url`, following redirects; the socket, the URL it ended at, and the ICE
-/// servers.
+/// Connects to `url`, following redirects; the socket, the URL it ended at, and what its
+/// `connack` said.
 async fn establish(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     mut url: String,
-) -> Result<(Socket, String, Vec<IceServer>), ClientError> {
+) -> Result<(Socket, String, Welcome), ClientError> {
     for _ in 0..=MAX_REDIRECTS {
         check_url(&url)?;
         let attempt = tokio::time::timeout(config.connect_timeout, handshake(config, tls, &url));
@@ -387,8 +425,8 @@ async fn establish(
                 )));
             }
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(Handshake::Accepted(socket, ice_servers))) => {
-                return Ok((*socket, url, ice_servers));
+            Ok(Ok(Handshake::Accepted(socket, welcome))) => {
+                return Ok((*socket, url, welcome));
             }
             Ok(Ok(Handshake::Redirect(to))) => {
                 tracing::info!(from = %url, to = %to, "signaling server redirects");
@@ -458,7 +496,9 @@ async fn handshake(
             }
             Ok(ServerFrame::Connack { url: None, msg }) => {
                 return match msg.code {
-                    connack_code::OK => Ok(Handshake::Accepted(Box::new(socket), msg.ice_servers)),
+                    connack_code::OK => {
+                        Ok(Handshake::Accepted(Box::new(socket), Welcome::new(msg)))
+                    }
                     connack_code::TOKEN_INVALID if msg.app_id_invalid => {
                         Err(ClientError::AppIdInvalid)
                     }
@@ -495,6 +535,8 @@ struct Task {
     queue: VecDeque<ClientFrame>,
     /// The next heartbeat number.
     heartbeat: u64,
+    /// The largest frame the server takes (its last `connack`'s `maxFrameBytes`).
+    frame_limit: usize,
 }
 
 impl Task {
@@ -528,6 +570,31 @@ impl Task {
         }
     }
 
+    /// The text of `frame`; `None` when it is over the server's frame limit: it is not sent,
+    /// and the events get the error the server gives such a frame, naming its `cid` and
+    /// `type` (a `call` sent would be refused with it, or close the socket with 1009).
+    fn encode(&self, frame: &ClientFrame) -> Option<String> {
+        let text = frame.to_json();
+        if text.len() <= self.frame_limit {
+            return Some(text);
+        }
+        let reason = format!(
+            "frame of {} bytes is over the limit of {} bytes (not sent)",
+            text.len(),
+            self.frame_limit
+        );
+        tracing::warn!(kind = frame.kind(), cid = ?frame.cid(), "{reason}");
+        self.emit(ClientEvent::Frame(ServerFrame::Error {
+            cid: frame.cid().map(str::to_owned),
+            msg: ErrorMsg {
+                code: ErrorCode::TooLarge,
+                reason,
+                refers_to: Some(frame.kind().to_owned()),
+            },
+        }));
+        None
+    }
+
     /// Sends one message within [`ClientConfig::pong_timeout`]: a write that blocks longer
     /// (the peer stopped reading, the path is gone) means the socket is lost.
     async fn write(&self, socket: &mut Socket, message: Message) -> Result<(), String> {
@@ -541,7 +608,8 @@ impl Task {
     /// Serves one connection until it ends.
     async fn serve(&mut self, socket: &mut Socket) -> Ended {
         while let Some(frame) = self.queue.pop_front() {
-            if let Err(e) = self.write(socket, Message::text(frame.to_json())).await {
+            let Some(text) = self.encode(&frame) else { continue };
+            if let Err(e) = self.write(socket, Message::text(text)).await {
                 self.queue.push_front(frame);
                 return Ended::Lost(e);
             }
@@ -559,7 +627,8 @@ impl Task {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Send(frame)) => {
-                        if let Err(e) = self.write(socket, Message::text(frame.to_json())).await {
+                        let Some(text) = self.encode(&frame) else { continue };
+                        if let Err(e) = self.write(socket, Message::text(text)).await {
                             self.queue.push_back(frame);
                             return Ended::Lost(e);
                         }
@@ -667,10 +736,11 @@ impl Task {
                 }
             };
             match result {
-                Ok((socket, url, ice_servers)) => {
+                Ok((socket, url, welcome)) => {
                     tracing::info!(%url, "signaling connection back");
                     self.url = url;
-                    self.emit(ClientEvent::Connected { ice_servers });
+                    self.frame_limit = welcome.frame_limit;
+                    self.emit(ClientEvent::Connected { ice_servers: welcome.ice_servers });
                     return Some(socket);
                 }
                 Err(e) if e.is_fatal() => {

@@ -154,6 +154,87 @@ async fn connects_sends_and_receives() {
     assert!(!client.is_closed());
 }
 
+/// A `call` to `to` whose user data is `len` characters.
+fn call_with_data(cid: &str, to: &str, len: usize) -> ClientFrame {
+    let msg = wilddog_protocol::CallMsg {
+        data: Some(Value::String("x".repeat(len))),
+        ..Default::default()
+    };
+    ClientFrame::Conversation { cid: cid.into(), to: to.into(), body: Body::Call(msg) }
+}
+
+/// Expects the error the server gives a frame over its limit, for a `call` of `cid`.
+fn assert_too_large(event: Option<ClientEvent>, cid: &str, limit: usize) {
+    let Some(ClientEvent::Frame(ServerFrame::Error { cid: got, msg })) = event else {
+        panic!("expected the too_large error, got {event:?}");
+    };
+    assert_eq!(got.as_deref(), Some(cid));
+    assert_eq!(msg.code, ErrorCode::TooLarge, "{msg:?}");
+    assert_eq!(msg.refers_to.as_deref(), Some("call"));
+    assert!(msg.reason.contains(&format!("over the limit of {limit} bytes")), "{msg:?}");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_announced_limit_is_refused_without_being_sent() {
+    let mut server = TestServer::start().await;
+    let connecting = tokio::spawn(Client::connect(config(&server.url)));
+    let mut ws = server.next_socket().await;
+    read_json(&mut ws).await;
+    let mut ack = connack(0, "stun:127.0.0.1:3478");
+    ack["msg"]["maxFrameBytes"] = json!(2000);
+    send_json(&mut ws, ack).await;
+    let (client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+
+    client.send(call_with_data("big", "bob", 3000)).unwrap();
+    assert_too_large(next_event(&mut events).await, "big", 2000);
+    // The socket is untouched: the next frame is the first the server reads.
+    client.send(call_with_data("small", "bob", 100)).unwrap();
+    assert_eq!(read_json(&mut ws).await["cid"], "small");
+    assert!(tokio::time::timeout(Duration::from_millis(100), events.recv()).await.is_err());
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn without_an_announced_limit_the_default_servers_hard_limit_applies() {
+    let mut server = TestServer::start().await;
+    let connecting = tokio::spawn(Client::connect(config(&server.url)));
+    let (mut ws, _) = server.accept(0).await;
+    let (client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+
+    assert_eq!(DEFAULT_FRAME_LIMIT, 1024 * 1024);
+    client.send(call_with_data("huge", "bob", DEFAULT_FRAME_LIMIT)).unwrap();
+    assert_too_large(next_event(&mut events).await, "huge", DEFAULT_FRAME_LIMIT);
+    // Under it, the frame goes: the server decides (ours answers too_large over its limit).
+    client.send(call_with_data("large", "bob", 300_000)).unwrap();
+    assert_eq!(read_json(&mut ws).await["cid"], "large");
+}
+
+#[tokio::test]
+async fn a_frame_queued_while_reconnecting_is_held_to_the_new_connacks_limit() {
+    let mut server = TestServer::start().await;
+    let connecting = tokio::spawn(Client::connect(config(&server.url)));
+    let (ws, _) = server.accept(0).await;
+    let (client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    drop(ws);
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Disconnected { .. })));
+    client.send(call_with_data("queued", "bob", 5000)).unwrap();
+    client.send(bye("after", "bob")).unwrap();
+    let mut ws = server.next_socket().await;
+    read_json(&mut ws).await;
+    let mut ack = connack(0, "stun:127.0.0.1:3478");
+    ack["msg"]["maxFrameBytes"] = json!(4096);
+    send_json(&mut ws, ack).await;
+    assert_eq!(read_json(&mut ws).await["cid"], "after");
+    let mut seen = vec![next_event(&mut events).await, next_event(&mut events).await];
+    // The refusal and Connected, in either order.
+    let at = seen.iter().position(|e| matches!(e, Some(ClientEvent::Frame(_)))).expect("refused");
+    assert_too_large(seen.remove(at), "queued", 4096);
+    assert!(matches!(seen[0], Some(ClientEvent::Connected { .. })), "{seen:?}");
+}
+
 #[tokio::test]
 async fn a_service_endpoint_says_so_in_every_connect() {
     let mut server = TestServer::start().await;

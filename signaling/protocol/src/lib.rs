@@ -30,6 +30,17 @@ pub type Extra = Map<String, Value>;
 /// can make the server buffer.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
 
+/// How many times its frame limit the server reads a frame to refuse it with an error frame
+/// (`too_large`); a frame larger still closes the socket (1009) without being read.
+pub const HARD_LIMIT_FACTOR: usize = 4;
+
+/// The size over which the server closes the socket (1009, message too big) rather than
+/// refusing the frame with `too_large`, for a frame limit of `max_frame_bytes`: 1 MiB for
+/// [`DEFAULT_MAX_FRAME_BYTES`].
+pub const fn hard_frame_limit(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(HARD_LIMIT_FACTOR)
+}
+
 /// Why a text could not be read as a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -139,6 +150,12 @@ pub struct Connack {
     /// it and report code 1 as TOKEN_INVALID.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub app_id_invalid: bool,
+    /// Extension, with code 0: the largest text frame, in bytes, the server takes
+    /// (`limits.max_frame_bytes`); it refuses a larger one (`too_large`) and closes the
+    /// socket on one over [`hard_frame_limit`] of it. Our clients refuse to send a larger
+    /// frame. Absent from the original's (and old servers'): old clients ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u64>,
     /// Other fields.
     #[serde(flatten)]
     pub extra: Extra,
@@ -672,6 +689,16 @@ impl ClientFrame {
             ClientFrame::Resume { .. } => "resume",
             ClientFrame::Telemetry { kind, .. } => kind.kind(),
             ClientFrame::Unknown(u) => &u.kind,
+        }
+    }
+
+    /// The frame's `cid`, if it has one.
+    pub fn cid(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Heartbeat(_) | ClientFrame::Connect(_) => None,
+            ClientFrame::Conversation { cid, .. } | ClientFrame::Resume { cid, .. } => Some(cid),
+            ClientFrame::Telemetry { cid, .. } => cid.as_deref(),
+            ClientFrame::Unknown(u) => u.cid.as_deref(),
         }
     }
 

@@ -120,10 +120,34 @@ fn connack_ok_with_ice_servers() {
                     },
                 ],
                 app_id_invalid: false,
+                max_frame_bytes: None,
                 extra: Extra::new(),
             },
         },
     );
+    // Extension: our server says how large a frame it takes.
+    server(
+        r#"{"type":"connack","msg":{"code":0,"stopped":false,"iceServers":[],"maxFrameBytes":262144}}"#,
+        ServerFrame::Connack {
+            url: None,
+            msg: Connack { max_frame_bytes: Some(262_144), ..Default::default() },
+        },
+    );
+}
+
+#[test]
+fn the_hard_frame_limit_is_four_times_the_limit() {
+    assert_eq!(hard_frame_limit(DEFAULT_MAX_FRAME_BYTES), 1024 * 1024);
+    assert_eq!(hard_frame_limit(usize::MAX), usize::MAX);
+}
+
+#[test]
+fn client_frames_name_their_cid() {
+    let call = ClientFrame::from_json(r#"{"type":"call","cid":"c1","to":"bob","msg":{}}"#);
+    assert_eq!(call.expect("call").cid(), Some("c1"));
+    assert_eq!(ClientFrame::Heartbeat(1).cid(), None);
+    let device = ClientFrame::from_json(r#"{"type":"device","msg":{}}"#).expect("device");
+    assert_eq!(device.cid(), None);
 }
 
 #[test]

@@ -258,9 +258,9 @@ pub struct TlsConfig {
 /// Limits that protect the server from clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest text frame accepted, in bytes (1024 to [`MAX_MAX_FRAME_BYTES`]). A larger one
-    /// (up to 4 times this) is refused with an error frame `too_large`; anything larger still
-    /// closes the socket (1009).
+    /// Largest text frame accepted, in bytes (1024 to [`MAX_MAX_FRAME_BYTES`]; `connack`
+    /// tells clients, `maxFrameBytes`). A larger one (up to 4 times this) is refused with an
+    /// error frame `too_large`; anything larger still closes the socket (1009).
     pub max_frame_bytes: usize,
     /// Frames per second one connection may sustain.
     pub rate_limit_per_sec: u32,

@@ -91,7 +91,7 @@ async fn websocket(
     // header is read, before it reserves anything for the payload: a header announcing
     // exabytes is refused at once (1009). `limits.max_frame_bytes` is capped in the config
     // check (`MAX_MAX_FRAME_BYTES`) so that this bound stays small.
-    let hard_limit = shared.config.limits.max_frame_bytes.saturating_mul(4);
+    let hard_limit = wilddog_protocol::hard_frame_limit(shared.config.limits.max_frame_bytes);
     let tracker = shared.tracker.clone();
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)

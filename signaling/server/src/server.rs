@@ -1117,6 +1117,7 @@ impl Session<'_> {
                             .connack_ice_servers(&self.stun_host_port, &claims.uid),
                         stopped: false,
                         app_id_invalid: false,
+                        max_frame_bytes: u64::try_from(shared.config.limits.max_frame_bytes).ok(),
                         extra: Default::default(),
                     },
                 };

@@ -136,7 +136,10 @@ async fn large_sdp_passes_oversized_frames_are_refused() {
     let mut config = ServerConfig::development();
     config.limits.max_frame_bytes = 64 * 1024;
     let server = TestServer::start(config).await;
-    let mut alice = server.login("alice").await;
+    // The connack says how large a frame the server takes (our extension).
+    let mut alice = server.open().await;
+    let connack = alice.connect(DEV_APP_ID, &server.token("alice")).await;
+    assert_eq!(connack.max_frame_bytes, Some(64 * 1024));
     let mut bob = server.login("bob").await;
     alice.call("c1", "bob").await;
     bob.recv_conv().await;

@@ -193,6 +193,24 @@ describe('our SDK, browser ↔ browser through our server', () => {
     await closeAll(a, b);
   });
 
+  it('a call whose data is over 4 times the frame limit fails at once too, and the socket stays up for the next call', async () => {
+    const a = await user('caller');
+    const b = await user('callee');
+    const t0 = Date.now();
+    // 2,000,000 characters: the server would close the socket (1009) and the SDK reconnect,
+    // the call ending in TIMEOUT. The SDK does not send it (connack maxFrameBytes).
+    await a.page.evaluate((uid) => T.call(uid, 'x'.repeat(2000000)), b.uid);
+    await waitEvent(a.page, 'error', { d: 41004, timeout: 5000 });
+    assert.ok(Date.now() - t0 < 5000, `the error came after ${Date.now() - t0} ms`);
+    await a.page.evaluate((uid) => T.call(uid, 'small'), b.uid);
+    await waitEvent(b.page, 'called', { d: { from: a.uid, data: 'small' } });
+    const caller = await events(a.page);
+    assert.equal(caller.filter((e) => e === 'connected').length, 1, `the caller reconnected: ${caller}`);
+    const callee = await events(b.page);
+    assert.equal(callee.filter((e) => e.startsWith('called')).length, 1, `rung by the big call: ${callee}`);
+    await closeAll(a, b);
+  });
+
   it('a new call() hangs up the previous conversation (live, then ringing)', async () => {
     const a = await user('caller');
     const b = await user('first');
