@@ -346,12 +346,9 @@ fn bad_token_is_error_41002() {
         return;
     }
     let server = TestServer::start();
-    let mut alice =
+    let alice =
         Endpoint::with_token(&server, "not-a-token", EndpointConfig::new("alice").calling("bob"));
-    alice.play();
-    alice.wait_for("wilddog-error 41002", T, |s| *s == Seen::WilddogError(41002));
-    let err = alice.wait_for("element error", T, |s| matches!(s, Seen::ElementError { .. }));
-    assert!(matches!(err, Seen::ElementError { code: Some(41002), .. }), "{err:?}");
+    assert_refused_with(alice, 41002);
 }
 
 #[test]
@@ -360,14 +357,19 @@ fn unknown_app_id_is_error_41008() {
         return;
     }
     let server = TestServer::start();
-    let mut alice = Endpoint::new(
+    let alice = Endpoint::new(
         &server,
         EndpointConfig::new("alice").calling("bob").prop("app-id", "no-such-app"),
     );
-    alice.play();
-    alice.wait_for("wilddog-error 41008", T, |s| *s == Seen::WilddogError(41008));
-    let err = alice.wait_for("element error", T, |s| matches!(s, Seen::ElementError { .. }));
-    assert!(matches!(err, Seen::ElementError { code: Some(41008), .. }), "{err:?}");
+    assert_refused_with(alice, 41008);
+}
+
+/// `endpoint`, played, posts `wilddog-error` `code` and then an element error with it.
+fn assert_refused_with(mut endpoint: Endpoint, code: u32) {
+    endpoint.play();
+    endpoint.wait_for(&format!("wilddog-error {code}"), T, |s| *s == Seen::WilddogError(code));
+    let err = endpoint.wait_for("element error", T, |s| matches!(s, Seen::ElementError { .. }));
+    assert!(matches!(err, Seen::ElementError { code: Some(c), .. } if c == code), "{err:?}");
 }
 
 #[test]
