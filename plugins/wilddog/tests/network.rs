@@ -506,6 +506,15 @@ fn three_percent_loss_is_repaired() {
         lossy as f64 >= 0.9 * 2.0 * clean as f64,
         "{lossy} frames in 16 s under 3 % loss against {clean} in 8 s on a clean link"
     );
+    // The jitterbuffer waits long enough for a retransmission once loss is seen: from the
+    // element's 30 ms `latency` to two round trips and 200 ms (recovery::retransmission_wait_ms),
+    // as its stats say.
+    let waits = series(&alice_stats, Stats::remote_u64, "jitterBufferLatency");
+    let margin = u64::from(gstwilddog::recovery::RTX_MARGIN_MS);
+    assert!(
+        waits.iter().any(|&ms| ms >= margin),
+        "the jitterbuffer never waited {margin} ms for retransmissions under 3 % loss: {waits:?} ms"
+    );
     // The clean reference comes after the burst, when bob may still send less: against the
     // source too (15 fps; 85 %, room for the freeze allowed below and a loaded machine).
     assert!(lossy >= 204, "{lossy} frames in 16 s under 3 % loss of a 15 fps source (240)");
