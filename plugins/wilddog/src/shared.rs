@@ -99,13 +99,7 @@ impl SharedCall {
 
     /// Feeds the call's `video_sink` / `audio_sink` from a new `appsrc`, returned.
     pub fn add_input(&self, pad_name: &str) -> Option<gst_app::AppSrc> {
-        let appsrc = gst_app::AppSrc::builder()
-            .is_live(true)
-            .do_timestamp(true)
-            .format(gst::Format::Time)
-            .max_buffers(4)
-            .leaky_type(gst_app::AppLeakyType::Upstream)
-            .build();
+        let appsrc = bridge_appsrc();
         self.pipeline.add(&appsrc).ok()?;
         let sink = self.call.request_pad_simple(pad_name)?;
         appsrc.static_pad("src")?.link(&sink).ok()?;
@@ -224,6 +218,31 @@ impl SharedCall {
             }
         }
     }
+}
+
+/// The receiving end of a bridge: a live `appsrc` that stamps each buffer on arrival and
+/// drops the newest when its small queue is full (a stalled pipeline never blocks the other).
+/// Both bridges use it: `wilddogsrc`'s pads (in the user's pipeline) and the call's inputs.
+///
+/// It answers the LATENCY query live, min 0, max NONE, as a live source must (min <= max).
+/// Min 0: a buffer is stamped with the running time at which it arrives, so it is never
+/// late by the time it took to get there. Max NONE: the queue is leaky, so however long
+/// downstream waits on the clock the other pipeline is never held up; a wait longer than
+/// the queue holds costs dropped buffers, not a stall (a leaky `queue` without a time limit
+/// answers NONE too). Left unset, appsrc answers GstBaseSrc's default, max = min = 0: a sink
+/// that syncs (autovideosink: basesink's `processing-deadline` is 20 ms) then finds its min
+/// above the max and warns "Pipeline construction is invalid, please add queues", as the
+/// documented `wilddogsrc ! videoconvert ! autovideosink` did.
+pub fn bridge_appsrc() -> gst_app::AppSrc {
+    let appsrc = gst_app::AppSrc::builder()
+        .is_live(true)
+        .do_timestamp(true)
+        .format(gst::Format::Time)
+        .max_buffers(4)
+        .leaky_type(gst_app::AppLeakyType::Upstream)
+        .build();
+    appsrc.set_latency(gst::ClockTime::ZERO, gst::ClockTime::NONE);
+    appsrc
 }
 
 /// Pushes a sample's buffer into `appsrc`, stamped again on arrival.

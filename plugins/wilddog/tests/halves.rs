@@ -90,3 +90,85 @@ fn sink_and_src_halves_make_a_two_way_call() {
     pipeline.set_state(gst::State::Null).unwrap();
     bob.wait_for("closed", Duration::from_secs(10), |s| matches!(s, Seen::Closed(_)));
 }
+
+/// The documented shape `wilddogsrc ! videoconvert ! autovideosink`: a sink that syncs on
+/// the clock and keeps a processing deadline (20 ms by default) needs its live upstream to
+/// answer the LATENCY query with a max at least that much above the min. wilddogsrc's bridge
+/// answered GstBaseSrc's default, max = min = 0, so the sink warned "Pipeline construction
+/// is invalid, please add queues" (and dropped its deadline) when the latency was set.
+#[test]
+fn halves_answer_a_latency_a_syncing_sink_can_use() {
+    if !common::enter_netns("halves_answer_a_latency_a_syncing_sink_can_use") {
+        return;
+    }
+    let server = TestServer::start();
+    // Video only, as the line links only wilddogsrc's video_src.
+    let mut cfg = EndpointConfig::new("bob").prop("dimension", "240p");
+    cfg.send_audio = false;
+    let mut bob = Endpoint::new(&server, cfg);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let token = server.token("alice");
+    let desc = format!(
+        "videotestsrc is-live=true ! wilddogsink conversation=halves-latency server={} \
+         app-id=wilddog-dev token={token} remote-uid=bob ice-local-addresses=127.0.0.1 \
+         wilddogsrc name=remote conversation=halves-latency ! videoconvert ! fakesink name=out sync=true",
+        server.url
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let rendered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = rendered.clone();
+    pipeline.by_name("out").unwrap().static_pad("sink").unwrap().add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, _| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let bus = pipeline.bus().unwrap();
+    let mut warnings = Vec::new();
+    // What an application does with the bus (gst-launch-1.0 does the same): a latency
+    // message makes the pipeline query and configure its latency again.
+    let mut handle = |msg: &gst::Message| match msg.view() {
+        gst::MessageView::Latency(_) => {
+            let _ = pipeline.recalculate_latency();
+        }
+        gst::MessageView::Warning(w) => warnings.push(format!("{} ({:?})", w.error(), w.debug())),
+        gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
+        _ => {}
+    };
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rendered.load(std::sync::atomic::Ordering::Relaxed) < 30 {
+        assert!(std::time::Instant::now() < deadline, "the sink got no 30 frames of bob's video");
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            handle(&msg);
+        }
+    }
+
+    // wilddogsrc's own answer: live, with room for the sink's deadline.
+    let remote = pipeline.by_name("remote").unwrap();
+    let mut q = gst::query::Latency::new();
+    assert!(remote.static_pad("video_src").unwrap().query(&mut q), "video_src answers LATENCY");
+    let (live, min, max) = q.result();
+    println!("wilddogsrc video_src: live={live} min={min} max={max:?}");
+    assert!(live, "wilddogsrc is a live source");
+    assert!(
+        max.is_none_or(|max| max >= min + gst::ClockTime::from_mseconds(20)),
+        "wilddogsrc's max latency {max:?} leaves no room for a sink's 20 ms processing deadline over min {min}"
+    );
+    // The whole pipeline's: live, and a latency that can be configured (min <= max).
+    let mut q = gst::query::Latency::new();
+    assert!(pipeline.query(&mut q), "the pipeline answers LATENCY");
+    let (live, min, max) = q.result();
+    println!("pipeline: live={live} min={min} max={max:?}");
+    assert!(live && max.is_none_or(|max| min <= max), "live={live} min={min} max={max:?}");
+    while let Some(msg) = bus.pop() {
+        handle(&msg);
+    }
+    assert!(warnings.is_empty(), "the pipeline warned: {warnings:?}");
+
+    pipeline.set_state(gst::State::Null).unwrap();
+    bob.wait_for("closed", Duration::from_secs(10), |s| matches!(s, Seen::Closed(_)));
+}

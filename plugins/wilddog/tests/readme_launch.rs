@@ -2,7 +2,8 @@
 //! answers, Alice calls) run as written, against a real server at the address they name,
 //! with the built plugin: the test reads them from README.md, so it fails when they drift.
 //! The one substitution is the documented one for a machine without a display or sound:
-//! `autovideosink`/`autoaudiosink` become `fakesink sync=false`.
+//! `autovideosink`/`autoaudiosink` become `fakesink sync=false`. The two-halves line of
+//! docs/elements.md runs the same way (its sink stays one that syncs on the clock).
 
 mod common;
 
@@ -17,9 +18,15 @@ use common::TestServer;
 /// The `gst-launch-1.0` commands of the README's block after `marker`, continuation lines
 /// joined.
 fn readme_commands(marker: &str) -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    doc_commands("README.md", marker)
+}
+
+/// The `gst-launch-1.0` commands of the block after `marker` in `file` (relative to the
+/// workspace root), continuation lines joined.
+fn doc_commands(file: &str, marker: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    let after = &text[text.find(marker).unwrap_or_else(|| panic!("README lacks `{marker}`"))..];
+    let after = &text[text.find(marker).unwrap_or_else(|| panic!("{file} lacks `{marker}`"))..];
     let block = after.split("```sh\n").nth(1).expect("a sh block after the marker");
     let block = block.split("```").next().unwrap();
     let joined = block.replace("\\\n", " ");
@@ -138,4 +145,71 @@ fn readme_gst_launch_lines_make_a_call() {
     }
     stop(&mut alice);
     stop(&mut bob);
+}
+
+/// The line of docs/elements.md ("`wilddogsink` and `wilddogsrc`": the two halves of Alice's
+/// call) runs as written against an answering Bob, and gst-launch-1.0 prints no "please add
+/// queues" warning. Its `autovideosink` becomes `fakesink sync=true`, not `sync=false`: the
+/// warning came from a sink that syncs on the clock (with basesink's 20 ms processing
+/// deadline) finding wilddogsrc's max latency (0) below the min plus that deadline.
+#[test]
+fn elements_doc_halves_line_runs_without_a_latency_warning() {
+    if !common::enter_netns("elements_doc_halves_line_runs_without_a_latency_warning") {
+        return;
+    }
+    let commands = doc_commands("docs/elements.md", "## `wilddogsink` and `wilddogsrc`");
+    assert_eq!(commands.len(), 1, "docs/elements.md should show one halves line: {commands:?}");
+    let line = commands[0].replace("autovideosink", "fakesink sync=true");
+    assert!(line.contains("wilddogsrc") && line.contains("fakesink sync=true"), "{line}");
+    assert!(line.contains("token=$ALICE") && line.contains("remote-uid=bob"), "{line}");
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("server="))
+        .expect("a server= property")
+        .to_owned();
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("server={url} is not ws://HOST:PORT/ws"));
+    let server = TestServer::start_on(addr);
+    assert_eq!(server.url, url);
+    // Bob answers with video only: the line links only wilddogsrc's video_src.
+    let mut bob_cfg = common::EndpointConfig::new("bob");
+    bob_cfg.send_audio = false;
+    let bob = common::Endpoint::new(&server, bob_cfg);
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (tx, rx) = mpsc::channel();
+    println!("alice: {line}");
+    let mut alice = launch(&line, ("ALICE", &server.token("alice")), "alice", tx);
+    let mut log: Vec<(&str, String)> = Vec::new();
+    let mut wait = |what: &[&str], within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            if log.iter().any(|(_, l)| what.iter().all(|p| l.contains(p))) {
+                return;
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => log.push(line),
+                Err(_) => panic!(
+                    "no line with {what:?} within {within:?}; output:\n{}",
+                    log.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+                ),
+            }
+        }
+    };
+    let t = Duration::from_secs(20);
+    wait(&["wilddog-first-frame"], t);
+    // The sink is PLAYING once it prerolled on Bob's first frame and gst-launch-1.0 set the
+    // latency (its "Redistribute latency...", where the warning came): every message before
+    // is printed by then.
+    wait(&["\"fakesink0\" (state-changed)", "new-state=(GstState)playing"], t);
+    stop(&mut alice);
+    let output = log.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n");
+    assert!(output.contains("Redistribute latency"), "no latency was set:\n{output}");
+    assert!(
+        !output.contains("please add queues") && !output.contains("WARNING"),
+        "gst-launch-1.0 warned:\n{output}"
+    );
 }

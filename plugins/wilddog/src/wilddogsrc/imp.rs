@@ -140,13 +140,7 @@ pub(super) fn expose(src: &super::WilddogSrc, pad_name: &str) -> Option<gst_app:
             let _ = src.remove_pad(&old);
         }
     }
-    let appsrc = gst_app::AppSrc::builder()
-        .is_live(true)
-        .do_timestamp(true)
-        .format(gst::Format::Time)
-        .max_buffers(4)
-        .leaky_type(gst_app::AppLeakyType::Upstream)
-        .build();
+    let appsrc = shared::bridge_appsrc();
     src.add(&appsrc).ok()?;
     let templ = src.pad_template(pad_name)?;
     let ghost =
