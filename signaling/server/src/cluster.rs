@@ -10,7 +10,7 @@
 //! | `wd:node:{node}` | the node is alive | `node_ttl`, refreshed every `node_ttl / 4` |
 //! | `wd:nodes` | set of node ids | members removed when their alive key is gone |
 //! | `wd:p:{app}:{uid}` | hash: connection id → `c` (client) or `s` (service endpoint) | [`PRESENCE_TTL`], refreshed by every node with a connection of the uid |
-//! | `wd:c:{app}:{cid}` | hash of a live conversation: `home`, `caller`, `caller_uid`, `callee`, `callee_uid` | [`RECORD_TTL`], refreshed by its home; deleted when it ends |
+//! | `wd:c:{app}:{cid}` | hash of a live conversation: `home`, `caller`, `caller_uid`, `callee`, `callee_uid`, and `unproven` (`caller` or `callee`) while it is provisional (re-created by one party's resume, the party of that role not shown yet; absent: not provisional) | [`RECORD_TTL`], refreshed by its home; deleted when it ends |
 //! | `wd:sv:{app}:{uid}` | hash of a pool of service endpoints: `b:{conn}` → `{home}|{cid}` (claimed for that call), `u:{conn}` → when it was last claimed (a counter, `n`) | a day after the last claim; an endpoint's fields go when it disconnects |
 //! | `wd:a:{app}:{uid}` | set of the nodes where a party of the uid waits, away (lost, or a placeholder) | the reconnect grace and a minute, from the last add |
 //! | `wd:s:{node}` | stream: the node's inbox, [`BusMsg`]s in JSON (field `m`) | entries trimmed as the node reads them; the key expires [`stream_ttl`] after the node's last heartbeat |
@@ -61,7 +61,7 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use wilddog_protocol::{Body, ClientFrame, Empty, ServerFrame};
+use wilddog_protocol::{Body, ClientFrame, Empty, Role, ServerFrame};
 
 use crate::router::{
     Adoptee, ConnId, Departure, LinkedConversation, NodeId, Router, Stamp, node_of,
@@ -258,6 +258,18 @@ pub(crate) struct RecordFields {
     pub caller_uid: Arc<str>,
     pub callee: ConnId,
     pub callee_uid: Arc<str>,
+    /// The conversation is provisional, the party of this role not shown yet
+    /// ([`Effect::Record`](crate::router::Effect::Record)): field `unproven`. A record
+    /// without it (written by an older node) is not provisional.
+    pub unproven: Option<Role>,
+}
+
+/// The value of a record's `unproven` field.
+fn role_field(role: Role) -> &'static str {
+    match role {
+        Role::Caller => "caller",
+        Role::Callee => "callee",
+    }
 }
 
 /// A record read back: its home and parties.
@@ -276,6 +288,11 @@ impl Record {
                 caller_uid: Arc::from(h.get("caller_uid")?.as_str()),
                 callee: h.get("callee")?.parse().ok()?,
                 callee_uid: Arc::from(h.get("callee_uid")?.as_str()),
+                unproven: match h.get("unproven").map(String::as_str) {
+                    Some("caller") => Some(Role::Caller),
+                    Some("callee") => Some(Role::Callee),
+                    _ => None,
+                },
             },
         })
     }
@@ -604,7 +621,8 @@ impl Cluster {
     }
 
     /// Makes this node the home of `cid` if its home is still `dead` (or, when there is no
-    /// record and `missing` gives the parties, creates it); the record afterwards.
+    /// record and `missing` gives the parties, creates it, never provisional: a call its
+    /// callee accepted); the record afterwards.
     pub async fn claim_home(
         &self,
         shared: &Shared,
@@ -825,17 +843,22 @@ fn prepare(cluster: &Cluster, seq: &mut HashMap<NodeId, u64>, w: Write) -> Optio
         Write::Record { app, cid, fields } => {
             let key = record_key(&app, &cid);
             let mut p = redis::pipe();
-            p.hset_multiple(
-                &key,
-                &[
-                    ("home", cluster.node.to_string()),
-                    ("caller", fields.caller.to_string()),
-                    ("caller_uid", fields.caller_uid.to_string()),
-                    ("callee", fields.callee.to_string()),
-                    ("callee_uid", fields.callee_uid.to_string()),
-                ],
-            )
-            .pexpire(&key, ms(RECORD_TTL) as i64);
+            let mut hash = vec![
+                ("home", cluster.node.to_string()),
+                ("caller", fields.caller.to_string()),
+                ("caller_uid", fields.caller_uid.to_string()),
+                ("callee", fields.callee.to_string()),
+                ("callee_uid", fields.callee_uid.to_string()),
+            ];
+            match fields.unproven {
+                // In the same `HSET` as the parties: a reader never sees them without it.
+                Some(role) => hash.push(("unproven", role_field(role).to_owned())),
+                // Before the parties: proven now, whoever they are.
+                None => {
+                    p.hdel(&key, "unproven").ignore();
+                }
+            }
+            p.hset_multiple(&key, &hash).pexpire(&key, ms(RECORD_TTL) as i64);
             Prepared::Other(p)
         }
         Write::Unrecord { app, cid } => {
@@ -1025,6 +1048,7 @@ async fn take_over(
                 caller_uid: link.peer.clone(),
                 callee: link.conn,
                 callee_uid: me.clone(),
+                unproven: None,
             });
             let rec =
                 cluster.claim_home(shared, (&link.app, &link.cid), node, missing.as_ref()).await?;
@@ -1078,8 +1102,12 @@ fn settle_link(
             let p = &rec.parties;
             let caller = (cluster.adoptee(p.caller, dead), &*p.caller_uid);
             let callee = (cluster.adoptee(p.callee, dead), &*p.callee_uid);
-            tracing::debug!(cid = &*link.cid, "adopted a conversation of a dead node");
-            r.adopt(&link.app, &link.cid, caller, callee, now)
+            tracing::debug!(
+                cid = &*link.cid,
+                provisional = p.unproven.is_some(),
+                "adopted a conversation of a dead node"
+            );
+            r.adopt(&link.app, &link.cid, caller, callee, p.unproven, now)
         }
         Some(rec) if cluster.is_alive(rec.home) => {
             r.link(link.conn, &link.cid, rec.home, &link.peer);
@@ -1406,5 +1434,45 @@ async fn heartbeat(shared: Arc<Shared>) {
         }
         let elapsed = started.elapsed();
         tokio::time::sleep(every.saturating_sub(elapsed)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const PARTIES: [(&str, &str); 5] = [
+        ("home", "7"),
+        ("caller", "30064771073"),
+        ("caller_uid", "mallory"),
+        ("callee", "9223372036854775808"),
+        ("callee_uid", "bot"),
+    ];
+
+    #[test]
+    fn a_record_without_the_unproven_field_is_not_provisional() {
+        // As an older node writes it (a rolling upgrade).
+        let rec = Record::from_hash(&hash(&PARTIES)).expect("a record");
+        assert_eq!(rec.home, 7);
+        assert_eq!(rec.parties.unproven, None);
+        assert_eq!(&*rec.parties.callee_uid, "bot");
+    }
+
+    #[test]
+    fn a_record_with_the_unproven_field_names_the_role_not_shown_yet() {
+        for (value, role) in
+            [("callee", Some(Role::Callee)), ("caller", Some(Role::Caller)), ("other", None)]
+        {
+            let mut fields = PARTIES.to_vec();
+            fields.push(("unproven", value));
+            let rec = Record::from_hash(&hash(&fields)).expect("a record");
+            assert_eq!(rec.parties.unproven, role, "{value}");
+        }
+        assert_eq!(role_field(Role::Caller), "caller");
+        assert_eq!(role_field(Role::Callee), "callee");
     }
 }

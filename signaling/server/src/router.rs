@@ -53,7 +53,8 @@
 //!   resumes or speaks on it (anyone may resume a made-up `cid` naming anyone): a service
 //!   endpoint is not bound to it by connecting (it would be busy, every caller turned away),
 //!   and when the peer has not shown within the grace it ends, the resumed party (and a
-//!   connection bound by connecting) getting `bye`;
+//!   connection bound by connecting) getting `bye`. In cluster mode its record says so
+//!   ([`Effect::Record`]`::unproven`), and a node adopting it keeps it so ([`Router::adopt`]);
 //! - a `cid` that ended recently (remembered at least [`MIN_ENDED_MEMORY`]) is not
 //!   re-created: a `resume` on it gets `bye` from the peer it names (the conversation ended
 //!   while the sender was away, e.g. the peer's `bye` went to a half-open socket), an old
@@ -178,6 +179,10 @@ pub enum Effect {
         caller: (ConnId, Arc<str>),
         /// The callee's connection (or placeholder) and uid.
         callee: (ConnId, Arc<str>),
+        /// The conversation is provisional: re-created by one party's resume, and the party
+        /// of this role has not resumed or spoken on it yet (see the module doc). A node
+        /// that adopts it keeps it so ([`Router::adopt`]).
+        unproven: Option<Role>,
     },
     /// Cluster mode: live conversation `cid` of `app`, homed here, ended.
     Unrecord {
@@ -636,11 +641,13 @@ impl Router {
         let Some((app, space)) = self.apps.get_key_value(app) else { return };
         let Some((cid, conv)) = space.conversations.get_key_value(cid) else { return };
         let Phase::Live(callee) = conv.phase else { return };
+        let unproven = self.unproven.get(&(app.clone(), cid.clone())).map(|(role, _)| *role);
         self.effects.push(Effect::Record {
             app: app.clone(),
             cid: cid.clone(),
             caller: (conv.caller, conv.caller_uid.clone()),
             callee: (callee, conv.callee_uid.clone()),
+            unproven,
         });
     }
 
@@ -767,11 +774,14 @@ impl Router {
         for (app, space) in &self.apps {
             for (cid, conv) in &space.conversations {
                 if let Phase::Live(callee) = conv.phase {
+                    let unproven =
+                        self.unproven.get(&(app.clone(), cid.clone())).map(|(role, _)| *role);
                     out.push(Effect::Record {
                         app: app.clone(),
                         cid: cid.clone(),
                         caller: (conv.caller, conv.caller_uid.clone()),
                         callee: (callee, conv.callee_uid.clone()),
+                        unproven,
                     });
                 }
             }
@@ -1276,20 +1286,37 @@ impl Router {
     /// now on with these parties (and uids). A party [`Adoptee::Gone`] (or a local
     /// connection no longer here) is a placeholder waiting the reconnect grace.
     ///
+    /// `unproven`: the record says the conversation is provisional (re-created by one
+    /// party's resume) and the party of this role has not shown it was in the call. It stays
+    /// so here, by the same rules as on the node that re-created it: that party's placeholder
+    /// binds no service endpoint by connecting, and the conversation ends after the
+    /// reconnect grace (counted from now) unless that party resumes or speaks on it.
+    ///
     /// If the conversation is known here already (a party's `resume` re-created it first),
     /// its parties that are still placeholders become the adoptees that are connections:
-    /// what was kept for a placeholder is returned, for its connection.
+    /// what was kept for a placeholder is returned, for its connection. A role the record
+    /// says is proven is proven here too.
     pub fn adopt(
         &mut self,
         app: &str,
         cid: &str,
         caller: (Adoptee, &str),
         callee: (Adoptee, &str),
+        unproven: Option<Role>,
         now: Instant,
     ) -> Outbox {
         if self.knows(app, cid) {
-            return self.bind_adoptees(app, cid, [caller, callee]);
+            let out = self.bind_adoptees(app, cid, [caller, callee]);
+            if let Some((app, _)) = self.apps.get_key_value(app) {
+                let app = app.clone();
+                let here = self.unproven.get(&(app.clone(), Arc::from(cid))).map(|(r, _)| *r);
+                if let Some(role) = here.filter(|r| Some(*r) != unproven) {
+                    self.prove(&app, cid, role);
+                }
+            }
+            return out;
         }
+        let until = now.checked_add(self.reconnect_grace).unwrap_or(now);
         let app_key = match self.apps.get_key_value(app) {
             Some((k, _)) => k.clone(),
             None => Arc::from(app),
@@ -1297,6 +1324,7 @@ impl Router {
         self.apps.entry(app_key.clone()).or_default();
         let cid_key: Arc<str> = Arc::from(cid);
         let mut parties = [0; 2];
+        let roles = [Role::Caller, Role::Callee];
         for (i, (who, uid)) in [caller, callee].into_iter().enumerate() {
             parties[i] = match who {
                 Adoptee::Local(c)
@@ -1320,9 +1348,9 @@ impl Router {
                             app: app_key.clone(),
                             uid: Arc::from(uid),
                             cids: vec![cid_key.clone()],
-                            until: now.checked_add(self.reconnect_grace).unwrap_or(now),
+                            until,
                             queue: FrameQueue::default(),
-                            provisional: false,
+                            provisional: unproven == Some(roles[i]),
                         },
                     );
                     placeholder
@@ -1343,6 +1371,9 @@ impl Router {
             },
         );
         self.conversation_count += 1;
+        if let Some(role) = unproven {
+            self.unproven.insert((app_key, Arc::from(cid)), (role, until));
+        }
         self.record(app, cid);
         Vec::new()
     }
@@ -1459,11 +1490,28 @@ impl Router {
 
     /// The party of `role` of conversation `cid` resumed or spoke on it: if the conversation
     /// was re-created by the other party's resume, both were in it; it is a call like any.
+    ///
+    /// Cluster mode: the record drops the mark, so that a node adopting the conversation
+    /// does not end it after its grace.
     fn prove(&mut self, app: &Arc<str>, cid: &str, role: Role) {
         let key = (app.clone(), Arc::from(cid));
-        if self.unproven.get(&key).is_some_and(|(r, _)| *r == role) {
-            self.unproven.remove(&key);
+        if !self.unproven.get(&key).is_some_and(|(r, _)| *r == role) {
+            return;
         }
+        self.unproven.remove(&key);
+        // Its party may still be a placeholder (proven on another node: [`Router::adopt`]).
+        let party =
+            self.apps.get(app).and_then(|s| s.conversations.get(cid)).and_then(|conv| {
+                match (role, &conv.phase) {
+                    (Role::Caller, _) => Some(conv.caller),
+                    (Role::Callee, Phase::Live(callee)) => Some(*callee),
+                    (Role::Callee, Phase::Ringing(_)) => None,
+                }
+            });
+        if let Some(away) = party.and_then(|p| self.away.get_mut(&p)) {
+            away.provisional = false;
+        }
+        self.record(app, cid);
     }
 
     /// Speaking on a conversation confirms it as this connection's: another connection of

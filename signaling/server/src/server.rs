@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wilddog_protocol::{
-    ClientFrame, Connack, ErrorCode, ErrorMsg, FrameError, ServerFrame, connack_code,
+    ClientFrame, Connack, ErrorCode, ErrorMsg, FrameError, Role, ServerFrame, connack_code,
 };
 
 use crate::cluster::{BusMsg, Cluster, RecordFields, Write};
@@ -144,8 +144,8 @@ impl Shared {
             cluster.write(Write::PresenceAdd { app, uid, conn, service });
         }
         for effect in state.router.records() {
-            if let Effect::Record { app, cid, caller, callee } = effect {
-                cluster.write(record_write(app, cid, caller, callee));
+            if let Effect::Record { app, cid, caller, callee, unproven } = effect {
+                cluster.write(record_write(app, cid, caller, callee, unproven));
             }
         }
     }
@@ -156,6 +156,7 @@ fn record_write(
     cid: Arc<str>,
     caller: (ConnId, Arc<str>),
     callee: (ConnId, Arc<str>),
+    unproven: Option<Role>,
 ) -> Write {
     Write::Record {
         app,
@@ -165,6 +166,7 @@ fn record_write(
             caller_uid: caller.1,
             callee: callee.0,
             callee_uid: callee.1,
+            unproven,
         },
     }
 }
@@ -398,9 +400,9 @@ impl Shared {
                 }
                 Effect::Departed { home, conn, departure } => self
                     .publish(home, BusMsg::Departed { conn, lost: departure == Departure::Lost }),
-                Effect::Record { app, cid, caller, callee } => {
+                Effect::Record { app, cid, caller, callee, unproven } => {
                     if let Some(c) = &self.cluster {
-                        c.write(record_write(app, cid, caller, callee));
+                        c.write(record_write(app, cid, caller, callee, unproven));
                     }
                 }
                 Effect::Unrecord { app, cid } => {

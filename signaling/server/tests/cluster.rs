@@ -930,6 +930,86 @@ async fn a_service_pool_over_two_nodes_gives_each_endpoint_one_call_and_busy_bey
     expect_busy(&mut ann, "k9").await;
 }
 
+/// A socket on node `addr` authenticated as a service endpoint of `uid`.
+async fn login_service(addr: SocketAddr, uid: &str) -> Client {
+    let mut c = Client::open(&format!("ws://{addr}/ws")).await;
+    c.send_json(json!({"type": "connect", "msg": {
+        "token": token(uid), "appId": DEV_APP_ID, "clientInfo": {"sdk": "test"}, "service": true
+    }}))
+    .await;
+    match c.recv().await {
+        ServerFrame::Connack { msg, .. } => assert_eq!(msg.code, 0, "{msg:?}"),
+        other => panic!("expected connack, got {other:?}"),
+    }
+    c
+}
+
+/// Waits until metric `name` of the node at `addr` reads `value`.
+async fn wait_metric(addr: SocketAddr, name: &str, value: i64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, body) = common::http_get(addr, "/metrics").await;
+        let now = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if now == Some(value) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} is {now:?}, not {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_forged_resume_on_a_node_that_dies_never_takes_a_service_endpoint_where_it_is_adopted() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(4);
+    let ports = [free_port(), free_port()];
+    let mut n0 = Node::start(ports[0], &redis, grace).await;
+    let n1 = Node::start(ports[1], &redis, grace).await;
+    // mallory resumes a made-up call naming the pool's uid on n0, where its endpoint is.
+    let mut bot = login_service(n0.addr(), "bot").await;
+    let mut mallory = login(n0.addr(), "mallory").await;
+    settle().await;
+    let resume = json!({"type": "resume", "cid": "fake1", "to": "bot", "msg": {"role": "caller"}});
+    mallory.send_json(resume.clone()).await;
+    mallory.expect_silence(QUIET).await;
+    bot.expect_silence(Duration::ZERO).await;
+
+    // n0 dies within the grace. mallory comes back on n1 and resumes: n1 adopts the record.
+    n0.kill();
+    let killed = tokio::time::Instant::now();
+    assert_eq!(lost(&mut mallory).await, None, "no close frame from a killed node");
+    assert_eq!(lost(&mut bot).await, None);
+    let mut mallory = login(n1.addr(), "mallory").await;
+    mallory.send_json(resume).await;
+    wait_metric(n1.addr(), "wilddog_conversations", 1).await;
+    mallory.expect_silence(QUIET).await;
+    // The bot's runner comes back on n1 too: its endpoint is not bound to the adopted call.
+    let mut bot = login_service(n1.addr(), "bot").await;
+    bot.expect_silence(QUIET).await;
+    assert!(killed.elapsed() < grace, "too slow for the grace: {:?}", killed.elapsed());
+
+    // A real caller is rung on it and the call goes live, not `busy`.
+    let mut alice = login(n1.addr(), "alice").await;
+    settle().await;
+    alice.call("c1", "bot").await;
+    alice.expect_silence(QUIET).await; // no `busy`
+    expect(&mut bot, "call", "c1", "alice").await;
+    bot.say("accept", "c1", "alice", json!({})).await;
+    expect(&mut alice, "accept", "c1", "bot").await;
+
+    // Nobody of bot ever resumed mallory's call: it ends after the grace, as on n0.
+    expect(&mut mallory, "bye", "fake1", "bot").await;
+    assert!(killed.elapsed() >= grace, "not before the grace: a real peer may come back");
+    wait_metric(n1.addr(), "wilddog_conversations", 1).await; // alice's call only
+    mallory.expect_silence(QUIET).await;
+    bot.expect_silence(Duration::ZERO).await;
+    alice.expect_silence(Duration::ZERO).await;
+    drop(n1);
+}
+
 #[tokio::test]
 async fn frames_queued_for_a_party_come_at_connack_on_another_node() {
     let redis = Redis::start();

@@ -1248,7 +1248,7 @@ fn a_conversation_of_a_dead_node_is_adopted_with_placeholders_for_its_parties() 
     r.connect(1, APP, "bob");
     let t0 = Instant::now();
     let dead_alice = on_b(3);
-    r.adopt(APP, "c1", (Adoptee::Gone, "alice"), (Adoptee::Local(1), "bob"), t0);
+    r.adopt(APP, "c1", (Adoptee::Gone, "alice"), (Adoptee::Local(1), "bob"), None, t0);
     assert_eq!((r.conversation_count(), r.away_count()), (1, 1));
     // bob's frames wait for alice; alice comes back (here) and resumes.
     assert!(r.handle(1, frame("c1", "alice", cand(1)), t0).is_empty());
@@ -1260,7 +1260,7 @@ fn a_conversation_of_a_dead_node_is_adopted_with_placeholders_for_its_parties() 
     assert!(!r.is_connected(dead_alice));
     // Nobody back for another adopted call: the local party hears bye after the grace.
     r.connect(3, APP, "dave");
-    r.adopt(APP, "c2", (Adoptee::Gone, "carol"), (Adoptee::Local(3), "dave"), t0);
+    r.adopt(APP, "c2", (Adoptee::Gone, "carol"), (Adoptee::Local(3), "dave"), None, t0);
     assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(3, "c2", "carol")]);
 }
 
@@ -1272,7 +1272,7 @@ fn a_frame_relayed_again_after_its_home_died_reaches_each_party_once() {
     r.connect(1, APP, "alice");
     let bob = on_b(1);
     let t0 = now();
-    r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Remote(bob), "bob"), t0);
+    r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Remote(bob), "bob"), None, t0);
     r.take_effects();
     // What the dead home delivered to alice: bob's frames 1 and 2.
     for n in 1..=2 {
@@ -1349,7 +1349,7 @@ fn an_adoption_binds_its_local_party_to_a_conversation_a_resume_re_created_first
     let restart = frame("c1", "alice", Body::RestartIce(empty()));
     assert!(r.handle_stamped(bob, restart, 2, t0).is_empty());
     // The adoption makes alice the caller, with what was kept for her.
-    let out = r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Gone, "bob"), t0);
+    let out = r.adopt(APP, "c1", (Adoptee::Local(1), "alice"), (Adoptee::Gone, "bob"), None, t0);
     assert_eq!(out, vec![relay(1, "c1", "bob", Body::RestartIce(empty()))]);
     assert_eq!((r.conversation_count(), r.away_count()), (1, 0));
     // The call goes on here: alice's offer reaches bob, bob's answer alice.
@@ -1456,4 +1456,88 @@ fn a_peer_bound_by_connecting_but_never_resuming_is_let_go_after_the_grace() {
     assert_eq!(r.next_expiry(), None);
     assert!(r.expire(t0 + GRACE).is_empty());
     assert_eq!(r.conversation_count(), 1);
+}
+
+/// The `unproven` of the last [`Effect::Record`] of `cid` among `effects`.
+fn recorded_unproven(effects: &[Effect], cid: &str) -> Option<Option<Role>> {
+    effects.iter().rev().find_map(|e| match e {
+        Effect::Record { cid: c, unproven, .. } if &**c == cid => Some(*unproven),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_record_of_a_re_created_conversation_says_it_is_provisional_until_proven() {
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    let t0 = now();
+    r.connect(1, APP, "alice");
+    assert!(r.handle(1, resume("c1", "bob", Role::Caller), t0).is_empty());
+    assert_eq!(recorded_unproven(&r.take_effects(), "c1"), Some(Some(Role::Callee)));
+    // bob (not a pool) connects: bound, but not proven yet.
+    r.connect(2, APP, "bob");
+    assert_eq!(recorded_unproven(&r.take_effects(), "c1"), Some(Some(Role::Callee)));
+    assert!(r.records().iter().all(|e| matches!(e, Effect::Record { unproven: Some(_), .. })));
+    // He resumes it: a call like any, and its record says so.
+    r.handle(2, resume("c1", "alice", Role::Callee), t0);
+    assert_eq!(recorded_unproven(&r.take_effects(), "c1"), Some(None));
+    assert!(matches!(&r.records()[..], [Effect::Record { unproven: None, .. }]));
+}
+
+#[test]
+fn a_provisional_conversation_of_a_dead_node_stays_provisional_where_it_is_adopted() {
+    // mallory's forged resume of `fake1` naming `echo` was homed on a node that died; her
+    // client comes back here and resumes it. The record says the callee never showed.
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    let t0 = now();
+    let callee = Some(Role::Callee);
+    let out =
+        r.adopt(APP, "fake1", (Adoptee::Gone, "mallory"), (Adoptee::Gone, "echo"), callee, t0);
+    assert!(out.is_empty());
+    assert_eq!(recorded_unproven(&r.take_effects(), "fake1"), Some(callee), "still provisional");
+    r.connect(1, APP, "mallory");
+    assert!(r.handle(1, resume("fake1", "echo", Role::Caller), t0).is_empty());
+    // An endpoint of the pool that connects now is not bound to it: a caller is rung.
+    assert!(r.connect_with(10, APP, "echo", true).is_empty());
+    assert!(!r.is_party(10, "fake1"));
+    r.connect(3, APP, "carol");
+    let out = r.handle(3, call("c1", "echo"), t0);
+    assert_eq!(relayed(&out).0, 10, "rung, not busy");
+    // Nobody of echo resumed it: mallory hears `bye` at the end of the grace, once.
+    assert!(r.expire(t0 + GRACE - Duration::from_millis(1)).is_empty());
+    assert_eq!(r.expire(t0 + GRACE), vec![bye_frame(1, "fake1", "echo")]);
+    assert!(r.expire(t0 + GRACE * 2).is_empty());
+    assert_eq!(r.conversation_count(), 1, "carol's call only");
+
+    // A record without the mark (a real call, or one written by an older node) is a call
+    // like any: the endpoint of its uid coming back takes it over by connecting.
+    let mut r = Router::clustered(TurnCredential::default(), GRACE);
+    r.connect(1, APP, "alice");
+    r.adopt(APP, "c2", (Adoptee::Local(1), "alice"), (Adoptee::Gone, "echo"), None, t0);
+    r.connect_with(10, APP, "echo", true);
+    assert!(r.is_party(10, "c2"));
+    assert_eq!(r.next_expiry(), None);
+}
+
+#[test]
+fn an_adopted_record_that_says_a_role_is_proven_proves_it_where_a_resume_re_created_it() {
+    // As in `an_adoption_binds_its_local_party_to_a_conversation_a_resume_re_created_first`:
+    // bob's resume re-created c1 here (alice unproven) before the adoption of its record.
+    for (recorded, expiry) in [(None, false), (Some(Role::Caller), true)] {
+        let mut r = Router::clustered(TurnCredential::default(), GRACE);
+        r.connect(1, APP, "alice");
+        r.link(1, "c1", B + 1, "bob");
+        let bob = on_b(1);
+        let t0 = now();
+        r.connect_remote(bob, APP, "bob", false);
+        assert!(r.handle_stamped(bob, resume("c1", "alice", Role::Callee), 1, t0).is_empty());
+        assert_eq!(r.next_expiry(), Some(t0 + GRACE));
+        let alice = (Adoptee::Local(1), "alice");
+        r.adopt(APP, "c1", alice, (Adoptee::Gone, "bob"), recorded, t0);
+        assert!(r.is_party(1, "c1"));
+        // The dead home saw alice in the call: it is not ended at the grace.
+        assert_eq!(r.next_expiry().is_some(), expiry, "{recorded:?}");
+        assert_eq!(recorded_unproven(&r.take_effects(), "c1"), Some(recorded));
+        let byes = r.expire(t0 + GRACE);
+        assert_eq!(byes.len(), if expiry { 2 } else { 0 }, "{byes:?}");
+    }
 }
