@@ -98,17 +98,7 @@ fn readme_gst_launch_lines_make_a_call() {
     let alice_line = substitute(&commands[1]);
     assert!(bob_line.contains("token=$BOB") && alice_line.contains("token=$ALICE"));
     // The server at the address the lines name (free: this is a private namespace).
-    let url = bob_line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("server="))
-        .expect("a server= property")
-        .to_owned();
-    let addr = url
-        .strip_prefix("ws://")
-        .and_then(|r| r.strip_suffix("/ws"))
-        .unwrap_or_else(|| panic!("server={url} is not ws://HOST:PORT/ws"));
-    let server = TestServer::start_on(addr);
-    assert_eq!(server.url, url);
+    let server = server_named_in(&bob_line);
 
     let (tx, rx) = mpsc::channel();
     println!("bob:   {bob_line}\nalice: {alice_line}");
@@ -162,17 +152,7 @@ fn elements_doc_halves_line_runs_without_a_latency_warning() {
     let line = commands[0].replace("autovideosink", "fakesink sync=true");
     assert!(line.contains("wilddogsrc") && line.contains("fakesink sync=true"), "{line}");
     assert!(line.contains("token=$ALICE") && line.contains("remote-uid=bob"), "{line}");
-    let url = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("server="))
-        .expect("a server= property")
-        .to_owned();
-    let addr = url
-        .strip_prefix("ws://")
-        .and_then(|r| r.strip_suffix("/ws"))
-        .unwrap_or_else(|| panic!("server={url} is not ws://HOST:PORT/ws"));
-    let server = TestServer::start_on(addr);
-    assert_eq!(server.url, url);
+    let server = server_named_in(&line);
     // Bob answers with video only: the line links only wilddogsrc's video_src.
     let mut bob_cfg = common::EndpointConfig::new("bob");
     bob_cfg.send_audio = false;
@@ -212,4 +192,21 @@ fn elements_doc_halves_line_runs_without_a_latency_warning() {
         !output.contains("please add queues") && !output.contains("WARNING"),
         "gst-launch-1.0 warned:\n{output}"
     );
+}
+
+/// A signaling server started at the address a launch line's `server=ws://HOST:PORT/ws`
+/// names (free: the tests run in a private network namespace).
+fn server_named_in(line: &str) -> TestServer {
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("server="))
+        .expect("a server= property")
+        .to_owned();
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.strip_suffix("/ws"))
+        .unwrap_or_else(|| panic!("server={url} is not ws://HOST:PORT/ws"));
+    let server = TestServer::start_on(addr);
+    assert_eq!(server.url, url);
+    server
 }

@@ -77,6 +77,18 @@ impl TestServer {
     }
 }
 
+/// A client connected to `server` (its `connect` accepted, code 0) with the default test
+/// config, its events read past `Connected`, and the server's side of its socket.
+async fn connected(
+    server: &mut TestServer,
+) -> (Client, mpsc::UnboundedReceiver<ClientEvent>, ServerSocket) {
+    let connecting = tokio::spawn(Client::connect(config(&server.url)));
+    let (ws, _) = server.accept(0).await;
+    let (client, mut events, _) = connecting.await.unwrap().unwrap();
+    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    (client, events, ws)
+}
+
 fn connack(code: i64, stun: &str) -> Value {
     json!({"type": "connack", "msg": {"code": code, "stopped": false,
         "iceServers": [{"url": stun, "urls": [stun], "type": "stun"}]}})
@@ -198,10 +210,7 @@ async fn a_frame_over_the_announced_limit_is_refused_without_being_sent() {
 #[tokio::test]
 async fn without_an_announced_limit_the_default_servers_hard_limit_applies() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (mut ws, _) = server.accept(0).await;
-    let (client, mut events, _) = connecting.await.unwrap().unwrap();
-    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    let (client, mut events, mut ws) = connected(&mut server).await;
 
     assert_eq!(DEFAULT_FRAME_LIMIT, 1024 * 1024);
     client.send(call_with_data("huge", "bob", DEFAULT_FRAME_LIMIT)).unwrap();
@@ -214,10 +223,7 @@ async fn without_an_announced_limit_the_default_servers_hard_limit_applies() {
 #[tokio::test]
 async fn a_frame_queued_while_reconnecting_is_held_to_the_new_connacks_limit() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (ws, _) = server.accept(0).await;
-    let (client, mut events, _) = connecting.await.unwrap().unwrap();
-    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    let (client, mut events, ws) = connected(&mut server).await;
     drop(ws);
     assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Disconnected { .. })));
     client.send(call_with_data("queued", "bob", 5000)).unwrap();
@@ -335,10 +341,7 @@ async fn heartbeats_are_increasing_numbers() {
 #[tokio::test]
 async fn reconnects_and_delivers_the_frames_queued_meanwhile() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (ws, _) = server.accept(0).await;
-    let (client, mut events, _) = connecting.await.unwrap().unwrap();
-    assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Connected { .. })));
+    let (client, mut events, ws) = connected(&mut server).await;
 
     drop(ws);
     let event = next_event(&mut events).await;
@@ -417,10 +420,7 @@ async fn a_server_that_answers_pings_keeps_the_socket() {
 #[tokio::test]
 async fn keeps_retrying_while_the_server_is_down() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (ws, _) = server.accept(0).await;
-    let (_client, mut events, _) = connecting.await.unwrap().unwrap();
-    next_event(&mut events).await;
+    let (_client, mut events, ws) = connected(&mut server).await;
     drop(ws);
     assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Disconnected { .. })));
     // Two failed attempts (closed before connack), then a good one.
@@ -436,10 +436,7 @@ async fn keeps_retrying_while_the_server_is_down() {
 #[tokio::test]
 async fn refused_token_on_reconnect_gives_up() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (ws, _) = server.accept(0).await;
-    let (client, mut events, _) = connecting.await.unwrap().unwrap();
-    next_event(&mut events).await;
+    let (client, mut events, ws) = connected(&mut server).await;
     drop(ws);
     assert!(matches!(next_event(&mut events).await, Some(ClientEvent::Disconnected { .. })));
     let _ws = server.accept(connack_code::TOKEN_EXPIRED).await;
@@ -494,10 +491,7 @@ async fn connack_url_redirects() {
 #[tokio::test]
 async fn close_sends_a_close_frame_and_stops() {
     let mut server = TestServer::start().await;
-    let connecting = tokio::spawn(Client::connect(config(&server.url)));
-    let (mut ws, _) = server.accept(0).await;
-    let (client, mut events, _) = connecting.await.unwrap().unwrap();
-    next_event(&mut events).await;
+    let (client, mut events, mut ws) = connected(&mut server).await;
     let other_handle = client.clone();
     client.close().await;
     let message = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
