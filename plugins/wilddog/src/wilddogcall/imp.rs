@@ -1200,8 +1200,7 @@ impl WilddogCall {
                 {
                     let mut st = lock(&self.state);
                     st.role = Some(role);
-                    let local_frames = self.counters.local_frames.load(Ordering::Relaxed);
-                    st.prev_stats = Some(stats::PreviousStats::baseline(local_frames, 0));
+                    st.prev_stats = None;
                     st.counter_totals = Default::default();
                     st.ice_servers = ice_servers.clone();
                 }

@@ -366,11 +366,7 @@ impl WilddogCall {
         let Media { webrtcbin: old_webrtcbin, stream_id, decoders, src_pads, .. } = old;
         let new_webrtcbin = {
             let mut st = lock(&self.state);
-            // The new webrtcbin's counters start from 0; the frame counters go on.
-            st.prev_stats = Some(super::stats::PreviousStats::baseline(
-                self.counters.local_frames.load(Ordering::Relaxed),
-                self.counters.remote_frames.load(Ordering::Relaxed),
-            ));
+            st.prev_stats = None;
             st.counter_totals = Default::default();
             st.path.active_at = Some(Instant::now());
             let Some(m) = st.media.as_mut() else { return Err("torn down meanwhile".into()) };

@@ -51,16 +51,6 @@ pub(super) struct PreviousStats {
     pub remote_frames: u64,
 }
 
-impl PreviousStats {
-    /// What the first report of a new webrtcbin counts from: nothing sent or received yet,
-    /// now, and the frame counters as they are. Without it the first report had no window
-    /// and said 0 kbit/s and 0 fps (a newcomer read that as a call without media); with it
-    /// the first rates are over the time since the media began, its setup included.
-    pub fn baseline(local_frames: u64, remote_frames: u64) -> Self {
-        Self { at: Instant::now(), link: LinkStats::default(), local_frames, remote_frames }
-    }
-}
-
 /// A cumulative counter of webrtcbin's stats entries, summed into [`LinkStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Counter {
