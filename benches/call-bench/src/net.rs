@@ -20,7 +20,7 @@
 #[path = "../../../tests/support/shaping.rs"]
 mod shaping;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -173,23 +173,43 @@ fn scenario_command(exe: &Path, scenario: &str, secs: f64, a: &NetArgs) -> Resul
     })
 }
 
-/// Runs one job in a namespace of its own; its NET-RESULT lines.
-fn run_job(exe: &Path, link: &str, cmd: &[String], timeout: Duration) -> Result<Vec<NetResult>> {
-    let mut child = Command::new("unshare")
+/// What the elements of a job log (on its stderr, kept in its log file) unless `GST_DEBUG`
+/// says otherwise: the congestion control's cuts, probes and steps, and the media's key
+/// frame requests, a few hundred lines a call. A run that went wrong once (a sender that
+/// stopped for good under 5 % loss, 2026-12-03) could not be diagnosed afterwards: nothing
+/// of what the endpoints said was kept.
+const JOB_GST_DEBUG: &str = "wilddog*:4";
+
+/// Runs one job in a namespace of its own; its NET-RESULT lines. Everything it writes on
+/// stderr goes to `log`.
+fn run_job(
+    exe: &Path,
+    link: &str,
+    cmd: &[String],
+    timeout: Duration,
+    log: &Path,
+) -> Result<Vec<NetResult>> {
+    let mut log_file = std::fs::File::create(log)
+        .with_context(|| format!("cannot write the job's log {}", log.display()))?;
+    let mut command = Command::new("unshare");
+    command
         .args(["--net", "sh", "-c", JOB_NETNS, "sh"])
         .arg(exe)
         .args(["--net-run", link, "--"])
         .args(cmd)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run `unshare --net` (root needed)")?;
+        .stderr(Stdio::piped());
+    if std::env::var_os("GST_DEBUG").is_none() {
+        command.env("GST_DEBUG", JOB_GST_DEBUG);
+    }
+    let mut child = command.spawn().context("cannot run `unshare --net` (root needed)")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let stderr = child.stderr.take().context("no stderr")?;
     let err_tail = Arc::new(Mutex::new(Vec::<String>::new()));
     let tail = err_tail.clone();
     let err_thread = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log_file, "{line}");
             let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
             t.push(line);
             if t.len() > 20 {
@@ -230,6 +250,9 @@ fn run_job(exe: &Path, link: &str, cmd: &[String], timeout: Duration) -> Result<
 /// `call-bench --network`: every (scenario, link) job, then the figures, table, plot.
 pub fn run_network(a: &NetArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
+    // Each job's stderr (its endpoints' logs), whatever the job did.
+    let logs = a.out.join("logs");
+    std::fs::create_dir_all(&logs)?;
     let exe = std::env::current_exe()?;
     let mut jobs: Vec<(String, String, Vec<String>)> = Vec::new();
     let mut failures: Vec<(String, String)> = Vec::new();
@@ -248,15 +271,16 @@ pub fn run_network(a: &NetArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(a.secs + 120.0);
     let workers: Vec<_> = (0..a.jobs.max(1))
         .map(|_| {
-            let (queue, results, failed, exe) =
-                (queue.clone(), results.clone(), failed.clone(), exe.clone());
+            let (queue, results, failed, exe, logs) =
+                (queue.clone(), results.clone(), failed.clone(), exe.clone(), logs.clone());
             std::thread::spawn(move || {
                 loop {
                     let job = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some((s, l, cmd)) = job else { return };
                     eprintln!("== {s} on {l} ...");
                     let t = Instant::now();
-                    match run_job(&exe, &l, &cmd, timeout) {
+                    let log = logs.join(format!("{s}-{l}.log"));
+                    match run_job(&exe, &l, &cmd, timeout, &log) {
                         Ok(r) => {
                             eprintln!("== {s} on {l}: done in {:.0} s", t.elapsed().as_secs_f64());
                             results.lock().unwrap_or_else(|e| e.into_inner()).extend(r);
