@@ -18,6 +18,9 @@ function conversation() {
   conv.status = 'connected';
   conv._client = { options: { debug: false } };
   conv._applySenderBitrate = function () {};
+  // The events it emits (quality), in order.
+  conv.emitted = [];
+  conv._emit = function (event, data) { conv.emitted.push([event, data]); };
   return conv;
 }
 
@@ -89,6 +92,9 @@ describe('SDK: the sent size on a narrow link', () => {
     firefox(240, 180, 15, 0.15, 0.4);
     assert.equal(conv._audioCapped, true, 'Opus capped at 240x180');
     assert.equal(conv._sendScale, 4, '160x120');
+    // The first step down said the quality was low, once (Firefox has no target to say it).
+    const quality = conv.emitted.filter(([e]) => e === 'quality').map(([, q]) => q.quality);
+    assert.deepEqual(quality, ['low']);
   });
 
   // The Firefox loss test (5 % random loss, RTT a few ms, 15 fps encoded): the three ticks'
