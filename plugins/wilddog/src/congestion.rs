@@ -128,6 +128,28 @@ pub const QUEUE_DRAINED_MS: u32 = 30;
 /// The shortest time between two cuts for a standing queue: what a cut does shows in the
 /// reports only once the sent rate has changed and the queue has had time to shrink.
 pub const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
+/// A cut for a standing queue shows in the reports only after a round trip through that
+/// queue: the packets sent after it wait in the queue, and the reports on them wait in the
+/// way back (on a link shared by both directions, the same queue). Another cut waits this
+/// many times the queue it was made at (and [`QUEUE_CUT_INTERVAL`] at least), plus
+/// [`FEEDBACK_INTERVAL`]. On a 300 kbit/s step both ends cut again every 500 ms into a
+/// 320 ms queue, reading the same queue each time, and went from 150 to 40 kbit/s each,
+/// where the link carried both at 120.
+pub const QUEUE_ROUND_TRIPS: u32 = 2;
+/// How often the peer sends transport-wide feedback (rtpsession's RTCP interval, Chrome's
+/// at most 250 ms apart, 100 ms for both here).
+pub const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
+/// A standing queue that went down this much, ms, since the last cut (or since the last
+/// report that found it going down) is draining: the cut was enough, no other is made. A
+/// tail-drop queue of 300 ms drains at what the link has left over: 75 ms every 500 ms with
+/// both directions at 85 % of it.
+pub const QUEUE_DRAINING_MS: u32 = 15;
+/// A probe that failed leaves a queue of its own, which drains once its padding stopped: no
+/// cut for a standing or growing queue this long after (unless the reports lose packets).
+/// Both ends of a call on a 300 kbit/s link probed at once; the queue their padding left
+/// (30 to 110 ms, seen 400 ms after the failure) cut each to 85 % of the little it then
+/// delivered, every probe, down to the floor.
+pub const PROBE_FAILED_GRACE: Duration = Duration::from_secs(1);
 /// The shortest time between two lifts of the cap (the [`STANDING_QUEUE_LIFT`] of one stats
 /// period before).
 pub const QUEUE_LIFT_INTERVAL: Duration = Duration::from_secs(2);
@@ -265,6 +287,12 @@ pub struct Controller {
     /// When the queue cap was last cut or lifted on feedback.
     queue_cut_at: Option<Instant>,
     queue_lift_at: Option<Instant>,
+    /// The standing queue the last cut was made at, or the last report that found it
+    /// draining (when, ms): another cut waits for a round trip through it, and is made only
+    /// if it did not drain.
+    queue_cut_reference: Option<(Instant, u32)>,
+    /// When a probe last failed ([`PROBE_FAILED_GRACE`]).
+    probe_failed_at: Option<Instant>,
     /// The queue the last feedback report measured, ms.
     last_queue_ms: u32,
     /// When we last sent a packet, and since when without a pause ([`SENDING_PAUSE`]).
@@ -302,6 +330,8 @@ impl Controller {
             feedback_at: None,
             queue_cut_at: None,
             queue_lift_at: None,
+            queue_cut_reference: None,
+            probe_failed_at: None,
             last_queue_ms: 0,
             sent_at: None,
             sending_since: None,
@@ -511,6 +541,9 @@ impl Controller {
             false
         };
         let from = self.capped_estimate();
+        if since(self.probe_failed_at) < PROBE_FAILED_GRACE && !queue.lossy {
+            return false;
+        }
         // A queue still growing while the path delivers less than we send (what it
         // delivered): the link is overrun now, and waiting for it to stand at
         // QUEUE_DELAY_MS let it fill to the bottleneck's limit (tail drop) before the cut
@@ -525,6 +558,7 @@ impl Controller {
             self.queue_cap_bps = Some((cap as u32).max(lowest));
             self.queue_cut_at = Some(now);
             self.queue_lift_at = Some(now);
+            self.queue_cut_reference = Some((now, queue.queue_ms));
             self.troubled_since = Some((now, queue.queue_ms));
         } else if queue.queue_ms >= QUEUE_DELAY_MS {
             let standing = *self.queue_since.get_or_insert(now);
@@ -533,6 +567,19 @@ impl Controller {
                 || (!episode && !queue.lossy && now.duration_since(standing) < QUEUE_PERSIST)
             {
                 return false;
+            }
+            // Within an episode, a cut made before shows only a round trip through its queue
+            // later; after that, a queue going down needs no other.
+            if episode && let Some((at, queue_ms)) = self.queue_cut_reference {
+                let round_trip = Duration::from_millis(u64::from(QUEUE_ROUND_TRIPS * queue_ms))
+                    + FEEDBACK_INTERVAL;
+                if now.duration_since(at) < round_trip.max(QUEUE_CUT_INTERVAL) {
+                    return false;
+                }
+                if queue.queue_ms + QUEUE_DRAINING_MS <= queue_ms {
+                    self.queue_cut_reference = Some((now, queue.queue_ms));
+                    return false;
+                }
             }
             // What the path delivered says where the bottleneck is (a queue that still
             // stands after a cut takes another share off); without it, half.
@@ -543,6 +590,7 @@ impl Controller {
             self.queue_cap_bps = Some((cap as u32).max(lowest));
             self.queue_cut_at = Some(now);
             self.queue_lift_at = Some(now);
+            self.queue_cut_reference = Some((now, queue.queue_ms));
         } else if queue.queue_ms < QUEUE_DRAINED_MS
             && let Some(cap) = self.queue_cap_bps
             && since(self.queue_lift_at) >= QUEUE_LIFT_INTERVAL
@@ -586,6 +634,7 @@ impl Controller {
         self.queue_cap_bps = Some(((f64::from(from) * QUEUE_CUT) as u32).max(lowest));
         self.queue_cut_at = Some(now);
         self.queue_lift_at = Some(now);
+        self.queue_cut_reference = Some((now, self.last_queue_ms));
         before != self.queue_cap_bps
     }
 
@@ -619,6 +668,12 @@ impl Controller {
     /// the queue again.
     pub fn forget_feedback(&mut self) {
         self.feedback_at = None;
+    }
+
+    /// A probe failed at `now` ([`crate::probe`]): the queue its padding left is no
+    /// congestion of the media's ([`PROBE_FAILED_GRACE`]).
+    pub fn note_probe_failed(&mut self, now: Instant) {
+        self.probe_failed_at = Some(now);
     }
 
     /// The ceiling a standing queue put on the estimate, bit/s.
@@ -1134,13 +1189,26 @@ mod tests {
         assert!(first.note_feedback(&QueueReading { lossy: true, ..standing(125_000) }, t));
         // ...not again before the cut could show...
         assert!(!c.note_feedback(&standing(125_000), t + Duration::from_millis(100)));
-        // ...then another share off while it stands.
-        assert!(c.note_feedback(&standing(125_000), t + QUEUE_CUT_INTERVAL));
+        // ...nor before a round trip through the queue it was made at (the reports come
+        // from packets sent before the cut until then)...
+        assert!(!c.note_feedback(&standing(125_000), t + QUEUE_CUT_INTERVAL));
+        let round_trip = Duration::from_millis(2 * 280) + FEEDBACK_INTERVAL;
+        assert!(!c.note_feedback(&standing(125_000), t + round_trip - Duration::from_millis(1)));
+        // ...then, if it went down since, it drains: the cut was enough...
+        let draining = QueueReading { queue_ms: 280 - QUEUE_DRAINING_MS, ..standing(125_000) };
+        assert!(!c.note_feedback(&draining, t + round_trip));
+        assert!(c.congested(t + round_trip));
+        // ...and another share off if it stopped going down (a round trip through it on).
+        let t = t + round_trip;
+        let again = Duration::from_millis(2 * 265) + FEEDBACK_INTERVAL;
+        let stuck = QueueReading { queue_ms: 260, ..standing(125_000) };
+        assert!(!c.note_feedback(&stuck, t + again - Duration::from_millis(1)));
+        assert!(c.note_feedback(&stuck, t + again));
         assert_eq!(c.update(300_000, t).estimate_bps, 90_312);
         // The stats' round trip, which lags, does not cut while feedback comes.
         assert!(!c.note_round_trip(700));
         // Drained: a quarter up per lift interval, gone once over the estimate.
-        let t = t + QUEUE_CUT_INTERVAL;
+        let t = t + again;
         assert!(!c.note_feedback(&drained, t + Duration::from_secs(1)));
         assert!(c.note_feedback(&drained, t + QUEUE_LIFT_INTERVAL));
         assert_eq!(c.update(300_000, t).estimate_bps, 112_890);
@@ -1228,6 +1296,36 @@ mod tests {
         assert!(!burst.note_feedback(&reading(35, 290_000), t));
         assert!(!burst.note_feedback(&reading(80, 290_000), t + QUEUE_GROWTH_SPAN));
         assert_eq!(burst.update(300_000, t).estimate_bps, 300_000);
+    }
+
+    #[test]
+    fn the_queue_a_failed_probe_left_is_not_cut() {
+        let ms = Duration::from_millis;
+        let reading = |queue_ms, lossy| QueueReading {
+            queue_ms,
+            acked_bps: Some(60_000),
+            troubled: true,
+            lossy,
+        };
+        let t = Instant::now();
+        let mut c = Controller::new(limits_480p());
+        c.update(100_000, t);
+        c.note_probe_failed(t);
+        // The padding's queue grows, then stands a while (2026-12-03: 33 ms at the failure,
+        // 109 ms 400 ms later): no cut...
+        for (i, queue_ms) in [33, 60, 90, 109, 120, 110, 105].into_iter().enumerate() {
+            let at = t + ms(100 * i as u64 + 100);
+            assert!(!c.note_feedback(&reading(queue_ms, false), at), "{queue_ms} at {i}");
+        }
+        assert_eq!(c.update(100_000, t).estimate_bps, 100_000);
+        // ...unless the reports lose packets (the link is overrun, probe or not)...
+        let mut lossy = c.clone();
+        assert!(lossy.note_feedback(&reading(120, true), t + ms(800)));
+        // ...and a queue that still stands once the grace is over is the media's.
+        let after = t + PROBE_FAILED_GRACE;
+        assert!(!c.note_feedback(&reading(120, false), after));
+        assert!(c.note_feedback(&reading(120, false), after + QUEUE_PERSIST));
+        assert_eq!(c.update(100_000, t).estimate_bps, 51_000);
     }
 
     #[test]

@@ -336,6 +336,12 @@ impl WilddogCall {
                     reading.lossy,
                     self.last_probe_measure()
                 );
+                // (A probe failed by a cut leaves the cut alone.)
+                if cut != Some(true)
+                    && let Some(controller) = lock(&self.congestion).controller.as_mut()
+                {
+                    controller.note_probe_failed(now);
+                }
             }
             ProbeAction::Passed(rate) if rate > bwe.property::<u32>("estimated-bitrate") => {
                 gst::info!(
