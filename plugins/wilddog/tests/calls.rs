@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Endpoint, EndpointConfig, Seen, TestServer};
+use common::{Endpoint, EndpointConfig, Seen, Stats, TestServer};
 use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -43,6 +43,7 @@ fn call_accepted_both_sides_decode_video_and_audio() {
     let Seen::FirstFrame { width, height, elapsed_ms } = first else { unreachable!() };
     assert_eq!((width, height), (320, 240));
     assert!(elapsed_ms < 10_000);
+    first_stats_have_rates(&mut alice);
     alice.wait_for("240p frames", T, is_video(320, 240));
     bob.wait_for("360p frames", T, is_video(480, 360));
     let bob_first = bob.wait_for("first frame", T, |s| matches!(s, Seen::FirstFrame { .. }));
@@ -77,6 +78,49 @@ fn call_accepted_both_sides_decode_video_and_audio() {
             let threads = vpx_threads(&ep.call, factory);
             assert_eq!(threads, vec![1], "{who}'s {factory} threads");
         }
+    }
+}
+
+/// Right after `ep`'s first remote frame: the first report that comes a second or more
+/// after it has both directions' rates, at the frame rates sent (15 fps each way), and it is
+/// the call's first report when the first frame came over a second before it (on an idle
+/// machine it does: reports come 2 s after the media began). The first report said 0 kbit/s
+/// and 0 fps: it had no earlier one to count from.
+fn first_stats_have_rates(ep: &mut Endpoint) {
+    let first_frame_at = std::time::Instant::now();
+    let reports_before = ep.log.iter().filter(|s| matches!(s, Seen::Stats(_))).count();
+    let mut reports = reports_before;
+    let deadline = first_frame_at + Duration::from_secs(6);
+    let stats = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match ep.seen.recv_timeout(left) {
+            Ok(Seen::Stats(text)) => {
+                ep.log.push(Seen::Stats(text.clone()));
+                reports += 1;
+                if first_frame_at.elapsed() >= Duration::from_secs(1) {
+                    break Stats::parse(&text);
+                }
+            }
+            Ok(other) => ep.log.push(other),
+            Err(_) => panic!("no stats within 6 s of the first frame"),
+        }
+    };
+    println!(
+        "report {reports} ({reports_before} before the first frame): local {} fps {} kbit/s, \
+         remote {} fps {} kbit/s",
+        stats.local_u64("fps"),
+        stats.local_u64("bitSentRate"),
+        stats.remote_u64("fps"),
+        stats.remote_u64("bitReceivedRate")
+    );
+    for (side, fps, kbps) in [("local", "fps", "bitSentRate"), ("remote", "fps", "bitReceivedRate")]
+    {
+        let (fps, kbps) = if side == "local" {
+            (stats.local_u64(fps), stats.local_u64(kbps))
+        } else {
+            (stats.remote_u64(fps), stats.remote_u64(kbps))
+        };
+        assert!((11..=19).contains(&fps) && kbps > 0, "{side}: {fps} fps, {kbps} kbit/s");
     }
 }
 

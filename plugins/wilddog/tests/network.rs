@@ -16,38 +16,12 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 
-use common::{Endpoint, EndpointConfig, Seen, TestServer, enter_netns};
+use common::{Endpoint, EndpointConfig, Seen, Stats, TestServer, enter_netns};
 
 const T: Duration = Duration::from_secs(20);
 
 fn is_frame(s: &Seen) -> bool {
     matches!(s, Seen::VideoFrame { .. })
-}
-
-/// One `wilddog-stats` report, as its `local` and `remote` structures.
-struct Stats {
-    local: gst::Structure,
-    remote: gst::Structure,
-}
-
-impl Stats {
-    fn parse(text: &str) -> Stats {
-        let s: gst::Structure = text.parse().expect("a stats structure");
-        Stats { local: s.get("local").unwrap(), remote: s.get("remote").unwrap() }
-    }
-    fn local_u64(&self, field: &str) -> u64 {
-        self.local.value(field).ok().and_then(number).unwrap_or_else(|| panic!("local.{field}"))
-    }
-    fn remote_u64(&self, field: &str) -> u64 {
-        self.remote.value(field).ok().and_then(number).unwrap_or_else(|| panic!("remote.{field}"))
-    }
-}
-
-fn number(v: &glib::SendValue) -> Option<u64> {
-    v.get::<u64>()
-        .ok()
-        .or_else(|| v.get::<u32>().ok().map(u64::from))
-        .or_else(|| v.get::<i64>().ok().map(|n| n.max(0) as u64))
 }
 
 /// Frames and stats an endpoint got over `window`.

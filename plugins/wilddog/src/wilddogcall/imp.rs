@@ -277,6 +277,17 @@ struct Counters {
     /// The peer's description takes no video from us: our frames stop before the encoder
     /// (`restart::PeerMedia::takes_video`).
     video_unwanted: std::sync::atomic::AtomicBool,
+    /// Each direction's first frame since the media began (the first stats report's
+    /// window).
+    first_frames: Mutex<stats::FirstFrames>,
+}
+
+impl Counters {
+    /// The media begins again (a call's start, an ICE restart's new webrtcbin): the next
+    /// frames of each direction are its first.
+    fn media_begins(&self) {
+        *lock(&self.first_frames) = stats::FirstFrames::default();
+    }
 }
 
 /// The `wilddogcall` bin.
@@ -1205,6 +1216,7 @@ impl WilddogCall {
                     st.ice_servers = ice_servers.clone();
                 }
                 self.counters.remote_frames.store(0, Ordering::Relaxed);
+                self.counters.media_begins();
                 if self.webrtcbin().is_none()
                     && let Err(e) = self.prepare_media()
                 {

@@ -580,3 +580,29 @@ impl Drop for Endpoint {
         }
     }
 }
+
+/// One `wilddog-stats` report, as its `local` and `remote` structures.
+pub struct Stats {
+    pub local: gst::Structure,
+    pub remote: gst::Structure,
+}
+
+impl Stats {
+    pub fn parse(text: &str) -> Stats {
+        let s: gst::Structure = text.parse().expect("a stats structure");
+        Stats { local: s.get("local").unwrap(), remote: s.get("remote").unwrap() }
+    }
+    pub fn local_u64(&self, field: &str) -> u64 {
+        self.local.value(field).ok().and_then(number).unwrap_or_else(|| panic!("local.{field}"))
+    }
+    pub fn remote_u64(&self, field: &str) -> u64 {
+        self.remote.value(field).ok().and_then(number).unwrap_or_else(|| panic!("remote.{field}"))
+    }
+}
+
+fn number(v: &gst::glib::SendValue) -> Option<u64> {
+    v.get::<u64>()
+        .ok()
+        .or_else(|| v.get::<u32>().ok().map(u64::from))
+        .or_else(|| v.get::<i64>().ok().map(|n| n.max(0) as u64))
+}

@@ -548,7 +548,11 @@ impl WilddogCall {
 
     pub(super) fn remote_video_frame(&self, pad: &gst::Pad) {
         let c = &self.counters;
-        c.remote_frames.fetch_add(1, Ordering::Relaxed);
+        let before = c.remote_frames.fetch_add(1, Ordering::Relaxed);
+        lock(&c.first_frames).remote.get_or_insert(super::stats::FirstFrame {
+            at: std::time::Instant::now(),
+            frames_at: before + 1,
+        });
         // Every frame: the peer's congestion control changes the size it sends.
         let (width, height) = caps_size(pad).unwrap_or((0, 0));
         c.remote_width.store(width, Ordering::Relaxed);

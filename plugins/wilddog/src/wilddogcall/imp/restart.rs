@@ -368,6 +368,7 @@ impl WilddogCall {
             let mut st = lock(&self.state);
             st.prev_stats = None;
             st.counter_totals = Default::default();
+            self.counters.media_begins();
             st.path.active_at = Some(Instant::now());
             let Some(m) = st.media.as_mut() else { return Err("torn down meanwhile".into()) };
             m.decoders = decoders;

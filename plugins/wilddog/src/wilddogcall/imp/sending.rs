@@ -46,7 +46,11 @@ impl WilddogCall {
                 enc_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
                     if let Some(obj) = weak.upgrade() {
                         let c = &obj.imp().counters;
-                        c.local_frames.fetch_add(1, Ordering::Relaxed);
+                        let before = c.local_frames.fetch_add(1, Ordering::Relaxed);
+                        lock(&c.first_frames).local.get_or_insert(super::stats::FirstFrame {
+                            at: std::time::Instant::now(),
+                            frames_at: before + 1,
+                        });
                         // Every frame: congestion control changes the size sent.
                         if let Some((w, h)) = caps_size(pad) {
                             c.local_width.store(w, Ordering::Relaxed);

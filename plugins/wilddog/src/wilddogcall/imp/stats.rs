@@ -51,6 +51,51 @@ pub(super) struct PreviousStats {
     pub remote_frames: u64,
 }
 
+/// The first frame each direction counted since the media began (a call's start, an ICE
+/// restart's new webrtcbin): the first report, which has no earlier one to count from,
+/// counts each direction's rates from there. It said 0 kbit/s and 0 fps (a newcomer read
+/// that as a call without media); counted from the media's start instead, its rates included
+/// the setup (8 fps of 15).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct FirstFrames {
+    pub local: Option<FirstFrame>,
+    pub remote: Option<FirstFrame>,
+}
+
+/// See [`FirstFrames`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct FirstFrame {
+    /// When it came.
+    pub at: Instant,
+    /// The direction's frame counter with it counted: the rate counts the frames after it
+    /// over the time since.
+    pub frames_at: u64,
+}
+
+/// A first report's rates need a direction's frames over this long at least (a window of one
+/// frame says nothing of the rate): under it they are 0, as before the first frame.
+pub(super) const FIRST_WINDOW_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The rates of one direction in the first report of a webrtcbin, at `now`: its bytes (all of
+/// this webrtcbin's) and frames (the counter) over the time since its first frame, as
+/// (kbit/s, fps); 0 before [`FIRST_WINDOW_MIN`] of frames.
+pub(super) fn first_rates(
+    first: Option<FirstFrame>,
+    bytes: u64,
+    frames: u64,
+    now: Instant,
+) -> (u64, u32) {
+    let Some(first) = first else { return (0, 0) };
+    let window = now.saturating_duration_since(first.at);
+    if window < FIRST_WINDOW_MIN {
+        return (0, 0);
+    }
+    let secs = window.as_secs_f64();
+    let kbps = (bytes as f64 * 8.0 / 1000.0 / secs) as u64;
+    let fps = (frames.saturating_sub(first.frames_at) as f64 / secs).round() as u32;
+    (kbps, fps)
+}
+
 /// A cumulative counter of webrtcbin's stats entries, summed into [`LinkStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Counter {
@@ -424,7 +469,14 @@ impl WilddogCall {
                     fps(remote_frames, p.remote_frames),
                 )
             }
-            None => (0, 0, 0, 0),
+            None => {
+                let first = *lock(&c.first_frames);
+                let (sent_kbps, local_fps) =
+                    first_rates(first.local, l.bytes_sent, local_frames, now);
+                let (recv_kbps, remote_fps) =
+                    first_rates(first.remote, l.bytes_received, remote_frames, now);
+                (sent_kbps, recv_kbps, local_fps, remote_fps)
+            }
         };
         let max_bitrate = lock(&self.state).validated.as_ref().map(|v| v.video.bitrate_kbps);
         let (estimated_kbps, target_kbps) = match self.congestion_stats() {
@@ -491,7 +543,24 @@ impl WilddogCall {
 
 #[cfg(test)]
 mod tests {
-    use super::{Counter, CounterTotals, StreamReading};
+    use std::time::{Duration, Instant};
+
+    use super::{Counter, CounterTotals, FIRST_WINDOW_MIN, FirstFrame, StreamReading, first_rates};
+
+    #[test]
+    fn the_first_report_counts_each_direction_from_its_first_frame() {
+        let t0 = Instant::now();
+        // Frames began 1.5 s into the media (its setup), the 101st of the counter (100 were
+        // counted in an earlier call): 2 s later, 30 more frames and 125,000 bytes are 15 fps
+        // and 500 kbit/s.
+        let first = FirstFrame { at: t0 + Duration::from_millis(1500), frames_at: 101 };
+        let now = first.at + Duration::from_secs(2);
+        assert_eq!(first_rates(Some(first), 125_000, 131, now), (500, 15));
+        // Nothing yet, or a single frame's worth: no rate rather than a wrong one.
+        assert_eq!(first_rates(None, 125_000, 130, now), (0, 0));
+        let early = first.at + FIRST_WINDOW_MIN - Duration::from_millis(1);
+        assert_eq!(first_rates(Some(first), 4_000, 101, early), (0, 0));
+    }
 
     const VIDEO_OUT: &str = "rtp-outbound-stream-stats_1111";
     const AUDIO_OUT: &str = "rtp-outbound-stream-stats_2222";
