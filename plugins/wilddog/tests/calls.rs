@@ -628,3 +628,141 @@ fn an_answerer_linked_once_shows_every_call() {
     bob.set_state(gst::State::Null).unwrap();
     assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
 }
+
+/// The echo bot's pipeline (`pipelines/echo.toml`, as written) kept across calls, as
+/// `gst-launch-1.0` keeps it: the element keeps its src pads, linked back into its own sink
+/// pads, and each caller in turn gets its own media back, not the last caller's. Each caller
+/// sends a plain picture of its own (white, then black) and recognises it in what it decodes.
+#[test]
+fn the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media() {
+    if !common::enter_netns("the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media") {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let server = TestServer::start();
+    common::init();
+    let criticals = Arc::new(AtomicU64::new(0));
+    let counted = criticals.clone();
+    gst::glib::log_set_handler(
+        Some("GStreamer"),
+        gst::glib::LogLevels::LEVEL_CRITICAL,
+        false,
+        false,
+        move |_, _, message| {
+            eprintln!("GStreamer-CRITICAL: {message}");
+            counted.fetch_add(1, Ordering::Relaxed);
+        },
+    );
+    let echo =
+        gst::parse::launch(&pipeline_of("echo.toml")).unwrap().downcast::<gst::Pipeline>().unwrap();
+    // What the runner sets on the file's `call` (the rest is the file's).
+    let echo_call = echo.by_name("call").unwrap();
+    echo_call.set_property("server", &server.url);
+    echo_call.set_property("app-id", wilddog_server::config::DEV_APP_ID);
+    echo_call.set_property("token", server.token("echo"));
+    echo_call.set_property("ice-local-addresses", "127.0.0.1");
+    let bus = echo.bus().unwrap();
+    echo.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    for (caller, pattern, bright) in
+        [("alice", "pattern=white", true), ("carol", "pattern=black", false)]
+    {
+        let mut cfg = EndpointConfig::new(caller).calling("echo");
+        cfg.video_pattern = Some(pattern);
+        let mut c = Endpoint::new(&server, cfg);
+        let frames = luma_of_decoded_video(&c.call);
+        c.play();
+        c.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+        // Its own picture back, decoded at the size both sides send (480p, the default).
+        let deadline = std::time::Instant::now() + T;
+        let own = |f: &(i32, i32, u8)| (f.2 > 128) == bright;
+        while frames.lock().unwrap().iter().filter(|f| own(f)).count() < 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{caller}: no 10 frames of its own picture back within {T:?}: {:?} ({} decoded)",
+                frames.lock().unwrap(),
+                c.video_frames.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.wait_for(&format!("{caller}'s own audio back"), T, |s| *s == Seen::AudioBuffer);
+        let frames = frames.lock().unwrap().clone();
+        println!("{caller}: {} frames back, first {:?}", frames.len(), frames.first());
+        // Nothing of the last call: every frame this caller decoded is its own picture.
+        assert!(
+            frames.iter().all(|f| own(f) && (f.0, f.1) == (640, 480)),
+            "{caller} decoded frames not its own (width, height, luma): {frames:?}"
+        );
+        assert!(
+            !c.log.iter().any(|s| matches!(s, Seen::ElementError { .. })),
+            "{caller}: {:?}",
+            c.log
+        );
+        c.call.close();
+        c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+        drop(c);
+        let deadline = std::time::Instant::now() + T;
+        while echo_call.property::<Option<String>>("state").as_deref() != Some("idle") {
+            assert!(std::time::Instant::now() < deadline, "the echo: {caller}'s call not over");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // The pads stay, linked back into the element, for the next call.
+        for name in ["video_src", "audio_src"] {
+            let pad = echo_call.static_pad(name);
+            assert!(pad.is_some_and(|p| p.is_linked()), "the echo's {name} is gone after {caller}");
+        }
+    }
+    // No EOS (gst-launch-1.0 would have exited), no error (a not-linked pad, a stale one).
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        panic!("the echo's pipeline posted {msg:?}");
+    }
+    let (result, state, _) = echo.state(gst::ClockTime::from_seconds(1));
+    assert!(result.is_ok() && state == gst::State::Playing, "the echo: {result:?} {state:?}");
+    echo.set_state(gst::State::Null).unwrap();
+    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
+}
+
+/// The `pipeline` of a file in `pipelines/`, as written.
+fn pipeline_of(file: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("pipeline = \"\"\"").expect("a pipeline") + "pipeline = \"\"\"".len();
+    let len = text[start..].find("\"\"\"").expect("the pipeline's end");
+    text[start..start + len].to_owned()
+}
+
+/// Width, height and the luma in the middle of each decoded frame out of `call`'s
+/// `video_src` (a plain picture: white is about 235, black 16).
+fn luma_of_decoded_video(
+    call: &gstwilddog::WilddogCall,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(i32, i32, u8)>>> {
+    let frames: std::sync::Arc<std::sync::Mutex<Vec<(i32, i32, u8)>>> = Default::default();
+    let seen = frames.clone();
+    call.connect_pad_added(move |_, pad| {
+        if pad.name() != "video_src" {
+            return;
+        }
+        let seen = seen.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let (Some(buffer), Some(caps)) = (info.buffer(), pad.current_caps()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(video) = gst_video::VideoInfo::from_caps(&caps) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            assert!(video.format_info().is_yuv(), "decoded video in {caps}");
+            let (w, h) = (video.width() as usize, video.height() as usize);
+            let stride = video.stride()[0] as usize;
+            let at = video.offset()[0] + (h / 2) * stride + w / 2;
+            let mut byte = [0u8; 1];
+            if buffer.copy_to_slice(at, &mut byte).is_ok() {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push((w as i32, h as i32, byte[0]));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    });
+    frames
+}

@@ -172,3 +172,123 @@ fn halves_answer_a_latency_a_syncing_sink_can_use() {
     pipeline.set_state(gst::State::Null).unwrap();
     bob.wait_for("closed", Duration::from_secs(10), |s| matches!(s, Seen::Closed(_)));
 }
+
+/// An answering `wilddogsrc`, kept across calls (a `gst-launch-1.0` line links its pads
+/// once): two callers in a row, and the second caller's video comes out of the same pad,
+/// linked, at its own size, with nothing of the first call in it and nothing on the bus.
+#[test]
+fn an_answering_wilddogsrc_kept_across_calls_shows_each_caller() {
+    if !common::enter_netns("an_answering_wilddogsrc_kept_across_calls_shows_each_caller") {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    const T: Duration = Duration::from_secs(15);
+    let server = TestServer::start();
+    common::init();
+    let criticals = Arc::new(AtomicU64::new(0));
+    let counted = criticals.clone();
+    gst::glib::log_set_handler(
+        Some("GStreamer"),
+        gst::glib::LogLevels::LEVEL_CRITICAL,
+        false,
+        false,
+        move |_, _, message| {
+            eprintln!("GStreamer-CRITICAL: {message}");
+            counted.fetch_add(1, Ordering::Relaxed);
+        },
+    );
+    let bob = gst::parse::launch(&format!(
+        "wilddogsrc name=remote conversation=kept-src server={} app-id=wilddog-dev token={} \
+           answer=accept ice-local-addresses=127.0.0.1 \
+         remote.video_src ! queue ! videoconvert ! appsink name=video sync=false \
+         remote.audio_src ! queue ! audioconvert ! appsink name=audio sync=false",
+        server.url,
+        server.token("bob"),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let remote = bob.by_name("remote").unwrap();
+    let frames: Arc<Mutex<Vec<(i32, i32)>>> = Default::default();
+    let seen = frames.clone();
+    bob.by_name("video").unwrap().downcast::<gst_app::AppSink>().unwrap().set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let s = sample.caps().and_then(|c| c.structure(0).map(|s| s.to_owned()));
+                let size = s.map(|s| (s.get("width").unwrap_or(0), s.get("height").unwrap_or(0)));
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(size.unwrap_or((0, 0)));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let audio_buffers = Arc::new(AtomicU64::new(0));
+    let heard = audio_buffers.clone();
+    bob.by_name("audio").unwrap().downcast::<gst_app::AppSink>().unwrap().set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                heard.fetch_add(1, Ordering::Relaxed);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let bus = bob.bus().unwrap();
+    bob.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let call = remote.downcast_ref::<gstwilddog::WilddogSrc>().unwrap().call().expect("the call");
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + T;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "bob: no {what} within {T:?} (frames: {:?})",
+                frames.lock().unwrap_or_else(|e| e.into_inner())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    for (caller, dimension, size) in [("alice", "240p", (320, 240)), ("carol", "120p", (160, 120))]
+    {
+        let audio_before = audio_buffers.load(Ordering::Relaxed);
+        let frames_before = frames.lock().unwrap().len();
+        let mut c = Endpoint::new(
+            &server,
+            EndpointConfig::new(caller).calling("bob").prop("dimension", dimension),
+        );
+        c.play();
+        c.wait_for("ACCEPTED", T, |s| *s == Seen::Response("ACCEPTED".into()));
+        let this_call = || frames.lock().unwrap()[frames_before..].to_vec();
+        wait(&format!("{caller}'s {size:?} frames"), &|| {
+            this_call().iter().filter(|f| **f == size).count() >= 10
+        });
+        wait(&format!("{caller}'s audio"), &|| {
+            audio_buffers.load(Ordering::Relaxed) >= audio_before + 10
+        });
+        // Only this caller's video since the call began: nothing of the last one.
+        let got = this_call();
+        println!("{caller}: {} frames, first {:?}", got.len(), got.first());
+        assert!(got.iter().all(|f| *f == size), "{caller}'s call showed {got:?}");
+        c.call.close();
+        c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
+        drop(c);
+        wait("end of the call", &|| call.state() == "idle");
+        std::thread::sleep(Duration::from_millis(500));
+        // The pads stay, linked, for the next call.
+        for name in ["video_src", "audio_src"] {
+            let pad = remote.static_pad(name);
+            assert!(pad.is_some_and(|p| p.is_linked()), "bob's {name} is gone after {caller}");
+        }
+    }
+    // No EOS (gst-launch-1.0 would have exited), no error (a not-linked pad, a stale one).
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        panic!("bob's pipeline posted {msg:?}");
+    }
+    let (result, state, _) = bob.state(gst::ClockTime::from_seconds(1));
+    assert!(result.is_ok() && state == gst::State::Playing, "bob: {result:?} {state:?}");
+    bob.set_state(gst::State::Null).unwrap();
+    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
+}
