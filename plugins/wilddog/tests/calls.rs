@@ -638,8 +638,8 @@ fn the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media() {
     if !common::enter_netns("the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media") {
         return;
     }
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
     let server = TestServer::start();
     common::init();
     let criticals = Arc::new(AtomicU64::new(0));
