@@ -766,3 +766,131 @@ fn luma_of_decoded_video(
     });
     frames
 }
+
+/// The recorder's pipeline (`pipelines/record.toml`, as written) and a caller whose video
+/// starts 6 s after its audio, past the 4 s the element waits for an announced stream
+/// (`ANNOUNCED_STREAM_WAIT`): the muxer's video input ends then, so the recording is
+/// finalized when the call ends, playable, with the whole call's audio, and nothing on the
+/// bus (a pad left waiting instead held the muxer, and the file, forever). The late video
+/// itself is not in the file today: the muxer's input had ended when it came (with video
+/// from the start the same test records both).
+#[test]
+fn a_recording_whose_video_starts_six_seconds_late_is_playable() {
+    if !common::enter_netns("a_recording_whose_video_starts_six_seconds_late_is_playable") {
+        return;
+    }
+    use std::sync::{Arc, Mutex};
+    let server = TestServer::start();
+    common::init();
+    let dir = std::env::temp_dir().join(format!("wilddog-late-video-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("call.mkv");
+    let desc = pipeline_of("record.toml")
+        .replace("${record_dir}", &dir.display().to_string())
+        .replace("${conversation_id}", "call");
+    let recorder = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let rec_call = recorder.by_name("call").unwrap();
+    rec_call.set_property("server", &server.url);
+    rec_call.set_property("app-id", wilddog_server::config::DEV_APP_ID);
+    rec_call.set_property("token", server.token("recorder"));
+    rec_call.set_property("ice-local-addresses", "127.0.0.1");
+    // Everything the recorder's bus says that a user would look at.
+    let said: Arc<Mutex<Vec<String>>> = Default::default();
+    let log = said.clone();
+    recorder.bus().unwrap().set_sync_handler(move |_, msg| {
+        let line = match msg.view() {
+            gst::MessageView::Error(e) => Some(format!("error: {} ({:?})", e.error(), e.debug())),
+            gst::MessageView::Warning(w) => {
+                Some(format!("warning: {} ({:?})", w.error(), w.debug()))
+            }
+            gst::MessageView::Eos(_) => Some("eos".to_owned()),
+            _ => None,
+        };
+        if let Some(line) = line {
+            log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+        gst::BusSyncReply::Drop
+    });
+    let file_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = file_ended.clone();
+    let filesink = recorder
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "filesink"))
+        .unwrap();
+    filesink.static_pad("sink").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && e.type_() == gst::EventType::Eos
+            {
+                ended.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    recorder.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let caller = gst::parse::launch(&format!(
+        "wilddogcall name=c server={} app-id={} token={} remote-uid=recorder \
+           ice-local-addresses=127.0.0.1 dimension=240p \
+         videotestsrc is-live=true ! valve name=gate drop=true ! c.video_sink \
+         audiotestsrc is-live=true ! c.audio_sink",
+        server.url,
+        wilddog_server::config::DEV_APP_ID,
+        server.token("alice"),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let caller_bus = caller.bus().unwrap();
+    caller.set_state(gst::State::Playing).unwrap();
+    let accepted = caller_bus
+        .iter_timed_filtered(gst::ClockTime::from_seconds(15), &[gst::MessageType::Element])
+        .find(|m| m.structure().is_some_and(|s| s.name() == "wilddog-response"));
+    let status = accepted.and_then(|m| m.structure()?.get::<String>("status").ok());
+    assert_eq!(status.as_deref(), Some("ACCEPTED"));
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    caller.by_name("gate").unwrap().set_property("drop", false);
+    std::thread::sleep(Duration::from_secs(4));
+    caller.by_name("c").unwrap().downcast::<gstwilddog::WilddogCall>().unwrap().close();
+    let call_secs = started.elapsed().as_secs_f64();
+    // The recording is finalized: its pads end with the call (the element answers further
+    // calls, so the pipeline itself posts no EOS), the muxer writes its index and hands EOS
+    // to the file.
+    let deadline = std::time::Instant::now() + T;
+    while !file_ended.load(std::sync::atomic::Ordering::Relaxed) {
+        if std::time::Instant::now() >= deadline {
+            let pads: Vec<String> = rec_call
+                .src_pads()
+                .iter()
+                .map(|p| format!("{} linked={}", p.name(), p.is_linked()))
+                .collect();
+            panic!("the recording got no EOS: the recorder's bus {said:?}; its pads {pads:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    recorder.set_state(gst::State::Null).unwrap();
+    caller.set_state(gst::State::Null).unwrap();
+    let said = said.lock().unwrap().clone();
+    println!("the recorder's bus: {said:?}");
+    assert!(said.iter().all(|l| !l.starts_with("error")), "the recorder's bus: {said:?}");
+
+    let out = std::process::Command::new("gst-discoverer-1.0").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "gst-discoverer-1.0 failed: {text}");
+    assert!(text.contains("audio #") && text.contains("Opus"), "the call's audio: {text}");
+    let duration = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Duration: "))
+        .unwrap_or_else(|| panic!("no duration: {text}"));
+    let parts: Vec<f64> = duration.split(':').filter_map(|p| p.parse().ok()).collect();
+    let secs = parts.iter().fold(0.0, |acc, p| acc * 60.0 + p);
+    assert!(secs >= call_secs - 2.0, "{secs} s recorded of a {call_secs:.1} s call: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
