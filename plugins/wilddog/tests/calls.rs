@@ -509,18 +509,7 @@ fn an_answerer_linked_once_shows_every_call() {
     common::init();
     // Keeping the pads leaves GStreamer nothing to complain about (a probe dropping the
     // teardown's EOS made GStreamer 1.22 unref it twice).
-    let criticals = Arc::new(AtomicU64::new(0));
-    let counted = criticals.clone();
-    gst::glib::log_set_handler(
-        Some("GStreamer"),
-        gst::glib::LogLevels::LEVEL_CRITICAL,
-        false,
-        false,
-        move |_, _, message| {
-            eprintln!("GStreamer-CRITICAL: {message}");
-            counted.fetch_add(1, Ordering::Relaxed);
-        },
-    );
+    let criticals = common::count_gstreamer_criticals();
     let bob = gst::parse::launch(&format!(
         "wilddogcall name=c server={} app-id={} token={} answer=accept \
            ice-local-addresses=127.0.0.1 \
@@ -557,16 +546,7 @@ fn an_answerer_linked_once_shows_every_call() {
             })
             .build(),
     );
-    let heard = audio_buffers.clone();
-    bob.by_name("audio").unwrap().downcast::<gst_app::AppSink>().unwrap().set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                heard.fetch_add(1, Ordering::Relaxed);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    common::count_samples(&bob, "audio", audio_buffers.clone());
     let bus = bob.bus().unwrap();
     bob.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -638,22 +618,10 @@ fn the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media() {
     if !common::enter_netns("the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media") {
         return;
     }
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     let server = TestServer::start();
     common::init();
-    let criticals = Arc::new(AtomicU64::new(0));
-    let counted = criticals.clone();
-    gst::glib::log_set_handler(
-        Some("GStreamer"),
-        gst::glib::LogLevels::LEVEL_CRITICAL,
-        false,
-        false,
-        move |_, _, message| {
-            eprintln!("GStreamer-CRITICAL: {message}");
-            counted.fetch_add(1, Ordering::Relaxed);
-        },
-    );
+    let criticals = common::count_gstreamer_criticals();
     let echo =
         gst::parse::launch(&pipeline_of("echo.toml")).unwrap().downcast::<gst::Pipeline>().unwrap();
     // What the runner sets on the file's `call` (the rest is the file's).
@@ -662,7 +630,6 @@ fn the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media() {
     echo_call.set_property("app-id", wilddog_server::config::DEV_APP_ID);
     echo_call.set_property("token", server.token("echo"));
     echo_call.set_property("ice-local-addresses", "127.0.0.1");
-    let bus = echo.bus().unwrap();
     echo.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
@@ -703,26 +670,10 @@ fn the_echo_pipeline_kept_across_calls_gives_each_caller_its_own_media() {
         c.call.close();
         c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
         drop(c);
-        let deadline = std::time::Instant::now() + T;
-        while echo_call.property::<Option<String>>("state").as_deref() != Some("idle") {
-            assert!(std::time::Instant::now() < deadline, "the echo: {caller}'s call not over");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(500));
         // The pads stay, linked back into the element, for the next call.
-        for name in ["video_src", "audio_src"] {
-            let pad = echo_call.static_pad(name);
-            assert!(pad.is_some_and(|p| p.is_linked()), "the echo's {name} is gone after {caller}");
-        }
+        common::assert_src_pads_kept(&echo_call, &echo_call, caller);
     }
-    // No EOS (gst-launch-1.0 would have exited), no error (a not-linked pad, a stale one).
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
-        panic!("the echo's pipeline posted {msg:?}");
-    }
-    let (result, state, _) = echo.state(gst::ClockTime::from_seconds(1));
-    assert!(result.is_ok() && state == gst::State::Playing, "the echo: {result:?} {state:?}");
-    echo.set_state(gst::State::Null).unwrap();
-    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
+    common::assert_kept_pipeline_clean(&echo, &criticals);
 }
 
 /// The `pipeline` of a file in `pipelines/`, as written.

@@ -187,18 +187,7 @@ fn an_answering_wilddogsrc_kept_across_calls_shows_each_caller() {
     const T: Duration = Duration::from_secs(15);
     let server = TestServer::start();
     common::init();
-    let criticals = Arc::new(AtomicU64::new(0));
-    let counted = criticals.clone();
-    gst::glib::log_set_handler(
-        Some("GStreamer"),
-        gst::glib::LogLevels::LEVEL_CRITICAL,
-        false,
-        false,
-        move |_, _, message| {
-            eprintln!("GStreamer-CRITICAL: {message}");
-            counted.fetch_add(1, Ordering::Relaxed);
-        },
-    );
+    let criticals = common::count_gstreamer_criticals();
     let bob = gst::parse::launch(&format!(
         "wilddogsrc name=remote conversation=kept-src server={} app-id=wilddog-dev token={} \
            answer=accept ice-local-addresses=127.0.0.1 \
@@ -225,17 +214,7 @@ fn an_answering_wilddogsrc_kept_across_calls_shows_each_caller() {
             .build(),
     );
     let audio_buffers = Arc::new(AtomicU64::new(0));
-    let heard = audio_buffers.clone();
-    bob.by_name("audio").unwrap().downcast::<gst_app::AppSink>().unwrap().set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                heard.fetch_add(1, Ordering::Relaxed);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    let bus = bob.bus().unwrap();
+    common::count_samples(&bob, "audio", audio_buffers.clone());
     bob.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let call = remote.downcast_ref::<gstwilddog::WilddogSrc>().unwrap().call().expect("the call");
@@ -275,20 +254,8 @@ fn an_answering_wilddogsrc_kept_across_calls_shows_each_caller() {
         c.call.close();
         c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
         drop(c);
-        wait("end of the call", &|| call.state() == "idle");
-        std::thread::sleep(Duration::from_millis(500));
         // The pads stay, linked, for the next call.
-        for name in ["video_src", "audio_src"] {
-            let pad = remote.static_pad(name);
-            assert!(pad.is_some_and(|p| p.is_linked()), "bob's {name} is gone after {caller}");
-        }
+        common::assert_src_pads_kept(call.upcast_ref(), &remote, caller);
     }
-    // No EOS (gst-launch-1.0 would have exited), no error (a not-linked pad, a stale one).
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
-        panic!("bob's pipeline posted {msg:?}");
-    }
-    let (result, state, _) = bob.state(gst::ClockTime::from_seconds(1));
-    assert!(result.is_ok() && state == gst::State::Playing, "bob: {result:?} {state:?}");
-    bob.set_state(gst::State::Null).unwrap();
-    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
+    common::assert_kept_pipeline_clean(&bob, &criticals);
 }

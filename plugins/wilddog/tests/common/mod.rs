@@ -606,3 +606,86 @@ fn number(v: &gst::glib::SendValue) -> Option<u64> {
         .or_else(|| v.get::<u32>().ok().map(u64::from))
         .or_else(|| v.get::<i64>().ok().map(|n| n.max(0) as u64))
 }
+
+/// Counts GStreamer-CRITICALs from now on (each printed): a test that asserts none were
+/// logged reads the count at its end.
+pub fn count_gstreamer_criticals() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let criticals = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = criticals.clone();
+    gst::glib::log_set_handler(
+        Some("GStreamer"),
+        gst::glib::LogLevels::LEVEL_CRITICAL,
+        false,
+        false,
+        move |_, _, message| {
+            eprintln!("GStreamer-CRITICAL: {message}");
+            counted.fetch_add(1, Ordering::Relaxed);
+        },
+    );
+    criticals
+}
+
+/// After a call answered by `call` (a `wilddogcall`, alone or inside a half) ended: waits
+/// for it to be idle, then asserts that `element`'s src pads are still there and linked,
+/// for the next call (`who`: whose call it was, for the message).
+pub fn assert_src_pads_kept(call: &gst::Element, element: &gst::Element, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while call.property::<Option<String>>("state").as_deref() != Some("idle") {
+        assert!(Instant::now() < deadline, "{who}'s call not over on {}", element.name());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for name in ["video_src", "audio_src"] {
+        let pad = element.static_pad(name);
+        assert!(
+            pad.is_some_and(|p| p.is_linked()),
+            "{}'s {name} is gone after {who}",
+            element.name()
+        );
+    }
+}
+
+/// At the end of a test that kept `pipeline` across calls: no EOS (`gst-launch-1.0` would
+/// have exited) and no error (a not-linked pad, a stale one) on its bus, still PLAYING, and
+/// no GStreamer-CRITICAL counted; then stops it.
+pub fn assert_kept_pipeline_clean(
+    pipeline: &gst::Pipeline,
+    criticals: &std::sync::atomic::AtomicU64,
+) {
+    let bus = pipeline.bus().expect("a pipeline's bus");
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        panic!("{} posted {msg:?}", pipeline.name());
+    }
+    let (result, state, _) = pipeline.state(gst::ClockTime::from_seconds(1));
+    assert!(
+        result.is_ok() && state == gst::State::Playing,
+        "{}: {result:?} {state:?}",
+        pipeline.name()
+    );
+    pipeline.set_state(gst::State::Null).expect("to stop the pipeline");
+    assert_eq!(
+        criticals.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "GStreamer-CRITICALs (above)"
+    );
+}
+
+/// Counts the samples the appsink named `name` in `pipeline` takes into `count`.
+pub fn count_samples(
+    pipeline: &gst::Pipeline,
+    name: &str,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use gst::prelude::*;
+    let sink = pipeline.by_name(name).and_then(|e| e.downcast::<gst_app::AppSink>().ok());
+    sink.unwrap_or_else(|| panic!("no appsink {name}")).set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
