@@ -134,7 +134,9 @@ pub const QUEUE_CUT_INTERVAL: Duration = Duration::from_millis(500);
 /// many times the queue it was made at (and [`QUEUE_CUT_INTERVAL`] at least), plus
 /// [`FEEDBACK_INTERVAL`]. On a 300 kbit/s step both ends cut again every 500 ms into a
 /// 320 ms queue, reading the same queue each time, and went from 150 to 40 kbit/s each,
-/// where the link carried both at 120.
+/// where the link carried both at 120 (with this wait and [`QUEUE_DRAINING_MS`] they still
+/// end at 40 to 90: each end's first cut comes with a smaller size and its key frame, and
+/// the queue still grows a round trip later).
 pub const QUEUE_ROUND_TRIPS: u32 = 2;
 /// How often the peer sends transport-wide feedback (rtpsession's RTCP interval, Chrome's
 /// at most 250 ms apart, 100 ms for both here).
@@ -531,6 +533,9 @@ impl Controller {
         let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| now.duration_since(t));
         if queue.queue_ms < QUEUE_DELAY_MS {
             self.queue_since = None;
+            // The queue the last cut was made at is gone: a queue that stands again is a
+            // new one, not that one draining.
+            self.queue_cut_reference = None;
         }
         let growing = if queue.troubled {
             let (since_t, since_q) = *self.troubled_since.get_or_insert((now, queue.queue_ms));
@@ -1296,6 +1301,28 @@ mod tests {
         assert!(!burst.note_feedback(&reading(35, 290_000), t));
         assert!(!burst.note_feedback(&reading(80, 290_000), t + QUEUE_GROWTH_SPAN));
         assert_eq!(burst.update(300_000, t).estimate_bps, 300_000);
+    }
+
+    #[test]
+    fn a_queue_that_stands_again_after_draining_is_not_read_as_the_old_one_draining() {
+        let ms = Duration::from_millis;
+        let reading = |queue_ms| QueueReading {
+            queue_ms,
+            acked_bps: Some(100_000),
+            troubled: queue_ms >= QUEUE_DRAINED_MS,
+            lossy: false,
+        };
+        let t = Instant::now();
+        let mut c = Controller::new(limits_480p());
+        c.update(300_000, t);
+        c.note_feedback(&reading(300), t);
+        assert!(c.note_feedback(&reading(300), t + QUEUE_PERSIST));
+        // It drains below the standing threshold, then a new queue of 250 ms stands within
+        // the episode, a round trip through the old one later: cut at once (within an
+        // episode), not taken for the 300 ms queue going down.
+        let t = t + QUEUE_PERSIST;
+        assert!(!c.note_feedback(&reading(40), t + ms(300)));
+        assert!(c.note_feedback(&reading(250), t + ms(700)));
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Prober {
         // After a failure, halfway to the rate that failed: on a link that stays capped each
         // failed probe overshoots less (a probe 50 % over a full link queued 50 to 180 ms
         // before the reports showed it), and one that came back passes and goes on at
-        // PROBE_GAIN.
+        // PROBE_CHAINED_GAIN.
         if let Some(failed) = self.failed_bps.filter(|&f| f > estimate_bps) {
             let halfway = estimate_bps + (failed - estimate_bps) / 2;
             let least = (f64::from(estimate_bps) * PROBE_LEAST_GAIN) as u32;
@@ -504,12 +504,20 @@ mod tests {
             .expect("a chained probe");
         assert_eq!(probe.rate_bps, 900_000);
         assert!(at <= PROBE_CHAIN_GAP + 500 * MS, "{at:?}");
-        // A queue in between (the link is full again): the next one is at 1.5 times again.
-        assert_eq!(prober.note_report(40, false, 450_000, t2 + at + 100 * MS), ProbeAction::Failed);
-        let later = t2 + at + PROBE_BACKOFF_MAX * 2;
-        let actions = reports(&mut prober, later, 2000 * MS, 0, 450_000);
+        // After a pass, a queue between probes (the link is full again): the next one is at
+        // 1.5 times again.
+        let mut queued = Prober::new(2_000_000, 7);
+        queued.note_report(0, false, 300_000, t0);
+        let actions = reports(&mut queued, t0, 1100 * MS, 0, 300_000);
+        let (at, ProbeAction::Start(_)) = actions[0] else { panic!("{actions:?}") };
+        queued.note_packets(&probe_packets(10), &[97]);
+        let passed = reports(&mut queued, t0 + at + 100 * MS, span, 0, 300_000);
+        assert_eq!(passed[0].1, ProbeAction::Passed(450_000), "{passed:?}");
+        let t3 = t0 + at + 100 * MS + span;
+        assert_eq!(queued.note_report(40, false, 450_000, t3), ProbeAction::None);
+        let actions = reports(&mut queued, t3 + 100 * MS, 2000 * MS, 0, 450_000);
         assert!(
-            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps < 900_000),
+            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 675_000),
             "{actions:?}"
         );
     }

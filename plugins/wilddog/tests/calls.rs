@@ -82,10 +82,11 @@ fn call_accepted_both_sides_decode_video_and_audio() {
 }
 
 /// Right after `ep`'s first remote frame: the first report that comes a second or more
-/// after it has both directions' rates, at the frame rates sent (15 fps each way), and it is
-/// the call's first report when the first frame came over a second before it (on an idle
-/// machine it does: reports come 2 s after the media began). The first report said 0 kbit/s
-/// and 0 fps: it had no earlier one to count from.
+/// after it has both directions' rates, near the frame rates sent (15 fps each way). The
+/// first report of a call said 0 kbit/s and 0 fps (it had no earlier one to count from), so
+/// this fails with that whenever the report read is the call's first: on an idle machine it
+/// is (reports come 2 s after the media began, the first frame within 1 s); on a slow one
+/// the report read may be a later one (printed).
 fn first_stats_have_rates(ep: &mut Endpoint) {
     let first_frame_at = std::time::Instant::now();
     let reports_before = ep.log.iter().filter(|s| matches!(s, Seen::Stats(_))).count();
@@ -120,7 +121,8 @@ fn first_stats_have_rates(ep: &mut Endpoint) {
         } else {
             (stats.remote_u64(fps), stats.remote_u64(kbps))
         };
-        assert!((11..=19).contains(&fps) && kbps > 0, "{side}: {fps} fps, {kbps} kbit/s");
+        // (Counting from the media's start, tried once, read 8 fps of 15.)
+        assert!((9..=20).contains(&fps) && kbps > 0, "{side}: {fps} fps, {kbps} kbit/s");
     }
 }
 
