@@ -549,7 +549,6 @@ fn an_answerer_linked_once_shows_every_call() {
             .build(),
     );
     common::count_samples(&bob, "audio", audio_buffers.clone());
-    let bus = bob.bus().unwrap();
     bob.set_state(gst::State::Playing).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let of_size = |w: i32, h: i32| {
@@ -591,24 +590,11 @@ fn an_answerer_linked_once_shows_every_call() {
         c.call.close();
         c.wait_for("EOS", T, |s| *s == Seen::PipelineEos);
         drop(c);
-        wait("end of the call", &|| {
-            bob_call.property::<Option<String>>("state").as_deref() == Some("idle")
-        });
-        std::thread::sleep(Duration::from_millis(500));
         // The pads stay, linked, for the next call.
-        for name in ["video_src", "audio_src"] {
-            let pad = bob_call.static_pad(name);
-            assert!(pad.is_some_and(|p| p.is_linked()), "bob's {name} is gone after {caller}");
-        }
+        common::assert_src_pads_kept(&bob_call, &bob_call, caller);
     }
     // Between and after the calls: no EOS (gst-launch-1.0 would have exited), no error.
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
-        panic!("bob's pipeline posted {msg:?}");
-    }
-    let (result, state, _) = bob.state(gst::ClockTime::from_seconds(1));
-    assert!(result.is_ok() && state == gst::State::Playing, "bob: {result:?} {state:?}");
-    bob.set_state(gst::State::Null).unwrap();
-    assert_eq!(criticals.load(Ordering::Relaxed), 0, "GStreamer-CRITICALs (above)");
+    common::assert_kept_pipeline_clean(&bob, &criticals);
 }
 
 /// The echo bot's pipeline (`pipelines/echo.toml`, as written) kept across calls, as
