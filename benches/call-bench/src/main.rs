@@ -10,7 +10,11 @@
 //! call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH] [--dims 480p,240p]
 //!            [--counts 1,2,4,8,16] [--max-calls N] [--window-secs S] [--no-bisect] [--out DIR]
 //!            [--scenarios wilddog,wilddog-one-way,webrtcsink] [--wilddogcall-props K=V,...]
+//! call-bench --encoder-quality [--frames N]
 //! ```
+//!
+//! `--encoder-quality`: each VP8 encoder speed's picture (luma PSNR) and cost (module
+//! `encoder_quality`), ours and webrtcsink's.
 //!
 //! `--network`: the shaped-network benchmark (`net.rs`).
 //!
@@ -24,6 +28,7 @@
 //! table and writes `results.json` and `plot.svg` into the output directory.
 
 mod density;
+mod encoder_quality;
 mod measure;
 mod net;
 mod netmeasure;
@@ -78,6 +83,8 @@ struct Args {
     max_calls: Option<usize>,
     window_secs: Option<f64>,
     no_bisect: bool,
+    encoder_quality: bool,
+    frames: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -113,6 +120,8 @@ fn parse_args() -> Result<Args> {
         max_calls: None,
         window_secs: None,
         no_bisect: false,
+        encoder_quality: false,
+        frames: 300,
     };
     let mut it = std::env::args().skip(1);
     let mut calls_set = false;
@@ -177,6 +186,8 @@ fn parse_args() -> Result<Args> {
                     Some(value("--window-secs")?.parse().context("--window-secs: seconds")?)
             }
             "--no-bisect" => args.no_bisect = true,
+            "--encoder-quality" => args.encoder_quality = true,
+            "--frames" => args.frames = value("--frames")?.parse().context("--frames: a number")?,
             "--vp8enc-props" => {
                 let v = value("--vp8enc-props")?;
                 // SAFETY: single-threaded here, before anything reads the environment.
@@ -194,6 +205,7 @@ fn parse_args() -> Result<Args> {
                 println!(
                     "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR] [--scenarios wilddog,wilddog-one-way,webrtcsink] [--wilddogcall-props K=V,... (experiment: set on the serving runner's wilddogcall)]"
                 );
+                println!("call-bench --encoder-quality [--frames N (300)] [--vp8enc-props K=V,...]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (see --help)"),
@@ -212,6 +224,9 @@ fn parse_args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.encoder_quality {
+        return encoder_quality::run(args.frames);
+    }
     if args.serve {
         // For the Chromium anchor: our server alone, until killed.
         return scenarios::serve_forever();

@@ -24,7 +24,7 @@ pub struct Plan {
 /// our scenarios, to see what the encoder's settings cost.
 pub const VP8ENC_PROPS_ENV: &str = "CALL_BENCH_VP8ENC_PROPS";
 
-fn override_vp8enc(pipeline: &gst::Pipeline) {
+pub(crate) fn override_vp8enc(pipeline: &gst::Pipeline) {
     let Ok(props) = std::env::var(VP8ENC_PROPS_ENV) else { return };
     let props: Vec<(String, String)> = props
         .split(',')
@@ -387,6 +387,7 @@ fn add_senders(pipeline: &gst::Bin, webrtc: &gst::Element, stamper: &Arc<Stamper
         bitrate_kbps: 500,
         payload: 96,
         cpu_adaptation: true,
+        encoder_speed: Default::default(),
     };
     let video = measure::stamped_video_source(pipeline, stamper)?;
     let (enc, _) = media::video_encoder_bin(&params)?;

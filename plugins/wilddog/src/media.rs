@@ -120,8 +120,10 @@ pub struct VideoParams {
     /// RTP payload type.
     pub payload: u32,
     /// Whether the encoder's speed follows its CPU load (`cpu-adaptation`, see
-    /// [`crate::cpu_adaptation`]); off, it keeps the slowest (Chrome's desktop speed).
+    /// [`crate::cpu_adaptation`]); off, it keeps the slowest.
     pub cpu_adaptation: bool,
+    /// The slowest speed of the video encoder (`encoder-speed`): where it starts.
+    pub encoder_speed: crate::cpu_adaptation::EncoderSpeed,
 }
 
 /// The RTP caps a video transceiver prefers (its `codec-preferences`).
@@ -624,8 +626,9 @@ fn hide_long_gaps(encoder: &gst::Element) {
 pub const KEY_FRAME_MAX_DIST: u32 = 3000;
 
 /// The codec's part of the video sending chain, `<encoder> [! <caps>] ! <payloader>`: the
-/// encoder first, the payloader last.
-fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
+/// encoder first, the payloader last. Public for the benchmarks, which measure the encoder
+/// exactly as a call sets it up (`call-bench --encoder-quality`).
+pub fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError> {
     let keyframe_dist = KEY_FRAME_MAX_DIST;
     // x264's sliced threads split a small frame into slices that cost bits and buy nothing
     // up to 480p; libvpx's: see codec_threads.
@@ -647,7 +650,10 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
             // frame interval (8: half of it), so with cores to spare each call spent 1.5x the
             // CPU for 0.6 dB of PSNR (480p zone plate at 500 kbit/s: 39.8 dB against 39.2;
             // webrtcsink's -16, the fastest, 33.7 dB); docs/benchmarks.md, "Density".
-            let speed = crate::cpu_adaptation::speeds(params.codec).first().copied().unwrap_or(-6);
+            let speed = crate::cpu_adaptation::speeds(params.codec, params.encoder_speed)
+                .first()
+                .copied()
+                .unwrap_or(-6);
             set_str(&enc, "cpu-used", &speed.to_string());
             // Blocks that did not change are skipped before motion search (Chrome's
             // VP8E_SET_STATIC_THRESHOLD of 1): a mostly still picture (a face, a slide, a
@@ -717,7 +723,12 @@ fn codec_elements(params: &VideoParams) -> Result<Vec<gst::Element>, MediaError>
         }
     }
     throttle_key_frames(&elements[0]);
-    crate::cpu_adaptation::watch_encoder(&elements[0], params.codec, params.cpu_adaptation);
+    crate::cpu_adaptation::watch_encoder(
+        &elements[0],
+        params.codec,
+        params.encoder_speed,
+        params.cpu_adaptation,
+    );
     let pay = &elements[elements.len() - 1];
     set_str(pay, "pt", &params.payload.to_string());
     set_str(pay, "mtu", "1200");

@@ -26,7 +26,8 @@ fn call_accepted_both_sides_decode_video_and_audio() {
         EndpointConfig::new("alice")
             .calling("bob")
             .prop("dimension", "360p")
-            .prop("user-data", "hello bob"),
+            .prop("user-data", "hello bob")
+            .prop("encoder-speed", "fast"),
     );
     bob.play();
     std::thread::sleep(Duration::from_millis(300));
@@ -79,6 +80,19 @@ fn call_accepted_both_sides_decode_video_and_audio() {
             assert_eq!(threads, vec![1], "{who}'s {factory} threads");
         }
     }
+    // `encoder-speed`: alice's encoder at libvpx's fastest, bob's (the default) at Chrome's.
+    assert_eq!(vp8enc_cpu_used(&alice.call), vec![-16], "alice's vp8enc, encoder-speed=fast");
+    assert_eq!(vp8enc_cpu_used(&bob.call), vec![-6], "bob's vp8enc, the default encoder-speed");
+}
+
+/// The `cpu-used` of each vp8enc in `call`.
+fn vp8enc_cpu_used(call: &gstwilddog::WilddogCall) -> Vec<i32> {
+    call.iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
+        .map(|e| e.property::<i32>("cpu-used"))
+        .collect()
 }
 
 /// Right after `ep`'s first remote frame: the first report that comes a second or more

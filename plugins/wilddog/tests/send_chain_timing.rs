@@ -17,6 +17,7 @@ fn params() -> media::VideoParams {
         bitrate_kbps: 200,
         payload: 96,
         cpu_adaptation: true,
+        encoder_speed: gstwilddog::cpu_adaptation::EncoderSpeed::Quality,
     }
 }
 

@@ -33,6 +33,7 @@ fn two_webrtcbins_on_loopback_decode_vp8() {
         bitrate_kbps: 300,
         payload: 96,
         cpu_adaptation: true,
+        encoder_speed: gstwilddog::cpu_adaptation::EncoderSpeed::Quality,
     };
     let (enc, _encoder) = media::video_encoder_bin(&params).unwrap();
     let offerer = make_webrtcbin("offerer");

@@ -31,6 +31,7 @@ use wilddog_call::{
 use wilddog_client::{ClientConfig, ClientError};
 
 use crate::congestion::{CongestionControl, DegradationPreference};
+use crate::cpu_adaptation::EncoderSpeed;
 use crate::ice::IceTransportPolicy;
 use crate::media::{self, StreamKind, VideoCodec, VideoParams};
 use crate::recovery::Fec;
@@ -80,6 +81,8 @@ pub const DEFAULT_CONGESTION_CONTROL: CongestionControl = CongestionControl::Gcc
 pub const DEFAULT_FEC: Fec = Fec::None;
 /// Default `cpu-adaptation`: on, as in Chrome.
 pub const DEFAULT_CPU_ADAPTATION: bool = true;
+/// Default `encoder-speed`: Chrome's desktop speed.
+pub const DEFAULT_ENCODER_SPEED: EncoderSpeed = EncoderSpeed::Quality;
 /// Default `degradation-preference`: the size first, as Chrome does for a camera.
 pub const DEFAULT_DEGRADATION_PREFERENCE: DegradationPreference =
     DegradationPreference::MaintainFramerate;
@@ -130,6 +133,7 @@ struct Settings {
     degradation_preference: DegradationPreference,
     fec: Fec,
     cpu_adaptation: bool,
+    encoder_speed: EncoderSpeed,
     service: bool,
 }
 
@@ -157,6 +161,7 @@ impl Default for Settings {
             degradation_preference: DEFAULT_DEGRADATION_PREFERENCE,
             fec: DEFAULT_FEC,
             cpu_adaptation: DEFAULT_CPU_ADAPTATION,
+            encoder_speed: DEFAULT_ENCODER_SPEED,
             service: DEFAULT_SERVICE,
         }
     }
@@ -366,6 +371,7 @@ impl ObjectImpl for WilddogCall {
             }
             "fec" => s.fec = value.get().unwrap_or(DEFAULT_FEC),
             "cpu-adaptation" => s.cpu_adaptation = value.get().unwrap_or(DEFAULT_CPU_ADAPTATION),
+            "encoder-speed" => s.encoder_speed = value.get().unwrap_or(DEFAULT_ENCODER_SPEED),
             "degradation-preference" => {
                 s.degradation_preference = value.get().unwrap_or(DEFAULT_DEGRADATION_PREFERENCE)
             }
@@ -405,6 +411,7 @@ impl ObjectImpl for WilddogCall {
             "congestion-control" => s.congestion_control.to_value(),
             "fec" => s.fec.to_value(),
             "cpu-adaptation" => s.cpu_adaptation.to_value(),
+            "encoder-speed" => s.encoder_speed.to_value(),
             "degradation-preference" => s.degradation_preference.to_value(),
             "service" => s.service.to_value(),
             "conversation-id" => lock(&self.state).conversation_id.to_value(),
@@ -597,8 +604,14 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         // Chrome's CPU overuse detection of the video encoder: crate::cpu_adaptation.
         glib::ParamSpecBoolean::builder("cpu-adaptation")
             .nick("CPU adaptation")
-            .blurb("Make the video encoder faster when it cannot keep up (its encode time above 85 % of the frame interval for 1.5 s: a full machine), and slower again when it has room (under 42 %, after 10 s or more): VP8 cpu-used -6 (Chrome's desktop speed) to -10 and -16, VP9 -6 to -8; H.264 (x264 ultrafast) stays. The speed and usage are in wilddog-stats (encoderSpeed, encodeUsage). false: always -6")
+            .blurb("Make the video encoder faster when it cannot keep up (its encode time above 85 % of the frame interval for 1.5 s: a full machine), and slower again when it has room (under 42 %, after 10 s or more, never slower than encoder-speed): VP8 cpu-used -6 (Chrome's desktop speed) to -10 and -16, VP9 -6 to -8; H.264 (x264 ultrafast) stays. The speed and usage are in wilddog-stats (encoderSpeed, encodeUsage). false: always at encoder-speed")
             .default_value(DEFAULT_CPU_ADAPTATION)
+            .flags(ready)
+            .build(),
+        // The slowest speed of the video encoder: crate::cpu_adaptation::EncoderSpeed.
+        glib::ParamSpecEnum::builder_with_default("encoder-speed", DEFAULT_ENCODER_SPEED)
+            .nick("Encoder speed")
+            .blurb("The slowest speed of the video encoder, where each call starts: quality (Chrome's desktop speed, VP8/VP9 cpu-used -6), balanced (VP8 -10, VP9 -7) or fast (libvpx's fastest, webrtcsink's: VP8 -16, VP9 -8; the least CPU per call, a softer picture on moving content). cpu-adaptation makes it faster still on a full machine, never slower. H.264 (x264 ultrafast) has one speed")
             .flags(ready)
             .build(),
         // Protocol extension `connect.msg.service` (docs/protocol-extensions.md).
@@ -903,6 +916,7 @@ impl WilddogCall {
                 bitrate_kbps: max,
                 payload: s.video_codec.default_payload(),
                 cpu_adaptation: s.cpu_adaptation,
+                encoder_speed: s.encoder_speed,
             },
             min_bitrate_kbps: min,
             local_addresses,
