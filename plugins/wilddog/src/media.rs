@@ -424,6 +424,7 @@ fn pacer() -> Result<gst::Element, MediaError> {
 pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element), MediaError> {
     let bin = gst::Bin::with_name("video-encoder");
     let queue = make("queue")?;
+    queue.set_property("name", SEND_QUEUE);
     // A live call wants the newest frame, not a backlog.
     set_str(&queue, "max-size-buffers", "2");
     set_str(&queue, "max-size-bytes", "0");
@@ -445,6 +446,11 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
         .name(RAW_CAPS)
         .build()
         .map_err(|_| MediaError::Missing("capsfilter".into()))?;
+    // Congestion control changes the size while frames flow: a frame already scaled to the
+    // old size (or a source renegotiating meanwhile) is still accepted until the first frame
+    // of the new size comes, instead of stopping the chain with not-negotiated (see
+    // set_video_step).
+    filter.set_property_from_str("caps-change-mode", "delayed");
     filter.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
@@ -512,6 +518,9 @@ pub fn video_encoder_bin(params: &VideoParams) -> Result<(gst::Bin, gst::Element
 /// Name of the raw-video capsfilter of [`video_encoder_bin`], after which the codec's
 /// elements start; congestion control changes the size in its caps.
 pub const RAW_CAPS: &str = "raw-caps";
+/// Name of the leaky queue of [`video_encoder_bin`]: its thread carries each frame through
+/// the rest of the chain (scaling, encoding, payloading), one at a time.
+const SEND_QUEUE: &str = "send-queue";
 /// Name of the frame-rate limiter of [`video_encoder_bin`] (a
 /// [`crate::framerate::FrameRateLimiter`]); congestion control changes its `max-fps`.
 pub const FRAME_RATE: &str = "frame-rate";
@@ -1112,26 +1121,51 @@ pub fn set_video_bitrate(encoder: &gst::Element, kbps: u32) {
 /// Sets the size and frame rate a running [`video_encoder_bin`] sends: the raw caps' size
 /// (videoscale scales to it; the encoder starts over with a key frame at the new size) and
 /// the frame-rate limiter's `max-fps`. Unchanged values are left alone.
+///
+/// The size changes on the chain's streaming thread (its queue's), before the next frame
+/// leaves the queue, when no frame is between the queue and the encoder. Set from another
+/// thread, a change could land while a frame that videoscale had already scaled to the old
+/// size was on its way to the capsfilter: the capsfilter refused it (not-negotiated), the
+/// queue's thread and the source stopped, and the call's video stopped for good while its
+/// audio went on. Two steps 50 ms apart (congestion control cutting twice on a 500 kbit/s
+/// link) did it in about one call in three against a Chromium tab (2026-12-03).
 pub fn set_video_step(bin: &gst::Bin, width: u32, height: u32, fps: u32) {
-    if let Some(filter) = bin.by_name(RAW_CAPS) {
-        let caps = filter.property::<gst::Caps>("caps");
-        let current = caps.structure(0).map(|s| {
-            (s.get::<i32>("width").unwrap_or(0) as u32, s.get::<i32>("height").unwrap_or(0) as u32)
-        });
-        if current != Some((width, height)) {
-            let mut caps = caps.copy();
-            if let Some(s) = caps.make_mut().structure_mut(0) {
-                s.set("width", width as i32);
-                s.set("height", height as i32);
-            }
-            filter.set_property("caps", caps);
-        }
+    if let (Some(filter), Some(queue_src)) =
+        (bin.by_name(RAW_CAPS), bin.by_name(SEND_QUEUE).and_then(|q| q.static_pad("src")))
+    {
+        let filter = filter.downgrade();
+        // One probe per change, run in order before the next frame: the last change wins.
+        queue_src.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if let Some(filter) = filter.upgrade() {
+                    set_raw_size(&filter, width, height);
+                }
+                gst::PadProbeReturn::Remove
+            },
+        );
     }
     if let Some(limiter) = bin.by_name(FRAME_RATE) {
         let fps = f64::from(fps.max(1));
         if limiter.property::<f64>("max-fps") != fps {
             limiter.set_property("max-fps", fps);
         }
+    }
+}
+
+/// Sets the size in a raw-video capsfilter's caps, unless it is that already.
+fn set_raw_size(filter: &gst::Element, width: u32, height: u32) {
+    let caps = filter.property::<gst::Caps>("caps");
+    let current = caps.structure(0).map(|s| {
+        (s.get::<i32>("width").unwrap_or(0) as u32, s.get::<i32>("height").unwrap_or(0) as u32)
+    });
+    if current != Some((width, height)) {
+        let mut caps = caps.copy();
+        if let Some(s) = caps.make_mut().structure_mut(0) {
+            s.set("width", width as i32);
+            s.set("height", height as i32);
+        }
+        filter.set_property("caps", caps);
     }
 }
 

@@ -317,3 +317,64 @@ fn a_pause_in_the_source_does_not_halve_the_bitrate_after_it() {
     assert_eq!(last_pts, frame * 374, "timestamps after the pause were changed");
     assert!(after * 100 >= before * 80, "{after} kbit/s after the pause, {before} before");
 }
+
+#[test]
+fn rapid_size_steps_do_not_stop_the_video() {
+    // Congestion control steps the size down twice within 50 ms on a 500 kbit/s link. A
+    // change landed while a frame scaled to the old size was on its way to the capsfilter,
+    // which refused it (not-negotiated): the chain's queue and the source stopped, and the
+    // call's video stopped for good (one call in three against a Chromium tab, 2026-12-03).
+    // Here a live 480p source and a step every 10 to 20 ms for 10 s: before the fix 6 of 8
+    // runs stopped within the 10 s; after it, 0 of 12.
+    common::init();
+    let params = media::VideoParams { width: 640, height: 480, bitrate_kbps: 500, ..params() };
+    let pipeline = gst::Pipeline::new();
+    let src = gst::parse::bin_from_description(
+        "videotestsrc is-live=true pattern=zone-plate kx2=20 ky2=20 kt=1 ! \
+         capsfilter caps=video/x-raw,width=640,height=480,framerate=15/1",
+        true,
+    )
+    .unwrap();
+    let (chain, encoder) = media::video_encoder_bin(&params).unwrap();
+    let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().unwrap();
+    pipeline.add_many([src.upcast_ref(), chain.upcast_ref(), &sink]).unwrap();
+    gst::Element::link_many([src.upcast_ref(), chain.upcast_ref(), &sink]).unwrap();
+    let encoded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let encoded = encoded.clone();
+        encoder.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            encoded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sizes = [(320, 240), (240, 180), (320, 240), (480, 360), (640, 480), (160, 120)];
+    let started = std::time::Instant::now();
+    let (mut last, mut last_change) = (0, std::time::Instant::now());
+    let mut longest = std::time::Duration::ZERO;
+    let mut i = 0;
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let (w, h) = sizes[i % sizes.len()];
+        media::set_video_step(&chain, w, h, 15);
+        media::set_video_bitrate(&encoder, 100 + (i as u32 % 5) * 80);
+        std::thread::sleep(std::time::Duration::from_millis(10 + 10 * (i as u64 % 2)));
+        i += 1;
+        let n = encoded.load(std::sync::atomic::Ordering::Relaxed);
+        if n != last {
+            (last, last_change) = (n, std::time::Instant::now());
+        }
+        longest = longest.max(last_change.elapsed());
+    }
+    let bus = pipeline.bus().unwrap();
+    let errors: Vec<String> = std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(format!("{}: {:?}", e.error(), e.debug())),
+            _ => None,
+        })
+        .collect();
+    pipeline.set_state(gst::State::Null).unwrap();
+    println!("{i} size steps in 10 s: {last} frames encoded, longest gap {longest:?}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(longest < std::time::Duration::from_secs(1), "no frame for {longest:?}");
+    assert!(last >= 120, "{last} frames of 150 in 10 s");
+}
