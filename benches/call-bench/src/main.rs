@@ -205,7 +205,9 @@ fn parse_args() -> Result<Args> {
                 println!(
                     "call-bench --density [--quick] --runner-bin PATH [--anchor-bin PATH (webrtcsink-anchor)] [--dims 480p,240p (quick 240p)] [--counts 1,2,4,8,16 (quick 1,2)] [--max-calls N (64)] [--window-secs S (10; quick 3)] [--no-bisect] [--out DIR] [--scenarios wilddog,wilddog-one-way,webrtcsink] [--wilddogcall-props K=V,... (experiment: set on the serving runner's wilddogcall)]"
                 );
-                println!("call-bench --encoder-quality [--frames N (300)] [--vp8enc-props K=V,...]");
+                println!(
+                    "call-bench --encoder-quality [--frames N (300)] [--vp8enc-props K=V,...]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (see --help)"),
