@@ -67,6 +67,24 @@ pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(6);
 /// sends).
 pub const PROBE_GOAL_REACHED: f64 = 0.9;
 
+/// Once the call's first probe has failed or the estimate has been cut (the start's ramp is
+/// over), a probe recalls a rate the path carried: it starts only while the estimate is
+/// under this share of the most the path delivered of our packets (over a
+/// [`DELIVERED_WINDOW`], within the last [`PROBE_RECALL`]), and asks for that at most.
+/// libwebrtc probes the same way after a drop (to 85 % of the rate before it, when the
+/// estimate fell by more than a third: this share); it never probes a link that is merely
+/// full. Probing a full link is what made our sender unfair to a Chromium tab sending the
+/// other way on a 500 kbit/s cap: each probe above what we had ever delivered (every 2 to
+/// 7.5 s, 1.1 to 1.5 times the estimate) queued the tab's packets too, its delay-based
+/// estimate backed off, and it sent 83 to 112 kbit/s against our 187 to 216 (7.4 to 7.8 fps
+/// received); without our probes it sent 210 to 234 (11.9 to 13.9 fps).
+pub const PROBE_RECALL_BELOW: f64 = 0.66;
+/// See [`PROBE_RECALL_BELOW`]: what the path delivered is averaged over windows this long
+/// (a probe's or a key frame's burst is not a rate the path sustains).
+pub const DELIVERED_WINDOW: Duration = Duration::from_secs(2);
+/// See [`PROBE_RECALL_BELOW`]: how long a delivered rate is remembered.
+pub const PROBE_RECALL: Duration = Duration::from_secs(60);
+
 /// A probe passes only if the path delivered what was sent while it ran at this share of
 /// the rate it was sent at, or more: a path with less capacity delivers at its capacity, a
 /// queue growing behind (libwebrtc's probe estimator reads a probe's packets the same way).
@@ -143,6 +161,50 @@ pub struct Prober {
     measure: Option<ProbeMeasure>,
     /// A small generator for the backoff's randomness.
     seed: u64,
+    /// Whether the start's ramp is over (a probe failed, or the estimate was cut): probes
+    /// then only recall a rate the path carried ([`PROBE_RECALL_BELOW`]).
+    ramp_over: bool,
+    /// What the path delivered, per [`DELIVERED_WINDOW`].
+    delivered: DeliveredHistory,
+}
+
+/// The rates the path delivered of our packets, averaged per [`DELIVERED_WINDOW`], over the
+/// last [`PROBE_RECALL`].
+#[derive(Debug, Clone, Default)]
+struct DeliveredHistory {
+    /// The window being filled: when it began, and the sum and count of its reports' rates.
+    current: Option<(Instant, u64, u32)>,
+    /// Complete windows: (when each ended, its mean rate, bit/s).
+    windows: VecDeque<(Instant, u32)>,
+}
+
+impl DeliveredHistory {
+    fn note(&mut self, bps: u32, now: Instant) {
+        // A window that reports stopped coming into (no media for a while) says nothing of
+        // now.
+        if self
+            .current
+            .is_some_and(|(began, _, _)| now.duration_since(began) > 2 * DELIVERED_WINDOW)
+        {
+            self.current = None;
+        }
+        let (began, sum, count) = self.current.get_or_insert((now, 0, 0));
+        *sum += u64::from(bps);
+        *count += 1;
+        if now.duration_since(*began) >= DELIVERED_WINDOW {
+            let mean = (*sum / u64::from(*count)) as u32;
+            self.windows.push_back((now, mean));
+            self.current = None;
+        }
+        while self.windows.front().is_some_and(|&(at, _)| now.duration_since(at) > PROBE_RECALL) {
+            self.windows.pop_front();
+        }
+    }
+
+    /// The most delivered over a whole window lately, bit/s (0: no window yet).
+    fn best(&self) -> u32 {
+        self.windows.iter().map(|&(_, bps)| bps).max().unwrap_or(0)
+    }
 }
 
 impl Prober {
@@ -163,7 +225,15 @@ impl Prober {
             measure: None,
             // xorshift must not start at 0.
             seed: seed | 1,
+            ramp_over: false,
+            delivered: DeliveredHistory::default(),
         }
+    }
+
+    /// What a transport-wide feedback report says the path delivered of our packets, bit/s
+    /// (before [`Prober::note_report`] with its reading).
+    pub fn note_delivered(&mut self, bps: u32, now: Instant) {
+        self.delivered.note(bps, now);
     }
 
     /// A transport-wide feedback report at `now`, read as its queue (ms, the least of its
@@ -205,6 +275,11 @@ impl Prober {
         }
         let drained = *self.drained_since.get_or_insert(now);
         let goal = f64::from(self.ceiling_bps) * PROBE_GOAL_REACHED;
+        // After the start's ramp, only a rate the path carried, after a large drop.
+        let recalled = self.delivered.best();
+        if self.ramp_over && f64::from(estimate_bps) >= f64::from(recalled) * PROBE_RECALL_BELOW {
+            return ProbeAction::None;
+        }
         if f64::from(estimate_bps) >= goal
             || now.duration_since(drained) < PROBE_DRAINED_FOR
             || self.next_at.is_some_and(|t| now < t)
@@ -227,7 +302,10 @@ impl Prober {
             let least = (f64::from(estimate_bps) * PROBE_LEAST_GAIN) as u32;
             rate_bps = rate_bps.min(halfway.max(least));
         }
-        let rate_bps = rate_bps.min(self.ceiling_bps);
+        let mut rate_bps = rate_bps.min(self.ceiling_bps);
+        if self.ramp_over {
+            rate_bps = rate_bps.min(recalled);
+        }
         let probe = Probe { id: self.next_id, rate_bps, until: now + PROBE_DURATION };
         self.next_id += 1;
         self.probe = Some(probe);
@@ -240,6 +318,7 @@ impl Prober {
     /// The estimate was cut for congestion at `now`: a probe running failed. Whether one was.
     pub fn note_cut(&mut self, now: Instant) -> bool {
         self.drained_since = None;
+        self.ramp_over = true;
         self.chained = false;
         if self.probe.is_some() {
             self.fail(now);
@@ -330,6 +409,7 @@ impl Prober {
 
     fn fail(&mut self, now: Instant) {
         self.chained = false;
+        self.ramp_over = true;
         self.failed_bps = self.probe.map(|p| p.rate_bps).or(self.failed_bps);
         self.probe = None;
         self.drained_since = None;
@@ -522,11 +602,22 @@ mod tests {
         );
     }
 
+    /// `bps` delivered, reported every 100 ms for `span` from `from`.
+    fn delivered(prober: &mut Prober, from: Instant, span: Duration, bps: u32) {
+        let mut at = Duration::ZERO;
+        while at < span {
+            prober.note_delivered(bps, from + at);
+            at += 100 * MS;
+        }
+    }
+
     #[test]
     fn a_queue_fails_a_probe_and_the_next_waits_longer_each_time() {
         let t0 = Instant::now();
         let mut prober = Prober::new(2_000_000, 7);
-        let mut now = t0;
+        // The path carried 600 kbit/s before the estimate fell to 300.
+        delivered(&mut prober, t0, 4100 * MS, 600_000);
+        let mut now = t0 + 4100 * MS;
         let mut starts = Vec::new();
         let mut rates = Vec::new();
         for _ in 0..200 {
@@ -609,6 +700,61 @@ mod tests {
             matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 1_000_000),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn after_the_start_a_probe_only_recalls_a_rate_the_path_carried_after_a_large_drop() {
+        // The start's ramp: probes past anything delivered yet.
+        let t0 = Instant::now();
+        let mut ramp = Prober::new(2_000_000, 7);
+        delivered(&mut ramp, t0, 4100 * MS, 100_000);
+        let actions = reports(&mut ramp, t0 + 4100 * MS, 1100 * MS, 0, 300_000);
+        assert!(
+            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 450_000),
+            "{actions:?}"
+        );
+
+        // A full link (a peer's stream beside ours): the path carried 250 kbit/s, a cut took
+        // the estimate to 212. Drained reports for 20 s: no probe (each would queue the
+        // peer's packets too).
+        let mut full = Prober::new(2_000_000, 7);
+        delivered(&mut full, t0, 4100 * MS, 250_000);
+        let t1 = t0 + 4100 * MS;
+        assert!(!full.note_cut(t1));
+        assert!(reports(&mut full, t1, 20_000 * MS, 0, 212_000).is_empty());
+
+        // A large drop: the path carried 600 kbit/s, the estimate is 200 (under two thirds
+        // of it): probes, and a chained one asks for what was carried, not past it.
+        let mut dropped = Prober::new(2_000_000, 7);
+        delivered(&mut dropped, t0, 4100 * MS, 600_000);
+        assert!(!dropped.note_cut(t1));
+        let actions = reports(&mut dropped, t1, 1100 * MS, 0, 200_000);
+        let (at, ProbeAction::Start(probe)) = actions[0] else { panic!("{actions:?}") };
+        assert_eq!(probe.rate_bps, 300_000);
+        dropped.note_packets(&probe_packets(10), &[97]);
+        let t2 = t1 + at + 100 * MS;
+        let span = PROBE_DURATION + PROBE_SETTLE + 100 * MS;
+        let passed = reports(&mut dropped, t2, span, 0, 200_000);
+        assert_eq!(passed[0].1, ProbeAction::Passed(300_000), "{passed:?}");
+        // From 350 kbit/s the chained probe would ask for 700: it asks for the 600 carried.
+        let chained = reports(&mut dropped, t2 + span, 1000 * MS, 0, 350_000);
+        assert!(
+            matches!(chained[0], (_, ProbeAction::Start(p)) if p.rate_bps == 600_000),
+            "{chained:?}"
+        );
+        // Once the estimate is back over two thirds of it, no probe: the rest is the
+        // estimator's increase.
+        let mut back = Prober::new(2_000_000, 7);
+        delivered(&mut back, t0, 4100 * MS, 600_000);
+        back.note_cut(t1);
+        assert!(reports(&mut back, t1, 20_000 * MS, 0, 400_000).is_empty());
+        // What was carried is forgotten after PROBE_RECALL: a minute later, no probe from 200.
+        let mut old = Prober::new(2_000_000, 7);
+        delivered(&mut old, t0, 4100 * MS, 600_000);
+        let later = t0 + PROBE_RECALL + 10_000 * MS;
+        delivered(&mut old, later - 4100 * MS, 4100 * MS, 200_000);
+        old.note_cut(later);
+        assert!(reports(&mut old, later, 20_000 * MS, 0, 150_000).is_empty());
     }
 
     #[test]

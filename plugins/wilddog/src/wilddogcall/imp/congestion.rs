@@ -295,6 +295,9 @@ impl WilddogCall {
             let changed = controller.note_feedback(&reading, now);
             let cut = controller.queue_cap().is_some_and(|cap| cap_before.is_none_or(|b| cap < b));
             let estimate = controller.capped_estimate();
+            if let (Some(prober), Some(bps)) = (c.prober.as_mut(), reading.acked_bps) {
+                prober.note_delivered(bps, now);
+            }
             let probe = match c.prober.as_mut() {
                 Some(prober) if cut => {
                     if prober.note_cut(now) {
