@@ -46,9 +46,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// vp8enc's speeds (`cpu-used`), slowest first: Chrome's on desktops (-6, where every call
-/// starts), then faster. -16 is libvpx's fastest, webrtcsink's fixed speed (480p zone plate
-/// at 500 kbit/s: 33.7 dB PSNR against -6's 39.2; docs/benchmarks.md, "Density").
+/// vp8enc's speeds (`cpu-used`), slowest first: Chrome's on desktops (-6, where a call starts
+/// with the default `encoder-speed`), then faster. -16 is libvpx's fastest, webrtcsink's
+/// fixed speed (480p zone plate at 500 kbit/s: 33.8 dB luma PSNR against -6's 40.9,
+/// `call-bench --encoder-quality`).
 pub const VP8_SPEEDS: &[i32] = &[-6, -10, -16];
 /// vp9enc's speeds: libvpx's VP9 takes -8..8 (-9..9 in later versions) and gets faster in
 /// smaller steps.
@@ -70,8 +71,8 @@ pub enum EncoderSpeed {
     #[enum_value(name = "Balanced: VP8 cpu-used -10, VP9 -7", nick = "balanced")]
     Balanced = 1,
     /// libvpx's fastest (VP8 -16, VP9 -8), webrtcsink's fixed speed: the least CPU per
-    /// call; on moving content a softer picture (480p zone plate at 500 kbit/s: 33.7 dB PSNR
-    /// against 39.2), on still content the same.
+    /// call; on moving content a softer picture (480p zone plate at 500 kbit/s: 33.8 dB luma
+    /// PSNR against 40.9), on still content the same.
     #[enum_value(
         name = "Fast: libvpx's fastest, webrtcsink's (VP8 cpu-used -16, VP9 -8)",
         nick = "fast"

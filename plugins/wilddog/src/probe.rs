@@ -67,17 +67,19 @@ pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(6);
 /// sends).
 pub const PROBE_GOAL_REACHED: f64 = 0.9;
 
-/// Once the call's first probe has failed or the estimate has been cut (the start's ramp is
-/// over), a probe recalls a rate the path carried: it starts only while the estimate is
-/// under this share of the most the path delivered of our packets (over a
+/// Once a probe of the call has failed (the start's ramp is over), a probe recalls a rate
+/// the path carried: it starts only while the estimate is under this share of the most the
+/// path delivered of our packets (all of them, padding and retransmissions too; over a
 /// [`DELIVERED_WINDOW`], within the last [`PROBE_RECALL`]), and asks for that at most.
-/// libwebrtc probes the same way after a drop (to 85 % of the rate before it, when the
-/// estimate fell by more than a third: this share); it never probes a link that is merely
-/// full. Probing a full link is what made our sender unfair to a Chromium tab sending the
-/// other way on a 500 kbit/s cap: each probe above what we had ever delivered (every 2 to
-/// 7.5 s, 1.1 to 1.5 times the estimate) queued the tab's packets too, its delay-based
-/// estimate backed off, and it sent 83 to 112 kbit/s against our 187 to 216 (7.4 to 7.8 fps
-/// received); without our probes it sent 210 to 234 (11.9 to 13.9 fps).
+/// libwebrtc probes after a drop of more than a third too (this share), but once, within
+/// 5 s, to 85 % of the rate before it; here the recall goes on with the failed probes'
+/// backoff for as long as the rate is remembered, so that a link that comes back after ten
+/// seconds is found. What it no longer does is probe past anything delivered: that is what
+/// made our sender unfair to a Chromium tab sending the other way on a 500 kbit/s cap (each
+/// probe, every 2 to 7.5 s at 1.1 to 1.5 times the estimate, queued the tab's packets too,
+/// and its delay-based estimate backed off: it sent 83 to 112 kbit/s against our 187 to
+/// 216; without our probes, 210 to 234). A stream that fills the link after we delivered
+/// more still sees recall probes for up to a minute.
 pub const PROBE_RECALL_BELOW: f64 = 0.66;
 /// See [`PROBE_RECALL_BELOW`]: what the path delivered is averaged over windows this long
 /// (a probe's or a key frame's burst is not a rate the path sustains).
@@ -161,8 +163,8 @@ pub struct Prober {
     measure: Option<ProbeMeasure>,
     /// A small generator for the backoff's randomness.
     seed: u64,
-    /// Whether the start's ramp is over (a probe failed, or the estimate was cut): probes
-    /// then only recall a rate the path carried ([`PROBE_RECALL_BELOW`]).
+    /// Whether the start's ramp is over (a probe failed): probes then only recall a rate
+    /// the path carried ([`PROBE_RECALL_BELOW`]).
     ramp_over: bool,
     /// What the path delivered, per [`DELIVERED_WINDOW`].
     delivered: DeliveredHistory,
@@ -201,9 +203,15 @@ impl DeliveredHistory {
         }
     }
 
-    /// The most delivered over a whole window lately, bit/s (0: no window yet).
-    fn best(&self) -> u32 {
-        self.windows.iter().map(|&(_, bps)| bps).max().unwrap_or(0)
+    /// The most delivered over a whole window within [`PROBE_RECALL`] of `now`, bit/s (0:
+    /// none).
+    fn best(&self, now: Instant) -> u32 {
+        self.windows
+            .iter()
+            .filter(|&&(at, _)| now.duration_since(at) <= PROBE_RECALL)
+            .map(|&(_, bps)| bps)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -276,7 +284,7 @@ impl Prober {
         let drained = *self.drained_since.get_or_insert(now);
         let goal = f64::from(self.ceiling_bps) * PROBE_GOAL_REACHED;
         // After the start's ramp, only a rate the path carried, after a large drop.
-        let recalled = self.delivered.best();
+        let recalled = self.delivered.best(now);
         if self.ramp_over && f64::from(estimate_bps) >= f64::from(recalled) * PROBE_RECALL_BELOW {
             return ProbeAction::None;
         }
@@ -318,7 +326,6 @@ impl Prober {
     /// The estimate was cut for congestion at `now`: a probe running failed. Whether one was.
     pub fn note_cut(&mut self, now: Instant) -> bool {
         self.drained_since = None;
-        self.ramp_over = true;
         self.chained = false;
         if self.probe.is_some() {
             self.fail(now);
@@ -702,8 +709,29 @@ mod tests {
         );
     }
 
+    /// Ends the start's ramp: drained reports at `estimate` until a probe starts, which the
+    /// next report's queue fails. When it failed.
+    fn fail_a_probe(prober: &mut Prober, from: Instant, estimate: u32) -> Instant {
+        let (started, _) = next_probe(prober, from, estimate);
+        let at = started + 100 * MS;
+        assert_eq!(prober.note_report(35, false, estimate, at), ProbeAction::Failed);
+        at
+    }
+
+    /// Drained reports at `estimate` from `from` until a probe starts: when, and the probe.
+    fn next_probe(prober: &mut Prober, from: Instant, estimate: u32) -> (Instant, Probe) {
+        let mut at = from;
+        loop {
+            if let ProbeAction::Start(probe) = prober.note_report(0, false, estimate, at) {
+                return (at, probe);
+            }
+            at += 100 * MS;
+            assert!(at < from + 60_000 * MS, "no probe within a minute");
+        }
+    }
+
     #[test]
-    fn after_the_start_a_probe_only_recalls_a_rate_the_path_carried_after_a_large_drop() {
+    fn after_a_failed_probe_a_probe_only_recalls_a_rate_the_path_carried_after_a_large_drop() {
         // The start's ramp: probes past anything delivered yet.
         let t0 = Instant::now();
         let mut ramp = Prober::new(2_000_000, 7);
@@ -714,25 +742,34 @@ mod tests {
             "{actions:?}"
         );
 
-        // A full link (a peer's stream beside ours): the path carried 250 kbit/s, a cut took
-        // the estimate to 212. Drained reports for 20 s: no probe (each would queue the
-        // peer's packets too).
+        // A cut alone does not end the ramp (an early queue on a link with room).
+        let mut cut = Prober::new(2_000_000, 7);
+        delivered(&mut cut, t0, 4100 * MS, 300_000);
+        assert!(!cut.note_cut(t0 + 4100 * MS));
+        let actions = reports(&mut cut, t0 + 4100 * MS, 1100 * MS, 0, 300_000);
+        assert!(
+            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 450_000),
+            "{actions:?}"
+        );
+
+        // A full link (a peer's stream beside ours): the path carried 250 kbit/s, the
+        // estimate is 212, and a probe failed. Drained reports for 20 s: no probe (each
+        // would queue the peer's packets too).
         let mut full = Prober::new(2_000_000, 7);
         delivered(&mut full, t0, 4100 * MS, 250_000);
-        let t1 = t0 + 4100 * MS;
-        assert!(!full.note_cut(t1));
+        let t1 = fail_a_probe(&mut full, t0 + 4100 * MS, 212_000);
         assert!(reports(&mut full, t1, 20_000 * MS, 0, 212_000).is_empty());
 
         // A large drop: the path carried 600 kbit/s, the estimate is 200 (under two thirds
         // of it): probes, and a chained one asks for what was carried, not past it.
         let mut dropped = Prober::new(2_000_000, 7);
         delivered(&mut dropped, t0, 4100 * MS, 600_000);
-        assert!(!dropped.note_cut(t1));
-        let actions = reports(&mut dropped, t1, 1100 * MS, 0, 200_000);
-        let (at, ProbeAction::Start(probe)) = actions[0] else { panic!("{actions:?}") };
+        let t1 = fail_a_probe(&mut dropped, t0 + 4100 * MS, 400_000);
+        let (started, probe) = next_probe(&mut dropped, t1, 200_000);
+        assert!(started < t1 + 5000 * MS);
         assert_eq!(probe.rate_bps, 300_000);
         dropped.note_packets(&probe_packets(10), &[97]);
-        let t2 = t1 + at + 100 * MS;
+        let t2 = started + 100 * MS;
         let span = PROBE_DURATION + PROBE_SETTLE + 100 * MS;
         let passed = reports(&mut dropped, t2, span, 0, 200_000);
         assert_eq!(passed[0].1, ProbeAction::Passed(300_000), "{passed:?}");
@@ -746,15 +783,15 @@ mod tests {
         // estimator's increase.
         let mut back = Prober::new(2_000_000, 7);
         delivered(&mut back, t0, 4100 * MS, 600_000);
-        back.note_cut(t1);
+        let t1 = fail_a_probe(&mut back, t0 + 4100 * MS, 400_000);
         assert!(reports(&mut back, t1, 20_000 * MS, 0, 400_000).is_empty());
         // What was carried is forgotten after PROBE_RECALL: a minute later, no probe from 200.
         let mut old = Prober::new(2_000_000, 7);
         delivered(&mut old, t0, 4100 * MS, 600_000);
         let later = t0 + PROBE_RECALL + 10_000 * MS;
         delivered(&mut old, later - 4100 * MS, 4100 * MS, 200_000);
-        old.note_cut(later);
-        assert!(reports(&mut old, later, 20_000 * MS, 0, 150_000).is_empty());
+        let t1 = fail_a_probe(&mut old, later, 150_000);
+        assert!(reports(&mut old, t1, 20_000 * MS, 0, 150_000).is_empty());
     }
 
     #[test]

@@ -347,6 +347,24 @@ fn rapid_size_steps_do_not_stop_the_video() {
             gst::PadProbeReturn::Ok
         });
     }
+    // The sizes the encoder was given: the steps did change the size.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i32, i32)>::new()));
+    {
+        let seen = seen.clone();
+        encoder.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data
+                    && let gst::EventView::Caps(c) = e.view()
+                    && let Some(s) = c.caps().structure(0)
+                    && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                {
+                    seen.lock().unwrap().push((w, h));
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
     pipeline.set_state(gst::State::Playing).unwrap();
     let sizes = [(320, 240), (240, 180), (320, 240), (480, 360), (640, 480), (160, 120)];
     let started = std::time::Instant::now();
@@ -365,6 +383,10 @@ fn rapid_size_steps_do_not_stop_the_video() {
         }
         longest = longest.max(last_change.elapsed());
     }
+    // The last step asked for is the size in force, a few frames later.
+    let wanted = sizes[(i - 1) % sizes.len()];
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let seen = seen.lock().unwrap().clone();
     let bus = pipeline.bus().unwrap();
     let errors: Vec<String> = std::iter::from_fn(|| bus.pop())
         .filter_map(|m| match m.view() {
@@ -377,4 +399,7 @@ fn rapid_size_steps_do_not_stop_the_video() {
     assert!(errors.is_empty(), "{errors:?}");
     assert!(longest < std::time::Duration::from_secs(1), "no frame for {longest:?}");
     assert!(last >= 120, "{last} frames of 150 in 10 s");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert!(distinct.len() >= 4, "the encoder saw the sizes {distinct:?}");
+    assert_eq!(seen.last(), Some(&(wanted.0 as i32, wanted.1 as i32)), "{seen:?}");
 }
