@@ -102,7 +102,6 @@ struct Measured {
     psnr_p10: f64,
     encode_ms: f64,
     kbps: f64,
-    frames: usize,
 }
 
 /// Luma PSNR of `a` against `b` (same size), dB; 99 for identical planes.
@@ -225,7 +224,6 @@ fn measure(setting: Setting, content: &str, frames: usize) -> Result<Measured> {
         psnr_p10: sorted[sorted.len() / 10],
         encode_ms: encode.as_secs_f64() * 1000.0 / encoded.max(1) as f64,
         kbps: bytes as f64 * 8.0 / 1000.0 / (frames as f64 / f64::from(FPS)),
-        frames: psnrs.len(),
     })
 }
 
@@ -256,7 +254,6 @@ pub fn run(frames: usize) -> Result<()> {
                 m.encode_ms,
                 m.kbps
             );
-            let _ = m.frames;
         }
     }
     Ok(())

@@ -198,6 +198,8 @@ impl DeliveredHistory {
             self.windows.push_back((now, mean));
             self.current = None;
         }
+        // Only bounds the memory: `best` filters by age itself, as no report may come for a
+        // while (media stopped) and the windows then stay as they were.
         while self.windows.front().is_some_and(|&(at, _)| now.duration_since(at) > PROBE_RECALL) {
             self.windows.pop_front();
         }
@@ -730,27 +732,43 @@ mod tests {
         }
     }
 
+    /// Drained reports at an estimate of 300 kbit/s from `at`: within 1.1 s a probe starts
+    /// at 1.5 times it (the start's ramp, past anything delivered).
+    fn assert_probes_past_the_estimate(prober: &mut Prober, at: Instant) {
+        let actions = reports(prober, at, 1100 * MS, 0, 300_000);
+        assert!(
+            matches!(actions.first(), Some((_, ProbeAction::Start(p))) if p.rate_bps == 450_000),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn delivered_rates_expire_by_age_without_new_reports() {
+        let t0 = Instant::now();
+        let mut history = DeliveredHistory::default();
+        for i in 0..=20u32 {
+            history.note(600_000, t0 + 100 * MS * i);
+        }
+        let last = t0 + 2000 * MS;
+        assert_eq!(history.best(last), 600_000);
+        assert_eq!(history.best(last + PROBE_RECALL), 600_000);
+        // No report since (no media): the window is still kept, but too old to recall.
+        assert_eq!(history.best(last + PROBE_RECALL + MS), 0);
+    }
+
     #[test]
     fn after_a_failed_probe_a_probe_only_recalls_a_rate_the_path_carried_after_a_large_drop() {
         // The start's ramp: probes past anything delivered yet.
         let t0 = Instant::now();
         let mut ramp = Prober::new(2_000_000, 7);
         delivered(&mut ramp, t0, 4100 * MS, 100_000);
-        let actions = reports(&mut ramp, t0 + 4100 * MS, 1100 * MS, 0, 300_000);
-        assert!(
-            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 450_000),
-            "{actions:?}"
-        );
+        assert_probes_past_the_estimate(&mut ramp, t0 + 4100 * MS);
 
         // A cut alone does not end the ramp (an early queue on a link with room).
         let mut cut = Prober::new(2_000_000, 7);
         delivered(&mut cut, t0, 4100 * MS, 300_000);
         assert!(!cut.note_cut(t0 + 4100 * MS));
-        let actions = reports(&mut cut, t0 + 4100 * MS, 1100 * MS, 0, 300_000);
-        assert!(
-            matches!(actions[0], (_, ProbeAction::Start(p)) if p.rate_bps == 450_000),
-            "{actions:?}"
-        );
+        assert_probes_past_the_estimate(&mut cut, t0 + 4100 * MS);
 
         // A full link (a peer's stream beside ours): the path carried 250 kbit/s, the
         // estimate is 212, and a probe failed. Drained reports for 20 s: no probe (each

@@ -81,23 +81,21 @@ fn call_accepted_both_sides_decode_video_and_audio() {
     // busy-wait on each other): read back from the chains the call built.
     for (who, ep) in [("alice", &alice), ("bob", &bob)] {
         for factory in ["vp8enc", "vp8dec"] {
-            let threads = vpx_threads(&ep.call, factory);
+            let threads = vpx_property(&ep.call, factory, "threads");
             assert_eq!(threads, vec![1], "{who}'s {factory} threads");
         }
     }
     // `encoder-speed`: alice's encoder at libvpx's fastest, bob's (the default) at Chrome's.
-    assert_eq!(vp8enc_cpu_used(&alice.call), vec![-16], "alice's vp8enc, encoder-speed=fast");
-    assert_eq!(vp8enc_cpu_used(&bob.call), vec![-6], "bob's vp8enc, the default encoder-speed");
-}
-
-/// The `cpu-used` of each vp8enc in `call`.
-fn vp8enc_cpu_used(call: &gstwilddog::WilddogCall) -> Vec<i32> {
-    call.iterate_recurse()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.factory().is_some_and(|f| f.name() == "vp8enc"))
-        .map(|e| e.property::<i32>("cpu-used"))
-        .collect()
+    assert_eq!(
+        vpx_property(&alice.call, "vp8enc", "cpu-used"),
+        vec![-16],
+        "alice's vp8enc, encoder-speed=fast"
+    );
+    assert_eq!(
+        vpx_property(&bob.call, "vp8enc", "cpu-used"),
+        vec![-6],
+        "bob's vp8enc, the default encoder-speed"
+    );
 }
 
 /// Right after `ep`'s first remote frame: the first report that comes a second or more
@@ -145,16 +143,19 @@ fn first_stats_have_rates(ep: &mut Endpoint) {
     }
 }
 
-/// The `threads` of every `factory` element inside `call`.
-fn vpx_threads(call: &gstwilddog::WilddogCall, factory: &str) -> Vec<u32> {
+/// The integer property `name` of every `factory` element inside `call` (vp8enc's
+/// `threads` is a gint, vp8dec's a guint: both read as i64).
+fn vpx_property(call: &gstwilddog::WilddogCall, factory: &str, name: &str) -> Vec<i64> {
     call.iterate_recurse()
         .into_iter()
         .flatten()
         .filter(|e| e.factory().is_some_and(|f| f.name() == factory))
         .map(|e| {
-            // vp8enc's is a gint, vp8dec's a guint.
-            let v = e.property_value("threads");
-            v.get::<u32>().ok().or_else(|| v.get::<i32>().ok().map(|t| t as u32)).unwrap_or(0)
+            let v = e.property_value(name);
+            v.get::<i32>()
+                .map(i64::from)
+                .or_else(|_| v.get::<u32>().map(i64::from))
+                .unwrap_or_else(|_| panic!("{factory}'s {name} is not an integer: {v:?}"))
         })
         .collect()
 }

@@ -238,6 +238,10 @@ impl WilddogCall {
 
     /// A new estimate: the encoders follow it.
     pub(super) fn on_estimate(&self, estimate_bps: u32) {
+        // Not the congestion lock: applying sets the encoders' properties, and the sending
+        // chains' threads take that lock for every packet. Released before the bus message
+        // and signal, whose handlers may do anything.
+        let adapting = lock(&self.adapting);
         let (adaptation, previous, quality_changed) = {
             let mut c = lock(&self.congestion);
             let Some(controller) = c.controller.as_mut() else { return };
@@ -251,6 +255,7 @@ impl WilddogCall {
         };
         gst::log!(CAT, imp = self, "estimate {estimate_bps} bit/s: {adaptation:?}");
         self.apply_adaptation(&adaptation, previous.as_ref());
+        drop(adapting);
         self.follow_estimate_in_rtcp(adaptation.estimate_bps);
         if quality_changed {
             self.post_quality(&adaptation);
@@ -645,6 +650,7 @@ impl WilddogCall {
     /// The call is over: the sending chains, which serve the next call too, go back to full
     /// quality.
     pub(super) fn end_congestion(&self) {
+        let _adapting = lock(&self.adapting);
         let full = {
             let mut c = lock(&self.congestion);
             let full = c.controller.as_ref().map(Controller::full);
