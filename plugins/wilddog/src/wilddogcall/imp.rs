@@ -304,9 +304,9 @@ pub struct WilddogCall {
     congestion: Mutex<congestion::Congestion>,
     /// Held from computing an adaptation to applying it to the chains (see
     /// `WilddogCall::on_estimate`): estimates come from several threads (the feedback's,
-    /// the stats tick's, a cut's), and two applied in the other order than computed left
-    /// the chains at the older one while the controller went on from the newer (a stale
-    /// size until the next step).
+    /// the stats tick's, a cut's), and two applied in the other order than computed would
+    /// leave the chains at the older one while the controller goes on from the newer (a
+    /// stale size until the next step; found by reading, not seen in a run).
     adapting: Mutex<()>,
     recovery: Mutex<recovery::Recovery>,
     /// Held while a remote stream's src pad is checked and removed: a teardown on another
