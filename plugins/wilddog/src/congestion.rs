@@ -315,6 +315,9 @@ pub struct Controller {
     probe_passed: bool,
     /// ULPFEC packets sent per 100 video packets (`fec=ulpfec-red`; 0 without).
     redundancy_pct: u32,
+    /// The estimate when the peer gives no transport-wide feedback, bit/s
+    /// ([`Controller::grow_without_feedback`]; `None` until the first stats period).
+    no_feedback_bps: Option<u32>,
 }
 
 impl Controller {
@@ -344,6 +347,7 @@ impl Controller {
             troubled: false,
             probe_passed: false,
             redundancy_pct: 0,
+            no_feedback_bps: None,
         };
         // Until the estimator says otherwise, the estimate is where it starts.
         controller.last_estimate_bps = controller.estimate_range().1;
@@ -512,6 +516,30 @@ impl Controller {
             self.queue_cap_bps = (lifted < self.last_estimate_bps).then_some(lifted);
         }
         before != self.queue_cap_bps
+    }
+
+    /// The estimate to send at when the peer gives no transport-wide feedback (a peer that
+    /// does not do TWCC, e.g. `congestion-control=disabled`): rtpgccbwe then has nothing to
+    /// move its estimate from, and stayed at its start for the whole call (300 kbit/s, the
+    /// video at 221, on any link). See [`Controller::grow_without_feedback`].
+    pub fn estimate_without_feedback(&self) -> u32 {
+        self.no_feedback_bps.unwrap_or(self.estimate_range().1)
+    }
+
+    /// Each stats period without feedback, after [`Controller::note_round_trip`]: the
+    /// estimate starts where rtpgccbwe starts and grows by [`STANDING_QUEUE_LIFT`] up to the
+    /// ceiling while the round trip shows no standing queue (at most 8 s from the start to a
+    /// 480p call's full rate); a standing queue's cut brings it down to the cap, and it grows
+    /// from there. What it is now, bit/s.
+    pub fn grow_without_feedback(&mut self) -> u32 {
+        let (_, start, max) = self.estimate_range();
+        let next = match (self.no_feedback_bps, self.queue_cap_bps) {
+            (None, _) => start,
+            (Some(bps), Some(cap)) if cap < bps => cap,
+            (Some(bps), _) => ((f64::from(bps) * STANDING_QUEUE_LIFT) as u32).min(max),
+        };
+        self.no_feedback_bps = Some(next);
+        next
     }
 
     /// What a transport-wide feedback report says about the bottleneck's queue (see
@@ -871,6 +899,40 @@ mod tests {
 
     fn steps_of(limits: &SendLimits) -> Vec<(u32, u32, u32)> {
         ladder(limits).iter().map(|s| (s.width, s.height, s.fps)).collect()
+    }
+
+    #[test]
+    fn without_feedback_the_estimate_grows_to_the_ceiling_and_a_standing_queue_cuts_it() {
+        let mut c = Controller::new(limits_480p());
+        let (_, start, max) = c.estimate_range();
+        assert_eq!(c.estimate_without_feedback(), start);
+        // A clean round trip every stats period: from the start to the ceiling in 4 periods.
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            assert!(!c.note_round_trip(1));
+            seen.push(c.grow_without_feedback());
+        }
+        assert_eq!(seen[0], start);
+        assert_eq!(seen[1], (f64::from(start) * STANDING_QUEUE_LIFT) as u32);
+        assert_eq!(seen[4..], [max, max], "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(c.estimate_without_feedback(), max);
+        let a = c.update(c.estimate_without_feedback(), Instant::now());
+        assert_eq!(a.video_kbps, 500, "{a:?}");
+        // A standing queue (a 250 kbit/s link's 300 ms): cut, and the estimate with it.
+        assert!(c.note_round_trip(301));
+        let cut = c.grow_without_feedback();
+        assert_eq!(cut, (f64::from(max) * STANDING_QUEUE_CUT) as u32);
+        let a = c.update(cut, Instant::now());
+        assert!(a.estimate_bps <= cut, "{a:?}");
+        // Still standing: cut again. Then drained: it grows again, with the cap lifting.
+        assert!(c.note_round_trip(320));
+        let again = c.grow_without_feedback();
+        assert!(again < cut, "{again} after {cut}");
+        c.update(again, Instant::now());
+        assert!(c.note_round_trip(2));
+        let grown = c.grow_without_feedback();
+        assert!(grown > again, "{grown} after {again}");
     }
 
     #[test]

@@ -807,6 +807,83 @@ fn congestion_control_disabled_sends_at_max_bitrate() {
     assert!(offer.contains("rtx/90000"), "{offer}");
 }
 
+/// A `gcc` callee whose caller has `congestion-control=disabled` (its offer has no TWCC, so
+/// no transport-wide feedback comes back): the callee's estimate grows to the full rate on
+/// a clean link, and a standing queue in the stats' round trip (a 250 kbit/s cap, which the
+/// caller floods at its fixed 500 kbit/s) brings its video target under the cap.
+///
+/// Found by trying the runner as a newcomer (newcomer-s32): rtpgccbwe, fed nothing, kept
+/// its start, so the callee sent 221 kbit/s of video on any link for the whole call; and on
+/// loopback the stats' round trip rounded to 0 ms, which the guard takes for none measured,
+/// so once cut its cap was never lifted (the callee stayed at 72 kbit/s for 40 s after a
+/// cap was removed).
+#[test]
+fn a_peer_without_transport_wide_feedback_gets_the_full_rate_and_the_queue_guard() {
+    if !enter_netns("a_peer_without_transport_wide_feedback_gets_the_full_rate_and_the_queue_guard")
+    {
+        return;
+    }
+    let server = TestServer::start();
+    let bob = Endpoint::new(&server, EndpointConfig::new("bob").camera_like(15));
+    let mut alice = Endpoint::new(
+        &server,
+        EndpointConfig::new("alice")
+            .calling("bob")
+            .camera_like(15)
+            .prop("congestion-control", "disabled"),
+    );
+    bob.play();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.play();
+    alice.wait_for("a decoded frame", T, is_frame);
+    let encoders = elements(&bob, "vp8enc");
+    let target = || -> Vec<i32> { encoders.iter().map(|e| e.property("target-bitrate")).collect() };
+    // Every second for 12 s: the chains start at the full rate, the first stats period
+    // (2 s) sets the estimator's start (300 kbit/s, the video at 221), and the estimate
+    // grows once a period from there (to the ceiling in four).
+    let mut clean = Vec::new();
+    for _ in 0..12 {
+        let _ = watch(&mut alice, Duration::from_secs(1));
+        clean.push(target());
+    }
+    shaping::cap_kbit(250);
+    let mut capped = Vec::new();
+    for _ in 0..12 {
+        let _ = watch(&mut alice, Duration::from_secs(1));
+        capped.push(target());
+        if capped.last().is_some_and(|t| t.len() == 1 && t[0] < 250_000) {
+            break;
+        }
+    }
+    shaping::uncap();
+    // The cap lifts by a quarter a stats period once the round trip is clean again (on
+    // loopback it reads under a millisecond).
+    let mut after = Vec::new();
+    for _ in 0..8 {
+        let _ = watch(&mut alice, Duration::from_secs(1));
+        after.push(target());
+    }
+    println!(
+        "bob's vp8enc target-bitrate, clean: {clean:?}; capped at 250 kbit/s: {capped:?}; \
+         after: {after:?}"
+    );
+    assert_eq!(
+        clean.last(),
+        Some(&vec![500_000]),
+        "bob's video target on a clean link, without feedback from alice: {clean:?}"
+    );
+    assert!(
+        capped.last().is_some_and(|t| t.len() == 1 && t[0] < 250_000),
+        "bob's video target on a 250 kbit/s link, without feedback from alice: {capped:?}"
+    );
+    let lowest = capped.last().and_then(|t| t.first().copied()).unwrap_or(0);
+    assert!(
+        after.last().and_then(|t| t.first()).is_some_and(|&t| t > lowest),
+        "bob's video target once the cap is gone, from {lowest}: {after:?}"
+    );
+    drop(bob);
+}
+
 /// The elements of `factory` in a call's pipeline.
 fn elements(ep: &Endpoint, factory: &str) -> Vec<gst::Element> {
     ep.call

@@ -217,7 +217,11 @@ impl WilddogCall {
             id
         };
         if id.is_none() {
-            gst::info!(CAT, imp = self, "the peer does not do TWCC: no congestion control");
+            gst::info!(
+                CAT,
+                imp = self,
+                "the peer does not do TWCC: the round trip alone guards the queue"
+            );
         }
         self.set_payloaders_twcc(id);
     }
@@ -244,7 +248,12 @@ impl WilddogCall {
         let adapting = lock(&self.adapting);
         let (adaptation, previous, quality_changed) = {
             let mut c = lock(&self.congestion);
+            let twcc = c.twcc_id != 0;
             let Some(controller) = c.controller.as_mut() else { return };
+            // A peer without transport-wide feedback gives rtpgccbwe nothing to move its
+            // estimate from: the stats' round trip drives it (`congestion_tick`).
+            let estimate_bps =
+                if twcc { estimate_bps } else { controller.estimate_without_feedback() };
             let adaptation = controller.update(estimate_bps, Instant::now());
             let full = controller.full();
             // Before the first estimate, the chains are as they were built: full.
@@ -586,7 +595,7 @@ impl WilddogCall {
     /// The round trip of the stats finds a standing queue (see
     /// [`crate::congestion::STANDING_QUEUE_MS`]), which the estimator does not see.
     pub(super) fn congestion_tick(&self, rtt_ms: u32) {
-        let bwe = {
+        let (bwe, without_feedback) = {
             let mut c = lock(&self.congestion);
             if let Some(controller) = c.controller.as_mut()
                 && !controller.feedback_is_fresh(Instant::now())
@@ -603,9 +612,15 @@ impl WilddogCall {
                     controller.last_estimate()
                 );
             }
-            c.estimator()
+            // A peer without transport-wide feedback: the estimate grows or falls here.
+            let without_feedback = (c.twcc_id == 0)
+                .then(|| c.controller.as_mut().map(Controller::grow_without_feedback))
+                .flatten();
+            (c.estimator(), without_feedback)
         };
-        if let Some(bwe) = bwe {
+        if let Some(estimate) = without_feedback {
+            self.on_estimate(estimate);
+        } else if let Some(bwe) = bwe {
             self.on_estimate(bwe.property::<u32>("estimated-bitrate"));
         }
     }

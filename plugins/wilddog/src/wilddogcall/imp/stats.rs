@@ -390,8 +390,13 @@ impl LinkStats {
                         .with(Counter::FirSent, count(&s, "fir-count")),
                 ),
                 Ok(T::RemoteInboundRtp) => {
-                    if let Ok(rtt) = s.get::<f64>("round-trip-time") {
-                        l.rtt_ms = l.rtt_ms.max((rtt * 1000.0).round() as u32);
+                    // A measured round trip under half a millisecond (a loopback) is 1 ms,
+                    // not 0, which says none was measured: congestion control ignores 0,
+                    // and its cap on a standing queue was then never lifted.
+                    if let Ok(rtt) = s.get::<f64>("round-trip-time")
+                        && rtt > 0.0
+                    {
+                        l.rtt_ms = l.rtt_ms.max(((rtt * 1000.0).round() as u32).max(1));
                     }
                     readings.push(reading.with(Counter::RemotePacketsLost, lost(&s)));
                     let lost = s.get::<f64>("fraction-lost").unwrap_or(0.0);
