@@ -582,7 +582,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("latency")
             .nick("Latency")
-            .blurb("Receive jitterbuffer latency, ms: the longest a missing packet is waited for on a clean link (packets in order are never held). Once loss is seen the video's grows to two round trips and 100 ms (500 ms at most), so that a retransmission can arrive, and comes back 20 s after the last loss")
+            .blurb("Receive jitterbuffer latency, ms: the longest a missing packet is waited for on a clean link (packets in order are never held). Once loss is seen the video's grows to two round trips and 200 ms (500 ms at most), so that a retransmission can arrive, and comes back 20 s after the last loss")
             .maximum(10_000)
             .default_value(DEFAULT_LATENCY_MS)
             .flags(ready)
