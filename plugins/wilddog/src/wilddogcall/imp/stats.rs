@@ -392,7 +392,7 @@ impl LinkStats {
                 Ok(T::RemoteInboundRtp) => {
                     // A measured round trip under half a millisecond (a loopback) is 1 ms,
                     // not 0, which says none was measured: congestion control ignores 0,
-                    // and its cap on a standing queue was then never lifted.
+                    // and a cap it put on a standing queue would then never lift.
                     if let Ok(rtt) = s.get::<f64>("round-trip-time")
                         && rtt > 0.0
                     {
