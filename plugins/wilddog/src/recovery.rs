@@ -338,9 +338,81 @@ impl FeedbackClock {
     }
 }
 
+/// The report blocks of an RTCP compound packet (RFC 3550 6.4: those of its sender and
+/// receiver reports), as (the SSRC reported on, its cumulative number of packets lost, a
+/// signed 24-bit count). A truncated or malformed packet gives what came before it.
+pub fn report_blocks(rtcp: &[u8]) -> Vec<(u32, i32)> {
+    const SR: u8 = 200;
+    const RR: u8 = 201;
+    const BLOCK: usize = 24;
+    let mut blocks = Vec::new();
+    let mut rest = rtcp;
+    while rest.len() >= 4 {
+        let (first, pt) = (rest[0], rest[1]);
+        if first >> 6 != 2 {
+            break;
+        }
+        let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+        let Some(packet) = rest.get(..len) else { break };
+        rest = &rest[len..];
+        // After the header and the sender's SSRC; a sender report's sender info (20 bytes).
+        let start = match pt {
+            SR => 28,
+            RR => 8,
+            _ => continue,
+        };
+        let count = usize::from(first & 0x1f);
+        for i in 0..count {
+            let Some(b) = packet.get(start + i * BLOCK..start + (i + 1) * BLOCK) else { break };
+            let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            // The 24-bit count, sign-extended.
+            let lost = i32::from_be_bytes([b[5], b[6], b[7], 0]) >> 8;
+            blocks.push((ssrc, lost));
+        }
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report block about `ssrc` with `lost` as its cumulative count (24 bits).
+    fn block(ssrc: u32, lost: i32) -> Vec<u8> {
+        let mut b = ssrc.to_be_bytes().to_vec();
+        b.push(3); // fraction lost
+        b.extend_from_slice(&lost.to_be_bytes()[1..]);
+        b.extend_from_slice(&[0; 16]);
+        b
+    }
+
+    /// An RTCP packet of type `pt` from SSRC 7, `body` after the sender's SSRC.
+    fn packet(pt: u8, count: u8, body: &[u8]) -> Vec<u8> {
+        let words = (4 + body.len()) / 4;
+        let mut p = vec![0x80 | count, pt];
+        p.extend_from_slice(&(words as u16).to_be_bytes());
+        p.extend_from_slice(&7u32.to_be_bytes());
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn report_blocks_of_a_compound_packet() {
+        // A sender report with one block, an SDES to skip, a receiver report with two (one a
+        // negative count: duplicates).
+        let mut sr_body = vec![0u8; 20];
+        sr_body.extend(block(1111, 18));
+        let mut rr_body = block(2222, 5);
+        rr_body.extend(block(3333, -2));
+        let mut compound = packet(200, 1, &sr_body);
+        compound.extend(packet(202, 1, &[1, 3, b'a', b'b', 0, 0, 0, 0]));
+        compound.extend(packet(201, 2, &rr_body));
+        assert_eq!(report_blocks(&compound), vec![(1111, 18), (2222, 5), (3333, -2)]);
+        // Truncated: what came before the cut; garbage: nothing.
+        assert_eq!(report_blocks(&compound[..compound.len() - 10]), vec![(1111, 18)]);
+        assert_eq!(report_blocks(&[0xff; 40]), vec![]);
+        assert_eq!(report_blocks(&[]), vec![]);
+    }
 
     #[test]
     fn the_feedback_waits_at_most_an_interval_while_audio_arrives() {

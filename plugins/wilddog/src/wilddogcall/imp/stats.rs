@@ -25,14 +25,15 @@ pub(super) struct LinkStats {
     pub rtt_ms: u32,
     pub local_candidate_type: Option<String>,
     pub remote_candidate_type: Option<String>,
-    /// What we receive: packets lost (after retransmissions), NACKs, PLIs and FIRs we sent,
-    /// packets a retransmission repaired.
+    /// What we receive: packets lost (the jitterbuffers gave up: not repaired in time),
+    /// NACKs, PLIs and FIRs we sent, packets a retransmission repaired.
     pub packets_lost: i64,
     pub nack_sent: u64,
     pub pli_sent: u64,
     pub fir_sent: u64,
     pub packets_repaired: u64,
-    /// What we send: packets the peer reports lost, NACKs, PLIs and FIRs it sent us.
+    /// What we send: packets the peer reports lost (its receiver reports' cumulative count
+    /// for our video and audio, before repair), NACKs, PLIs and FIRs it sent us.
     pub remote_packets_lost: i64,
     pub nack_received: u64,
     pub pli_received: u64,
@@ -357,16 +358,14 @@ impl LinkStats {
 
     /// Reads a reply of webrtcbin's `get-stats`: what is not a counter, and each stream's
     /// counters (for [`CounterTotals`]; the counters of the returned [`LinkStats`] are 0).
+    /// Not its loss and repair counts, which are the wrong streams' (see
+    /// `WilddogCall::jitterbuffer_readings` and `WilddogCall::report_block_readings`).
     pub fn parse(reply: &gst::StructureRef) -> (LinkStats, Vec<StreamReading>) {
         use gst_webrtc::WebRTCStatsType as T;
         let mut l = LinkStats::default();
         let mut readings = Vec::new();
         let big = |s: &gst::Structure, field: &str| s.get::<u64>(field).ok();
         let count = |s: &gst::Structure, field: &str| s.get::<u32>(field).ok().map(u64::from);
-        // A negative loss (more packets than expected: duplicates) counts as none.
-        let lost = |s: &gst::Structure| {
-            s.get::<i64>("packets-lost").ok().map(|n| u64::try_from(n).unwrap_or(0))
-        };
         for (id, value) in reply.iter() {
             let Ok(s) = value.get::<gst::Structure>() else { continue };
             let reading = StreamReading::new(id.as_str());
@@ -383,8 +382,6 @@ impl LinkStats {
                     reading
                         .with(Counter::BytesReceived, big(&s, "bytes-received"))
                         .with(Counter::PacketsReceived, big(&s, "packets-received"))
-                        .with(Counter::PacketsLost, lost(&s))
-                        .with(Counter::PacketsRepaired, big(&s, "packets-repaired"))
                         .with(Counter::NackSent, count(&s, "nack-count"))
                         .with(Counter::PliSent, count(&s, "pli-count"))
                         .with(Counter::FirSent, count(&s, "fir-count")),
@@ -398,7 +395,6 @@ impl LinkStats {
                     {
                         l.rtt_ms = l.rtt_ms.max(((rtt * 1000.0).round() as u32).max(1));
                     }
-                    readings.push(reading.with(Counter::RemotePacketsLost, lost(&s)));
                     let lost = s.get::<f64>("fraction-lost").unwrap_or(0.0);
                     match s.get::<&str>("kind") {
                         Ok("audio") => l.audio_fraction_lost = l.audio_fraction_lost.max(lost),
@@ -438,6 +434,8 @@ impl WilddogCall {
     /// `remote_stats`.
     pub(super) fn report_stats(&self, reply: &gst::StructureRef, webrtcbin: Option<&gst::Element>) {
         let (mut l, mut readings) = LinkStats::parse(reply);
+        readings.extend(self.jitterbuffer_readings());
+        readings.extend(self.report_block_readings(&self.media_ssrcs()));
         let fallback = webrtcbin.map(session_readings).unwrap_or_default();
         let sums = {
             let mut st = lock(&self.state);
@@ -446,7 +444,6 @@ impl WilddogCall {
         };
         l.set_counters(&sums);
         self.recovery_tick(&l);
-        l.packets_repaired = l.packets_repaired.max(self.packets_repaired());
         self.congestion_tick(l.rtt_ms);
         let c = &self.counters;
         let local_frames = c.local_frames.load(Ordering::Relaxed);
@@ -538,6 +535,19 @@ impl WilddogCall {
             .build();
         lock(&self.state).last_stats = Some(s.clone());
         self.raise("wilddog-stats", s.clone(), &[&s]);
+    }
+
+    /// The SSRCs of the video and audio we send (their payloaders').
+    fn media_ssrcs(&self) -> Vec<u32> {
+        let payloaders: Vec<gst::Element> = {
+            let st = lock(&self.state);
+            [st.video_in.as_ref(), st.audio_in.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.payloader.clone())
+                .collect()
+        };
+        payloaders.iter().filter_map(crate::media::payloader_ssrc).collect()
     }
 
     /// The last stats structure.
