@@ -227,14 +227,7 @@ impl WilddogCall {
     }
 
     fn set_payloaders_twcc(&self, id: Option<u32>) {
-        let payloaders: Vec<gst::Element> = {
-            let st = lock(&self.state);
-            [st.video_in.as_ref(), st.audio_in.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.payloader.clone())
-                .collect()
-        };
+        let payloaders = self.payloaders();
         for pay in &payloaders {
             media::set_twcc_extension(pay, id);
         }

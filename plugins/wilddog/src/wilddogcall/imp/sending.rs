@@ -12,6 +12,16 @@ use super::{CAT, Validated, WilddogCall, caps_size, lock};
 use crate::media::{self, StreamKind};
 
 impl WilddogCall {
+    /// The payloaders of the video and audio sending chains (those there are).
+    pub(super) fn payloaders(&self) -> Vec<gst::Element> {
+        let st = lock(&self.state);
+        [st.video_in.as_ref(), st.audio_in.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.payloader.clone())
+            .collect()
+    }
+
     pub(super) fn build_encoders(&self, v: &Validated) -> Result<(), media::MediaError> {
         let mut st = lock(&self.state);
         let mut built = Vec::new();

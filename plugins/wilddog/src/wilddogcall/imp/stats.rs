@@ -539,14 +539,7 @@ impl WilddogCall {
 
     /// The SSRCs of the video and audio we send (their payloaders').
     fn media_ssrcs(&self) -> Vec<u32> {
-        let payloaders: Vec<gst::Element> = {
-            let st = lock(&self.state);
-            [st.video_in.as_ref(), st.audio_in.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.payloader.clone())
-                .collect()
-        };
+        let payloaders = self.payloaders();
         payloaders.iter().filter_map(crate::media::payloader_ssrc).collect()
     }
 
