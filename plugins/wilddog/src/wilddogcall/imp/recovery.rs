@@ -303,19 +303,12 @@ impl WilddogCall {
     /// more later: the losses of that second, key frames among them, were given up after
     /// the clean link's `latency`, before their retransmissions could arrive).
     fn watch_retransmission_requests(&self, jitterbuffer: &gst::Element) {
-        let Some(sink) = jitterbuffer.static_pad("sink") else { return };
-        let weak = self.obj().downgrade();
-        sink.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-            let Some(gst::PadProbeData::Event(event)) = &info.data else {
-                return gst::PadProbeReturn::Ok;
-            };
-            if event.structure().is_none_or(|s| s.name() != "GstRTPRetransmissionRequest") {
-                return gst::PadProbeReturn::Ok;
-            }
-            let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
-            obj.imp().loss_seen("first retransmission request");
-            gst::PadProbeReturn::Ok
-        });
+        self.watch_loss_event(
+            jitterbuffer.static_pad("sink"),
+            gst::PadProbeType::EVENT_UPSTREAM,
+            "GstRTPRetransmissionRequest",
+            "first retransmission request",
+        );
     }
 
     /// A packet the video jitterbuffer gave up without asking for it (its `GstRTPPacketLost`
@@ -327,17 +320,34 @@ impl WilddogCall {
     /// (The stats' loss count, which should have shown it, read an empty jitterbuffer: see
     /// [`Self::jitterbuffer_readings`].)
     fn watch_lost_packets(&self, jitterbuffer: &gst::Element) {
-        let Some(src) = jitterbuffer.static_pad("src") else { return };
+        self.watch_loss_event(
+            jitterbuffer.static_pad("src"),
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            "GstRTPPacketLost",
+            "first packet given up",
+        );
+    }
+
+    /// Calls [`Self::loss_seen`] (logged as `what`) for each custom event named `event_name`
+    /// that passes `pad` in the direction of `direction`.
+    fn watch_loss_event(
+        &self,
+        pad: Option<gst::Pad>,
+        direction: gst::PadProbeType,
+        event_name: &'static str,
+        what: &'static str,
+    ) {
+        let Some(pad) = pad else { return };
         let weak = self.obj().downgrade();
-        src.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        pad.add_probe(direction, move |_, info| {
             let Some(gst::PadProbeData::Event(event)) = &info.data else {
                 return gst::PadProbeReturn::Ok;
             };
-            if event.structure().is_none_or(|s| s.name() != "GstRTPPacketLost") {
+            if event.structure().is_none_or(|s| s.name() != event_name) {
                 return gst::PadProbeReturn::Ok;
             }
             let Some(obj) = weak.upgrade() else { return gst::PadProbeReturn::Remove };
-            obj.imp().loss_seen("first packet given up");
+            obj.imp().loss_seen(what);
             gst::PadProbeReturn::Ok
         });
     }
