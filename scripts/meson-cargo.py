@@ -23,7 +23,17 @@ def build(a):
 
 
 def test(a):
-    cargo(["test", "--workspace", "--no-fail-fast"], a.manifest, a.target_dir, a.profile)
+    # cargo nextest runs the tests of every binary side by side, each in a process of its own
+    # (.config/nextest.toml says how many at once and which run alone): about 4 minutes
+    # instead of 8 for `cargo test`, which runs the binaries one after another. It does not
+    # run doc tests: cargo test does those.
+    if shutil.which("cargo-nextest"):
+        cargo(["nextest", "run", "--workspace", "--no-fail-fast"], a.manifest, a.target_dir, a.profile)
+        cargo(["test", "--workspace", "--doc"], a.manifest, a.target_dir, a.profile)
+    else:
+        print("cargo-nextest is not installed: cargo test runs the test binaries one after another"
+              " (about 4 minutes longer)", flush=True)
+        cargo(["test", "--workspace", "--no-fail-fast"], a.manifest, a.target_dir, a.profile)
 
 
 def check_version(a):

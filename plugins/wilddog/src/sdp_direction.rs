@@ -94,6 +94,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> gst_sdp::SDPMessage {
+        // Each test may run in a process of its own (cargo nextest): none can count on
+        // another having initialised GStreamer.
+        gst::init().expect("GStreamer initialises");
         gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).expect("valid SDP")
     }
 

@@ -321,6 +321,7 @@ mod tests {
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:u\r\n\
             a=ice-pwd:pppppppppppppppppppppp\r\na=fingerprint:sha-256 AA\r\na=setup:active\r\n\
             a=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+        gst::init().unwrap();
         let mut msg = SDPMessage::parse_buffer(text.as_bytes()).unwrap();
         // Our offer: the codecs the rejected section gets.
         let offer = SDPMessage::parse_buffer(

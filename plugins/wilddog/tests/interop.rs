@@ -32,8 +32,11 @@ fn venv() -> PathBuf {
 
 /// Makes the virtualenv with aiortc unless it is there (outside the namespace: PyPI).
 fn ensure_aiortc() {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // One maker at a time, across processes too (cargo nextest runs each test in its own):
+    // the lock is released when the file closes.
+    let lock_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aiortc-venv.lock");
+    let lock = std::fs::File::create(&lock_path).expect("the virtualenv's lock file");
+    lock.lock().expect("the virtualenv's lock");
     let python = venv().join("bin/python");
     let ready = Command::new(&python)
         .args(["-c", "import aiortc, websockets; assert aiortc.__version__ == '1.16.0'"])

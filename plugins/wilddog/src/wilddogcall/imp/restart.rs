@@ -561,6 +561,8 @@ mod tests {
              m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:audio1\r\n{audio}\
              a=rtpmap:111 OPUS/48000/2\r\n"
         );
+        // Each test may run in a process of its own (cargo nextest).
+        gst::init().unwrap();
         gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).unwrap()
     }
 
