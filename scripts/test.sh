@@ -75,8 +75,9 @@ if [ ! -f "$builddir/build.ninja" ]; then
 fi
 meson compile -C "$builddir"
 
-# meson checks the version and gst-inspect, and runs `cargo test --workspace`: every Rust
-# test, the real calls among them, each in a private network namespace it makes itself.
+# meson checks the version and gst-inspect, and runs every Rust test (cargo nextest, see
+# scripts/meson-cargo.py), the real calls among them, each in a private network namespace
+# it makes itself.
 step "Rust tests through meson test"
 meson test -C "$builddir" --verbose
 
