@@ -126,6 +126,19 @@ pub const MAX_RETRANSMISSION_WAIT_MS: u32 = 500;
 pub fn fec_storage_ns(latency_ms: u32) -> u64 {
     (u64::from(latency_ms.max(MAX_RETRANSMISSION_WAIT_MS)) + 100) * 1_000_000
 }
+/// The largest lip-sync offset rtpbin may give a stream's jitterbuffer (`max-ts-offset`,
+/// ns); one computed larger is ignored. rtpbin delays the stream that is ahead (by the
+/// sender reports' clocks) by this offset, and a jitterbuffer waiting at a gap waits for
+/// it too. At the onset of a 250 kbit/s cap the offsets it computed from delayed reports
+/// jumped to 1.0 s (rtpbin's default bound is 3 s), and a gap in the video then held 25
+/// frames, 1.6 s of them, that had arrived: released at once, up to 1.7 s old.
+pub const LIP_SYNC_MAX_OFFSET_NS: i64 = 300_000_000;
+/// How far a stream's lip-sync offset moves per frame, ns (rtpbin's
+/// `max-ts-offset-adjustment`): 30 ms a second at 15 fps video (audio, a frame each 20 to
+/// 60 ms, moves up to 100 ms a second), about as slow as libwebrtc's (at most 80 ms a
+/// second). Unbounded, it followed each sender report: on a 250 kbit/s link it moved by 60
+/// to 170 ms between two reads 50 ms apart (network.rs `a_250_kbit_link_keeps_the_picture_moving`).
+pub const LIP_SYNC_STEP_NS: u64 = 2_000_000;
 /// How long a seen loss keeps the longer wait.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(20);
 

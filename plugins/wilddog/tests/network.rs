@@ -137,6 +137,7 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     let (mut alice, mut bob) = call(&server, &[]);
     // Mid-call: the estimator has had feedback from a clean link for a while.
     let _ = watch(&mut alice, MID_CALL);
+    let lip_sync = LipSyncOffsets::sample(&alice);
     shaping::cap_kbit(250);
     let capped = Instant::now();
     // When, after the cap, 2 s of frames first held more than 16 (over 8 fps).
@@ -166,6 +167,7 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
     let (frames, stats) = watch(&mut alice, Duration::from_secs(8));
     let bob_stats = drain_stats(&mut bob);
     let (alice_opus, bob_opus) = (opus_settings(&alice), opus_settings(&bob));
+    let (largest_offset_ms, largest_offset_step_ms) = lip_sync.stop();
     shaping::uncap();
     let sent: Vec<u64> = stats.iter().map(|s| s.local_u64("bitSentRate")).collect();
     let bob_sent: Vec<u64> = bob_stats.iter().map(|s| s.local_u64("bitSentRate")).collect();
@@ -185,11 +187,23 @@ fn a_250_kbit_link_keeps_the_picture_moving() {
          {frames} frames in 8 s, alice sent {sent:?} kbit/s, bob {bob_sent:?} (together \
          {together} kbit/s of payload, {with_headers:.0} with headers adding {:.0} and {:.0} \
          %), targets {targets:?}, widths {widths:?} at {sent_fps:?} fps, estimates alice {:?} \
-         bob {:?}; Opus (bit/s, frame ms) alice {alice_opus:?} bob {bob_opus:?}",
+         bob {:?}; Opus (bit/s, frame ms) alice {alice_opus:?} bob {bob_opus:?}; lip-sync \
+         offsets up to {largest_offset_ms:.0} ms, moved at most {largest_offset_step_ms:.0} ms \
+         in 50 ms",
         shares.0 * 100.0,
         shares.1 * 100.0,
         estimates(&stats),
         estimates(&bob_stats)
+    );
+    // The lip sync stays bounded and moves slowly (crate::recovery::LIP_SYNC_MAX_OFFSET_NS):
+    // a jitterbuffer waiting at a gap waits for its offset too. Unbounded, the offsets
+    // rtpbin computed from the reports of the capped link jumped by 50 to 200 ms from one
+    // report to the next, and to 1.0 s at times: 25 frames that had arrived were held, then
+    // shown at once, up to 1.7 s old.
+    assert!(
+        largest_offset_ms <= 300.0 && largest_offset_step_ms <= 40.0,
+        "lip-sync offsets up to {largest_offset_ms:.0} ms, moving {largest_offset_step_ms:.0} \
+         ms in 50 ms"
     );
     let recovered = recovered.expect("the picture did not get above 8 fps in 25 s");
     assert!(recovered <= Duration::from_secs(10), "above 8 fps only after {recovered:?}");
@@ -884,6 +898,46 @@ fn a_peer_without_transport_wide_feedback_gets_the_full_rate_and_the_queue_guard
 }
 
 /// The elements of `factory` in a call's pipeline.
+/// The lip-sync offsets (`ts-offset`) of an endpoint's jitterbuffers, read every 50 ms on a
+/// thread of its own until [`LipSyncOffsets::stop`].
+struct LipSyncOffsets {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<(f64, f64)>,
+}
+
+impl LipSyncOffsets {
+    fn sample(ep: &Endpoint) -> Self {
+        let jitterbuffers = elements(ep, "rtpjitterbuffer");
+        assert!(!jitterbuffers.is_empty(), "no jitterbuffer in the call");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let read = || -> Vec<i64> {
+                jitterbuffers.iter().map(|jb| jb.property::<i64>("ts-offset")).collect()
+            };
+            let (mut largest, mut largest_step) = (0i64, 0i64);
+            let mut last = read();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let now = read();
+                for (a, b) in last.iter().zip(&now) {
+                    largest = largest.max(b.abs());
+                    largest_step = largest_step.max((b - a).abs());
+                }
+                last = now;
+            }
+            (largest as f64 / 1e6, largest_step as f64 / 1e6)
+        });
+        LipSyncOffsets { stop, sampler }
+    }
+
+    /// The largest offset read, and the largest change between two reads, ms.
+    fn stop(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().expect("the lip-sync sampler")
+    }
+}
+
 fn elements(ep: &Endpoint, factory: &str) -> Vec<gst::Element> {
     ep.call
         .iterate_recurse()
