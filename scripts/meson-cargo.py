@@ -28,8 +28,14 @@ def test(a):
     # instead of 8 for `cargo test`, which runs the binaries one after another. It does not
     # run doc tests: cargo test does those.
     if shutil.which("cargo-nextest"):
-        cargo(["nextest", "run", "--workspace", "--no-fail-fast"], a.manifest, a.target_dir, a.profile)
-        cargo(["test", "--workspace", "--doc"], a.manifest, a.target_dir, a.profile)
+        failed = []
+        for args in (["nextest", "run", "--workspace", "--no-fail-fast"], ["test", "--workspace", "--doc"]):
+            try:
+                cargo(args, a.manifest, a.target_dir, a.profile)
+            except subprocess.CalledProcessError:
+                failed.append(" ".join(args[:2]))
+        if failed:
+            sys.exit(f"failed: {', '.join(failed)} (above)")
     else:
         print("cargo-nextest is not installed: cargo test runs the test binaries one after another"
               " (about 4 minutes longer)", flush=True)

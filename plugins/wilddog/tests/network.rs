@@ -897,7 +897,6 @@ fn a_peer_without_transport_wide_feedback_gets_the_full_rate_and_the_queue_guard
     drop(bob);
 }
 
-/// The elements of `factory` in a call's pipeline.
 /// The lip-sync offsets (`ts-offset`) of an endpoint's jitterbuffers, read every 50 ms on a
 /// thread of its own until [`LipSyncOffsets::stop`].
 struct LipSyncOffsets {
@@ -915,8 +914,9 @@ impl LipSyncOffsets {
             let read = || -> Vec<i64> {
                 jitterbuffers.iter().map(|jb| jb.property::<i64>("ts-offset")).collect()
             };
-            let (mut largest, mut largest_step) = (0i64, 0i64);
             let mut last = read();
+            let mut largest = last.iter().map(|o| o.abs()).max().unwrap_or(0);
+            let mut largest_step = 0i64;
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 let now = read();
@@ -938,6 +938,7 @@ impl LipSyncOffsets {
     }
 }
 
+/// The elements of `factory` in a call's pipeline.
 fn elements(ep: &Endpoint, factory: &str) -> Vec<gst::Element> {
     ep.call
         .iterate_recurse()

@@ -74,9 +74,12 @@ impl WilddogCall {
         let rtpbin = webrtcbin.downcast_ref::<gst::Bin>().and_then(|bin| {
             bin.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
         });
-        if let Some(rtpbin) = rtpbin {
-            rtpbin.set_property("max-ts-offset", recovery::LIP_SYNC_MAX_OFFSET_NS);
-            rtpbin.set_property("max-ts-offset-adjustment", recovery::LIP_SYNC_STEP_NS);
+        match rtpbin {
+            Some(rtpbin) => {
+                rtpbin.set_property("max-ts-offset", recovery::LIP_SYNC_MAX_OFFSET_NS);
+                rtpbin.set_property("max-ts-offset-adjustment", recovery::LIP_SYNC_STEP_NS);
+            }
+            None => gst::warning!(CAT, imp = self, "webrtcbin has no rtpbin: lip sync unbounded"),
         }
         let weak = self.obj().downgrade();
         webrtcbin.connect("deep-element-added", false, move |values| {
