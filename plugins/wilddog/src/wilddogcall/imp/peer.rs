@@ -579,6 +579,13 @@ impl WilddogCall {
 /// How long a teardown waits for the EOS it sends into the decoders.
 const EOS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The rtpbin inside `webrtcbin` (made with it, so never announced by `deep-element-added`).
+pub(super) fn rtpbin_of(webrtcbin: &gst::Element) -> Option<gst::Element> {
+    webrtcbin.downcast_ref::<gst::Bin>().and_then(|bin| {
+        bin.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
+    })
+}
+
 /// Ends the stream of a src pad that is linked but whose EOS went nowhere: stream-start,
 /// segment and EOS into its peer.
 fn end_linked_stream(pad: &gst::GhostPad, stream_id: &str) {

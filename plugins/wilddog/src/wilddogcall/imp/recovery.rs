@@ -69,12 +69,9 @@ impl WilddogCall {
     pub(super) fn setup_recovery(&self, webrtcbin: &gst::Element) {
         *lock(&self.recovery) = Recovery::default();
         // Lip sync that cannot hold the picture for seconds: see
-        // crate::recovery::LIP_SYNC_MAX_OFFSET_NS. rtpbin is made with webrtcbin (no
-        // deep-element-added for it) and hands the step on to each jitterbuffer it makes.
-        let rtpbin = webrtcbin.downcast_ref::<gst::Bin>().and_then(|bin| {
-            bin.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
-        });
-        match rtpbin {
+        // crate::recovery::LIP_SYNC_MAX_OFFSET_NS. rtpbin hands the step on to each
+        // jitterbuffer it makes.
+        match super::peer::rtpbin_of(webrtcbin) {
             Some(rtpbin) => {
                 rtpbin.set_property("max-ts-offset", recovery::LIP_SYNC_MAX_OFFSET_NS);
                 rtpbin.set_property("max-ts-offset-adjustment", recovery::LIP_SYNC_STEP_NS);

@@ -311,11 +311,7 @@ impl StreamReading {
 fn session_readings(webrtcbin: &gst::Element) -> Vec<StreamReading> {
     /// Session ids tried: one per media section without bundling, 0 with it.
     const MAX_SESSIONS: u32 = 8;
-    let Some(rtpbin) = webrtcbin.downcast_ref::<gst::Bin>().and_then(|bin| {
-        bin.children().into_iter().find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
-    }) else {
-        return Vec::new();
-    };
+    let Some(rtpbin) = super::peer::rtpbin_of(webrtcbin) else { return Vec::new() };
     let mut readings = Vec::new();
     for id in 0..MAX_SESSIONS {
         let Some(session) = rtpbin.emit_by_name::<Option<glib::Object>>("get-session", &[&id])
