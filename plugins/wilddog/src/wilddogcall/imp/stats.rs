@@ -97,6 +97,24 @@ pub(super) fn first_rates(
     (kbps, fps)
 }
 
+/// A direction's frame rate over the window from the previous report (`prev_at`, its counter
+/// then `prev_frames`) to `now`. A window in which the direction's first frame came counts
+/// from that frame, as the first report does ([`first_rates`]): over the whole window it read
+/// 8 fps of a 15 fps stream whose frames began half-way through it (a CI run).
+pub(super) fn window_fps(
+    prev_at: Instant,
+    prev_frames: u64,
+    first: Option<FirstFrame>,
+    frames: u64,
+    now: Instant,
+) -> u32 {
+    if let Some(first) = first.filter(|f| f.at > prev_at) {
+        return first_rates(Some(first), 0, frames, now).1;
+    }
+    let secs = now.saturating_duration_since(prev_at).as_secs_f64().max(0.001);
+    (frames.saturating_sub(prev_frames) as f64 / secs).round() as u32
+}
+
 /// A cumulative counter of webrtcbin's stats entries, summed into [`LinkStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Counter {
@@ -457,14 +475,12 @@ impl WilddogCall {
                 let kbps = |now: u64, before: u64| {
                     (now.saturating_sub(before) as f64 * 8.0 / 1000.0 / secs) as u64
                 };
-                let fps = |now: u64, before: u64| {
-                    (now.saturating_sub(before) as f64 / secs).round() as u32
-                };
+                let first = *lock(&c.first_frames);
                 (
                     kbps(l.bytes_sent, p.link.bytes_sent),
                     kbps(l.bytes_received, p.link.bytes_received),
-                    fps(local_frames, p.local_frames),
-                    fps(remote_frames, p.remote_frames),
+                    window_fps(p.at, p.local_frames, first.local, local_frames, now),
+                    window_fps(p.at, p.remote_frames, first.remote, remote_frames, now),
                 )
             }
             None => {
@@ -549,7 +565,26 @@ impl WilddogCall {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{Counter, CounterTotals, FIRST_WINDOW_MIN, FirstFrame, StreamReading, first_rates};
+    use super::{
+        Counter, CounterTotals, FIRST_WINDOW_MIN, FirstFrame, StreamReading, first_rates,
+        window_fps,
+    };
+
+    #[test]
+    fn a_window_in_which_frames_began_counts_from_the_first_frame() {
+        let t0 = Instant::now();
+        let report = t0 + Duration::from_secs(2);
+        // No frame at the previous report (t0); the first came 1.4 s into the 2 s window and
+        // 9 more followed: 15 fps, not the 5 of ten frames over the whole window.
+        let first = FirstFrame { at: t0 + Duration::from_millis(1400), frames_at: 1 };
+        assert_eq!(window_fps(t0, 0, Some(first), 10, report), 15);
+        // Under half a second of frames: no rate rather than a wrong one.
+        let late = FirstFrame { at: t0 + Duration::from_millis(1700), frames_at: 1 };
+        assert_eq!(window_fps(t0, 0, Some(late), 5, report), 0);
+        // Frames that began before the window: the frames over the whole window.
+        let earlier = FirstFrame { at: t0 - Duration::from_secs(3), frames_at: 1 };
+        assert_eq!(window_fps(t0, 40, Some(earlier), 70, report), 15);
+    }
 
     #[test]
     fn the_first_report_counts_each_direction_from_its_first_frame() {
