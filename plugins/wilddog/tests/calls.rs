@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Endpoint, EndpointConfig, Seen, Stats, TestServer};
+use gst::glib;
 use gst::prelude::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -158,6 +159,64 @@ fn vpx_property(call: &gstwilddog::WilddogCall, factory: &str, name: &str) -> Ve
                 .unwrap_or_else(|_| panic!("{factory}'s {name} is not an integer: {v:?}"))
         })
         .collect()
+}
+
+/// The RTP sessions of `call` (webrtcbin's rtpbin's), each with its `rtcp-min-interval`
+/// (ns) and whether it has remote sources that send, and a sender report from each.
+fn rtcp_of(call: &gstwilddog::WilddogCall) -> Vec<(u64, bool)> {
+    call.iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.factory().is_some_and(|f| f.name() == "rtpsession"))
+        .map(|session| {
+            let stats = session.property::<gst::Structure>("stats");
+            let sources = stats.get::<glib::ValueArray>("source-stats").expect("source-stats");
+            let senders: Vec<gst::Structure> = sources
+                .iter()
+                .filter_map(|v| v.get::<gst::Structure>().ok())
+                .filter(|s| {
+                    !s.get::<bool>("internal").unwrap_or(true)
+                        && s.get::<bool>("is-sender").unwrap_or(false)
+                })
+                .collect();
+            let senders_reported = !senders.is_empty()
+                && senders.iter().all(|s| s.get::<bool>("have-sr").unwrap_or(false));
+            (session.property::<u64>("rtcp-min-interval"), senders_reported)
+        })
+        .collect()
+}
+
+/// A call whose peer sends no media (a receive-only caller) has only sender reports to send:
+/// one a second, not the ten a second a session that receives sends its feedback in. The
+/// receive-only side keeps its 100 ms, and still gets the sender's reports.
+#[test]
+fn a_session_that_only_sends_reports_a_second_apart() {
+    if !common::enter_netns("a_session_that_only_sends_reports_a_second_apart") {
+        return;
+    }
+    let server = TestServer::start();
+    let mut bob = Endpoint::new(&server, EndpointConfig::new("bob").prop("dimension", "120p"));
+    bob.play();
+    bob.wait_for("connected", T, |s| *s == Seen::Signaling(true));
+    let mut carol =
+        Endpoint::new(&server, EndpointConfig::new("carol").calling("bob").receive_only());
+    carol.play();
+    carol.wait_for("120p frames", T, is_video(160, 120));
+    let intervals = |ep: &Endpoint| rtcp_of(&ep.call).iter().map(|r| r.0).collect::<Vec<_>>();
+    let (bob_rtcp, carol_rtcp) = (intervals(&bob), intervals(&carol));
+    assert!(!bob_rtcp.is_empty() && bob_rtcp.iter().all(|&i| i == 1_000_000_000), "{bob_rtcp:?}");
+    assert!(
+        !carol_rtcp.is_empty() && carol_rtcp.iter().all(|&i| i == 100_000_000),
+        "{carol_rtcp:?}"
+    );
+    // Carol gets bob's sender reports (lip sync, her round trip), within their interval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !rtcp_of(&carol.call).iter().all(|r| r.1) {
+        assert!(std::time::Instant::now() < deadline, "carol got no sender report from bob");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And her picture keeps coming.
+    assert!(carol.count_for(Duration::from_secs(2), is_video(160, 120)) > 15);
 }
 
 /// A callee takes one call after another and sends media in each: the end of a call (its

@@ -25,6 +25,9 @@ pub(super) struct Recovery {
     rtpsession: Option<glib::WeakRef<gst::Element>>,
     /// The session bandwidth set on it, bit/s (0: the start's).
     rtcp_bandwidth: f64,
+    /// The remote description sends us no media (see
+    /// [`recovery::SEND_ONLY_RTCP_MIN_INTERVAL_NS`]).
+    peer_sends_nothing: bool,
     /// When the receiver last saw loss (a NACK or a lost packet).
     last_loss: Option<Instant>,
     /// NACKs sent and video packets given up at the last stats.
@@ -100,8 +103,12 @@ impl WilddogCall {
                 // `fec=ulpfec-red`: see media::fix_red_twcc_extension_id.
                 "rtpredenc" => media::fix_red_twcc_extension_id(&element),
                 "rtpsession" => {
-                    // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS.
-                    element.set_property("rtcp-min-interval", recovery::RTCP_MIN_INTERVAL_NS);
+                    // Feedback in time: see crate::recovery::RTCP_MIN_INTERVAL_NS (a
+                    // remote description read before this session was made may have said
+                    // the peer sends nothing: see size_rtcp_for_peer).
+                    let sends = !lock(&obj.imp().recovery).peer_sends_nothing;
+                    element
+                        .set_property("rtcp-min-interval", recovery::rtcp_min_interval_ns(sends));
                     // NACKs and key frame requests in time: see
                     // crate::recovery::rtcp_session_bandwidth. It follows the estimate
                     // (`follow_estimate_in_rtcp`); until there is one, the start's.
@@ -621,6 +628,25 @@ impl WilddogCall {
             if t.property::<u32>("fec-percentage") != pct {
                 t.set_property("fec-percentage", pct);
             }
+        }
+    }
+
+    /// The remote description says whether the peer sends us media: a session that only
+    /// sends gets sender reports a second apart (see
+    /// [`recovery::SEND_ONLY_RTCP_MIN_INTERVAL_NS`]), one that receives feedback in time.
+    pub(super) fn size_rtcp_for_peer(&self, peer_sends_media: bool) {
+        let session = {
+            let mut r = lock(&self.recovery);
+            if r.peer_sends_nothing == !peer_sends_media {
+                return;
+            }
+            r.peer_sends_nothing = !peer_sends_media;
+            r.rtpsession.as_ref().and_then(|w| w.upgrade())
+        };
+        let interval = recovery::rtcp_min_interval_ns(peer_sends_media);
+        gst::info!(CAT, imp = self, "RTCP at least {} ms apart", interval / 1_000_000);
+        if let Some(session) = session {
+            session.set_property("rtcp-min-interval", interval);
         }
     }
 

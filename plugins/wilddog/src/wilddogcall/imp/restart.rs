@@ -179,6 +179,7 @@ impl WilddogCall {
         if !peer.sends_audio && !peer.sends_video {
             gst::info!(CAT, imp = self, "the peer sends no media: its RTCP tells the path");
         }
+        self.size_rtcp_for_peer(peer.sends_audio || peer.sends_video);
         let was_unwanted = self.counters.video_unwanted.swap(!peer.takes_video, Ordering::Relaxed);
         if was_unwanted == peer.takes_video {
             gst::info!(
