@@ -637,7 +637,7 @@ impl WilddogCall {
     pub(super) fn size_rtcp_for_peer(&self, peer_sends_media: bool) {
         let session = {
             let mut r = lock(&self.recovery);
-            if r.peer_sends_nothing == !peer_sends_media {
+            if r.peer_sends_nothing != peer_sends_media {
                 return;
             }
             r.peer_sends_nothing = !peer_sends_media;
