@@ -11,6 +11,15 @@
 //! (Chrome's 42 %), for a hold time that doubles when a step back soon overused again, and
 //! only when the slower speed is predicted to fit ([`Config::back_below`]), it steps back.
 //!
+//! The machine's CPU is watched too ([`machine_busy`], all cores, from `/proc/stat`): a
+//! process holding many calls (a service endpoint) fills a machine with encoders each of
+//! which takes a few milliseconds a frame, and a frame waits for a core long before any one
+//! encoder's usage reaches 85 %: the first frames are lost when the machine is full, not when
+//! an encoder is. A machine at least [`Config::machine_overuse`] busy for a whole window
+//! steps the encoder faster as its own overuse does, and a step back waits for the machine
+//! to be under [`Config::machine_underuse`] as well. A machine with cores to spare keeps
+//! every encoder at its slowest speed.
+//!
 //! Measured in wall time, not CPU time, as Chrome does: what matters is whether a frame is
 //! done before the next one comes, and on a full machine the wait for a core is part of it.
 //! The interval is the time between two frames *reaching the encoder*, not their
@@ -116,6 +125,13 @@ pub struct Config {
     /// ratio of the two speeds measured when the encoder left it, is under this: a machine
     /// that held at the faster speed by a small margin does not go back to overusing.
     pub back_below: f64,
+    /// The share of the machine's CPU (all cores, [`machine_busy`]) at or above which, held
+    /// for a whole window, the encoder steps faster whatever its own usage: 95 %, a machine
+    /// about to lose frames.
+    pub machine_overuse: f64,
+    /// A step back to a slower speed waits for the machine to be under this share too (80 %):
+    /// a step back on a full machine would fill it again.
+    pub machine_underuse: f64,
     /// A frame that came this much longer after the one before it was encoded (a paused
     /// source) makes no sample. The time that frame took to encode does not count: an
     /// encoder taking seconds per frame is the worst overuse, not a pause.
@@ -132,6 +148,8 @@ impl Default for Config {
             hold: Duration::from_secs(10),
             max_hold: Duration::from_secs(240),
             back_below: 0.75,
+            machine_overuse: 0.95,
+            machine_underuse: 0.80,
             max_idle: Duration::from_secs(1),
         }
     }
@@ -170,6 +188,10 @@ pub struct SpeedController {
     usage: Option<f64>,
     /// The encode time of the frame before.
     last_encode: Duration,
+    /// The machine's busy share last noted ([`SpeedController::note_machine`]).
+    machine_busy: Option<f64>,
+    /// Since when the machine has been at or above [`Config::machine_overuse`].
+    machine_full_since: Option<Instant>,
 }
 
 impl SpeedController {
@@ -190,6 +212,19 @@ impl SpeedController {
             ratio: vec![None; speeds.len()],
             usage: None,
             last_encode: Duration::ZERO,
+            machine_busy: None,
+            machine_full_since: None,
+        }
+    }
+
+    /// The machine's CPU at `now`: the busy share of all its cores ([`machine_busy`]; `None`
+    /// where it cannot be read, which leaves the encoder's own usage alone to decide).
+    pub fn note_machine(&mut self, busy: Option<f64>, now: Instant) {
+        self.machine_busy = busy;
+        if busy.is_some_and(|b| b >= self.config.machine_overuse) {
+            self.machine_full_since.get_or_insert(now);
+        } else {
+            self.machine_full_since = None;
         }
     }
 
@@ -239,7 +274,10 @@ impl SpeedController {
         {
             self.ratio[self.level - 1] = Some(left / usage.max(0.01));
         }
-        if usage > self.config.overuse && self.level + 1 < self.speeds.len() {
+        // The machine full for a whole window (at this speed: the window began with it).
+        let machine_full =
+            self.machine_full_since.is_some_and(|t| now.duration_since(t) >= self.config.window);
+        if (usage > self.config.overuse || machine_full) && self.level + 1 < self.speeds.len() {
             // Back to overusing soon after a step back: that load does not hold at the slower
             // speed, so wait longer before trying again (Chrome's ramp-up backoff).
             if let Some((at, Step::Slower)) = self.last_change {
@@ -254,7 +292,8 @@ impl SpeedController {
             return Some(self.change(self.level + 1, Step::Faster, now));
         }
         let held = self.last_change.is_none_or(|(at, _)| now.duration_since(at) >= self.hold);
-        if usage < self.config.underuse && self.level > 0 && held {
+        let machine_has_room = self.machine_busy.is_none_or(|b| b < self.config.machine_underuse);
+        if usage < self.config.underuse && self.level > 0 && held && machine_has_room {
             let predicted = usage * self.ratio[self.level - 1].unwrap_or(1.0);
             if predicted < self.config.back_below {
                 return Some(self.change(self.level - 1, Step::Slower, now));
@@ -273,6 +312,55 @@ impl SpeedController {
         self.since = None;
         self.speeds[level]
     }
+}
+
+/// How often [`machine_busy`] reads the machine's CPU times again.
+const MACHINE_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// The machine's CPU times at the last reading, and the busy share between the two last.
+#[derive(Debug, Default)]
+struct MachineSampler {
+    at: Option<Instant>,
+    /// (busy, total) jiffies of all cores.
+    times: Option<(u64, u64)>,
+    busy: Option<f64>,
+}
+
+/// The share of the machine's CPU time (all cores) that was busy between the two last
+/// readings of `/proc/stat`, read at most every [`MACHINE_SAMPLE_EVERY`] by whichever
+/// encoder of the process asks first; `None` before two readings or where there is no
+/// `/proc/stat`. One for the process: every call's encoder sees the same machine.
+pub fn machine_busy() -> Option<f64> {
+    static SAMPLER: LazyLock<Mutex<MachineSampler>> = LazyLock::new(Mutex::default);
+    let mut s = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    if s.at.is_some_and(|at| now.duration_since(at) < MACHINE_SAMPLE_EVERY) {
+        return s.busy;
+    }
+    s.at = Some(now);
+    let times = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
+    if let (Some((busy, total)), Some((busy0, total0))) = (times, s.times)
+        && total > total0
+    {
+        s.busy = Some(busy.saturating_sub(busy0) as f64 / (total - total0) as f64);
+    }
+    s.times = times;
+    s.busy
+}
+
+/// (busy, total) CPU time of all cores from the text of `/proc/stat` (its `cpu` line, in
+/// jiffies): idle and iowait are the time not busy; time stolen by the hypervisor counts as
+/// busy (the machine could not use it). Guest time is already in user time.
+pub fn cpu_times(proc_stat: &str) -> Option<(u64, u64)> {
+    let line = proc_stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> =
+        line.split_whitespace().skip(1).take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if fields.len() < 4 {
+        return None;
+    }
+    let total: u64 = fields.iter().sum();
+    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
 }
 
 /// What the stats show of an encoder's load.
@@ -373,6 +461,7 @@ pub fn watch_encoder(
         let Some((entered, interval)) = w.entered.take() else {
             return gst::PadProbeReturn::Ok;
         };
+        w.controller.note_machine(machine_busy(), now);
         let change = w.controller.sample(now.duration_since(entered), interval, now);
         if let Some(usage) = w.controller.usage() {
             shown.usage_pct.store((usage * 100.0).round() as u32, Ordering::Relaxed);
@@ -547,6 +636,75 @@ mod tests {
         assert!(run(&mut h264, start, 0.0, 10.0, |_| 1.0).is_empty());
         assert_eq!(h264.speed(), None);
         assert!(h264.usage().is_some_and(|u| u > 0.99));
+    }
+
+    /// Feeds `secs` of frames at 15 fps at `usage` each, noting the machine `busy(t)` at
+    /// each; returns every change made, with when.
+    fn run_on_machine(
+        c: &mut SpeedController,
+        start: Instant,
+        from: f64,
+        secs: f64,
+        usage: f64,
+        busy: impl Fn(f64) -> f64,
+    ) -> Vec<(f64, i32)> {
+        let mut changes = Vec::new();
+        let mut t = Duration::from_secs_f64(from);
+        let end = Duration::from_secs_f64(from + secs);
+        while t < end {
+            t += FRAME;
+            c.note_machine(Some(busy(t.as_secs_f64())), start + t);
+            if let Some(s) = c.sample(FRAME.mul_f64(usage), FRAME, start + t) {
+                changes.push((t.as_secs_f64(), s));
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn a_full_machine_steps_an_encoder_that_keeps_up_faster() {
+        // One of many calls: its encoder takes 10 % of the frame interval, the machine is
+        // full (98 %) from 3 s on. Under 95 % nothing changes.
+        let mut c = vp8();
+        let start = Instant::now();
+        assert!(run_on_machine(&mut c, start, 0.0, 3.0, 0.1, |_| 0.9).is_empty());
+        let changes = run_on_machine(&mut c, start, 3.0, 6.0, 0.1, |_| 0.98);
+        assert_eq!(changes.iter().map(|c| c.1).collect::<Vec<_>>(), [-10, -16], "{changes:?}");
+        // Each step after a whole window of a full machine at the speed before.
+        assert!(changes[0].0 >= 4.5 && changes[1].0 - changes[0].0 >= 1.5, "{changes:?}");
+        // A full machine that is briefly under the threshold starts its window again.
+        let mut c = vp8();
+        let flicker = |t: f64| if (t * 10.0) as u64 % 12 == 0 { 0.9 } else { 0.98 };
+        assert!(run_on_machine(&mut c, start, 0.0, 10.0, 0.1, flicker).is_empty());
+    }
+
+    #[test]
+    fn a_step_back_waits_for_the_machine_to_have_room() {
+        let mut c = vp8();
+        let start = Instant::now();
+        let changes = run_on_machine(&mut c, start, 0.0, 5.0, 0.1, |_| 0.98);
+        assert_eq!(c.speed(), Some(-16), "{changes:?}");
+        // The encoder underuses, the machine at 90 %: stays, however long.
+        assert!(run_on_machine(&mut c, start, 5.0, 60.0, 0.1, |_| 0.9).is_empty());
+        // At 70 % it steps back, one speed a hold apart.
+        let changes = run_on_machine(&mut c, start, 65.0, 60.0, 0.1, |_| 0.7);
+        assert_eq!(changes.iter().map(|c| c.1).collect::<Vec<_>>(), [-10, -6], "{changes:?}");
+    }
+
+    #[test]
+    fn cpu_times_read_from_proc_stat() {
+        let text = "cpu  100 5 50 800 40 3 2 10 0 0\ncpu0 50 2 25 400 20 1 1 5 0 0\nintr 1 2\n";
+        // busy: user, nice, system, irq, softirq, steal; idle and iowait not.
+        assert_eq!(cpu_times(text), Some((170, 1010)));
+        assert_eq!(cpu_times("intr 1 2\n"), None);
+        assert_eq!(cpu_times("cpu  1 x 3 4\n"), None);
+        // A machine with /proc/stat: two readings give a share between 0 and 1.
+        if std::path::Path::new("/proc/stat").exists() {
+            let _ = machine_busy();
+            std::thread::sleep(MACHINE_SAMPLE_EVERY + Duration::from_millis(50));
+            let busy = machine_busy();
+            assert!(busy.is_some_and(|b| (0.0..=1.0).contains(&b)), "{busy:?}");
+        }
     }
 
     #[test]

@@ -610,7 +610,7 @@ pub(crate) fn call_properties() -> Vec<glib::ParamSpec> {
         // Chrome's CPU overuse detection of the video encoder: crate::cpu_adaptation.
         glib::ParamSpecBoolean::builder("cpu-adaptation")
             .nick("CPU adaptation")
-            .blurb("Make the video encoder faster when it cannot keep up (its encode time above 85 % of the frame interval for 1.5 s: a full machine), and slower again when it has room (under 42 %, after 10 s or more, never slower than encoder-speed): VP8 cpu-used -6 (Chrome's desktop speed) to -10 and -16, VP9 -6 to -8; H.264 (x264 ultrafast) stays. The speed and usage are in wilddog-stats (encoderSpeed, encodeUsage). false: always at encoder-speed")
+            .blurb("Make the video encoder faster when it cannot keep up (its encode time above 85 % of the frame interval for 1.5 s), or when the machine is full (all its cores 95 % busy or more for 1.5 s: a process holding many calls), and slower again when it has room (under 42 %, the machine under 80 %, after 10 s or more, never slower than encoder-speed): VP8 cpu-used -6 (Chrome's desktop speed) to -10 and -16, VP9 -6 to -8; H.264 (x264 ultrafast) stays. The speed and usage are in wilddog-stats (encoderSpeed, encodeUsage). false: always at encoder-speed")
             .default_value(DEFAULT_CPU_ADAPTATION)
             .flags(ready)
             .build(),
