@@ -674,7 +674,7 @@ mod tests {
         assert!(changes[0].0 >= 4.5 && changes[1].0 - changes[0].0 >= 1.5, "{changes:?}");
         // A full machine that is briefly under the threshold starts its window again.
         let mut c = vp8();
-        let flicker = |t: f64| if (t * 10.0) as u64 % 12 == 0 { 0.9 } else { 0.98 };
+        let flicker = |t: f64| if ((t * 10.0) as u64).is_multiple_of(12) { 0.9 } else { 0.98 };
         assert!(run_on_machine(&mut c, start, 0.0, 10.0, 0.1, flicker).is_empty());
     }
 
