@@ -37,7 +37,7 @@
 //! [`watch_encoder`] wires it to an encoder with two pad probes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -192,6 +192,8 @@ pub struct SpeedController {
     machine_busy: Option<f64>,
     /// Since when the machine has been at or above [`Config::machine_overuse`].
     machine_full_since: Option<Instant>,
+    /// Whether a step back is this encoder's turn (see [`SpeedController::note_machine`]).
+    step_back_turn: bool,
 }
 
 impl SpeedController {
@@ -214,13 +216,18 @@ impl SpeedController {
             last_encode: Duration::ZERO,
             machine_busy: None,
             machine_full_since: None,
+            step_back_turn: true,
         }
     }
 
     /// The machine's CPU at `now`: the busy share of all its cores ([`machine_busy`]; `None`
-    /// where it cannot be read, which leaves the encoder's own usage alone to decide).
-    pub fn note_machine(&mut self, busy: Option<f64>, now: Instant) {
+    /// where it cannot be read, which leaves the encoder's own usage alone to decide), and
+    /// whether a step back is this encoder's turn. The encoders of a process see one machine
+    /// and step faster together when it is full; stepping back together they would fill it
+    /// again at once, so a process steps back one encoder at a time ([`step_back_turn`]).
+    pub fn note_machine(&mut self, busy: Option<f64>, step_back_turn: bool, now: Instant) {
         self.machine_busy = busy;
+        self.step_back_turn = step_back_turn;
         if busy.is_some_and(|b| b >= self.config.machine_overuse) {
             self.machine_full_since.get_or_insert(now);
         } else {
@@ -293,7 +300,12 @@ impl SpeedController {
         }
         let held = self.last_change.is_none_or(|(at, _)| now.duration_since(at) >= self.hold);
         let machine_has_room = self.machine_busy.is_none_or(|b| b < self.config.machine_underuse);
-        if usage < self.config.underuse && self.level > 0 && held && machine_has_room {
+        if usage < self.config.underuse
+            && self.level > 0
+            && held
+            && machine_has_room
+            && self.step_back_turn
+        {
             let predicted = usage * self.ratio[self.level - 1].unwrap_or(1.0);
             if predicted < self.config.back_below {
                 return Some(self.change(self.level - 1, Step::Slower, now));
@@ -317,40 +329,71 @@ impl SpeedController {
 /// How often [`machine_busy`] reads the machine's CPU times again.
 const MACHINE_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
-/// The machine's CPU times at the last reading, and the busy share between the two last.
+/// The machine's CPU times at the last reading.
 #[derive(Debug, Default)]
 struct MachineSampler {
     at: Option<Instant>,
     /// (busy, total) jiffies of all cores.
     times: Option<(u64, u64)>,
-    busy: Option<f64>,
 }
+
+/// The last busy share [`machine_busy`] computed, as `f64` bits; [`NO_BUSY`]: none yet.
+static MACHINE_BUSY: AtomicU64 = AtomicU64::new(NO_BUSY);
+const NO_BUSY: u64 = u64::MAX;
 
 /// The share of the machine's CPU time (all cores) that was busy between the two last
 /// readings of `/proc/stat`, read at most every [`MACHINE_SAMPLE_EVERY`] by whichever
-/// encoder of the process asks first; `None` before two readings or where there is no
-/// `/proc/stat`. One for the process: every call's encoder sees the same machine.
+/// encoder of the process asks first (the others, and any that asks while it reads, get the
+/// last share: no encoder waits for another's reading); `None` before two readings or where
+/// there is no `/proc/stat`. One for the process: every call's encoder sees the same machine.
+///
+/// The machine's, not the process's quota: in a container limited to part of a host's cores
+/// this reads the host (a full host steps our encoders faster; our own throttling does not).
 pub fn machine_busy() -> Option<f64> {
     static SAMPLER: LazyLock<Mutex<MachineSampler>> = LazyLock::new(Mutex::default);
-    let mut s = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+    let cached = || {
+        let bits = MACHINE_BUSY.load(Ordering::Relaxed);
+        (bits != NO_BUSY).then(|| f64::from_bits(bits))
+    };
+    let Ok(mut s) = SAMPLER.try_lock() else { return cached() };
     let now = Instant::now();
     if s.at.is_some_and(|at| now.duration_since(at) < MACHINE_SAMPLE_EVERY) {
-        return s.busy;
+        return cached();
     }
     s.at = Some(now);
     let times = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_times);
-    if let (Some((busy, total)), Some((busy0, total0))) = (times, s.times)
-        && total > total0
-    {
-        s.busy = Some(busy.saturating_sub(busy0) as f64 / (total - total0) as f64);
-    }
+    let busy = match (times, s.times) {
+        (Some((busy, total)), Some((busy0, total0))) if total > total0 => {
+            Some((busy.saturating_sub(busy0) as f64 / (total - total0) as f64).clamp(0.0, 1.0))
+        }
+        // Unreadable now: no share rather than a stale one.
+        (None, _) => None,
+        _ => cached(),
+    };
     s.times = times;
-    s.busy
+    MACHINE_BUSY.store(busy.map_or(NO_BUSY, f64::to_bits), Ordering::Relaxed);
+    busy
+}
+
+/// When an encoder of the process last stepped back to a slower speed.
+static LAST_STEP_BACK: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether an encoder may step back at `now`: no other of the process did within a window
+/// ([`Config::window`]), so that the load the machine sheds comes back one encoder at a time.
+pub fn step_back_turn(now: Instant) -> bool {
+    let last = *LAST_STEP_BACK.lock().unwrap_or_else(|e| e.into_inner());
+    last.is_none_or(|at| now.saturating_duration_since(at) >= Config::default().window)
+}
+
+/// Notes that an encoder of the process stepped back at `now` (see [`step_back_turn`]).
+fn stepped_back(now: Instant) {
+    *LAST_STEP_BACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
 }
 
 /// (busy, total) CPU time of all cores from the text of `/proc/stat` (its `cpu` line, in
-/// jiffies): idle and iowait are the time not busy; time stolen by the hypervisor counts as
-/// busy (the machine could not use it). Guest time is already in user time.
+/// jiffies): idle, iowait and niced time are not busy (a niced process yields its core to
+/// an encoder); time stolen by the hypervisor is (the machine could not use it). Guest time
+/// is already in user time.
 pub fn cpu_times(proc_stat: &str) -> Option<(u64, u64)> {
     let line = proc_stat.lines().find(|l| l.starts_with("cpu "))?;
     let fields: Vec<u64> =
@@ -359,7 +402,7 @@ pub fn cpu_times(proc_stat: &str) -> Option<(u64, u64)> {
         return None;
     }
     let total: u64 = fields.iter().sum();
-    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    let idle = fields[1] + fields[3] + fields.get(4).copied().unwrap_or(0);
     Some((total.saturating_sub(idle), total))
 }
 
@@ -409,6 +452,7 @@ pub fn watch_encoder(
     // changes it.
     let speeds = speeds(codec, slowest);
     let speeds = if adapt { speeds } else { &speeds[..speeds.len().min(1)] };
+    let can_step = speeds.len() > 1;
     let shown = Arc::new(Shown {
         speed: AtomicI32::new(speeds.first().copied().unwrap_or(NO_SPEED)),
         usage_pct: AtomicU32::new(0),
@@ -461,8 +505,16 @@ pub fn watch_encoder(
         let Some((entered, interval)) = w.entered.take() else {
             return gst::PadProbeReturn::Ok;
         };
-        w.controller.note_machine(machine_busy(), now);
+        // (an encoder with one speed has nothing to step: the machine is not read for it)
+        if can_step {
+            w.controller.note_machine(machine_busy(), step_back_turn(now), now);
+        }
+        let before = w.controller.speed();
         let change = w.controller.sample(now.duration_since(entered), interval, now);
+        // A higher cpu-used is a slower speed (VP8 -6 is slower than -16).
+        if change.is_some_and(|speed| before.is_some_and(|b| speed > b)) {
+            stepped_back(now);
+        }
         if let Some(usage) = w.controller.usage() {
             shown.usage_pct.store((usage * 100.0).round() as u32, Ordering::Relaxed);
         }
@@ -653,7 +705,7 @@ mod tests {
         let end = Duration::from_secs_f64(from + secs);
         while t < end {
             t += FRAME;
-            c.note_machine(Some(busy(t.as_secs_f64())), start + t);
+            c.note_machine(Some(busy(t.as_secs_f64())), true, start + t);
             if let Some(s) = c.sample(FRAME.mul_f64(usage), FRAME, start + t) {
                 changes.push((t.as_secs_f64(), s));
             }
@@ -692,10 +744,28 @@ mod tests {
     }
 
     #[test]
+    fn an_encoder_steps_back_only_in_its_turn() {
+        let mut c = vp8();
+        let start = Instant::now();
+        run_on_machine(&mut c, start, 0.0, 5.0, 0.1, |_| 0.98);
+        assert_eq!(c.speed(), Some(-16));
+        // The machine has room, but another encoder of the process is stepping back.
+        let mut t = Duration::from_secs(5);
+        while t < Duration::from_secs(60) {
+            t += FRAME;
+            c.note_machine(Some(0.5), false, start + t);
+            assert_eq!(c.sample(FRAME.mul_f64(0.1), FRAME, start + t), None);
+        }
+        // Its turn: it steps back.
+        c.note_machine(Some(0.5), true, start + t + FRAME);
+        assert_eq!(c.sample(FRAME.mul_f64(0.1), FRAME, start + t + FRAME), Some(-10));
+    }
+
+    #[test]
     fn cpu_times_read_from_proc_stat() {
         let text = "cpu  100 5 50 800 40 3 2 10 0 0\ncpu0 50 2 25 400 20 1 1 5 0 0\nintr 1 2\n";
-        // busy: user, nice, system, irq, softirq, steal; idle and iowait not.
-        assert_eq!(cpu_times(text), Some((170, 1010)));
+        // busy: user, system, irq, softirq, steal; nice, idle and iowait not.
+        assert_eq!(cpu_times(text), Some((165, 1010)));
         assert_eq!(cpu_times("intr 1 2\n"), None);
         assert_eq!(cpu_times("cpu  1 x 3 4\n"), None);
         // A machine with /proc/stat: two readings give a share between 0 and 1.

@@ -116,7 +116,19 @@ impl WilddogCall {
                         "bandwidth",
                         recovery::rtcp_session_bandwidth(recovery::RTCP_START_ESTIMATE_BPS),
                     );
-                    lock(&obj.imp().recovery).rtpsession = Some(element.downgrade());
+                    let sends_now = {
+                        let mut r = lock(&obj.imp().recovery);
+                        r.rtpsession = Some(element.downgrade());
+                        !r.peer_sends_nothing
+                    };
+                    // A remote description read while this session was set up found no
+                    // session to change: its interval now.
+                    if sends_now != sends {
+                        element.set_property(
+                            "rtcp-min-interval",
+                            recovery::rtcp_min_interval_ns(sends_now),
+                        );
+                    }
                     // A new source's packets go out at once, not after a second one in
                     // sequence: GStreamer (1.22) exempts retransmission streams from this
                     // probation only when their caps say `rtx` in lower case, and webrtcbin
