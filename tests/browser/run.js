@@ -61,19 +61,35 @@ const separate = process.env.WILDDOG_BROWSER_NO_NETNS !== '1';
 // where the test wants the page's 15).
 const jobs = separate ? Math.max(1, Number(process.env.WILDDOG_BROWSER_JOBS || 1)) : 1;
 
+// A file that runs this long is stopped and fails, saying so: a wedged browser (Firefox once
+// stopped answering WebDriver BiDi, and a test waiting on it with no deadline held the run
+// for 11 minutes until it was killed by hand) must not hold CI to its limit. The longest
+// file takes about 3 minutes on 2 cores.
+const FILE_TIMEOUT_MS = Number(process.env.WILDDOG_BROWSER_FILE_TIMEOUT_MS || 10 * 60_000);
+
 function runFile(file) {
   return new Promise((resolve) => {
     const started = Date.now();
     const [cmd, cmdArgs] = command(nodeTest([join('test', file)]));
-    const child = spawn(cmd, cmdArgs, { cwd: here, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: on a timeout the browsers and runners it started go too.
+    const child = spawn(cmd, cmdArgs, { cwd: here, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const out = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      // SIGINT first: node's test runner then prints what passed and failed so far.
+      try { process.kill(-child.pid, 'SIGINT'); } catch {}
+      setTimeout(() => { try { process.kill(-child.pid, 'SIGKILL'); } catch {} }, 10_000).unref();
+    }, FILE_TIMEOUT_MS);
     child.stdout.on('data', (d) => out.push(d));
     child.stderr.on('data', (d) => out.push(d));
     child.on('error', cannotUnshare);
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      process.stdout.write(`\n=== ${file} (${seconds} s) ===\n${Buffer.concat(out).toString()}`);
-      resolve({ file, seconds, ok: code === 0, status: signal ?? code });
+      const note = timedOut ? `\nrun.js: ${file} stopped after ${FILE_TIMEOUT_MS / 1000} s (WILDDOG_BROWSER_FILE_TIMEOUT_MS)\n` : '';
+      process.stdout.write(`\n=== ${file} (${seconds} s) ===\n${Buffer.concat(out).toString()}${note}`);
+      resolve({ file, seconds, ok: code === 0 && !timedOut, status: timedOut ? 'timeout' : (signal ?? code) });
     });
   });
 }
