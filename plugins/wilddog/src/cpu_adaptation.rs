@@ -548,13 +548,26 @@ mod tests {
         secs: f64,
         usage: impl Fn(i32) -> f64,
     ) -> Vec<(f64, i32)> {
+        feed(c, start, from, secs, usage, |_| None)
+    }
+
+    /// [`run`] with the machine's busy share `busy(t)` noted at each frame (`t` in seconds
+    /// from `start`).
+    fn feed(
+        c: &mut SpeedController,
+        start: Instant,
+        from: f64,
+        secs: f64,
+        usage: impl Fn(i32) -> f64,
+        busy: impl Fn(f64) -> Option<f64>,
+    ) -> Vec<(f64, i32)> {
         let mut changes = Vec::new();
         let mut t = Duration::from_secs_f64(from);
         let end = Duration::from_secs_f64(from + secs);
         while t < end {
             t += FRAME;
-            let speed = c.speed().unwrap_or(0);
-            let encode = FRAME.mul_f64(usage(speed));
+            c.note_machine(busy(t.as_secs_f64()), true, start + t);
+            let encode = FRAME.mul_f64(usage(c.speed().unwrap_or(0)));
             if let Some(s) = c.sample(encode, FRAME, start + t) {
                 changes.push((t.as_secs_f64(), s));
             }
@@ -690,8 +703,7 @@ mod tests {
         assert!(h264.usage().is_some_and(|u| u > 0.99));
     }
 
-    /// Feeds `secs` of frames at 15 fps at `usage` each, noting the machine `busy(t)` at
-    /// each; returns every change made, with when.
+    /// Frames at `usage` each on a machine `busy(t)`: see [`feed`].
     fn run_on_machine(
         c: &mut SpeedController,
         start: Instant,
@@ -700,17 +712,7 @@ mod tests {
         usage: f64,
         busy: impl Fn(f64) -> f64,
     ) -> Vec<(f64, i32)> {
-        let mut changes = Vec::new();
-        let mut t = Duration::from_secs_f64(from);
-        let end = Duration::from_secs_f64(from + secs);
-        while t < end {
-            t += FRAME;
-            c.note_machine(Some(busy(t.as_secs_f64())), true, start + t);
-            if let Some(s) = c.sample(FRAME.mul_f64(usage), FRAME, start + t) {
-                changes.push((t.as_secs_f64(), s));
-            }
-        }
-        changes
+        feed(c, start, from, secs, |_| usage, |t| Some(busy(t)))
     }
 
     #[test]
