@@ -329,7 +329,9 @@ fn killed_caller_gives_closed_and_the_bot_takes_the_next_call() {
     let closed = echo.wait_event("closed");
     println!("bot closed after SIGKILL: {closed}");
     echo.wait_event("ready");
-    let mut next = start_caller("next", &server, "bob", "echo", &["--hangup-after", "3"]);
+    // 8 s: the call's media must come, not come fast (CI saw a loaded machine take over 3 s
+    // from ACCEPTED to the first frame; an idle one takes under 1 s).
+    let mut next = start_caller("next", &server, "bob", "echo", &["--hangup-after", "8"]);
     assert_eq!(next.wait_exit(), ENDED, "stderr:\n{}", next.stderr());
     let closed = next.seen.last().unwrap().clone();
     assert!(received(&closed, "video") > 0, "{closed}");
