@@ -119,6 +119,25 @@ pub fn wait_dtls_prewarm() {
         cvar.wait_timeout_while(state, std::time::Duration::from_secs(20), |s| *s == Some(false));
 }
 
+/// Resolves once the certificate of [`prewarm_dtls_certificate`] is made (20 s at most, as
+/// [`wait_dtls_prewarm`]), without holding the runtime's thread: a `wilddogcall` awaits it
+/// before it connects to the server. Until then the first `create-offer` or `create-answer`
+/// of the process blocks in `dtlsdec`'s instance init for what is left of the key: measured
+/// on a loaded machine (CI, 8 calls on 2 cores), 3.7 s from `creating offer sdp` to the
+/// first DTLS connection, so a caller that called at once was ACCEPTED and then sat seconds
+/// without media, and an answerer that registered at once took seconds to answer. Waiting
+/// before the connection moves that time before `ready`: a callee is never rung, and a
+/// caller never answered, by an endpoint that cannot negotiate yet.
+pub(crate) async fn dtls_prewarm_done() {
+    let making = {
+        let (lock, _) = &*DTLS_PREWARM;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) == Some(false)
+    };
+    if making {
+        let _ = tokio::task::spawn_blocking(wait_dtls_prewarm).await;
+    }
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     wilddogcall::register(plugin)?;
     wilddogsink::register(plugin)?;

@@ -59,16 +59,23 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs a session until [`Command::Shutdown`], the element going away, or a fatal client
 /// error. `done` is dropped when the task ends (the element waits on it when stopping).
+/// The connection is made once `ready` resolves (the element: its process's DTLS key,
+/// `crate::dtls_prewarm_done`); a shutdown before then ends the task at once.
 pub async fn run<D: Driver>(
     config: SessionConfig,
     driver: D,
     mut commands: mpsc::UnboundedReceiver<Command>,
     done: std::sync::mpsc::Sender<()>,
+    ready: impl std::future::Future<Output = ()>,
 ) {
     let _done = done;
     // Commands that come while connecting (the call, on PLAYING) wait for `connack`.
     let mut pending: Vec<Command> = Vec::new();
-    let connect = Client::connect(config.client.clone());
+    let client_config = config.client.clone();
+    let connect = async move {
+        ready.await;
+        Client::connect(client_config).await
+    };
     tokio::pin!(connect);
     let connected = loop {
         tokio::select! {
@@ -221,4 +228,81 @@ fn rand_u64() -> u64 {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
     );
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::{mpsc, oneshot};
+    use wilddog_call::{CallConfig, Endpoint, Event, MediaAction};
+    use wilddog_client::{ClientConfig, ClientError};
+
+    use super::{Command, Driver, SessionConfig, run};
+
+    struct QuietDriver;
+
+    impl Driver for QuietDriver {
+        fn alive(&self) -> bool {
+            true
+        }
+        fn connect_failed(&self, _error: &ClientError) {}
+        fn signaling_state(&self, _connected: bool, _detail: &str) {}
+        fn event(&self, _event: Event, _endpoint: &Endpoint) {}
+        fn media(&self, _action: MediaAction) {}
+        fn stats(&self) {}
+    }
+
+    /// A session, its commands, and the sender that lets it connect, against a listener
+    /// that accepts TCP and says nothing (the attempt is what is looked at).
+    async fn session_on(
+        listener: &tokio::net::TcpListener,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Command>, oneshot::Sender<()>) {
+        let server = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let config = SessionConfig {
+            client: ClientConfig { server, reconnect: false, ..ClientConfig::default() },
+            call: CallConfig::default(),
+        };
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (done, _done_rx) = std::sync::mpsc::channel();
+        let ready = async move {
+            let _ = ready_rx.await;
+        };
+        let task = tokio::spawn(run(config, QuietDriver, commands_rx, done, ready));
+        (task, commands, ready_tx)
+    }
+
+    /// The element's session does not connect (so a callee is not rung, a caller not
+    /// registered) before its process's DTLS key is made (`ready`), and connects once it is.
+    #[test]
+    fn the_connection_waits_until_ready() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (task, commands, ready) = session_on(&listener).await;
+            let early = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+            assert!(early.is_err(), "connected before ready");
+            ready.send(()).unwrap();
+            let attempt = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+            assert!(attempt.is_ok(), "no connection within 5 s of ready");
+            commands.send(Command::Shutdown).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        });
+    }
+
+    /// Stopping the element while the key is still being made ends its session at once.
+    #[test]
+    fn a_shutdown_before_ready_ends_the_session_at_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (task, commands, _ready) = session_on(&listener).await;
+            commands.send(Command::Shutdown).unwrap();
+            let ended = tokio::time::timeout(Duration::from_secs(1), task).await;
+            assert!(ended.is_ok(), "the session waited for ready to stop");
+            let attempt = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+            assert!(attempt.is_err(), "connected after a shutdown");
+        });
+    }
 }

@@ -991,7 +991,13 @@ impl WilddogCall {
             st.task_done = Some(done_rx);
         }
         let driver = ElementDriver(self.obj().downgrade());
-        crate::runtime().spawn(session::run(validated.session, driver, rx, done_tx));
+        crate::runtime().spawn(session::run(
+            validated.session,
+            driver,
+            rx,
+            done_tx,
+            crate::dtls_prewarm_done(),
+        ));
         Ok(())
     }
 

@@ -566,9 +566,37 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{
-        Counter, CounterTotals, FIRST_WINDOW_MIN, FirstFrame, StreamReading, first_rates,
-        window_fps,
+        Counter, CounterTotals, FIRST_WINDOW_MIN, FirstFrame, LinkStats, StreamReading,
+        first_rates, window_fps,
     };
+
+    /// A `get-stats` reply with one `remote-inbound-rtp` entry per round trip given (s).
+    fn reply_with_round_trips(round_trips: &[f64]) -> gst::Structure {
+        let mut reply = gst::Structure::new_empty("application/x-webrtc-stats");
+        for (i, rtt) in round_trips.iter().enumerate() {
+            let entry = gst::Structure::builder("application/x-webrtc-stats")
+                .field("type", gst_webrtc::WebRTCStatsType::RemoteInboundRtp)
+                .field("round-trip-time", *rtt)
+                .field("kind", "video")
+                .build();
+            reply.set(format!("rtp-remote-inbound-stream-stats_{i}"), entry);
+        }
+        reply
+    }
+
+    /// A loopback's round trip (well under a millisecond) reads 1 ms, not 0, which means
+    /// "none measured" to congestion control: its cap on a standing queue would never lift.
+    #[test]
+    fn a_round_trip_under_half_a_millisecond_reads_one_not_none() {
+        gst::init().unwrap();
+        let (loopback, _) = LinkStats::parse(&reply_with_round_trips(&[0.0002]));
+        assert_eq!(loopback.rtt_ms, 1);
+        // None measured yet (RTCP's 0) stays none; the longest of the streams' counts.
+        let (none, _) = LinkStats::parse(&reply_with_round_trips(&[0.0]));
+        assert_eq!(none.rtt_ms, 0);
+        let (longest, _) = LinkStats::parse(&reply_with_round_trips(&[0.0002, 0.0424]));
+        assert_eq!(longest.rtt_ms, 42);
+    }
 
     #[test]
     fn a_window_in_which_frames_began_counts_from_the_first_frame() {
