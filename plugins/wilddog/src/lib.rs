@@ -120,14 +120,13 @@ pub fn wait_dtls_prewarm() {
 }
 
 /// Resolves once the certificate of [`prewarm_dtls_certificate`] is made (20 s at most, as
-/// [`wait_dtls_prewarm`]), without holding the runtime's thread: a `wilddogcall` awaits it
-/// before it connects to the server. Until then the first `create-offer` or `create-answer`
-/// of the process blocks in `dtlsdec`'s instance init for what is left of the key: measured
-/// on a loaded machine (CI, 8 calls on 2 cores), 3.7 s from `creating offer sdp` to the
-/// first DTLS connection, so a caller that called at once was ACCEPTED and then sat seconds
-/// without media, and an answerer that registered at once took seconds to answer. Waiting
-/// before the connection moves that time before `ready`: a callee is never rung, and a
-/// caller never answered, by an endpoint that cannot negotiate yet.
+/// [`wait_dtls_prewarm`]), without holding the runtime's thread: a `wilddogcall`'s call and
+/// accept wait for it (`session::run`). Until then the first `create-offer` or
+/// `create-answer` of the process blocks in `dtlsdec`'s instance init for what is left of
+/// the key: measured on a loaded machine (8 calls on 2 cores), 3.7 s from `creating offer
+/// sdp` to the first DTLS connection, so a caller that called at once was ACCEPTED and then
+/// sat seconds without media. Waiting before the call and the accept instead: no callee is
+/// rung, and no caller told ACCEPTED, by an endpoint that cannot negotiate yet.
 pub(crate) async fn dtls_prewarm_done() {
     let making = {
         let (lock, _) = &*DTLS_PREWARM;

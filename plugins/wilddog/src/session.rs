@@ -59,8 +59,11 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs a session until [`Command::Shutdown`], the element going away, or a fatal client
 /// error. `done` is dropped when the task ends (the element waits on it when stopping).
-/// The connection is made once `ready` resolves (the element: its process's DTLS key,
-/// `crate::dtls_prewarm_done`); a shutdown before then ends the task at once.
+///
+/// A call and an accept wait until `ready` resolves (the element: its process's DTLS key,
+/// `crate::dtls_prewarm_done`), and the commands after them with them, in order: before,
+/// the negotiation they start would block in webrtcbin until then, with the call already
+/// ACCEPTED. The connection is made at once, so that the endpoint is reachable.
 pub async fn run<D: Driver>(
     config: SessionConfig,
     driver: D,
@@ -69,21 +72,20 @@ pub async fn run<D: Driver>(
     ready: impl std::future::Future<Output = ()>,
 ) {
     let _done = done;
-    // Commands that come while connecting (the call, on PLAYING) wait for `connack`.
-    let mut pending: Vec<Command> = Vec::new();
-    let client_config = config.client.clone();
-    let connect = async move {
-        ready.await;
-        Client::connect(client_config).await
-    };
+    // Commands that come while connecting (the call, on PLAYING) wait for `connack`, and a
+    // call or an accept for `ready` too.
+    let mut waiting = Waiting::default();
+    tokio::pin!(ready);
+    let connect = Client::connect(config.client.clone());
     tokio::pin!(connect);
     let connected = loop {
         tokio::select! {
             c = &mut connect => break c,
+            _ = &mut ready, if !waiting.key_made => waiting.key_made = true,
             command = commands.recv() => match command {
                 // Stopping while connecting ends at once.
                 None | Some(Command::Shutdown) => return,
-                Some(c) => pending.push(c),
+                Some(c) => waiting.commands.push_back(c),
             },
         }
     };
@@ -96,7 +98,6 @@ pub async fn run<D: Driver>(
     };
     let mut endpoint = Endpoint::new(config.call);
     let mut stats_at: Option<tokio::time::Instant> = None;
-    let mut have_connack = false;
     loop {
         // Drain outputs first.
         while let Some(output) = endpoint.poll_output() {
@@ -129,12 +130,8 @@ pub async fn run<D: Driver>(
                 match event {
                     Some(ClientEvent::Connected { ice_servers }) => {
                         endpoint.handle_input(now, Input::Connected { ice_servers });
-                        if !have_connack {
-                            have_connack = true;
-                            for c in pending.drain(..) {
-                                apply(&mut endpoint, c);
-                            }
-                        }
+                        waiting.connected = true;
+                        waiting.apply_due(&mut endpoint);
                         driver.signaling_state(true, "connected");
                     }
                     Some(ClientEvent::Frame(frame)) => {
@@ -176,9 +173,15 @@ pub async fn run<D: Driver>(
                         let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                         return;
                     }
-                    Some(c) if !have_connack => pending.push(c),
-                    Some(c) => apply(&mut endpoint, c),
+                    Some(c) => {
+                        waiting.commands.push_back(c);
+                        waiting.apply_due(&mut endpoint);
+                    }
                 }
+            }
+            _ = &mut ready, if !waiting.key_made => {
+                waiting.key_made = true;
+                waiting.apply_due(&mut endpoint);
             }
             _ = sleep_opt(sleep_until) => {
                 endpoint.handle_timeout(Instant::now());
@@ -187,6 +190,34 @@ pub async fn run<D: Driver>(
                 stats_at = Some(tokio::time::Instant::now() + STATS_INTERVAL);
                 driver.stats();
             }
+        }
+    }
+}
+
+/// Commands not yet given to the state machine, in order.
+#[derive(Default)]
+struct Waiting {
+    commands: std::collections::VecDeque<Command>,
+    /// `connack` came (once; the machine takes commands through reconnections after).
+    connected: bool,
+    /// The process's DTLS key is made (`ready` resolved).
+    key_made: bool,
+}
+
+impl Waiting {
+    /// Gives the machine every command that may go now, in order: none before `connack`,
+    /// and none from the first call or accept on while the key is being made.
+    fn apply_due(&mut self, endpoint: &mut Endpoint) {
+        while self.connected {
+            let negotiates = matches!(
+                self.commands.front(),
+                Some(Command::Call { .. } | Command::Input(Input::Accept))
+            );
+            if negotiates && !self.key_made {
+                return;
+            }
+            let Some(command) = self.commands.pop_front() else { return };
+            apply(endpoint, command);
         }
     }
 }
@@ -235,74 +266,126 @@ mod tests {
     use std::time::Duration;
 
     use tokio::sync::{mpsc, oneshot};
-    use wilddog_call::{CallConfig, Endpoint, Event, MediaAction};
+    use wilddog_call::{CallConfig, Endpoint, Event, Input, MediaAction, Response};
     use wilddog_client::{ClientConfig, ClientError};
 
     use super::{Command, Driver, SessionConfig, run};
 
-    struct QuietDriver;
+    /// Reports the state machine's calls and responses (all a test here looks at).
+    struct Reporter(mpsc::UnboundedSender<Event>);
 
-    impl Driver for QuietDriver {
+    impl Driver for Reporter {
         fn alive(&self) -> bool {
             true
         }
         fn connect_failed(&self, _error: &ClientError) {}
         fn signaling_state(&self, _connected: bool, _detail: &str) {}
-        fn event(&self, _event: Event, _endpoint: &Endpoint) {}
+        fn event(&self, event: Event, _endpoint: &Endpoint) {
+            if matches!(event, Event::Called { .. } | Event::Response(_)) {
+                let _ = self.0.send(event);
+            }
+        }
         fn media(&self, _action: MediaAction) {}
         fn stats(&self) {}
     }
 
-    /// A session, its commands, and the sender that lets it connect, against a listener
-    /// that accepts TCP and says nothing (the attempt is what is looked at).
-    async fn session_on(
-        listener: &tokio::net::TcpListener,
-    ) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Command>, oneshot::Sender<()>) {
-        let server = format!("ws://{}/ws", listener.local_addr().unwrap());
-        let config = SessionConfig {
-            client: ClientConfig { server, reconnect: false, ..ClientConfig::default() },
-            call: CallConfig::default(),
-        };
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (done, _done_rx) = std::sync::mpsc::channel();
-        let ready = async move {
-            let _ = ready_rx.await;
-        };
-        let task = tokio::spawn(run(config, QuietDriver, commands_rx, done, ready));
-        (task, commands, ready_tx)
+    /// One endpoint's session: its commands, what it reports, and what lets it negotiate.
+    struct TestSession {
+        commands: mpsc::UnboundedSender<Command>,
+        events: mpsc::UnboundedReceiver<Event>,
+        make_key: Option<oneshot::Sender<()>>,
     }
 
-    /// The element's session does not connect (so a callee is not rung, a caller not
-    /// registered) before its process's DTLS key is made (`ready`), and connects once it is.
-    #[test]
-    fn the_connection_waits_until_ready() {
+    impl TestSession {
+        /// `uid`'s session on `server` (`ws://…/ws`, the development app), its key not made.
+        fn start(server: &str, config: &wilddog_server::ServerConfig, uid: &str) -> Self {
+            let token = wilddog_server::mint_token(
+                config,
+                wilddog_server::config::DEV_APP_ID,
+                uid,
+                Duration::from_secs(600),
+            )
+            .unwrap();
+            let client = ClientConfig {
+                server: server.to_owned(),
+                app_id: wilddog_server::config::DEV_APP_ID.to_owned(),
+                token,
+                ..ClientConfig::default()
+            };
+            let (make_key, key_made) = oneshot::channel::<()>();
+            let (commands, commands_rx) = mpsc::unbounded_channel();
+            let (events_tx, events) = mpsc::unbounded_channel();
+            let (done, _) = std::sync::mpsc::channel();
+            let ready = async move {
+                let _ = key_made.await;
+            };
+            let config = SessionConfig { client, call: CallConfig::default() };
+            tokio::spawn(run(config, Reporter(events_tx), commands_rx, done, ready));
+            TestSession { commands, events, make_key: Some(make_key) }
+        }
+
+        fn make_key(&mut self) {
+            if let Some(tx) = self.make_key.take() {
+                let _ = tx.send(());
+            }
+        }
+
+        /// What it reports within `within`, if anything.
+        async fn next_event(&mut self, within: Duration) -> Option<Event> {
+            tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
+        }
+    }
+
+    /// Runs `test` with the development server on a free loopback port.
+    fn with_server<F: std::future::Future<Output = ()>>(
+        test: impl FnOnce(String, wilddog_server::ServerConfig) -> F,
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let (task, commands, ready) = session_on(&listener).await;
-            let early = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
-            assert!(early.is_err(), "connected before ready");
-            ready.send(()).unwrap();
-            let attempt = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
-            assert!(attempt.is_ok(), "no connection within 5 s of ready");
-            commands.send(Command::Shutdown).unwrap();
-            tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+            let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+            let config = wilddog_server::ServerConfig::development();
+            tokio::spawn(wilddog_server::run(listener, config.clone(), std::future::pending()));
+            test(url, config).await;
         });
     }
 
-    /// Stopping the element while the key is still being made ends its session at once.
+    /// A caller whose process's DTLS key is not made yet is connected (reachable) but does
+    /// not call before it is: the callee is rung once the key exists.
     #[test]
-    fn a_shutdown_before_ready_ends_the_session_at_once() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let (task, commands, _ready) = session_on(&listener).await;
-            commands.send(Command::Shutdown).unwrap();
-            let ended = tokio::time::timeout(Duration::from_secs(1), task).await;
-            assert!(ended.is_ok(), "the session waited for ready to stop");
-            let attempt = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-            assert!(attempt.is_err(), "connected after a shutdown");
+    fn a_call_waits_for_the_key() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob");
+            bob.make_key();
+            let mut alice = TestSession::start(&url, &config, "alice");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let call = Command::Call { remote_uid: "bob".into(), data: None };
+            alice.commands.send(call).unwrap();
+            assert!(bob.next_event(Duration::from_millis(700)).await.is_none(), "rung early");
+            alice.make_key();
+            let called = bob.next_event(Duration::from_secs(5)).await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+        });
+    }
+
+    /// A callee whose key is not made yet is rung, but its accept goes out only once the key
+    /// exists: the caller is not told ACCEPTED by an endpoint that cannot answer yet.
+    #[test]
+    fn an_accept_waits_for_the_key() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob");
+            let mut alice = TestSession::start(&url, &config, "alice");
+            alice.make_key();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let call = Command::Call { remote_uid: "bob".into(), data: None };
+            alice.commands.send(call).unwrap();
+            let called = bob.next_event(Duration::from_secs(5)).await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.commands.send(Command::Input(Input::Accept)).unwrap();
+            assert!(alice.next_event(Duration::from_millis(700)).await.is_none(), "early answer");
+            bob.make_key();
+            let response = alice.next_event(Duration::from_secs(5)).await;
+            assert!(matches!(response, Some(Event::Response(Response::Accepted))), "{response:?}");
         });
     }
 }
