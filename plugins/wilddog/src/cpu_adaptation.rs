@@ -342,7 +342,7 @@ static MACHINE_BUSY: AtomicU64 = AtomicU64::new(NO_BUSY);
 const NO_BUSY: u64 = u64::MAX;
 
 /// The share of the machine's CPU time (all cores) that was busy between the two last
-/// readings of `/proc/stat`, read at most every [`MACHINE_SAMPLE_EVERY`] by whichever
+/// readings of `/proc/stat`, read at most every `MACHINE_SAMPLE_EVERY` by whichever
 /// encoder of the process asks first (the others, and any that asks while it reads, get the
 /// last share: no encoder waits for another's reading); `None` before two readings or where
 /// there is no `/proc/stat`. One for the process: every call's encoder sees the same machine.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
-use wilddog_call::{CallConfig, Endpoint, Event, Input, MediaAction, Output};
+use wilddog_call::{CallConfig, CallState, Endpoint, Event, Input, MediaAction, Output};
 use wilddog_client::{Client, ClientConfig, ClientError, ClientEvent, ClientFrame, ServerFrame};
 
 /// What the element tells its session task.
@@ -63,7 +63,8 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// A call and an accept wait until `ready` resolves (the element: its process's DTLS key,
 /// `crate::dtls_prewarm_done`), and the commands after them with them, in order: before,
 /// the negotiation they start would block in webrtcbin until then, with the call already
-/// ACCEPTED. The connection is made at once, so that the endpoint is reachable.
+/// ACCEPTED. The connection is made at once, so that the endpoint is reachable. What may
+/// overtake them is in [`Waiting::push`]: a close, a reject, a busy answer.
 pub async fn run<D: Driver>(
     config: SessionConfig,
     driver: D,
@@ -75,6 +76,7 @@ pub async fn run<D: Driver>(
     // Commands that come while connecting (the call, on PLAYING) wait for `connack`, and a
     // call or an accept for `ready` too.
     let mut waiting = Waiting::default();
+    let mut endpoint = Endpoint::new(config.call);
     tokio::pin!(ready);
     let connect = Client::connect(config.client.clone());
     tokio::pin!(connect);
@@ -85,7 +87,7 @@ pub async fn run<D: Driver>(
             command = commands.recv() => match command {
                 // Stopping while connecting ends at once.
                 None | Some(Command::Shutdown) => return,
-                Some(c) => waiting.commands.push_back(c),
+                Some(c) => queue(&mut waiting, c, &mut endpoint, &driver),
             },
         }
     };
@@ -96,7 +98,6 @@ pub async fn run<D: Driver>(
             return;
         }
     };
-    let mut endpoint = Endpoint::new(config.call);
     let mut stats_at: Option<tokio::time::Instant> = None;
     loop {
         // Drain outputs first.
@@ -173,10 +174,7 @@ pub async fn run<D: Driver>(
                         let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                         return;
                     }
-                    Some(c) => {
-                        waiting.commands.push_back(c);
-                        waiting.apply_due(&mut endpoint);
-                    }
+                    Some(c) => queue(&mut waiting, c, &mut endpoint, &driver),
                 }
             }
             _ = &mut ready, if !waiting.key_made => {
@@ -197,28 +195,92 @@ pub async fn run<D: Driver>(
 /// Commands not yet given to the state machine, in order.
 #[derive(Default)]
 struct Waiting {
-    commands: std::collections::VecDeque<Command>,
+    commands: std::collections::VecDeque<Pending>,
     /// `connack` came (once; the machine takes commands through reconnections after).
     connected: bool,
     /// The process's DTLS key is made (`ready` resolved).
     key_made: bool,
 }
 
+/// A command not yet given to the state machine.
+struct Pending {
+    command: Command,
+    /// For an accept: the conversation that was ringing when it came. Held, it goes to
+    /// that call or to none: the caller may cancel and another call ring meanwhile, which
+    /// nobody accepted.
+    ringing: Option<String>,
+}
+
+impl Pending {
+    /// A call or an accept: a command that starts a negotiation.
+    fn negotiates(&self) -> bool {
+        matches!(self.command, Command::Call { .. } | Command::Input(Input::Accept))
+    }
+}
+
 impl Waiting {
+    /// Queues `command` and gives the machine every command that may go now.
+    ///
+    /// A close never waits behind a held call or accept: it drops them (the callee is
+    /// never rung, the caller gets its `bye` at once), and a reject or a busy answer drops a
+    /// held accept (the caller gets its answer at once, not ACCEPTED and then a hang-up).
+    ///
+    /// Returns whether a call that had not gone out was dropped: for the application it
+    /// ends as one cancelled while calling, in state idle.
+    #[must_use]
+    fn push(&mut self, command: Command, endpoint: &mut Endpoint) -> bool {
+        let calls_before = self.calls();
+        match &command {
+            Command::Input(Input::Close) => self.commands.retain(|p| !p.negotiates()),
+            Command::Input(Input::Reject | Input::Busy) => {
+                self.commands.retain(|p| !matches!(p.command, Command::Input(Input::Accept)))
+            }
+            _ => {}
+        }
+        let ringing = match &command {
+            Command::Input(Input::Accept) if endpoint.state() == CallState::Ringing => {
+                endpoint.conversation_id().map(str::to_owned)
+            }
+            _ => None,
+        };
+        let dropped_call = calls_before > self.calls();
+        self.commands.push_back(Pending { command, ringing });
+        self.apply_due(endpoint);
+        dropped_call
+    }
+
+    /// How many calls wait.
+    fn calls(&self) -> usize {
+        self.commands.iter().filter(|p| matches!(p.command, Command::Call { .. })).count()
+    }
+
     /// Gives the machine every command that may go now, in order: none before `connack`,
-    /// and none from the first call or accept on while the key is being made.
+    /// and none from the first call or accept on while the key is being made. While a call
+    /// waits, the endpoint answers incoming calls busy ([`Endpoint::set_reserved`]): it is
+    /// about to call, and a call ringing it now would be hung up by its own.
     fn apply_due(&mut self, endpoint: &mut Endpoint) {
         while self.connected {
-            let negotiates = matches!(
-                self.commands.front(),
-                Some(Command::Call { .. } | Command::Input(Input::Accept))
-            );
-            if negotiates && !self.key_made {
-                return;
+            let Some(front) = self.commands.front() else { break };
+            if front.negotiates() && !self.key_made {
+                break;
             }
-            let Some(command) = self.commands.pop_front() else { return };
-            apply(endpoint, command);
+            let Some(Pending { command, ringing }) = self.commands.pop_front() else { break };
+            let stale = ringing.is_some_and(|cid| {
+                endpoint.state() != CallState::Ringing
+                    || endpoint.conversation_id() != Some(cid.as_str())
+            });
+            if !stale {
+                apply(endpoint, command);
+            }
         }
+        endpoint.set_reserved(self.calls() > 0);
+    }
+}
+
+/// [`Waiting::push`], telling the driver of a call dropped before it went out.
+fn queue<D: Driver>(waiting: &mut Waiting, command: Command, endpoint: &mut Endpoint, driver: &D) {
+    if waiting.push(command, endpoint) && endpoint.state() == CallState::Idle {
+        driver.event(Event::StateChanged(CallState::Idle), endpoint);
     }
 }
 
@@ -266,23 +328,37 @@ mod tests {
     use std::time::Duration;
 
     use tokio::sync::{mpsc, oneshot};
-    use wilddog_call::{CallConfig, Endpoint, Event, Input, MediaAction, Response};
+    use wilddog_call::{CallConfig, CallState, Endpoint, Event, Input, MediaAction, Response};
     use wilddog_client::{ClientConfig, ClientError};
 
     use super::{Command, Driver, SessionConfig, run};
 
-    /// Reports the state machine's calls and responses (all a test here looks at).
-    struct Reporter(mpsc::UnboundedSender<Event>);
+    /// Reports `connack`s, and the state machine's calls, responses, hang-ups and returns to
+    /// idle (all a test here looks at).
+    struct Reporter {
+        events: mpsc::UnboundedSender<Event>,
+        connected: mpsc::UnboundedSender<()>,
+    }
 
     impl Driver for Reporter {
         fn alive(&self) -> bool {
             true
         }
         fn connect_failed(&self, _error: &ClientError) {}
-        fn signaling_state(&self, _connected: bool, _detail: &str) {}
+        fn signaling_state(&self, connected: bool, _detail: &str) {
+            if connected {
+                let _ = self.connected.send(());
+            }
+        }
         fn event(&self, event: Event, _endpoint: &Endpoint) {
-            if matches!(event, Event::Called { .. } | Event::Response(_)) {
-                let _ = self.0.send(event);
+            if matches!(
+                event,
+                Event::Called { .. }
+                    | Event::Response(_)
+                    | Event::Closed { .. }
+                    | Event::StateChanged(CallState::Idle)
+            ) {
+                let _ = self.events.send(event);
             }
         }
         fn media(&self, _action: MediaAction) {}
@@ -297,8 +373,9 @@ mod tests {
     }
 
     impl TestSession {
-        /// `uid`'s session on `server` (`ws://…/ws`, the development app), its key not made.
-        fn start(server: &str, config: &wilddog_server::ServerConfig, uid: &str) -> Self {
+        /// `uid`'s session on `server` (`ws://…/ws`, the development app), its key not made,
+        /// once it is connected.
+        async fn start(server: &str, config: &wilddog_server::ServerConfig, uid: &str) -> Self {
             let token = wilddog_server::mint_token(
                 config,
                 wilddog_server::config::DEV_APP_ID,
@@ -315,12 +392,16 @@ mod tests {
             let (make_key, key_made) = oneshot::channel::<()>();
             let (commands, commands_rx) = mpsc::unbounded_channel();
             let (events_tx, events) = mpsc::unbounded_channel();
+            let (connected_tx, mut connected) = mpsc::unbounded_channel();
             let (done, _) = std::sync::mpsc::channel();
             let ready = async move {
                 let _ = key_made.await;
             };
             let config = SessionConfig { client, call: CallConfig::default() };
-            tokio::spawn(run(config, Reporter(events_tx), commands_rx, done, ready));
+            let reporter = Reporter { events: events_tx, connected: connected_tx };
+            tokio::spawn(run(config, reporter, commands_rx, done, ready));
+            let connack = tokio::time::timeout(Duration::from_secs(10), connected.recv()).await;
+            assert!(matches!(connack, Ok(Some(()))), "{uid} not connected: {connack:?}");
             TestSession { commands, events, make_key: Some(make_key) }
         }
 
@@ -330,11 +411,29 @@ mod tests {
             }
         }
 
+        fn call(&self, remote_uid: &str) {
+            self.commands
+                .send(Command::Call { remote_uid: remote_uid.into(), data: None })
+                .unwrap();
+        }
+
+        fn input(&self, input: Input) {
+            self.commands.send(Command::Input(input)).unwrap();
+        }
+
         /// What it reports within `within`, if anything.
         async fn next_event(&mut self, within: Duration) -> Option<Event> {
             tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
         }
+
+        /// What it reports next (within 5 s).
+        async fn event(&mut self) -> Option<Event> {
+            self.next_event(Duration::from_secs(5)).await
+        }
     }
+
+    /// How long a test waits for what must not happen.
+    const QUIET: Duration = Duration::from_millis(700);
 
     /// Runs `test` with the development server on a free loopback port.
     fn with_server<F: std::future::Future<Output = ()>>(
@@ -355,15 +454,13 @@ mod tests {
     #[test]
     fn a_call_waits_for_the_key() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob");
+            let mut bob = TestSession::start(&url, &config, "bob").await;
             bob.make_key();
-            let mut alice = TestSession::start(&url, &config, "alice");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let call = Command::Call { remote_uid: "bob".into(), data: None };
-            alice.commands.send(call).unwrap();
-            assert!(bob.next_event(Duration::from_millis(700)).await.is_none(), "rung early");
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.call("bob");
+            assert!(bob.next_event(QUIET).await.is_none(), "rung early");
             alice.make_key();
-            let called = bob.next_event(Duration::from_secs(5)).await;
+            let called = bob.event().await;
             assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
         });
     }
@@ -373,19 +470,104 @@ mod tests {
     #[test]
     fn an_accept_waits_for_the_key() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob");
-            let mut alice = TestSession::start(&url, &config, "alice");
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            let mut alice = TestSession::start(&url, &config, "alice").await;
             alice.make_key();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let call = Command::Call { remote_uid: "bob".into(), data: None };
-            alice.commands.send(call).unwrap();
-            let called = bob.next_event(Duration::from_secs(5)).await;
+            alice.call("bob");
+            let called = bob.event().await;
             assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
-            bob.commands.send(Command::Input(Input::Accept)).unwrap();
-            assert!(alice.next_event(Duration::from_millis(700)).await.is_none(), "early answer");
+            bob.input(Input::Accept);
+            assert!(alice.next_event(QUIET).await.is_none(), "early answer");
             bob.make_key();
-            let response = alice.next_event(Duration::from_secs(5)).await;
+            let response = alice.event().await;
             assert!(matches!(response, Some(Event::Response(Response::Accepted))), "{response:?}");
+        });
+    }
+
+    /// A close while the call waits for the key drops the call: the caller's call ends at
+    /// once (state idle, so a caller element ends its stream), and the callee is never rung.
+    #[test]
+    fn a_close_drops_a_call_that_waits_for_the_key() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            bob.make_key();
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.call("bob");
+            alice.input(Input::Close);
+            let ended = alice.event().await;
+            assert!(matches!(ended, Some(Event::StateChanged(CallState::Idle))), "{ended:?}");
+            alice.make_key();
+            let rung = bob.next_event(QUIET).await;
+            assert!(rung.is_none(), "a call closed before it went out rang: {rung:?}");
+        });
+    }
+
+    /// A caller waiting for its key is busy for everyone else: a third party calling it
+    /// gets BUSY, and it is not rung (its own call would hang that one up).
+    #[test]
+    fn a_call_that_waits_for_the_key_answers_others_busy() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            bob.make_key();
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            let mut carol = TestSession::start(&url, &config, "carol").await;
+            carol.make_key();
+            alice.call("bob");
+            carol.call("alice");
+            let response = carol.event().await;
+            assert!(matches!(response, Some(Event::Response(Response::Busy))), "{response:?}");
+            let rung = alice.next_event(QUIET).await;
+            assert!(rung.is_none(), "rung while about to call: {rung:?}");
+            alice.make_key();
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+        });
+    }
+
+    /// An accept held for the key goes to the call that rang when it was given or to none:
+    /// that caller hangs up and calls again, and the new call, which nobody accepted, keeps
+    /// ringing after the key is made.
+    #[test]
+    fn a_held_accept_goes_to_its_own_call_only() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.make_key();
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.input(Input::Accept);
+            alice.input(Input::Close);
+            let idle = alice.event().await;
+            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
+            let closed = bob.event().await;
+            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
+            let idle = bob.event().await;
+            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.make_key();
+            let answer = alice.next_event(QUIET).await;
+            assert!(answer.is_none(), "the second call answered by the first's accept: {answer:?}");
+        });
+    }
+
+    /// A reject of a call whose accept waits for the key replaces the accept: the caller
+    /// hears REJECTED at once, not ACCEPTED once the key is made and then a hang-up.
+    #[test]
+    fn a_reject_replaces_a_held_accept() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.make_key();
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.input(Input::Accept);
+            bob.input(Input::Reject);
+            let response = alice.event().await;
+            assert!(matches!(response, Some(Event::Response(Response::Rejected))), "{response:?}");
         });
     }
 }

@@ -40,8 +40,9 @@
 //!   [`Response::Busy`] from the callee, [`Response::Timeout`] after
 //!   [`CallConfig::call_timeout`] without an answer (it then sends `bye` to stop the ringing)
 //!   or at once when the server says the callee is unreachable.
-//! * The callee raises [`Event::Called`] on an incoming `call`, unless a conversation is live:
-//!   then it answers `busy` itself and raises nothing. [`Input::Accept`] sends `accept` and
+//! * The callee raises [`Event::Called`] on an incoming `call`, unless a conversation is live
+//!   or the endpoint is [reserved](Endpoint::set_reserved): then it answers `busy` itself and
+//!   raises nothing. [`Input::Accept`] sends `accept` and
 //!   starts the media engine, which then gets the offer ([`MediaAction::ApplyRemoteOffer`])
 //!   and feeds back [`Input::LocalAnswer`]. A ringing call not answered within
 //!   [`CallConfig::answer_timeout`] ends with [`WilddogError::ConversationTimeout`].
@@ -656,6 +657,8 @@ pub struct Endpoint {
     outputs: VecDeque<Output>,
     /// Source of `restartId`s.
     restart_counter: u64,
+    /// Set by [`Endpoint::set_reserved`]: an incoming call is answered `busy`, as in a call.
+    reserved: bool,
 }
 
 impl Endpoint {
@@ -668,7 +671,16 @@ impl Endpoint {
             conversation: None,
             outputs: VecDeque::new(),
             restart_counter: 0,
+            reserved: false,
         }
+    }
+
+    /// While `reserved`, an idle endpoint answers every incoming call `busy` itself and
+    /// raises nothing, as it does in a conversation: the application has a call of its own
+    /// to place (it waits, say, for its media engine to be ready) and must not be rung
+    /// before. A ringing or live conversation is not touched.
+    pub fn set_reserved(&mut self, reserved: bool) {
+        self.reserved = reserved;
     }
 
     /// The timers in use.
@@ -1239,6 +1251,10 @@ impl Endpoint {
                 self.push_send(&cid, &from, Body::Busy(Empty::default()));
             }
             // The same cid from someone else: not ours to answer.
+            return;
+        }
+        if self.reserved {
+            self.push_send(&cid, &from, Body::Busy(Empty::default()));
             return;
         }
         let data = msg.data_text();

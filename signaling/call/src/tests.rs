@@ -431,6 +431,27 @@ fn calling_endpoint_answers_an_incoming_call_busy() {
 }
 
 #[test]
+fn reserved_endpoint_answers_an_incoming_call_busy() {
+    let mut w = World::new();
+    w.endpoints.get_mut("alice").expect("alice").set_reserved(true);
+    w.call("carol", "alice", "cid2");
+    w.run();
+    w.expect(&[
+        "carol: send cid2->alice call data=hi servers=stun:127.0.0.1:3478",
+        "carol: state calling",
+        "alice: send cid2->carol busy",
+        "carol: response BUSY",
+        "carol: state idle",
+    ]);
+    assert_eq!(w.ep("alice").state(), CallState::Idle);
+    // No longer reserved: rung.
+    w.endpoints.get_mut("alice").expect("alice").set_reserved(false);
+    w.call("carol", "alice", "cid3");
+    w.run();
+    assert_eq!(w.ep("alice").state(), CallState::Ringing);
+}
+
+#[test]
 fn unanswered_call_times_out_and_stops_the_ringing() {
     let config = CallConfig { call_timeout: 20 * SECOND, ..CallConfig::default() };
     let mut w = World::with(&[("alice", config), ("bob", CallConfig::default())]);
