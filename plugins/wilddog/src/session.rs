@@ -205,9 +205,9 @@ struct Waiting {
 /// A command not yet given to the state machine.
 struct Pending {
     command: Command,
-    /// For an accept: the conversation that was ringing when it came. Held, it goes to
-    /// that call or to none: the caller may cancel and another call ring meanwhile, which
-    /// nobody accepted.
+    /// For an accept: the conversation that was ringing when it came (an accept when
+    /// nothing rings is dropped). Held, it goes to that call or to none: the caller may
+    /// cancel and another call ring meanwhile, which nobody accepted.
     ringing: Option<String>,
 }
 
@@ -222,24 +222,36 @@ impl Waiting {
     /// Queues `command` and gives the machine every command that may go now.
     ///
     /// A close never waits behind a held call or accept: it drops them (the callee is
-    /// never rung, the caller gets its `bye` at once), and a reject or a busy answer drops a
-    /// held accept (the caller gets its answer at once, not ACCEPTED and then a hang-up).
+    /// never rung, the caller gets its `bye` at once). A reject or a busy answer drops a
+    /// held accept (the caller gets its answer, not ACCEPTED and then a hang-up), and so
+    /// does a call of our own (which hangs the ringing call up when it goes out).
     ///
     /// Returns whether a call that had not gone out was dropped: for the application it
     /// ends as one cancelled while calling, in state idle.
     #[must_use]
     fn push(&mut self, command: Command, endpoint: &mut Endpoint) -> bool {
         let calls_before = self.calls();
+        let is_accept = |p: &Pending| matches!(p.command, Command::Input(Input::Accept));
         match &command {
             Command::Input(Input::Close) => self.commands.retain(|p| !p.negotiates()),
-            Command::Input(Input::Reject | Input::Busy) => {
-                self.commands.retain(|p| !matches!(p.command, Command::Input(Input::Accept)))
+            // A call of our own hangs the ringing call up when it goes out: not accepted
+            // first.
+            Command::Input(Input::Reject | Input::Busy) | Command::Call { .. } => {
+                self.commands.retain(|p| !is_accept(p))
             }
             _ => {}
         }
         let ringing = match &command {
-            Command::Input(Input::Accept) if endpoint.state() == CallState::Ringing => {
-                endpoint.conversation_id().map(str::to_owned)
+            Command::Input(Input::Accept) => {
+                let ringing = (endpoint.state() == CallState::Ringing)
+                    .then(|| endpoint.conversation_id().map(str::to_owned))
+                    .flatten();
+                if ringing.is_none() {
+                    // Nothing rings (the caller hung up first): there is nothing to accept,
+                    // now or when the key is made, whatever rings then.
+                    return false;
+                }
+                ringing
             }
             _ => None,
         };
@@ -279,7 +291,9 @@ impl Waiting {
 
 /// [`Waiting::push`], telling the driver of a call dropped before it went out.
 fn queue<D: Driver>(waiting: &mut Waiting, command: Command, endpoint: &mut Endpoint, driver: &D) {
-    if waiting.push(command, endpoint) && endpoint.state() == CallState::Idle {
+    // Only from idle to idle: a close that also ended a ringing call says so itself.
+    let was_idle = endpoint.state() == CallState::Idle;
+    if waiting.push(command, endpoint) && was_idle && endpoint.state() == CallState::Idle {
         driver.event(Event::StateChanged(CallState::Idle), endpoint);
     }
 }
@@ -499,6 +513,12 @@ mod tests {
             alice.make_key();
             let rung = bob.next_event(QUIET).await;
             assert!(rung.is_none(), "a call closed before it went out rang: {rung:?}");
+            // No call waits any more: alice can be called again.
+            let mut carol = TestSession::start(&url, &config, "carol").await;
+            carol.make_key();
+            carol.call("alice");
+            let called = alice.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
         });
     }
 
@@ -520,6 +540,15 @@ mod tests {
             assert!(rung.is_none(), "rung while about to call: {rung:?}");
             alice.make_key();
             let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            // Once its call is over, alice takes calls again.
+            bob.input(Input::Reject);
+            let response = alice.event().await;
+            assert!(matches!(response, Some(Event::Response(Response::Rejected))), "{response:?}");
+            let idle = alice.event().await;
+            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
+            carol.call("alice");
+            let called = alice.event().await;
             assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
         });
     }
@@ -550,6 +579,57 @@ mod tests {
             bob.make_key();
             let answer = alice.next_event(QUIET).await;
             assert!(answer.is_none(), "the second call answered by the first's accept: {answer:?}");
+        });
+    }
+
+    /// An accept given when nothing rings (the caller hung up first) accepts nothing: not
+    /// the next call, which rings after it and nobody accepted.
+    #[test]
+    fn a_late_accept_answers_no_later_call() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.make_key();
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            alice.input(Input::Close);
+            let closed = bob.event().await;
+            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
+            bob.input(Input::Accept);
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(
+                matches!(called, Some(Event::StateChanged(CallState::Idle))),
+                "bob idle after the hang-up: {called:?}"
+            );
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.make_key();
+            while let Some(event) = alice.next_event(QUIET).await {
+                assert!(
+                    !matches!(event, Event::Response(_)),
+                    "the call answered by an accept given before it rang: {event:?}"
+                );
+            }
+        });
+    }
+
+    /// A close of a call whose accept waits for the key hangs up at once: the caller hears
+    /// `closed`, not ACCEPTED once the key is made and then a hang-up.
+    #[test]
+    fn a_close_drops_a_held_accept_and_hangs_up() {
+        with_server(|url, config| async move {
+            let mut bob = TestSession::start(&url, &config, "bob").await;
+            let mut alice = TestSession::start(&url, &config, "alice").await;
+            alice.make_key();
+            alice.call("bob");
+            let called = bob.event().await;
+            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.input(Input::Accept);
+            bob.input(Input::Close);
+            let closed = alice.event().await;
+            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
         });
     }
 
