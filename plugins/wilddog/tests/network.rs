@@ -551,24 +551,26 @@ fn three_percent_loss_of_one_packet_frames_is_asked_for() {
     // Clean for a while, as a user's call: the start's probes run.
     let _ = watch(&mut alice, Duration::from_secs(6));
     shaping::lose_udp_percent(3);
-    let (lossy, alice_stats) = watch(&mut alice, Duration::from_secs(16));
+    let (lossy, alice_stats) = watch(&mut alice, Duration::from_secs(20));
     shaping::no_loss();
     let a = alice_stats.last().expect("alice's stats");
     let (nack_sent, pli_sent) = (a.remote_u64("nackSent"), a.remote_u64("pliSent"));
     let fps: Vec<u64> = alice_stats.iter().map(|s| s.remote_u64("fps")).collect();
     println!(
-        "ball pattern, 3 % loss: {lossy} frames in 16 s, fps {fps:?}; alice sent {nack_sent} \
+        "ball pattern, 3 % loss: {lossy} frames in 20 s, fps {fps:?}; alice sent {nack_sent} \
          NACKs and {pli_sent} PLIs, counted {} packets lost",
         a.remote_u64("packetsLost")
     );
     drop(bob);
     // Mostly asked for, not refreshed by key frames: the first loss of the call may still
     // be given up (nothing had been lost yet, the wait was the clean link's), then a PLI.
+    // 3 % of some 300 video packets is 9 on average but as few as 2 now and then (then one
+    // PLI and one NACK: 2 of 19 runs of 16 s failed a claim of more NACKs than PLIs).
     assert!(
-        nack_sent > 0 && nack_sent > pli_sent,
-        "alice sent {nack_sent} NACKs and {pli_sent} PLIs in 16 s of 3 % loss"
+        nack_sent > 0 && nack_sent >= pli_sent,
+        "alice sent {nack_sent} NACKs and {pli_sent} PLIs in 20 s of 3 % loss"
     );
-    assert!(lossy >= 204, "{lossy} frames in 16 s under 3 % loss of a 15 fps source (240)");
+    assert!(lossy >= 255, "{lossy} frames in 20 s under 3 % loss of a 15 fps source (300)");
 }
 
 /// Opus's in-band FEC follows the path's loss (`recovery::opus_loss_percentage`, opusenc's
