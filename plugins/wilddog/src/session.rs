@@ -444,6 +444,25 @@ mod tests {
         async fn event(&mut self) -> Option<Event> {
             self.next_event(Duration::from_secs(5)).await
         }
+
+        /// Its next report (within 5 s), which must be one `is` takes.
+        async fn expect(&mut self, is: impl Fn(&Event) -> bool) {
+            let event = self.event().await;
+            assert!(event.as_ref().is_some_and(is), "{event:?}");
+        }
+    }
+
+    /// bob, its key not made, rung by alice, hers made.
+    async fn alice_rings_bob(
+        url: &str,
+        config: &wilddog_server::ServerConfig,
+    ) -> (TestSession, TestSession) {
+        let mut bob = TestSession::start(url, config, "bob").await;
+        let mut alice = TestSession::start(url, config, "alice").await;
+        alice.make_key();
+        alice.call("bob");
+        bob.expect(|e| matches!(e, Event::Called { .. })).await;
+        (bob, alice)
     }
 
     /// How long a test waits for what must not happen.
@@ -474,8 +493,7 @@ mod tests {
             alice.call("bob");
             assert!(bob.next_event(QUIET).await.is_none(), "rung early");
             alice.make_key();
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.expect(|e| matches!(e, Event::Called { .. })).await;
         });
     }
 
@@ -484,17 +502,11 @@ mod tests {
     #[test]
     fn an_accept_waits_for_the_key() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob").await;
-            let mut alice = TestSession::start(&url, &config, "alice").await;
-            alice.make_key();
-            alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            let (mut bob, mut alice) = alice_rings_bob(&url, &config).await;
             bob.input(Input::Accept);
             assert!(alice.next_event(QUIET).await.is_none(), "early answer");
             bob.make_key();
-            let response = alice.event().await;
-            assert!(matches!(response, Some(Event::Response(Response::Accepted))), "{response:?}");
+            alice.expect(|e| matches!(e, Event::Response(Response::Accepted))).await;
         });
     }
 
@@ -508,8 +520,7 @@ mod tests {
             let mut alice = TestSession::start(&url, &config, "alice").await;
             alice.call("bob");
             alice.input(Input::Close);
-            let ended = alice.event().await;
-            assert!(matches!(ended, Some(Event::StateChanged(CallState::Idle))), "{ended:?}");
+            alice.expect(|e| matches!(e, Event::StateChanged(CallState::Idle))).await;
             alice.make_key();
             let rung = bob.next_event(QUIET).await;
             assert!(rung.is_none(), "a call closed before it went out rang: {rung:?}");
@@ -517,8 +528,7 @@ mod tests {
             let mut carol = TestSession::start(&url, &config, "carol").await;
             carol.make_key();
             carol.call("alice");
-            let called = alice.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            alice.expect(|e| matches!(e, Event::Called { .. })).await;
         });
     }
 
@@ -534,22 +544,17 @@ mod tests {
             carol.make_key();
             alice.call("bob");
             carol.call("alice");
-            let response = carol.event().await;
-            assert!(matches!(response, Some(Event::Response(Response::Busy))), "{response:?}");
+            carol.expect(|e| matches!(e, Event::Response(Response::Busy))).await;
             let rung = alice.next_event(QUIET).await;
             assert!(rung.is_none(), "rung while about to call: {rung:?}");
             alice.make_key();
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.expect(|e| matches!(e, Event::Called { .. })).await;
             // Once its call is over, alice takes calls again.
             bob.input(Input::Reject);
-            let response = alice.event().await;
-            assert!(matches!(response, Some(Event::Response(Response::Rejected))), "{response:?}");
-            let idle = alice.event().await;
-            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
+            alice.expect(|e| matches!(e, Event::Response(Response::Rejected))).await;
+            alice.expect(|e| matches!(e, Event::StateChanged(CallState::Idle))).await;
             carol.call("alice");
-            let called = alice.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            alice.expect(|e| matches!(e, Event::Called { .. })).await;
         });
     }
 
@@ -559,23 +564,14 @@ mod tests {
     #[test]
     fn a_held_accept_goes_to_its_own_call_only() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob").await;
-            let mut alice = TestSession::start(&url, &config, "alice").await;
-            alice.make_key();
-            alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            let (mut bob, mut alice) = alice_rings_bob(&url, &config).await;
             bob.input(Input::Accept);
             alice.input(Input::Close);
-            let idle = alice.event().await;
-            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
-            let closed = bob.event().await;
-            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
-            let idle = bob.event().await;
-            assert!(matches!(idle, Some(Event::StateChanged(CallState::Idle))), "{idle:?}");
+            alice.expect(|e| matches!(e, Event::StateChanged(CallState::Idle))).await;
+            bob.expect(|e| matches!(e, Event::Closed { .. })).await;
+            bob.expect(|e| matches!(e, Event::StateChanged(CallState::Idle))).await;
             alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.expect(|e| matches!(e, Event::Called { .. })).await;
             bob.make_key();
             let answer = alice.next_event(QUIET).await;
             assert!(answer.is_none(), "the second call answered by the first's accept: {answer:?}");
@@ -587,24 +583,13 @@ mod tests {
     #[test]
     fn a_late_accept_answers_no_later_call() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob").await;
-            let mut alice = TestSession::start(&url, &config, "alice").await;
-            alice.make_key();
-            alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            let (mut bob, mut alice) = alice_rings_bob(&url, &config).await;
             alice.input(Input::Close);
-            let closed = bob.event().await;
-            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
+            bob.expect(|e| matches!(e, Event::Closed { .. })).await;
             bob.input(Input::Accept);
             alice.call("bob");
-            let called = bob.event().await;
-            assert!(
-                matches!(called, Some(Event::StateChanged(CallState::Idle))),
-                "bob idle after the hang-up: {called:?}"
-            );
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            bob.expect(|e| matches!(e, Event::StateChanged(CallState::Idle))).await;
+            bob.expect(|e| matches!(e, Event::Called { .. })).await;
             bob.make_key();
             while let Some(event) = alice.next_event(QUIET).await {
                 assert!(
@@ -620,16 +605,10 @@ mod tests {
     #[test]
     fn a_close_drops_a_held_accept_and_hangs_up() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob").await;
-            let mut alice = TestSession::start(&url, &config, "alice").await;
-            alice.make_key();
-            alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            let (bob, mut alice) = alice_rings_bob(&url, &config).await;
             bob.input(Input::Accept);
             bob.input(Input::Close);
-            let closed = alice.event().await;
-            assert!(matches!(closed, Some(Event::Closed { .. })), "{closed:?}");
+            alice.expect(|e| matches!(e, Event::Closed { .. })).await;
         });
     }
 
@@ -638,16 +617,10 @@ mod tests {
     #[test]
     fn a_reject_replaces_a_held_accept() {
         with_server(|url, config| async move {
-            let mut bob = TestSession::start(&url, &config, "bob").await;
-            let mut alice = TestSession::start(&url, &config, "alice").await;
-            alice.make_key();
-            alice.call("bob");
-            let called = bob.event().await;
-            assert!(matches!(called, Some(Event::Called { .. })), "{called:?}");
+            let (bob, mut alice) = alice_rings_bob(&url, &config).await;
             bob.input(Input::Accept);
             bob.input(Input::Reject);
-            let response = alice.event().await;
-            assert!(matches!(response, Some(Event::Response(Response::Rejected))), "{response:?}");
+            alice.expect(|e| matches!(e, Event::Response(Response::Rejected))).await;
         });
     }
 }
