@@ -759,7 +759,9 @@ fn run_instance_with<'a>(
                 me.local_hangup = me.accepted_at.is_some() || plan.role == Role::Answer;
                 hang_up(&pipeline);
             }
-            me.outcome.get_or_insert(if plan.role == Role::Call && me.accepted_at.is_none() {
+            // A caller stopped before its call carried media (unanswered, or answered and
+            // still connecting) cancelled it: not a failure of the call, and not a success.
+            me.outcome.get_or_insert(if plan.role == Role::Call && !me.media_connected {
                 Outcome::Cancelled
             } else {
                 Outcome::Ended
@@ -1116,12 +1118,11 @@ impl Instance<'_> {
     /// A call that was accepted but never carried media did not succeed, however it ended.
     fn no_media_is_an_error(&mut self) {
         if self.had_call && !self.media_connected && matches!(self.outcome, Some(Outcome::Ended)) {
-            self.outcome = Some(Outcome::Error {
-                code: Some(41004),
-                message: "the call ended without ever carrying media (its ICE/DTLS never \
-                          connected)"
-                    .into(),
-            });
+            let message = "the call ended without ever carrying media (its ICE/DTLS never \
+                           connected)";
+            // Said on stderr: its `closed` (with `media_connected` false) is already out.
+            tracing::error!("41004: {message}");
+            self.outcome = Some(Outcome::Error { code: Some(41004), message: message.into() });
         }
     }
 

@@ -38,7 +38,8 @@ pub mod exit {
     pub const BUSY: i32 = 4;
     /// No answer within the call timeout (or the callee is not connected).
     pub const TIMEOUT: i32 = 5;
-    /// Stopped (Ctrl-C, SIGTERM) before the callee answered; the call was cancelled.
+    /// Stopped (Ctrl-C, SIGTERM) before the call carried media (unanswered, or answered and
+    /// still connecting); the call was cancelled.
     pub const CANCELLED: i32 = 6;
 }
 

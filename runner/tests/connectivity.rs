@@ -11,6 +11,7 @@ use run_support::{Runner, enter_netns, pipeline, start_caller_file};
 
 const ENDED: i32 = 0;
 const ERROR: i32 = 1;
+const CANCELLED: i32 = 6;
 
 /// An echo bot with its own in-process server, no `--ice-local-addresses`.
 fn echo_bot() -> (Runner, String) {
@@ -157,6 +158,30 @@ fn a_call_whose_media_never_arrived_is_not_a_success() {
         "{:?}",
         caller.seen
     );
+    // Exit 1 says why.
+    let stderr = caller.stderr();
+    assert!(stderr.contains("41004: the call ended without ever carrying media"), "{stderr}");
+}
+
+/// Ctrl-C on a caller whose call was ACCEPTED but whose media has not connected (every
+/// datagram dropped) cancels it: exit 6, as before an answer, with `closed` `local-hangup`
+/// and `media_connected` false. It exited 1 with nothing on stderr to say why.
+#[test]
+fn ctrl_c_before_the_media_connects_cancels_the_call() {
+    if !enter_netns("ctrl_c_before_the_media_connects_cancels_the_call") {
+        return;
+    }
+    let (_echo, server) = echo_bot();
+    block_all_but_tcp_port(port_of(&server));
+    let mut caller = caller(&server, &[]);
+    let response = caller.wait_event("response");
+    assert_eq!(response["status"], "ACCEPTED", "{response}");
+    std::thread::sleep(Duration::from_secs(1));
+    caller.signal("INT");
+    assert_eq!(caller.wait_exit(), CANCELLED, "stderr:\n{}", caller.stderr());
+    let closed = caller.seen.iter().find(|e| e["event"] == "closed").expect("closed");
+    assert_eq!(closed["reason"], "local-hangup", "{closed}");
+    assert_eq!(closed["media_connected"], false, "{closed}");
 }
 
 /// A recorder whose call never carried media (every datagram dropped): no file is left, not
